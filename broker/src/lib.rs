@@ -1,0 +1,2 @@
+//! Strata broker: a Kafka-compatible streaming broker.
+pub mod log;

@@ -1,0 +1,498 @@
+//! The partition log: an ordered list of segments in one directory per partition.
+//! This is the bottom of the data path: Produce appends validated batches here and
+//! Fetch reads byte ranges straight back out.
+//!
+//! Concurrency model (see docs/architecture.md): a `PartitionLog` is owned by its
+//! partition behind a synchronous mutex. Appends and index lookups happen under the
+//! lock and never await; the bulk read of a fetch happens after the lock is released,
+//! through a [`segment::SegmentReader`] snapshot.
+
+pub mod batch;
+pub mod index;
+pub mod segment;
+
+use std::fs;
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::RecordBatchDecoder;
+use thiserror::Error;
+use tracing::{debug, info};
+
+use batch::{BatchError, BatchHeader};
+use segment::{Segment, SegmentReader};
+
+/// Per-partition log settings, resolved from topic config over broker defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Roll to a new segment once the active one would exceed this size.
+    pub segment_bytes: u64,
+    /// Roll to a new segment once the active one is this old (ms).
+    pub segment_ms: i64,
+    /// Delete old segments while the partition is larger than this (-1: no limit).
+    pub retention_bytes: i64,
+    /// Delete segments whose newest record is older than this (ms, -1: no limit).
+    pub retention_ms: i64,
+    /// fsync after this many messages (u64::MAX: leave it to the OS).
+    pub flush_messages: u64,
+    /// fsync when unflushed data is this old (ms, i64::MAX: never).
+    pub flush_ms: i64,
+    /// Bytes between sparse index entries.
+    pub index_interval_bytes: u64,
+    /// Largest record batch accepted.
+    pub max_message_bytes: usize,
+    /// Stamp batches with the broker's clock instead of the producer's.
+    pub log_append_time: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            flush_messages: u64::MAX,
+            flush_ms: i64::MAX,
+            index_interval_bytes: 4096,
+            max_message_bytes: 1_048_588,
+            log_append_time: false,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum LogError {
+    #[error("I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("corrupt record batch: {0}")]
+    Corrupt(#[from] BatchError),
+    #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
+    TooLarge { size: usize, max: usize },
+    #[error("offset {offset} out of range [{start}, {end}]")]
+    OffsetOutOfRange { offset: i64, start: i64, end: i64 },
+    #[error("cannot decode stored batch: {0}")]
+    Decode(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
+    move |source| LogError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Produce data after validation, ready to be appended. Validation (CRC over every
+/// byte) is the expensive part, so it happens before the partition lock is taken.
+#[derive(Debug)]
+pub struct ValidatedRecords {
+    buf: BytesMut,
+    batches: Vec<(BatchHeader, Range<usize>)>,
+}
+
+impl ValidatedRecords {
+    pub fn new(records: &[u8], max_message_bytes: usize) -> Result<Self, LogError> {
+        let batches = batch::split_batches(records)?;
+        for (h, _) in &batches {
+            if h.total_len() > max_message_bytes {
+                return Err(LogError::TooLarge {
+                    size: h.total_len(),
+                    max: max_message_bytes,
+                });
+            }
+        }
+        Ok(ValidatedRecords {
+            buf: BytesMut::from(records),
+            batches,
+        })
+    }
+
+    pub fn batches(&self) -> impl Iterator<Item = &BatchHeader> {
+        self.batches.iter().map(|(h, _)| h)
+    }
+
+    pub fn record_count(&self) -> u64 {
+        self.batches
+            .iter()
+            .map(|(h, _)| h.records_count as u64)
+            .sum()
+    }
+
+    pub fn byte_len(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// Broker timestamp when the topic uses LogAppendTime, else -1.
+    pub log_append_time: i64,
+}
+
+/// A planned fetch read, executed without the partition lock.
+#[derive(Debug, Clone)]
+pub struct ReadPlan {
+    reader: Option<SegmentReader>,
+    pos: u64,
+    max_bytes: usize,
+    min_one: bool,
+}
+
+impl ReadPlan {
+    pub fn read(&self) -> io::Result<Bytes> {
+        match &self.reader {
+            Some(r) => r.read_batches(self.pos, self.max_bytes, self.min_one),
+            None => Ok(Bytes::new()),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: LogConfig,
+    /// Sorted by base offset; the last one is active. Never empty.
+    segments: Vec<Segment>,
+    log_start_offset: i64,
+    unflushed_messages: u64,
+    last_flush_ms: i64,
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the log in `dir`. After an unclean shutdown the active
+    /// segment is fully re-validated and a torn tail is truncated.
+    pub fn open(
+        dir: &Path,
+        config: LogConfig,
+        clean_shutdown: bool,
+        now_ms: i64,
+    ) -> Result<Self, LogError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut bases = Vec::new();
+        for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+            let entry = entry.map_err(io_err(dir))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(base) = segment::parse_log_name(&name) {
+                bases.push(base);
+            } else if name.ends_with(".deleted") || name.ends_with(".tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        bases.sort_unstable();
+        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
+        let last = bases.len().saturating_sub(1);
+        for (i, base) in bases.iter().enumerate() {
+            let full = i == last && !clean_shutdown;
+            let (seg, report) =
+                Segment::open(dir, *base, config.index_interval_bytes, full, now_ms)
+                    .map_err(io_err(dir))?;
+            if report.truncated_bytes > 0 {
+                info!(dir = %dir.display(), base, truncated = report.truncated_bytes, "recovered segment");
+            }
+            // A segment that lost its whole content to truncation (and is not the only
+            // one) is dropped so offsets stay contiguous.
+            if let Some(prev) = segments.last() {
+                if seg.base_offset() < prev.next_offset() {
+                    return Err(LogError::Io {
+                        path: dir.to_path_buf(),
+                        source: io::Error::new(io::ErrorKind::InvalidData, "overlapping segments"),
+                    });
+                }
+            }
+            segments.push(seg);
+        }
+        if segments.is_empty() {
+            segments.push(
+                Segment::create(dir, 0, config.index_interval_bytes, now_ms)
+                    .map_err(io_err(dir))?,
+            );
+        }
+        let log_start_offset = segments[0].base_offset();
+        Ok(PartitionLog {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            log_start_offset,
+            unflushed_messages: 0,
+            last_flush_ms: now_ms,
+        })
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    /// Log end offset: the offset the next record will get.
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset()
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(Segment::size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    fn active(&self) -> &Segment {
+        // Invariant: `segments` is never empty.
+        &self.segments[self.segments.len() - 1]
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        let n = self.segments.len();
+        &mut self.segments[n - 1]
+    }
+
+    fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
+        let next = self.log_end_offset();
+        let dir = self.dir.clone();
+        let active = self.active_mut();
+        active.seal().map_err(io_err(&dir))?;
+        if self.config.flush_messages != u64::MAX || self.config.flush_ms != i64::MAX {
+            self.active().sync().map_err(io_err(&dir))?;
+        }
+        let seg = Segment::create(&dir, next, self.config.index_interval_bytes, now_ms)
+            .map_err(io_err(&dir))?;
+        debug!(dir = %dir.display(), base = next, "rolled segment");
+        self.segments.push(seg);
+        Ok(())
+    }
+
+    /// Appends validated batches, assigning offsets from the log end offset and
+    /// stamping the leader epoch. Rolls the active segment first when needed.
+    pub fn append(
+        &mut self,
+        mut records: ValidatedRecords,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let total = records.buf.len() as u64;
+        let active = self.active();
+        let too_big = active.size() + total > self.config.segment_bytes;
+        let too_old = now_ms - active.created_at_ms() >= self.config.segment_ms;
+        if !active.is_empty() && (too_big || too_old) {
+            self.roll(now_ms)?;
+        }
+        let base_offset = self.log_end_offset();
+        let mut next = base_offset;
+        let log_append_time = if self.config.log_append_time {
+            now_ms
+        } else {
+            -1
+        };
+        let dir = self.dir.clone();
+        for (h, range) in records.batches.iter_mut() {
+            let bytes = &mut records.buf[range.clone()];
+            batch::set_base_offset(bytes, next);
+            batch::set_leader_epoch(bytes, leader_epoch);
+            if self.config.log_append_time {
+                batch::set_log_append_time(bytes, now_ms);
+                h.max_timestamp = now_ms;
+            }
+            h.base_offset = next;
+            h.partition_leader_epoch = leader_epoch;
+            let seg = self
+                .segments
+                .last_mut()
+                .ok_or_else(|| LogError::Decode("no active segment".into()))?;
+            seg.append(bytes, h).map_err(io_err(&dir))?;
+            next = h.last_offset() + 1;
+        }
+        self.unflushed_messages += records.record_count();
+        if self.unflushed_messages >= self.config.flush_messages {
+            self.flush(now_ms)?;
+        }
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            log_append_time,
+        })
+    }
+
+    /// fsyncs the active segment if it has unflushed data.
+    pub fn flush(&mut self, now_ms: i64) -> Result<(), LogError> {
+        if self.unflushed_messages > 0 {
+            let dir = self.dir.clone();
+            self.active().sync().map_err(io_err(&dir))?;
+            self.unflushed_messages = 0;
+        }
+        self.last_flush_ms = now_ms;
+        Ok(())
+    }
+
+    /// Flushes when the `flush.ms` policy says it is due; called by a periodic task.
+    pub fn flush_if_due(&mut self, now_ms: i64) -> Result<bool, LogError> {
+        if self.unflushed_messages > 0 && now_ms - self.last_flush_ms >= self.config.flush_ms {
+            self.flush(now_ms)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn segment_index_for(&self, offset: i64) -> usize {
+        let i = self.segments.partition_point(|s| s.base_offset() <= offset);
+        i.saturating_sub(1)
+    }
+
+    /// Plans a read of whole batches starting with the one that contains `offset`.
+    /// `offset == log end offset` yields an empty read (the caller may long-poll).
+    pub fn plan_read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<ReadPlan, LogError> {
+        let end = self.log_end_offset();
+        if offset < self.log_start_offset || offset > end {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                start: self.log_start_offset,
+                end,
+            });
+        }
+        let empty = ReadPlan {
+            reader: None,
+            pos: 0,
+            max_bytes,
+            min_one,
+        };
+        if offset == end {
+            return Ok(empty);
+        }
+        let mut i = self.segment_index_for(offset);
+        while i < self.segments.len() {
+            let seg = &self.segments[i];
+            if let Some(pos) = seg.find_position(offset).map_err(io_err(&self.dir))? {
+                return Ok(ReadPlan {
+                    reader: Some(seg.reader()),
+                    pos,
+                    max_bytes,
+                    min_one,
+                });
+            }
+            i += 1;
+        }
+        Ok(empty)
+    }
+
+    /// Finds the first record with timestamp >= `ts`: `(offset, timestamp)`, or `None`
+    /// when every record is older.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
+        for seg in &self.segments {
+            if seg.max_timestamp() < ts {
+                continue;
+            }
+            let reader = seg.reader();
+            let mut pos = seg.time_search_start(ts);
+            while let Some(h) = reader.header_at(pos).map_err(io_err(&self.dir))? {
+                if h.max_timestamp >= ts {
+                    let raw = reader.batch_at(pos, &h).map_err(io_err(&self.dir))?;
+                    return Ok(Some(first_record_at_or_after(raw, &h, ts)?));
+                }
+                pos += h.total_len() as u64;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Offset and timestamp of the record with the largest timestamp (ListOffsets -3).
+    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, LogError> {
+        let Some(seg) = self
+            .segments
+            .iter()
+            .filter(|s| s.max_timestamp() >= 0)
+            .max_by_key(|s| s.max_timestamp())
+        else {
+            return Ok(None);
+        };
+        self.offset_for_timestamp(seg.max_timestamp())
+    }
+
+    /// Deletes closed segments that fall outside `retention.ms` / `retention.bytes`.
+    /// Returns how many segments were removed.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+        let mut removed = 0;
+        let mut size = self.size_bytes() as i64;
+        while self.segments.len() > 1 {
+            let oldest = &self.segments[0];
+            let newest_ts = if oldest.max_timestamp() >= 0 {
+                oldest.max_timestamp()
+            } else {
+                oldest.created_at_ms()
+            };
+            let by_time =
+                self.config.retention_ms >= 0 && now_ms - newest_ts > self.config.retention_ms;
+            let by_size = self.config.retention_bytes >= 0
+                && size - oldest.size() as i64 >= self.config.retention_bytes;
+            if !(by_time || by_size) {
+                break;
+            }
+            let seg = self.segments.remove(0);
+            size -= seg.size() as i64;
+            info!(dir = %self.dir.display(), base = seg.base_offset(), next = seg.next_offset(), by_time, by_size, "retention deleted segment");
+            seg.delete().map_err(io_err(&self.dir))?;
+            removed += 1;
+        }
+        self.log_start_offset = self.log_start_offset.max(self.segments[0].base_offset());
+        Ok(removed)
+    }
+
+    /// Removes every record at or after `offset` (used when a replica's tail diverges).
+    pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
+        let offset = offset.max(self.log_start_offset);
+        while self.segments.len() > 1 && self.active().base_offset() >= offset {
+            if let Some(seg) = self.segments.pop() {
+                seg.delete().map_err(io_err(&self.dir))?;
+            }
+        }
+        let dir = self.dir.clone();
+        self.active_mut().truncate_to(offset).map_err(io_err(&dir))
+    }
+
+    /// Flushes everything before a clean shutdown.
+    pub fn close(&mut self, now_ms: i64) -> Result<(), LogError> {
+        let dir = self.dir.clone();
+        self.active_mut().seal().map_err(io_err(&dir))?;
+        self.flush(now_ms)?;
+        self.active().sync().map_err(io_err(&dir))
+    }
+}
+
+/// Decodes one stored batch to find the first record at or after `ts`.
+fn first_record_at_or_after(raw: Bytes, h: &BatchHeader, ts: i64) -> Result<(i64, i64), LogError> {
+    if h.attributes & 0x08 != 0 {
+        // LogAppendTime: every record carries the batch's max timestamp.
+        return Ok((h.base_offset, h.max_timestamp));
+    }
+    let mut buf = raw;
+    let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| LogError::Decode(e.to_string()))?;
+    Ok(set
+        .records
+        .iter()
+        .find(|r| r.timestamp >= ts)
+        .map(|r| (r.offset, r.timestamp))
+        .unwrap_or((h.last_offset(), h.max_timestamp)))
+}
+
+#[cfg(test)]
+mod tests;
