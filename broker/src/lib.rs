@@ -1,2 +1,15 @@
 //! Strata broker: a Kafka-compatible streaming broker.
+//!
+//! Data path: `kafka::server` (frames) → `kafka::dispatch` (decode, route) → the
+//! handler of each API → `broker::Broker` (topics) → `partition::Partition` →
+//! `log::PartitionLog` (segments on disk).
+
+pub mod alloc_guard;
+pub mod app;
+pub mod broker;
+pub mod config;
+pub mod kafka;
 pub mod log;
+pub mod metadata;
+pub mod partition;
+pub mod telemetry;

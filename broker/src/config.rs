@@ -1,0 +1,344 @@
+//! Broker configuration: a flat TOML file (`strata-broker serve --config FILE`) with
+//! every key overridable by an environment variable `STRATA_<KEY>` (upper case), and
+//! embedded defaults for `strata-broker dev`. Every key is documented in
+//! docs/configuration.md.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::log::LogConfig;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Parse(String),
+    #[error("invalid value for {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// All broker settings. Field names are the config keys.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// This broker's id (Kafka `node.id`).
+    pub node_id: i32,
+    /// Cluster id reported to clients.
+    pub cluster_id: String,
+    /// Where partition logs and metadata live.
+    pub data_dir: PathBuf,
+    /// Kafka protocol listener.
+    pub kafka_listen: SocketAddr,
+    /// Host advertised to clients in Metadata (defaults to the listen address).
+    pub advertised_host: Option<String>,
+    /// Port advertised to clients (defaults to the listen port).
+    pub advertised_port: Option<u16>,
+    /// HTTP listener for /metrics, /healthz and /readyz.
+    pub metrics_listen: SocketAddr,
+    /// Rack reported in Metadata.
+    pub rack: Option<String>,
+    /// Create unknown topics on Metadata/Produce requests that allow it.
+    pub auto_create_topics: bool,
+    /// Partitions of auto-created topics and of CreateTopics with -1.
+    pub default_partitions: i32,
+    /// Replication factor of auto-created topics and of CreateTopics with -1.
+    pub default_replication_factor: i16,
+    /// Largest request frame accepted; larger frames close the connection.
+    pub max_request_bytes: usize,
+    /// Connections above this are refused.
+    pub max_connections: usize,
+    /// How often retention runs (ms).
+    pub retention_check_interval_ms: u64,
+    /// Default `segment.bytes`.
+    pub log_segment_bytes: u64,
+    /// Default `segment.ms`.
+    pub log_segment_ms: i64,
+    /// Default `retention.bytes` (-1: unlimited).
+    pub log_retention_bytes: i64,
+    /// Default `retention.ms` (-1: unlimited).
+    pub log_retention_ms: i64,
+    /// Default `flush.messages` (0: leave flushing to the OS).
+    pub log_flush_messages: u64,
+    /// Default `flush.ms` (0: never flush on a timer).
+    pub log_flush_ms: i64,
+    /// Default `index.interval.bytes`.
+    pub log_index_interval_bytes: u64,
+    /// Default `max.message.bytes`.
+    pub log_max_message_bytes: usize,
+    /// Log output: "text" or "json".
+    pub log_format: String,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        let log = LogConfig::default();
+        BrokerConfig {
+            node_id: 1,
+            cluster_id: "strata-local".into(),
+            data_dir: PathBuf::from("./strata-data"),
+            kafka_listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised_host: None,
+            advertised_port: None,
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9644)),
+            rack: None,
+            auto_create_topics: false,
+            default_partitions: 1,
+            default_replication_factor: 1,
+            max_request_bytes: 100 * 1024 * 1024,
+            max_connections: 10_000,
+            retention_check_interval_ms: 300_000,
+            log_segment_bytes: log.segment_bytes,
+            log_segment_ms: log.segment_ms,
+            log_retention_bytes: log.retention_bytes,
+            log_retention_ms: log.retention_ms,
+            log_flush_messages: 0,
+            log_flush_ms: 0,
+            log_index_interval_bytes: log.index_interval_bytes,
+            log_max_message_bytes: log.max_message_bytes,
+            log_format: "text".into(),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Embedded defaults of `strata-broker dev`: local data dir, auto-created topics.
+    pub fn dev() -> Self {
+        BrokerConfig {
+            auto_create_topics: true,
+            retention_check_interval_ms: 30_000,
+            ..BrokerConfig::default()
+        }
+    }
+
+    /// Loads a TOML file (or starts from `base` when `path` is None) and applies
+    /// `STRATA_*` overrides from `env`.
+    pub fn load(
+        base: BrokerConfig,
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table =
+            toml::Table::try_from(&base).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        if let Some(p) = path {
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_path_buf(),
+                source,
+            })?;
+            let file: toml::Table = toml::from_str(&text)
+                .map_err(|e| ConfigError::Parse(format!("{}: {e}", p.display())))?;
+            for (k, v) in file {
+                if !table.contains_key(&k) && !OPTIONAL_KEYS.contains(&k.as_str()) {
+                    return Err(ConfigError::Parse(format!(
+                        "{}: unknown key `{k}`",
+                        p.display()
+                    )));
+                }
+                table.insert(k, v);
+            }
+        }
+        let keys: BTreeMap<String, &'static str> = ALL_KEYS
+            .iter()
+            .map(|k| (format!("STRATA_{}", k.to_uppercase()), *k))
+            .collect();
+        for (name, value) in env {
+            if let Some(key) = keys.get(&name) {
+                table.insert((*key).to_string(), env_value(&value));
+            }
+        }
+        let cfg: BrokerConfig = table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.message().to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        fn check(ok: bool, key: &'static str, reason: &str) -> Result<(), ConfigError> {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    key,
+                    reason: reason.into(),
+                })
+            }
+        }
+        check(self.node_id >= 0, "node_id", "must be >= 0")?;
+        check(
+            self.default_partitions >= 1,
+            "default_partitions",
+            "must be >= 1",
+        )?;
+        check(
+            self.default_replication_factor >= 1,
+            "default_replication_factor",
+            "must be >= 1",
+        )?;
+        check(
+            self.max_request_bytes >= 1024,
+            "max_request_bytes",
+            "must be >= 1024",
+        )?;
+        check(self.max_connections >= 1, "max_connections", "must be >= 1")?;
+        check(
+            self.log_segment_bytes >= 1024,
+            "log_segment_bytes",
+            "must be >= 1024",
+        )?;
+        check(
+            self.log_segment_bytes <= i32::MAX as u64,
+            "log_segment_bytes",
+            "must fit in 31 bits",
+        )?;
+        check(self.log_segment_ms >= 1, "log_segment_ms", "must be >= 1")?;
+        check(
+            self.log_retention_bytes >= -1,
+            "log_retention_bytes",
+            "must be >= -1",
+        )?;
+        check(
+            self.log_retention_ms >= -1,
+            "log_retention_ms",
+            "must be >= -1",
+        )?;
+        check(self.log_flush_ms >= 0, "log_flush_ms", "must be >= 0")?;
+        check(
+            self.retention_check_interval_ms >= 10,
+            "retention_check_interval_ms",
+            "must be >= 10",
+        )?;
+        check(
+            self.log_format == "text" || self.log_format == "json",
+            "log_format",
+            "must be \"text\" or \"json\"",
+        )?;
+        check(
+            !self.cluster_id.is_empty(),
+            "cluster_id",
+            "must not be empty",
+        )?;
+        Ok(())
+    }
+
+    /// Broker-wide defaults for partition logs.
+    pub fn log_defaults(&self) -> LogConfig {
+        LogConfig {
+            segment_bytes: self.log_segment_bytes,
+            segment_ms: self.log_segment_ms,
+            retention_bytes: self.log_retention_bytes,
+            retention_ms: self.log_retention_ms,
+            flush_messages: if self.log_flush_messages == 0 {
+                u64::MAX
+            } else {
+                self.log_flush_messages
+            },
+            flush_ms: if self.log_flush_ms == 0 {
+                i64::MAX
+            } else {
+                self.log_flush_ms
+            },
+            index_interval_bytes: self.log_index_interval_bytes,
+            max_message_bytes: self.log_max_message_bytes,
+            log_append_time: false,
+        }
+    }
+
+    /// Host and port clients should connect to.
+    pub fn advertised(&self) -> (String, i32) {
+        let host = self
+            .advertised_host
+            .clone()
+            .unwrap_or_else(|| self.kafka_listen.ip().to_string());
+        let port = self.advertised_port.unwrap_or(self.kafka_listen.port());
+        (host, i32::from(port))
+    }
+}
+
+/// Keys that may be absent from the serialized defaults (None values).
+const OPTIONAL_KEYS: &[&str] = &["advertised_host", "advertised_port", "rack"];
+
+const ALL_KEYS: &[&str] = &[
+    "node_id",
+    "cluster_id",
+    "data_dir",
+    "kafka_listen",
+    "advertised_host",
+    "advertised_port",
+    "metrics_listen",
+    "rack",
+    "auto_create_topics",
+    "default_partitions",
+    "default_replication_factor",
+    "max_request_bytes",
+    "max_connections",
+    "retention_check_interval_ms",
+    "log_segment_bytes",
+    "log_segment_ms",
+    "log_retention_bytes",
+    "log_retention_ms",
+    "log_flush_messages",
+    "log_flush_ms",
+    "log_index_interval_bytes",
+    "log_max_message_bytes",
+    "log_format",
+];
+
+/// Environment values are typed the way TOML would read them: integers and booleans
+/// become numbers and booleans, anything else a string.
+fn env_value(v: &str) -> toml::Value {
+    if let Ok(i) = v.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    match v {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(v.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b.toml");
+        std::fs::write(
+            &p,
+            "node_id = 3\nkafka_listen = \"127.0.0.2:9092\"\nrack = \"a\"\n",
+        )
+        .unwrap();
+        let env = vec![
+            ("STRATA_NODE_ID".to_string(), "7".to_string()),
+            ("STRATA_ADVERTISED_HOST".to_string(), "10.1.2.3".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let c = BrokerConfig::load(BrokerConfig::default(), Some(&p), env).unwrap();
+        assert_eq!(c.node_id, 7);
+        assert_eq!(c.rack.as_deref(), Some("a"));
+        assert_eq!(c.advertised(), ("10.1.2.3".to_string(), 9092));
+    }
+
+    #[test]
+    fn bad_config_is_reported_with_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b.toml");
+        std::fs::write(&p, "nod_id = 3\n").unwrap();
+        let e = BrokerConfig::load(BrokerConfig::default(), Some(&p), vec![]).unwrap_err();
+        assert!(e.to_string().contains("nod_id"), "{e}");
+        let env = vec![("STRATA_DEFAULT_PARTITIONS".to_string(), "0".to_string())];
+        let e = BrokerConfig::load(BrokerConfig::default(), None, env).unwrap_err();
+        assert!(e.to_string().contains("default_partitions"), "{e}");
+        let env = vec![("STRATA_KAFKA_LISTEN".to_string(), "nonsense".to_string())];
+        assert!(BrokerConfig::load(BrokerConfig::default(), None, env).is_err());
+    }
+}

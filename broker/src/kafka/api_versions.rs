@@ -1,0 +1,58 @@
+//! ApiVersions, and the table of exactly which API versions this broker serves.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+
+/// Every API served, with the version range that is implemented and tested. Lower
+/// bounds are what `kafka-protocol` can decode (Kafka 4.0 minimums).
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 16),
+    (ApiKey::ListOffsets, 1, 8),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DescribeConfigs, 1, 4),
+];
+
+/// The supported range of `key`, if it is served at all.
+pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, lo, hi)| (*lo, *hi))
+}
+
+/// The ApiVersions answer; `error` is set when the client asked for a version of
+/// ApiVersions itself that we do not serve (it then retries with one we do).
+pub fn response(error: Option<ResponseError>) -> ApiVersionsResponse {
+    let mut r = ApiVersionsResponse::default();
+    r.error_code = error.map_or(0, |e| e.code());
+    r.api_keys = SUPPORTED
+        .iter()
+        .map(|(k, lo, hi)| {
+            let mut v = ApiVersion::default();
+            v.api_key = *k as i16;
+            v.min_version = *lo;
+            v.max_version = *hi;
+            v
+        })
+        .collect();
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertised_ranges_are_within_what_the_codec_supports() {
+        for (k, lo, hi) in SUPPORTED {
+            let codec = k.valid_versions();
+            assert!(*lo >= codec.min && *hi <= codec.max && lo <= hi, "{k:?}");
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Fetch: serve stored batches verbatim, with long polling (`max_wait_ms` until
+//! `min_bytes` are available), the request-wide `max_bytes` and per-partition
+//! `partition_max_bytes` limits, and KIP-74's "at least one batch" rule so a large
+//! batch never stalls a consumer. Fetch sessions are not offered (session id 0), so
+//! every request is a full fetch, which all clients support.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::select_all;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use tokio::sync::watch;
+
+use crate::broker::{Broker, TopicState};
+use crate::log::batch;
+use crate::telemetry::Metrics;
+
+use super::log_error_code;
+
+/// Upper bound on how long one fetch may park, whatever the client asks.
+const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
+
+pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> FetchResponse {
+    let deadline =
+        Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
+    let max_bytes = if version >= 3 && req.max_bytes > 0 {
+        req.max_bytes as usize
+    } else {
+        usize::MAX
+    };
+    let min_bytes = req.min_bytes.max(0) as usize;
+    // Resolve topics once; by id from v13 on.
+    let topics: Vec<Option<Arc<TopicState>>> = req
+        .topics
+        .iter()
+        .map(|t| {
+            if version >= 13 {
+                broker.topic_by_id(&t.topic_id)
+            } else {
+                broker.topic(&t.topic.0)
+            }
+        })
+        .collect();
+    loop {
+        // Subscribe before reading so an append between read and wait is not missed.
+        let mut watchers: Vec<watch::Receiver<i64>> = Vec::new();
+        let (resp, bytes, errored) = read_once(&req, &topics, version, max_bytes, &mut watchers);
+        let now = Instant::now();
+        if bytes >= min_bytes || errored || now >= deadline || watchers.is_empty() {
+            account(broker, &resp);
+            return resp;
+        }
+        let changed = select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
+        if tokio::time::timeout(deadline - now, changed).await.is_err() {
+            // Timed out: answer with what is there now (possibly nothing new).
+            let mut ignored = Vec::new();
+            let (resp, _, _) = read_once(&req, &topics, version, max_bytes, &mut ignored);
+            account(broker, &resp);
+            return resp;
+        }
+    }
+}
+
+/// One pass over the requested partitions. Returns the response, the record bytes in
+/// it, and whether any partition reported an error.
+fn read_once(
+    req: &FetchRequest,
+    topics: &[Option<Arc<TopicState>>],
+    version: i16,
+    max_bytes: usize,
+    watchers: &mut Vec<watch::Receiver<i64>>,
+) -> (FetchResponse, usize, bool) {
+    let mut resp = FetchResponse::default();
+    let mut total = 0usize;
+    let mut errored = false;
+    for (t, state) in req.topics.iter().zip(topics) {
+        let mut tr = FetchableTopicResponse::default();
+        if version >= 13 {
+            tr.topic_id = t.topic_id;
+        } else {
+            tr.topic = t.topic.clone();
+        }
+        for fp in &t.partitions {
+            let mut pd = PartitionData::default();
+            pd.partition_index = fp.partition;
+            pd.high_watermark = -1;
+            pd.last_stable_offset = -1;
+            pd.log_start_offset = -1;
+            let partition = state.as_ref().and_then(|s| s.partition(fp.partition));
+            match partition {
+                None => {
+                    pd.error_code = if version >= 13 {
+                        ResponseError::UnknownTopicId.code()
+                    } else {
+                        ResponseError::UnknownTopicOrPartition.code()
+                    };
+                    errored = true;
+                }
+                Some(p) => {
+                    watchers.push(p.subscribe());
+                    let budget = max_bytes
+                        .saturating_sub(total)
+                        .min(fp.partition_max_bytes.max(0) as usize);
+                    let min_one = total == 0;
+                    let read = p.fetch(fp.fetch_offset, budget, min_one).and_then(|snap| {
+                        let data = snap.plan.read().map_err(|e| crate::log::LogError::Io {
+                            path: std::path::PathBuf::from(format!("{}-{}", p.topic, p.index)),
+                            source: e,
+                        })?;
+                        Ok((snap, data))
+                    });
+                    match read {
+                        Ok((snap, data)) => {
+                            pd.high_watermark = snap.high_watermark;
+                            pd.last_stable_offset = snap.high_watermark;
+                            pd.log_start_offset = snap.log_start_offset;
+                            total += data.len();
+                            pd.records = Some(data);
+                        }
+                        Err(e) => {
+                            pd.error_code = log_error_code(&e).code();
+                            pd.high_watermark = p.high_watermark();
+                            pd.last_stable_offset = pd.high_watermark;
+                            pd.log_start_offset = p.log_start_offset();
+                            pd.records = Some(Bytes::new());
+                            errored = true;
+                        }
+                    }
+                }
+            }
+            if version >= 4 {
+                pd.aborted_transactions = Some(Vec::new());
+            }
+            tr.partitions.push(pd);
+        }
+        resp.responses.push(tr);
+    }
+    (resp, total, errored)
+}
+
+/// Counts bytes and records served, per topic.
+fn account(broker: &Broker, resp: &FetchResponse) {
+    for t in &resp.responses {
+        let name = if t.topic.0.is_empty() {
+            broker
+                .topic_by_id(&t.topic_id)
+                .map(|s| s.record.name.clone())
+                .unwrap_or_default()
+        } else {
+            t.topic.0.to_string()
+        };
+        let (mut bytes, mut records) = (0u64, 0u64);
+        for p in &t.partitions {
+            if let Some(r) = &p.records {
+                bytes += r.len() as u64;
+                records += batch::headers(r)
+                    .map(|(h, _)| h.records_count.max(0) as u64)
+                    .sum::<u64>();
+            }
+        }
+        if bytes > 0 {
+            let labels = Metrics::topic(&name);
+            broker.metrics.bytes_out.add(bytes, &labels);
+            broker.metrics.records_out.add(records, &labels);
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! The Kafka wire protocol server: framing and connection handling (`server`),
+//! request decoding, version checks and routing (`dispatch`), and one handler module
+//! per API group. `kafka-protocol` encodes and decodes message bodies; framing,
+//! limits and semantics are ours.
+
+pub mod api_versions;
+pub mod configs;
+pub mod dispatch;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+pub mod server;
+pub mod topics;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::protocol::StrBytes;
+
+use crate::log::LogError;
+use crate::metadata::MetadataError;
+
+/// Builds a protocol string.
+pub fn s(v: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(v.into())
+}
+
+/// Maps a log error to the Kafka error code a client expects.
+pub fn log_error_code(e: &LogError) -> ResponseError {
+    match e {
+        LogError::Corrupt(_) => ResponseError::CorruptMessage,
+        LogError::TooLarge { .. } => ResponseError::MessageTooLarge,
+        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::Io { .. } | LogError::Decode(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+/// Maps a metadata error to its Kafka error code.
+pub fn metadata_error_code(e: &MetadataError) -> ResponseError {
+    match e {
+        MetadataError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+        MetadataError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        MetadataError::InvalidTopicName(_) => ResponseError::InvalidTopicException,
+        MetadataError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        MetadataError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        MetadataError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        MetadataError::Io { .. } | MetadataError::Corrupt { .. } => {
+            ResponseError::KafkaStorageError
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Topic-level configuration: the keys a topic may set, their validation and how they
+//! resolve over the broker defaults into a [`LogConfig`].
+
+use std::collections::BTreeMap;
+
+use crate::config::BrokerConfig;
+use crate::log::LogConfig;
+
+/// A topic config key we understand.
+#[derive(Debug, Clone, Copy)]
+pub struct ConfigKey {
+    pub name: &'static str,
+    pub doc: &'static str,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Long { min: i64 },
+    Bool,
+    OneOf(&'static [&'static str]),
+}
+
+/// Every topic config key Strata accepts.
+pub const TOPIC_KEYS: &[ConfigKey] = &[
+    ConfigKey {
+        name: "cleanup.policy",
+        doc: "Only `delete` is supported.",
+        kind: Kind::OneOf(&["delete"]),
+    },
+    ConfigKey {
+        name: "retention.ms",
+        doc: "Delete segments whose newest record is older (-1: forever).",
+        kind: Kind::Long { min: -1 },
+    },
+    ConfigKey {
+        name: "retention.bytes",
+        doc: "Delete old segments while a partition is larger (-1: no limit).",
+        kind: Kind::Long { min: -1 },
+    },
+    ConfigKey {
+        name: "segment.bytes",
+        doc: "Segment size before a roll.",
+        kind: Kind::Long { min: 1024 },
+    },
+    ConfigKey {
+        name: "segment.ms",
+        doc: "Segment age before a roll.",
+        kind: Kind::Long { min: 1 },
+    },
+    ConfigKey {
+        name: "flush.messages",
+        doc: "fsync after this many messages.",
+        kind: Kind::Long { min: 1 },
+    },
+    ConfigKey {
+        name: "flush.ms",
+        doc: "fsync unflushed data this old.",
+        kind: Kind::Long { min: 0 },
+    },
+    ConfigKey {
+        name: "index.interval.bytes",
+        doc: "Bytes between index entries.",
+        kind: Kind::Long { min: 0 },
+    },
+    ConfigKey {
+        name: "max.message.bytes",
+        doc: "Largest record batch accepted.",
+        kind: Kind::Long { min: 0 },
+    },
+    ConfigKey {
+        name: "message.timestamp.type",
+        doc: "CreateTime or LogAppendTime.",
+        kind: Kind::OneOf(&["CreateTime", "LogAppendTime"]),
+    },
+    ConfigKey {
+        name: "min.insync.replicas",
+        doc: "Replicas that must acknowledge an acks=all write.",
+        kind: Kind::Long { min: 1 },
+    },
+    ConfigKey {
+        name: "unclean.leader.election.enable",
+        doc: "Allow an out-of-sync replica to lead.",
+        kind: Kind::Bool,
+    },
+    ConfigKey {
+        name: "compression.type",
+        doc: "Only `producer` (batches are stored as sent).",
+        kind: Kind::OneOf(&["producer"]),
+    },
+];
+
+/// Checks one key/value pair; the error is a client-facing message.
+pub fn validate_entry(key: &str, value: &str) -> Result<(), String> {
+    let Some(k) = TOPIC_KEYS.iter().find(|k| k.name == key) else {
+        return Err(format!("unknown topic config `{key}`"));
+    };
+    match k.kind {
+        Kind::Long { min } => match value.parse::<i64>() {
+            Ok(v) if v >= min => Ok(()),
+            Ok(v) => Err(format!("`{key}` must be >= {min}, got {v}")),
+            Err(_) => Err(format!("`{key}` must be an integer, got `{value}`")),
+        },
+        Kind::Bool => match value {
+            "true" | "false" => Ok(()),
+            _ => Err(format!("`{key}` must be true or false, got `{value}`")),
+        },
+        Kind::OneOf(options) => {
+            if options.contains(&value) {
+                Ok(())
+            } else {
+                Err(format!("`{key}` must be one of {options:?}, got `{value}`"))
+            }
+        }
+    }
+}
+
+/// Validates a whole map.
+pub fn validate(configs: &BTreeMap<String, String>) -> Result<(), String> {
+    configs.iter().try_for_each(|(k, v)| validate_entry(k, v))
+}
+
+/// The effective value of every key for a topic, with whether it is the default.
+pub fn effective(
+    configs: &BTreeMap<String, String>,
+    broker: &BrokerConfig,
+) -> Vec<(&'static str, String, bool)> {
+    let d = broker.log_defaults();
+    TOPIC_KEYS
+        .iter()
+        .map(|k| {
+            if let Some(v) = configs.get(k.name) {
+                return (k.name, v.clone(), false);
+            }
+            let v = match k.name {
+                "cleanup.policy" => "delete".to_string(),
+                "retention.ms" => d.retention_ms.to_string(),
+                "retention.bytes" => d.retention_bytes.to_string(),
+                "segment.bytes" => d.segment_bytes.to_string(),
+                "segment.ms" => d.segment_ms.to_string(),
+                "flush.messages" => d.flush_messages.min(i64::MAX as u64).to_string(),
+                "flush.ms" => d.flush_ms.to_string(),
+                "index.interval.bytes" => d.index_interval_bytes.to_string(),
+                "max.message.bytes" => d.max_message_bytes.to_string(),
+                "message.timestamp.type" => "CreateTime".to_string(),
+                "min.insync.replicas" => "1".to_string(),
+                "unclean.leader.election.enable" => "false".to_string(),
+                "compression.type" => "producer".to_string(),
+                _ => String::new(),
+            };
+            (k.name, v, true)
+        })
+        .collect()
+}
+
+/// Resolves a topic's log settings over the broker defaults. Values were validated
+/// when they were set; anything unparsable falls back to the default.
+pub fn log_config(configs: &BTreeMap<String, String>, broker: &BrokerConfig) -> LogConfig {
+    let mut c = broker.log_defaults();
+    let long = |k: &str| configs.get(k).and_then(|v| v.parse::<i64>().ok());
+    if let Some(v) = long("retention.ms") {
+        c.retention_ms = v;
+    }
+    if let Some(v) = long("retention.bytes") {
+        c.retention_bytes = v;
+    }
+    if let Some(v) = long("segment.bytes") {
+        c.segment_bytes = v.max(1024) as u64;
+    }
+    if let Some(v) = long("segment.ms") {
+        c.segment_ms = v.max(1);
+    }
+    if let Some(v) = long("flush.messages") {
+        c.flush_messages = v.max(1) as u64;
+    }
+    if let Some(v) = long("flush.ms") {
+        c.flush_ms = v.max(0);
+    }
+    if let Some(v) = long("index.interval.bytes") {
+        c.index_interval_bytes = v.max(0) as u64;
+    }
+    if let Some(v) = long("max.message.bytes") {
+        c.max_message_bytes = v.max(0) as usize;
+    }
+    c.log_append_time =
+        configs.get("message.timestamp.type").map(String::as_str) == Some("LogAppendTime");
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_problem() {
+        assert!(validate_entry("retention.ms", "1000").is_ok());
+        assert!(validate_entry("retention.ms", "-2")
+            .unwrap_err()
+            .contains(">= -1"));
+        assert!(validate_entry("segment.bytes", "abc")
+            .unwrap_err()
+            .contains("integer"));
+        assert!(validate_entry("bogus.key", "1")
+            .unwrap_err()
+            .contains("unknown"));
+        assert!(validate_entry("cleanup.policy", "compact").is_err());
+    }
+
+    #[test]
+    fn topic_values_override_broker_defaults() {
+        let b = BrokerConfig::default();
+        let mut m = BTreeMap::new();
+        m.insert("segment.bytes".to_string(), "4096".to_string());
+        m.insert(
+            "message.timestamp.type".to_string(),
+            "LogAppendTime".to_string(),
+        );
+        let c = log_config(&m, &b);
+        assert_eq!(c.segment_bytes, 4096);
+        assert!(c.log_append_time);
+        assert_eq!(c.retention_ms, b.log_retention_ms);
+        let eff = effective(&m, &b);
+        assert!(eff
+            .iter()
+            .any(|(k, v, d)| *k == "segment.bytes" && v == "4096" && !d));
+    }
+}

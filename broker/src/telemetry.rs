@@ -1,0 +1,182 @@
+//! Logs (`tracing`), metrics (OpenTelemetry, exported in Prometheus text format) and
+//! the HTTP endpoints `/metrics`, `/healthz` and `/readyz`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use opentelemetry::metrics::{Counter, Histogram, MeterProvider, UpDownCounter};
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use prometheus::{Encoder, TextEncoder};
+use tokio::net::TcpListener;
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global tracing subscriber. `RUST_LOG` overrides the default level.
+pub fn init_logging(format: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// The broker's instruments.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: prometheus::Registry,
+    _provider: SdkMeterProvider,
+    pub bytes_in: Counter<u64>,
+    pub records_in: Counter<u64>,
+    pub bytes_out: Counter<u64>,
+    pub records_out: Counter<u64>,
+    pub request_latency: Histogram<f64>,
+    pub requests_failed: Counter<u64>,
+    pub connections: UpDownCounter<i64>,
+    pub connections_rejected: Counter<u64>,
+    pub protocol_errors: Counter<u64>,
+    pub segments_deleted: Counter<u64>,
+}
+
+impl Metrics {
+    pub fn new() -> anyhow::Result<Self> {
+        let registry = prometheus::Registry::new();
+        let exporter = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .without_target_info()
+            .build()?;
+        let provider = SdkMeterProvider::builder().with_reader(exporter).build();
+        let meter = provider.meter("strata-broker");
+        Ok(Metrics {
+            registry,
+            bytes_in: meter
+                .u64_counter("strata_topic_bytes_in")
+                .with_unit("By")
+                .with_description("Record bytes appended, per topic")
+                .build(),
+            records_in: meter
+                .u64_counter("strata_topic_records_in")
+                .with_description("Records appended, per topic")
+                .build(),
+            bytes_out: meter
+                .u64_counter("strata_topic_bytes_out")
+                .with_unit("By")
+                .with_description("Record bytes served to fetchers, per topic")
+                .build(),
+            records_out: meter
+                .u64_counter("strata_topic_records_out")
+                .with_description("Records served to fetchers, per topic")
+                .build(),
+            request_latency: meter
+                .f64_histogram("strata_request_duration")
+                .with_unit("s")
+                .with_description("Kafka request handling time, per API")
+                .with_boundaries(vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0, 2.5, 5.0, 10.0,
+                ])
+                .build(),
+            requests_failed: meter
+                .u64_counter("strata_requests_failed")
+                .with_description("Requests answered with an error code, per API")
+                .build(),
+            connections: meter
+                .i64_up_down_counter("strata_active_connections")
+                .with_description("Open Kafka client connections")
+                .build(),
+            connections_rejected: meter
+                .u64_counter("strata_connections_rejected")
+                .with_description("Connections refused because of max_connections")
+                .build(),
+            protocol_errors: meter
+                .u64_counter("strata_protocol_errors")
+                .with_description("Connections closed because of malformed or unsupported requests")
+                .build(),
+            segments_deleted: meter
+                .u64_counter("strata_log_segments_deleted")
+                .with_description("Segments deleted by retention")
+                .build(),
+            _provider: provider,
+        })
+    }
+
+    pub fn topic(topic: &str) -> [KeyValue; 1] {
+        [KeyValue::new("topic", topic.to_string())]
+    }
+
+    /// Prometheus text exposition of every instrument.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+/// Readiness switch flipped once the broker has opened its logs and bound its listener.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::SeqCst);
+    }
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Clone)]
+struct HttpState {
+    metrics: Metrics,
+    ready: Readiness,
+}
+
+async fn metrics_handler(State(s): State<HttpState>) -> impl IntoResponse {
+    match s.metrics.render() {
+        Ok(body) => (
+            StatusCode::OK,
+            [("content-type", "text/plain; version=0.0.4")],
+            body,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn ready_handler(State(s): State<HttpState>) -> impl IntoResponse {
+    if s.ready.get() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+/// Binds the HTTP listener; the returned future serves until `shutdown` resolves.
+pub async fn serve_http(
+    addr: SocketAddr,
+    metrics: Metrics,
+    ready: Readiness,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<impl std::future::Future<Output = std::io::Result<()>>> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready_handler))
+        .with_state(HttpState { metrics, ready });
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind metrics listener {addr}: {e}"))?;
+    info!(%addr, "metrics and health endpoints listening");
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+    Ok(async move { server.await })
+}
