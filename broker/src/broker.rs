@@ -17,6 +17,7 @@ use crate::config::BrokerConfig;
 use crate::log::PartitionLog;
 use crate::metadata::{topic_config, Catalog, MetadataError, TopicRecord};
 use crate::partition::Partition;
+use crate::producer::id_allocator::ProducerIdAllocator;
 use crate::telemetry::Metrics;
 
 /// Current wall-clock time in milliseconds since the epoch.
@@ -51,6 +52,7 @@ struct Topics {
 pub struct Broker {
     pub config: BrokerConfig,
     pub metrics: Metrics,
+    pub producer_ids: ProducerIdAllocator,
     catalog: AsyncMutex<Catalog>,
     topics: RwLock<Topics>,
 }
@@ -84,9 +86,11 @@ impl Broker {
         }
         remove_deleted_dirs(&data_dir);
         info!(topics = topics.by_name.len(), data_dir = %data_dir.display(), "broker storage opened");
+        let producer_ids = ProducerIdAllocator::open(&data_dir)?;
         Ok(Arc::new(Broker {
             config,
             metrics,
+            producer_ids,
             catalog: AsyncMutex::new(catalog),
             topics: RwLock::new(topics),
         }))

@@ -12,4 +12,5 @@ pub mod kafka;
 pub mod log;
 pub mod metadata;
 pub mod partition;
+pub mod producer;
 pub mod telemetry;

@@ -13,7 +13,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{decode_request_header_from_buffer, Decodable, Encodable};
 use opentelemetry::KeyValue;
 
-use super::{api_versions, configs, fetch, list_offsets, metadata, produce, topics};
+use super::{api_versions, configs, fetch, list_offsets, metadata, produce, producer_id, topics};
 use crate::broker::Broker;
 
 /// What the connection should do after a request.
@@ -169,6 +169,9 @@ async fn route(
             ))
         }
         ApiKey::DescribeConfigs => handle!(DescribeConfigsRequest, |req| configs::describe(
+            broker, req, version
+        )),
+        ApiKey::InitProducerId => handle!(InitProducerIdRequest, |req| producer_id::handle(
             broker, req, version
         )),
         other => Outcome::Close(format!("API {other:?} is not served by this broker")),

@@ -10,6 +10,7 @@ pub mod fetch;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod producer_id;
 pub mod server;
 pub mod topics;
 
@@ -31,6 +32,12 @@ pub fn log_error_code(e: &LogError) -> ResponseError {
         LogError::TooLarge { .. } => ResponseError::MessageTooLarge,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::Io { .. } | LogError::Decode(_) => ResponseError::KafkaStorageError,
+        LogError::Sequence(crate::producer::SequenceError::InvalidEpoch { .. }) => {
+            ResponseError::InvalidProducerEpoch
+        }
+        LogError::Sequence(crate::producer::SequenceError::OutOfOrder { .. }) => {
+            ResponseError::OutOfOrderSequenceNumber
+        }
     }
 }
 

@@ -241,6 +241,17 @@ pub(crate) mod tests {
         b
     }
 
+    /// The same batch stamped with a producer id, epoch and base sequence.
+    pub fn make_idempotent_batch(count: i32, pid: i64, epoch: i16, seq: i32) -> Vec<u8> {
+        let mut b = make_batch(0, count, 1, b"idem");
+        b[43..51].copy_from_slice(&pid.to_be_bytes());
+        b[51..53].copy_from_slice(&epoch.to_be_bytes());
+        b[53..57].copy_from_slice(&seq.to_be_bytes());
+        let crc = compute_crc(&b);
+        b[CRC_POS..CRC_COVERED_FROM].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
     fn put_varint(out: &mut Vec<u8>, v: i64) {
         let mut z = ((v << 1) ^ (v >> 63)) as u64;
         loop {

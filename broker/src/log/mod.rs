@@ -21,6 +21,7 @@ use kafka_protocol::records::RecordBatchDecoder;
 use thiserror::Error;
 use tracing::{debug, info};
 
+use crate::producer::{self, Check, ProducerStateTable, SequenceError};
 use batch::{BatchError, BatchHeader};
 use segment::{Segment, SegmentReader};
 
@@ -75,6 +76,8 @@ pub enum LogError {
     OffsetOutOfRange { offset: i64, start: i64, end: i64 },
     #[error("cannot decode stored batch: {0}")]
     Decode(String),
+    #[error("producer sequence rejected: {0:?}")]
+    Sequence(SequenceError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
@@ -132,6 +135,8 @@ pub struct AppendInfo {
     pub last_offset: i64,
     /// Broker timestamp when the topic uses LogAppendTime, else -1.
     pub log_append_time: i64,
+    /// The batches were retries of batches already in the log; nothing was written.
+    pub duplicate: bool,
 }
 
 /// A planned fetch read, executed without the partition lock.
@@ -161,6 +166,7 @@ pub struct PartitionLog {
     log_start_offset: i64,
     unflushed_messages: u64,
     last_flush_ms: i64,
+    producers: ProducerStateTable,
 }
 
 impl PartitionLog {
@@ -214,14 +220,50 @@ impl PartitionLog {
             );
         }
         let log_start_offset = segments[0].base_offset();
-        Ok(PartitionLog {
+        let mut log = PartitionLog {
             dir: dir.to_path_buf(),
             config,
             segments,
             log_start_offset,
             unflushed_messages: 0,
             last_flush_ms: now_ms,
-        })
+            producers: ProducerStateTable::default(),
+        };
+        log.rebuild_producer_state()?;
+        Ok(log)
+    }
+
+    /// Loads the newest producer-state snapshot and replays the batch headers written
+    /// after it, so idempotence survives restarts and crashes.
+    fn rebuild_producer_state(&mut self) -> Result<(), LogError> {
+        let end = self.log_end_offset();
+        producer::remove_snapshots_above(&self.dir, end).map_err(io_err(&self.dir))?;
+        let (from, table) = producer::load_snapshot(&self.dir, end)
+            .map_err(io_err(&self.dir))?
+            .unwrap_or((self.log_start_offset, ProducerStateTable::default()));
+        self.producers = table;
+        let from = from.max(self.log_start_offset);
+        for seg in &self.segments {
+            if seg.next_offset() <= from {
+                continue;
+            }
+            let reader = seg.reader();
+            let mut pos = seg
+                .find_position(from)
+                .map_err(io_err(&self.dir))?
+                .unwrap_or(0);
+            while let Some(h) = reader.header_at(pos).map_err(io_err(&self.dir))? {
+                if h.base_offset >= from {
+                    self.producers.record(&h);
+                }
+                pos += h.total_len() as u64;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn producer_count(&self) -> usize {
+        self.producers.len()
     }
 
     pub fn config(&self) -> &LogConfig {
@@ -286,7 +328,32 @@ impl PartitionLog {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
-        let total = records.buf.len() as u64;
+        // Idempotence: drop retried batches, refuse gaps and zombie epochs.
+        let mut duplicate_of = None;
+        let mut keep = Vec::with_capacity(records.batches.len());
+        for (h, range) in records.batches.drain(..) {
+            match self.producers.check(&h).map_err(LogError::Sequence)? {
+                Check::Append => keep.push((h, range)),
+                Check::Duplicate(meta) => {
+                    duplicate_of.get_or_insert(meta);
+                }
+            }
+        }
+        records.batches = keep;
+        if records.batches.is_empty() {
+            let meta = duplicate_of.ok_or_else(|| LogError::Decode("empty record set".into()))?;
+            return Ok(AppendInfo {
+                base_offset: meta.base_offset,
+                last_offset: meta.last_offset,
+                log_append_time: -1,
+                duplicate: true,
+            });
+        }
+        let total = records
+            .batches
+            .iter()
+            .map(|(h, _)| h.total_len() as u64)
+            .sum::<u64>();
         let active = self.active();
         let too_big = active.size() + total > self.config.segment_bytes;
         let too_old = now_ms - active.created_at_ms() >= self.config.segment_ms;
@@ -316,6 +383,7 @@ impl PartitionLog {
                 .last_mut()
                 .ok_or_else(|| LogError::Decode("no active segment".into()))?;
             seg.append(bytes, h).map_err(io_err(&dir))?;
+            self.producers.record(h);
             next = h.last_offset() + 1;
         }
         self.unflushed_messages += records.record_count();
@@ -326,6 +394,7 @@ impl PartitionLog {
             base_offset,
             last_offset: next - 1,
             log_append_time,
+            duplicate: false,
         })
     }
 
@@ -466,7 +535,11 @@ impl PartitionLog {
             }
         }
         let dir = self.dir.clone();
-        self.active_mut().truncate_to(offset).map_err(io_err(&dir))
+        self.active_mut()
+            .truncate_to(offset)
+            .map_err(io_err(&dir))?;
+        self.producers.truncate_to(offset);
+        producer::remove_snapshots_above(&dir, offset).map_err(io_err(&dir))
     }
 
     /// Flushes everything before a clean shutdown.

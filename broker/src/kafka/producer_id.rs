@@ -1,0 +1,41 @@
+//! InitProducerId for idempotent (non-transactional) producers: a fresh producer id,
+//! or an epoch bump for a producer that asks to keep its id (KIP-360).
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use tracing::warn;
+
+use crate::broker::Broker;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: InitProducerIdRequest,
+    version: i16,
+) -> InitProducerIdResponse {
+    let mut resp = InitProducerIdResponse::default();
+    resp.producer_id = ProducerId(-1);
+    resp.producer_epoch = -1;
+    if req.transactional_id.is_some() {
+        resp.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+        return resp;
+    }
+    let (pid, epoch) = (req.producer_id.0, req.producer_epoch);
+    if version >= 3 && pid >= 0 && epoch >= 0 && epoch < i16::MAX - 1 {
+        resp.producer_id = ProducerId(pid);
+        resp.producer_epoch = epoch + 1;
+        return resp;
+    }
+    match broker.producer_ids.next() {
+        Ok(id) => {
+            resp.producer_id = ProducerId(id);
+            resp.producer_epoch = 0;
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot allocate a producer id");
+            resp.error_code = ResponseError::KafkaStorageError.code();
+        }
+    }
+    resp
+}

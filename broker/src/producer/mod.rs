@@ -1,0 +1,321 @@
+//! Idempotent producer state: per partition, the epoch and the last five batches of
+//! each producer id, used to drop retried duplicates and reject gaps. The decisions
+//! are pure ([`ProducerStateTable::check`]); the log calls them under its lock,
+//! snapshots the table at every segment roll and rebuilds it on recovery by replaying
+//! batch headers written after the newest snapshot.
+
+pub mod id_allocator;
+
+use std::collections::{HashMap, VecDeque};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::log::batch::BatchHeader;
+
+/// Kafka keeps the last five batches per producer; clients never have more in flight.
+pub const BATCHES_KEPT: usize = 5;
+
+/// A batch remembered for duplicate detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchMeta {
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub base_offset: i64,
+    pub last_offset: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerEntry {
+    pub epoch: i16,
+    pub batches: VecDeque<BatchMeta>,
+}
+
+/// Why a producer's batch was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequenceError {
+    /// The batch's epoch is older than the producer's current one (a zombie).
+    InvalidEpoch { current: i16, got: i16 },
+    /// The batch does not follow the last one (a gap or reordering).
+    OutOfOrder { expected: i32, got: i32 },
+}
+
+/// The verdict for one incoming batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Not idempotent, or the next batch in sequence: append it.
+    Append,
+    /// A retry of a batch already in the log: acknowledge with its original offsets.
+    Duplicate(BatchMeta),
+}
+
+/// Sequence numbers wrap from i32::MAX back to 0.
+fn next_seq(seq: i32) -> i32 {
+    if seq == i32::MAX {
+        0
+    } else {
+        seq + 1
+    }
+}
+
+fn last_seq_of(h: &BatchHeader) -> i32 {
+    let last = i64::from(h.base_sequence) + i64::from(h.last_offset_delta);
+    if last > i64::from(i32::MAX) {
+        (last - i64::from(i32::MAX) - 1) as i32
+    } else {
+        last as i32
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerStateTable {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+impl ProducerStateTable {
+    /// Decides what to do with a batch before it is appended.
+    pub fn check(&self, h: &BatchHeader) -> Result<Check, SequenceError> {
+        if h.producer_id < 0 || h.base_sequence < 0 {
+            return Ok(Check::Append);
+        }
+        let Some(entry) = self.producers.get(&h.producer_id) else {
+            // Unknown producer (new, or its state expired): accept from any sequence.
+            return Ok(Check::Append);
+        };
+        if h.producer_epoch < entry.epoch {
+            return Err(SequenceError::InvalidEpoch {
+                current: entry.epoch,
+                got: h.producer_epoch,
+            });
+        }
+        if h.producer_epoch > entry.epoch {
+            // A bumped epoch restarts the sequence at 0.
+            return if h.base_sequence == 0 {
+                Ok(Check::Append)
+            } else {
+                Err(SequenceError::OutOfOrder {
+                    expected: 0,
+                    got: h.base_sequence,
+                })
+            };
+        }
+        let last = last_seq_of(h);
+        if let Some(dup) = entry
+            .batches
+            .iter()
+            .find(|b| b.first_seq == h.base_sequence && b.last_seq == last)
+        {
+            return Ok(Check::Duplicate(*dup));
+        }
+        match entry.batches.back() {
+            Some(prev) if next_seq(prev.last_seq) != h.base_sequence => {
+                Err(SequenceError::OutOfOrder {
+                    expected: next_seq(prev.last_seq),
+                    got: h.base_sequence,
+                })
+            }
+            _ => Ok(Check::Append),
+        }
+    }
+
+    /// Records a batch that was appended (its offsets are final).
+    pub fn record(&mut self, h: &BatchHeader) {
+        if h.producer_id < 0 || h.base_sequence < 0 {
+            return;
+        }
+        let entry = self
+            .producers
+            .entry(h.producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch: h.producer_epoch,
+                batches: VecDeque::new(),
+            });
+        if h.producer_epoch != entry.epoch {
+            entry.epoch = h.producer_epoch;
+            entry.batches.clear();
+        }
+        entry.batches.push_back(BatchMeta {
+            first_seq: h.base_sequence,
+            last_seq: last_seq_of(h),
+            base_offset: h.base_offset,
+            last_offset: h.last_offset(),
+        });
+        while entry.batches.len() > BATCHES_KEPT {
+            entry.batches.pop_front();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+
+    /// Drops what was recorded at or after `offset` (after a log truncation).
+    pub fn truncate_to(&mut self, offset: i64) {
+        for e in self.producers.values_mut() {
+            e.batches.retain(|b| b.last_offset < offset);
+        }
+        self.producers.retain(|_, e| !e.batches.is_empty());
+    }
+}
+
+/// Snapshot file name for the state as of `offset` (everything below it applied).
+pub fn snapshot_path(dir: &Path, offset: i64) -> PathBuf {
+    dir.join(format!("{offset:020}.snapshot"))
+}
+
+/// Writes a snapshot atomically and keeps only the two newest.
+pub fn write_snapshot(dir: &Path, offset: i64, table: &ProducerStateTable) -> io::Result<()> {
+    let path = snapshot_path(dir, offset);
+    let tmp = path.with_extension("snapshot.tmp");
+    let raw = serde_json::to_vec(&SnapshotFile {
+        offset,
+        producers: table.clone(),
+    })
+    .map_err(io::Error::other)?;
+    fs::write(&tmp, raw)?;
+    fs::rename(&tmp, &path)?;
+    let mut all = list_snapshots(dir)?;
+    all.sort_unstable();
+    while all.len() > 2 {
+        let old = all.remove(0);
+        let _ = fs::remove_file(snapshot_path(dir, old));
+    }
+    Ok(())
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    offset: i64,
+    producers: ProducerStateTable,
+}
+
+fn list_snapshots(dir: &Path) -> io::Result<Vec<i64>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir)? {
+        let name = e?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(stem) = name.strip_suffix(".snapshot") {
+            if let Ok(o) = stem.parse::<i64>() {
+                out.push(o);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Loads the newest readable snapshot at or below `max_offset`: `(offset, table)`.
+pub fn load_snapshot(dir: &Path, max_offset: i64) -> io::Result<Option<(i64, ProducerStateTable)>> {
+    let mut all = list_snapshots(dir)?;
+    all.sort_unstable_by(|a, b| b.cmp(a));
+    for o in all.into_iter().filter(|o| *o <= max_offset) {
+        if let Ok(raw) = fs::read(snapshot_path(dir, o)) {
+            if let Ok(s) = serde_json::from_slice::<SnapshotFile>(&raw) {
+                return Ok(Some((s.offset, s.producers)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Removes snapshots above `offset` (they describe a truncated future).
+pub fn remove_snapshots_above(dir: &Path, offset: i64) -> io::Result<()> {
+    for o in list_snapshots(dir)? {
+        if o > offset {
+            let _ = fs::remove_file(snapshot_path(dir, o));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pid: i64, epoch: i16, seq: i32, n: i32, base: i64) -> BatchHeader {
+        BatchHeader {
+            base_offset: base,
+            batch_length: 100,
+            partition_leader_epoch: 0,
+            magic: 2,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta: n - 1,
+            base_timestamp: 0,
+            max_timestamp: 0,
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: seq,
+            records_count: n,
+        }
+    }
+
+    #[test]
+    fn in_order_batches_append_and_retries_are_duplicates() {
+        let mut t = ProducerStateTable::default();
+        for i in 0..10 {
+            let b = h(7, 0, i * 3, 3, i64::from(i) * 3);
+            assert_eq!(t.check(&b), Ok(Check::Append));
+            t.record(&b);
+        }
+        // A retry of one of the last five batches is acknowledged, not appended.
+        match t.check(&h(7, 0, 24, 3, -1)) {
+            Ok(Check::Duplicate(m)) => assert_eq!(m.base_offset, 24),
+            other => panic!("{other:?}"),
+        }
+        // An old batch outside the window is out of order.
+        assert!(matches!(
+            t.check(&h(7, 0, 0, 3, -1)),
+            Err(SequenceError::OutOfOrder { .. })
+        ));
+        // A gap is out of order.
+        assert_eq!(
+            t.check(&h(7, 0, 33, 3, -1)),
+            Err(SequenceError::OutOfOrder {
+                expected: 30,
+                got: 33
+            })
+        );
+    }
+
+    #[test]
+    fn epochs_fence_zombies_and_reset_sequences() {
+        let mut t = ProducerStateTable::default();
+        t.record(&h(1, 3, 0, 1, 0));
+        assert_eq!(
+            t.check(&h(1, 2, 1, 1, 1)),
+            Err(SequenceError::InvalidEpoch { current: 3, got: 2 })
+        );
+        assert_eq!(t.check(&h(1, 4, 0, 1, 1)), Ok(Check::Append));
+        assert!(t.check(&h(1, 4, 5, 1, 1)).is_err());
+        // Non-idempotent batches are never checked.
+        assert_eq!(t.check(&h(-1, -1, -1, 1, 0)), Ok(Check::Append));
+    }
+
+    #[test]
+    fn sequences_wrap_around() {
+        let mut t = ProducerStateTable::default();
+        t.record(&h(1, 0, i32::MAX - 1, 2, 0));
+        assert_eq!(t.check(&h(1, 0, 0, 1, 2)), Ok(Check::Append));
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_keep_two() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = ProducerStateTable::default();
+        t.record(&h(1, 0, 0, 1, 0));
+        for o in [10, 20, 30] {
+            write_snapshot(dir.path(), o, &t).unwrap();
+        }
+        assert_eq!(load_snapshot(dir.path(), 25).unwrap().unwrap().0, 20);
+        assert_eq!(load_snapshot(dir.path(), 100).unwrap().unwrap(), (30, t));
+        assert!(load_snapshot(dir.path(), 5).unwrap().is_none());
+        remove_snapshots_above(dir.path(), 20).unwrap();
+        assert_eq!(load_snapshot(dir.path(), 100).unwrap().unwrap().0, 20);
+    }
+}

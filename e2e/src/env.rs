@@ -1,0 +1,146 @@
+//! The whole environment in one guard: control plane + process kubelet +
+//! (optionally) S3, in one working directory. Dropping [`Env`] kills every
+//! process it started, also when a test panics.
+
+use std::path::{Path, PathBuf};
+
+use kube::Client;
+
+use crate::binaries::Binaries;
+use crate::controlplane::ControlPlane;
+use crate::kubelet::{ImageMap, Kubelet, KubeletConfig};
+use crate::s3::{S3Info, S3Server};
+use crate::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct EnvConfig {
+    pub bins: Binaries,
+    /// image → program for the process kubelet.
+    pub images: ImageMap,
+    /// Start SeaweedFS and create this bucket.
+    pub s3_bucket: Option<String>,
+    /// Working directory; a fresh temp dir when None.
+    pub dir: Option<PathBuf>,
+    /// Keep a temp working directory after teardown (for debugging); also `STRATA_E2E_KEEP=1`.
+    pub keep_dir: bool,
+}
+
+impl Default for EnvConfig {
+    fn default() -> Self {
+        EnvConfig {
+            bins: Binaries::from_env(),
+            images: ImageMap::new(),
+            s3_bucket: None,
+            dir: None,
+            keep_dir: std::env::var("STRATA_E2E_KEEP").is_ok_and(|v| v == "1"),
+        }
+    }
+}
+
+/// A running environment. Field order is teardown order.
+pub struct Env {
+    kubelet: Option<Kubelet>,
+    pub s3: Option<S3Server>,
+    pub control_plane: ControlPlane,
+    pub client: Client,
+    pub dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Env {
+    pub async fn start(config: EnvConfig) -> Result<Env> {
+        let mut needed = vec!["etcd", "kube-apiserver", "kube-controller-manager"];
+        if config.s3_bucket.is_some() {
+            needed.push("weed");
+        }
+        let missing: Vec<&str> = config
+            .bins
+            .missing()
+            .into_iter()
+            .filter(|m| needed.contains(m))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::MissingBinary {
+                name: missing.join(", "),
+                path: config.bins.dir.clone(),
+                dir: config.bins.dir.clone(),
+            });
+        }
+        let (temp, dir) = match &config.dir {
+            Some(d) => {
+                std::fs::create_dir_all(d)
+                    .map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
+                (None, d.clone())
+            }
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("strata-e2e-")
+                    .tempdir()
+                    .map_err(|e| Error::io("creating temp dir", e))?;
+                let path = t.path().to_path_buf();
+                if config.keep_dir {
+                    (None, t.keep())
+                } else {
+                    (Some(t), path)
+                }
+            }
+        };
+        let control_plane = ControlPlane::start(&config.bins, &dir.join("control-plane")).await?;
+        let client = control_plane.client().await?;
+        let s3 = match &config.s3_bucket {
+            Some(b) => Some(S3Server::start(&config.bins, &dir.join("s3"), b).await?),
+            None => None,
+        };
+        let kubelet = Kubelet::start(
+            client.clone(),
+            KubeletConfig::new(dir.join("kubelet"), config.images.clone()),
+        )
+        .await?;
+        Ok(Env {
+            kubelet: Some(kubelet),
+            s3,
+            control_plane,
+            client,
+            dir,
+            _temp: temp,
+        })
+    }
+
+    pub fn kubeconfig(&self) -> &Path {
+        &self.control_plane.kubeconfig
+    }
+
+    pub fn s3_info(&self) -> Option<&S3Info> {
+        self.s3.as_ref().map(|s| &s.info)
+    }
+
+    /// Host directory backing PVC `claim` in `namespace` (stable across pod recreation).
+    pub fn pvc_dir(&self, namespace: &str, claim: &str) -> PathBuf {
+        self.dir
+            .join("kubelet")
+            .join("data")
+            .join(namespace)
+            .join(claim)
+    }
+
+    /// Directory with per-pod container logs (`<ns>_<pod>_<uid>/<container>.log`).
+    pub fn pod_logs_dir(&self) -> PathBuf {
+        self.dir.join("kubelet").join("logs")
+    }
+
+    /// Fails if a control-plane component or the S3 server died.
+    pub fn check_alive(&mut self) -> Result<()> {
+        self.control_plane.check_alive()?;
+        if let Some(s3) = self.s3.as_mut() {
+            s3.check_alive()?;
+        }
+        Ok(())
+    }
+
+    /// Graceful teardown: pods get SIGTERM first. Dropping also tears down, harder.
+    pub async fn shutdown(mut self) {
+        if let Some(k) = self.kubelet.take() {
+            k.shutdown().await;
+        }
+    }
+}

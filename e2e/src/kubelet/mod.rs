@@ -1,0 +1,319 @@
+//! The process kubelet: a kube-rs client that plays node and scheduler for one
+//! Node. It binds every unscheduled pod to its node, runs each bound pod's
+//! containers as local processes (see [`plan`] for the pod → process mapping
+//! and [`worker`] for the lifecycle), and keeps the Node Ready with a Lease.
+//!
+//! Concurrency: one task per pod (keyed by UID) owns that pod's processes; the
+//! watch loop only forwards the latest desired state to it over a `watch` channel.
+
+pub mod ip;
+pub mod node;
+pub mod plan;
+pub mod probe;
+mod worker;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Binding, Pod};
+use kube::api::PostParams;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use plan::ImageMap;
+
+use crate::Result;
+
+/// Configuration of the process kubelet.
+#[derive(Debug, Clone)]
+pub struct KubeletConfig {
+    /// Name of the Node it registers.
+    pub node_name: String,
+    /// image → program; see [`plan::resolve_image`].
+    pub images: ImageMap,
+    /// Holds `pods/` (volumes), `data/` (PVCs, kept across pod recreation) and `logs/`.
+    pub root_dir: PathBuf,
+    /// Host environment variables passed to every container (values from this process).
+    pub inherit_env: Vec<String>,
+}
+
+impl KubeletConfig {
+    pub fn new(root_dir: impl Into<PathBuf>, images: ImageMap) -> Self {
+        KubeletConfig {
+            node_name: "strata-e2e-node".into(),
+            images,
+            root_dir: root_dir.into(),
+            inherit_env: [
+                "PATH",
+                "HOME",
+                "LANG",
+                "USER",
+                "TMPDIR",
+                "RUST_LOG",
+                "RUST_BACKTRACE",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        }
+    }
+}
+
+/// What the watch loop tells a pod worker.
+#[derive(Debug, Clone)]
+pub(crate) enum Desired {
+    Run(Box<Pod>),
+    /// The pod has a deletionTimestamp: stop gracefully, then delete it.
+    Terminate,
+    /// The pod object is gone: kill now.
+    Gone,
+    /// The kubelet is shutting down.
+    Shutdown,
+}
+
+pub(crate) struct Shared {
+    client: Client,
+    config: KubeletConfig,
+    host_ip: Ipv4Addr,
+    base_env: Vec<(String, String)>,
+    ips: Mutex<ip::IpAllocator>,
+}
+
+impl Shared {
+    fn allocate_ip(&self) -> Option<Ipv4Addr> {
+        self.ips.lock().ok()?.allocate()
+    }
+
+    fn release_ip(&self, ip: Ipv4Addr) {
+        if let Ok(mut a) = self.ips.lock() {
+            a.release(ip);
+        }
+    }
+}
+
+struct WorkerHandle {
+    tx: watch::Sender<Desired>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Drop for WorkerHandle {
+    // An aborted worker drops its processes, whose guards SIGKILL them.
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// A running process kubelet. [`Kubelet::shutdown`] stops every pod process;
+/// dropping it without shutdown aborts the tasks, whose process guards SIGKILL.
+pub struct Kubelet {
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+    pub root_dir: PathBuf,
+}
+
+pub(crate) fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+impl Kubelet {
+    /// Registers the node and starts the heartbeat and pod loops.
+    pub async fn start(client: Client, config: KubeletConfig) -> Result<Kubelet> {
+        for d in ["pods", "data", "logs"] {
+            let p = config.root_dir.join(d);
+            std::fs::create_dir_all(&p)
+                .map_err(|e| crate::Error::io(format!("creating {}", p.display()), e))?;
+        }
+        node::register(&client, &config.node_name).await?;
+        let base_env = config
+            .inherit_env
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v)))
+            .collect();
+        let shared = Arc::new(Shared {
+            client: client.clone(),
+            config: config.clone(),
+            host_ip: Ipv4Addr::LOCALHOST,
+            base_env,
+            ips: Mutex::new(ip::IpAllocator::default()),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run(shared, stop_rx));
+        tracing::info!(node = %config.node_name, root = %config.root_dir.display(), "process kubelet started");
+        Ok(Kubelet {
+            stop,
+            task: Some(task),
+            root_dir: config.root_dir,
+        })
+    }
+
+    /// Stops all pods (SIGTERM, then SIGKILL after 5 s) and the loops.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+        }
+    }
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
+    let hb_client = shared.client.clone();
+    let node_name = shared.config.node_name.clone();
+    let heartbeat = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(node::HEARTBEAT);
+        loop {
+            tick.tick().await;
+            if let Err(e) = node::heartbeat(&hb_client, &node_name).await {
+                tracing::warn!(error = %e, "node heartbeat failed");
+            }
+        }
+    });
+    let pods: Api<Pod> = Api::all(shared.client.clone());
+    let mut events = watcher::watcher(pods, watcher::Config::default()).boxed();
+    let mut seen_in_init: Vec<String> = Vec::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            ev = events.next() => {
+                let Some(ev) = ev else { break };
+                match ev {
+                    Ok(Event::Apply(pod)) => handle(&shared, &mut workers, pod).await,
+                    Ok(Event::InitApply(pod)) => {
+                        seen_in_init.push(pod.uid().unwrap_or_default());
+                        handle(&shared, &mut workers, pod).await;
+                    }
+                    Ok(Event::Delete(pod)) => {
+                        if let Some(w) = workers.remove(&pod.uid().unwrap_or_default()) {
+                            let _ = w.tx.send(Desired::Gone);
+                        }
+                    }
+                    Ok(Event::Init) => seen_in_init.clear(),
+                    Ok(Event::InitDone) => {
+                        // Pods that vanished while the watch was down.
+                        let gone: Vec<String> = workers.keys().filter(|k| !seen_in_init.contains(k)).cloned().collect();
+                        for uid in gone {
+                            if let Some(w) = workers.remove(&uid) {
+                                let _ = w.tx.send(Desired::Gone);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "pod watch error; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                workers.retain(|_, w| w.task.as_ref().is_some_and(|t| !t.is_finished()));
+            }
+        }
+    }
+    heartbeat.abort();
+    for w in workers.values() {
+        let _ = w.tx.send(Desired::Shutdown);
+    }
+    for (_, mut w) in workers.drain() {
+        if let Some(t) = w.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
+        }
+    }
+}
+
+async fn handle(shared: &Arc<Shared>, workers: &mut HashMap<String, WorkerHandle>, pod: Pod) {
+    let uid = pod.uid().unwrap_or_default();
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+    let terminal = matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded") | Some("Failed")
+    );
+    match node {
+        None => {
+            if pod.metadata.deletion_timestamp.is_none() {
+                bind(shared, &pod).await;
+            }
+        }
+        Some(n) if n == shared.config.node_name => {
+            if let Some(w) = workers.get(&uid) {
+                let desired = if pod.metadata.deletion_timestamp.is_some() {
+                    Desired::Terminate
+                } else {
+                    Desired::Run(Box::new(pod))
+                };
+                let _ = w.tx.send(desired);
+            } else if pod.metadata.deletion_timestamp.is_some() || terminal {
+                if pod.metadata.deletion_timestamp.is_some() {
+                    // Not ours to run (or already finished): just remove it.
+                    let api: Api<Pod> = Api::namespaced(
+                        shared.client.clone(),
+                        &pod.namespace().unwrap_or_default(),
+                    );
+                    let dp = kube::api::DeleteParams {
+                        grace_period_seconds: Some(0),
+                        ..Default::default()
+                    };
+                    let _ = api.delete(&pod.name_any(), &dp).await;
+                }
+            } else {
+                let Some(ip) = shared.allocate_ip() else {
+                    tracing::error!(pod = %pod.name_any(), "no loopback address left");
+                    return;
+                };
+                let (tx, rx) = watch::channel(Desired::Run(Box::new(pod.clone())));
+                let w = worker::PodWorker::new(shared.clone(), rx, pod, ip);
+                let task = tokio::spawn(w.run());
+                workers.insert(
+                    uid,
+                    WorkerHandle {
+                        tx,
+                        task: Some(task),
+                    },
+                );
+            }
+        }
+        Some(_) => {}
+    }
+}
+
+/// Plays scheduler: binds the pod to this node through `pods/binding`.
+async fn bind(shared: &Arc<Shared>, pod: &Pod) {
+    let ns = pod.namespace().unwrap_or_else(|| "default".into());
+    let name = pod.name_any();
+    let api: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
+    let binding: Binding = match serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Binding",
+        "metadata": {"name": name, "namespace": ns, "uid": pod.uid()},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": shared.config.node_name},
+    })) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "building Binding");
+            return;
+        }
+    };
+    let res: kube::Result<serde_json::Value> = api
+        .create_subresource("binding", &name, &PostParams::default(), &binding)
+        .await;
+    match res {
+        Ok(_) => {
+            tracing::info!(pod = %format!("{ns}/{name}"), node = %shared.config.node_name, "bound")
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "binding failed"),
+    }
+}

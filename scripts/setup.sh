@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs, idempotently and quickly when already done:
+# kcat and protoc (Debian), and a Python virtualenv with the Kafka clients, kept
+# outside the clone under $STRATA_CACHE keyed by the requirements' hash.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+CACHE="${STRATA_CACHE:-$HOME/.cache/strata}"
+mkdir -p "$CACHE"
+
+need_apt=()
+command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
+command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]} with apt-get"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+hash=$(sha256sum "$ROOT/tests/requirements.txt" | cut -c1-12)
+VENV="$CACHE/venv-$hash"
+if [ ! -x "$VENV/bin/pytest" ]; then
+  echo "setup: creating Python environment $VENV"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q -r "$ROOT/tests/requirements.txt"
+fi
+echo "$VENV" > "$CACHE/current-venv"
+echo "setup: ok (python env $VENV)"
