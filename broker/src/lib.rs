@@ -14,3 +14,8 @@ pub mod metadata;
 pub mod partition;
 pub mod producer;
 pub mod telemetry;
+
+// Unit tests decode hostile input too, so they run on the broker's allocator.
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOC: alloc_guard::GuardedAlloc = alloc_guard::GuardedAlloc;

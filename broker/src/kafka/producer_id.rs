@@ -22,7 +22,7 @@ pub async fn handle(
         return resp;
     }
     let (pid, epoch) = (req.producer_id.0, req.producer_epoch);
-    if version >= 3 && pid >= 0 && epoch >= 0 && epoch < i16::MAX - 1 {
+    if version >= 3 && pid >= 0 && (0..i16::MAX - 1).contains(&epoch) {
         resp.producer_id = ProducerId(pid);
         resp.producer_epoch = epoch + 1;
         return resp;

@@ -270,7 +270,7 @@ impl Segment {
 
     /// Appends one validated batch whose base offset has already been assigned.
     pub fn append(&mut self, bytes: &[u8], h: &BatchHeader) -> io::Result<()> {
-        (&*self.log).write_all_at(bytes, self.size)?;
+        self.log.write_all_at(bytes, self.size)?;
         self.index_batch(h, bytes.len() as u64)
     }
 

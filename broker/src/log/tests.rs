@@ -260,7 +260,7 @@ fn retried_idempotent_batches_are_not_appended_twice_even_after_restart() {
     assert!(append_idem(&mut log, 42, 0, 58).unwrap().duplicate);
     assert!(!append_idem(&mut log, 42, 0, 60).unwrap().duplicate);
     assert!(matches!(
-        append_idem(&mut log, 42, -1 + 0, 10),
+        append_idem(&mut log, 42, -1, 10),
         Err(LogError::Sequence(_))
     ));
 }
