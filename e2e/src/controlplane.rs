@@ -118,7 +118,7 @@ impl ControlPlane {
             &apiserver_bin,
             &api_args,
             &logs.join("kube-apiserver.log"),
-            Duration::from_secs(10),
+            Duration::from_secs(3),
         )?;
 
         let kubeconfig = dir.join("kubeconfig");

@@ -566,7 +566,9 @@ fn ignored_pod_features(pod: &Pod, ignored: &mut Vec<String>) -> Result<(), Plan
         "topologySpreadConstraints (single node)",
     );
     note(
-        spec.security_context.is_some(),
+        spec.security_context
+            .as_ref()
+            .is_some_and(|s| *s != Default::default()),
         "pod securityContext (processes run as the harness user)",
     );
     note(spec.dns_config.is_some(), "dnsConfig (no cluster DNS)");
@@ -585,7 +587,9 @@ fn ignored_pod_features(pod: &Pod, ignored: &mut Vec<String>) -> Result<(), Plan
             &format!("container {n}: resource limits not enforced"),
         );
         note(
-            c.security_context.is_some(),
+            c.security_context
+                .as_ref()
+                .is_some_and(|s| *s != Default::default()),
             &format!("container {n}: securityContext"),
         );
         note(
