@@ -8,6 +8,7 @@ pub mod alloc_guard;
 pub mod app;
 pub mod broker;
 pub mod config;
+pub mod group;
 pub mod kafka;
 pub mod log;
 pub mod metadata;

@@ -195,9 +195,15 @@ mod tests {
             ApiKey::ApiVersions => decode::<ApiVersionsRequest>(&mut buf, version, api).map(drop),
             ApiKey::CreateTopics => decode::<CreateTopicsRequest>(&mut buf, version, api).map(drop),
             ApiKey::DeleteTopics => decode::<DeleteTopicsRequest>(&mut buf, version, api).map(drop),
-            ApiKey::CreatePartitions => decode::<CreatePartitionsRequest>(&mut buf, version, api).map(drop),
-            ApiKey::DescribeConfigs => decode::<DescribeConfigsRequest>(&mut buf, version, api).map(drop),
-            ApiKey::InitProducerId => decode::<InitProducerIdRequest>(&mut buf, version, api).map(drop),
+            ApiKey::CreatePartitions => {
+                decode::<CreatePartitionsRequest>(&mut buf, version, api).map(drop)
+            }
+            ApiKey::DescribeConfigs => {
+                decode::<DescribeConfigsRequest>(&mut buf, version, api).map(drop)
+            }
+            ApiKey::InitProducerId => {
+                decode::<InitProducerIdRequest>(&mut buf, version, api).map(drop)
+            }
             _ => Ok(()),
         }
     }

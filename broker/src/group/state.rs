@@ -1,0 +1,796 @@
+//! One consumer group's membership state machine (Kafka's classic group protocol):
+//! Empty → PreparingRebalance → CompletingRebalance → Stable, with generations,
+//! session and rebalance timeouts, static membership (`group.instance.id`) and
+//! protocol selection by vote. JoinGroup and SyncGroup calls that must wait for other
+//! members get a oneshot receiver that this machine completes later. All time is
+//! passed in (`now` in ms), so the machine is tested without sleeping.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use tokio::sync::oneshot;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+    Dead,
+}
+
+impl GroupState {
+    /// The name clients and tools print (DescribeGroups/ListGroups).
+    pub fn name(&self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+            GroupState::Dead => "Dead",
+        }
+    }
+}
+
+/// Answer to a JoinGroup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinResult {
+    pub error: Option<ResponseError>,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    /// Only the leader gets the member list (id, instance id, chosen protocol metadata).
+    pub members: Vec<(String, Option<String>, Bytes)>,
+}
+
+impl JoinResult {
+    fn error(e: ResponseError, member_id: &str) -> Self {
+        JoinResult {
+            error: Some(e),
+            generation: -1,
+            protocol_type: None,
+            protocol_name: None,
+            leader: String::new(),
+            member_id: member_id.to_string(),
+            members: Vec::new(),
+        }
+    }
+}
+
+/// Answer to a SyncGroup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncResult {
+    pub error: Option<ResponseError>,
+    pub assignment: Bytes,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+}
+
+impl SyncResult {
+    fn error(e: ResponseError) -> Self {
+        SyncResult {
+            error: Some(e),
+            assignment: Bytes::new(),
+            protocol_type: None,
+            protocol_name: None,
+        }
+    }
+}
+
+/// Either an answer now, or one to wait for.
+#[derive(Debug)]
+pub enum Reply<T> {
+    Now(T),
+    Wait(oneshot::Receiver<T>),
+}
+
+/// What a JoinGroup carries.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i64,
+    pub rebalance_timeout_ms: i64,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    /// v4+: an unknown member must first obtain an id (MEMBER_ID_REQUIRED).
+    pub require_known_member_id: bool,
+}
+
+#[derive(Debug)]
+pub struct Member {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i64,
+    pub rebalance_timeout_ms: i64,
+    pub protocols: Vec<(String, Bytes)>,
+    pub assignment: Bytes,
+    last_heartbeat_ms: i64,
+    join_order: u64,
+    joined: bool,
+    join_waiter: Option<oneshot::Sender<JoinResult>>,
+    sync_waiter: Option<oneshot::Sender<SyncResult>>,
+}
+
+impl Member {
+    /// Metadata this member sent for `protocol`.
+    pub fn metadata(&self, protocol: &str) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(n, _)| n == protocol)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Broker-wide group settings.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupConfig {
+    pub min_session_timeout_ms: i64,
+    pub max_session_timeout_ms: i64,
+    pub initial_rebalance_delay_ms: i64,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            min_session_timeout_ms: 6_000,
+            max_session_timeout_ms: 1_800_000,
+            initial_rebalance_delay_ms: 3_000,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Group {
+    pub id: String,
+    state: GroupState,
+    generation: i32,
+    protocol_type: Option<String>,
+    protocol: Option<String>,
+    leader: Option<String>,
+    members: BTreeMap<String, Member>,
+    static_members: HashMap<String, String>,
+    /// Ids handed out with MEMBER_ID_REQUIRED, with the time they expire.
+    pending: HashMap<String, i64>,
+    rebalance_deadline_ms: i64,
+    /// While the first members of an empty group gather.
+    initial_delay_until_ms: Option<i64>,
+    next_join_order: u64,
+    member_seq: u64,
+    config: GroupConfig,
+}
+
+impl Group {
+    pub fn new(id: &str, config: GroupConfig) -> Self {
+        Group {
+            id: id.to_string(),
+            state: GroupState::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: BTreeMap::new(),
+            static_members: HashMap::new(),
+            pending: HashMap::new(),
+            rebalance_deadline_ms: 0,
+            initial_delay_until_ms: None,
+            next_join_order: 0,
+            member_seq: 0,
+            config,
+        }
+    }
+
+    pub fn state(&self) -> GroupState {
+        self.state
+    }
+    pub fn generation(&self) -> i32 {
+        self.generation
+    }
+    pub fn protocol_type(&self) -> Option<&str> {
+        self.protocol_type.as_deref()
+    }
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+    pub fn leader(&self) -> Option<&str> {
+        self.leader.as_deref()
+    }
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+    pub fn has_member(&self, id: &str) -> bool {
+        self.members.contains_key(id)
+    }
+
+    /// Marks the group deleted; waiting members are told to find the coordinator again.
+    pub fn mark_dead(&mut self) {
+        self.state = GroupState::Dead;
+        for m in self.members.values_mut() {
+            if let Some(w) = m.join_waiter.take() {
+                let _ = w.send(JoinResult::error(
+                    ResponseError::CoordinatorNotAvailable,
+                    &m.id,
+                ));
+            }
+            if let Some(w) = m.sync_waiter.take() {
+                let _ = w.send(SyncResult::error(ResponseError::CoordinatorNotAvailable));
+            }
+        }
+        self.members.clear();
+    }
+
+    fn new_member_id(&mut self, client_id: &str) -> String {
+        self.member_seq += 1;
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        format!("{client_id}-{}-{}", self.member_seq, &nonce[..12])
+    }
+
+    /// Protocols every current member supports (in no particular order).
+    fn common_protocols<'a>(&'a self, extra: Option<&'a [(String, Bytes)]>) -> Vec<&'a str> {
+        let mut lists: Vec<&[(String, Bytes)]> = self
+            .members
+            .values()
+            .map(|m| m.protocols.as_slice())
+            .collect();
+        if let Some(e) = extra {
+            lists.push(e);
+        }
+        let Some(first) = lists.first() else {
+            return Vec::new();
+        };
+        first
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| lists.iter().all(|l| l.iter().any(|(m, _)| m == n)))
+            .collect()
+    }
+
+    /// Handles a JoinGroup.
+    pub fn join(&mut self, req: JoinRequest, now: i64) -> Reply<JoinResult> {
+        if self.state == GroupState::Dead {
+            return Reply::Now(JoinResult::error(
+                ResponseError::CoordinatorNotAvailable,
+                &req.member_id,
+            ));
+        }
+        if req.protocols.is_empty() || req.protocol_type.is_empty() {
+            return Reply::Now(JoinResult::error(
+                ResponseError::InconsistentGroupProtocol,
+                &req.member_id,
+            ));
+        }
+        if req.session_timeout_ms < self.config.min_session_timeout_ms
+            || req.session_timeout_ms > self.config.max_session_timeout_ms
+        {
+            return Reply::Now(JoinResult::error(
+                ResponseError::InvalidSessionTimeout,
+                &req.member_id,
+            ));
+        }
+        if !self.members.is_empty() {
+            if self.protocol_type.as_deref() != Some(req.protocol_type.as_str()) {
+                return Reply::Now(JoinResult::error(
+                    ResponseError::InconsistentGroupProtocol,
+                    &req.member_id,
+                ));
+            }
+            let others: Vec<&str> = {
+                let existing_other = self
+                    .members
+                    .values()
+                    .filter(|m| m.id != req.member_id)
+                    .count();
+                if existing_other == 0 {
+                    req.protocols.iter().map(|(n, _)| n.as_str()).collect()
+                } else {
+                    let mut lists: Vec<&[(String, Bytes)]> = self
+                        .members
+                        .values()
+                        .filter(|m| m.id != req.member_id)
+                        .map(|m| m.protocols.as_slice())
+                        .collect();
+                    lists.push(&req.protocols);
+                    let first = lists[0];
+                    first
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .filter(|n| lists.iter().all(|l| l.iter().any(|(m, _)| m == n)))
+                        .collect()
+                }
+            };
+            if others.is_empty() {
+                return Reply::Now(JoinResult::error(
+                    ResponseError::InconsistentGroupProtocol,
+                    &req.member_id,
+                ));
+            }
+        }
+
+        let member_id = if req.member_id.is_empty() {
+            if let Some(inst) = &req.instance_id {
+                if let Some(old) = self.static_members.get(inst).cloned() {
+                    // A static member restarted: it takes over its old slot under a
+                    // new id, keeping its assignment.
+                    let new_id = self.new_member_id(&req.client_id);
+                    return self.replace_static_member(&old, new_id, req, now);
+                }
+                self.new_member_id(&req.client_id)
+            } else if req.require_known_member_id {
+                let id = self.new_member_id(&req.client_id);
+                self.pending
+                    .insert(id.clone(), now + req.session_timeout_ms);
+                return Reply::Now(JoinResult::error(ResponseError::MemberIdRequired, &id));
+            } else {
+                self.new_member_id(&req.client_id)
+            }
+        } else {
+            if !self.members.contains_key(&req.member_id)
+                && self.pending.remove(&req.member_id).is_none()
+            {
+                return Reply::Now(JoinResult::error(
+                    ResponseError::UnknownMemberId,
+                    &req.member_id,
+                ));
+            }
+            req.member_id.clone()
+        };
+
+        if let Some(m) = self.members.get(&member_id) {
+            if m.instance_id != req.instance_id {
+                return Reply::Now(JoinResult::error(
+                    ResponseError::FencedInstanceId,
+                    &member_id,
+                ));
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        if let Some(m) = self.members.get_mut(&member_id) {
+            let unchanged = m.protocols == req.protocols;
+            m.protocols = req.protocols;
+            m.session_timeout_ms = req.session_timeout_ms;
+            m.rebalance_timeout_ms = req.rebalance_timeout_ms;
+            m.last_heartbeat_ms = now;
+            if self.state == GroupState::Stable
+                && unchanged
+                && self.leader.as_deref() != Some(member_id.as_str())
+            {
+                // A follower rejoining with nothing new: hand back the current generation.
+                let result = self.join_result_for(&member_id, false);
+                return Reply::Now(result);
+            }
+            if let Some(old) = m.join_waiter.replace(tx) {
+                let _ = old.send(JoinResult::error(
+                    ResponseError::UnknownMemberId,
+                    &member_id,
+                ));
+            }
+            m.joined = true;
+        } else {
+            if let Some(inst) = &req.instance_id {
+                self.static_members.insert(inst.clone(), member_id.clone());
+            }
+            if self.members.is_empty() {
+                self.protocol_type = Some(req.protocol_type.clone());
+            }
+            self.next_join_order += 1;
+            self.members.insert(
+                member_id.clone(),
+                Member {
+                    id: member_id.clone(),
+                    instance_id: req.instance_id,
+                    client_id: req.client_id,
+                    client_host: req.client_host,
+                    session_timeout_ms: req.session_timeout_ms,
+                    rebalance_timeout_ms: req.rebalance_timeout_ms,
+                    protocols: req.protocols,
+                    assignment: Bytes::new(),
+                    last_heartbeat_ms: now,
+                    join_order: self.next_join_order,
+                    joined: true,
+                    join_waiter: Some(tx),
+                    sync_waiter: None,
+                },
+            );
+        }
+        if self.state != GroupState::PreparingRebalance {
+            self.prepare_rebalance(now);
+        }
+        self.maybe_complete_join(now);
+        Reply::Wait(rx)
+    }
+
+    fn replace_static_member(
+        &mut self,
+        old: &str,
+        new_id: String,
+        req: JoinRequest,
+        now: i64,
+    ) -> Reply<JoinResult> {
+        let Some(mut m) = self.members.remove(old) else {
+            if let Some(inst) = &req.instance_id {
+                self.static_members.remove(inst);
+            }
+            return self.join(req, now);
+        };
+        if let Some(w) = m.join_waiter.take() {
+            let _ = w.send(JoinResult::error(ResponseError::FencedInstanceId, old));
+        }
+        if let Some(w) = m.sync_waiter.take() {
+            let _ = w.send(SyncResult::error(ResponseError::FencedInstanceId));
+        }
+        let unchanged = m.protocols == req.protocols;
+        m.id = new_id.clone();
+        m.protocols = req.protocols.clone();
+        m.session_timeout_ms = req.session_timeout_ms;
+        m.rebalance_timeout_ms = req.rebalance_timeout_ms;
+        m.client_id = req.client_id.clone();
+        m.client_host = req.client_host.clone();
+        m.last_heartbeat_ms = now;
+        let was_leader = self.leader.as_deref() == Some(old);
+        if was_leader {
+            self.leader = Some(new_id.clone());
+        }
+        if let Some(inst) = &m.instance_id {
+            self.static_members.insert(inst.clone(), new_id.clone());
+        }
+        self.members.insert(new_id.clone(), m);
+        if self.state == GroupState::Stable && unchanged && !was_leader {
+            // Same subscription: no rebalance; the member keeps its partitions.
+            return Reply::Now(self.join_result_for(&new_id, false));
+        }
+        let (tx, rx) = oneshot::channel();
+        if let Some(m) = self.members.get_mut(&new_id) {
+            m.join_waiter = Some(tx);
+            m.joined = true;
+        }
+        if self.state != GroupState::PreparingRebalance {
+            self.prepare_rebalance(now);
+        }
+        self.maybe_complete_join(now);
+        Reply::Wait(rx)
+    }
+
+    fn prepare_rebalance(&mut self, now: i64) {
+        let was_empty = self.state == GroupState::Empty;
+        self.state = GroupState::PreparingRebalance;
+        let timeout = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout_ms)
+            .max()
+            .unwrap_or(0);
+        self.rebalance_deadline_ms = now + timeout;
+        self.initial_delay_until_ms = if was_empty && self.config.initial_rebalance_delay_ms > 0 {
+            Some((now + self.config.initial_rebalance_delay_ms).min(self.rebalance_deadline_ms))
+        } else {
+            None
+        };
+        for m in self.members.values_mut() {
+            if m.join_waiter.is_none() {
+                m.joined = false;
+            }
+            if let Some(w) = m.sync_waiter.take() {
+                let _ = w.send(SyncResult::error(ResponseError::RebalanceInProgress));
+            }
+        }
+    }
+
+    fn maybe_complete_join(&mut self, now: i64) {
+        if self.state != GroupState::PreparingRebalance {
+            return;
+        }
+        if let Some(until) = self.initial_delay_until_ms {
+            if now < until {
+                return;
+            }
+            self.initial_delay_until_ms = None;
+        }
+        let all_joined = self.members.values().all(|m| m.joined);
+        if !all_joined && now < self.rebalance_deadline_ms {
+            return;
+        }
+        // Members that did not rejoin in time are out.
+        let gone: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| !m.joined)
+            .map(|m| m.id.clone())
+            .collect();
+        for id in gone {
+            self.remove_member_entry(&id);
+        }
+        self.generation += 1;
+        if self.members.is_empty() {
+            self.state = GroupState::Empty;
+            self.protocol = None;
+            self.leader = None;
+            return;
+        }
+        self.protocol = self.select_protocol();
+        if !self
+            .leader
+            .as_ref()
+            .is_some_and(|l| self.members.contains_key(l))
+        {
+            self.leader = self
+                .members
+                .values()
+                .min_by_key(|m| m.join_order)
+                .map(|m| m.id.clone());
+        }
+        self.state = GroupState::CompletingRebalance;
+        let ids: Vec<String> = self.members.keys().cloned().collect();
+        for id in ids {
+            let is_leader = self.leader.as_deref() == Some(id.as_str());
+            let result = self.join_result_for(&id, is_leader);
+            if let Some(m) = self.members.get_mut(&id) {
+                m.last_heartbeat_ms = now;
+                m.joined = false;
+                if let Some(w) = m.join_waiter.take() {
+                    let _ = w.send(result);
+                }
+            }
+        }
+    }
+
+    /// Each member votes for the first protocol (in its own order) that all support.
+    fn select_protocol(&self) -> Option<String> {
+        let common = self.common_protocols(None);
+        let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
+        for m in self.members.values() {
+            if let Some((name, _)) = m
+                .protocols
+                .iter()
+                .find(|(n, _)| common.contains(&n.as_str()))
+            {
+                *votes.entry(name.as_str()).or_default() += 1;
+            }
+        }
+        votes
+            .into_iter()
+            .max_by_key(|(_, v)| *v)
+            .map(|(n, _)| n.to_string())
+    }
+
+    fn join_result_for(&self, member_id: &str, with_members: bool) -> JoinResult {
+        let protocol = self.protocol.clone();
+        let members = if with_members {
+            let p = protocol.clone().unwrap_or_default();
+            let mut ms: Vec<&Member> = self.members.values().collect();
+            ms.sort_by_key(|m| m.join_order);
+            ms.iter()
+                .map(|m| (m.id.clone(), m.instance_id.clone(), m.metadata(&p)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        JoinResult {
+            error: None,
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: protocol,
+            leader: self.leader.clone().unwrap_or_default(),
+            member_id: member_id.to_string(),
+            members,
+        }
+    }
+
+    fn validate_member(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ResponseError> {
+        let Some(m) = self.members.get(member_id) else {
+            if let Some(inst) = instance_id {
+                if self.static_members.contains_key(inst) {
+                    return Err(ResponseError::FencedInstanceId);
+                }
+            }
+            return Err(ResponseError::UnknownMemberId);
+        };
+        if instance_id.is_some() && m.instance_id.as_deref() != instance_id {
+            return Err(ResponseError::FencedInstanceId);
+        }
+        if generation != self.generation {
+            return Err(ResponseError::IllegalGeneration);
+        }
+        Ok(())
+    }
+
+    /// Handles a SyncGroup.
+    pub fn sync(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+        now: i64,
+    ) -> Reply<SyncResult> {
+        if let Err(e) = self.validate_member(member_id, instance_id, generation) {
+            return Reply::Now(SyncResult::error(e));
+        }
+        match self.state {
+            GroupState::PreparingRebalance => {
+                Reply::Now(SyncResult::error(ResponseError::RebalanceInProgress))
+            }
+            GroupState::Stable => Reply::Now(self.sync_result_for(member_id)),
+            GroupState::Empty | GroupState::Dead => {
+                Reply::Now(SyncResult::error(ResponseError::UnknownMemberId))
+            }
+            GroupState::CompletingRebalance => {
+                let (tx, rx) = oneshot::channel();
+                if let Some(m) = self.members.get_mut(member_id) {
+                    m.last_heartbeat_ms = now;
+                    m.sync_waiter = Some(tx);
+                }
+                if self.leader.as_deref() == Some(member_id) {
+                    let mut given: HashMap<String, Bytes> = assignments.into_iter().collect();
+                    for m in self.members.values_mut() {
+                        m.assignment = given.remove(&m.id).unwrap_or_default();
+                    }
+                    self.state = GroupState::Stable;
+                    let ids: Vec<String> = self.members.keys().cloned().collect();
+                    for id in ids {
+                        let r = self.sync_result_for(&id);
+                        if let Some(m) = self.members.get_mut(&id) {
+                            if let Some(w) = m.sync_waiter.take() {
+                                let _ = w.send(r);
+                            }
+                        }
+                    }
+                }
+                Reply::Wait(rx)
+            }
+        }
+    }
+
+    fn sync_result_for(&self, member_id: &str) -> SyncResult {
+        SyncResult {
+            error: None,
+            assignment: self
+                .members
+                .get(member_id)
+                .map(|m| m.assignment.clone())
+                .unwrap_or_default(),
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: self.protocol.clone(),
+        }
+    }
+
+    /// Handles a Heartbeat.
+    pub fn heartbeat(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        now: i64,
+    ) -> Option<ResponseError> {
+        if let Err(e) = self.validate_member(member_id, instance_id, generation) {
+            return Some(e);
+        }
+        if let Some(m) = self.members.get_mut(member_id) {
+            m.last_heartbeat_ms = now;
+        }
+        match self.state {
+            GroupState::PreparingRebalance => Some(ResponseError::RebalanceInProgress),
+            GroupState::Empty | GroupState::Dead => Some(ResponseError::UnknownMemberId),
+            _ => None,
+        }
+    }
+
+    /// Handles one member leaving (by member id, or by instance id for static members).
+    pub fn leave(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        now: i64,
+    ) -> Option<ResponseError> {
+        let id = match instance_id {
+            Some(inst) => match self.static_members.get(inst) {
+                Some(id) if member_id.is_empty() || id == member_id => id.clone(),
+                Some(_) => return Some(ResponseError::FencedInstanceId),
+                None => return Some(ResponseError::UnknownMemberId),
+            },
+            None => member_id.to_string(),
+        };
+        if !self.members.contains_key(&id) {
+            return Some(ResponseError::UnknownMemberId);
+        }
+        self.remove_member(&id, now);
+        None
+    }
+
+    fn remove_member_entry(&mut self, id: &str) {
+        if let Some(mut m) = self.members.remove(id) {
+            if let Some(inst) = &m.instance_id {
+                if self.static_members.get(inst).map(String::as_str) == Some(id) {
+                    self.static_members.remove(inst);
+                }
+            }
+            if let Some(w) = m.join_waiter.take() {
+                let _ = w.send(JoinResult::error(ResponseError::UnknownMemberId, id));
+            }
+            if let Some(w) = m.sync_waiter.take() {
+                let _ = w.send(SyncResult::error(ResponseError::UnknownMemberId));
+            }
+        }
+        if self.leader.as_deref() == Some(id) {
+            self.leader = None;
+        }
+    }
+
+    fn remove_member(&mut self, id: &str, now: i64) {
+        self.remove_member_entry(id);
+        if self.members.is_empty() && self.state != GroupState::PreparingRebalance {
+            self.generation += 1;
+            self.state = GroupState::Empty;
+            self.protocol = None;
+            return;
+        }
+        if self.state != GroupState::PreparingRebalance {
+            self.prepare_rebalance(now);
+        }
+        self.maybe_complete_join(now);
+    }
+
+    /// Expires silent members and completes rebalances whose deadline passed.
+    /// Returns the ids of members removed for missing their session timeout.
+    pub fn tick(&mut self, now: i64) -> Vec<String> {
+        self.pending.retain(|_, until| *until > now);
+        let mut expired = Vec::new();
+        if matches!(
+            self.state,
+            GroupState::Stable | GroupState::CompletingRebalance
+        ) {
+            expired = self
+                .members
+                .values()
+                .filter(|m| now - m.last_heartbeat_ms > m.session_timeout_ms)
+                .map(|m| m.id.clone())
+                .collect();
+            for id in &expired {
+                self.remove_member(id, now);
+            }
+        }
+        self.maybe_complete_join(now);
+        expired
+    }
+
+    /// Whether any member's subscription includes `topic` (consumer protocol only).
+    pub fn subscribed_to(&self, topic: &str) -> bool {
+        use kafka_protocol::messages::ConsumerProtocolSubscription;
+        use kafka_protocol::protocol::Decodable;
+        if self.protocol_type.as_deref() != Some("consumer") {
+            return false;
+        }
+        let Some(p) = &self.protocol else {
+            return false;
+        };
+        self.members.values().any(|m| {
+            let mut meta = m.metadata(p);
+            if meta.len() < 2 {
+                return false;
+            }
+            let version = i16::from_be_bytes([meta[0], meta[1]]);
+            bytes::Buf::advance(&mut meta, 2);
+            ConsumerProtocolSubscription::decode(&mut meta, version)
+                .map(|s| s.topics.iter().any(|t| t.as_str() == topic))
+                .unwrap_or(false)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
