@@ -114,7 +114,7 @@ impl S3Server {
         // Create the bucket through the admin shell (retried: the master may still be electing).
         loop {
             process.check_alive()?;
-            if create_bucket(&weed, master, bucket).await? {
+            if create_bucket(&weed, master, master_grpc, bucket).await? {
                 break;
             }
             if start.elapsed() > STARTUP_TIMEOUT {
@@ -138,11 +138,17 @@ impl S3Server {
     }
 }
 
-async fn create_bucket(weed: &Path, master_port: u16, bucket: &str) -> Result<bool> {
+async fn create_bucket(
+    weed: &Path,
+    master_port: u16,
+    master_grpc: u16,
+    bucket: &str,
+) -> Result<bool> {
     use tokio::io::AsyncWriteExt;
     let mut cmd = tokio::process::Command::new(weed);
     cmd.arg("shell")
-        .arg(format!("-master=127.0.0.1:{master_port}"))
+        // host:port.grpcPort: without it the shell assumes gRPC on port+10000.
+        .arg(format!("-master=127.0.0.1:{master_port}.{master_grpc}"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
