@@ -14,6 +14,9 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
+use crate::group::coordinator::{CoordinatorConfig, GroupCoordinator};
+use crate::group::offsets::OFFSETS_TOPIC;
+use crate::group::state::GroupConfig;
 use crate::log::PartitionLog;
 use crate::metadata::{topic_config, Catalog, MetadataError, TopicRecord};
 use crate::partition::Partition;
@@ -53,6 +56,7 @@ pub struct Broker {
     pub config: BrokerConfig,
     pub metrics: Metrics,
     pub producer_ids: ProducerIdAllocator,
+    pub groups: GroupCoordinator,
     catalog: AsyncMutex<Catalog>,
     topics: RwLock<Topics>,
 }
@@ -76,8 +80,28 @@ impl Broker {
         } else {
             info!("no clean-shutdown marker: validating the tail of every partition log");
         }
-        let catalog = Catalog::open(&data_dir)?;
+        let mut catalog = Catalog::open(&data_dir)?;
         let now = now_ms();
+        if catalog.get(OFFSETS_TOPIC).is_none() {
+            let mut configs = BTreeMap::new();
+            configs.insert(
+                "segment.bytes".to_string(),
+                config.offsets_segment_bytes.to_string(),
+            );
+            configs.insert("retention.ms".to_string(), "-1".to_string());
+            configs.insert("retention.bytes".to_string(), "-1".to_string());
+            catalog.create_topic(
+                TopicRecord {
+                    name: OFFSETS_TOPIC.to_string(),
+                    id: Uuid::new_v4(),
+                    partitions: config.offsets_topic_partitions,
+                    replication_factor: 1,
+                    configs,
+                    internal: true,
+                },
+                true,
+            )?;
+        }
         let mut topics = Topics::default();
         for rec in catalog.topics() {
             let state = Arc::new(open_topic(&config, rec, clean, now)?);
@@ -87,13 +111,28 @@ impl Broker {
         remove_deleted_dirs(&data_dir);
         info!(topics = topics.by_name.len(), data_dir = %data_dir.display(), "broker storage opened");
         let producer_ids = ProducerIdAllocator::open(&data_dir)?;
-        Ok(Arc::new(Broker {
+        let groups = GroupCoordinator::new(CoordinatorConfig {
+            group: GroupConfig {
+                min_session_timeout_ms: config.group_min_session_timeout_ms,
+                max_session_timeout_ms: config.group_max_session_timeout_ms,
+                initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+            },
+            offsets_partitions: config.offsets_topic_partitions,
+            offsets_retention_ms: config.offsets_retention_ms,
+            compact_after_segments: 4,
+            max_metadata_bytes: config.offset_metadata_max_bytes,
+        });
+        let broker = Arc::new(Broker {
             config,
             metrics,
             producer_ids,
+            groups,
             catalog: AsyncMutex::new(catalog),
             topics: RwLock::new(topics),
-        }))
+        });
+        broker.groups.load(&broker)?;
+        broker.metrics.register_group_lag(Arc::downgrade(&broker));
+        Ok(broker)
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<TopicState>> {
@@ -318,6 +357,22 @@ impl Broker {
                 tick.tick().await;
                 let Some(b) = weak.upgrade() else { return };
                 let _ = tokio::task::spawn_blocking(move || b.run_retention()).await;
+            }
+        });
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            let mut n: u64 = 0;
+            loop {
+                tick.tick().await;
+                let Some(b) = weak.upgrade() else { return };
+                let now = now_ms();
+                b.groups.tick(now);
+                n += 1;
+                if n.is_multiple_of(600) {
+                    // Offset expiry and compaction, once a minute.
+                    let _ = tokio::task::spawn_blocking(move || b.groups.maintain(&b, now)).await;
+                }
             }
         });
         let weak = Arc::downgrade(self);

@@ -75,6 +75,20 @@ pub struct BrokerConfig {
     pub log_max_message_bytes: usize,
     /// Log output: "text" or "json".
     pub log_format: String,
+    /// Partitions of the internal `__consumer_offsets` topic.
+    pub offsets_topic_partitions: i32,
+    /// Segment size of `__consumer_offsets` (compaction works segment by segment).
+    pub offsets_segment_bytes: u64,
+    /// Committed offsets of a group without members expire this long after the commit.
+    pub offsets_retention_ms: i64,
+    /// Largest metadata string accepted with a committed offset.
+    pub offset_metadata_max_bytes: usize,
+    /// How long the first members of an empty group gather before the first rebalance.
+    pub group_initial_rebalance_delay_ms: i64,
+    /// Smallest session timeout a member may ask for.
+    pub group_min_session_timeout_ms: i64,
+    /// Largest session timeout a member may ask for.
+    pub group_max_session_timeout_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -104,6 +118,13 @@ impl Default for BrokerConfig {
             log_index_interval_bytes: log.index_interval_bytes,
             log_max_message_bytes: log.max_message_bytes,
             log_format: "text".into(),
+            offsets_topic_partitions: 50,
+            offsets_segment_bytes: 1 << 20,
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            offset_metadata_max_bytes: 4096,
+            group_initial_rebalance_delay_ms: 3000,
+            group_min_session_timeout_ms: 6000,
+            group_max_session_timeout_ms: 1_800_000,
         }
     }
 }
@@ -289,6 +310,13 @@ const ALL_KEYS: &[&str] = &[
     "log_index_interval_bytes",
     "log_max_message_bytes",
     "log_format",
+    "offsets_topic_partitions",
+    "offsets_segment_bytes",
+    "offsets_retention_ms",
+    "offset_metadata_max_bytes",
+    "group_initial_rebalance_delay_ms",
+    "group_min_session_timeout_ms",
+    "group_max_session_timeout_ms",
 ];
 
 /// Environment values are typed the way TOML would read them: integers and booleans

@@ -106,6 +106,26 @@ impl Partition {
         self.log.lock().flush_if_due(now_ms)
     }
 
+    pub fn segment_count(&self) -> usize {
+        self.log.lock().segment_count()
+    }
+
+    /// Rolls, appends `records` (if any) as the new start of the live data, and deletes
+    /// every segment before them. Returns how many segments were removed.
+    pub fn checkpoint(
+        &self,
+        records: Option<ValidatedRecords>,
+        now_ms: i64,
+    ) -> Result<usize, LogError> {
+        let (removed, leo) = {
+            let mut log = self.log.lock();
+            let removed = log.checkpoint(records, self.leader_epoch, now_ms)?;
+            (removed, log.log_end_offset())
+        };
+        self.high_watermark.send_replace(leo);
+        Ok(removed)
+    }
+
     pub fn size_bytes(&self) -> u64 {
         self.log.lock().size_bytes()
     }

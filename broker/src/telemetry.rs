@@ -35,7 +35,7 @@ pub fn init_logging(format: &str) {
 #[derive(Clone)]
 pub struct Metrics {
     registry: prometheus::Registry,
-    _provider: SdkMeterProvider,
+    provider: SdkMeterProvider,
     pub bytes_in: Counter<u64>,
     pub records_in: Counter<u64>,
     pub bytes_out: Counter<u64>,
@@ -106,8 +106,35 @@ impl Metrics {
                 .u64_counter("strata_log_segments_deleted")
                 .with_description("Segments deleted by retention")
                 .build(),
-            _provider: provider,
+            provider,
         })
+    }
+
+    /// Registers `strata_consumergroup_lag{group,topic,partition}`, computed at scrape
+    /// time from committed offsets and high watermarks.
+    pub fn register_group_lag(&self, broker: std::sync::Weak<crate::broker::Broker>) {
+        let meter = self.provider.meter("strata-broker");
+        let _gauge = meter
+            .i64_observable_gauge("strata_consumergroup_lag")
+            .with_description(
+                "Records between a group's committed offset and the partition end, per partition",
+            )
+            .with_callback(move |obs| {
+                let Some(b) = broker.upgrade() else { return };
+                for g in b.groups.group_ids() {
+                    for l in b.groups.lag(&b, &g) {
+                        obs.observe(
+                            l.lag,
+                            &[
+                                KeyValue::new("group", g.clone()),
+                                KeyValue::new("topic", l.topic.clone()),
+                                KeyValue::new("partition", i64::from(l.partition)),
+                            ],
+                        );
+                    }
+                }
+            })
+            .build();
     }
 
     pub fn topic(topic: &str) -> [KeyValue; 1] {

@@ -2,4 +2,6 @@
 //! the internal `__consumer_offsets` topic (`offsets`), and the coordinator that owns
 //! both and runs their timers.
 
+pub mod coordinator;
+pub mod offsets;
 pub mod state;

@@ -609,6 +609,32 @@ impl Group {
         Ok(())
     }
 
+    /// Checks an OffsetCommit's member id, instance id and generation. Commits with
+    /// generation -1 and no member id are "simple" commits, allowed only while the
+    /// group has no members.
+    pub fn validate_commit(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ResponseError> {
+        if generation < 0 && member_id.is_empty() {
+            return if self.members.is_empty() {
+                Ok(())
+            } else {
+                Err(ResponseError::UnknownMemberId)
+            };
+        }
+        if self.members.is_empty() {
+            return Err(ResponseError::IllegalGeneration);
+        }
+        self.validate_member(member_id, instance_id, generation)?;
+        if self.state == GroupState::CompletingRebalance {
+            return Err(ResponseError::RebalanceInProgress);
+        }
+        Ok(())
+    }
+
     /// Handles a SyncGroup.
     pub fn sync(
         &mut self,

@@ -13,7 +13,10 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{decode_request_header_from_buffer, Decodable, Encodable};
 use opentelemetry::KeyValue;
 
-use super::{api_versions, configs, fetch, list_offsets, metadata, produce, producer_id, topics};
+use super::{
+    api_versions, configs, fetch, groups, list_offsets, metadata, offsets, produce, producer_id,
+    topics,
+};
 use crate::broker::Broker;
 
 /// What the connection should do after a request.
@@ -120,7 +123,7 @@ async fn route(
     api: ApiKey,
     version: i16,
     correlation_id: i32,
-    _header: &RequestHeader,
+    header: &RequestHeader,
     mut buf: Bytes,
 ) -> Outcome {
     macro_rules! handle {
@@ -174,6 +177,44 @@ async fn route(
         ApiKey::InitProducerId => handle!(InitProducerIdRequest, |req| producer_id::handle(
             broker, req, version
         )),
+        ApiKey::FindCoordinator => {
+            handle!(FindCoordinatorRequest, |req| groups::find_coordinator(
+                broker, req, version
+            ))
+        }
+        ApiKey::JoinGroup => {
+            let client = groups::client_id(header);
+            handle!(JoinGroupRequest, |req| groups::join_group(
+                broker, req, version, &client
+            ))
+        }
+        ApiKey::SyncGroup => handle!(SyncGroupRequest, |req| groups::sync_group(
+            broker, req, version
+        )),
+        ApiKey::Heartbeat => handle!(HeartbeatRequest, |req| groups::heartbeat(
+            broker, req, version
+        )),
+        ApiKey::LeaveGroup => handle!(LeaveGroupRequest, |req| groups::leave_group(
+            broker, req, version
+        )),
+        ApiKey::DescribeGroups => handle!(DescribeGroupsRequest, |req| groups::describe_groups(
+            broker, req, version
+        )),
+        ApiKey::ListGroups => handle!(ListGroupsRequest, |req| groups::list_groups(
+            broker, req, version
+        )),
+        ApiKey::DeleteGroups => handle!(DeleteGroupsRequest, |req| groups::delete_groups(
+            broker, req, version
+        )),
+        ApiKey::OffsetCommit => handle!(OffsetCommitRequest, |req| offsets::commit(
+            broker, req, version
+        )),
+        ApiKey::OffsetFetch => handle!(OffsetFetchRequest, |req| offsets::fetch(
+            broker, req, version
+        )),
+        ApiKey::OffsetDelete => handle!(OffsetDeleteRequest, |req| offsets::delete(
+            broker, req, version
+        )),
         other => Outcome::Close(format!("API {other:?} is not served by this broker")),
     }
 }
@@ -204,6 +245,21 @@ mod tests {
             ApiKey::InitProducerId => {
                 decode::<InitProducerIdRequest>(&mut buf, version, api).map(drop)
             }
+            ApiKey::FindCoordinator => {
+                decode::<FindCoordinatorRequest>(&mut buf, version, api).map(drop)
+            }
+            ApiKey::JoinGroup => decode::<JoinGroupRequest>(&mut buf, version, api).map(drop),
+            ApiKey::SyncGroup => decode::<SyncGroupRequest>(&mut buf, version, api).map(drop),
+            ApiKey::Heartbeat => decode::<HeartbeatRequest>(&mut buf, version, api).map(drop),
+            ApiKey::LeaveGroup => decode::<LeaveGroupRequest>(&mut buf, version, api).map(drop),
+            ApiKey::OffsetCommit => decode::<OffsetCommitRequest>(&mut buf, version, api).map(drop),
+            ApiKey::OffsetFetch => decode::<OffsetFetchRequest>(&mut buf, version, api).map(drop),
+            ApiKey::DescribeGroups => {
+                decode::<DescribeGroupsRequest>(&mut buf, version, api).map(drop)
+            }
+            ApiKey::ListGroups => decode::<ListGroupsRequest>(&mut buf, version, api).map(drop),
+            ApiKey::DeleteGroups => decode::<DeleteGroupsRequest>(&mut buf, version, api).map(drop),
+            ApiKey::OffsetDelete => decode::<OffsetDeleteRequest>(&mut buf, version, api).map(drop),
             _ => Ok(()),
         }
     }

@@ -526,6 +526,33 @@ impl PartitionLog {
         Ok(removed)
     }
 
+    /// Starts a fresh segment holding `records` (the live state of a compacted topic)
+    /// and deletes every older segment. A crash between the append and the deletes
+    /// only leaves duplicates of live entries, which replay harmlessly.
+    pub fn checkpoint(
+        &mut self,
+        records: Option<ValidatedRecords>,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<usize, LogError> {
+        if !self.active().is_empty() {
+            self.roll(now_ms)?;
+        }
+        let start = self.log_end_offset();
+        if let Some(r) = records {
+            self.append(r, leader_epoch, now_ms)?;
+        }
+        self.flush(now_ms)?;
+        let mut removed = 0;
+        while self.segments.len() > 1 && self.segments[0].base_offset() < start {
+            let seg = self.segments.remove(0);
+            seg.delete().map_err(io_err(&self.dir))?;
+            removed += 1;
+        }
+        self.log_start_offset = self.log_start_offset.max(self.segments[0].base_offset());
+        Ok(removed)
+    }
+
     /// Removes every record at or after `offset` (used when a replica's tail diverges).
     pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
         let offset = offset.max(self.log_start_offset);

@@ -1,0 +1,359 @@
+//! Group membership APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat,
+//! LeaveGroup, DescribeGroups, ListGroups and DeleteGroups. The decisions live in
+//! `group::state`; this module maps wire fields to it and back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use tokio::sync::oneshot;
+
+use super::s;
+use crate::broker::{now_ms, Broker};
+use crate::group::state::{JoinRequest, JoinResult, Reply, SyncResult};
+
+const KEY_TYPE_GROUP: i8 = 0;
+
+fn code(e: Option<ResponseError>) -> i16 {
+    e.map_or(0, |e| e.code())
+}
+
+pub async fn find_coordinator(
+    broker: &Arc<Broker>,
+    req: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let (host, port) = broker.config.advertised();
+    let node = BrokerId(broker.config.node_id);
+    let mut resp = FindCoordinatorResponse::default();
+    let supported = req.key_type == KEY_TYPE_GROUP;
+    let err = if supported {
+        None
+    } else {
+        Some(ResponseError::CoordinatorNotAvailable)
+    };
+    if version >= 4 {
+        resp.coordinators = req
+            .coordinator_keys
+            .iter()
+            .map(|k| {
+                let mut c = Coordinator::default();
+                c.key = k.clone();
+                c.error_code = code(err);
+                if supported {
+                    c.node_id = node;
+                    c.host = s(host.clone());
+                    c.port = port;
+                } else {
+                    c.node_id = BrokerId(-1);
+                    c.port = -1;
+                    c.error_message = Some(s("transaction coordinators are not supported yet"));
+                }
+                c
+            })
+            .collect();
+    } else {
+        resp.error_code = code(err);
+        if supported {
+            resp.node_id = node;
+            resp.host = s(host);
+            resp.port = port;
+        } else {
+            resp.node_id = BrokerId(-1);
+            resp.port = -1;
+        }
+    }
+    resp
+}
+
+/// Waits for a parked JoinGroup/SyncGroup answer; the group's own deadlines always
+/// complete it, the timeout is only a safety net.
+async fn wait<T>(rx: oneshot::Receiver<T>, limit_ms: i64, on_timeout: T) -> T {
+    let limit = Duration::from_millis(limit_ms.clamp(0, 30 * 60 * 1000) as u64 + 5_000);
+    match tokio::time::timeout(limit, rx).await {
+        Ok(Ok(v)) => v,
+        _ => on_timeout,
+    }
+}
+
+pub async fn join_group(
+    broker: &Arc<Broker>,
+    req: JoinGroupRequest,
+    version: i16,
+    client_id: &str,
+) -> JoinGroupResponse {
+    let mut resp = JoinGroupResponse::default();
+    let group_id = req.group_id.0.to_string();
+    if group_id.is_empty() {
+        resp.error_code = ResponseError::InvalidGroupId.code();
+        return resp;
+    }
+    let rebalance_timeout = if version >= 1 {
+        req.rebalance_timeout_ms
+    } else {
+        req.session_timeout_ms
+    };
+    let join = JoinRequest {
+        member_id: req.member_id.to_string(),
+        instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
+        client_id: client_id.to_string(),
+        client_host: "/127.0.0.1".to_string(),
+        session_timeout_ms: i64::from(req.session_timeout_ms),
+        rebalance_timeout_ms: i64::from(rebalance_timeout),
+        protocol_type: req.protocol_type.to_string(),
+        protocols: req
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            .collect(),
+        require_known_member_id: version >= 4,
+    };
+    let group = broker.groups.group_or_create(&group_id);
+    let reply = group.lock().join(join, now_ms());
+    let result = match reply {
+        Reply::Now(r) => r,
+        Reply::Wait(rx) => {
+            let member = req.member_id.to_string();
+            wait(
+                rx,
+                i64::from(rebalance_timeout),
+                JoinResult {
+                    error: Some(ResponseError::RebalanceInProgress),
+                    generation: -1,
+                    protocol_type: None,
+                    protocol_name: None,
+                    leader: String::new(),
+                    member_id: member,
+                    members: Vec::new(),
+                },
+            )
+            .await
+        }
+    };
+    resp.error_code = code(result.error);
+    resp.generation_id = result.generation;
+    if version >= 7 {
+        resp.protocol_type = result.protocol_type.map(s);
+        resp.protocol_name = result.protocol_name.map(s);
+    } else {
+        resp.protocol_name = Some(s(result.protocol_name.unwrap_or_default()));
+    }
+    resp.leader = s(result.leader);
+    resp.member_id = s(result.member_id);
+    resp.members = result
+        .members
+        .into_iter()
+        .map(|(id, inst, meta)| {
+            let mut m = JoinGroupResponseMember::default();
+            m.member_id = s(id);
+            if version >= 5 {
+                m.group_instance_id = inst.map(s);
+            }
+            m.metadata = meta;
+            m
+        })
+        .collect();
+    resp
+}
+
+pub async fn sync_group(
+    broker: &Arc<Broker>,
+    req: SyncGroupRequest,
+    version: i16,
+) -> SyncGroupResponse {
+    let mut resp = SyncGroupResponse::default();
+    let Some(group) = broker.groups.group(&req.group_id.0) else {
+        resp.error_code = ResponseError::UnknownMemberId.code();
+        return resp;
+    };
+    let assignments: Vec<(String, Bytes)> = req
+        .assignments
+        .iter()
+        .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+        .collect();
+    let inst = req.group_instance_id.as_ref().map(|s| s.to_string());
+    let reply = group.lock().sync(
+        &req.member_id,
+        inst.as_deref(),
+        req.generation_id,
+        assignments,
+        now_ms(),
+    );
+    let result = match reply {
+        Reply::Now(r) => r,
+        Reply::Wait(rx) => {
+            wait(
+                rx,
+                5 * 60 * 1000,
+                SyncResult {
+                    error: Some(ResponseError::RebalanceInProgress),
+                    assignment: Bytes::new(),
+                    protocol_type: None,
+                    protocol_name: None,
+                },
+            )
+            .await
+        }
+    };
+    resp.error_code = code(result.error);
+    resp.assignment = result.assignment;
+    if version >= 5 {
+        resp.protocol_type = result.protocol_type.map(s);
+        resp.protocol_name = result.protocol_name.map(s);
+    }
+    resp
+}
+
+pub async fn heartbeat(
+    broker: &Arc<Broker>,
+    req: HeartbeatRequest,
+    _version: i16,
+) -> HeartbeatResponse {
+    let mut resp = HeartbeatResponse::default();
+    let inst = req.group_instance_id.as_ref().map(|s| s.to_string());
+    resp.error_code = match broker.groups.group(&req.group_id.0) {
+        None => ResponseError::UnknownMemberId.code(),
+        Some(g) => {
+            code(
+                g.lock()
+                    .heartbeat(&req.member_id, inst.as_deref(), req.generation_id, now_ms()),
+            )
+        }
+    };
+    resp
+}
+
+pub async fn leave_group(
+    broker: &Arc<Broker>,
+    req: LeaveGroupRequest,
+    version: i16,
+) -> LeaveGroupResponse {
+    let mut resp = LeaveGroupResponse::default();
+    let group = broker.groups.group(&req.group_id.0);
+    let now = now_ms();
+    if version < 3 {
+        resp.error_code = match &group {
+            None => ResponseError::UnknownMemberId.code(),
+            Some(g) => code(g.lock().leave(&req.member_id, None, now)),
+        };
+        return resp;
+    }
+    for m in &req.members {
+        let mut r = MemberResponse::default();
+        r.member_id = m.member_id.clone();
+        r.group_instance_id = m.group_instance_id.clone();
+        let inst = m.group_instance_id.as_ref().map(|s| s.to_string());
+        r.error_code = match &group {
+            None => ResponseError::UnknownMemberId.code(),
+            Some(g) => code(g.lock().leave(&m.member_id, inst.as_deref(), now)),
+        };
+        resp.members.push(r);
+    }
+    resp
+}
+
+pub async fn describe_groups(
+    broker: &Arc<Broker>,
+    req: DescribeGroupsRequest,
+    version: i16,
+) -> DescribeGroupsResponse {
+    let mut resp = DescribeGroupsResponse::default();
+    for id in req.groups {
+        let mut d = DescribedGroup::default();
+        d.group_id = id.clone();
+        match broker.groups.group(&id.0) {
+            Some(g) => {
+                let g = g.lock();
+                d.group_state = s(g.state().name());
+                d.protocol_type = s(g.protocol_type().unwrap_or(""));
+                d.protocol_data = s(g.protocol().unwrap_or(""));
+                let protocol = g.protocol().unwrap_or("").to_string();
+                d.members = g
+                    .members()
+                    .map(|m| {
+                        let mut dm = DescribedGroupMember::default();
+                        dm.member_id = s(m.id.clone());
+                        if version >= 4 {
+                            dm.group_instance_id = m.instance_id.clone().map(s);
+                        }
+                        dm.client_id = s(m.client_id.clone());
+                        dm.client_host = s(m.client_host.clone());
+                        dm.member_metadata = m.metadata(&protocol);
+                        dm.member_assignment = m.assignment.clone();
+                        dm
+                    })
+                    .collect();
+            }
+            None if !broker.groups.group_offsets(&id.0).is_empty() => {
+                d.group_state = s("Empty");
+                d.protocol_type = s("consumer");
+            }
+            None => {
+                d.group_state = s("Dead");
+                if version >= 6 {
+                    d.error_code = ResponseError::GroupIdNotFound.code();
+                }
+            }
+        }
+        resp.groups.push(d);
+    }
+    resp
+}
+
+pub async fn list_groups(
+    broker: &Arc<Broker>,
+    req: ListGroupsRequest,
+    version: i16,
+) -> ListGroupsResponse {
+    let mut resp = ListGroupsResponse::default();
+    let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
+    for l in broker.groups.list() {
+        if version >= 4 && !states.is_empty() && !states.contains(&l.state.name().to_lowercase()) {
+            continue;
+        }
+        let mut g = ListedGroup::default();
+        g.group_id = GroupId(s(l.group_id));
+        g.protocol_type = s(l.protocol_type);
+        if version >= 4 {
+            g.group_state = s(l.state.name());
+        }
+        if version >= 5 {
+            g.group_type = s("classic");
+        }
+        resp.groups.push(g);
+    }
+    resp
+}
+
+pub async fn delete_groups(
+    broker: &Arc<Broker>,
+    req: DeleteGroupsRequest,
+    _version: i16,
+) -> DeleteGroupsResponse {
+    let mut resp = DeleteGroupsResponse::default();
+    for id in req.groups_names {
+        let mut r = DeletableGroupResult::default();
+        r.error_code = code(broker.groups.delete_group(broker, &id.0, now_ms()).err());
+        r.group_id = id;
+        resp.results.push(r);
+    }
+    resp
+}
+
+/// The client id from the request header, for DescribeGroups.
+pub fn client_id(header: &RequestHeader) -> String {
+    header
+        .client_id
+        .as_ref()
+        .map(StrBytes::to_string)
+        .unwrap_or_default()
+}

@@ -1,0 +1,275 @@
+//! OffsetCommit, OffsetFetch and OffsetDelete over the group coordinator's store.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::*;
+
+use super::s;
+use crate::broker::{now_ms, Broker};
+use crate::group::offsets::{CommittedOffset, OffsetChange};
+
+pub async fn commit(
+    broker: &Arc<Broker>,
+    req: OffsetCommitRequest,
+    version: i16,
+) -> OffsetCommitResponse {
+    let mut resp = OffsetCommitResponse::default();
+    let group_id = req.group_id.0.to_string();
+    let now = now_ms();
+    let inst = req.group_instance_id.as_ref().map(|s| s.to_string());
+    let group_error = if group_id.is_empty() {
+        Some(ResponseError::InvalidGroupId)
+    } else {
+        match broker.groups.group(&group_id) {
+            Some(g) => g
+                .lock()
+                .validate_commit(
+                    &req.member_id,
+                    inst.as_deref(),
+                    req.generation_id_or_member_epoch,
+                )
+                .err(),
+            None if req.generation_id_or_member_epoch >= 0 => {
+                Some(ResponseError::IllegalGeneration)
+            }
+            None => None,
+        }
+    };
+    let max_meta = broker.groups.config.max_metadata_bytes;
+    let mut changes: Vec<OffsetChange> = Vec::new();
+    let mut pending: Vec<(usize, usize)> = Vec::new();
+    for (ti, t) in req.topics.iter().enumerate() {
+        let mut tr = OffsetCommitResponseTopic::default();
+        tr.name = t.name.clone();
+        let topic = broker.topic(&t.name.0);
+        for (pi, p) in t.partitions.iter().enumerate() {
+            let mut pr = OffsetCommitResponsePartition::default();
+            pr.partition_index = p.partition_index;
+            let meta_len = p.committed_metadata.as_ref().map_or(0, |m| m.len());
+            let err = if let Some(e) = group_error {
+                Some(e)
+            } else if topic
+                .as_ref()
+                .and_then(|tp| tp.partition(p.partition_index))
+                .is_none()
+            {
+                Some(ResponseError::UnknownTopicOrPartition)
+            } else if meta_len > max_meta {
+                Some(ResponseError::OffsetMetadataTooLarge)
+            } else {
+                None
+            };
+            match err {
+                Some(e) => pr.error_code = e.code(),
+                None => {
+                    changes.push((
+                        group_id.clone(),
+                        t.name.0.to_string(),
+                        p.partition_index,
+                        Some(CommittedOffset {
+                            offset: p.committed_offset,
+                            leader_epoch: if version >= 6 {
+                                p.committed_leader_epoch
+                            } else {
+                                -1
+                            },
+                            metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                            commit_timestamp: now,
+                        }),
+                    ));
+                    pending.push((ti, pi));
+                }
+            }
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    if let Err(e) = broker.groups.write(broker, &group_id, changes, now) {
+        for (ti, pi) in pending {
+            resp.topics[ti].partitions[pi].error_code = e.code();
+        }
+    }
+    resp
+}
+
+/// Committed rows of one topic: (partition, offset, leader epoch, metadata).
+type TopicRows = (TopicName, Vec<(i32, i64, i32, String)>);
+
+fn fetch_group(
+    broker: &Broker,
+    group: &str,
+    wanted: Option<Vec<(TopicName, Vec<i32>)>>,
+) -> Vec<TopicRows> {
+    let committed = broker.groups.group_offsets(group);
+    match wanted {
+        Some(list) => list
+            .into_iter()
+            .map(|(name, parts)| {
+                let rows = parts
+                    .into_iter()
+                    .map(|p| match committed.get(&(name.0.to_string(), p)) {
+                        Some(c) => (
+                            p,
+                            c.offset,
+                            c.leader_epoch,
+                            c.metadata.clone().unwrap_or_default(),
+                        ),
+                        None => (p, -1, -1, String::new()),
+                    })
+                    .collect();
+                (name, rows)
+            })
+            .collect(),
+        None => {
+            let mut out: Vec<TopicRows> = Vec::new();
+            for ((t, p), c) in committed {
+                let row = (
+                    p,
+                    c.offset,
+                    c.leader_epoch,
+                    c.metadata.clone().unwrap_or_default(),
+                );
+                match out.last_mut() {
+                    Some((name, rows)) if name.0.as_str() == t => rows.push(row),
+                    _ => out.push((TopicName(s(t)), vec![row])),
+                }
+            }
+            out
+        }
+    }
+}
+
+pub async fn fetch(
+    broker: &Arc<Broker>,
+    req: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
+    let mut resp = OffsetFetchResponse::default();
+    if version >= 8 {
+        for g in req.groups {
+            let wanted = g.topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| (t.name, t.partition_indexes))
+                    .collect()
+            });
+            let mut out = OffsetFetchResponseGroup::default();
+            out.group_id = g.group_id.clone();
+            out.topics = fetch_group(broker, &g.group_id.0, wanted)
+                .into_iter()
+                .map(|(name, rows)| {
+                    let mut t = OffsetFetchResponseTopics::default();
+                    t.name = name;
+                    t.partitions = rows
+                        .into_iter()
+                        .map(|(p, o, e, m)| {
+                            let mut r = OffsetFetchResponsePartitions::default();
+                            r.partition_index = p;
+                            r.committed_offset = o;
+                            r.committed_leader_epoch = e;
+                            r.metadata = Some(s(m));
+                            r
+                        })
+                        .collect();
+                    t
+                })
+                .collect();
+            resp.groups.push(out);
+        }
+        return resp;
+    }
+    let wanted = req.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name, t.partition_indexes))
+            .collect()
+    });
+    resp.topics = fetch_group(broker, &req.group_id.0, wanted)
+        .into_iter()
+        .map(|(name, rows)| {
+            let mut t = OffsetFetchResponseTopic::default();
+            t.name = name;
+            t.partitions = rows
+                .into_iter()
+                .map(|(p, o, e, m)| {
+                    let mut r = OffsetFetchResponsePartition::default();
+                    r.partition_index = p;
+                    r.committed_offset = o;
+                    if version >= 5 {
+                        r.committed_leader_epoch = e;
+                    }
+                    r.metadata = Some(s(m));
+                    r
+                })
+                .collect();
+            t
+        })
+        .collect();
+    resp
+}
+
+pub async fn delete(
+    broker: &Arc<Broker>,
+    req: OffsetDeleteRequest,
+    _version: i16,
+) -> OffsetDeleteResponse {
+    let mut resp = OffsetDeleteResponse::default();
+    let group_id = req.group_id.0.to_string();
+    let group = broker.groups.group(&group_id);
+    let committed = broker.groups.group_offsets(&group_id);
+    if group.is_none() && committed.is_empty() {
+        resp.error_code = ResponseError::GroupIdNotFound.code();
+        return resp;
+    }
+    let subscribed: HashSet<String> = req
+        .topics
+        .iter()
+        .filter(|t| {
+            group
+                .as_ref()
+                .is_some_and(|g| g.lock().subscribed_to(&t.name.0))
+        })
+        .map(|t| t.name.0.to_string())
+        .collect();
+    let mut changes: Vec<OffsetChange> = Vec::new();
+    for t in req.topics {
+        let mut tr = OffsetDeleteResponseTopic::default();
+        tr.name = t.name.clone();
+        for p in t.partitions {
+            let mut pr = OffsetDeleteResponsePartition::default();
+            pr.partition_index = p.partition_index;
+            if subscribed.contains(t.name.0.as_str()) {
+                pr.error_code = ResponseError::GroupSubscribedToTopic.code();
+            } else if broker
+                .topic(&t.name.0)
+                .and_then(|tp| tp.partition(p.partition_index).cloned())
+                .is_none()
+            {
+                pr.error_code = ResponseError::UnknownTopicOrPartition.code();
+            } else if committed.contains_key(&(t.name.0.to_string(), p.partition_index)) {
+                changes.push((
+                    group_id.clone(),
+                    t.name.0.to_string(),
+                    p.partition_index,
+                    None,
+                ));
+            }
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    if let Err(e) = broker.groups.write(broker, &group_id, changes, now_ms()) {
+        resp.error_code = e.code();
+    }
+    resp
+}
