@@ -1,0 +1,117 @@
+//! A broker started in-process on free loopback ports, and a minimal Kafka client
+//! built on `kafka-protocol` for protocol-level tests.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{encode_request_header_into_buffer, Decodable, Encodable, StrBytes};
+use strata_broker::config::BrokerConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+pub struct TestBroker {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestBroker {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = BrokerConfig::dev();
+        cfg.data_dir = dir.path().to_path_buf();
+        cfg.kafka_listen = free_addr();
+        cfg.metrics_listen = free_addr();
+        cfg.group_initial_rebalance_delay_ms = 0;
+        cfg.offsets_topic_partitions = 4;
+        let addr = cfg.kafka_listen;
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(strata_broker::app::run(cfg, async move {
+            let _ = rx.await;
+        }));
+        for _ in 0..200 {
+            if TcpStream::connect(addr).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        TestBroker {
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let r = tokio::time::timeout(Duration::from_secs(20), t).await;
+            assert!(
+                matches!(r, Ok(Ok(Ok(())))),
+                "broker did not stop cleanly: {r:?}"
+            );
+        }
+    }
+}
+
+pub struct Client {
+    stream: TcpStream,
+    corr: i32,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        Client {
+            stream: TcpStream::connect(addr).await.expect("connect"),
+            corr: 0,
+        }
+    }
+
+    /// Sends one request and decodes the response.
+    pub async fn call<Req: Encodable, Resp: Decodable>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> Resp {
+        self.corr += 1;
+        let mut h = RequestHeader::default();
+        h.request_api_key = key as i16;
+        h.request_api_version = version;
+        h.correlation_id = self.corr;
+        h.client_id = Some(StrBytes::from_static_str("strata-test"));
+        let mut body = BytesMut::new();
+        encode_request_header_into_buffer(&mut body, &h).expect("header");
+        req.encode(&mut body, version).expect("encode");
+        let mut frame = BytesMut::with_capacity(body.len() + 4);
+        frame.put_i32(body.len() as i32);
+        frame.extend_from_slice(&body);
+        self.stream.write_all(&frame).await.expect("write");
+        let mut len = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(30), self.stream.read_exact(&mut len))
+            .await
+            .expect("response in time")
+            .expect("read len");
+        let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut buf).await.expect("read body");
+        let mut b = Bytes::from(buf);
+        let rh = ResponseHeader::decode(&mut b, key.response_header_version(version))
+            .expect("response header");
+        assert_eq!(rh.correlation_id, self.corr);
+        let resp = Resp::decode(&mut b, version).expect("decode response");
+        assert!(!b.has_remaining(), "trailing bytes in response");
+        resp
+    }
+}
