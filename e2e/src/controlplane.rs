@@ -281,6 +281,10 @@ current-context: strata-e2e
 
 /// Builds a client from a kubeconfig file.
 pub async fn client_from_kubeconfig(path: &Path) -> Result<Client> {
+    // When several rustls providers are compiled in (e.g. ring via kube, aws-lc
+    // via object_store), rustls cannot pick one itself; use ring. An error only
+    // means a provider is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let kc = Kubeconfig::read_from(path).map_err(|e| Error::Kubeconfig(e.to_string()))?;
     let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await

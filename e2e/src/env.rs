@@ -8,6 +8,7 @@ use kube::Client;
 
 use crate::binaries::Binaries;
 use crate::controlplane::ControlPlane;
+use crate::kubelet::plan::ApiAccess;
 use crate::kubelet::{ImageMap, Kubelet, KubeletConfig};
 use crate::s3::{S3Info, S3Server};
 use crate::{Error, Result};
@@ -91,11 +92,12 @@ impl Env {
             Some(b) => Some(S3Server::start(&config.bins, &dir.join("s3"), b).await?),
             None => None,
         };
-        let kubelet = Kubelet::start(
-            client.clone(),
-            KubeletConfig::new(dir.join("kubelet"), config.images.clone()),
-        )
-        .await?;
+        let mut kubelet_config = KubeletConfig::new(dir.join("kubelet"), config.images.clone());
+        kubelet_config.api = Some(ApiAccess {
+            server: control_plane.api_url.clone(),
+            ca_file: control_plane.pki.ca_cert.clone(),
+        });
+        let kubelet = Kubelet::start(client.clone(), kubelet_config).await?;
         Ok(Env {
             kubelet: Some(kubelet),
             s3,

@@ -180,7 +180,7 @@ const ECHO_SERVER: &str = r#"
 import http.server, json, os
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        data = {k: os.environ.get(k) for k in ["POD_NAME", "POD_NAMESPACE", "POD_IP", "GREETING", "PASSWORD"]}
+        data = {k: os.environ.get(k) for k in ["POD_NAME", "POD_NAMESPACE", "POD_IP", "GREETING", "PASSWORD", "KUBECONFIG"]}
         data["file"] = open(os.path.join(os.environ["CONFIG_DIR"], "index.html")).read()
         body = json.dumps(data).encode()
         self.send_response(200)
@@ -260,6 +260,19 @@ async fn deployment_pod_runs_as_a_ready_process_reachable_on_its_pod_ip() {
         assert_eq!(v["GREETING"], "hi");
         assert_eq!(v["PASSWORD"], "s3cret");
         assert_eq!(v["file"], "<h1>from a configmap</h1>");
+        // The pod's kubeconfig authenticates as its ServiceAccount (RBAC then forbids listing).
+        let kubeconfig = PathBuf::from(v["KUBECONFIG"].as_str().expect("KUBECONFIG exported to the pod"));
+        let sa_client = strata_e2e::controlplane::client_from_kubeconfig(&kubeconfig)
+            .await
+            .expect("pod kubeconfig");
+        let err = Api::<Pod>::namespaced(sa_client, ns)
+            .list(&ListParams::default())
+            .await
+            .expect_err("the default ServiceAccount may not list pods");
+        assert!(
+            err.to_string().contains("system:serviceaccount:default:default"),
+            "{err}"
+        );
         let deploy = wait_for("deployment available", Duration::from_secs(30), || async {
             let d = deploys.get("web").await.ok()?;
             (d.status.as_ref()?.available_replicas? == 1).then_some(d)

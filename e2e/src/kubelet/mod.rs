@@ -41,6 +41,8 @@ pub struct KubeletConfig {
     pub root_dir: PathBuf,
     /// Host environment variables passed to every container (values from this process).
     pub inherit_env: Vec<String>,
+    /// API server address and CA given to pods (in-cluster kubeconfig); None: pods get none.
+    pub api: Option<plan::ApiAccess>,
 }
 
 impl KubeletConfig {
@@ -61,6 +63,7 @@ impl KubeletConfig {
             .iter()
             .map(|s| s.to_string())
             .collect(),
+            api: None,
         }
     }
 }

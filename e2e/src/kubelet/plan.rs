@@ -38,6 +38,49 @@ pub struct PlanInputs<'a> {
     pub data_root: &'a Path,
     /// Environment inherited from the host (PATH, HOME, ...), before the pod's own.
     pub base_env: &'a [(String, String)],
+    /// How processes reach the API server; when set (and a token was issued)
+    /// each pod gets a kubeconfig with its service-account token, exported as
+    /// `KUBECONFIG`, plus `KUBERNETES_SERVICE_HOST/PORT`.
+    pub api: Option<&'a ApiAccess>,
+}
+
+/// The API server as seen from pods.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiAccess {
+    /// `https://127.0.0.1:<port>`
+    pub server: String,
+    /// PEM CA bundle the server's certificate chains to.
+    pub ca_file: PathBuf,
+}
+
+/// Name of the pseudo-volume holding a pod's in-cluster kubeconfig.
+pub const KUBECONFIG_VOLUME: &str = "strata-e2e-kubeconfig";
+
+fn pod_kubeconfig(api: &ApiAccess, token_file: &Path, namespace: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: in-cluster
+  cluster:
+    server: {server}
+    certificate-authority: {ca}
+users:
+- name: service-account
+  user:
+    tokenFile: {token}
+contexts:
+- name: in-cluster
+  context:
+    cluster: in-cluster
+    user: service-account
+    namespace: {namespace}
+current-context: in-cluster
+",
+        server = api.server,
+        ca = api.ca_file.display(),
+        token = token_file.display(),
+    )
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -629,6 +672,23 @@ pub fn plan(pod: &Pod, inp: &PlanInputs<'_>) -> Result<PodPlan, PlanError> {
     for v in spec.volumes.iter().flatten() {
         volumes.push(plan_volume(pod, v, inp, &mut ignored)?);
     }
+    let kubeconfig = match (inp.api, inp.sa_token) {
+        (Some(api), Some(token)) => {
+            let dir = inp.pod_dir.join(KUBECONFIG_VOLUME);
+            let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+            let text = pod_kubeconfig(api, &dir.join("token"), ns);
+            volumes.push(VolumePlan {
+                name: KUBECONFIG_VOLUME.into(),
+                host_dir: dir.clone(),
+                files: vec![
+                    (PathBuf::from("token"), token.as_bytes().to_vec()),
+                    (PathBuf::from("kubeconfig"), text.into_bytes()),
+                ],
+            });
+            Some(dir.join("kubeconfig"))
+        }
+        _ => None,
+    };
 
     let mut containers = Vec::new();
     for c in &spec.containers {
@@ -652,7 +712,7 @@ pub fn plan(pod: &Pod, inp: &PlanInputs<'_>) -> Result<PodPlan, PlanError> {
         }
         mounts.sort_by_key(|(m, _)| std::cmp::Reverse(m.len()));
 
-        let env = container_env(pod, c, inp, &mounts)?;
+        let env = container_env(pod, c, inp, &mounts, kubeconfig.as_deref())?;
         let cmd = c.command.clone().unwrap_or_default();
         let args_in = c.args.clone().unwrap_or_default();
         // An image is one program: command[0] names it and is replaced by the mapped path.
@@ -696,8 +756,19 @@ fn container_env(
     c: &Container,
     inp: &PlanInputs<'_>,
     mounts: &[(String, PathBuf)],
+    kubeconfig: Option<&Path>,
 ) -> Result<Vec<(String, String)>, PlanError> {
     let mut env: Vec<(String, String)> = inp.base_env.to_vec();
+    if let Some(api) = inp.api {
+        let hostport = api.server.trim_start_matches("https://");
+        if let Some((host, port)) = hostport.rsplit_once(':') {
+            env.push(("KUBERNETES_SERVICE_HOST".into(), host.to_string()));
+            env.push(("KUBERNETES_SERVICE_PORT".into(), port.to_string()));
+        }
+    }
+    if let Some(k) = kubeconfig {
+        env.push(("KUBECONFIG".into(), k.display().to_string()));
+    }
     let name = pod.metadata.name.clone().unwrap_or_default();
     env.push(("HOSTNAME".into(), name));
     let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
@@ -774,4 +845,201 @@ fn container_env(
         set(&mut env, e.name.clone(), value);
     }
     Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(v: serde_json::Value) -> Pod {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn images() -> ImageMap {
+        let mut m = ImageMap::new();
+        m.insert("strata-broker".into(), PathBuf::from("/bin/broker"));
+        m.insert("registry:5000/team/app".into(), PathBuf::from("/bin/app"));
+        m
+    }
+
+    #[test]
+    fn images_resolve_exactly_or_without_tag_and_digest() {
+        let m = images();
+        assert_eq!(
+            resolve_image(&m, "strata-broker").unwrap(),
+            PathBuf::from("/bin/broker")
+        );
+        assert_eq!(
+            resolve_image(&m, "strata-broker:0.1").unwrap(),
+            PathBuf::from("/bin/broker")
+        );
+        assert_eq!(
+            resolve_image(&m, "registry:5000/team/app:v2@sha256:abc").unwrap(),
+            PathBuf::from("/bin/app")
+        );
+        let err = resolve_image(&m, "nginx:1").unwrap_err();
+        assert_eq!(err.reason(), "ErrImageNotMapped");
+        assert!(err.to_string().contains("strata-broker"), "{err}");
+    }
+
+    #[test]
+    fn dollar_references_expand_like_the_kubelet() {
+        let env = vec![
+            ("A".to_string(), "1".to_string()),
+            ("B".to_string(), "x".to_string()),
+        ];
+        assert_eq!(expand("$(A)-$(B)", &env), "1-x");
+        assert_eq!(expand("$$(A) $(C) $5", &env), "$(A) $(C) $5");
+        assert_eq!(expand("tail $(", &env), "tail $(");
+    }
+
+    #[test]
+    fn mount_paths_are_substituted_only_at_path_boundaries() {
+        let mounts = vec![
+            ("/etc/app/certs".to_string(), PathBuf::from("/h/certs")),
+            ("/etc/app".to_string(), PathBuf::from("/h/app")),
+        ];
+        assert_eq!(
+            substitute_mounts("--config=/etc/app/app.toml", &mounts),
+            "--config=/h/app/app.toml"
+        );
+        assert_eq!(
+            substitute_mounts("/etc/app/certs/ca.pem", &mounts),
+            "/h/certs/ca.pem"
+        );
+        assert_eq!(
+            substitute_mounts("/etc/application", &mounts),
+            "/etc/application"
+        );
+        assert_eq!(substitute_mounts("/etc/app", &mounts), "/h/app");
+    }
+
+    #[test]
+    fn plans_env_volumes_argv_and_probes() {
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "b-0", "namespace": "ns", "uid": "u1", "labels": {"app": "b"}},
+            "spec": {
+                "containers": [{
+                    "name": "broker", "image": "strata-broker:latest",
+                    "command": ["strata-broker"],
+                    "args": ["--data=/var/lib/strata", "--id=$(POD_NAME)", "--config=/etc/strata/broker.toml"],
+                    "env": [
+                        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                        {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+                        {"name": "LEVEL", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "level"}}},
+                        {"name": "MISSING", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k", "optional": true}}},
+                        {"name": "ADDR", "value": "$(POD_IP):9092"},
+                    ],
+                    "volumeMounts": [
+                        {"name": "data", "mountPath": "/var/lib/strata"},
+                        {"name": "config", "mountPath": "/etc/strata"},
+                    ],
+                    "ports": [{"name": "kafka", "containerPort": 9092}],
+                    "readinessProbe": {"tcpSocket": {"port": "kafka"}},
+                }],
+                "volumes": [
+                    {"name": "data", "persistentVolumeClaim": {"claimName": "data-b-0"}},
+                    {"name": "config", "configMap": {"name": "cfg", "items": [{"key": "toml", "path": "broker.toml"}]}},
+                ],
+            }
+        }));
+        let mut cms = BTreeMap::new();
+        cms.insert(
+            "cfg".to_string(),
+            Data::from([
+                ("level".to_string(), b"debug".to_vec()),
+                ("toml".to_string(), b"x = 1".to_vec()),
+            ]),
+        );
+        let images = images();
+        let inp = PlanInputs {
+            pod_ip: Ipv4Addr::new(127, 0, 0, 7),
+            host_ip: Ipv4Addr::LOCALHOST,
+            node_name: "n",
+            images: &images,
+            config_maps: &cms,
+            secrets: &BTreeMap::new(),
+            sa_token: None,
+            pod_dir: Path::new("/k/pods/ns_b-0_u1"),
+            data_root: Path::new("/k/data"),
+            base_env: &[("PATH".to_string(), "/usr/bin".to_string())],
+            api: None,
+        };
+        let plan = plan(&p, &inp).unwrap();
+        assert!(plan.ignored.is_empty(), "{:?}", plan.ignored);
+        let c = &plan.containers[0];
+        assert_eq!(c.program, PathBuf::from("/bin/broker"));
+        assert_eq!(
+            c.args,
+            vec![
+                "--data=/k/data/ns/data-b-0",
+                "--id=b-0",
+                "--config=/k/pods/ns_b-0_u1/volumes/config/broker.toml"
+            ]
+        );
+        let env: BTreeMap<_, _> = c.env.iter().cloned().collect();
+        assert_eq!(env["POD_IP"], "127.0.0.7");
+        assert_eq!(env["APP"], "b");
+        assert_eq!(env["LEVEL"], "debug");
+        assert_eq!(env["ADDR"], "127.0.0.7:9092");
+        assert_eq!(env["HOSTNAME"], "b-0");
+        assert_eq!(env["PATH"], "/usr/bin");
+        assert!(!env.contains_key("MISSING"));
+        assert_eq!(
+            c.readiness.as_ref().unwrap().action,
+            ProbeAction::Tcp { port: 9092 }
+        );
+        let config = plan.volumes.iter().find(|v| v.name == "config").unwrap();
+        assert_eq!(
+            config.files,
+            vec![(PathBuf::from("broker.toml"), b"x = 1".to_vec())]
+        );
+    }
+
+    #[test]
+    fn missing_config_and_unsupported_features_block_the_pod() {
+        let base = |extra: serde_json::Value| {
+            let mut spec =
+                serde_json::json!({"containers": [{"name": "c", "image": "strata-broker"}]});
+            if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+                s.extend(e.clone());
+            }
+            pod(serde_json::json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": spec}))
+        };
+        let images = images();
+        let empty = BTreeMap::new();
+        let inp = PlanInputs {
+            pod_ip: Ipv4Addr::new(127, 0, 0, 2),
+            host_ip: Ipv4Addr::LOCALHOST,
+            node_name: "n",
+            images: &images,
+            config_maps: &empty,
+            secrets: &empty,
+            sa_token: None,
+            pod_dir: Path::new("/p"),
+            data_root: Path::new("/d"),
+            base_env: &[],
+            api: None,
+        };
+        let e = plan(
+            &base(serde_json::json!({"volumes": [{"name": "v", "configMap": {"name": "gone"}}]})),
+            &inp,
+        );
+        assert_eq!(e.unwrap_err(), PlanError::MissingConfigMap("gone".into()));
+        let e = plan(
+            &base(serde_json::json!({"initContainers": [{"name": "i", "image": "strata-broker"}]})),
+            &inp,
+        );
+        assert!(matches!(e.unwrap_err(), PlanError::Unsupported(_)));
+        let e = plan(
+            &base(
+                serde_json::json!({"volumes": [{"name": "v", "nfs": {"server": "s", "path": "/"}}]}),
+            ),
+            &inp,
+        );
+        assert!(matches!(e.unwrap_err(), PlanError::Unsupported(_)));
+        let ok = plan(&base(serde_json::json!({"nodeSelector": {"a": "b"}})), &inp).unwrap();
+        assert_eq!(ok.ignored, vec!["nodeSelector (single node)".to_string()]);
+    }
 }

@@ -425,6 +425,7 @@ impl PodWorker {
             pod_dir: &self.pod_dir,
             data_root: &self.shared.config.root_dir.join("data"),
             base_env: &self.shared.base_env,
+            api: self.shared.config.api.as_ref(),
         };
         let plan = plan::plan(&self.pod, &inputs).map_err(PrepareError::Plan)?;
         for v in &plan.volumes {
