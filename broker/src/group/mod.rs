@@ -4,4 +4,5 @@
 
 pub mod coordinator;
 pub mod offsets;
+pub mod protocol;
 pub mod state;

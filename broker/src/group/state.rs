@@ -11,142 +11,9 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use tokio::sync::oneshot;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupState {
-    Empty,
-    PreparingRebalance,
-    CompletingRebalance,
-    Stable,
-    Dead,
-}
-
-impl GroupState {
-    /// The name clients and tools print (DescribeGroups/ListGroups).
-    pub fn name(&self) -> &'static str {
-        match self {
-            GroupState::Empty => "Empty",
-            GroupState::PreparingRebalance => "PreparingRebalance",
-            GroupState::CompletingRebalance => "CompletingRebalance",
-            GroupState::Stable => "Stable",
-            GroupState::Dead => "Dead",
-        }
-    }
-}
-
-/// Answer to a JoinGroup.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JoinResult {
-    pub error: Option<ResponseError>,
-    pub generation: i32,
-    pub protocol_type: Option<String>,
-    pub protocol_name: Option<String>,
-    pub leader: String,
-    pub member_id: String,
-    /// Only the leader gets the member list (id, instance id, chosen protocol metadata).
-    pub members: Vec<(String, Option<String>, Bytes)>,
-}
-
-impl JoinResult {
-    fn error(e: ResponseError, member_id: &str) -> Self {
-        JoinResult {
-            error: Some(e),
-            generation: -1,
-            protocol_type: None,
-            protocol_name: None,
-            leader: String::new(),
-            member_id: member_id.to_string(),
-            members: Vec::new(),
-        }
-    }
-}
-
-/// Answer to a SyncGroup.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SyncResult {
-    pub error: Option<ResponseError>,
-    pub assignment: Bytes,
-    pub protocol_type: Option<String>,
-    pub protocol_name: Option<String>,
-}
-
-impl SyncResult {
-    fn error(e: ResponseError) -> Self {
-        SyncResult {
-            error: Some(e),
-            assignment: Bytes::new(),
-            protocol_type: None,
-            protocol_name: None,
-        }
-    }
-}
-
-/// Either an answer now, or one to wait for.
-#[derive(Debug)]
-pub enum Reply<T> {
-    Now(T),
-    Wait(oneshot::Receiver<T>),
-}
-
-/// What a JoinGroup carries.
-#[derive(Debug, Clone)]
-pub struct JoinRequest {
-    pub member_id: String,
-    pub instance_id: Option<String>,
-    pub client_id: String,
-    pub client_host: String,
-    pub session_timeout_ms: i64,
-    pub rebalance_timeout_ms: i64,
-    pub protocol_type: String,
-    pub protocols: Vec<(String, Bytes)>,
-    /// v4+: an unknown member must first obtain an id (MEMBER_ID_REQUIRED).
-    pub require_known_member_id: bool,
-}
-
-#[derive(Debug)]
-pub struct Member {
-    pub id: String,
-    pub instance_id: Option<String>,
-    pub client_id: String,
-    pub client_host: String,
-    pub session_timeout_ms: i64,
-    pub rebalance_timeout_ms: i64,
-    pub protocols: Vec<(String, Bytes)>,
-    pub assignment: Bytes,
-    last_heartbeat_ms: i64,
-    join_order: u64,
-    joined: bool,
-    join_waiter: Option<oneshot::Sender<JoinResult>>,
-    sync_waiter: Option<oneshot::Sender<SyncResult>>,
-}
-
-impl Member {
-    /// Metadata this member sent for `protocol`.
-    pub fn metadata(&self, protocol: &str) -> Bytes {
-        self.protocols
-            .iter()
-            .find(|(n, _)| n == protocol)
-            .map(|(_, m)| m.clone())
-            .unwrap_or_default()
-    }
-}
-
-/// Broker-wide group settings.
-#[derive(Debug, Clone, Copy)]
-pub struct GroupConfig {
-    pub min_session_timeout_ms: i64,
-    pub max_session_timeout_ms: i64,
-    pub initial_rebalance_delay_ms: i64,
-}
-
-impl Default for GroupConfig {
-    fn default() -> Self {
-        GroupConfig {
-            min_session_timeout_ms: 6_000,
-            max_session_timeout_ms: 1_800_000,
-            initial_rebalance_delay_ms: 3_000,
-        }
-    }
-}
+pub use super::protocol::{
+    GroupConfig, GroupState, JoinRequest, JoinResult, Member, Reply, SyncResult,
+};
 
 #[derive(Debug)]
 pub struct Group {
@@ -256,6 +123,16 @@ impl Group {
             .collect()
     }
 
+    /// Whether `protocols` has at least one protocol in common with every other member.
+    fn shares_a_protocol(&self, member_id: &str, protocols: &[(String, Bytes)]) -> bool {
+        protocols.iter().any(|(name, _)| {
+            self.members
+                .values()
+                .filter(|m| m.id != member_id)
+                .all(|m| m.protocols.iter().any(|(n, _)| n == name))
+        })
+    }
+
     /// Handles a JoinGroup.
     pub fn join(&mut self, req: JoinRequest, now: i64) -> Reply<JoinResult> {
         if self.state == GroupState::Dead {
@@ -285,31 +162,7 @@ impl Group {
                     &req.member_id,
                 ));
             }
-            let others: Vec<&str> = {
-                let existing_other = self
-                    .members
-                    .values()
-                    .filter(|m| m.id != req.member_id)
-                    .count();
-                if existing_other == 0 {
-                    req.protocols.iter().map(|(n, _)| n.as_str()).collect()
-                } else {
-                    let mut lists: Vec<&[(String, Bytes)]> = self
-                        .members
-                        .values()
-                        .filter(|m| m.id != req.member_id)
-                        .map(|m| m.protocols.as_slice())
-                        .collect();
-                    lists.push(&req.protocols);
-                    let first = lists[0];
-                    first
-                        .iter()
-                        .map(|(n, _)| n.as_str())
-                        .filter(|n| lists.iter().all(|l| l.iter().any(|(m, _)| m == n)))
-                        .collect()
-                }
-            };
-            if others.is_empty() {
+            if !self.shares_a_protocol(&req.member_id, &req.protocols) {
                 return Reply::Now(JoinResult::error(
                     ResponseError::InconsistentGroupProtocol,
                     &req.member_id,
