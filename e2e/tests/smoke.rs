@@ -260,6 +260,20 @@ async fn deployment_pod_runs_as_a_ready_process_reachable_on_its_pod_ip() {
         assert_eq!(v["GREETING"], "hi");
         assert_eq!(v["PASSWORD"], "s3cret");
         assert_eq!(v["file"], "<h1>from a configmap</h1>");
+        // `kubectl logs` reaches the kubelet's log endpoint through the API server.
+        if let Ok(out) = tokio::process::Command::new("kubectl")
+            .args(["logs", &pod.name_any()])
+            .env("KUBECONFIG", env.kubeconfig())
+            .output()
+            .await
+        {
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("=== strata-e2e: starting"),
+                "kubectl logs: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         // The pod's kubeconfig authenticates as its ServiceAccount (RBAC then forbids listing).
         let kubeconfig = PathBuf::from(v["KUBECONFIG"].as_str().expect("KUBECONFIG exported to the pod"));
         let sa_client = strata_e2e::controlplane::client_from_kubeconfig(&kubeconfig)

@@ -7,6 +7,7 @@
 //! watch loop only forwards the latest desired state to it over a `watch` channel.
 
 pub mod ip;
+mod logs;
 pub mod node;
 pub mod plan;
 pub mod probe;
@@ -119,6 +120,7 @@ impl Drop for WorkerHandle {
 pub struct Kubelet {
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    log_server: JoinHandle<()>,
     pub root_dir: PathBuf,
 }
 
@@ -136,7 +138,8 @@ impl Kubelet {
             std::fs::create_dir_all(&p)
                 .map_err(|e| crate::Error::io(format!("creating {}", p.display()), e))?;
         }
-        node::register(&client, &config.node_name).await?;
+        let (log_port, log_server) = logs::start(config.root_dir.join("logs")).await?;
+        node::register(&client, &config.node_name, log_port).await?;
         let base_env = config
             .inherit_env
             .iter()
@@ -155,6 +158,7 @@ impl Kubelet {
         Ok(Kubelet {
             stop,
             task: Some(task),
+            log_server,
             root_dir: config.root_dir,
         })
     }
@@ -170,6 +174,7 @@ impl Kubelet {
 
 impl Drop for Kubelet {
     fn drop(&mut self) {
+        self.log_server.abort();
         if let Some(t) = self.task.take() {
             t.abort();
         }

@@ -17,10 +17,16 @@ use crate::Result;
 
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
 
-fn node_status(now: &str) -> serde_json::Value {
+/// Node status; `log_port` (first registration only) also sets the transition
+/// times and the kubelet endpoint that `kubectl logs` goes through.
+fn node_status(now: &str, log_port: Option<u16>) -> serde_json::Value {
     let cond = |t: &str, s: &str, reason: &str| {
-        json!({"type": t, "status": s, "reason": reason, "message": "strata-e2e process kubelet",
-               "lastHeartbeatTime": now, "lastTransitionTime": now})
+        let mut c = json!({"type": t, "status": s, "reason": reason, "message": "strata-e2e process kubelet",
+               "lastHeartbeatTime": now});
+        if log_port.is_some() {
+            c["lastTransitionTime"] = json!(now);
+        }
+        c
     };
     json!({
         "status": {
@@ -31,10 +37,8 @@ fn node_status(now: &str) -> serde_json::Value {
                 cond("PIDPressure", "False", "KubeletHasSufficientPID"),
                 cond("NetworkUnavailable", "False", "RouteCreated"),
             ],
-            "addresses": [
-                {"type": "InternalIP", "address": "127.0.0.1"},
-                {"type": "Hostname", "address": "localhost"},
-            ],
+            // No Hostname address: the API server would then dial "localhost", maybe ::1.
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
             "capacity": {"cpu": "16", "memory": "64Gi", "pods": "250", "ephemeral-storage": "100Gi"},
             "allocatable": {"cpu": "16", "memory": "64Gi", "pods": "250", "ephemeral-storage": "100Gi"},
             "nodeInfo": {
@@ -48,10 +52,19 @@ fn node_status(now: &str) -> serde_json::Value {
             },
         }
     })
+    .as_object()
+    .map(|o| {
+        let mut v = serde_json::Value::Object(o.clone());
+        if let Some(port) = log_port {
+            v["status"]["daemonEndpoints"] = json!({"kubeletEndpoint": {"Port": port}});
+        }
+        v
+    })
+    .unwrap_or_default()
 }
 
 /// Creates (or takes over) the Node and sets it Ready; creates its Lease.
-pub async fn register(client: &Client, name: &str) -> Result<()> {
+pub async fn register(client: &Client, name: &str, log_port: u16) -> Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let node: Node = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Node",
@@ -66,19 +79,28 @@ pub async fn register(client: &Client, name: &str) -> Result<()> {
         Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => return Err(e.into()),
     }
+    let now = crate::kubelet::now_rfc3339();
+    nodes
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(node_status(&now, Some(log_port))),
+        )
+        .await?;
     heartbeat(client, name).await
 }
 
 /// Renews the Lease and refreshes the Ready condition once.
 pub async fn heartbeat(client: &Client, name: &str) -> Result<()> {
     let now = Timestamp::now();
-    let now_str = now.to_string();
+    let now_str = crate::kubelet::now_rfc3339();
     let nodes: Api<Node> = Api::all(client.clone());
+    // Strategic merge keys conditions by type, so transition times are kept.
     nodes
         .patch_status(
             name,
             &PatchParams::default(),
-            &Patch::Merge(node_status(&now_str)),
+            &Patch::Strategic(node_status(&now_str, None)),
         )
         .await?;
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
