@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::admin::{AdminServer, AdminService};
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::kafka::server;
@@ -43,6 +44,21 @@ pub async fn run(
     let (host, port) = config.advertised();
     info!(listen = %kafka_addr, advertised = %format!("{host}:{port}"), node_id = config.node_id, "Kafka listener ready");
     broker.spawn_background();
+    let admin_addr = config.admin_listen;
+    let admin_listener = TcpListener::bind(admin_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind admin listener {admin_addr}: {e}"))?;
+    let mut admin_stop = stop_rx.clone();
+    let admin = tonic::transport::Server::builder()
+        .add_service(AdminServer::new(AdminService::new(Arc::clone(&broker))))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(admin_listener),
+            async move {
+                let _ = admin_stop.changed().await;
+            },
+        );
+    let admin_task = tokio::spawn(admin);
+    info!(listen = %admin_addr, "admin gRPC listener ready");
     let kafka_task = tokio::spawn(server::serve(listener, Arc::clone(&broker), stop_rx));
     ready.set(true);
 
@@ -57,6 +73,7 @@ pub async fn run(
         warn!("Kafka listener did not stop within 10s");
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), admin_task).await;
     // Give in-flight requests a moment to finish their appends.
     tokio::time::sleep(Duration::from_millis(100)).await;
     tokio::task::spawn_blocking(move || broker.close()).await??;

@@ -43,6 +43,8 @@ pub struct BrokerConfig {
     pub advertised_port: Option<u16>,
     /// HTTP listener for /metrics, /healthz and /readyz.
     pub metrics_listen: SocketAddr,
+    /// gRPC admin API listener (operator, `strata` CLI).
+    pub admin_listen: SocketAddr,
     /// Rack reported in Metadata.
     pub rack: Option<String>,
     /// Create unknown topics on Metadata/Produce requests that allow it.
@@ -102,6 +104,7 @@ impl Default for BrokerConfig {
             advertised_host: None,
             advertised_port: None,
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9644)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9093)),
             rack: None,
             auto_create_topics: false,
             default_partitions: 1,
@@ -294,6 +297,7 @@ const ALL_KEYS: &[&str] = &[
     "advertised_host",
     "advertised_port",
     "metrics_listen",
+    "admin_listen",
     "rack",
     "auto_create_topics",
     "default_partitions",

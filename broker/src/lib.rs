@@ -4,6 +4,7 @@
 //! handler of each API → `broker::Broker` (topics) → `partition::Partition` →
 //! `log::PartitionLog` (segments on disk).
 
+pub mod admin;
 pub mod alloc_guard;
 pub mod app;
 pub mod broker;

@@ -26,11 +26,13 @@ class BrokerProcess:
         self.data_dir = Path(data_dir)
         self.port = free_port()
         self.metrics_port = free_port()
+        self.admin_port = free_port()
         self.env = dict(os.environ)
         self.env.update(
             {
                 "STRATA_KAFKA_LISTEN": f"127.0.0.1:{self.port}",
                 "STRATA_METRICS_LISTEN": f"127.0.0.1:{self.metrics_port}",
+                "STRATA_ADMIN_LISTEN": f"127.0.0.1:{self.admin_port}",
                 "RUST_LOG": os.environ.get("RUST_LOG", "info"),
             }
         )

@@ -1,5 +1,6 @@
 //! A broker started in-process on free loopback ports, and a minimal Kafka client
 //! built on `kafka-protocol` for protocol-level tests.
+#![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,6 +20,7 @@ pub fn free_addr() -> SocketAddr {
 
 pub struct TestBroker {
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -31,9 +33,11 @@ impl TestBroker {
         cfg.data_dir = dir.path().to_path_buf();
         cfg.kafka_listen = free_addr();
         cfg.metrics_listen = free_addr();
+        cfg.admin_listen = free_addr();
         cfg.group_initial_rebalance_delay_ms = 0;
         cfg.offsets_topic_partitions = 4;
         let addr = cfg.kafka_listen;
+        let admin = cfg.admin_listen;
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(strata_broker::app::run(cfg, async move {
             let _ = rx.await;
@@ -46,6 +50,7 @@ impl TestBroker {
         }
         TestBroker {
             addr,
+            admin,
             stop: Some(tx),
             task: Some(task),
             _dir: dir,

@@ -1,0 +1,427 @@
+//! `strata`: the command-line client of the admin gRPC API.
+//!
+//! ```text
+//! strata topic create orders --partitions 6 --replication-factor 1 --config retention.ms=3600000
+//! strata topic list | describe NAME | delete NAME
+//! strata cluster describe
+//! strata broker drain ID | undrain ID
+//! strata group list | describe GROUP
+//! ```
+//! `--output json` prints the API's messages as JSON instead of tables.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use strata_broker::admin::pb::admin_client::AdminClient;
+use strata_broker::admin::pb::*;
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+#[command(name = "strata", version, about = "Strata admin CLI")]
+struct Cli {
+    /// Admin API address of any broker.
+    #[arg(
+        long,
+        env = "STRATA_ADMIN",
+        default_value = "http://127.0.0.1:9093",
+        global = true
+    )]
+    admin: String,
+    #[arg(long, short, value_enum, default_value_t = Output::Table, global = true)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Topics.
+    Topic {
+        #[command(subcommand)]
+        cmd: TopicCmd,
+    },
+    /// The cluster and its brokers.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
+    /// One broker.
+    Broker {
+        #[command(subcommand)]
+        cmd: BrokerCmd,
+    },
+    /// Consumer groups.
+    Group {
+        #[command(subcommand)]
+        cmd: GroupCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicCmd {
+    Create {
+        name: String,
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        partitions: i32,
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        replication_factor: i32,
+        /// key=value, repeatable.
+        #[arg(long = "config")]
+        configs: Vec<String>,
+    },
+    List {
+        #[arg(long)]
+        include_internal: bool,
+    },
+    Describe {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    Describe,
+}
+
+#[derive(Subcommand)]
+enum BrokerCmd {
+    Drain { id: i32 },
+    Undrain { id: i32 },
+}
+
+#[derive(Subcommand)]
+enum GroupCmd {
+    List,
+    Describe { group: String },
+}
+
+/// Prints rows as aligned columns.
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<(), String> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).map_err(|e| e.to_string())?
+    );
+    Ok(())
+}
+
+fn ids(v: &[i32]) -> String {
+    v.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn state_name(s: i32) -> &'static str {
+    match BrokerState::try_from(s) {
+        Ok(BrokerState::Alive) => "alive",
+        Ok(BrokerState::Draining) => "draining",
+        Ok(BrokerState::Fenced) => "fenced",
+        _ => "unknown",
+    }
+}
+
+fn print_topic(t: &TopicDescription, out: Output) -> Result<(), String> {
+    if out == Output::Json {
+        return json(t);
+    }
+    println!(
+        "topic {} (id {}): {} partitions, replication factor {}",
+        t.name, t.topic_id, t.partitions, t.replication_factor
+    );
+    let mut cfg: Vec<_> = t.configs.iter().collect();
+    cfg.sort();
+    for (k, v) in cfg {
+        println!("  {k}={v}");
+    }
+    table(
+        &[
+            "PARTITION",
+            "LEADER",
+            "REPLICAS",
+            "ISR",
+            "LOG-START",
+            "HIGH-WATERMARK",
+            "BYTES",
+        ],
+        t.partition_details
+            .iter()
+            .map(|p| {
+                vec![
+                    p.partition.to_string(),
+                    p.leader.to_string(),
+                    ids(&p.replicas),
+                    ids(&p.isr),
+                    p.log_start_offset.to_string(),
+                    p.high_watermark.to_string(),
+                    p.size_bytes.to_string(),
+                ]
+            })
+            .collect(),
+    );
+    Ok(())
+}
+
+fn print_broker(b: &BrokerDescription, out: Output) -> Result<(), String> {
+    if out == Output::Json {
+        return json(b);
+    }
+    table(
+        &["ID", "ADDRESS", "RACK", "STATE", "REPLICAS", "LEADERS"],
+        vec![vec![
+            b.id.to_string(),
+            format!("{}:{}", b.host, b.port),
+            b.rack.clone(),
+            state_name(b.state).into(),
+            b.replicas.to_string(),
+            b.leaders.to_string(),
+        ]],
+    );
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let channel = Channel::from_shared(cli.admin.clone())
+        .map_err(|e| format!("invalid --admin address `{}`: {e}", cli.admin))?
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach the admin API at {}: {e}", cli.admin))?;
+    let mut c = AdminClient::new(channel);
+    let out = cli.output;
+    let st = |e: tonic::Status| format!("{:?}: {}", e.code(), e.message());
+    match cli.command {
+        Command::Topic { cmd } => match cmd {
+            TopicCmd::Create {
+                name,
+                partitions,
+                replication_factor,
+                configs,
+            } => {
+                let mut map = HashMap::new();
+                for kv in configs {
+                    let (k, v) = kv
+                        .split_once('=')
+                        .ok_or_else(|| format!("--config expects key=value, got `{kv}`"))?;
+                    map.insert(k.to_string(), v.to_string());
+                }
+                let t = c
+                    .create_topic(CreateTopicRequest {
+                        name,
+                        partitions,
+                        replication_factor,
+                        configs: map,
+                        validate_only: false,
+                    })
+                    .await
+                    .map_err(st)?
+                    .into_inner();
+                print_topic(&t, out)
+            }
+            TopicCmd::List { include_internal } => {
+                let r = c
+                    .list_topics(ListTopicsRequest { include_internal })
+                    .await
+                    .map_err(st)?
+                    .into_inner();
+                if out == Output::Json {
+                    return json(&r);
+                }
+                table(
+                    &["TOPIC", "PARTITIONS", "RF", "BYTES"],
+                    r.topics
+                        .iter()
+                        .map(|t| {
+                            let bytes: i64 = t.partition_details.iter().map(|p| p.size_bytes).sum();
+                            vec![
+                                t.name.clone(),
+                                t.partitions.to_string(),
+                                t.replication_factor.to_string(),
+                                bytes.to_string(),
+                            ]
+                        })
+                        .collect(),
+                );
+                Ok(())
+            }
+            TopicCmd::Describe { name } => {
+                let t = c
+                    .describe_topic(DescribeTopicRequest { name })
+                    .await
+                    .map_err(st)?
+                    .into_inner();
+                print_topic(&t, out)
+            }
+            TopicCmd::Delete { name } => {
+                c.delete_topic(DeleteTopicRequest { name: name.clone() })
+                    .await
+                    .map_err(st)?;
+                if out == Output::Json {
+                    return json(&serde_json::json!({ "deleted": name }));
+                }
+                println!("deleted topic {name}");
+                Ok(())
+            }
+        },
+        Command::Cluster {
+            cmd: ClusterCmd::Describe,
+        } => {
+            let d = c
+                .describe_cluster(DescribeClusterRequest {})
+                .await
+                .map_err(st)?
+                .into_inner();
+            if out == Output::Json {
+                return json(&d);
+            }
+            println!(
+                "cluster {}: controller {}, {} under-replicated, {} offline partitions",
+                d.cluster_id, d.controller_id, d.under_replicated_partitions, d.offline_partitions
+            );
+            table(
+                &["ID", "ADDRESS", "RACK", "STATE", "REPLICAS", "LEADERS"],
+                d.brokers
+                    .iter()
+                    .map(|b| {
+                        vec![
+                            b.id.to_string(),
+                            format!("{}:{}", b.host, b.port),
+                            b.rack.clone(),
+                            state_name(b.state).into(),
+                            b.replicas.to_string(),
+                            b.leaders.to_string(),
+                        ]
+                    })
+                    .collect(),
+            );
+            Ok(())
+        }
+        Command::Broker { cmd } => {
+            let b = match cmd {
+                BrokerCmd::Drain { id } => {
+                    c.drain_broker(DrainBrokerRequest { broker_id: id }).await
+                }
+                BrokerCmd::Undrain { id } => {
+                    c.undrain_broker(DrainBrokerRequest { broker_id: id }).await
+                }
+            }
+            .map_err(st)?
+            .into_inner();
+            print_broker(&b, out)
+        }
+        Command::Group { cmd } => match cmd {
+            GroupCmd::List => {
+                let r = c
+                    .list_groups(ListGroupsRequest {})
+                    .await
+                    .map_err(st)?
+                    .into_inner();
+                if out == Output::Json {
+                    return json(&r);
+                }
+                table(
+                    &["GROUP", "STATE", "PROTOCOL-TYPE"],
+                    r.groups
+                        .iter()
+                        .map(|g| vec![g.group_id.clone(), g.state.clone(), g.protocol_type.clone()])
+                        .collect(),
+                );
+                Ok(())
+            }
+            GroupCmd::Describe { group } => {
+                let d = c
+                    .describe_group(DescribeGroupRequest { group_id: group })
+                    .await
+                    .map_err(st)?
+                    .into_inner();
+                if out == Output::Json {
+                    return json(&d);
+                }
+                println!(
+                    "group {}: {} (generation {}, protocol {}), total lag {}",
+                    d.group_id, d.state, d.generation, d.protocol, d.total_lag
+                );
+                table(
+                    &["MEMBER", "INSTANCE", "CLIENT", "ASSIGNMENT"],
+                    d.members
+                        .iter()
+                        .map(|m| {
+                            vec![
+                                m.member_id.clone(),
+                                m.group_instance_id.clone(),
+                                m.client_id.clone(),
+                                m.assignment.join(","),
+                            ]
+                        })
+                        .collect(),
+                );
+                table(
+                    &["TOPIC", "PARTITION", "COMMITTED", "END", "LAG"],
+                    d.lag
+                        .iter()
+                        .map(|l| {
+                            vec![
+                                l.topic.clone(),
+                                l.partition.to_string(),
+                                l.committed_offset.to_string(),
+                                l.end_offset.to_string(),
+                                l.lag.to_string(),
+                            ]
+                        })
+                        .collect(),
+                );
+                Ok(())
+            }
+        },
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("strata: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strata: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
