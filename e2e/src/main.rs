@@ -47,7 +47,11 @@ fn setup_script() -> PathBuf {
 /// Default images: the workspace's own binaries (when built) and python3.
 fn default_images() -> ImageMap {
     let mut m = ImageMap::new();
-    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("debug");
+    let target = target.canonicalize().unwrap_or(target);
     for bin in ["strata-broker", "strata-operator"] {
         let p = target.join(bin);
         if p.exists() {
