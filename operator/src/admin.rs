@@ -1,0 +1,76 @@
+//! Client of the broker admin gRPC API (`broker/proto/admin.proto`), generated
+//! at build time. The operator reaches brokers by pod IP (from the Cluster's
+//! status), which works in-cluster and on the e2e process kubelet alike.
+
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+/// Generated protobuf types and the `Admin` client.
+pub mod pb {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("strata.admin.v1");
+}
+
+pub use pb::admin_client::AdminClient;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A failed admin call.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("no broker reachable (tried {tried}): {last}")]
+    Unreachable { tried: String, last: String },
+    #[error("{code:?}: {message}")]
+    Status { code: tonic::Code, message: String },
+}
+
+impl AdminError {
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            AdminError::Status { code, .. } => Some(*code),
+            AdminError::Unreachable { .. } => None,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.code() == Some(tonic::Code::NotFound)
+    }
+
+    /// The broker rejected the request as written (bad value): retry will not help.
+    pub fn is_invalid_argument(&self) -> bool {
+        self.code() == Some(tonic::Code::InvalidArgument)
+    }
+}
+
+impl From<tonic::Status> for AdminError {
+    fn from(s: tonic::Status) -> Self {
+        AdminError::Status {
+            code: s.code(),
+            message: s.message().to_string(),
+        }
+    }
+}
+
+/// Connects to the first reachable `host:port` of `addrs`.
+pub async fn connect(addrs: &[String]) -> Result<AdminClient<Channel>, AdminError> {
+    let mut last = String::from("no broker addresses known yet");
+    for addr in addrs {
+        let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
+            Ok(e) => e.connect_timeout(CONNECT_TIMEOUT).timeout(REQUEST_TIMEOUT),
+            Err(e) => {
+                last = format!("{addr}: {e}");
+                continue;
+            }
+        };
+        match endpoint.connect().await {
+            Ok(channel) => return Ok(AdminClient::new(channel)),
+            Err(e) => last = format!("{addr}: {e}"),
+        }
+    }
+    Err(AdminError::Unreachable {
+        tried: addrs.join(", "),
+        last,
+    })
+}

@@ -1,0 +1,214 @@
+//! The I/O shell of the Cluster controller: dereference → validate → build →
+//! apply → status, run by `kube::runtime::Controller`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::ListParams;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::{watcher, Controller};
+use kube::{Api, ResourceExt};
+
+use crate::apply::{apply, apply_status};
+use crate::context::{object_key, Context};
+use crate::crd::Cluster;
+use crate::{Error, Result};
+
+use super::status::{self, Observed};
+use super::{build, selector_string, validate};
+
+const CONTROLLER: &str = "cluster";
+/// Requeue interval while brokers are still coming up.
+const PROGRESS_REQUEUE: Duration = Duration::from_secs(5);
+
+/// What exists for a cluster (the only reads of a reconcile).
+struct World {
+    statefulset: Option<StatefulSet>,
+    pods: Vec<Pod>,
+}
+
+async fn dereference(cluster: &Cluster, ns: &str, ctx: &Context) -> Result<World> {
+    let sts: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let name = cluster.name_any();
+    Ok(World {
+        statefulset: sts.get_opt(&name).await?,
+        pods: pods
+            .list(&ListParams::default().labels(&selector_string(&name)))
+            .await?
+            .items,
+    })
+}
+
+pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action> {
+    let timer = ctx.metrics.start(CONTROLLER);
+    let result = reconcile_inner(&cluster, &ctx).await;
+    timer.finish(&ctx.metrics);
+    if result.is_ok() {
+        ctx.backoff.reset(&object_key(cluster.as_ref()));
+    }
+    result
+}
+
+async fn reconcile_inner(cluster: &Cluster, ctx: &Context) -> Result<Action> {
+    let ns = cluster
+        .namespace()
+        .ok_or_else(|| Error::Invalid("Cluster has no namespace".into()))?;
+    let name = cluster.name_any();
+    let clusters: Api<Cluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let world = dereference(cluster, &ns, ctx).await?;
+
+    let validated = match validate(cluster) {
+        Ok(v) => v,
+        Err(Error::Invalid(msg)) => {
+            // Report and wait for the user to change the spec; no hot retry.
+            let observed = Observed {
+                statefulset: world.statefulset.as_ref(),
+                pods: &world.pods,
+                invalid: Some(msg.clone()),
+            };
+            let new = status::compute(cluster, &observed, Timestamp::now());
+            if cluster.status.as_ref() != Some(&new) {
+                ctx.event(cluster, EventType::Warning, "InvalidSpec", "Validate", msg)
+                    .await;
+                apply_status(&clusters, &name, &new).await?;
+            }
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e),
+    };
+
+    let desired = build::build(&validated);
+    apply(
+        &Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns),
+        &desired.config_map,
+    )
+    .await?;
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    apply(&services, &desired.headless_service).await?;
+    apply(&services, &desired.bootstrap_service).await?;
+    let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let applied = apply(&sts_api, &desired.statefulset).await?;
+    apply(
+        &Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), &ns),
+        &desired.pdb,
+    )
+    .await?;
+
+    let previous_replicas = world
+        .statefulset
+        .as_ref()
+        .and_then(|s| s.spec.as_ref()?.replicas);
+    match previous_replicas {
+        None => {
+            ctx.event(
+                cluster,
+                EventType::Normal,
+                "Provisioning",
+                "CreateBrokers",
+                format!(
+                    "created StatefulSet {name} with {} brokers",
+                    validated.spec.replicas
+                ),
+            )
+            .await
+        }
+        Some(r) if r != validated.spec.replicas => {
+            ctx.event(
+                cluster,
+                EventType::Normal,
+                "Scaling",
+                "ScaleBrokers",
+                format!("scaling brokers {r} → {}", validated.spec.replicas),
+            )
+            .await
+        }
+        Some(_) => {}
+    }
+
+    let observed = Observed {
+        statefulset: Some(&applied),
+        pods: &world.pods,
+        invalid: None,
+    };
+    let new = status::compute(cluster, &observed, Timestamp::now());
+    let was_running = cluster.status.as_ref().and_then(|s| s.phase) == new.phase;
+    if cluster.status.as_ref() != Some(&new) {
+        if !was_running && new.phase == Some(crate::crd::cluster::ClusterPhase::Running) {
+            ctx.event(
+                cluster,
+                EventType::Normal,
+                "Running",
+                "Reconcile",
+                format!("all {} brokers ready", new.ready_replicas),
+            )
+            .await;
+        }
+        apply_status(&clusters, &name, &new).await?;
+    }
+    if new.phase == Some(crate::crd::cluster::ClusterPhase::Running) {
+        Ok(Action::requeue(ctx.settings.resync))
+    } else {
+        Ok(Action::requeue(PROGRESS_REQUEUE))
+    }
+}
+
+pub fn error_policy(cluster: Arc<Cluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failed(CONTROLLER, error.metric_label());
+    let delay = ctx.backoff.next(&object_key(cluster.as_ref()));
+    tracing::warn!(cluster = %cluster.name_any(), %error, ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Runs the Cluster controller on `api` (one namespace or all) until the stream ends.
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
+    let client = ctx.client.clone();
+    let api = |c: &kube::Client| match &namespace {
+        Some(ns) => Api::<Cluster>::namespaced(c.clone(), ns),
+        None => Api::<Cluster>::all(c.clone()),
+    };
+    let owned = |c: &kube::Client| -> (
+        Api<StatefulSet>,
+        Api<Service>,
+        Api<ConfigMap>,
+        Api<PodDisruptionBudget>,
+    ) {
+        match &namespace {
+            Some(ns) => (
+                Api::namespaced(c.clone(), ns),
+                Api::namespaced(c.clone(), ns),
+                Api::namespaced(c.clone(), ns),
+                Api::namespaced(c.clone(), ns),
+            ),
+            None => (
+                Api::all(c.clone()),
+                Api::all(c.clone()),
+                Api::all(c.clone()),
+                Api::all(c.clone()),
+            ),
+        }
+    };
+    let (sts, svc, cm, pdb) = owned(&client);
+    let owned_cfg =
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=strata-operator");
+    Controller::new(api(&client), watcher::Config::default())
+        .owns(sts, owned_cfg.clone())
+        .owns(svc, owned_cfg.clone())
+        .owns(cm, owned_cfg.clone())
+        .owns(pdb, owned_cfg)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(cluster = %obj.name, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "cluster reconcile error"),
+            }
+        })
+        .await;
+}

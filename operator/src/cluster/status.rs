@@ -1,0 +1,268 @@
+//! Pure status computation: from the Cluster and what exists (StatefulSet and
+//! broker pods) to `ClusterStatus`. No reads, no clock except the one passed in.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use crate::crd::cluster::{BrokerStatus, Cluster, ClusterPhase, ClusterStatus};
+use crate::crd::condition::{self, Desired};
+
+use super::{selector_string, Names};
+
+/// What the dereference step observed.
+pub struct Observed<'a> {
+    pub statefulset: Option<&'a StatefulSet>,
+    pub pods: &'a [Pod],
+    /// Set when validation failed (the message names the field).
+    pub invalid: Option<String>,
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn broker_state(pod: Option<&Pod>) -> &'static str {
+    match pod {
+        None => "Missing",
+        Some(p) if p.metadata.deletion_timestamp.is_some() => "Terminating",
+        Some(p) if pod_ready(p) => "Ready",
+        Some(p) => match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+            Some("Running") => "Running",
+            _ => "Pending",
+        },
+    }
+}
+
+/// The status the Cluster should have now.
+pub fn compute(cluster: &Cluster, observed: &Observed<'_>, now: Timestamp) -> ClusterStatus {
+    let name = cluster.name_any();
+    let names = Names::new(&name);
+    let previous = cluster.status.clone().unwrap_or_default();
+    let desired_replicas = cluster.spec.replicas.max(0);
+    let brokers: Vec<BrokerStatus> = (0..desired_replicas)
+        .map(|id| {
+            let pod_name = names.pod(id);
+            let pod = observed.pods.iter().find(|p| p.name_any() == pod_name);
+            BrokerStatus {
+                id,
+                pod: pod_name,
+                state: broker_state(pod).to_string(),
+                address: pod.and_then(|p| p.status.as_ref()?.pod_ip.clone()),
+            }
+        })
+        .collect();
+    let existing = observed
+        .pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .count() as i32;
+    let ready = observed.pods.iter().filter(|p| pod_ready(p)).count() as i32;
+    let sts_current = observed.statefulset.is_some_and(|s| {
+        let gen_seen = s.status.as_ref().and_then(|st| st.observed_generation);
+        gen_seen.is_some() && gen_seen == s.metadata.generation
+    });
+    let was_running = matches!(
+        previous.phase,
+        Some(ClusterPhase::Running | ClusterPhase::Degraded)
+    );
+    let all_ready = ready >= desired_replicas && existing == desired_replicas;
+    let phase = if all_ready && sts_current {
+        ClusterPhase::Running
+    } else if was_running && ready < desired_replicas.min(existing.max(1)) {
+        ClusterPhase::Degraded
+    } else if was_running {
+        // Scaling or rolling with every remaining broker still serving.
+        previous.phase.unwrap_or(ClusterPhase::Running)
+    } else {
+        ClusterPhase::Provisioning
+    };
+    let ready_condition = match (&observed.invalid, phase) {
+        (Some(msg), _) => Desired::not_ready("InvalidSpec", msg.clone()),
+        (None, ClusterPhase::Running) => Desired::ready(
+            "AllBrokersReady",
+            format!("{ready}/{desired_replicas} brokers ready"),
+        ),
+        (None, _) => Desired::not_ready(
+            "BrokersNotReady",
+            format!("{ready}/{desired_replicas} brokers ready"),
+        ),
+    };
+    let namespace = cluster.namespace().unwrap_or_default();
+    ClusterStatus {
+        replicas: existing,
+        ready_replicas: ready,
+        selector: Some(selector_string(&name)),
+        phase: Some(phase),
+        brokers,
+        bootstrap_servers: Some(format!(
+            "{}.{namespace}.svc:{}",
+            names.bootstrap_service(),
+            cluster.spec.listeners.kafka
+        )),
+        conditions: condition::merge(
+            &previous.conditions,
+            &[ready_condition],
+            cluster.metadata.generation,
+            now,
+        ),
+        observed_generation: cluster.metadata.generation,
+    }
+}
+
+/// `host:port` admin addresses of brokers that have an IP, ready ones first.
+pub fn admin_addresses(cluster: &Cluster) -> Vec<String> {
+    let port = cluster.spec.listeners.admin;
+    let Some(status) = &cluster.status else {
+        return Vec::new();
+    };
+    let mut brokers: Vec<&BrokerStatus> = status
+        .brokers
+        .iter()
+        .filter(|b| b.address.is_some())
+        .collect();
+    brokers.sort_by_key(|b| (b.state != "Ready", b.id));
+    brokers
+        .iter()
+        .filter_map(|b| b.address.as_ref().map(|a| format!("{a}:{port}")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::fixtures::cluster;
+
+    fn pod(name: &str, ip: &str, ready: bool) -> Pod {
+        serde_yaml::from_str(&format!(
+            "metadata:\n  name: {name}\nstatus:\n  phase: Running\n  podIP: {ip}\n  conditions:\n  - type: Ready\n    status: \"{}\"",
+            if ready { "True" } else { "False" }
+        ))
+        .expect("pod")
+    }
+
+    fn sts(generation: i64, observed: i64) -> StatefulSet {
+        serde_yaml::from_str(&format!(
+            "metadata:\n  name: demo\n  generation: {generation}\nstatus:\n  replicas: 3\n  observedGeneration: {observed}"
+        ))
+        .expect("sts")
+    }
+
+    fn now() -> Timestamp {
+        "2025-01-01T00:00:00Z".parse().expect("ts")
+    }
+
+    #[test]
+    fn all_brokers_ready_means_running() {
+        let c = cluster("replicas: 3");
+        let pods = [
+            pod("demo-0", "10.0.0.1", true),
+            pod("demo-1", "10.0.0.2", true),
+            pod("demo-2", "10.0.0.3", true),
+        ];
+        let s = sts(1, 1);
+        let st = compute(
+            &c,
+            &Observed {
+                statefulset: Some(&s),
+                pods: &pods,
+                invalid: None,
+            },
+            now(),
+        );
+        assert_eq!(st.phase, Some(ClusterPhase::Running));
+        assert_eq!((st.replicas, st.ready_replicas), (3, 3));
+        assert_eq!(st.observed_generation, Some(2));
+        assert_eq!(st.brokers[1].address.as_deref(), Some("10.0.0.2"));
+        assert_eq!(st.conditions[0].reason, "AllBrokersReady");
+        assert_eq!(
+            st.bootstrap_servers.as_deref(),
+            Some("demo-bootstrap.kafka.svc:9092")
+        );
+        assert_eq!(
+            st.selector.as_deref(),
+            Some("app.kubernetes.io/instance=demo,app.kubernetes.io/name=strata-broker")
+        );
+    }
+
+    #[test]
+    fn fresh_cluster_is_provisioning_and_a_lost_broker_degrades_it() {
+        let mut c = cluster("replicas: 3");
+        let pods = [
+            pod("demo-0", "10.0.0.1", true),
+            pod("demo-1", "10.0.0.2", false),
+        ];
+        let s = sts(1, 1);
+        let obs = Observed {
+            statefulset: Some(&s),
+            pods: &pods,
+            invalid: None,
+        };
+        let st = compute(&c, &obs, now());
+        assert_eq!(st.phase, Some(ClusterPhase::Provisioning));
+        assert_eq!(st.brokers[2].state, "Missing");
+        assert_eq!(st.brokers[1].state, "Running");
+        assert_eq!(st.conditions[0].status, "False");
+        c.status = Some(ClusterStatus {
+            phase: Some(ClusterPhase::Running),
+            ..ClusterStatus::default()
+        });
+        assert_eq!(compute(&c, &obs, now()).phase, Some(ClusterPhase::Degraded));
+    }
+
+    #[test]
+    fn statefulset_not_caught_up_is_not_running() {
+        let c = cluster("replicas: 1");
+        let pods = [pod("demo-0", "10.0.0.1", true)];
+        let s = sts(2, 1);
+        let st = compute(
+            &c,
+            &Observed {
+                statefulset: Some(&s),
+                pods: &pods,
+                invalid: None,
+            },
+            now(),
+        );
+        assert_eq!(st.phase, Some(ClusterPhase::Provisioning));
+    }
+
+    #[test]
+    fn invalid_spec_is_reported_in_the_ready_condition() {
+        let c = cluster("replicas: 1");
+        let st = compute(
+            &c,
+            &Observed {
+                statefulset: None,
+                pods: &[],
+                invalid: Some("spec.config.node_id is set".into()),
+            },
+            now(),
+        );
+        assert_eq!(st.conditions[0].reason, "InvalidSpec");
+        assert!(st.conditions[0].message.contains("node_id"));
+    }
+
+    #[test]
+    fn admin_addresses_prefer_ready_brokers() {
+        let mut c = cluster("replicas: 2");
+        let pods = [
+            pod("demo-0", "10.0.0.1", false),
+            pod("demo-1", "10.0.0.2", true),
+        ];
+        c.status = Some(compute(
+            &c,
+            &Observed {
+                statefulset: None,
+                pods: &pods,
+                invalid: None,
+            },
+            now(),
+        ));
+        assert_eq!(admin_addresses(&c), ["10.0.0.2:9093", "10.0.0.1:9093"]);
+    }
+}

@@ -1,0 +1,141 @@
+//! What every reconcile gets: the API client, the Event recorder, metrics and
+//! the operator's tunables.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
+
+use crate::metrics::Metrics;
+
+/// Tunables (command-line flags of `strata-operator`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How often a healthy object is reconciled again anyway.
+    pub resync: Duration,
+    /// ConsumerGroup status refresh interval.
+    pub group_refresh: Duration,
+    /// How long a Topic finalizer waits for an unreachable cluster before giving up.
+    pub finalizer_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            resync: Duration::from_secs(300),
+            group_refresh: Duration::from_secs(15),
+            finalizer_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    pub settings: Settings,
+    pub backoff: Backoff,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Metrics, settings: Settings) -> Arc<Self> {
+        let reporter = Reporter {
+            controller: crate::FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Arc::new(Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            settings,
+            backoff: Backoff::default(),
+        })
+    }
+
+    /// Publishes an Event on `obj`; a failure to publish is logged, never fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "could not publish event");
+        }
+    }
+}
+
+/// Per-object exponential backoff for the controllers' error policies:
+/// 1 s, 2 s, 4 s … capped at 5 minutes, reset by the next success.
+#[derive(Default)]
+pub struct Backoff {
+    attempts: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+}
+
+impl Backoff {
+    const BASE: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(300);
+
+    /// Delay before the next retry of `key`, counting this failure.
+    pub fn next(&self, key: &str) -> Duration {
+        let mut map = match self.attempts.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let n = map.entry(key.to_string()).or_insert(0);
+        let delay = Self::BASE
+            .checked_mul(1u32 << (*n).min(16))
+            .unwrap_or(Self::MAX)
+            .min(Self::MAX);
+        *n = n.saturating_add(1);
+        delay
+    }
+
+    pub fn reset(&self, key: &str) {
+        let mut map = match self.attempts.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.remove(key);
+    }
+}
+
+/// Key of an object for [`Backoff`].
+pub fn object_key<K: Resource>(obj: &K) -> String {
+    let meta = obj.meta();
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or(""),
+        meta.name.as_deref().unwrap_or("")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_resets() {
+        let b = Backoff::default();
+        assert_eq!(b.next("a"), Duration::from_secs(1));
+        assert_eq!(b.next("a"), Duration::from_secs(2));
+        assert_eq!(b.next("a"), Duration::from_secs(4));
+        assert_eq!(b.next("b"), Duration::from_secs(1));
+        for _ in 0..20 {
+            b.next("a");
+        }
+        assert_eq!(b.next("a"), Duration::from_secs(300));
+        b.reset("a");
+        assert_eq!(b.next("a"), Duration::from_secs(1));
+    }
+}

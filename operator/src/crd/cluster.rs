@@ -1,0 +1,230 @@
+//! `Cluster`: a set of Strata brokers. Owns a StatefulSet, a headless and a
+//! bootstrap Service, a ConfigMap and a PodDisruptionBudget (see `crate::cluster`).
+
+// `printcolumn(type_ = ...)` repeats by design; clippy reads it as a duplicate.
+#![allow(clippy::duplicated_attributes)]
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Image used when `spec.image` is not set.
+pub const DEFAULT_IMAGE: &str = "ghcr.io/strata-dev/strata-broker:0.1.0";
+
+/// Desired state of a Strata broker cluster.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "strata.dev",
+    version = "v1alpha1",
+    kind = "Cluster",
+    namespaced,
+    status = "ClusterStatus",
+    shortname = "strata",
+    category = "strata",
+    doc = "A Strata (Kafka-compatible) broker cluster",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSpec {
+    /// Number of brokers. Broker ids are the StatefulSet ordinals (0..replicas).
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: i32,
+    /// Broker container image.
+    #[serde(default = "default_image")]
+    #[schemars(length(min = 1))]
+    pub image: String,
+    /// Image pull policy (Always, IfNotPresent, Never); Kubernetes' default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+    /// CPU/memory requests and limits of each broker container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Persistent volume of each broker (its log directory).
+    #[serde(default)]
+    pub storage: StorageSpec,
+    /// Container ports of the broker listeners.
+    #[serde(default)]
+    pub listeners: ListenersSpec,
+    /// Broker configuration keys (see docs/configuration.md), written into the
+    /// broker's config file. Per-broker keys (node_id, listeners, advertised
+    /// address, rack, data_dir) are set by the operator and may not appear here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+    /// Node label whose value is the broker's rack (e.g. `topology.kubernetes.io/zone`);
+    /// also the topology key that spreads brokers apart. Kubernetes copies only
+    /// `topology.kubernetes.io/*` node labels onto pods, so pick one of those.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack_label: Option<String>,
+    /// Object-storage tier for closed log segments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiered_storage: Option<TieredStorageSpec>,
+}
+
+/// Persistent volume claim template of each broker.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Requested size, a Kubernetes quantity (e.g. `10Gi`).
+    #[serde(default = "default_storage_size")]
+    pub size: String,
+    /// StorageClass name; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        StorageSpec {
+            size: default_storage_size(),
+            class: None,
+        }
+    }
+}
+
+/// Ports the broker listens on inside its pod.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenersSpec {
+    /// Kafka protocol port.
+    #[serde(default = "default_kafka_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub kafka: i32,
+    /// gRPC admin port (used by the operator).
+    #[serde(default = "default_admin_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub admin: i32,
+    /// HTTP port for /metrics, /healthz and /readyz.
+    #[serde(default = "default_metrics_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub metrics: i32,
+}
+
+impl Default for ListenersSpec {
+    fn default() -> Self {
+        ListenersSpec {
+            kafka: default_kafka_port(),
+            admin: default_admin_port(),
+            metrics: default_metrics_port(),
+        }
+    }
+}
+
+/// Where closed segments are uploaded.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TieredStorageSpec {
+    /// Bucket name.
+    #[schemars(length(min = 1))]
+    pub bucket: String,
+    /// S3 endpoint URL (e.g. `http://seaweedfs.storage:8333`); AWS when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Region of the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Key prefix for this cluster's objects; the cluster name when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Secret with keys `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+    /// How long segments stay on the broker's disk after upload (e.g. `6h`, `30m`,
+    /// or milliseconds); the broker default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_retention: Option<String>,
+}
+
+/// Observed state of a Cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    /// Broker pods that exist (the scale subresource reads this).
+    #[serde(default)]
+    pub replicas: i32,
+    /// Broker pods that pass their readiness probe.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Label selector of the broker pods (for the scale subresource and HPAs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Provisioning, Running, Rebalancing, Draining or Degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<ClusterPhase>,
+    /// One entry per broker id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub brokers: Vec<BrokerStatus>,
+    /// `host:port` list of the bootstrap Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_servers: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Lifecycle phase of a Cluster.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ClusterPhase {
+    /// Brokers are starting; not all are ready yet.
+    Provisioning,
+    /// Every broker is ready.
+    Running,
+    /// Partitions are being moved between brokers.
+    Rebalancing,
+    /// Brokers being removed are handing off their partitions.
+    Draining,
+    /// Brokers that were ready are not any more.
+    Degraded,
+}
+
+/// One broker as the operator sees it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerStatus {
+    /// Broker id (= pod ordinal).
+    pub id: i32,
+    /// Pod name.
+    pub pod: String,
+    /// Pending, Running, Ready or Missing.
+    pub state: String,
+    /// Pod IP (the broker's advertised host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+fn default_replicas() -> i32 {
+    3
+}
+fn default_image() -> String {
+    DEFAULT_IMAGE.to_string()
+}
+fn default_storage_size() -> String {
+    "10Gi".to_string()
+}
+fn default_kafka_port() -> i32 {
+    9092
+}
+fn default_admin_port() -> i32 {
+    9093
+}
+fn default_metrics_port() -> i32 {
+    9644
+}

@@ -1,0 +1,102 @@
+//! `strata-operator`: runs the Cluster, Topic and ConsumerGroup controllers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use strata_operator::context::Settings;
+use strata_operator::leader::LeaseConfig;
+use strata_operator::run::{run, Options};
+
+#[derive(Parser, Debug)]
+#[command(version, about = "Strata operator for Kubernetes")]
+struct Args {
+    /// Comma-separated namespaces to watch; all namespaces when empty.
+    #[arg(
+        long,
+        env = "WATCH_NAMESPACES",
+        default_value = "",
+        value_delimiter = ','
+    )]
+    watch_namespaces: Vec<String>,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        env = "STRATA_OPERATOR_HTTP_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
+    http_listen: SocketAddr,
+    /// Run without leader election (exactly one replica!).
+    #[arg(long, env = "STRATA_OPERATOR_NO_LEADER_ELECTION")]
+    no_leader_election: bool,
+    /// Namespace of the leader Lease (defaults to the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "STRATA_OPERATOR_LEASE_NAME",
+        default_value = "strata-operator"
+    )]
+    lease_name: String,
+    /// Seconds between full resyncs of healthy objects.
+    #[arg(long, env = "STRATA_OPERATOR_RESYNC_SECONDS", default_value_t = 300)]
+    resync_seconds: u64,
+    /// Seconds between ConsumerGroup lag refreshes.
+    #[arg(
+        long,
+        env = "STRATA_OPERATOR_GROUP_REFRESH_SECONDS",
+        default_value_t = 15
+    )]
+    group_refresh_seconds: u64,
+    /// Seconds a Topic finalizer waits for an unreachable cluster before releasing.
+    #[arg(
+        long,
+        env = "STRATA_OPERATOR_FINALIZER_TIMEOUT_SECONDS",
+        default_value_t = 300
+    )]
+    finalizer_timeout_seconds: u64,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info,strata_operator=debug`.
+    #[arg(long, env = "STRATA_OPERATOR_LOG", default_value = "info")]
+    log: String,
+    /// Log format: text or json.
+    #[arg(long, env = "STRATA_OPERATOR_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if args.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let identity = std::env::var("POD_NAME")
+        .unwrap_or_else(|_| format!("strata-operator-{}", std::process::id()));
+    let opts = Options {
+        namespaces: args
+            .watch_namespaces
+            .into_iter()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect(),
+        http_listen: args.http_listen,
+        lease: (!args.no_leader_election).then(|| LeaseConfig {
+            namespace: args.lease_namespace,
+            name: args.lease_name,
+            identity,
+            duration: Duration::from_secs(15),
+            renew: Duration::from_secs(5),
+        }),
+        settings: Settings {
+            resync: Duration::from_secs(args.resync_seconds),
+            group_refresh: Duration::from_secs(args.group_refresh_seconds),
+            finalizer_timeout: Duration::from_secs(args.finalizer_timeout_seconds),
+        },
+    };
+    let client = kube::Client::try_default().await?;
+    run(client, opts).await
+}

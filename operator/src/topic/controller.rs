@@ -1,0 +1,433 @@
+//! The I/O shell of the Topic controller: dereference the Cluster and the
+//! broker topic, run the plan's admin calls, write the status; the finalizer
+//! honours `deletionPolicy` and never traps a namespace.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::{watcher, Controller};
+use kube::{Api, ResourceExt};
+use tonic::transport::Channel;
+
+use crate::admin::{self, pb, AdminClient, AdminError};
+use crate::apply::apply_status;
+use crate::cluster::status::admin_addresses;
+use crate::context::{object_key, Context};
+use crate::crd::condition::{self, Desired};
+use crate::crd::topic::DeletionPolicy;
+use crate::crd::{Cluster, Topic, TopicStatus, ALLOW_DELETION_ANNOTATION, MANAGED_ANNOTATION};
+use crate::{Error, Result};
+
+use super::plan::{assignment_summary, plan, ObservedTopic, TopicAction};
+use super::FINALIZER;
+
+const CONTROLLER: &str = "topic";
+/// Retry interval while the referenced Cluster does not exist.
+const MISSING_CLUSTER_REQUEUE: Duration = Duration::from_secs(30);
+
+pub async fn reconcile(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action> {
+    let timer = ctx.metrics.start(CONTROLLER);
+    let ns = topic
+        .namespace()
+        .ok_or_else(|| Error::Invalid("Topic has no namespace".into()))?;
+    let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, topic.clone(), |event| async {
+        match event {
+            Finalizer::Apply(t) => apply_topic(&t, &ns, &ctx).await,
+            Finalizer::Cleanup(t) => cleanup_topic(&t, &ns, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    });
+    timer.finish(&ctx.metrics);
+    if result.is_ok() {
+        ctx.backoff.reset(&object_key(topic.as_ref()));
+    }
+    result
+}
+
+fn unmanaged(topic: &Topic) -> bool {
+    topic
+        .annotations()
+        .get(MANAGED_ANNOTATION)
+        .is_some_and(|v| v == "false")
+}
+
+async fn write_status(
+    topic: &Topic,
+    ns: &str,
+    ctx: &Context,
+    observed: Option<&ObservedTopic>,
+    cond: Desired,
+) -> Result<()> {
+    let previous = topic.status.clone().unwrap_or_default();
+    let status = TopicStatus {
+        topic_id: observed
+            .map(|o| o.topic_id.clone())
+            .or(previous.topic_id.clone()),
+        partitions: observed.map(|o| o.partitions).or(previous.partitions),
+        replication_factor: observed
+            .map(|o| o.replication_factor)
+            .or(previous.replication_factor),
+        assignment: observed
+            .map(|o| assignment_summary(o, 32))
+            .or(previous.assignment.clone()),
+        conditions: condition::merge(
+            &previous.conditions,
+            &[cond],
+            topic.metadata.generation,
+            Timestamp::now(),
+        ),
+        observed_generation: topic.metadata.generation,
+    };
+    if topic.status.as_ref() != Some(&status) {
+        let api: Api<Topic> = Api::namespaced(ctx.client.clone(), ns);
+        apply_status(&api, &topic.name_any(), &status).await?;
+    }
+    Ok(())
+}
+
+async fn describe(
+    client: &mut AdminClient<Channel>,
+    name: &str,
+) -> Result<Option<ObservedTopic>, AdminError> {
+    match client
+        .describe_topic(pb::DescribeTopicRequest { name: name.into() })
+        .await
+    {
+        Ok(resp) => Ok(Some(ObservedTopic::from(resp.get_ref()))),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+        Err(s) => Err(s.into()),
+    }
+}
+
+async fn execute(
+    client: &mut AdminClient<Channel>,
+    name: &str,
+    action: &TopicAction,
+) -> Result<ObservedTopic, AdminError> {
+    let resp = match action {
+        TopicAction::Create {
+            partitions,
+            replication_factor,
+            config,
+        } => {
+            client
+                .create_topic(pb::CreateTopicRequest {
+                    name: name.into(),
+                    partitions: *partitions,
+                    replication_factor: *replication_factor,
+                    configs: config.clone().into_iter().collect(),
+                    validate_only: false,
+                })
+                .await?
+        }
+        TopicAction::AddPartitions { total } => {
+            client
+                .add_partitions(pb::AddPartitionsRequest {
+                    name: name.into(),
+                    total_partitions: *total,
+                })
+                .await?
+        }
+        TopicAction::ReplaceConfig { config } => {
+            client
+                .alter_topic_config(pb::AlterTopicConfigRequest {
+                    name: name.into(),
+                    configs: config.clone().into_iter().collect(),
+                    replace: true,
+                })
+                .await?
+        }
+    };
+    Ok(ObservedTopic::from(resp.get_ref()))
+}
+
+fn action_event(action: &TopicAction) -> (&'static str, String) {
+    match action {
+        TopicAction::Create {
+            partitions,
+            replication_factor,
+            ..
+        } => (
+            "Created",
+            format!("created topic with {partitions} partitions, replication factor {replication_factor}"),
+        ),
+        TopicAction::AddPartitions { total } => ("PartitionsAdded", format!("partitions increased to {total}")),
+        TopicAction::ReplaceConfig { config } => ("ConfigUpdated", format!("topic config set to {config:?}")),
+    }
+}
+
+async fn apply_topic(topic: &Topic, ns: &str, ctx: &Context) -> Result<Action> {
+    if unmanaged(topic) {
+        write_status(
+            topic,
+            ns,
+            ctx,
+            None,
+            Desired::not_ready(
+                "Unmanaged",
+                format!("{MANAGED_ANNOTATION}=false: the operator leaves this topic alone"),
+            ),
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+    let clusters: Api<Cluster> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(cluster) = clusters.get_opt(&topic.spec.cluster_ref).await? else {
+        write_status(
+            topic,
+            ns,
+            ctx,
+            None,
+            Desired::not_ready(
+                "ClusterNotFound",
+                format!(
+                    "Cluster {} does not exist in namespace {ns}",
+                    topic.spec.cluster_ref
+                ),
+            ),
+        )
+        .await?;
+        return Ok(Action::requeue(MISSING_CLUSTER_REQUEUE));
+    };
+    let name = topic.topic_name();
+    let mut client = match admin::connect(&admin_addresses(&cluster)).await {
+        Ok(c) => c,
+        Err(e) => {
+            write_status(
+                topic,
+                ns,
+                ctx,
+                None,
+                Desired::not_ready("ClusterUnreachable", e.to_string()),
+            )
+            .await?;
+            return Err(e.into());
+        }
+    };
+    let result: Result<(Option<ObservedTopic>, Desired), AdminError> = async {
+        let mut observed = describe(&mut client, &name).await?;
+        let p = plan(&topic.spec, observed.as_ref(), cluster.spec.replicas);
+        for action in &p.actions {
+            observed = Some(execute(&mut client, &name, action).await?);
+            let (reason, note) = action_event(action);
+            ctx.event(topic, EventType::Normal, reason, "Reconcile", note)
+                .await;
+        }
+        if !p.actions.is_empty() {
+            // The last call's answer may predate the others; read once more.
+            observed = describe(&mut client, &name).await?.or(observed);
+        }
+        Ok((observed, p.condition))
+    }
+    .await;
+    match result {
+        Ok((observed, cond)) => {
+            if cond.reason == "NotSupported" || cond.reason == "ReplicationFactorTooLarge" {
+                ctx.event(
+                    topic,
+                    EventType::Warning,
+                    &cond.reason,
+                    "Reconcile",
+                    cond.message.clone(),
+                )
+                .await;
+            }
+            let settled = cond.ready;
+            write_status(topic, ns, ctx, observed.as_ref(), cond).await?;
+            Ok(if settled {
+                Action::requeue(ctx.settings.resync)
+            } else {
+                // Only a spec change (or the cluster growing) can fix it.
+                Action::requeue(ctx.settings.resync)
+            })
+        }
+        Err(e) if e.is_invalid_argument() => {
+            ctx.event(
+                topic,
+                EventType::Warning,
+                "BrokerRejected",
+                "Reconcile",
+                e.to_string(),
+            )
+            .await;
+            write_status(
+                topic,
+                ns,
+                ctx,
+                None,
+                Desired::not_ready("BrokerRejected", e.to_string()),
+            )
+            .await?;
+            Ok(Action::await_change())
+        }
+        Err(e) => {
+            write_status(
+                topic,
+                ns,
+                ctx,
+                None,
+                Desired::not_ready("BrokerError", e.to_string()),
+            )
+            .await?;
+            Err(e.into())
+        }
+    }
+}
+
+/// Seconds since the Topic was marked for deletion.
+fn deleting_for(topic: &Topic) -> Duration {
+    topic
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .and_then(|t| {
+            let secs = Timestamp::now().as_second() - t.0.as_second();
+            u64::try_from(secs).ok()
+        })
+        .map(Duration::from_secs)
+        .unwrap_or_default()
+}
+
+async fn cleanup_topic(topic: &Topic, ns: &str, ctx: &Context) -> Result<Action> {
+    let name = topic.topic_name();
+    if topic.annotations().contains_key(ALLOW_DELETION_ANNOTATION) {
+        ctx.event(
+            topic,
+            EventType::Warning,
+            "FinalizerSkipped",
+            "Delete",
+            format!("{ALLOW_DELETION_ANNOTATION} set: released without touching topic {name} on the brokers"),
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
+    if topic.spec.deletion_policy == DeletionPolicy::Retain || unmanaged(topic) {
+        ctx.event(
+            topic,
+            EventType::Normal,
+            "Retained",
+            "Delete",
+            format!("topic {name} kept on the brokers"),
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
+    let clusters: Api<Cluster> = Api::namespaced(ctx.client.clone(), ns);
+    let cluster = match clusters.get_opt(&topic.spec.cluster_ref).await? {
+        Some(c) if c.metadata.deletion_timestamp.is_none() => c,
+        _ => {
+            ctx.event(
+                topic,
+                EventType::Warning,
+                "ClusterGone",
+                "Delete",
+                format!(
+                    "Cluster {} is gone; released without deleting topic {name}",
+                    topic.spec.cluster_ref
+                ),
+            )
+            .await;
+            return Ok(Action::await_change());
+        }
+    };
+    let outcome = async {
+        let mut client = admin::connect(&admin_addresses(&cluster)).await?;
+        match client
+            .delete_topic(pb::DeleteTopicRequest { name: name.clone() })
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(false),
+            Err(s) => Err(AdminError::from(s)),
+        }
+    }
+    .await;
+    match outcome {
+        Ok(existed) => {
+            let note = if existed {
+                format!("deleted topic {name}")
+            } else {
+                format!("topic {name} was already gone")
+            };
+            ctx.event(topic, EventType::Normal, "Deleted", "Delete", note)
+                .await;
+            Ok(Action::await_change())
+        }
+        Err(e) if deleting_for(topic) >= ctx.settings.finalizer_timeout => {
+            ctx.event(
+                topic,
+                EventType::Warning,
+                "FinalizerTimedOut",
+                "Delete",
+                format!(
+                    "cluster unreachable for {:?} ({e}); released without deleting topic {name}",
+                    ctx.settings.finalizer_timeout
+                ),
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn error_policy(topic: Arc<Topic>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failed(CONTROLLER, error.metric_label());
+    if error.is_permanent() {
+        return Action::await_change();
+    }
+    let delay = ctx.backoff.next(&object_key(topic.as_ref()));
+    tracing::warn!(topic = %topic.name_any(), %error, ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Runs the Topic controller (one namespace or all). A Cluster change (e.g. its
+/// brokers getting addresses) re-reconciles the Topics that reference it.
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
+    let (topics, clusters) = match &namespace {
+        Some(ns) => (
+            Api::<Topic>::namespaced(ctx.client.clone(), ns),
+            Api::<Cluster>::namespaced(ctx.client.clone(), ns),
+        ),
+        None => (
+            Api::<Topic>::all(ctx.client.clone()),
+            Api::<Cluster>::all(ctx.client.clone()),
+        ),
+    };
+    let controller = Controller::new(topics, watcher::Config::default());
+    let store = controller.store();
+    controller
+        .watches(
+            clusters,
+            watcher::Config::default(),
+            move |cluster: Cluster| {
+                let ns = cluster.namespace();
+                let name = cluster.name_any();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|t| t.namespace() == ns && t.spec.cluster_ref == name)
+                    .map(|t| kube::runtime::reflector::ObjectRef::from(t.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "topic reconcile error");
+            }
+        })
+        .await;
+}
