@@ -2,6 +2,7 @@
 //! in `<data_dir>/meta/topics.json` and rewritten atomically on every change; the
 //! Raft quorum of the clustered broker replaces the storage, not the interface.
 
+pub mod cluster;
 pub mod topic_config;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,539 @@
+//! The cluster metadata state machine, as replicated by the metadata quorum: brokers,
+//! topics, partitions (replicas, leader, leader epoch, ISR), producer-id blocks and
+//! reassignments. Every broker applies the same [`Command`]s in the same order, so any
+//! broker can answer Metadata from its copy. Applying is pure and deterministic (time
+//! comes in the commands); the controller's decisions — replica placement, fencing,
+//! leader election — are pure functions over this state, unit- and property-tested.
+//!
+//! Status: this is the state machine the Raft quorum will drive; the single-node
+//! broker still serves from `Catalog` until the quorum is wired in.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::{MetadataError, TopicRecord};
+
+/// Producer ids are handed out to brokers in blocks of this size.
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BrokerStatus {
+    Alive,
+    Draining,
+    Fenced,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerInfo {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    pub status: BrokerStatus,
+    pub draining: bool,
+    pub last_heartbeat_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// Assigned replicas, preferred leader first.
+    pub replicas: Vec<i32>,
+    /// Current leader, or -1 when the partition is offline.
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub isr: Vec<i32>,
+    /// Target replica list of an in-flight reassignment.
+    pub target: Option<Vec<i32>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    pub record: TopicRecord,
+    pub partitions: Vec<PartitionState>,
+}
+
+/// Every change to cluster metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    RegisterBroker {
+        id: i32,
+        host: String,
+        port: i32,
+        rack: Option<String>,
+        now_ms: i64,
+    },
+    Heartbeat {
+        id: i32,
+        now_ms: i64,
+    },
+    FenceBroker {
+        id: i32,
+    },
+    SetDraining {
+        id: i32,
+        draining: bool,
+    },
+    CreateTopic {
+        record: TopicRecord,
+        assignment: Vec<Vec<i32>>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    AddPartitions {
+        name: String,
+        assignment: Vec<Vec<i32>>,
+    },
+    SetTopicConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
+    /// A leader shrinks or expands the ISR; refused unless `leader_epoch` is current.
+    ChangeIsr {
+        topic: String,
+        partition: i32,
+        leader_epoch: i32,
+        isr: Vec<i32>,
+    },
+    /// The controller moves leadership (or marks the partition offline with -1).
+    ElectLeader {
+        topic: String,
+        partition: i32,
+        leader: i32,
+    },
+    /// Starts moving a partition to `target` replicas.
+    Reassign {
+        topic: String,
+        partition: i32,
+        target: Vec<i32>,
+    },
+    /// Finishes a reassignment: replicas become the target.
+    CompleteReassignment {
+        topic: String,
+        partition: i32,
+    },
+    AllocateProducerIds {
+        broker: i32,
+    },
+}
+
+/// What applying a command produced, beyond the state change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Done,
+    ProducerIdBlock { start: i64, len: i64 },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub brokers: BTreeMap<i32, BrokerInfo>,
+    pub topics: BTreeMap<String, TopicMeta>,
+    pub next_producer_id: i64,
+}
+
+fn unknown_partition(topic: &str, partition: i32) -> MetadataError {
+    MetadataError::UnknownTopic(format!("{topic}-{partition}"))
+}
+
+impl ClusterState {
+    fn partition_mut(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<&mut PartitionState, MetadataError> {
+        self.topics
+            .get_mut(topic)
+            .and_then(|t| {
+                usize::try_from(partition)
+                    .ok()
+                    .and_then(|i| t.partitions.get_mut(i))
+            })
+            .ok_or_else(|| unknown_partition(topic, partition))
+    }
+
+    fn check_assignment(&self, assignment: &[Vec<i32>]) -> Result<(), MetadataError> {
+        for replicas in assignment {
+            let distinct: BTreeSet<_> = replicas.iter().collect();
+            if replicas.is_empty() || distinct.len() != replicas.len() {
+                return Err(MetadataError::InvalidReplicationFactor(format!(
+                    "replica list {replicas:?} must be non-empty and distinct"
+                )));
+            }
+            if let Some(b) = replicas.iter().find(|b| !self.brokers.contains_key(b)) {
+                return Err(MetadataError::InvalidReplicationFactor(format!(
+                    "unknown broker {b}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn new_partition(&self, replicas: Vec<i32>) -> PartitionState {
+        let live: Vec<i32> = replicas
+            .iter()
+            .copied()
+            .filter(|b| self.is_live(*b))
+            .collect();
+        PartitionState {
+            leader: live.first().copied().unwrap_or(-1),
+            leader_epoch: 0,
+            isr: if live.is_empty() {
+                replicas.clone()
+            } else {
+                live
+            },
+            replicas,
+            target: None,
+        }
+    }
+
+    pub fn is_live(&self, broker: i32) -> bool {
+        self.brokers
+            .get(&broker)
+            .is_some_and(|b| b.status != BrokerStatus::Fenced)
+    }
+
+    /// Applies one command. Errors leave the state unchanged.
+    pub fn apply(&mut self, cmd: Command) -> Result<Applied, MetadataError> {
+        match cmd {
+            Command::RegisterBroker {
+                id,
+                host,
+                port,
+                rack,
+                now_ms,
+            } => {
+                let draining = self.brokers.get(&id).is_some_and(|b| b.draining);
+                self.brokers.insert(
+                    id,
+                    BrokerInfo {
+                        id,
+                        host,
+                        port,
+                        rack,
+                        status: if draining {
+                            BrokerStatus::Draining
+                        } else {
+                            BrokerStatus::Alive
+                        },
+                        draining,
+                        last_heartbeat_ms: now_ms,
+                    },
+                );
+            }
+            Command::Heartbeat { id, now_ms } => {
+                let b = self
+                    .brokers
+                    .get_mut(&id)
+                    .ok_or_else(|| MetadataError::InvalidConfig(format!("unknown broker {id}")))?;
+                b.last_heartbeat_ms = now_ms;
+                if b.status == BrokerStatus::Fenced {
+                    b.status = if b.draining {
+                        BrokerStatus::Draining
+                    } else {
+                        BrokerStatus::Alive
+                    };
+                }
+            }
+            Command::FenceBroker { id } => {
+                if let Some(b) = self.brokers.get_mut(&id) {
+                    b.status = BrokerStatus::Fenced;
+                }
+                // A fenced broker cannot stay in any ISR.
+                for t in self.topics.values_mut() {
+                    for p in &mut t.partitions {
+                        if p.isr.len() > 1 {
+                            p.isr.retain(|r| *r != id);
+                        }
+                    }
+                }
+            }
+            Command::SetDraining { id, draining } => {
+                let b = self
+                    .brokers
+                    .get_mut(&id)
+                    .ok_or_else(|| MetadataError::InvalidConfig(format!("unknown broker {id}")))?;
+                b.draining = draining;
+                if b.status != BrokerStatus::Fenced {
+                    b.status = if draining {
+                        BrokerStatus::Draining
+                    } else {
+                        BrokerStatus::Alive
+                    };
+                }
+            }
+            Command::CreateTopic { record, assignment } => {
+                if self.topics.contains_key(&record.name) {
+                    return Err(MetadataError::TopicExists(record.name));
+                }
+                if assignment.len() != record.partitions as usize {
+                    return Err(MetadataError::InvalidPartitions(
+                        "assignment does not match the partition count".into(),
+                    ));
+                }
+                self.check_assignment(&assignment)?;
+                let partitions = assignment
+                    .into_iter()
+                    .map(|r| self.new_partition(r))
+                    .collect();
+                self.topics
+                    .insert(record.name.clone(), TopicMeta { record, partitions });
+            }
+            Command::DeleteTopic { name } => {
+                self.topics
+                    .remove(&name)
+                    .ok_or(MetadataError::UnknownTopic(name))?;
+            }
+            Command::AddPartitions { name, assignment } => {
+                self.check_assignment(&assignment)?;
+                let new: Vec<PartitionState> = assignment
+                    .into_iter()
+                    .map(|r| self.new_partition(r))
+                    .collect();
+                let t = self
+                    .topics
+                    .get_mut(&name)
+                    .ok_or(MetadataError::UnknownTopic(name))?;
+                t.record.partitions += new.len() as i32;
+                t.partitions.extend(new);
+            }
+            Command::SetTopicConfigs { name, configs } => {
+                let t = self
+                    .topics
+                    .get_mut(&name)
+                    .ok_or(MetadataError::UnknownTopic(name))?;
+                t.record.configs = configs;
+            }
+            Command::ChangeIsr {
+                topic,
+                partition,
+                leader_epoch,
+                isr,
+            } => {
+                let p = self.partition_mut(&topic, partition)?;
+                if leader_epoch != p.leader_epoch {
+                    return Err(MetadataError::InvalidConfig(format!(
+                        "stale leader epoch {leader_epoch} (current {})",
+                        p.leader_epoch
+                    )));
+                }
+                if isr.is_empty()
+                    || isr.iter().any(|r| {
+                        !p.replicas.contains(r) && !p.target.as_ref().is_some_and(|t| t.contains(r))
+                    })
+                {
+                    return Err(MetadataError::InvalidConfig(format!(
+                        "ISR {isr:?} is not a subset of the replicas"
+                    )));
+                }
+                p.isr = isr;
+            }
+            Command::ElectLeader {
+                topic,
+                partition,
+                leader,
+            } => {
+                let p = self.partition_mut(&topic, partition)?;
+                if leader >= 0
+                    && !p.replicas.contains(&leader)
+                    && !p.target.as_ref().is_some_and(|t| t.contains(&leader))
+                {
+                    return Err(MetadataError::InvalidConfig(format!(
+                        "broker {leader} is not a replica"
+                    )));
+                }
+                p.leader = leader;
+                p.leader_epoch += 1;
+                if leader >= 0 && !p.isr.contains(&leader) {
+                    // Only an unclean election gets here: the new leader's log is the truth.
+                    p.isr = vec![leader];
+                }
+            }
+            Command::Reassign {
+                topic,
+                partition,
+                target,
+            } => {
+                self.check_assignment(std::slice::from_ref(&target))?;
+                let p = self.partition_mut(&topic, partition)?;
+                // Replicas = union while moving, so new replicas fetch and catch up.
+                for r in &target {
+                    if !p.replicas.contains(r) {
+                        p.replicas.push(*r);
+                    }
+                }
+                p.target = Some(target);
+            }
+            Command::CompleteReassignment { topic, partition } => {
+                let p = self.partition_mut(&topic, partition)?;
+                let Some(target) = p.target.take() else {
+                    return Ok(Applied::Done);
+                };
+                p.isr.retain(|r| target.contains(r));
+                p.replicas = target;
+            }
+            Command::AllocateProducerIds { broker: _ } => {
+                let start = self.next_producer_id;
+                self.next_producer_id += PRODUCER_ID_BLOCK;
+                return Ok(Applied::ProducerIdBlock {
+                    start,
+                    len: PRODUCER_ID_BLOCK,
+                });
+            }
+        }
+        Ok(Applied::Done)
+    }
+
+    /// Partitions whose ISR is smaller than their replica set.
+    pub fn under_replicated(&self) -> usize {
+        self.topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .filter(|p| p.isr.len() < p.replicas.len())
+            .count()
+    }
+
+    /// Partitions without a leader.
+    pub fn offline(&self) -> usize {
+        self.topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .filter(|p| p.leader < 0)
+            .count()
+    }
+}
+
+/// Rack-aware replica placement for `partitions` new partitions (Kafka's scheme):
+/// brokers are ordered so consecutive ones alternate racks, partition `p`'s first
+/// replica is broker `(start + p) % n`, and each following replica is the next broker
+/// in that order, so leaders spread evenly and each partition spans as many racks as
+/// it can. Draining and fenced brokers get no new replicas.
+pub fn assign_replicas(
+    state: &ClusterState,
+    partitions: i32,
+    rf: i16,
+    start: usize,
+) -> Result<Vec<Vec<i32>>, MetadataError> {
+    let eligible: Vec<&BrokerInfo> = state
+        .brokers
+        .values()
+        .filter(|b| b.status == BrokerStatus::Alive && !b.draining)
+        .collect();
+    let rf = usize::try_from(rf).unwrap_or(0);
+    if rf == 0 {
+        return Err(MetadataError::InvalidReplicationFactor(
+            "must be >= 1".into(),
+        ));
+    }
+    if rf > eligible.len() {
+        return Err(MetadataError::InvalidReplicationFactor(format!(
+            "replication factor {rf} is larger than the {} available broker(s)",
+            eligible.len()
+        )));
+    }
+    // Interleave racks: a1, b1, c1, a2, b2, ...
+    let mut by_rack: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for b in &eligible {
+        by_rack
+            .entry(b.rack.as_deref().unwrap_or(""))
+            .or_default()
+            .push(b.id);
+    }
+    let mut order = Vec::with_capacity(eligible.len());
+    let longest = by_rack.values().map(Vec::len).max().unwrap_or(0);
+    for i in 0..longest {
+        for ids in by_rack.values() {
+            if let Some(id) = ids.get(i) {
+                order.push(*id);
+            }
+        }
+    }
+    let rack_of: BTreeMap<i32, &str> = eligible
+        .iter()
+        .map(|b| (b.id, b.rack.as_deref().unwrap_or("")))
+        .collect();
+    let racks = by_rack.len();
+    let n = order.len();
+    let mut out = Vec::with_capacity(partitions.max(0) as usize);
+    for p in 0..partitions.max(0) as usize {
+        let first = (start + p) % n;
+        let mut replicas = vec![order[first]];
+        let mut used_racks: BTreeSet<&str> = BTreeSet::from([rack_of[&order[first]]]);
+        // Walk the ring from the leader: first take brokers on racks not used yet
+        // (while some remain), then anyone not already chosen.
+        for prefer_new_rack in [true, false] {
+            for k in 1..n {
+                if replicas.len() == rf {
+                    break;
+                }
+                let b = order[(first + k) % n];
+                if replicas.contains(&b) {
+                    continue;
+                }
+                let rack = rack_of[&b];
+                if prefer_new_rack && (used_racks.contains(rack) || used_racks.len() >= racks) {
+                    continue;
+                }
+                used_racks.insert(rack);
+                replicas.push(b);
+            }
+        }
+        out.push(replicas);
+    }
+    Ok(out)
+}
+
+/// The controller's reaction to missed heartbeats: fence brokers silent for longer
+/// than `timeout_ms`, then move leadership of their partitions to another in-sync
+/// replica (or mark them offline when none is left and unclean election is off).
+pub fn fence_and_elect(state: &ClusterState, now_ms: i64, timeout_ms: i64) -> Vec<Command> {
+    let mut cmds = Vec::new();
+    let newly_fenced: BTreeSet<i32> = state
+        .brokers
+        .values()
+        .filter(|b| b.status != BrokerStatus::Fenced && now_ms - b.last_heartbeat_ms > timeout_ms)
+        .map(|b| b.id)
+        .collect();
+    for id in &newly_fenced {
+        cmds.push(Command::FenceBroker { id: *id });
+    }
+    let dead = |b: i32| newly_fenced.contains(&b) || !state.is_live(b);
+    for (name, t) in &state.topics {
+        let unclean = t
+            .record
+            .configs
+            .get("unclean.leader.election.enable")
+            .map(String::as_str)
+            == Some("true");
+        for (i, p) in t.partitions.iter().enumerate() {
+            if p.leader >= 0 && !dead(p.leader) {
+                continue;
+            }
+            let candidate = p
+                .replicas
+                .iter()
+                .copied()
+                .find(|r| p.isr.contains(r) && !dead(*r))
+                .or_else(|| {
+                    if unclean {
+                        p.replicas.iter().copied().find(|r| !dead(*r))
+                    } else {
+                        None
+                    }
+                });
+            let leader = candidate.unwrap_or(-1);
+            if leader != p.leader {
+                cmds.push(Command::ElectLeader {
+                    topic: name.clone(),
+                    partition: i as i32,
+                    leader,
+                });
+            }
+        }
+    }
+    cmds
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,249 @@
+use super::*;
+use proptest::prelude::*;
+use uuid::Uuid;
+
+fn state_with(brokers: &[(i32, &str)]) -> ClusterState {
+    let mut s = ClusterState::default();
+    for (id, rack) in brokers {
+        s.apply(Command::RegisterBroker {
+            id: *id,
+            host: format!("127.0.0.{id}"),
+            port: 9092,
+            rack: if rack.is_empty() {
+                None
+            } else {
+                Some(rack.to_string())
+            },
+            now_ms: 0,
+        })
+        .unwrap();
+    }
+    s
+}
+
+fn topic(name: &str, partitions: i32, rf: i16) -> TopicRecord {
+    TopicRecord {
+        name: name.into(),
+        id: Uuid::new_v4(),
+        partitions,
+        replication_factor: rf,
+        configs: BTreeMap::new(),
+        internal: false,
+    }
+}
+
+fn create(s: &mut ClusterState, name: &str, partitions: i32, rf: i16) {
+    let a = assign_replicas(s, partitions, rf, 0).unwrap();
+    s.apply(Command::CreateTopic {
+        record: topic(name, partitions, rf),
+        assignment: a,
+    })
+    .unwrap();
+}
+
+#[test]
+fn leader_failure_elects_an_in_sync_replica_with_a_new_epoch() {
+    let mut s = state_with(&[(1, ""), (2, ""), (3, "")]);
+    create(&mut s, "t", 3, 3);
+    let p0 = s.topics["t"].partitions[0].clone();
+    assert_eq!(p0.leader, p0.replicas[0]);
+    let dead = p0.leader;
+    for b in [1, 2, 3] {
+        if b != dead {
+            s.apply(Command::Heartbeat {
+                id: b,
+                now_ms: 10_000,
+            })
+            .unwrap();
+        }
+    }
+    let cmds = fence_and_elect(&s, 10_500, 6_000);
+    assert!(cmds.contains(&Command::FenceBroker { id: dead }));
+    for c in cmds {
+        s.apply(c).unwrap();
+    }
+    let p0 = &s.topics["t"].partitions[0];
+    assert_ne!(p0.leader, dead);
+    assert!(p0.leader >= 0);
+    assert_eq!(p0.leader_epoch, 1);
+    assert!(!p0.isr.contains(&dead));
+    assert_eq!(s.offline(), 0);
+    assert!(s.under_replicated() > 0);
+    // Nothing more to do until something changes.
+    assert!(fence_and_elect(&s, 10_600, 6_000).is_empty());
+}
+
+#[test]
+fn no_unclean_election_unless_the_topic_allows_it() {
+    let mut s = state_with(&[(1, ""), (2, "")]);
+    create(&mut s, "t", 1, 2);
+    // The ISR shrinks to the leader alone, then the leader dies.
+    let p = s.topics["t"].partitions[0].clone();
+    s.apply(Command::ChangeIsr {
+        topic: "t".into(),
+        partition: 0,
+        leader_epoch: 0,
+        isr: vec![p.leader],
+    })
+    .unwrap();
+    let other = p.replicas[1];
+    s.apply(Command::Heartbeat {
+        id: other,
+        now_ms: 10_000,
+    })
+    .unwrap();
+    for c in fence_and_elect(&s, 10_000, 6_000) {
+        s.apply(c).unwrap();
+    }
+    assert_eq!(
+        s.topics["t"].partitions[0].leader, -1,
+        "offline rather than unclean"
+    );
+    assert_eq!(s.offline(), 1);
+    let mut cfg = BTreeMap::new();
+    cfg.insert(
+        "unclean.leader.election.enable".to_string(),
+        "true".to_string(),
+    );
+    s.apply(Command::SetTopicConfigs {
+        name: "t".into(),
+        configs: cfg,
+    })
+    .unwrap();
+    for c in fence_and_elect(&s, 10_000, 6_000) {
+        s.apply(c).unwrap();
+    }
+    assert_eq!(s.topics["t"].partitions[0].leader, other);
+}
+
+#[test]
+fn stale_isr_changes_are_refused() {
+    let mut s = state_with(&[(1, ""), (2, "")]);
+    create(&mut s, "t", 1, 2);
+    s.apply(Command::ElectLeader {
+        topic: "t".into(),
+        partition: 0,
+        leader: 2,
+    })
+    .unwrap();
+    let err = s.apply(Command::ChangeIsr {
+        topic: "t".into(),
+        partition: 0,
+        leader_epoch: 0,
+        isr: vec![1],
+    });
+    assert!(err.is_err());
+    assert!(s
+        .apply(Command::ChangeIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader_epoch: 1,
+            isr: vec![2]
+        })
+        .is_ok());
+}
+
+#[test]
+fn reassignment_goes_through_the_union_then_the_target() {
+    let mut s = state_with(&[(1, ""), (2, ""), (3, ""), (4, "")]);
+    s.apply(Command::CreateTopic {
+        record: topic("t", 1, 3),
+        assignment: vec![vec![1, 2, 3]],
+    })
+    .unwrap();
+    s.apply(Command::Reassign {
+        topic: "t".into(),
+        partition: 0,
+        target: vec![2, 3, 4],
+    })
+    .unwrap();
+    assert_eq!(s.topics["t"].partitions[0].replicas, vec![1, 2, 3, 4]);
+    s.apply(Command::ChangeIsr {
+        topic: "t".into(),
+        partition: 0,
+        leader_epoch: 0,
+        isr: vec![1, 2, 3, 4],
+    })
+    .unwrap();
+    s.apply(Command::ElectLeader {
+        topic: "t".into(),
+        partition: 0,
+        leader: 2,
+    })
+    .unwrap();
+    s.apply(Command::CompleteReassignment {
+        topic: "t".into(),
+        partition: 0,
+    })
+    .unwrap();
+    let p = &s.topics["t"].partitions[0];
+    assert_eq!(p.replicas, vec![2, 3, 4]);
+    assert_eq!(p.isr, vec![2, 3, 4]);
+    assert_eq!(p.leader, 2);
+}
+
+#[test]
+fn draining_brokers_get_no_new_replicas_and_producer_ids_never_repeat() {
+    let mut s = state_with(&[(1, ""), (2, ""), (3, "")]);
+    s.apply(Command::SetDraining {
+        id: 3,
+        draining: true,
+    })
+    .unwrap();
+    let a = assign_replicas(&s, 10, 2, 0).unwrap();
+    assert!(a.iter().flatten().all(|b| *b != 3));
+    assert!(assign_replicas(&s, 1, 3, 0).is_err());
+    let b1 = s.apply(Command::AllocateProducerIds { broker: 1 }).unwrap();
+    let b2 = s.apply(Command::AllocateProducerIds { broker: 2 }).unwrap();
+    assert_eq!(
+        b1,
+        Applied::ProducerIdBlock {
+            start: 0,
+            len: PRODUCER_ID_BLOCK
+        }
+    );
+    assert_eq!(
+        b2,
+        Applied::ProducerIdBlock {
+            start: PRODUCER_ID_BLOCK,
+            len: PRODUCER_ID_BLOCK
+        }
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    /// Placement: distinct replicas, leaders within one of each other, and each
+    /// partition spread over as many racks as possible.
+    #[test]
+    fn placement_is_valid_balanced_and_rack_aware(
+        racks in proptest::collection::vec(0u8..3, 1..8),
+        partitions in 1i32..40,
+        rf in 1i16..4,
+        start in 0usize..10,
+    ) {
+        let brokers: Vec<(i32, String)> = racks.iter().enumerate().map(|(i, r)| (i as i32 + 1, format!("r{r}"))).collect();
+        let refs: Vec<(i32, &str)> = brokers.iter().map(|(i, r)| (*i, r.as_str())).collect();
+        let s = state_with(&refs);
+        let a = assign_replicas(&s, partitions, rf, start);
+        if rf as usize > brokers.len() {
+            prop_assert!(a.is_err());
+            return Ok(());
+        }
+        let a = a.unwrap();
+        prop_assert_eq!(a.len(), partitions as usize);
+        let distinct_racks: BTreeSet<&str> = brokers.iter().map(|(_, r)| r.as_str()).collect();
+        let mut leaders: BTreeMap<i32, usize> = brokers.iter().map(|(i, _)| (*i, 0)).collect();
+        for replicas in &a {
+            let set: BTreeSet<_> = replicas.iter().collect();
+            prop_assert_eq!(set.len(), rf as usize);
+            *leaders.get_mut(&replicas[0]).unwrap() += 1;
+            let rack_of = |b: i32| brokers.iter().find(|(i, _)| *i == b).map(|(_, r)| r.as_str()).unwrap();
+            let spanned: BTreeSet<&str> = replicas.iter().map(|b| rack_of(*b)).collect();
+            prop_assert!(spanned.len() >= (rf as usize).min(distinct_racks.len()), "{:?} spans {:?}", replicas, spanned);
+        }
+        let max = leaders.values().max().unwrap();
+        let min = leaders.values().min().unwrap();
+        prop_assert!(max - min <= 1, "leaders unbalanced: {:?}", leaders);
+    }
+}
