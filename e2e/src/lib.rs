@@ -14,6 +14,7 @@ pub mod net;
 pub mod pki;
 pub mod process;
 pub mod s3;
+pub mod testing;
 
 pub use env::{Env, EnvConfig};
 

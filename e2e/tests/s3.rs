@@ -9,21 +9,14 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use strata_e2e::binaries::Binaries;
 use strata_e2e::s3::S3Server;
+use strata_e2e::testing;
 
 #[tokio::test]
 async fn seaweedfs_serves_s3_with_the_generated_credentials() {
-    let bins = Binaries::from_env();
-    if bins.path("weed").is_err() {
-        let msg = format!(
-            "weed missing in {}; run `bash e2e/setup.sh`",
-            bins.dir.display()
-        );
-        if std::env::var("STRATA_E2E_REQUIRED").is_ok_and(|v| v == "1") {
-            panic!("{msg} (STRATA_E2E_REQUIRED=1)");
-        }
-        eprintln!("\n!!!!! SKIPPING S3 smoke test: {msg} !!!!!\n");
+    if !testing::binaries_present("s3 smoke test", &["weed"]) {
         return;
     }
+    let bins = Binaries::from_env();
     let dir = tempfile::tempdir().expect("temp dir");
     let started = Instant::now();
     let run = async {

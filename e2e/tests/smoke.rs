@@ -15,73 +15,22 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use strata_e2e::binaries::Binaries;
-use strata_e2e::kubelet::ImageMap;
-use strata_e2e::{Env, EnvConfig};
+use strata_e2e::{testing, Env, EnvConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(240);
 
-fn python() -> PathBuf {
-    let out = std::process::Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("python3 is needed for the smoke tests");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
-/// None (after a loud message) when the setup binaries are missing and not required.
-fn config() -> Option<EnvConfig> {
-    let bins = Binaries::from_env();
-    let missing = bins.missing();
-    if !missing.is_empty() {
-        let msg = format!(
-            "strata-e2e binaries missing in {} ({}); run `bash e2e/setup.sh`",
-            bins.dir.display(),
-            missing.join(", ")
-        );
-        if std::env::var("STRATA_E2E_REQUIRED").is_ok_and(|v| v == "1") {
-            panic!("{msg} (STRATA_E2E_REQUIRED=1)");
-        }
-        eprintln!("\n!!!!! SKIPPING e2e smoke test: {msg} !!!!!\n");
-        return None;
-    }
-    let mut images = ImageMap::new();
-    images.insert("python".into(), python());
-    Some(EnvConfig {
-        bins,
-        images,
-        ..EnvConfig::default()
-    })
-}
-
-/// Runs `scenario` with a fresh environment, serialized and time-bounded.
+/// Runs `scenario` in a fresh environment with the `python` image (see strata_e2e::testing).
 async fn with_env<F, Fut>(name: &str, scenario: F)
 where
     F: FnOnce(Env) -> Fut,
     Fut: Future<Output = Env>,
 {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,kube=warn,kube_client::client::builder=off".into()),
-        )
-        .with_test_writer()
-        .try_init();
-    let Some(config) = config() else { return };
-    let _guard = LOCK.lock().await;
-    let started = Instant::now();
-    let run = async {
-        let env = Env::start(config).await.expect("starting the environment");
-        eprintln!("[{name}] environment up in {:?}", started.elapsed());
-        let env = scenario(env).await;
-        env.shutdown().await;
+    let config = EnvConfig {
+        images: testing::python_images(),
+        ..EnvConfig::default()
     };
-    tokio::time::timeout(TEST_TIMEOUT, run)
-        .await
-        .unwrap_or_else(|_| panic!("{name} did not finish within {TEST_TIMEOUT:?}"));
-    eprintln!("[{name}] done in {:?}", started.elapsed());
+    testing::with_env(name, config, TEST_TIMEOUT, scenario).await;
 }
 
 async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
@@ -424,6 +373,70 @@ async fn helm_installs_a_trivial_chart() {
         let deploys: Api<Deployment> = Api::namespaced(env.client.clone(), "default");
         let d = deploys.get("hello-web").await.expect("chart's deployment");
         assert_eq!(d.status.and_then(|s| s.ready_replicas), Some(1));
+        env
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn containers_restart_per_policy_and_are_killed_after_the_grace_period() {
+    with_env("lifecycle", |env| async move {
+        let pods: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+        let pod_with = |name: &str, policy: &str, code: &str, extra: serde_json::Value| -> Pod {
+            let mut spec = serde_json::json!({
+                "restartPolicy": policy,
+                "containers": [{"name": "c", "image": "python", "command": ["python3", "-c", code]}],
+            });
+            if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+                s.extend(e.clone());
+            }
+            from_yaml(serde_json::json!({"metadata": {"name": name}, "spec": spec}))
+        };
+        let pp = PostParams::default();
+        pods.create(&pp, &pod_with("crashy", "OnFailure", "import sys; sys.exit(3)", serde_json::json!({})))
+            .await
+            .expect("crashy");
+        pods.create(&pp, &pod_with("once", "Never", "import sys; sys.exit(3)", serde_json::json!({})))
+            .await
+            .expect("once");
+        // Ignores SIGTERM: only the SIGKILL after the 2 s grace period stops it.
+        let stubborn = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True: time.sleep(1)";
+        pods.create(&pp, &pod_with("stubborn", "Always", stubborn, serde_json::json!({"terminationGracePeriodSeconds": 2})))
+            .await
+            .expect("stubborn");
+
+        let restarts = |p: &Pod| {
+            p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|c| c.first()).map(|c| c.restart_count)
+        };
+        wait_for("crashy restarted twice", Duration::from_secs(60), || async {
+            let p = pods.get("crashy").await.ok()?;
+            (restarts(&p)? >= 2).then_some(())
+        })
+        .await;
+        let once = wait_for("once Failed", Duration::from_secs(30), || async {
+            let p = pods.get("once").await.ok()?;
+            (p.status.as_ref()?.phase.as_deref() == Some("Failed")).then_some(p)
+        })
+        .await;
+        let term = once.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|c| c.first())
+            .and_then(|c| c.state.as_ref()).and_then(|s| s.terminated.as_ref()).map(|t| t.exit_code);
+        assert_eq!(term, Some(3));
+        assert_eq!(restarts(&once), Some(0));
+
+        wait_for("stubborn running", Duration::from_secs(30), || async {
+            let p = pods.get("stubborn").await.ok()?;
+            is_ready(&p).then_some(())
+        })
+        .await;
+        let t0 = Instant::now();
+        pods.delete("stubborn", &DeleteParams::default()).await.expect("delete stubborn");
+        wait_for("stubborn gone", Duration::from_secs(30), || async {
+            matches!(pods.get_opt("stubborn").await, Ok(None)).then_some(())
+        })
+        .await;
+        let took = t0.elapsed();
+        assert!(took >= Duration::from_millis(1900), "SIGTERM was not ignored? took {took:?}");
+        assert!(took < Duration::from_secs(15), "grace period not enforced: {took:?}");
         env
     })
     .await;

@@ -1,0 +1,106 @@
+//! Helpers for integration tests that need the environment (this crate's and
+//! other crates'): skip-or-fail when the setup binaries are missing, one
+//! environment at a time per test process, a time bound, and log capture.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::binaries::Binaries;
+use crate::kubelet::ImageMap;
+use crate::{Env, EnvConfig};
+
+/// Environments running at once in this process (at most one: 2-core machines).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// True when `STRATA_E2E_REQUIRED=1` (CI): missing binaries fail instead of skipping.
+pub fn required() -> bool {
+    std::env::var("STRATA_E2E_REQUIRED").is_ok_and(|v| v == "1")
+}
+
+/// Ok when the named setup binaries exist; otherwise prints a loud SKIPPING
+/// message and returns false, or panics when [`required`].
+pub fn binaries_present(test: &str, names: &[&str]) -> bool {
+    let bins = Binaries::from_env();
+    let missing: Vec<&str> = bins
+        .missing()
+        .into_iter()
+        .filter(|m| names.contains(m))
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!(
+        "strata-e2e binaries missing in {} ({}); run `bash e2e/setup.sh`",
+        bins.dir.display(),
+        missing.join(", ")
+    );
+    if required() {
+        panic!("{test}: {msg} (STRATA_E2E_REQUIRED=1)");
+    }
+    // Written to the real stderr: the test harness captures eprintln! of passing tests.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n!!!!! SKIPPING {test}: {msg} !!!!!\n");
+    false
+}
+
+/// The host's python3 (as the image `python`), for test workloads.
+pub fn python_images() -> ImageMap {
+    let mut images = ImageMap::new();
+    if let Ok(out) = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+    {
+        let exe = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !exe.is_empty() {
+            images.insert("python".into(), PathBuf::from(exe));
+        }
+    }
+    images
+}
+
+/// Installs a test-friendly tracing subscriber once (`RUST_LOG` overrides).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,kube=warn,kube_client::client::builder=off".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Runs `scenario` against a fresh environment built from `config`: skipped
+/// (or failed, see [`required`]) without binaries, serialized with other
+/// environments of this process, bounded by `timeout`, torn down afterwards.
+/// The scenario hands the `Env` back for a graceful shutdown; on panic it is
+/// dropped, which kills everything too.
+pub async fn with_env<F, Fut>(name: &str, config: EnvConfig, timeout: Duration, scenario: F)
+where
+    F: FnOnce(Env) -> Fut,
+    Fut: Future<Output = Env>,
+{
+    init_tracing();
+    let mut needed = vec!["etcd", "kube-apiserver", "kube-controller-manager"];
+    if config.s3_bucket.is_some() {
+        needed.push("weed");
+    }
+    if !binaries_present(name, &needed) {
+        return;
+    }
+    let _guard = SERIAL.lock().await;
+    let started = Instant::now();
+    let run = async {
+        let env = match Env::start(config).await {
+            Ok(env) => env,
+            Err(e) => panic!("{name}: starting the environment: {e}"),
+        };
+        eprintln!("[{name}] environment up in {:?}", started.elapsed());
+        let env = scenario(env).await;
+        env.shutdown().await;
+    };
+    if tokio::time::timeout(timeout, run).await.is_err() {
+        panic!("{name} did not finish within {timeout:?}");
+    }
+    eprintln!("[{name}] done in {:?}", started.elapsed());
+}
