@@ -441,3 +441,100 @@ async fn containers_restart_per_policy_and_are_killed_after_the_grace_period() {
     })
     .await;
 }
+
+/// Serves `body` as JSON for every HTTPS request on 127.0.0.1 (a stand-in for an
+/// aggregated API server such as the operator's external metrics API).
+async fn tiny_https_server(body: String) -> (u16, tokio::task::JoinHandle<()>) {
+    use std::sync::Arc;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+    let config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .expect("tls config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            let body = body.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(resp.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn aggregation_layer_proxies_an_apiservice_to_a_local_process() {
+    with_env("apiservice", |env| async move {
+        let group = "metrics.strata.test";
+        let discovery = serde_json::json!({
+            "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{group}/v1"),
+            "resources": [{"name": "things", "singularName": "thing", "namespaced": true, "kind": "Thing", "verbs": ["get", "list"]}],
+        });
+        let (port, server) = tiny_https_server(discovery.to_string()).await;
+        let svcs: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(env.client.clone(), "default");
+        svcs.create(&PostParams::default(), &from_yaml(serde_json::json!({
+            "metadata": {"name": "local-metrics"},
+            "spec": {"type": "ExternalName", "externalName": "localhost", "ports": [{"port": port}]},
+        })))
+        .await
+        .expect("service");
+        let apiservices: Api<k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService> =
+            Api::all(env.client.clone());
+        apiservices.create(&PostParams::default(), &from_yaml(serde_json::json!({
+            "metadata": {"name": format!("v1.{group}")},
+            "spec": {
+                "group": group, "version": "v1", "insecureSkipTLSVerify": true,
+                "groupPriorityMinimum": 100, "versionPriority": 100,
+                "service": {"namespace": "default", "name": "local-metrics", "port": port},
+            },
+        })))
+        .await
+        .expect("apiservice");
+        wait_for("APIService Available", Duration::from_secs(60), || async {
+            let a = apiservices.get(&format!("v1.{group}")).await.ok()?;
+            a.status?.conditions?.iter().any(|c| c.type_ == "Available" && c.status == "True").then_some(())
+        })
+        .await;
+        let req = http::Request::get(format!("/apis/{group}/v1")).body(Vec::new()).expect("request");
+        let text = env.client.request_text(req).await.expect("proxied discovery");
+        assert!(text.contains("things"), "{text}");
+        server.abort();
+        env
+    })
+    .await;
+}
