@@ -90,6 +90,14 @@ impl AdminService {
         }
     }
 
+    fn check_broker_id(&self, id: i32) -> Result<(), Status> {
+        if id == self.broker.config.node_id {
+            Ok(())
+        } else {
+            Err(Status::not_found(format!("unknown broker {id}")))
+        }
+    }
+
     fn topic(&self, name: &str) -> Result<Arc<TopicState>, Status> {
         self.broker
             .topic(name)
@@ -283,10 +291,7 @@ impl Admin for AdminService {
         &self,
         r: Request<DrainBrokerRequest>,
     ) -> Result<Response<BrokerDescription>, Status> {
-        let id = r.into_inner().broker_id;
-        if id != self.broker.config.node_id {
-            return Err(Status::not_found(format!("unknown broker {id}")));
-        }
+        self.check_broker_id(r.into_inner().broker_id)?;
         Err(Status::failed_precondition(
             "cannot drain the only broker: its replicas have nowhere to go",
         ))
@@ -296,10 +301,7 @@ impl Admin for AdminService {
         &self,
         r: Request<DrainBrokerRequest>,
     ) -> Result<Response<BrokerDescription>, Status> {
-        let id = r.into_inner().broker_id;
-        if id != self.broker.config.node_id {
-            return Err(Status::not_found(format!("unknown broker {id}")));
-        }
+        self.check_broker_id(r.into_inner().broker_id)?;
         Ok(Response::new(self.this_broker()))
     }
 

@@ -192,21 +192,24 @@ fn print_topic(t: &TopicDescription, out: Output) -> Result<(), String> {
     Ok(())
 }
 
+const BROKER_COLUMNS: [&str; 6] = ["ID", "ADDRESS", "RACK", "STATE", "REPLICAS", "LEADERS"];
+
+fn broker_row(b: &BrokerDescription) -> Vec<String> {
+    vec![
+        b.id.to_string(),
+        format!("{}:{}", b.host, b.port),
+        b.rack.clone(),
+        state_name(b.state).into(),
+        b.replicas.to_string(),
+        b.leaders.to_string(),
+    ]
+}
+
 fn print_broker(b: &BrokerDescription, out: Output) -> Result<(), String> {
     if out == Output::Json {
         return json(b);
     }
-    table(
-        &["ID", "ADDRESS", "RACK", "STATE", "REPLICAS", "LEADERS"],
-        vec![vec![
-            b.id.to_string(),
-            format!("{}:{}", b.host, b.port),
-            b.rack.clone(),
-            state_name(b.state).into(),
-            b.replicas.to_string(),
-            b.leaders.to_string(),
-        ]],
-    );
+    table(&BROKER_COLUMNS, vec![broker_row(b)]);
     Ok(())
 }
 
@@ -307,22 +310,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 "cluster {}: controller {}, {} under-replicated, {} offline partitions",
                 d.cluster_id, d.controller_id, d.under_replicated_partitions, d.offline_partitions
             );
-            table(
-                &["ID", "ADDRESS", "RACK", "STATE", "REPLICAS", "LEADERS"],
-                d.brokers
-                    .iter()
-                    .map(|b| {
-                        vec![
-                            b.id.to_string(),
-                            format!("{}:{}", b.host, b.port),
-                            b.rack.clone(),
-                            state_name(b.state).into(),
-                            b.replicas.to_string(),
-                            b.leaders.to_string(),
-                        ]
-                    })
-                    .collect(),
-            );
+            table(&BROKER_COLUMNS, d.brokers.iter().map(broker_row).collect());
             Ok(())
         }
         Command::Broker { cmd } => {

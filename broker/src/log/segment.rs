@@ -73,13 +73,33 @@ impl Segment {
             .write(true)
             .truncate(true)
             .open(&log_path)?;
-        Ok(Segment {
+        Ok(Segment::assemble(
+            base_offset,
+            log_path,
+            log,
+            IndexFile::create(&dir.join(format!("{stem}.index")))?,
+            IndexFile::create(&dir.join(format!("{stem}.timeindex")))?,
+            index_interval,
+            now_ms,
+        ))
+    }
+
+    fn assemble(
+        base_offset: i64,
+        log_path: PathBuf,
+        log: File,
+        offset_index: IndexFile<OffsetEntry>,
+        time_index: IndexFile<TimeEntry>,
+        index_interval: u64,
+        now_ms: i64,
+    ) -> Self {
+        Segment {
             base_offset,
             log_path,
             log: Arc::new(log),
             size: 0,
-            offset_index: IndexFile::create(&dir.join(format!("{stem}.index")))?,
-            time_index: IndexFile::create(&dir.join(format!("{stem}.timeindex")))?,
+            offset_index,
+            time_index,
             next_offset: base_offset,
             max_timestamp: -1,
             max_timestamp_rel: 0,
@@ -87,7 +107,7 @@ impl Segment {
             bytes_since_offset_entry: 0,
             bytes_since_time_entry: 0,
             created_at_ms: now_ms,
-        })
+        }
     }
 
     /// Opens an existing segment. With `full_recovery` every batch is re-validated
@@ -128,35 +148,24 @@ impl Segment {
         };
         // Entries past the end of the data cannot be trusted.
         offset_index.truncate_while(|e| u64::from(e.position) >= file_size)?;
-        let mut seg = Segment {
-            base_offset,
-            log_path,
-            log: Arc::new(log),
-            size: 0,
-            offset_index,
-            time_index: IndexFile::create(&dir.join(format!("{stem}.timeindex.tmp")))?,
-            next_offset: base_offset,
-            max_timestamp: -1,
-            max_timestamp_rel: 0,
-            index_interval,
-            bytes_since_offset_entry: 0,
-            bytes_since_time_entry: 0,
-            created_at_ms: now_ms,
-        };
-        let start = seg.offset_index.last().map_or(0, |e| u64::from(e.position));
-        let last_rel = seg.offset_index.last().map(|e| e.relative_offset);
-        // Time entries after the scan start are recomputed by the scan.
+        let start = offset_index.last().map_or(0, |e| u64::from(e.position));
+        let last_rel = offset_index.last().map(|e| e.relative_offset);
         if let Some(rel) = last_rel {
+            // Entries at and after the scan start are re-added by the scan.
+            offset_index.truncate_while(|e| e.relative_offset >= rel)?;
             time_index.truncate_while(|e| e.relative_offset >= rel)?;
         }
-        seg.max_timestamp = time_index.last().map_or(-1, |e| e.timestamp);
-        let tmp = std::mem::replace(&mut seg.time_index, time_index);
-        let _ = fs::remove_file(tmp.path());
-        // Entries at `start` are re-added by the scan.
-        if let Some(rel) = last_rel {
-            seg.offset_index
-                .truncate_while(|e| e.relative_offset >= rel)?;
-        }
+        let max_timestamp = time_index.last().map_or(-1, |e| e.timestamp);
+        let mut seg = Segment::assemble(
+            base_offset,
+            log_path,
+            log,
+            offset_index,
+            time_index,
+            index_interval,
+            now_ms,
+        );
+        seg.max_timestamp = max_timestamp;
         seg.size = start;
         // The batch at `start` begins at the offset its index entry names.
         seg.next_offset = base_offset + i64::from(last_rel.unwrap_or(0));
