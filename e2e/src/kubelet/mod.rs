@@ -74,7 +74,7 @@ impl KubeletConfig {
 pub(crate) enum Desired {
     Run(Box<Pod>),
     /// The pod has a deletionTimestamp: stop gracefully, then delete it.
-    Terminate,
+    Terminate(Box<Pod>),
     /// The pod object is gone: kill now.
     Gone,
     /// The kubelet is shutting down.
@@ -259,7 +259,7 @@ async fn handle(shared: &Arc<Shared>, workers: &mut HashMap<String, WorkerHandle
         Some(n) if n == shared.config.node_name => {
             if let Some(w) = workers.get(&uid) {
                 let desired = if pod.metadata.deletion_timestamp.is_some() {
-                    Desired::Terminate
+                    Desired::Terminate(Box::new(pod))
                 } else {
                     Desired::Run(Box::new(pod))
                 };

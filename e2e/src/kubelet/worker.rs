@@ -136,7 +136,8 @@ impl PodWorker {
     /// The pod's fate as last reported by the main loop.
     fn desired(&mut self) -> Desired {
         let d = self.updates.borrow_and_update().clone();
-        if let Desired::Run(p) = &d {
+        if let Desired::Run(p) | Desired::Terminate(p) = &d {
+            // Terminate carries deletionGracePeriodSeconds (e.g. `--grace-period=1`).
             self.pod = p.as_ref().clone();
         }
         d
@@ -584,7 +585,7 @@ impl PodWorker {
     /// Stops every process, then removes the pod (grace period 0) unless it is gone.
     async fn finish(self, why: Desired, mut containers: Vec<Container>) {
         let grace = match &why {
-            Desired::Terminate => self
+            Desired::Terminate(_) => self
                 .pod
                 .metadata
                 .deletion_grace_period_seconds
@@ -625,7 +626,7 @@ impl PodWorker {
                 let _ = tokio::time::timeout(Duration::from_secs(5), p.child.wait()).await;
             }
         }
-        if let Desired::Terminate = why {
+        if let Desired::Terminate(_) = why {
             let dp = DeleteParams {
                 grace_period_seconds: Some(0),
                 preconditions: Some(Preconditions {
