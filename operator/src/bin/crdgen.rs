@@ -20,5 +20,8 @@ fn main() -> anyhow::Result<()> {
             println!("wrote {}", path.display());
         }
     }
+    let reference = root.join("docs/crds.md");
+    std::fs::write(&reference, strata_operator::crd::reference::markdown())?;
+    println!("wrote {}", reference.display());
     Ok(())
 }

@@ -173,6 +173,7 @@ pub struct ClusterStatus {
     /// `host:port` list of the bootstrap Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap_servers: Option<String>,
+    /// `Ready` condition; when False, its reason and message say why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` this status describes.

@@ -118,8 +118,10 @@ pub struct ConsumerGroupStatus {
     /// When the lag was last read from the brokers (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_refresh: Option<String>,
+    /// `Ready` condition; when False, its reason and message say why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }

@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod condition;
 pub mod consumergroup;
+pub mod reference;
 pub mod topic;
 
 pub use cluster::{Cluster, ClusterSpec, ClusterStatus};

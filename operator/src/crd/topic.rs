@@ -104,8 +104,10 @@ pub struct TopicStatus {
     /// Partition → replicas summary, e.g. `0:[1,2,0] 1:[2,0,1]` (leader first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignment: Option<String>,
+    /// `Ready` condition; when False, its reason and message say why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }
