@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 use strata_e2e::binaries::Binaries;
 use strata_e2e::kubelet::ImageMap;
 use strata_e2e::{Env, EnvConfig};
@@ -24,6 +24,9 @@ use strata_operator::leader::LeaseConfig;
 use strata_operator::run::{run, Options};
 
 const NS: &str = "default";
+
+/// One environment at a time (2 cores; each starts a control plane).
+static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn broker_binary() -> Option<PathBuf> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -198,6 +201,7 @@ async fn operator_reconciles_a_cluster_and_topics_on_a_real_control_plane() {
         .with_test_writer()
         .try_init();
     let Some(cfg) = config() else { return };
+    let _guard = LOCK.lock().await;
     let with_broker = broker_binary().is_some();
     let started = Instant::now();
     let env = Env::start(cfg).await.expect("environment");
@@ -430,7 +434,142 @@ async fn operator_reconciles_a_cluster_and_topics_on_a_real_control_plane() {
     let after = resource_versions(&client).await;
     assert_eq!(before, after, "restart caused updates");
     operator.abort();
-    let _ = Cluster::api_version(&());
+    env.shutdown().await;
+    eprintln!("done in {:?}", started.elapsed());
+}
+
+async fn http_get(addr: &str, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// `helm install` runs the real `strata-operator` binary as a pod with the
+/// chart's ServiceAccount and RBAC; it must be able to do its whole job.
+#[tokio::test]
+async fn helm_installed_operator_runs_a_cluster_with_its_own_rbac() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,kube=warn,kube_client::client::builder=off".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let Some(mut cfg) = config() else { return };
+    let Ok(helm) = cfg.bins.path("helm") else {
+        if std::env::var("STRATA_E2E_REQUIRED").is_ok_and(|v| v == "1") {
+            panic!("helm missing (STRATA_E2E_REQUIRED=1)");
+        }
+        eprintln!(
+            "\n!!!!! SKIPPING helm e2e test: helm not built; run `bash e2e/setup.sh` !!!!!\n"
+        );
+        return;
+    };
+    if broker_binary().is_none() {
+        if std::env::var("STRATA_E2E_REQUIRED").is_ok_and(|v| v == "1") {
+            panic!("strata-broker not built (STRATA_E2E_REQUIRED=1)");
+        }
+        eprintln!("\n!!!!! SKIPPING helm e2e test: build strata-broker first !!!!!\n");
+        return;
+    }
+    cfg.images.insert(
+        "ghcr.io/strata-dev/strata-operator".into(),
+        PathBuf::from(env!("CARGO_BIN_EXE_strata-operator")),
+    );
+    let _guard = LOCK.lock().await;
+    let started = Instant::now();
+    let env = Env::start(cfg).await.expect("environment");
+    let client = env.client.clone();
+    let home = env.dir.join("helm-home");
+    let chart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../helm/strata");
+    let out = tokio::process::Command::new(&helm)
+        .args(["install", "strata"])
+        .arg(&chart)
+        .args([
+            "--namespace",
+            "strata-system",
+            "--create-namespace",
+            "--wait",
+            "--timeout",
+            "120s",
+        ])
+        .args(["--set", "logLevel=info\\,strata_operator=debug"])
+        .env("KUBECONFIG", env.kubeconfig())
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .output()
+        .await
+        .expect("running helm");
+    assert!(
+        out.status.success(),
+        "helm install failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("chart installed after {:?}", started.elapsed());
+
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), NS);
+    let cluster: Cluster = serde_yaml::from_str(
+        "apiVersion: strata.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: demo\nspec:\n  replicas: 1\n  storage:\n    size: 1Gi\n",
+    )
+    .expect("cluster yaml");
+    clusters
+        .create(&PostParams::default(), &cluster)
+        .await
+        .expect("create cluster");
+    wait_for("Cluster demo Running", Duration::from_secs(120), || async {
+        let s = clusters.get("demo").await.ok()?.status?;
+        (s.phase == Some(strata_operator::crd::cluster::ClusterPhase::Running)).then_some(())
+    })
+    .await;
+    let topics: Api<Topic> = Api::namespaced(client.clone(), NS);
+    let topic: Topic = serde_yaml::from_str(
+        "apiVersion: strata.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: events\nspec:\n  clusterRef: demo\n  partitions: 2\n",
+    )
+    .expect("topic yaml");
+    topics
+        .create(&PostParams::default(), &topic)
+        .await
+        .expect("create topic");
+    let status = wait_for("Topic events Ready", Duration::from_secs(60), || async {
+        let s = topics.get("events").await.ok()?.status?;
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .then_some(s)
+    })
+    .await;
+    assert_eq!(status.partitions, Some(2));
+
+    // The leader Lease is held by the operator pod, and its /metrics counts reconciles.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), "strata-system");
+    let lease = leases.get("strata-operator").await.expect("leader lease");
+    let holder = lease
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap_or_default();
+    assert!(holder.starts_with("strata-operator-"), "holder {holder}");
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(client.clone(), "strata-system");
+    let pod = pods.get(&holder).await.expect("operator pod");
+    let ip = pod.status.and_then(|s| s.pod_ip).expect("pod ip");
+    let metrics = http_get(&format!("{ip}:8080"), "/metrics")
+        .await
+        .expect("metrics answer");
+    assert!(
+        metrics.contains("strata_operator_reconciles_total{controller=\"topic\""),
+        "{metrics}"
+    );
     env.shutdown().await;
     eprintln!("done in {:?}", started.elapsed());
 }
