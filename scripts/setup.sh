@@ -27,4 +27,8 @@ if [ ! -x "$VENV/bin/pytest" ]; then
   "$VENV/bin/pip" install -q -r "$ROOT/tests/requirements.txt"
 fi
 echo "$VENV" > "$CACHE/current-venv"
+
+# The e2e harness: Kubernetes control plane binaries, helm and SeaweedFS, built or
+# installed once into $CACHE (the first run takes 10-20 minutes, later runs seconds).
+bash "$ROOT/e2e/setup.sh"
 echo "setup: ok (python env $VENV)"
