@@ -720,7 +720,22 @@ pub fn plan(pod: &Pod, inp: &PlanInputs<'_>) -> Result<PodPlan, PlanError> {
         let cmd = c.command.clone().unwrap_or_default();
         let args_in = c.args.clone().unwrap_or_default();
         // An image is one program: command[0] names it and is replaced by the mapped path.
-        let raw_args: Vec<String> = cmd.iter().skip(1).chain(args_in.iter()).cloned().collect();
+        // Without a command, args[0] naming the program (CMD-only images such as
+        // `python`, e.g. `kubectl run --image=python -- python3 ...`) is dropped too.
+        let program_name = program
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        let args_name_program = cmd.is_empty()
+            && args_in.first().is_some_and(|a| {
+                Some(a.rsplit('/').next().unwrap_or(a).to_string()) == program_name
+            });
+        let skip_args = usize::from(args_name_program);
+        let raw_args: Vec<String> = cmd
+            .iter()
+            .skip(1)
+            .chain(args_in.iter().skip(skip_args))
+            .cloned()
+            .collect();
         let args = raw_args
             .iter()
             .map(|a| substitute_mounts(&expand(a, &env), &mounts))
@@ -884,6 +899,39 @@ mod tests {
         let err = resolve_image(&m, "nginx:1").unwrap_err();
         assert_eq!(err.reason(), "ErrImageNotMapped");
         assert!(err.to_string().contains("strata-broker"), "{err}");
+    }
+
+    #[test]
+    fn args_naming_the_program_of_a_cmd_only_image_are_not_repeated() {
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"containers": [
+                {"name": "a", "image": "strata-broker", "args": ["broker", "-v"]},
+                {"name": "b", "image": "strata-broker", "args": ["serve", "-v"]},
+                {"name": "c", "image": "strata-broker", "command": ["x", "run"], "args": ["-v"]},
+            ]}
+        }));
+        let images = images();
+        let empty = BTreeMap::new();
+        let inp = PlanInputs {
+            pod_ip: Ipv4Addr::new(127, 0, 0, 2),
+            host_ip: Ipv4Addr::LOCALHOST,
+            node_name: "n",
+            images: &images,
+            config_maps: &empty,
+            secrets: &empty,
+            sa_token: None,
+            pod_dir: Path::new("/p"),
+            data_root: Path::new("/d"),
+            base_env: &[],
+            api: None,
+        };
+        let plan = plan(&p, &inp).unwrap();
+        let args: Vec<Vec<String>> = plan.containers.iter().map(|c| c.args.clone()).collect();
+        assert_eq!(
+            args,
+            vec![vec!["-v"], vec!["serve", "-v"], vec!["run", "-v"]]
+        );
     }
 
     #[test]
