@@ -16,6 +16,7 @@ pub mod metadata;
 pub mod partition;
 pub mod producer;
 pub mod telemetry;
+pub mod tier;
 
 // Unit tests decode hostile input too, so they run on the broker's allocator.
 #[cfg(test)]
