@@ -126,10 +126,7 @@ impl RemoteManifest {
         local_bytes: u64,
     ) -> Vec<RemoteSegment> {
         let mut removed = Vec::new();
-        loop {
-            let Some(first) = self.segments.first() else {
-                break;
-            };
+        while let Some(first) = self.segments.first() {
             let total = self.size_bytes() + local_bytes;
             let by_time = retention_ms >= 0 && now_ms - first.max_timestamp > retention_ms;
             let by_size =
