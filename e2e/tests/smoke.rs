@@ -321,6 +321,20 @@ async fn statefulset_pods_keep_their_data_dir_when_recreated() {
             identities.push(id);
         }
 
+        // The kubelet gives each claim a pre-bound PV, so the binder marks them Bound.
+        let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+            Api::namespaced(env.client.clone(), ns);
+        wait_for("3 Bound PVCs", Duration::from_secs(60), || async {
+            let list = pvcs.list(&ListParams::default()).await.ok()?;
+            let bound = list
+                .items
+                .iter()
+                .filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
+                .count();
+            (bound == 3).then_some(())
+        })
+        .await;
+
         let old = pods.get("db-1").await.expect("db-1");
         let old_uid = old.uid();
         pods.delete("db-1", &DeleteParams::default()).await.expect("delete db-1");

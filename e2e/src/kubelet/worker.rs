@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret, ServiceAccount,
+};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::Api;
 use nix::sys::signal::{killpg, Signal};
@@ -429,6 +431,17 @@ impl PodWorker {
             api: self.shared.config.api.as_ref(),
         };
         let plan = plan::plan(&self.pod, &inputs).map_err(PrepareError::Plan)?;
+        for v in self
+            .pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+        {
+            if let Some(pvc) = &v.persistent_volume_claim {
+                let dir = inputs.data_root.join(&self.ns).join(&pvc.claim_name);
+                self.ensure_pv(&pvc.claim_name, &dir).await?;
+            }
+        }
         for v in &plan.volumes {
             std::fs::create_dir_all(&v.host_dir).map_err(|e| {
                 PrepareError::Other(format!("creating {}: {e}", v.host_dir.display()))
@@ -445,6 +458,54 @@ impl PodWorker {
             }
         }
         Ok(plan)
+    }
+
+    /// Gives the claim a pre-bound, Retain-policy hostPath PV at its data dir, so
+    /// the controller-manager's binder marks the PVC Bound. A missing PVC blocks
+    /// the pod (like the kubelet); a failure to create the PV is only logged.
+    async fn ensure_pv(&self, claim: &str, dir: &Path) -> Result<(), PrepareError> {
+        let pvcs: Api<PersistentVolumeClaim> =
+            Api::namespaced(self.shared.client.clone(), &self.ns);
+        let Some(pvc) = pvcs.get_opt(claim).await.map_err(other)? else {
+            return Err(PrepareError::Other(format!(
+                "persistentvolumeclaim {claim:?} not found"
+            )));
+        };
+        let spec = pvc.spec.clone().unwrap_or_default();
+        if spec.volume_name.as_deref().is_some_and(|n| !n.is_empty()) {
+            return Ok(());
+        }
+        let mut name = format!("strata-e2e-{}-{claim}", self.ns);
+        name.truncate(253);
+        let storage = spec
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .map(|q| q.0.clone())
+            .unwrap_or_else(|| "1Gi".into());
+        let pv: PersistentVolume = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"strata-e2e/local": "true"}},
+            "spec": {
+                "capacity": {"storage": storage},
+                "accessModes": spec.access_modes.clone().unwrap_or_else(|| vec!["ReadWriteOnce".into()]),
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": spec.storage_class_name.clone().unwrap_or_default(),
+                "volumeMode": spec.volume_mode.clone().unwrap_or_else(|| "Filesystem".into()),
+                "hostPath": {"path": dir.display().to_string(), "type": "DirectoryOrCreate"},
+                "claimRef": {"namespace": self.ns, "name": claim, "uid": pvc.metadata.uid},
+            }
+        }))
+        .map_err(|e| PrepareError::Other(format!("building PV: {e}")))?;
+        let pvs: Api<PersistentVolume> = Api::all(self.shared.client.clone());
+        match pvs.create(&PostParams::default(), &pv).await {
+            Ok(_) => tracing::info!(pod = %self.key(), claim, pv = %name, "created pre-bound PV"),
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => {
+                tracing::warn!(pod = %self.key(), claim, error = %e, "could not create a PV; the PVC stays Pending")
+            }
+        }
+        Ok(())
     }
 
     async fn issue_token(
