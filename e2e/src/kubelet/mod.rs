@@ -11,6 +11,7 @@ mod logs;
 pub mod node;
 pub mod plan;
 pub mod probe;
+mod volumes;
 mod worker;
 
 use std::collections::HashMap;
