@@ -209,6 +209,17 @@ async fn deployment_pod_runs_as_a_ready_process_reachable_on_its_pod_ip() {
         assert_eq!(v["GREETING"], "hi");
         assert_eq!(v["PASSWORD"], "s3cret");
         assert_eq!(v["file"], "<h1>from a configmap</h1>");
+        // The kubelet reports what it did as Events on the pod.
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.client.clone(), ns);
+        let pod_name = pod.name_any();
+        wait_for("a Started event", Duration::from_secs(20), || async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("Started") && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pod_name.as_str()))
+                .then_some(())
+        })
+        .await;
         // `kubectl logs` reaches the kubelet's log endpoint through the API server.
         if let Ok(out) = tokio::process::Command::new("kubectl")
             .args(["logs", &pod.name_any()])

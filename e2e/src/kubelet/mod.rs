@@ -84,6 +84,8 @@ pub(crate) enum Desired {
 
 pub(crate) struct Shared {
     client: Client,
+    /// Publishes the kubelet's Events (Started, Killing, Unhealthy, unsupported features).
+    recorder: kube::runtime::events::Recorder,
     config: KubeletConfig,
     host_ip: Ipv4Addr,
     base_env: Vec<(String, String)>,
@@ -146,7 +148,12 @@ impl Kubelet {
             .iter()
             .filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v)))
             .collect();
+        let reporter = kube::runtime::events::Reporter {
+            controller: "strata-e2e-kubelet".into(),
+            instance: Some(config.node_name.clone()),
+        };
         let shared = Arc::new(Shared {
+            recorder: kube::runtime::events::Recorder::new(client.clone(), reporter),
             client: client.clone(),
             config: config.clone(),
             host_ip: Ipv4Addr::LOCALHOST,

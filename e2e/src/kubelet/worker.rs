@@ -147,6 +147,7 @@ impl PodWorker {
 
     pub(super) async fn run(mut self) {
         tracing::info!(pod = %format!("{}/{}", self.ns, self.name), ip = %self.ip, "starting pod");
+        let mut last_wait = String::new();
         let plan = loop {
             match self.desired() {
                 Desired::Run(_) => {}
@@ -160,6 +161,10 @@ impl PodWorker {
                         PrepareError::Plan(p) => (p.reason().to_string(), p.to_string()),
                         PrepareError::Other(m) => ("CreateContainerError".to_string(), m.clone()),
                     };
+                    if msg != last_wait {
+                        self.event(true, &reason, msg.clone()).await;
+                        last_wait = msg.clone();
+                    }
                     let waiting: Vec<_> = self.spec_containers().into_iter().map(|(n, img)| {
                         json!({"name": n, "image": img, "imageID": "", "ready": false, "restartCount": 0, "started": false,
                                "state": {"waiting": {"reason": reason, "message": msg}}})
@@ -172,6 +177,8 @@ impl PodWorker {
         };
         if !plan.ignored.is_empty() {
             tracing::warn!(pod = %self.key(), ignored = ?plan.ignored, "pod uses features the process kubelet does not implement; ignoring them");
+            let note = format!("the process kubelet ignores: {}", plan.ignored.join("; "));
+            self.event(true, "UnsupportedFeaturesIgnored", note).await;
         }
         let mut containers: Vec<Container> = plan
             .containers
@@ -212,6 +219,38 @@ impl PodWorker {
             let status = self.status(&containers, &restart_policy);
             self.patch_status(status).await;
             self.sleep_or_update(TICK).await;
+        }
+    }
+
+    /// Publishes an Event about this pod; failures are only logged.
+    async fn event(&self, warning: bool, reason: &str, mut note: String) {
+        use kube::runtime::events::{Event, EventType};
+        use kube::Resource;
+        if note.len() > 1000 {
+            let mut cut = 1000;
+            while !note.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            note.truncate(cut);
+        }
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_string(),
+            note: Some(note),
+            action: reason.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self
+            .shared
+            .recorder
+            .publish(&ev, &self.pod.object_ref(&()))
+            .await
+        {
+            tracing::debug!(pod = %self.key(), error = %e, "publishing event failed");
         }
     }
 
@@ -277,6 +316,10 @@ impl PodWorker {
                     let first = matches!(c.state, State::Waiting { .. });
                     match self.spawn(&c.plan, &c.log, c.restarts) {
                         Ok(p) => {
+                            let pid = p.child.id().unwrap_or(0);
+                            let note =
+                                format!("Started container {} as process {pid}", c.plan.name);
+                            self.event(false, "Started", note).await;
                             if !first {
                                 c.restarts += 1;
                                 c.last_state = Some(c.state.clone());
@@ -325,6 +368,11 @@ impl PodWorker {
                     let ok = probe::run(&l.plan, self.ip, &c.plan.env).await;
                     if l.record(ok, Instant::now()) && !l.passing {
                         tracing::warn!(pod = %self.key(), container = %c.plan.name, "liveness probe failed; restarting");
+                        let note = format!(
+                            "Liveness probe failed; container {} will be restarted",
+                            c.plan.name
+                        );
+                        self.event(true, "Unhealthy", note).await;
                         kill = true;
                     }
                 }
@@ -662,6 +710,14 @@ impl PodWorker {
         };
         let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
         tracing::info!(pod = %self.key(), ?grace, "stopping pod");
+        if let Desired::Terminate(_) = why {
+            self.event(
+                false,
+                "Killing",
+                format!("Stopping all containers (SIGTERM, SIGKILL after {grace:?})"),
+            )
+            .await;
+        }
         for c in containers.iter() {
             if let Some(pg) = c.proc_.as_ref().and_then(|p| p.pgid) {
                 let _ = killpg(pg, Signal::SIGTERM);
