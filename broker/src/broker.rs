@@ -22,6 +22,7 @@ use crate::metadata::{topic_config, Catalog, MetadataError, TopicRecord};
 use crate::partition::Partition;
 use crate::producer::id_allocator::ProducerIdAllocator;
 use crate::telemetry::Metrics;
+use crate::tier::store::TierStore;
 
 /// Current wall-clock time in milliseconds since the epoch.
 pub fn now_ms() -> i64 {
@@ -57,6 +58,8 @@ pub struct Broker {
     pub metrics: Metrics,
     pub producer_ids: ProducerIdAllocator,
     pub groups: GroupCoordinator,
+    /// The object store of the tier, when one is configured.
+    pub tier: Option<TierStore>,
     catalog: AsyncMutex<Catalog>,
     topics: RwLock<Topics>,
 }
@@ -122,11 +125,19 @@ impl Broker {
             compact_after_segments: 4,
             max_metadata_bytes: config.offset_metadata_max_bytes,
         });
+        let tier = match config.tier_backend(&|k| std::env::var(k).ok())? {
+            Some(backend) => {
+                info!(?backend, prefix = %config.tier_prefix, "tiered storage enabled");
+                Some(TierStore::new(&backend, &config.tier_prefix)?)
+            }
+            None => None,
+        };
         let broker = Arc::new(Broker {
             config,
             metrics,
             producer_ids,
             groups,
+            tier,
             catalog: AsyncMutex::new(catalog),
             topics: RwLock::new(topics),
         });
@@ -375,6 +386,18 @@ impl Broker {
                 }
             }
         });
+        if self.tier.is_some() {
+            let weak = Arc::downgrade(self);
+            let every = Duration::from_millis(self.config.tier_upload_interval_ms.max(100));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    let Some(b) = weak.upgrade() else { return };
+                    b.run_tier_upload().await;
+                }
+            });
+        }
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -384,6 +407,42 @@ impl Broker {
                 let _ = tokio::task::spawn_blocking(move || b.run_flush()).await;
             }
         });
+    }
+
+    /// One uploader pass over every tiered partition.
+    pub async fn run_tier_upload(&self) {
+        let Some(store) = &self.tier else { return };
+        for t in self.all_topics() {
+            if t.record.internal
+                || !topic_config::remote_storage_enabled(&t.record.configs, &self.config)
+            {
+                continue;
+            }
+            let labels = Metrics::topic(&t.record.name);
+            for p in &t.partitions {
+                match crate::tier::uploader::upload_partition(
+                    store,
+                    p,
+                    &t.record.id,
+                    p.leader_epoch(),
+                )
+                .await
+                {
+                    Ok(r) => {
+                        self.metrics
+                            .tier_uploaded_segments
+                            .add(r.uploaded_segments as u64, &labels);
+                        self.metrics
+                            .tier_uploaded_bytes
+                            .add(r.uploaded_bytes, &labels);
+                    }
+                    Err(e) => {
+                        self.metrics.tier_upload_errors.add(1, &labels);
+                        warn!(topic = %t.record.name, partition = p.index, error = %e, "tier upload failed; will retry");
+                    }
+                }
+            }
+        }
     }
 
     /// Flushes every log and leaves the clean-shutdown marker.

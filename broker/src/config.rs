@@ -91,6 +91,28 @@ pub struct BrokerConfig {
     pub group_min_session_timeout_ms: i64,
     /// Largest session timeout a member may ask for.
     pub group_max_session_timeout_ms: i64,
+    /// S3 bucket of the tier; when set, the tier is S3-compatible storage with
+    /// credentials from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
+    pub tier_bucket: String,
+    /// S3 endpoint URL (e.g. `http://127.0.0.1:8333`).
+    pub tier_endpoint: String,
+    /// S3 region.
+    pub tier_region: String,
+    /// Key prefix of every object this cluster writes.
+    pub tier_prefix: String,
+    /// Local directory used as the tier when no bucket is set ("" and no bucket: no tier;
+    /// dev mode uses `<data_dir>/tier`).
+    pub tier_dir: String,
+    /// How often the uploader looks for closed segments (ms).
+    pub tier_upload_interval_ms: u64,
+    /// Default of the topic config `remote.storage.enable`.
+    pub tier_enable_by_default: bool,
+    /// Default `local.retention.ms` of tiered topics (-2: same as `retention.ms`).
+    pub tier_local_retention_ms: i64,
+    /// S3 access key; empty: `AWS_ACCESS_KEY_ID` from the environment.
+    pub tier_access_key_id: String,
+    /// S3 secret key; empty: `AWS_SECRET_ACCESS_KEY` from the environment.
+    pub tier_secret_access_key: String,
 }
 
 impl Default for BrokerConfig {
@@ -128,6 +150,16 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
+            tier_bucket: String::new(),
+            tier_endpoint: String::new(),
+            tier_region: "us-east-1".into(),
+            tier_prefix: String::new(),
+            tier_dir: String::new(),
+            tier_upload_interval_ms: 30_000,
+            tier_enable_by_default: false,
+            tier_local_retention_ms: -2,
+            tier_access_key_id: String::new(),
+            tier_secret_access_key: String::new(),
         }
     }
 }
@@ -138,6 +170,8 @@ impl BrokerConfig {
         BrokerConfig {
             auto_create_topics: true,
             retention_check_interval_ms: 30_000,
+            tier_upload_interval_ms: 5_000,
+            tier_enable_by_default: true,
             ..BrokerConfig::default()
         }
     }
@@ -275,6 +309,49 @@ impl BrokerConfig {
         }
     }
 
+    /// The tier backend these settings describe, if any. Credentials for S3 come from
+    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` in `env`.
+    pub fn tier_backend(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<crate::tier::store::TierBackend>, ConfigError> {
+        use crate::tier::store::TierBackend;
+        if !self.tier_bucket.is_empty() {
+            let need = |configured: &str, k: &'static str| {
+                if !configured.is_empty() {
+                    return Ok(configured.to_string());
+                }
+                env(k)
+                    .filter(|v| !v.is_empty())
+                    .ok_or(ConfigError::Invalid {
+                        key: "tier_bucket",
+                        reason: format!(
+                            "an S3 tier needs credentials: set {k} (or the tier_* key)"
+                        ),
+                    })
+            };
+            if self.tier_endpoint.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "tier_endpoint",
+                    reason: "an S3 tier needs an endpoint URL".into(),
+                });
+            }
+            return Ok(Some(TierBackend::S3 {
+                endpoint: self.tier_endpoint.clone(),
+                region: self.tier_region.clone(),
+                bucket: self.tier_bucket.clone(),
+                access_key: need(&self.tier_access_key_id, "AWS_ACCESS_KEY_ID")?,
+                secret_key: need(&self.tier_secret_access_key, "AWS_SECRET_ACCESS_KEY")?,
+            }));
+        }
+        if !self.tier_dir.is_empty() {
+            return Ok(Some(TierBackend::Local {
+                dir: PathBuf::from(&self.tier_dir),
+            }));
+        }
+        Ok(None)
+    }
+
     /// Host and port clients should connect to.
     pub fn advertised(&self) -> (String, i32) {
         let host = self
@@ -321,6 +398,16 @@ const ALL_KEYS: &[&str] = &[
     "group_initial_rebalance_delay_ms",
     "group_min_session_timeout_ms",
     "group_max_session_timeout_ms",
+    "tier_bucket",
+    "tier_endpoint",
+    "tier_region",
+    "tier_prefix",
+    "tier_dir",
+    "tier_upload_interval_ms",
+    "tier_enable_by_default",
+    "tier_local_retention_ms",
+    "tier_access_key_id",
+    "tier_secret_access_key",
 ];
 
 /// Environment values are typed the way TOML would read them: integers and booleans

@@ -40,6 +40,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A workspace build can compile two rustls crypto providers in; pick one so TLS
+    // clients (the S3 tier) never have to guess.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     let (base, path) = match &cli.command {
         Command::Dev { data_dir } => {
@@ -51,8 +54,15 @@ fn main() -> ExitCode {
         }
         Command::Serve { config } => (BrokerConfig::default(), config.clone()),
     };
+    let is_dev = matches!(cli.command, Command::Dev { .. });
     let config = match BrokerConfig::load(base, path.as_deref(), std::env::vars()) {
-        Ok(c) => c,
+        Ok(mut c) => {
+            // Dev mode tiers to a directory beside the data unless told otherwise.
+            if is_dev && c.tier_dir.is_empty() && c.tier_bucket.is_empty() {
+                c.tier_dir = c.data_dir.join("tier").to_string_lossy().into_owned();
+            }
+            c
+        }
         Err(e) => {
             eprintln!("strata-broker: {e}");
             return ExitCode::from(2);

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::log::{AppendInfo, LogConfig, LogError, PartitionLog, ReadPlan, ValidatedRecords};
+use crate::log::{
+    AppendInfo, ClosedSegment, LogConfig, LogError, PartitionLog, ReadPlan, ValidatedRecords,
+};
 
 #[derive(Debug)]
 pub struct Partition {
@@ -104,6 +106,14 @@ impl Partition {
 
     pub fn flush_if_due(&self, now_ms: i64) -> Result<bool, LogError> {
         self.log.lock().flush_if_due(now_ms)
+    }
+
+    pub fn closed_segments(&self) -> Vec<ClosedSegment> {
+        self.log.lock().closed_segments()
+    }
+
+    pub fn dir(&self) -> std::path::PathBuf {
+        self.log.lock().dir().to_path_buf()
     }
 
     pub fn segment_count(&self) -> usize {

@@ -46,6 +46,9 @@ pub struct Metrics {
     pub connections_rejected: Counter<u64>,
     pub protocol_errors: Counter<u64>,
     pub segments_deleted: Counter<u64>,
+    pub tier_uploaded_segments: Counter<u64>,
+    pub tier_uploaded_bytes: Counter<u64>,
+    pub tier_upload_errors: Counter<u64>,
 }
 
 impl Metrics {
@@ -61,7 +64,6 @@ impl Metrics {
             registry,
             bytes_in: meter
                 .u64_counter("strata_topic_bytes_in")
-                .with_unit("By")
                 .with_description("Record bytes appended, per topic")
                 .build(),
             records_in: meter
@@ -70,7 +72,6 @@ impl Metrics {
                 .build(),
             bytes_out: meter
                 .u64_counter("strata_topic_bytes_out")
-                .with_unit("By")
                 .with_description("Record bytes served to fetchers, per topic")
                 .build(),
             records_out: meter
@@ -105,6 +106,18 @@ impl Metrics {
             segments_deleted: meter
                 .u64_counter("strata_log_segments_deleted")
                 .with_description("Segments deleted by retention")
+                .build(),
+            tier_uploaded_segments: meter
+                .u64_counter("strata_tier_uploaded_segments")
+                .with_description("Segments uploaded to the tier, per topic")
+                .build(),
+            tier_uploaded_bytes: meter
+                .u64_counter("strata_tier_uploaded_bytes")
+                .with_description("Segment bytes uploaded to the tier, per topic")
+                .build(),
+            tier_upload_errors: meter
+                .u64_counter("strata_tier_upload_errors")
+                .with_description("Failed tier upload passes (object store errors), per topic")
                 .build(),
             provider,
         })

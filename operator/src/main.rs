@@ -66,6 +66,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Two rustls crypto providers may be compiled in (see Cargo.toml); choose one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log)?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter);

@@ -139,6 +139,20 @@ pub struct AppendInfo {
     pub duplicate: bool,
 }
 
+/// Files of a closed segment, for the tier uploader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosedSegment {
+    pub base_offset: i64,
+    pub end_offset: i64,
+    pub max_timestamp: i64,
+    pub size_bytes: u64,
+    pub log: PathBuf,
+    pub index: PathBuf,
+    pub time_index: PathBuf,
+    /// Producer state as of the segment's end (written when it was rolled), if kept.
+    pub producer_snapshot: PathBuf,
+}
+
 /// A planned fetch read, executed without the partition lock.
 #[derive(Debug, Clone)]
 pub struct ReadPlan {
@@ -289,6 +303,28 @@ impl PartitionLog {
 
     pub fn size_bytes(&self) -> u64 {
         self.segments.iter().map(Segment::size).sum()
+    }
+
+    /// Closed (no longer written) segments: candidates for upload to the tier.
+    pub fn closed_segments(&self) -> Vec<ClosedSegment> {
+        let n = self.segments.len();
+        self.segments[..n.saturating_sub(1)]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                let stem = self.dir.join(segment::file_stem(s.base_offset()));
+                ClosedSegment {
+                    base_offset: s.base_offset(),
+                    end_offset: s.next_offset(),
+                    max_timestamp: s.max_timestamp(),
+                    size_bytes: s.size(),
+                    log: stem.with_extension("log"),
+                    index: stem.with_extension("index"),
+                    time_index: stem.with_extension("timeindex"),
+                    producer_snapshot: producer::snapshot_path(&self.dir, s.next_offset()),
+                }
+            })
+            .collect()
     }
 
     pub fn segment_count(&self) -> usize {

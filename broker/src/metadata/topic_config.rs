@@ -88,6 +88,21 @@ pub const TOPIC_KEYS: &[ConfigKey] = &[
         doc: "Only `producer` (batches are stored as sent).",
         kind: Kind::OneOf(&["producer"]),
     },
+    ConfigKey {
+        name: "remote.storage.enable",
+        doc: "Upload closed segments to the tier.",
+        kind: Kind::Bool,
+    },
+    ConfigKey {
+        name: "local.retention.ms",
+        doc: "How long tiered data stays on local disk (-2: retention.ms).",
+        kind: Kind::Long { min: -2 },
+    },
+    ConfigKey {
+        name: "local.retention.bytes",
+        doc: "How much tiered data stays on local disk (-2: retention.bytes).",
+        kind: Kind::Long { min: -2 },
+    },
 ];
 
 /// Checks one key/value pair; the error is a client-facing message.
@@ -146,11 +161,21 @@ pub fn effective(
                 "min.insync.replicas" => "1".to_string(),
                 "unclean.leader.election.enable" => "false".to_string(),
                 "compression.type" => "producer".to_string(),
+                "remote.storage.enable" => broker.tier_enable_by_default.to_string(),
+                "local.retention.ms" => broker.tier_local_retention_ms.to_string(),
+                "local.retention.bytes" => "-2".to_string(),
                 _ => String::new(),
             };
             (k.name, v, true)
         })
         .collect()
+}
+
+/// Whether a topic's closed segments go to the tier.
+pub fn remote_storage_enabled(configs: &BTreeMap<String, String>, broker: &BrokerConfig) -> bool {
+    configs
+        .get("remote.storage.enable")
+        .map_or(broker.tier_enable_by_default, |v| v == "true")
 }
 
 /// Resolves a topic's log settings over the broker defaults. Values were validated
