@@ -213,3 +213,80 @@ async fn topic_lifecycle_and_precise_errors() {
     );
     b.stop().await;
 }
+
+#[tokio::test]
+async fn group_offsets_reset_only_while_the_group_is_empty() {
+    use common::Client;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{
+        ApiKey, GroupId, OffsetCommitRequest, OffsetCommitResponse, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    let b = TestBroker::start().await;
+    let mut c = client(&b).await;
+    c.create_topic(create("events", 2, 1, &[])).await.unwrap();
+    // A simple (member-less) commit gives the group offsets to reset.
+    let mut k = Client::connect(b.addr).await;
+    let mut p = OffsetCommitRequestPartition::default();
+    p.partition_index = 0;
+    p.committed_offset = 0;
+    let mut t = OffsetCommitRequestTopic::default();
+    t.name = TopicName(StrBytes::from_static_str("events"));
+    t.partitions = vec![p];
+    let mut req = OffsetCommitRequest::default();
+    req.group_id = GroupId(StrBytes::from_static_str("readers"));
+    req.generation_id_or_member_epoch = -1;
+    req.topics = vec![t];
+    let r: OffsetCommitResponse = k.call(ApiKey::OffsetCommit, 7, &req).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+
+    let reset =
+        |target: reset_group_offsets_request::Target, value: i64| ResetGroupOffsetsRequest {
+            group_id: "readers".into(),
+            target: target as i32,
+            value,
+            topics: vec![],
+        };
+    let d = c
+        .reset_group_offsets(reset(reset_group_offsets_request::Target::Latest, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    // Both partitions of the topic now have a committed offset (at the end: 0).
+    assert_eq!(d.lag.len(), 2);
+    assert!(d.lag.iter().all(|l| l.committed_offset == 0 && l.lag == 0));
+    // Offsets are clamped to the partition's range.
+    let d = c
+        .reset_group_offsets(reset(reset_group_offsets_request::Target::Offset, 99))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(d.lag.iter().all(|l| l.committed_offset == 0));
+    assert_eq!(
+        c.reset_group_offsets(reset(reset_group_offsets_request::Target::Unspecified, 0))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+    // With a member in the group, offsets stay where the consumers put them.
+    let joined = common::join(&mut k, "readers").await;
+    assert_eq!(joined.error_code, 0);
+    assert_eq!(
+        c.reset_group_offsets(reset(reset_group_offsets_request::Target::Earliest, 0))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::FailedPrecondition
+    );
+    let mut missing = reset(reset_group_offsets_request::Target::Earliest, 0);
+    missing.group_id = "nobody".into();
+    assert_eq!(
+        c.reset_group_offsets(missing).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    b.stop().await;
+}

@@ -3,11 +3,9 @@
 
 mod common;
 
-use bytes::Bytes;
-use common::{Client, TestBroker};
+use common::{join, Client, TestBroker};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
@@ -27,23 +25,6 @@ async fn create_topic(c: &mut Client, name: &str, partitions: i32) {
     req.topics = vec![t];
     let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 5, &req).await;
     assert_eq!(resp.topics[0].error_code, 0);
-}
-
-/// Joins a fresh member (v5: one round trip for the member id, one to join).
-async fn join(c: &mut Client, group: &str) -> JoinGroupResponse {
-    let mut req = JoinGroupRequest::default();
-    req.group_id = GroupId(s(group));
-    req.session_timeout_ms = 10_000;
-    req.rebalance_timeout_ms = 10_000;
-    req.protocol_type = s("consumer");
-    let mut p = JoinGroupRequestProtocol::default();
-    p.name = s("range");
-    p.metadata = Bytes::from_static(b"\x00\x00");
-    req.protocols = vec![p];
-    let first: JoinGroupResponse = c.call(ApiKey::JoinGroup, 5, &req).await;
-    assert_eq!(first.error_code, ResponseError::MemberIdRequired.code());
-    req.member_id = first.member_id;
-    c.call(ApiKey::JoinGroup, 5, &req).await
 }
 
 fn commit_req(

@@ -47,6 +47,14 @@ fn status(e: MetadataError) -> Status {
     }
 }
 
+/// (first offset in the tier or -1, bytes in the tier) of a partition.
+fn remote_of(p: &crate::partition::Partition) -> (i64, i64) {
+    match crate::tier::uploader::manifest_of(p) {
+        Ok(m) => (m.start_offset().unwrap_or(-1), m.size_bytes() as i64),
+        Err(_) => (-1, 0),
+    }
+}
+
 fn describe_topic(broker: &Broker, t: &TopicState) -> TopicDescription {
     let node = broker.config.node_id;
     TopicDescription {
@@ -69,6 +77,9 @@ fn describe_topic(broker: &Broker, t: &TopicState) -> TopicDescription {
                 log_end_offset: p.high_watermark(),
                 high_watermark: p.high_watermark(),
                 size_bytes: p.size_bytes() as i64,
+                local_start_offset: p.log_start_offset(),
+                remote_start_offset: remote_of(p).0,
+                remote_size_bytes: remote_of(p).1,
             })
             .collect(),
     }
@@ -285,6 +296,83 @@ impl Admin for AdminService {
             None => {}
         }
         Ok(Response::new(d))
+    }
+
+    async fn reset_group_offsets(
+        &self,
+        r: Request<ResetGroupOffsetsRequest>,
+    ) -> Result<Response<GroupDescription>, Status> {
+        use reset_group_offsets_request::Target;
+        let r = r.into_inner();
+        if let Some(g) = self.broker.groups.group(&r.group_id) {
+            if !g.lock().is_empty() {
+                return Err(Status::failed_precondition(format!(
+                    "group `{}` has active members; stop its consumers before resetting offsets",
+                    r.group_id
+                )));
+            }
+        }
+        let target = Target::try_from(r.target)
+            .ok()
+            .filter(|t| *t != Target::Unspecified)
+            .ok_or_else(|| {
+                Status::invalid_argument("target must be EARLIEST, LATEST, OFFSET or TIMESTAMP")
+            })?;
+        let topics: Vec<String> = if r.topics.is_empty() {
+            let mut names: Vec<String> = self
+                .broker
+                .groups
+                .group_offsets(&r.group_id)
+                .into_keys()
+                .map(|(t, _)| t)
+                .collect();
+            names.dedup();
+            names
+        } else {
+            r.topics.clone()
+        };
+        if topics.is_empty() {
+            return Err(Status::not_found(format!(
+                "group `{}` has no committed offsets; name the topics to reset",
+                r.group_id
+            )));
+        }
+        let now = crate::broker::now_ms();
+        let mut changes = Vec::new();
+        for name in &topics {
+            let t = self.topic(name)?;
+            for p in &t.partitions {
+                let (start, end) = (p.log_start_offset(), p.high_watermark());
+                let offset = match target {
+                    Target::Earliest => start,
+                    Target::Latest | Target::Unspecified => end,
+                    Target::Offset => r.value.clamp(start, end),
+                    Target::Timestamp => p
+                        .offset_for_timestamp(r.value)
+                        .map_err(|e| Status::internal(e.to_string()))?
+                        .map_or(end, |(o, _)| o),
+                };
+                changes.push((
+                    r.group_id.clone(),
+                    name.clone(),
+                    p.index,
+                    Some(crate::group::offsets::CommittedOffset {
+                        offset,
+                        leader_epoch: -1,
+                        metadata: Some("reset by strata admin".into()),
+                        commit_timestamp: now,
+                    }),
+                ));
+            }
+        }
+        self.broker
+            .groups
+            .write(&self.broker, &r.group_id, changes, now)
+            .map_err(|e| Status::internal(format!("cannot write offsets: {e:?}")))?;
+        self.describe_group(Request::new(DescribeGroupRequest {
+            group_id: r.group_id,
+        }))
+        .await
     }
 
     async fn drain_broker(

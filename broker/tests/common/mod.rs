@@ -120,3 +120,24 @@ impl Client {
         resp
     }
 }
+
+/// Joins a fresh member (v5: one round trip for the member id, one to join).
+pub async fn join(c: &mut Client, group: &str) -> kafka_protocol::messages::JoinGroupResponse {
+    let mut req = kafka_protocol::messages::JoinGroupRequest::default();
+    req.group_id = kafka_protocol::messages::GroupId(StrBytes::from_string(group.to_string()));
+    req.session_timeout_ms = 10_000;
+    req.rebalance_timeout_ms = 10_000;
+    req.protocol_type = StrBytes::from_static_str("consumer");
+    let mut p = kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol::default();
+    p.name = StrBytes::from_static_str("range");
+    p.metadata = Bytes::from_static(b"\x00\x00");
+    req.protocols = vec![p];
+    let first: kafka_protocol::messages::JoinGroupResponse =
+        c.call(ApiKey::JoinGroup, 5, &req).await;
+    assert_eq!(
+        first.error_code,
+        kafka_protocol::error::ResponseError::MemberIdRequired.code()
+    );
+    req.member_id = first.member_id;
+    c.call(ApiKey::JoinGroup, 5, &req).await
+}
