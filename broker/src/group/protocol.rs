@@ -39,6 +39,9 @@ pub struct JoinResult {
     pub member_id: String,
     /// Only the leader gets the member list (id, instance id, chosen protocol metadata).
     pub members: Vec<(String, Option<String>, Bytes)>,
+    /// The leader must not compute a new assignment (a static leader rejoining a
+    /// stable group, KIP-814): its SyncGroup just returns the current assignment.
+    pub skip_assignment: bool,
 }
 
 impl JoinResult {
@@ -51,6 +54,7 @@ impl JoinResult {
             leader: String::new(),
             member_id: member_id.to_string(),
             members: Vec::new(),
+            skip_assignment: false,
         }
     }
 }

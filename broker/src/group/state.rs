@@ -298,9 +298,12 @@ impl Group {
             self.static_members.insert(inst.clone(), new_id.clone());
         }
         self.members.insert(new_id.clone(), m);
-        if self.state == GroupState::Stable && unchanged && !was_leader {
-            // Same subscription: no rebalance; the member keeps its partitions.
-            return Reply::Now(self.join_result_for(&new_id, false));
+        if self.state == GroupState::Stable && unchanged {
+            // Same subscription: no rebalance; the member keeps its partitions. A
+            // returning leader gets the member list but is told not to reassign.
+            let mut result = self.join_result_for(&new_id, was_leader);
+            result.skip_assignment = was_leader;
+            return Reply::Now(result);
         }
         let (tx, rx) = oneshot::channel();
         if let Some(m) = self.members.get_mut(&new_id) {
@@ -436,6 +439,7 @@ impl Group {
             leader: self.leader.clone().unwrap_or_default(),
             member_id: member_id.to_string(),
             members,
+            skip_assignment: false,
         }
     }
 

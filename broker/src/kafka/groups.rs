@@ -134,6 +134,7 @@ pub async fn join_group(
                     leader: String::new(),
                     member_id: member,
                     members: Vec::new(),
+                    skip_assignment: false,
                 },
             )
             .await
@@ -146,6 +147,9 @@ pub async fn join_group(
         resp.protocol_name = result.protocol_name.map(s);
     } else {
         resp.protocol_name = Some(s(result.protocol_name.unwrap_or_default()));
+    }
+    if version >= 9 {
+        resp.skip_assignment = result.skip_assignment;
     }
     resp.leader = s(result.leader);
     resp.member_id = s(result.member_id);

@@ -241,3 +241,30 @@ fn last_member_leaving_empties_the_group() {
     assert_eq!(g.state(), GroupState::Empty);
     assert!(g.is_empty());
 }
+
+#[test]
+fn static_leader_restart_does_not_rebalance_either() {
+    let mut g = Group::new("g", cfg());
+    let mut rxa = waiting(g.join(req("", Some("inst-a")), 0));
+    let a = rxa.try_recv().unwrap();
+    sync_all(&mut g, std::slice::from_ref(&a), 0);
+    let mut rxb = waiting(g.join(req("", Some("inst-b")), 1));
+    let mut rxa = waiting(g.join(req(&a.member_id, Some("inst-a")), 1));
+    let (a, b) = (rxa.try_recv().unwrap(), rxb.try_recv().unwrap());
+    assert_eq!(a.leader, a.member_id);
+    sync_all(&mut g, &[a.clone(), b.clone()], 1);
+    let generation = g.generation();
+    // The leader's process restarts with the same instance id.
+    let a2 = now(g.join(req("", Some("inst-a")), 5_000));
+    assert_eq!(a2.generation, generation);
+    assert_eq!(a2.leader, a2.member_id, "it is still the leader");
+    assert!(a2.skip_assignment);
+    assert_eq!(g.state(), GroupState::Stable);
+    // Whatever it sends, it gets its old assignment back; the follower is untouched.
+    let s = now(g.sync(&a2.member_id, Some("inst-a"), generation, vec![], 5_001));
+    assert_eq!(s.assignment, Bytes::from(format!("for-{}", a.member_id)));
+    assert_eq!(
+        g.heartbeat(&b.member_id, Some("inst-b"), generation, 5_002),
+        None
+    );
+}
