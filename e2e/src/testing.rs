@@ -104,3 +104,23 @@ where
     }
     eprintln!("[{name}] done in {:?}", started.elapsed());
 }
+
+/// Polls `f` every 250 ms until it yields a value; panics (naming `what`) after
+/// `timeout`, so a scenario never waits forever.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -15,7 +15,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use strata_e2e::binaries::Binaries;
-use strata_e2e::{testing, Env, EnvConfig};
+use strata_e2e::testing::{self, wait_for};
+use strata_e2e::{Env, EnvConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(240);
@@ -31,24 +32,6 @@ where
         ..EnvConfig::default()
     };
     testing::with_env(name, config, TEST_TIMEOUT, scenario).await;
-}
-
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 fn is_ready(p: &Pod) -> bool {

@@ -5,7 +5,6 @@
 //!
 //! Skips loudly without the setup binaries, unless `STRATA_E2E_REQUIRED=1`.
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -17,6 +16,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use strata_e2e::binaries::Binaries;
 use strata_e2e::kubelet::ImageMap;
+use strata_e2e::testing::wait_for;
 use strata_e2e::{Env, EnvConfig};
 use strata_operator::context::Settings;
 use strata_operator::crd::{Cluster, Topic};
@@ -68,24 +68,6 @@ fn config() -> Option<EnvConfig> {
         images,
         ..EnvConfig::default()
     })
-}
-
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 async fn install_crds(client: &Client) {
@@ -156,38 +138,45 @@ fn api_error(e: kube::Error) -> String {
     }
 }
 
+/// The resourceVersion of one named object in the test namespace.
+async fn rv<K>(client: &Client, name: &str) -> Option<String>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    Api::<K>::namespaced(client.clone(), NS)
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("get {name}: {e}"))
+        .resource_version()
+}
+
 async fn resource_versions(client: &Client) -> Vec<(String, Option<String>)> {
-    let sts = Api::<StatefulSet>::namespaced(client.clone(), NS)
-        .get("demo")
-        .await
-        .expect("sts");
-    let cm = Api::<ConfigMap>::namespaced(client.clone(), NS)
-        .get("demo-config")
-        .await
-        .expect("cm");
-    let svc = Api::<Service>::namespaced(client.clone(), NS)
-        .get("demo-bootstrap")
-        .await
-        .expect("svc");
-    let hl = Api::<Service>::namespaced(client.clone(), NS)
-        .get("demo-brokers")
-        .await
-        .expect("svc");
-    let pdb = Api::<PodDisruptionBudget>::namespaced(client.clone(), NS)
-        .get("demo")
-        .await
-        .expect("pdb");
-    let cl = Api::<Cluster>::namespaced(client.clone(), NS)
-        .get("demo")
-        .await
-        .expect("cluster");
     vec![
-        ("statefulset".into(), sts.resource_version()),
-        ("configmap".into(), cm.resource_version()),
-        ("bootstrap".into(), svc.resource_version()),
-        ("headless".into(), hl.resource_version()),
-        ("pdb".into(), pdb.resource_version()),
-        ("cluster".into(), cl.resource_version()),
+        (
+            "statefulset".into(),
+            rv::<StatefulSet>(client, "demo").await,
+        ),
+        (
+            "configmap".into(),
+            rv::<ConfigMap>(client, "demo-config").await,
+        ),
+        (
+            "bootstrap".into(),
+            rv::<Service>(client, "demo-bootstrap").await,
+        ),
+        (
+            "headless".into(),
+            rv::<Service>(client, "demo-brokers").await,
+        ),
+        (
+            "pdb".into(),
+            rv::<PodDisruptionBudget>(client, "demo").await,
+        ),
+        ("cluster".into(), rv::<Cluster>(client, "demo").await),
     ]
 }
 
