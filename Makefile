@@ -3,7 +3,7 @@
 
 # Start one broker on embedded defaults (Kafka on 127.0.0.1:9092, data in ./strata-data).
 dev:
-	cargo run --release -p strata-broker -- dev
+	cargo run --release -p strata-broker --bin strata-broker -- dev
 
 # Run the whole test suite (what CI runs).
 test:
