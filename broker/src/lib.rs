@@ -15,6 +15,7 @@ pub mod log;
 pub mod metadata;
 pub mod partition;
 pub mod producer;
+pub mod quorum;
 pub mod telemetry;
 pub mod tier;
 

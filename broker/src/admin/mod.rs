@@ -44,6 +44,7 @@ fn status(e: MetadataError) -> Status {
         | MetadataError::InvalidReplicationFactor(_)
         | MetadataError::InvalidConfig(_) => Status::invalid_argument(e.to_string()),
         MetadataError::Io { .. } | MetadataError::Corrupt { .. } => Status::internal(e.to_string()),
+        MetadataError::Quorum(_) => Status::unavailable(e.to_string()),
     }
 }
 

@@ -55,5 +55,6 @@ pub fn metadata_error_code(e: &MetadataError) -> ResponseError {
         MetadataError::Io { .. } | MetadataError::Corrupt { .. } => {
             ResponseError::KafkaStorageError
         }
+        MetadataError::Quorum(_) => ResponseError::RequestTimedOut,
     }
 }

@@ -119,7 +119,7 @@ pub enum Command {
 }
 
 /// What applying a command produced, beyond the state change.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Applied {
     Done,
     ProducerIdBlock { start: i64, len: i64 },

@@ -46,6 +46,8 @@ pub enum MetadataError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("metadata quorum unavailable: {0}")]
+    Quorum(String),
     #[error("corrupt metadata file {path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
 }

@@ -1,0 +1,163 @@
+//! Connections to other brokers' internal gRPC port, shared by the Raft network, the
+//! proposal forwarding and the follower fetchers. One lazily connected channel per
+//! peer address; tonic multiplexes every RPC to that peer over it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+use super::proto::internal_client::InternalClient;
+use super::proto::RaftMessage;
+use super::{NodeId, ProposeReply, TypeConfig};
+use crate::metadata::cluster::Command;
+
+#[derive(Default)]
+pub struct Peers {
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+/// Why a call to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("invalid peer address `{0}`")]
+    Address(String),
+    #[error("{0}")]
+    Rpc(#[from] tonic::Status),
+    #[error("undecodable reply: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+impl Peers {
+    /// A client for `addr` (`host:port`), connecting lazily.
+    pub fn client(&self, addr: &str) -> Result<InternalClient<Channel>, PeerError> {
+        let mut channels = self.channels.lock();
+        if let Some(c) = channels.get(addr) {
+            return Ok(InternalClient::new(c.clone()).max_decoding_message_size(256 << 20));
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|_| PeerError::Address(addr.to_string()))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(InternalClient::new(channel).max_decoding_message_size(256 << 20))
+    }
+
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        kind: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, PeerError> {
+        let mut client = self.client(addr)?;
+        let mut request = tonic::Request::new(RaftMessage {
+            kind: kind.to_string(),
+            payload: serde_json::to_vec(req)?,
+        });
+        request.set_timeout(timeout);
+        let reply = client.raft(request).await?.into_inner();
+        Ok(serde_json::from_slice(&reply.payload)?)
+    }
+
+    pub async fn propose(&self, addr: &str, cmd: &Command) -> Result<ProposeReply, PeerError> {
+        let mut client = self.client(addr)?;
+        let mut request = tonic::Request::new(RaftMessage {
+            kind: "propose".into(),
+            payload: serde_json::to_vec(cmd)?,
+        });
+        request.set_timeout(Duration::from_secs(5));
+        let reply = client.propose(request).await?.into_inner();
+        Ok(serde_json::from_slice(&reply.payload)?)
+    }
+}
+
+/// Creates a [`PeerConn`] per Raft peer.
+pub struct Network {
+    pub peers: std::sync::Arc<Peers>,
+}
+
+pub struct PeerConn {
+    peers: std::sync::Arc<Peers>,
+    target: NodeId,
+    addr: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerConn;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerConn {
+        PeerConn {
+            peers: std::sync::Arc::clone(&self.peers),
+            target,
+            addr: node.addr.clone(),
+        }
+    }
+}
+
+type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, E>>;
+
+impl PeerConn {
+    async fn rpc<Req, Resp, E>(
+        &self,
+        kind: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let reply: Result<Resp, E> = self
+            .peers
+            .call(&self.addr, kind, req, option.hard_ttl())
+            .await
+            .map_err(|e| match e {
+                PeerError::Decode(d) => RPCError::Network(NetworkError::new(&d)),
+                other => RPCError::Unreachable(Unreachable::new(&other)),
+            })?;
+        reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerConn {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
+        self.rpc("append", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
+        self.rpc("snapshot", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>, RaftError<NodeId>> {
+        self.rpc("vote", &rpc, &option).await
+    }
+}
