@@ -6,6 +6,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .type_attribute(".strata.admin.v1", "#[derive(serde::Serialize)]")
         .compile_protos(&["proto/admin.proto"], &["proto"])?;
-    tonic_prost_build::configure().compile_protos(&["proto/internal.proto"], &["proto"])?;
+    tonic_prost_build::configure()
+        .bytes(".strata.internal.v1")
+        .compile_protos(&["proto/internal.proto"], &["proto"])?;
     Ok(())
 }

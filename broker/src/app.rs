@@ -13,6 +13,7 @@ use crate::admin::{AdminServer, AdminService};
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::kafka::server;
+use crate::replication::{InternalServer, InternalService};
 use crate::telemetry::{self, Metrics, Readiness};
 
 /// Runs a broker until `shutdown` resolves.
@@ -33,11 +34,7 @@ pub async fn run(
     .await?;
     let http_task = tokio::spawn(http);
 
-    let broker = {
-        let config = config.clone();
-        let metrics = metrics.clone();
-        tokio::task::spawn_blocking(move || Broker::open(config, metrics)).await??
-    };
+    let broker = Broker::open(config.clone(), metrics.clone()).await?;
     let listener = TcpListener::bind(kafka_addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind Kafka listener {kafka_addr}: {e}"))?;
@@ -51,6 +48,11 @@ pub async fn run(
     let mut admin_stop = stop_rx.clone();
     let admin = tonic::transport::Server::builder()
         .add_service(AdminServer::new(AdminService::new(Arc::clone(&broker))))
+        .add_service(
+            InternalServer::new(InternalService::new(Arc::clone(&broker)))
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(256 << 20),
+        )
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(admin_listener),
             async move {
@@ -60,7 +62,22 @@ pub async fn run(
     let admin_task = tokio::spawn(admin);
     info!(listen = %admin_addr, "admin gRPC listener ready");
     let kafka_task = tokio::spawn(server::serve(listener, Arc::clone(&broker), stop_rx));
-    ready.set(true);
+    // Ready once registered with the controller and caught up with the metadata.
+    let ready_flag = ready.clone();
+    let weak = Arc::downgrade(&broker);
+    tokio::spawn(async move {
+        loop {
+            match weak.upgrade() {
+                Some(b) if b.is_ready() => {
+                    ready_flag.set(true);
+                    return;
+                }
+                Some(_) => {}
+                None => return,
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
 
     shutdown.await;
     info!("shutting down");
@@ -76,6 +93,7 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(5), admin_task).await;
     // Give in-flight requests a moment to finish their appends.
     tokio::time::sleep(Duration::from_millis(100)).await;
+    broker.shutdown().await;
     tokio::task::spawn_blocking(move || broker.close()).await??;
     Ok(())
 }

@@ -1,16 +1,25 @@
-//! The broker's shared state: configuration, the topic catalog and the partitions
-//! hosted here, plus the lifecycle (open with recovery, periodic retention and
-//! flushing, clean close). Protocol handlers reach everything through [`Broker`].
+//! The broker's shared state: configuration, the metadata quorum, the partition
+//! replicas hosted here, plus the lifecycle (open, register with the controller,
+//! follow metadata, periodic retention and flushing, clean close). Protocol handlers
+//! reach everything through [`Broker`].
+//!
+//! Metadata flows one way: every change is a [`Command`] proposed to the quorum; each
+//! broker applies the committed commands to its copy of [`ClusterState`] and then
+//! *reconciles* — opens the logs of partitions assigned to it, gives each replica the
+//! role (leader or follower, with its epoch and ISR) the state says, starts or stops
+//! follower fetchers, and moves group coordination with `__consumer_offsets`
+//! leadership.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::RwLock;
-use tokio::sync::Mutex as AsyncMutex;
-use tracing::{info, warn};
+use tokio::sync::{watch, Mutex as AsyncMutex};
+use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
@@ -18,9 +27,12 @@ use crate::group::coordinator::{CoordinatorConfig, GroupCoordinator};
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::group::state::GroupConfig;
 use crate::log::PartitionLog;
-use crate::metadata::{topic_config, Catalog, MetadataError, TopicRecord};
-use crate::partition::Partition;
+use crate::metadata::cluster::{self, ClusterState, Command};
+use crate::metadata::{topic_config, validate_topic_name, MetadataError, TopicRecord};
+use crate::partition::{Partition, Role};
 use crate::producer::id_allocator::ProducerIdAllocator;
+use crate::quorum::{Quorum, QuorumConfig};
+use crate::replication::Fetchers;
 use crate::telemetry::Metrics;
 use crate::tier::store::TierStore;
 
@@ -32,18 +44,43 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// A topic and its partitions, as an immutable snapshot; changes swap in a new one.
+/// A topic and the replicas of its partitions hosted here, as an immutable snapshot;
+/// changes swap in a new one.
 #[derive(Debug)]
 pub struct TopicState {
     pub record: TopicRecord,
-    pub partitions: Vec<Arc<Partition>>,
+    /// Indexed by partition; `None` where this broker holds no replica.
+    pub partitions: Vec<Option<Arc<Partition>>>,
 }
 
 impl TopicState {
+    /// The local replica of partition `index`, whatever its role.
     pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
         usize::try_from(index)
             .ok()
             .and_then(|i| self.partitions.get(i))
+            .and_then(Option::as_ref)
+    }
+
+    /// Every local replica.
+    pub fn local(&self) -> impl Iterator<Item = &Arc<Partition>> {
+        self.partitions.iter().flatten()
+    }
+
+    /// The local replica of `index` if it leads the partition; otherwise the Kafka
+    /// error a client should see (unknown partition, or not the leader).
+    pub fn leader_of(
+        &self,
+        index: i32,
+    ) -> Result<&Arc<Partition>, kafka_protocol::error::ResponseError> {
+        use kafka_protocol::error::ResponseError;
+        if index < 0 || index >= self.record.partitions {
+            return Err(ResponseError::UnknownTopicOrPartition);
+        }
+        match self.partition(index) {
+            Some(p) if p.is_leader() => Ok(p),
+            _ => Err(ResponseError::NotLeaderOrFollower),
+        }
     }
 }
 
@@ -60,19 +97,31 @@ pub struct Broker {
     pub groups: GroupCoordinator,
     /// The object store of the tier, when one is configured.
     pub tier: Option<TierStore>,
-    catalog: AsyncMutex<Catalog>,
+    pub quorum: Arc<Quorum>,
     topics: RwLock<Topics>,
+    /// Bumped on every leader append; follower fetches long-poll on it.
+    pub appended: Arc<watch::Sender<u64>>,
+    fetchers: Fetchers,
+    reconcile_lock: AsyncMutex<()>,
+    /// Set once this broker registered and applied the metadata log up to its
+    /// registration: before that its copy may be stale, so it leads nothing.
+    registered: AtomicBool,
+    /// Metadata log index the local replicas were last reconciled with.
+    reconciled_index: AtomicU64,
+    clean_start: bool,
 }
 
 const CLEAN_SHUTDOWN: &str = ".clean-shutdown";
+const TOPIC_ID_FILE: &str = "topic-id";
 
 fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
     data_dir.join(format!("{topic}-{index}"))
 }
 
 impl Broker {
-    /// Opens the data directory, recovering every partition log.
-    pub fn open(config: BrokerConfig, metrics: Metrics) -> anyhow::Result<Arc<Self>> {
+    /// Opens the data directory and joins the metadata quorum. Partition logs are
+    /// opened as the metadata assigns them.
+    pub async fn open(config: BrokerConfig, metrics: Metrics) -> anyhow::Result<Arc<Self>> {
         let data_dir = config.data_dir.clone();
         fs::create_dir_all(&data_dir)
             .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", data_dir.display()))?;
@@ -83,37 +132,15 @@ impl Broker {
         } else {
             info!("no clean-shutdown marker: validating the tail of every partition log");
         }
-        let mut catalog = Catalog::open(&data_dir)?;
-        let now = now_ms();
-        if catalog.get(OFFSETS_TOPIC).is_none() {
-            let mut configs = BTreeMap::new();
-            configs.insert(
-                "segment.bytes".to_string(),
-                config.offsets_segment_bytes.to_string(),
-            );
-            configs.insert("retention.ms".to_string(), "-1".to_string());
-            configs.insert("retention.bytes".to_string(), "-1".to_string());
-            catalog.create_topic(
-                TopicRecord {
-                    name: OFFSETS_TOPIC.to_string(),
-                    id: Uuid::new_v4(),
-                    partitions: config.offsets_topic_partitions,
-                    replication_factor: 1,
-                    configs,
-                    internal: true,
-                },
-                true,
-            )?;
-        }
-        let mut topics = Topics::default();
-        for rec in catalog.topics() {
-            let state = Arc::new(open_topic(&config, rec, clean, now)?);
-            topics.by_id.insert(rec.id, Arc::clone(&state));
-            topics.by_name.insert(rec.name.clone(), state);
-        }
         remove_deleted_dirs(&data_dir);
-        info!(topics = topics.by_name.len(), data_dir = %data_dir.display(), "broker storage opened");
-        let producer_ids = ProducerIdAllocator::open(&data_dir)?;
+        let quorum = Quorum::start(QuorumConfig {
+            node_id: config.node_id as u64,
+            dir: data_dir.join("meta").join("raft"),
+            advertised: config.advertised_internal(),
+            voters: config.voters()?,
+            election_timeout_ms: config.controller_election_timeout_ms,
+        })
+        .await?;
         let groups = GroupCoordinator::new(CoordinatorConfig {
             group: GroupConfig {
                 min_session_timeout_ms: config.group_min_session_timeout_ms,
@@ -132,18 +159,42 @@ impl Broker {
             }
             None => None,
         };
+        let (appended, _) = watch::channel(0u64);
         let broker = Arc::new(Broker {
             config,
             metrics,
-            producer_ids,
+            producer_ids: ProducerIdAllocator::default(),
             groups,
             tier,
-            catalog: AsyncMutex::new(catalog),
-            topics: RwLock::new(topics),
+            quorum,
+            topics: RwLock::new(Topics::default()),
+            appended: Arc::new(appended),
+            fetchers: Fetchers::default(),
+            reconcile_lock: AsyncMutex::new(()),
+            registered: AtomicBool::new(false),
+            reconciled_index: AtomicU64::new(0),
+            clean_start: clean,
         });
-        broker.groups.load(&broker)?;
         broker.metrics.register_group_lag(Arc::downgrade(&broker));
         Ok(broker)
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    /// Whether this broker has registered with the controller and caught up.
+    pub fn is_registered(&self) -> bool {
+        self.registered.load(Ordering::Acquire)
+    }
+
+    /// Ready to serve clients: registered, and the group coordinator's topic exists.
+    pub fn is_ready(&self) -> bool {
+        self.is_registered() && self.topic(OFFSETS_TOPIC).is_some()
+    }
+
+    pub fn cluster(&self) -> Arc<ClusterState> {
+        self.quorum.state()
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<TopicState>> {
@@ -181,19 +232,26 @@ impl Broker {
         } else {
             replication_factor
         };
+        validate_topic_name(name)?;
+        if !(1..=crate::metadata::MAX_PARTITIONS).contains(&partitions) {
+            return Err(MetadataError::InvalidPartitions(format!(
+                "must be between 1 and {}, got {partitions}",
+                crate::metadata::MAX_PARTITIONS
+            )));
+        }
         if rf < 1 {
             return Err(MetadataError::InvalidReplicationFactor(format!(
                 "must be >= 1, got {rf}"
             )));
         }
-        let brokers = 1;
-        if rf > brokers {
-            return Err(MetadataError::InvalidReplicationFactor(format!(
-                "replication factor {rf} is larger than the {brokers} available broker(s)"
-            )));
+        topic_config::validate(&configs).map_err(MetadataError::InvalidConfig)?;
+        let state = self.cluster();
+        if state.topics.contains_key(name) {
+            return Err(MetadataError::TopicExists(name.to_string()));
         }
-        let mut catalog = self.catalog.lock().await;
-        let rec = TopicRecord {
+        let start = (Uuid::new_v4().as_u128() % 1024) as usize;
+        let assignment = cluster::assign_replicas(&state, partitions, rf, start)?;
+        let record = TopicRecord {
             name: name.to_string(),
             id: Uuid::new_v4(),
             partitions,
@@ -201,62 +259,55 @@ impl Broker {
             configs,
             internal: name.starts_with("__"),
         };
-        let rec = catalog.create_topic(rec, false)?;
         if validate_only {
             return Ok(Arc::new(TopicState {
-                record: rec,
+                record,
                 partitions: Vec::new(),
             }));
         }
-        // Leftovers from a topic of the same name deleted before a crash.
-        for p in 0..partitions {
-            let dir = partition_dir(&self.config.data_dir, name, p);
-            if dir.exists() {
-                let _ = fs::remove_dir_all(&dir);
-            }
-        }
-        let state = Arc::new(open_topic(&self.config, &rec, true, now_ms()).map_err(|e| {
-            MetadataError::Io {
-                path: self.config.data_dir.clone(),
-                source: std::io::Error::other(e.to_string()),
-            }
-        })?);
-        catalog.create_topic(rec.clone(), true)?;
-        let mut t = self.topics.write();
-        t.by_id.insert(rec.id, Arc::clone(&state));
-        t.by_name.insert(rec.name.clone(), Arc::clone(&state));
-        info!(topic = name, partitions, "created topic");
-        Ok(state)
+        let id = record.id;
+        let (index, _) = self
+            .quorum
+            .propose(Command::CreateTopic { record, assignment })
+            .await?;
+        info!(topic = name, partitions, rf, "created topic");
+        self.wait_for_local(name, Some(id), index).await
     }
 
-    /// Deletes a topic and its data.
-    pub async fn delete_topic(&self, name: &str) -> Result<TopicRecord, MetadataError> {
-        let mut catalog = self.catalog.lock().await;
-        let rec = catalog.delete_topic(name)?;
-        let state = {
-            let mut t = self.topics.write();
-            t.by_id.remove(&rec.id);
-            t.by_name.remove(name)
-        };
-        if let Some(state) = state {
-            for p in &state.partitions {
-                let dir = partition_dir(&self.config.data_dir, name, p.index);
-                let doomed = self.config.data_dir.join(format!(
-                    "{name}-{}.{}-delete",
-                    p.index,
-                    rec.id.simple()
-                ));
-                if let Err(e) = fs::rename(&dir, &doomed) {
-                    warn!(dir = %dir.display(), error = %e, "could not move deleted partition aside");
-                }
+    /// Waits until this broker applied `index` and reconciled topic `name`.
+    async fn wait_for_local(
+        &self,
+        name: &str,
+        id: Option<Uuid>,
+        index: u64,
+    ) -> Result<Arc<TopicState>, MetadataError> {
+        self.wait_reconciled(index).await;
+        if let Some(t) = self.topic(name) {
+            if id.is_none_or(|id| t.record.id == id) {
+                return Ok(t);
             }
-            tokio::task::spawn_blocking({
-                let data_dir = self.config.data_dir.clone();
-                move || remove_deleted_dirs(&data_dir)
-            });
         }
+        Err(MetadataError::Quorum(format!(
+            "topic `{name}` was committed but is not visible on this broker yet"
+        )))
+    }
+
+    /// Deletes a topic; every replica removes its data when it applies the change.
+    pub async fn delete_topic(&self, name: &str) -> Result<TopicRecord, MetadataError> {
+        let state = self.cluster();
+        let Some(t) = state.topics.get(name) else {
+            return Err(MetadataError::UnknownTopic(name.to_string()));
+        };
+        let record = t.record.clone();
+        let (index, _) = self
+            .quorum
+            .propose(Command::DeleteTopic {
+                name: name.to_string(),
+            })
+            .await?;
+        self.wait_reconciled(index).await;
         info!(topic = name, "deleted topic");
-        Ok(rec)
+        Ok(record)
     }
 
     /// Grows a topic to `count` partitions.
@@ -266,71 +317,275 @@ impl Broker {
         count: i32,
         validate_only: bool,
     ) -> Result<(), MetadataError> {
-        let mut catalog = self.catalog.lock().await;
-        let rec = catalog.set_partition_count(name, count, false)?;
+        let state = self.cluster();
+        let Some(t) = state.topics.get(name) else {
+            return Err(MetadataError::UnknownTopic(name.to_string()));
+        };
+        let current = t.record.partitions;
+        if count <= current {
+            return Err(MetadataError::InvalidPartitions(format!(
+                "topic `{name}` has {current} partitions; the count can only grow, got {count}"
+            )));
+        }
+        if count > crate::metadata::MAX_PARTITIONS {
+            return Err(MetadataError::InvalidPartitions(format!(
+                "at most {} partitions",
+                crate::metadata::MAX_PARTITIONS
+            )));
+        }
+        let assignment = cluster::assign_replicas(
+            &state,
+            count - current,
+            t.record.replication_factor,
+            current as usize,
+        )?;
         if validate_only {
             return Ok(());
         }
-        let Some(old) = self.topic(name) else {
-            return Err(MetadataError::UnknownTopic(name.to_string()));
-        };
-        let log_config = topic_config::log_config(&rec.configs, &self.config);
-        let topic: Arc<str> = Arc::from(name);
-        let mut partitions = old.partitions.clone();
-        for p in old.partitions.len() as i32..count {
-            let dir = partition_dir(&self.config.data_dir, name, p);
-            let log =
-                PartitionLog::open(&dir, log_config.clone(), true, now_ms()).map_err(|e| {
-                    MetadataError::Io {
-                        path: dir.clone(),
-                        source: std::io::Error::other(e.to_string()),
-                    }
-                })?;
-            partitions.push(Arc::new(Partition::new(Arc::clone(&topic), p, log)));
-        }
-        let rec = catalog.set_partition_count(name, count, true)?;
-        self.swap_topic(TopicState {
-            record: rec,
-            partitions,
-        });
+        let (index, _) = self
+            .quorum
+            .propose(Command::AddPartitions {
+                name: name.to_string(),
+                assignment,
+            })
+            .await?;
+        self.wait_reconciled(index).await;
         info!(topic = name, partitions = count, "added partitions");
         Ok(())
     }
 
-    /// Replaces a topic's config and applies it to the open logs.
+    /// Replaces a topic's config.
     pub async fn set_topic_configs(
         &self,
         name: &str,
         configs: BTreeMap<String, String>,
     ) -> Result<(), MetadataError> {
-        let mut catalog = self.catalog.lock().await;
-        let rec = catalog.set_configs(name, configs)?;
-        let Some(old) = self.topic(name) else {
+        if !self.cluster().topics.contains_key(name) {
             return Err(MetadataError::UnknownTopic(name.to_string()));
-        };
-        let lc = topic_config::log_config(&rec.configs, &self.config);
-        for p in &old.partitions {
-            p.set_log_config(lc.clone());
         }
-        self.swap_topic(TopicState {
-            record: rec,
-            partitions: old.partitions.clone(),
-        });
+        topic_config::validate(&configs).map_err(MetadataError::InvalidConfig)?;
+        let (index, _) = self
+            .quorum
+            .propose(Command::SetTopicConfigs {
+                name: name.to_string(),
+                configs,
+            })
+            .await?;
+        self.wait_reconciled(index).await;
         Ok(())
     }
 
-    fn swap_topic(&self, state: TopicState) {
-        let state = Arc::new(state);
-        let mut t = self.topics.write();
-        t.by_id.insert(state.record.id, Arc::clone(&state));
-        t.by_name.insert(state.record.name.clone(), state);
+    /// Waits (bounded) until the local replicas reflect metadata up to `index`.
+    pub async fn wait_reconciled(&self, index: u64) {
+        for _ in 0..500 {
+            if self.reconciled_index.load(Ordering::Acquire) >= index {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Marks a broker draining (or not); the controller then moves its replicas.
+    pub async fn set_draining(&self, id: i32, draining: bool) -> Result<(), MetadataError> {
+        let (index, _) = self
+            .quorum
+            .propose(Command::SetDraining { id, draining })
+            .await?;
+        self.quorum
+            .wait_applied(index, Duration::from_secs(5))
+            .await;
+        Ok(())
+    }
+
+    /// Starts moving a partition to `target` replicas.
+    pub async fn reassign(
+        &self,
+        topic: &str,
+        partition: i32,
+        target: Vec<i32>,
+    ) -> Result<(), MetadataError> {
+        let (index, _) = self
+            .quorum
+            .propose(Command::Reassign {
+                topic: topic.to_string(),
+                partition,
+                target,
+            })
+            .await?;
+        self.quorum
+            .wait_applied(index, Duration::from_secs(5))
+            .await;
+        Ok(())
+    }
+
+    /// Brings the local replicas in line with the metadata: opens, removes and
+    /// re-roles partitions, and restarts fetchers and group coordination to match.
+    pub async fn reconcile(self: &Arc<Self>) {
+        let _g = self.reconcile_lock.lock().await;
+        let b = Arc::clone(self);
+        match tokio::task::spawn_blocking(move || b.reconcile_blocking()).await {
+            Ok(followed) => self.fetchers.update(self, followed),
+            Err(e) => warn!(error = %e, "reconcile task failed"),
+        }
+    }
+
+    fn reconcile_blocking(self: &Arc<Self>) -> HashMap<i32, Vec<Arc<Partition>>> {
+        let published = self.quorum.published();
+        let state = published.state;
+        let me = self.node_id();
+        let registered = self.is_registered();
+        let now = now_ms();
+        let old: HashMap<String, Arc<TopicState>> = self.topics.read().by_name.clone();
+        let mut next = Topics::default();
+        let mut followed: HashMap<i32, Vec<Arc<Partition>>> = HashMap::new();
+        let mut offsets_led: HashSet<i32> = HashSet::new();
+        for (name, meta) in &state.topics {
+            let prev = old.get(name).filter(|t| t.record.id == meta.record.id);
+            let log_config = topic_config::log_config(&meta.record.configs, &self.config);
+            let configs_changed = prev.is_some_and(|t| t.record.configs != meta.record.configs);
+            let topic: Arc<str> = Arc::from(name.as_str());
+            let mut partitions = Vec::with_capacity(meta.partitions.len());
+            for (i, p) in meta.partitions.iter().enumerate() {
+                let index = i as i32;
+                let existing = prev.and_then(|t| t.partition(index)).cloned();
+                if !p.replicas.contains(&me) {
+                    if let Some(part) = existing {
+                        if registered {
+                            self.remove_replica(&part, &meta.record.id);
+                        } else {
+                            partitions.push(Some(part));
+                            continue;
+                        }
+                    }
+                    partitions.push(None);
+                    continue;
+                }
+                let part = match existing {
+                    Some(part) => {
+                        if configs_changed {
+                            part.set_log_config(log_config.clone());
+                        }
+                        part
+                    }
+                    None => {
+                        match self.open_replica(&topic, index, &meta.record.id, &log_config, now) {
+                            Ok(part) => part,
+                            Err(e) => {
+                                warn!(topic = %name, partition = index, error = %e, "cannot open partition replica");
+                                partitions.push(None);
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let role = if !registered {
+                    Role::None
+                } else if p.leader == me {
+                    Role::Leader
+                } else if p.leader >= 0 {
+                    Role::Follower { leader: p.leader }
+                } else {
+                    Role::None
+                };
+                part.set_role(role, p.leader_epoch, &p.isr, &p.replicas, now);
+                match role {
+                    Role::Follower { leader } => {
+                        followed.entry(leader).or_default().push(Arc::clone(&part))
+                    }
+                    Role::Leader if name == OFFSETS_TOPIC => {
+                        offsets_led.insert(index);
+                    }
+                    _ => {}
+                }
+                partitions.push(Some(part));
+            }
+            let ts = Arc::new(TopicState {
+                record: meta.record.clone(),
+                partitions,
+            });
+            next.by_id.insert(meta.record.id, Arc::clone(&ts));
+            next.by_name.insert(name.clone(), ts);
+        }
+        // Topics gone from the metadata (deleted, or recreated under a new id).
+        for (name, t) in &old {
+            if next.by_id.contains_key(&t.record.id) {
+                continue;
+            }
+            if !registered {
+                if !next.by_name.contains_key(name) {
+                    next.by_id.insert(t.record.id, Arc::clone(t));
+                    next.by_name.insert(name.clone(), Arc::clone(t));
+                }
+                continue;
+            }
+            for p in t.local() {
+                self.remove_replica(p, &t.record.id);
+            }
+            info!(topic = %name, "removed local replicas of a deleted topic");
+        }
+        *self.topics.write() = next;
+        if registered {
+            self.groups.set_owned(self, &offsets_led);
+        }
+        self.reconciled_index
+            .fetch_max(published.applied_index, Ordering::AcqRel);
+        followed
+    }
+
+    fn open_replica(
+        &self,
+        topic: &Arc<str>,
+        index: i32,
+        topic_id: &Uuid,
+        log_config: &crate::log::LogConfig,
+        now: i64,
+    ) -> anyhow::Result<Arc<Partition>> {
+        let dir = partition_dir(&self.config.data_dir, topic, index);
+        let id_file = dir.join(TOPIC_ID_FILE);
+        match fs::read_to_string(&id_file) {
+            Ok(existing) if existing.trim() != topic_id.to_string() => {
+                // Data of an older topic with the same name: not ours.
+                info!(dir = %dir.display(), "discarding the data of a previous topic with the same name");
+                fs::remove_dir_all(&dir)?;
+            }
+            _ => {}
+        }
+        let log = PartitionLog::open(&dir, log_config.clone(), self.clean_start, now)
+            .map_err(|e| anyhow::anyhow!("cannot open partition {topic}-{index}: {e}"))?;
+        if !id_file.exists() {
+            fs::write(&id_file, topic_id.to_string())?;
+        }
+        Ok(Arc::new(Partition::new(
+            Arc::clone(topic),
+            index,
+            log,
+            self.node_id(),
+            Arc::clone(&self.appended),
+        )))
+    }
+
+    fn remove_replica(&self, p: &Arc<Partition>, topic_id: &Uuid) {
+        p.set_role(Role::None, p.leader_epoch(), &[], &[], now_ms());
+        let dir = partition_dir(&self.config.data_dir, &p.topic, p.index);
+        let doomed = self.config.data_dir.join(format!(
+            "{}-{}.{}-delete",
+            p.topic,
+            p.index,
+            topic_id.simple()
+        ));
+        if let Err(e) = fs::rename(&dir, &doomed) {
+            warn!(dir = %dir.display(), error = %e, "could not move a removed replica aside");
+        }
+        let data_dir = self.config.data_dir.clone();
+        std::thread::spawn(move || remove_deleted_dirs(&data_dir));
+        info!(topic = %p.topic, partition = p.index, "removed local replica");
     }
 
     /// Runs retention on every partition.
     pub fn run_retention(&self) {
         let now = now_ms();
         for t in self.all_topics() {
-            for p in &t.partitions {
+            for p in t.local() {
                 match p.apply_retention(now) {
                     Ok(0) => {}
                     Ok(n) => self
@@ -349,7 +604,7 @@ impl Broker {
     pub fn run_flush(&self) {
         let now = now_ms();
         for t in self.all_topics() {
-            for p in &t.partitions {
+            for p in t.local() {
                 if let Err(e) = p.flush_if_due(now) {
                     warn!(topic = %t.record.name, partition = p.index, error = %e, "flush failed");
                 }
@@ -357,8 +612,9 @@ impl Broker {
         }
     }
 
-    /// Starts retention and flush tasks; they stop when the broker is dropped.
+    /// Starts the background tasks; they stop when the broker is dropped.
     pub fn spawn_background(self: &Arc<Self>) {
+        crate::replication::spawn_cluster_tasks(self);
         let weak = Arc::downgrade(self);
         let every = Duration::from_millis(self.config.retention_check_interval_ms);
         tokio::spawn(async move {
@@ -409,7 +665,16 @@ impl Broker {
         });
     }
 
-    /// One uploader pass over every tiered partition.
+    pub(crate) fn set_registered(&self) {
+        if !self.registered.swap(true, Ordering::AcqRel) {
+            info!(
+                node_id = self.node_id(),
+                "registered with the controller; serving partitions"
+            );
+        }
+    }
+
+    /// One uploader pass over every tiered partition this broker leads.
     pub async fn run_tier_upload(&self) {
         let Some(store) = &self.tier else { return };
         for t in self.all_topics() {
@@ -419,7 +684,7 @@ impl Broker {
                 continue;
             }
             let labels = Metrics::topic(&t.record.name);
-            for p in &t.partitions {
+            for p in t.local().filter(|p| p.is_leader()) {
                 match crate::tier::uploader::upload_partition(
                     store,
                     p,
@@ -449,7 +714,7 @@ impl Broker {
     pub fn close(&self) -> anyhow::Result<()> {
         let now = now_ms();
         for t in self.all_topics() {
-            for p in &t.partitions {
+            for p in t.local() {
                 p.close(now)?;
             }
         }
@@ -457,27 +722,13 @@ impl Broker {
         info!("broker storage closed cleanly");
         Ok(())
     }
-}
 
-fn open_topic(
-    config: &BrokerConfig,
-    rec: &TopicRecord,
-    clean: bool,
-    now: i64,
-) -> anyhow::Result<TopicState> {
-    let log_config = topic_config::log_config(&rec.configs, config);
-    let topic: Arc<str> = Arc::from(rec.name.as_str());
-    let mut partitions = Vec::with_capacity(rec.partitions as usize);
-    for p in 0..rec.partitions {
-        let dir = partition_dir(&config.data_dir, &rec.name, p);
-        let log = PartitionLog::open(&dir, log_config.clone(), clean, now)
-            .map_err(|e| anyhow::anyhow!("cannot open partition {}-{p}: {e}", rec.name))?;
-        partitions.push(Arc::new(Partition::new(Arc::clone(&topic), p, log)));
+    /// Stops the quorum member (after the listeners stopped).
+    pub async fn shutdown(&self) {
+        self.fetchers.stop_all();
+        self.quorum.shutdown().await;
+        debug!("metadata quorum stopped");
     }
-    Ok(TopicState {
-        record: rec.clone(),
-        partitions,
-    })
 }
 
 fn remove_deleted_dirs(data_dir: &Path) {

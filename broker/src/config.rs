@@ -113,6 +113,23 @@ pub struct BrokerConfig {
     pub tier_access_key_id: String,
     /// S3 secret key; empty: `AWS_SECRET_ACCESS_KEY` from the environment.
     pub tier_secret_access_key: String,
+    /// Voters of the metadata quorum, `id@host:port` of their admin/internal gRPC
+    /// listeners, comma-separated (1, 3 or 5). Empty: this broker alone.
+    pub controller_voters: String,
+    /// Raft election timeout of the metadata quorum (ms).
+    pub controller_election_timeout_ms: u64,
+    /// How often a broker heartbeats to the controller (ms).
+    pub broker_heartbeat_interval_ms: u64,
+    /// A broker silent this long is fenced and loses its leaderships (ms).
+    pub broker_session_timeout_ms: i64,
+    /// A follower that has not caught up for this long leaves the ISR (ms).
+    pub replica_lag_time_max_ms: i64,
+    /// Longest a follower fetch waits for new data at the leader (ms).
+    pub replica_fetch_max_wait_ms: i32,
+    /// Bytes per follower fetch response.
+    pub replica_fetch_max_bytes: i32,
+    /// Replication factor of `__consumer_offsets` (capped at the voter count).
+    pub offsets_topic_replication_factor: i16,
 }
 
 impl Default for BrokerConfig {
@@ -160,6 +177,14 @@ impl Default for BrokerConfig {
             tier_local_retention_ms: -2,
             tier_access_key_id: String::new(),
             tier_secret_access_key: String::new(),
+            controller_voters: String::new(),
+            controller_election_timeout_ms: 1000,
+            broker_heartbeat_interval_ms: 500,
+            broker_session_timeout_ms: 4000,
+            replica_lag_time_max_ms: 10_000,
+            replica_fetch_max_wait_ms: 500,
+            replica_fetch_max_bytes: 8 << 20,
+            offsets_topic_replication_factor: 3,
         }
     }
 }
@@ -230,6 +255,17 @@ impl BrokerConfig {
             }
         }
         check(self.node_id >= 0, "node_id", "must be >= 0")?;
+        self.voters()?;
+        check(
+            self.broker_session_timeout_ms > 2 * self.broker_heartbeat_interval_ms as i64,
+            "broker_session_timeout_ms",
+            "must be more than twice broker_heartbeat_interval_ms",
+        )?;
+        check(
+            self.offsets_topic_replication_factor >= 1,
+            "offsets_topic_replication_factor",
+            "must be >= 1",
+        )?;
         check(
             self.default_partitions >= 1,
             "default_partitions",
@@ -352,6 +388,48 @@ impl BrokerConfig {
         Ok(None)
     }
 
+    /// This broker's internal (admin) gRPC address as other brokers reach it.
+    pub fn advertised_internal(&self) -> String {
+        let host = self
+            .advertised_host
+            .clone()
+            .unwrap_or_else(|| self.admin_listen.ip().to_string());
+        format!("{host}:{}", self.admin_listen.port())
+    }
+
+    /// The metadata quorum voters (`controller_voters`, or this broker alone).
+    pub fn voters(&self) -> Result<std::collections::BTreeMap<u64, String>, ConfigError> {
+        let mut out = std::collections::BTreeMap::new();
+        if self.controller_voters.trim().is_empty() {
+            out.insert(self.node_id as u64, self.advertised_internal());
+            return Ok(out);
+        }
+        for item in self.controller_voters.split(',') {
+            let bad = |reason: String| ConfigError::Invalid {
+                key: "controller_voters",
+                reason,
+            };
+            let (id, addr) = item
+                .trim()
+                .split_once('@')
+                .ok_or_else(|| bad(format!("`{item}` is not id@host:port")))?;
+            let id: u64 = id
+                .parse()
+                .map_err(|_| bad(format!("`{id}` is not a broker id")))?;
+            if !addr.contains(':') {
+                return Err(bad(format!("`{addr}` has no port")));
+            }
+            out.insert(id, addr.to_string());
+        }
+        if ![1, 3, 5].contains(&out.len()) {
+            return Err(ConfigError::Invalid {
+                key: "controller_voters",
+                reason: format!("needs 1, 3 or 5 voters, got {}", out.len()),
+            });
+        }
+        Ok(out)
+    }
+
     /// Host and port clients should connect to.
     pub fn advertised(&self) -> (String, i32) {
         let host = self
@@ -408,6 +486,14 @@ const ALL_KEYS: &[&str] = &[
     "tier_local_retention_ms",
     "tier_access_key_id",
     "tier_secret_access_key",
+    "controller_voters",
+    "controller_election_timeout_ms",
+    "broker_heartbeat_interval_ms",
+    "broker_session_timeout_ms",
+    "replica_lag_time_max_ms",
+    "replica_fetch_max_wait_ms",
+    "replica_fetch_max_bytes",
+    "offsets_topic_replication_factor",
 ];
 
 /// Environment values are typed the way TOML would read them: integers and booleans

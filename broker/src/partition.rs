@@ -1,8 +1,12 @@
-//! A partition replica hosted by this broker: its log plus the signal that wakes
-//! long-polling fetchers when new data is appended.
+//! A partition replica hosted by this broker: its log, its role (leader or follower,
+//! as the metadata quorum assigned it), the high watermark, and on the leader the
+//! progress of each follower, from which the ISR and the high watermark follow.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
+use kafka_protocol::error::ResponseError;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
@@ -10,14 +14,47 @@ use crate::log::{
     AppendInfo, ClosedSegment, LogConfig, LogError, PartitionLog, ReadPlan, ValidatedRecords,
 };
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Not serving yet (metadata not applied) or no longer a replica.
+    None,
+    Leader,
+    Follower {
+        leader: i32,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FollowerProgress {
+    /// The follower's log end offset, as its last fetch offset tells.
+    leo: i64,
+    last_caught_up_ms: i64,
+}
+
+#[derive(Debug)]
+struct ReplicaState {
+    role: Role,
+    leader_epoch: i32,
+    isr: Vec<i32>,
+    replicas: Vec<i32>,
+    followers: HashMap<i32, FollowerProgress>,
+    /// An ISR change proposed to the controller and not yet seen in metadata.
+    isr_proposed_at: Option<i64>,
+}
+
 #[derive(Debug)]
 pub struct Partition {
     pub topic: Arc<str>,
     pub index: i32,
+    /// This broker's id.
+    me: i32,
     log: Mutex<PartitionLog>,
-    /// High watermark (single node: the log end offset), published after each append.
+    /// Consumers see offsets below the high watermark; published on every change, and
+    /// poked (unchanged) when the role changes so waiters re-check it.
     high_watermark: watch::Sender<i64>,
-    leader_epoch: i32,
+    replica: Mutex<ReplicaState>,
+    /// Bumped on every append here; follower fetches long-poll on it.
+    appended: Arc<watch::Sender<u64>>,
 }
 
 /// What a fetch gets back from one partition.
@@ -28,20 +65,66 @@ pub struct FetchSnapshot {
     pub log_start_offset: i64,
 }
 
+/// What the leader answers a follower's fetch for one partition.
+#[derive(Debug)]
+pub enum FollowerRead {
+    Data(FetchSnapshot),
+    /// The follower's log diverges: truncate to where `epoch` ends here.
+    Diverging {
+        epoch: i32,
+        end_offset: i64,
+    },
+}
+
 impl Partition {
-    pub fn new(topic: Arc<str>, index: i32, log: PartitionLog) -> Self {
-        let (tx, _) = watch::channel(log.log_end_offset());
+    pub fn new(
+        topic: Arc<str>,
+        index: i32,
+        log: PartitionLog,
+        me: i32,
+        appended: Arc<watch::Sender<u64>>,
+    ) -> Self {
+        let (tx, _) = watch::channel(log.log_start_offset());
         Partition {
             topic,
             index,
+            me,
             log: Mutex::new(log),
             high_watermark: tx,
-            leader_epoch: 0,
+            replica: Mutex::new(ReplicaState {
+                role: Role::None,
+                leader_epoch: -1,
+                isr: Vec::new(),
+                replicas: Vec::new(),
+                followers: HashMap::new(),
+                isr_proposed_at: None,
+            }),
+            appended,
         }
     }
 
+    /// A single-replica partition led by broker 0, outside any cluster (tools, tests).
+    pub fn standalone(topic: Arc<str>, index: i32, log: PartitionLog) -> Self {
+        let (appended, _) = watch::channel(0);
+        let p = Partition::new(topic, index, log, 0, Arc::new(appended));
+        p.set_role(Role::Leader, 0, &[0], &[0], 0);
+        p
+    }
+
+    pub fn role(&self) -> Role {
+        self.replica.lock().role
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.role() == Role::Leader
+    }
+
     pub fn leader_epoch(&self) -> i32 {
-        self.leader_epoch
+        self.replica.lock().leader_epoch
+    }
+
+    pub fn isr(&self) -> Vec<i32> {
+        self.replica.lock().isr.clone()
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -52,6 +135,16 @@ impl Partition {
         self.log.lock().log_start_offset()
     }
 
+    pub fn log_end_offset(&self) -> i64 {
+        self.log.lock().log_end_offset()
+    }
+
+    /// `(latest epoch in the log, log end offset)`.
+    pub fn last_epoch_and_end(&self) -> (i32, i64) {
+        let log = self.log.lock();
+        (log.epochs().latest_epoch(), log.log_end_offset())
+    }
+
     pub fn log_config(&self) -> LogConfig {
         self.log.lock().config().clone()
     }
@@ -60,31 +153,322 @@ impl Partition {
         self.log.lock().set_config(c);
     }
 
-    /// Appends records; blocking file I/O happens under a lock that is never held
-    /// across an await.
-    pub fn append(&self, records: ValidatedRecords, now_ms: i64) -> Result<AppendInfo, LogError> {
-        let info = {
+    /// Applies the role the metadata assigns. A new leader epoch starts at the
+    /// current log end; an unchanged epoch only refreshes the ISR and replica list.
+    pub fn set_role(&self, role: Role, leader_epoch: i32, isr: &[i32], replicas: &[i32], now: i64) {
+        let mut st = self.replica.lock();
+        let changed = st.role != role || st.leader_epoch != leader_epoch;
+        if changed && role == Role::Leader {
             let mut log = self.log.lock();
-            log.append(records, self.leader_epoch, now_ms)?
+            if let Err(e) = log.start_epoch(leader_epoch) {
+                tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "cannot checkpoint leader epoch");
+            }
+            // Followers start with a clean slate; ISR members get the benefit of the
+            // doubt for one lag period.
+            st.followers = isr
+                .iter()
+                .filter(|r| **r != self.me)
+                .map(|r| {
+                    (
+                        *r,
+                        FollowerProgress {
+                            leo: -1,
+                            last_caught_up_ms: now,
+                        },
+                    )
+                })
+                .collect();
+        }
+        if st.isr != isr {
+            st.isr_proposed_at = None;
+        }
+        st.role = role;
+        st.leader_epoch = leader_epoch;
+        st.isr = isr.to_vec();
+        st.replicas = replicas.to_vec();
+        match role {
+            Role::Leader => {
+                let leo = self.log.lock().log_end_offset();
+                self.update_hw(&st, leo);
+            }
+            _ => {
+                let leo = self.log.lock().log_end_offset();
+                self.high_watermark.send_modify(|hw| *hw = (*hw).min(leo));
+            }
+        }
+        if changed {
+            // Wake acks=all waiters and long polls so they re-check the role.
+            self.high_watermark.send_modify(|_| {});
+        }
+    }
+
+    /// Recomputes the leader's high watermark: the smallest log end offset in the
+    /// ISR. It never moves backwards.
+    fn update_hw(&self, st: &ReplicaState, leader_leo: i64) {
+        if st.role != Role::Leader {
+            return;
+        }
+        let mut hw = leader_leo;
+        for r in &st.isr {
+            if *r == self.me {
+                continue;
+            }
+            match st.followers.get(r) {
+                Some(p) if p.leo >= 0 => hw = hw.min(p.leo),
+                _ => hw = hw.min(*self.high_watermark.borrow()),
+            }
+        }
+        self.high_watermark.send_if_modified(|cur| {
+            if hw > *cur {
+                *cur = hw;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Checks that this replica may accept produce requests needing `min_isr` in-sync
+    /// replicas (`acks=all`) or none (`min_isr` = 0).
+    pub fn check_leader(&self, min_isr: usize) -> Result<(), ResponseError> {
+        let st = self.replica.lock();
+        if st.role != Role::Leader {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
+        if st.isr.len() < min_isr {
+            return Err(ResponseError::NotEnoughReplicas);
+        }
+        Ok(())
+    }
+
+    /// Appends records as the leader; blocking file I/O happens under a lock that is
+    /// never held across an await.
+    pub fn append(&self, records: ValidatedRecords, now_ms: i64) -> Result<AppendInfo, LogError> {
+        let st = self.replica.lock();
+        if st.role != Role::Leader {
+            return Err(LogError::NotLeader);
+        }
+        let (info, leo) = {
+            let mut log = self.log.lock();
+            let info = log.append(records, st.leader_epoch, now_ms)?;
+            (info, log.log_end_offset())
         };
-        self.high_watermark.send_replace(info.last_offset + 1);
+        self.update_hw(&st, leo);
+        drop(st);
+        self.appended.send_modify(|n| *n = n.wrapping_add(1));
         Ok(info)
     }
 
-    /// Plans a read of committed data starting at `offset`.
+    /// Waits until the high watermark reaches `offset` (acks=all). Fails fast when
+    /// leadership is lost.
+    pub async fn wait_for_hw(&self, offset: i64, timeout: Duration) -> Result<(), ResponseError> {
+        let mut rx = self.high_watermark.subscribe();
+        let epoch = self.leader_epoch();
+        let wait = async {
+            loop {
+                if *rx.borrow_and_update() >= offset {
+                    return Ok(());
+                }
+                {
+                    let st = self.replica.lock();
+                    if st.role != Role::Leader || st.leader_epoch != epoch {
+                        return Err(ResponseError::NotLeaderOrFollower);
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return Err(ResponseError::NotLeaderOrFollower);
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or(Err(ResponseError::RequestTimedOut))
+    }
+
+    /// Appends batches fetched from the leader, then moves the high watermark to
+    /// what the leader reported (bounded by our own log end).
+    pub fn append_replicated(
+        &self,
+        records: ValidatedRecords,
+        leader_hw: i64,
+        now_ms: i64,
+    ) -> Result<usize, LogError> {
+        let (n, leo) = {
+            let mut log = self.log.lock();
+            let n = log.append_replicated(records, now_ms)?;
+            (n, log.log_end_offset())
+        };
+        self.follower_hw(leader_hw, leo);
+        Ok(n)
+    }
+
+    /// A follower's high watermark: the leader's, bounded by the local log end.
+    pub fn follower_hw(&self, leader_hw: i64, leo: i64) {
+        let hw = leader_hw.min(leo);
+        self.high_watermark.send_if_modified(|cur| {
+            if *cur != hw {
+                *cur = hw;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Truncates a divergent tail (follower side).
+    pub fn truncate_to(&self, offset: i64) -> Result<(), LogError> {
+        let leo = {
+            let mut log = self.log.lock();
+            log.truncate_to(offset)?;
+            log.log_end_offset()
+        };
+        self.high_watermark.send_modify(|hw| *hw = (*hw).min(leo));
+        Ok(())
+    }
+
+    /// Drops the whole log and restarts it empty at `offset` (a follower that fell
+    /// behind the leader's log start).
+    pub fn reset_to(&self, offset: i64, now_ms: i64) -> Result<(), LogError> {
+        let mut log = self.log.lock();
+        log.reset_to(offset, now_ms)?;
+        self.high_watermark.send_replace(offset);
+        Ok(())
+    }
+
+    /// `(epoch, end)` of where `epoch` ends in the local log.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        let log = self.log.lock();
+        log.epochs().end_offset_for(epoch, log.log_end_offset())
+    }
+
+    /// The leader's side of a follower fetch: fences stale epochs, detects a divergent
+    /// follower log, records the follower's progress and plans the read.
+    pub fn serve_follower(
+        &self,
+        replica: i32,
+        epoch: i32,
+        fetch_offset: i64,
+        last_fetched_epoch: i32,
+        max_bytes: usize,
+        now: i64,
+    ) -> Result<FollowerRead, ResponseError> {
+        let mut st = self.replica.lock();
+        if st.role != Role::Leader {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
+        if epoch < st.leader_epoch {
+            return Err(ResponseError::FencedLeaderEpoch);
+        }
+        if epoch > st.leader_epoch {
+            return Err(ResponseError::UnknownLeaderEpoch);
+        }
+        if !st.replicas.contains(&replica) {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
+        let log = self.log.lock();
+        let leo = log.log_end_offset();
+        if last_fetched_epoch >= 0 {
+            let (e, end) = log.epochs().end_offset_for(last_fetched_epoch, leo);
+            if e >= 0 && (e != last_fetched_epoch || end < fetch_offset) {
+                return Ok(FollowerRead::Diverging {
+                    epoch: e,
+                    end_offset: end,
+                });
+            }
+        }
+        if fetch_offset > leo || fetch_offset < log.log_start_offset() {
+            return Err(ResponseError::OffsetOutOfRange);
+        }
+        let plan = log
+            .plan_read(fetch_offset, max_bytes, true)
+            .map_err(|e| crate::kafka::log_error_code(&e))?;
+        let log_start = log.log_start_offset();
+        drop(log);
+        let progress = st.followers.entry(replica).or_insert(FollowerProgress {
+            leo: -1,
+            last_caught_up_ms: 0,
+        });
+        progress.leo = fetch_offset;
+        if fetch_offset >= leo {
+            progress.last_caught_up_ms = now;
+        }
+        self.update_hw(&st, leo);
+        Ok(FollowerRead::Data(FetchSnapshot {
+            plan,
+            high_watermark: self.high_watermark(),
+            log_start_offset: log_start,
+        }))
+    }
+
+    /// On the leader: the ISR this partition should have now (followers lagging more
+    /// than `lag_max_ms` leave, caught-up replicas join), when it differs from the
+    /// current one and no change is in flight. Marks the change as proposed.
+    pub fn isr_change(&self, now: i64, lag_max_ms: i64) -> Option<(i32, Vec<i32>)> {
+        let mut st = self.replica.lock();
+        if st.role != Role::Leader {
+            return None;
+        }
+        if st.isr_proposed_at.is_some_and(|t| now - t < 5_000) {
+            return None;
+        }
+        let hw = self.high_watermark();
+        let epoch_start = self
+            .log
+            .lock()
+            .epochs()
+            .start_of(st.leader_epoch)
+            .unwrap_or(0);
+        let mut isr: Vec<i32> = Vec::new();
+        for r in &st.replicas {
+            if *r == self.me {
+                isr.push(*r);
+                continue;
+            }
+            let p = st.followers.get(r);
+            let in_isr = st.isr.contains(r);
+            let keep = if in_isr {
+                p.is_some_and(|p| now - p.last_caught_up_ms <= lag_max_ms)
+            } else {
+                p.is_some_and(|p| {
+                    p.leo >= hw && p.leo >= epoch_start && now - p.last_caught_up_ms <= lag_max_ms
+                })
+            };
+            if keep {
+                isr.push(*r);
+            }
+        }
+        let mut current = st.isr.clone();
+        current.sort_unstable();
+        let mut desired = isr.clone();
+        desired.sort_unstable();
+        if current == desired {
+            return None;
+        }
+        st.isr_proposed_at = Some(now);
+        Some((st.leader_epoch, isr))
+    }
+
+    /// Plans a consumer read of committed data (below the high watermark).
     pub fn fetch(
         &self,
         offset: i64,
         max_bytes: usize,
         min_one: bool,
     ) -> Result<FetchSnapshot, LogError> {
+        let hw = self.high_watermark();
         let log = self.log.lock();
-        let plan = log.plan_read(offset, max_bytes, min_one)?;
+        let plan = log.plan_read(offset, max_bytes, min_one)?.limit(hw);
         Ok(FetchSnapshot {
             plan,
-            high_watermark: log.log_end_offset(),
+            high_watermark: hw,
             log_start_offset: log.log_start_offset(),
         })
+    }
+
+    /// Plans a read of everything in the local log, committed or not (rebuilding the
+    /// coordinator's state when this broker becomes leader).
+    pub fn fetch_local(&self, offset: i64, max_bytes: usize) -> Result<ReadPlan, LogError> {
+        self.log.lock().plan_read(offset, max_bytes, true)
     }
 
     /// Subscribes to high watermark changes (for long-poll fetches).
@@ -127,12 +511,18 @@ impl Partition {
         records: Option<ValidatedRecords>,
         now_ms: i64,
     ) -> Result<usize, LogError> {
+        let st = self.replica.lock();
+        if st.role != Role::Leader {
+            return Err(LogError::NotLeader);
+        }
         let (removed, leo) = {
             let mut log = self.log.lock();
-            let removed = log.checkpoint(records, self.leader_epoch, now_ms)?;
+            let removed = log.checkpoint(records, st.leader_epoch, now_ms)?;
             (removed, log.log_end_offset())
         };
-        self.high_watermark.send_replace(leo);
+        self.update_hw(&st, leo);
+        drop(st);
+        self.appended.send_modify(|n| *n = n.wrapping_add(1));
         Ok(removed)
     }
 

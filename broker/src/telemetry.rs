@@ -49,6 +49,7 @@ pub struct Metrics {
     pub tier_uploaded_segments: Counter<u64>,
     pub tier_uploaded_bytes: Counter<u64>,
     pub tier_upload_errors: Counter<u64>,
+    pub replica_truncations: Counter<u64>,
 }
 
 impl Metrics {
@@ -119,6 +120,10 @@ impl Metrics {
                 .u64_counter("strata_tier_upload_errors")
                 .with_description("Failed tier upload passes (object store errors), per topic")
                 .build(),
+            replica_truncations: meter
+                .u64_counter("strata_replica_truncations")
+                .with_description("Divergent follower log tails truncated after a leader change")
+                .build(),
             provider,
         })
     }
@@ -127,6 +132,8 @@ impl Metrics {
     /// time from committed offsets and high watermarks.
     pub fn register_group_lag(&self, broker: std::sync::Weak<crate::broker::Broker>) {
         let meter = self.provider.meter("strata-broker");
+        let cluster_weak = broker.clone();
+        let controller_weak = broker.clone();
         let _gauge = meter
             .i64_observable_gauge("strata_consumergroup_lag")
             .with_description(
@@ -146,6 +153,35 @@ impl Metrics {
                         );
                     }
                 }
+            })
+            .build();
+        let _gauge = meter
+            .i64_observable_gauge("strata_cluster_partitions")
+            .with_description(
+                "Partitions by state as this broker's metadata sees them: under_replicated, offline, led_here",
+            )
+            .with_callback(move |obs| {
+                let Some(b) = cluster_weak.upgrade() else { return };
+                let state = b.cluster();
+                let led = state
+                    .topics
+                    .values()
+                    .flat_map(|t| &t.partitions)
+                    .filter(|p| p.leader == b.node_id())
+                    .count();
+                obs.observe(state.under_replicated() as i64, &[KeyValue::new("state", "under_replicated")]);
+                obs.observe(state.offline() as i64, &[KeyValue::new("state", "offline")]);
+                obs.observe(led as i64, &[KeyValue::new("state", "led_here")]);
+            })
+            .build();
+        let _gauge = meter
+            .i64_observable_gauge("strata_controller_active")
+            .with_description("1 when this broker is the metadata quorum leader (controller)")
+            .with_callback(move |obs| {
+                let Some(b) = controller_weak.upgrade() else {
+                    return;
+                };
+                obs.observe(i64::from(b.quorum.is_leader()), &[]);
             })
             .build();
     }

@@ -18,7 +18,9 @@ use tonic::{Request, Response, Status};
 use crate::broker::{Broker, TopicState};
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::group::state::GroupState;
+use crate::metadata::cluster::{BrokerInfo, BrokerStatus, ClusterState};
 use crate::metadata::MetadataError;
+use pb::admin_client::AdminClient;
 use pb::admin_server::Admin;
 use pb::*;
 
@@ -57,7 +59,8 @@ fn remote_of(p: &crate::partition::Partition) -> (i64, i64) {
 }
 
 fn describe_topic(broker: &Broker, t: &TopicState) -> TopicDescription {
-    let node = broker.config.node_id;
+    let state = broker.cluster();
+    let meta = state.topics.get(&t.record.name);
     TopicDescription {
         name: t.record.name.clone(),
         topic_id: t.record.id.to_string(),
@@ -65,49 +68,100 @@ fn describe_topic(broker: &Broker, t: &TopicState) -> TopicDescription {
         replication_factor: i32::from(t.record.replication_factor),
         configs: t.record.configs.clone().into_iter().collect(),
         internal: t.record.internal,
-        partition_details: t
-            .partitions
-            .iter()
-            .map(|p| PartitionDescription {
-                partition: p.index,
-                leader: node,
-                leader_epoch: p.leader_epoch(),
-                replicas: vec![node],
-                isr: vec![node],
-                log_start_offset: p.log_start_offset(),
-                log_end_offset: p.high_watermark(),
-                high_watermark: p.high_watermark(),
-                size_bytes: p.size_bytes() as i64,
-                local_start_offset: p.log_start_offset(),
-                remote_start_offset: remote_of(p).0,
-                remote_size_bytes: remote_of(p).1,
+        partition_details: (0..t.record.partitions)
+            .map(|i| {
+                let pm = meta.and_then(|m| m.partitions.get(i as usize));
+                let mut d = PartitionDescription {
+                    partition: i,
+                    leader: pm.map_or(-1, |p| p.leader),
+                    leader_epoch: pm.map_or(-1, |p| p.leader_epoch),
+                    replicas: pm.map(|p| p.replicas.clone()).unwrap_or_default(),
+                    isr: pm.map(|p| p.isr.clone()).unwrap_or_default(),
+                    log_start_offset: -1,
+                    log_end_offset: -1,
+                    high_watermark: -1,
+                    local_start_offset: -1,
+                    remote_start_offset: -1,
+                    ..Default::default()
+                };
+                // Offsets and sizes come from the local replica, when there is one.
+                if let Some(p) = t.partition(i) {
+                    d.log_start_offset = p.log_start_offset();
+                    d.log_end_offset = p.log_end_offset();
+                    d.high_watermark = p.high_watermark();
+                    d.size_bytes = p.size_bytes() as i64;
+                    d.local_start_offset = p.log_start_offset();
+                    let (remote_start, remote_size) = remote_of(p);
+                    d.remote_start_offset = remote_start;
+                    d.remote_size_bytes = remote_size;
+                }
+                d
             })
             .collect(),
     }
 }
 
-impl AdminService {
-    fn this_broker(&self) -> BrokerDescription {
-        let (host, port) = self.broker.config.advertised();
-        let topics = self.broker.all_topics();
-        let replicas: usize = topics.iter().map(|t| t.partitions.len()).sum();
-        BrokerDescription {
-            id: self.broker.config.node_id,
-            host,
-            port,
-            rack: self.broker.config.rack.clone().unwrap_or_default(),
-            state: BrokerState::Alive as i32,
-            replicas: replicas as i32,
-            leaders: replicas as i32,
+fn broker_description(state: &ClusterState, b: &BrokerInfo) -> BrokerDescription {
+    let (mut replicas, mut leaders) = (0, 0);
+    for p in state.topics.values().flat_map(|t| &t.partitions) {
+        if p.replicas.contains(&b.id) {
+            replicas += 1;
+        }
+        if p.leader == b.id {
+            leaders += 1;
         }
     }
+    BrokerDescription {
+        id: b.id,
+        host: b.host.clone(),
+        port: b.port,
+        rack: b.rack.clone().unwrap_or_default(),
+        state: match b.status {
+            BrokerStatus::Alive => BrokerState::Alive,
+            BrokerStatus::Draining => BrokerState::Draining,
+            BrokerStatus::Fenced => BrokerState::Fenced,
+        } as i32,
+        replicas,
+        leaders,
+    }
+}
 
-    fn check_broker_id(&self, id: i32) -> Result<(), Status> {
-        if id == self.broker.config.node_id {
-            Ok(())
-        } else {
-            Err(Status::not_found(format!("unknown broker {id}")))
+impl AdminService {
+    fn broker_desc(&self, id: i32) -> Result<BrokerDescription, Status> {
+        let state = self.broker.cluster();
+        state
+            .brokers
+            .get(&id)
+            .map(|b| broker_description(&state, b))
+            .ok_or_else(|| Status::not_found(format!("unknown broker {id}")))
+    }
+
+    /// The admin client of the broker coordinating `group`, when that is not this one.
+    fn coordinator_client(
+        &self,
+        group: &str,
+    ) -> Result<Option<AdminClient<tonic::transport::Channel>>, Status> {
+        if self.broker.groups.is_coordinator(group) {
+            return Ok(None);
         }
+        let state = self.broker.cluster();
+        let leader = state
+            .topics
+            .get(OFFSETS_TOPIC)
+            .and_then(|t| {
+                let n = t.partitions.len() as i32;
+                t.partitions
+                    .get(crate::group::offsets::partition_for(group, n) as usize)
+            })
+            .map(|p| p.leader)
+            .filter(|l| *l >= 0 && *l != self.broker.node_id())
+            .and_then(|l| state.brokers.get(&l))
+            .ok_or_else(|| Status::unavailable("the group coordinator is not available"))?;
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", leader.internal))
+                .map_err(|e| Status::internal(e.to_string()))?
+                .connect_timeout(std::time::Duration::from_secs(2));
+        Ok(Some(AdminClient::new(endpoint.connect_lazy())))
     }
 
     fn topic(&self, name: &str) -> Result<Arc<TopicState>, Status> {
@@ -123,12 +177,22 @@ impl Admin for AdminService {
         &self,
         _r: Request<DescribeClusterRequest>,
     ) -> Result<Response<ClusterDescription>, Status> {
+        let state = self.broker.cluster();
         Ok(Response::new(ClusterDescription {
             cluster_id: self.broker.config.cluster_id.clone(),
-            controller_id: self.broker.config.node_id,
-            brokers: vec![self.this_broker()],
-            under_replicated_partitions: 0,
-            offline_partitions: 0,
+            controller_id: self
+                .broker
+                .quorum
+                .leader()
+                .and_then(|l| i32::try_from(l).ok())
+                .unwrap_or(-1),
+            brokers: state
+                .brokers
+                .values()
+                .map(|b| broker_description(&state, b))
+                .collect(),
+            under_replicated_partitions: state.under_replicated() as i32,
+            offline_partitions: state.offline() as i32,
         }))
     }
 
@@ -252,6 +316,11 @@ impl Admin for AdminService {
         r: Request<DescribeGroupRequest>,
     ) -> Result<Response<GroupDescription>, Status> {
         let id = r.into_inner().group_id;
+        if let Some(mut c) = self.coordinator_client(&id)? {
+            return c
+                .describe_group(DescribeGroupRequest { group_id: id })
+                .await;
+        }
         let lag: Vec<pb::PartitionLag> = self
             .broker
             .groups
@@ -305,6 +374,9 @@ impl Admin for AdminService {
     ) -> Result<Response<GroupDescription>, Status> {
         use reset_group_offsets_request::Target;
         let r = r.into_inner();
+        if let Some(mut c) = self.coordinator_client(&r.group_id)? {
+            return c.reset_group_offsets(r).await;
+        }
         if let Some(g) = self.broker.groups.group(&r.group_id) {
             if !g.lock().is_empty() {
                 return Err(Status::failed_precondition(format!(
@@ -342,7 +414,7 @@ impl Admin for AdminService {
         let mut changes = Vec::new();
         for name in &topics {
             let t = self.topic(name)?;
-            for p in &t.partitions {
+            for p in t.local() {
                 let (start, end) = (p.log_start_offset(), p.high_watermark());
                 let offset = match target {
                     Target::Earliest => start,
@@ -380,18 +452,41 @@ impl Admin for AdminService {
         &self,
         r: Request<DrainBrokerRequest>,
     ) -> Result<Response<BrokerDescription>, Status> {
-        self.check_broker_id(r.into_inner().broker_id)?;
-        Err(Status::failed_precondition(
-            "cannot drain the only broker: its replicas have nowhere to go",
-        ))
+        let id = r.into_inner().broker_id;
+        let state = self.broker.cluster();
+        if !state.brokers.contains_key(&id) {
+            return Err(Status::not_found(format!("unknown broker {id}")));
+        }
+        let others = state
+            .brokers
+            .values()
+            .filter(|b| b.id != id && b.status == BrokerStatus::Alive && !b.draining)
+            .count();
+        let max_rf = state
+            .topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .filter(|p| p.replicas.contains(&id))
+            .map(|p| p.replicas.len())
+            .max()
+            .unwrap_or(0);
+        if max_rf > others {
+            return Err(Status::failed_precondition(format!(
+                "broker {id} holds replicas of partitions with {max_rf} replicas but only {others} other broker(s) can take them"
+            )));
+        }
+        self.broker.set_draining(id, true).await.map_err(status)?;
+        Ok(Response::new(self.broker_desc(id)?))
     }
 
     async fn undrain_broker(
         &self,
         r: Request<DrainBrokerRequest>,
     ) -> Result<Response<BrokerDescription>, Status> {
-        self.check_broker_id(r.into_inner().broker_id)?;
-        Ok(Response::new(self.this_broker()))
+        let id = r.into_inner().broker_id;
+        self.broker_desc(id)?;
+        self.broker.set_draining(id, false).await.map_err(status)?;
+        Ok(Response::new(self.broker_desc(id)?))
     }
 
     async fn reassign_partitions(
@@ -399,40 +494,130 @@ impl Admin for AdminService {
         r: Request<ReassignPartitionsRequest>,
     ) -> Result<Response<ReassignmentStatus>, Status> {
         let r = r.into_inner();
-        let node = self.broker.config.node_id;
+        if r.moves.is_empty() {
+            return Err(Status::invalid_argument(
+                "a reassignment needs at least one move",
+            ));
+        }
+        let state = self.broker.cluster();
         for m in &r.moves {
-            let t = self.topic(&m.topic)?;
-            if t.partition(m.partition).is_none() {
-                return Err(Status::not_found(format!(
-                    "unknown partition {}-{}",
+            let t = state
+                .topics
+                .get(&m.topic)
+                .ok_or_else(|| Status::not_found(format!("unknown topic `{}`", m.topic)))?;
+            let p = usize::try_from(m.partition)
+                .ok()
+                .and_then(|i| t.partitions.get(i))
+                .ok_or_else(|| {
+                    Status::not_found(format!("unknown partition {}-{}", m.topic, m.partition))
+                })?;
+            if p.target.is_some() {
+                return Err(Status::failed_precondition(format!(
+                    "{}-{} is already being reassigned",
                     m.topic, m.partition
                 )));
             }
-            if m.replicas.is_empty() || m.replicas.iter().any(|b| *b != node) {
+            let distinct: std::collections::BTreeSet<_> = m.replicas.iter().collect();
+            if m.replicas.is_empty() || distinct.len() != m.replicas.len() {
                 return Err(Status::invalid_argument(format!(
-                    "replicas {:?} for {}-{} name unknown brokers (this cluster has broker {node} only)",
+                    "replicas {:?} for {}-{} must be non-empty and distinct",
+                    m.replicas, m.topic, m.partition
+                )));
+            }
+            if let Some(b) = m.replicas.iter().find(|b| !state.is_live(**b)) {
+                return Err(Status::invalid_argument(format!(
+                    "replicas {:?} for {}-{} name broker {b}, which is unknown or fenced",
                     m.replicas, m.topic, m.partition
                 )));
             }
         }
-        Ok(Response::new(ReassignmentStatus {
-            id: uuid::Uuid::new_v4().to_string(),
-            phase: reassignment_status::Phase::Done as i32,
-            total_moves: r.moves.len() as i32,
-            completed_moves: r.moves.len() as i32,
-            message: "every replica is already in place".into(),
-        }))
+        for m in &r.moves {
+            self.broker
+                .reassign(&m.topic, m.partition, m.replicas.clone())
+                .await
+                .map_err(status)?;
+        }
+        let id = encode_reassignment(&r.moves);
+        Ok(Response::new(reassignment_status(
+            &self.broker.cluster(),
+            &id,
+        )?))
     }
 
     async fn get_reassignment(
         &self,
         r: Request<GetReassignmentRequest>,
     ) -> Result<Response<ReassignmentStatus>, Status> {
-        Err(Status::not_found(format!(
-            "unknown reassignment `{}`",
-            r.into_inner().id
-        )))
+        let id = r.into_inner().id;
+        Ok(Response::new(reassignment_status(
+            &self.broker.cluster(),
+            &id,
+        )?))
     }
+}
+
+/// A reassignment id names its moves (`topic/partition/1.2.3;...`), so any broker
+/// can report its progress from the replicated metadata.
+fn encode_reassignment(moves: &[PartitionMove]) -> String {
+    moves
+        .iter()
+        .map(|m| {
+            let replicas: Vec<String> = m.replicas.iter().map(i32::to_string).collect();
+            format!("{}/{}/{}", m.topic, m.partition, replicas.join("."))
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+fn reassignment_status(state: &ClusterState, id: &str) -> Result<ReassignmentStatus, Status> {
+    use reassignment_status::Phase;
+    let bad = || Status::not_found(format!("unknown reassignment `{id}`"));
+    let mut total = 0;
+    let mut done = 0;
+    let mut phase = Phase::Done;
+    for item in id.split(';') {
+        let mut parts = item.rsplitn(3, '/');
+        let (Some(replicas), Some(partition), Some(topic)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        let partition: usize = partition.parse().map_err(|_| bad())?;
+        let target: Vec<i32> = replicas
+            .split('.')
+            .map(|r| r.parse().map_err(|_| bad()))
+            .collect::<Result<_, _>>()?;
+        let p = state
+            .topics
+            .get(topic)
+            .and_then(|t| t.partitions.get(partition))
+            .ok_or_else(bad)?;
+        total += 1;
+        if p.target.is_none() && p.replicas == target {
+            done += 1;
+            continue;
+        }
+        let this = match &p.target {
+            None => Phase::Failed,
+            Some(t) if !t.iter().all(|r| p.isr.contains(r)) => Phase::Copying,
+            Some(t) if !t.contains(&p.leader) => Phase::MovingLeadership,
+            Some(_) => Phase::Removing,
+        };
+        if phase == Phase::Done || this == Phase::Failed {
+            phase = this;
+        }
+    }
+    Ok(ReassignmentStatus {
+        id: id.to_string(),
+        phase: phase as i32,
+        total_moves: total,
+        completed_moves: done,
+        message: match phase {
+            Phase::Done => "every replica is in place".into(),
+            Phase::Failed => "a partition ended with replicas other than the target (a later reassignment or drain replaced it)".into(),
+            _ => format!("{done} of {total} moves complete"),
+        },
+    })
 }
 
 /// "topic-partition" strings from a consumer-protocol assignment (empty if the group

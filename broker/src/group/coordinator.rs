@@ -4,7 +4,7 @@
 //! compaction). On a single broker it coordinates every group; the clustered broker
 //! will coordinate the groups whose offsets partition it leads.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
@@ -44,6 +44,8 @@ pub struct GroupCoordinator {
     pub config: CoordinatorConfig,
     groups: Mutex<HashMap<String, Arc<Mutex<Group>>>>,
     cache: RwLock<OffsetCache>,
+    /// `__consumer_offsets` partitions this broker leads, hence coordinates.
+    owned: Mutex<HashSet<i32>>,
 }
 
 /// A summary row for ListGroups.
@@ -60,7 +62,78 @@ impl GroupCoordinator {
             config,
             groups: Mutex::new(HashMap::new()),
             cache: RwLock::new(OffsetCache::default()),
+            owned: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Whether this broker coordinates `group` (leads its offsets partition).
+    pub fn is_coordinator(&self, group: &str) -> bool {
+        self.owned.lock().contains(&offsets::partition_for(
+            group,
+            self.config.offsets_partitions,
+        ))
+    }
+
+    /// Follows `__consumer_offsets` leadership: loads the partitions this broker now
+    /// leads, forgets the groups of partitions it no longer leads.
+    pub fn set_owned(&self, broker: &Broker, led: &HashSet<i32>) {
+        let n = self.config.offsets_partitions;
+        let (gained, lost): (Vec<i32>, Vec<i32>) = {
+            let owned = self.owned.lock();
+            (
+                led.difference(&owned).copied().collect(),
+                owned.difference(led).copied().collect(),
+            )
+        };
+        if !lost.is_empty() {
+            let mut cache = self.cache.write();
+            for p in &lost {
+                cache.drop_partition(*p, n);
+            }
+            self.groups
+                .lock()
+                .retain(|g, _| !lost.contains(&offsets::partition_for(g, n)));
+            info!(partitions = ?lost, "no longer coordinating groups of these offsets partitions");
+        }
+        let topic = broker.topic(OFFSETS_TOPIC);
+        for p in gained {
+            let Some(part) = topic.as_ref().and_then(|t| t.partition(p)) else {
+                continue;
+            };
+            match self.load_partition(part) {
+                Ok(records) => {
+                    self.owned.lock().insert(p);
+                    info!(
+                        partition = p,
+                        records, "coordinating the groups of offsets partition"
+                    );
+                }
+                Err(e) => warn!(partition = p, error = %e, "cannot load offsets partition"),
+            }
+        }
+        self.owned.lock().retain(|p| led.contains(p));
+    }
+
+    /// Replays one offsets partition into the cache.
+    fn load_partition(&self, p: &Partition) -> anyhow::Result<usize> {
+        let mut cache = self.cache.write();
+        let mut records = 0usize;
+        let mut offset = p.log_start_offset();
+        loop {
+            let data = p.fetch_local(offset, 1 << 20)?.read()?;
+            if data.is_empty() {
+                break;
+            }
+            let mut last = offset;
+            for (h, _) in crate::log::batch::headers(&data) {
+                last = h.last_offset();
+            }
+            let changes = offsets::decode_changes(&data);
+            records += changes.len();
+            cache.apply(changes);
+            offset = last + 1;
+        }
+        Ok(records)
     }
 
     fn offsets_partition(
@@ -72,43 +145,10 @@ impl GroupCoordinator {
             .topic(OFFSETS_TOPIC)
             .ok_or(ResponseError::CoordinatorNotAvailable)?;
         let n = topic.partitions.len() as i32;
-        topic
-            .partition(offsets::partition_for(group, n))
-            .cloned()
-            .ok_or(ResponseError::CoordinatorNotAvailable)
-    }
-
-    /// Replays every offsets partition into the cache.
-    pub fn load(&self, broker: &Broker) -> anyhow::Result<()> {
-        let Some(topic) = broker.topic(OFFSETS_TOPIC) else {
-            return Ok(());
-        };
-        let mut cache = self.cache.write();
-        let mut records = 0usize;
-        for p in &topic.partitions {
-            let mut offset = p.log_start_offset();
-            loop {
-                let snap = p.fetch(offset, 1 << 20, true)?;
-                let data = snap.plan.read()?;
-                if data.is_empty() {
-                    break;
-                }
-                let mut last = offset;
-                for (h, _) in crate::log::batch::headers(&data) {
-                    last = h.last_offset();
-                }
-                let changes = offsets::decode_changes(&data);
-                records += changes.len();
-                cache.apply(changes);
-                offset = last + 1;
-            }
+        match topic.partition(offsets::partition_for(group, n)) {
+            Some(p) if p.is_leader() => Ok(Arc::clone(p)),
+            _ => Err(ResponseError::NotCoordinator),
         }
-        info!(
-            records,
-            groups = cache.group_ids().count(),
-            "loaded committed offsets"
-        );
-        Ok(())
     }
 
     pub fn group(&self, id: &str) -> Option<Arc<Mutex<Group>>> {
@@ -132,8 +172,34 @@ impl GroupCoordinator {
         changes: Vec<OffsetChange>,
         now: i64,
     ) -> Result<(), ResponseError> {
+        self.append_changes(broker, group, changes, now).map(|_| ())
+    }
+
+    /// Like [`write`](Self::write), then waits until the commit is replicated to the
+    /// ISR of the offsets partition (acks=all), so a coordinator failover keeps it.
+    pub async fn write_durable(
+        &self,
+        broker: &Broker,
+        group: &str,
+        changes: Vec<OffsetChange>,
+        now: i64,
+    ) -> Result<(), ResponseError> {
+        if let Some((p, end)) = self.append_changes(broker, group, changes, now)? {
+            p.wait_for_hw(end, std::time::Duration::from_secs(10))
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn append_changes(
+        &self,
+        broker: &Broker,
+        group: &str,
+        changes: Vec<OffsetChange>,
+        now: i64,
+    ) -> Result<Option<(Arc<Partition>, i64)>, ResponseError> {
         if changes.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let partition = self.offsets_partition(broker, group)?;
         let raw = offsets::encode_changes(&changes, now).map_err(|e| {
@@ -144,12 +210,15 @@ impl GroupCoordinator {
             .map_err(|_| ResponseError::UnknownServerError)?;
         // Holding the cache lock across the append keeps cache order equal to log order.
         let mut cache = self.cache.write();
-        partition.append(records, now).map_err(|e| {
-            warn!(error = %e, group, "cannot write to __consumer_offsets");
-            ResponseError::KafkaStorageError
+        let info = partition.append(records, now).map_err(|e| match e {
+            crate::log::LogError::NotLeader => ResponseError::NotCoordinator,
+            e => {
+                warn!(error = %e, group, "cannot write to __consumer_offsets");
+                ResponseError::KafkaStorageError
+            }
         })?;
         cache.apply(changes);
-        Ok(())
+        Ok(Some((partition, info.last_offset + 1)))
     }
 
     pub fn committed(&self, group: &str, topic: &str, partition: i32) -> Option<CommittedOffset> {
@@ -248,7 +317,7 @@ impl GroupCoordinator {
             return;
         };
         let n = topic.partitions.len() as i32;
-        for p in &topic.partitions {
+        for p in topic.local().filter(|p| p.is_leader()) {
             if p.segment_count() < self.config.compact_after_segments {
                 continue;
             }

@@ -155,6 +155,12 @@ impl OffsetCache {
         }
     }
 
+    /// Forgets every group whose offsets live in `partition` (coordination moved away).
+    pub fn drop_partition(&mut self, partition: i32, partitions: i32) {
+        self.groups
+            .retain(|g, _| partition_for(g, partitions) != partition);
+    }
+
     pub fn get(&self, group: &str, topic: &str, partition: i32) -> Option<&CommittedOffset> {
         self.groups.get(group)?.get(&(topic.to_string(), partition))
     }

@@ -88,17 +88,17 @@ fn read_once(
             pd.high_watermark = -1;
             pd.last_stable_offset = -1;
             pd.log_start_offset = -1;
-            let partition = state.as_ref().and_then(|s| s.partition(fp.partition));
+            let partition = match state {
+                None if version >= 13 => Err(ResponseError::UnknownTopicId),
+                None => Err(ResponseError::UnknownTopicOrPartition),
+                Some(s) => s.leader_of(fp.partition),
+            };
             match partition {
-                None => {
-                    pd.error_code = if version >= 13 {
-                        ResponseError::UnknownTopicId.code()
-                    } else {
-                        ResponseError::UnknownTopicOrPartition.code()
-                    };
+                Err(e) => {
+                    pd.error_code = e.code();
                     errored = true;
                 }
-                Some(p) => {
+                Ok(p) => {
                     watchers.push(p.subscribe());
                     let budget = max_bytes
                         .saturating_sub(total)

@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 
 use super::s;
 use crate::broker::{now_ms, Broker};
+use crate::group::offsets::{partition_for, OFFSETS_TOPIC};
 use crate::group::state::{JoinRequest, JoinResult, Reply, SyncResult};
 
 const KEY_TYPE_GROUP: i8 = 0;
@@ -27,19 +28,39 @@ fn code(e: Option<ResponseError>) -> i16 {
     e.map_or(0, |e| e.code())
 }
 
+/// The broker leading the `__consumer_offsets` partition of `key`: `(id, host, port)`.
+fn coordinator_for(broker: &Broker, key: &str) -> Result<(i32, String, i32), ResponseError> {
+    let state = broker.cluster();
+    let topic = state
+        .topics
+        .get(OFFSETS_TOPIC)
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let n = topic.partitions.len() as i32;
+    let p = usize::try_from(partition_for(key, n))
+        .ok()
+        .and_then(|i| topic.partitions.get(i))
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let b = state
+        .brokers
+        .get(&p.leader)
+        .filter(|_| state.is_live(p.leader))
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    Ok((b.id, b.host.clone(), b.port))
+}
+
 pub async fn find_coordinator(
     broker: &Arc<Broker>,
     req: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let (host, port) = broker.config.advertised();
-    let node = BrokerId(broker.config.node_id);
     let mut resp = FindCoordinatorResponse::default();
     let supported = req.key_type == KEY_TYPE_GROUP;
-    let err = if supported {
-        None
-    } else {
-        Some(ResponseError::CoordinatorNotAvailable)
+    let lookup = |key: &str| -> Result<(i32, String, i32), ResponseError> {
+        if supported {
+            coordinator_for(broker, key)
+        } else {
+            Err(ResponseError::CoordinatorNotAvailable)
+        }
     };
     if version >= 4 {
         resp.coordinators = req
@@ -48,28 +69,37 @@ pub async fn find_coordinator(
             .map(|k| {
                 let mut c = Coordinator::default();
                 c.key = k.clone();
-                c.error_code = code(err);
-                if supported {
-                    c.node_id = node;
-                    c.host = s(host.clone());
-                    c.port = port;
-                } else {
-                    c.node_id = BrokerId(-1);
-                    c.port = -1;
-                    c.error_message = Some(s("transaction coordinators are not supported yet"));
+                match lookup(k) {
+                    Ok((id, host, port)) => {
+                        c.node_id = BrokerId(id);
+                        c.host = s(host);
+                        c.port = port;
+                    }
+                    Err(e) => {
+                        c.error_code = e.code();
+                        c.node_id = BrokerId(-1);
+                        c.port = -1;
+                        if !supported {
+                            c.error_message =
+                                Some(s("transaction coordinators are not supported yet"));
+                        }
+                    }
                 }
                 c
             })
             .collect();
     } else {
-        resp.error_code = code(err);
-        if supported {
-            resp.node_id = node;
-            resp.host = s(host);
-            resp.port = port;
-        } else {
-            resp.node_id = BrokerId(-1);
-            resp.port = -1;
+        match lookup(&req.key) {
+            Ok((id, host, port)) => {
+                resp.node_id = BrokerId(id);
+                resp.host = s(host);
+                resp.port = port;
+            }
+            Err(e) => {
+                resp.error_code = e.code();
+                resp.node_id = BrokerId(-1);
+                resp.port = -1;
+            }
         }
     }
     resp
@@ -95,6 +125,10 @@ pub async fn join_group(
     let group_id = req.group_id.0.to_string();
     if group_id.is_empty() {
         resp.error_code = ResponseError::InvalidGroupId.code();
+        return resp;
+    }
+    if !broker.groups.is_coordinator(&group_id) {
+        resp.error_code = ResponseError::NotCoordinator.code();
         return resp;
     }
     let rebalance_timeout = if version >= 1 {
@@ -175,6 +209,10 @@ pub async fn sync_group(
     version: i16,
 ) -> SyncGroupResponse {
     let mut resp = SyncGroupResponse::default();
+    if !broker.groups.is_coordinator(&req.group_id.0) {
+        resp.error_code = ResponseError::NotCoordinator.code();
+        return resp;
+    }
     let Some(group) = broker.groups.group(&req.group_id.0) else {
         resp.error_code = ResponseError::UnknownMemberId.code();
         return resp;
@@ -223,6 +261,10 @@ pub async fn heartbeat(
     _version: i16,
 ) -> HeartbeatResponse {
     let mut resp = HeartbeatResponse::default();
+    if !broker.groups.is_coordinator(&req.group_id.0) {
+        resp.error_code = ResponseError::NotCoordinator.code();
+        return resp;
+    }
     let inst = req.group_instance_id.as_ref().map(|s| s.to_string());
     resp.error_code = match broker.groups.group(&req.group_id.0) {
         None => ResponseError::UnknownMemberId.code(),
@@ -242,6 +284,10 @@ pub async fn leave_group(
     version: i16,
 ) -> LeaveGroupResponse {
     let mut resp = LeaveGroupResponse::default();
+    if !broker.groups.is_coordinator(&req.group_id.0) {
+        resp.error_code = ResponseError::NotCoordinator.code();
+        return resp;
+    }
     let group = broker.groups.group(&req.group_id.0);
     let now = now_ms();
     if version < 3 {
@@ -274,6 +320,11 @@ pub async fn describe_groups(
     for id in req.groups {
         let mut d = DescribedGroup::default();
         d.group_id = id.clone();
+        if !broker.groups.is_coordinator(&id.0) {
+            d.error_code = ResponseError::NotCoordinator.code();
+            resp.groups.push(d);
+            continue;
+        }
         match broker.groups.group(&id.0) {
             Some(g) => {
                 let g = g.lock();
@@ -346,7 +397,11 @@ pub async fn delete_groups(
     let mut resp = DeleteGroupsResponse::default();
     for id in req.groups_names {
         let mut r = DeletableGroupResult::default();
-        r.error_code = code(broker.groups.delete_group(broker, &id.0, now_ms()).err());
+        r.error_code = if broker.groups.is_coordinator(&id.0) {
+            code(broker.groups.delete_group(broker, &id.0, now_ms()).err())
+        } else {
+            ResponseError::NotCoordinator.code()
+        };
         r.group_id = id;
         resp.results.push(r);
     }

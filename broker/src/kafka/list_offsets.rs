@@ -31,9 +31,13 @@ pub async fn handle(
             pr.partition_index = lp.partition_index;
             pr.timestamp = -1;
             pr.offset = -1;
-            match state.as_ref().and_then(|s| s.partition(lp.partition_index)) {
-                None => pr.error_code = ResponseError::UnknownTopicOrPartition.code(),
-                Some(p) => {
+            let partition = match &state {
+                None => Err(ResponseError::UnknownTopicOrPartition),
+                Some(s) => s.leader_of(lp.partition_index),
+            };
+            match partition {
+                Err(e) => pr.error_code = e.code(),
+                Ok(p) => {
                     if version >= 4 {
                         pr.leader_epoch = p.leader_epoch();
                     }

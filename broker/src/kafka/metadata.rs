@@ -11,27 +11,40 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 
 use super::{metadata_error_code, s};
-use crate::broker::{Broker, TopicState};
+use crate::broker::Broker;
+use crate::metadata::cluster::{ClusterState, TopicMeta};
 use crate::metadata::validate_topic_name;
 
 pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
     let cfg = &broker.config;
-    let node = cfg.node_id;
     let mut resp = MetadataResponse::default();
-    let (host, port) = cfg.advertised();
-    let mut b = MetadataResponseBroker::default();
-    b.node_id = BrokerId(node);
-    b.host = s(host);
-    b.port = port;
-    if version >= 1 {
-        b.rack = cfg.rack.clone().map(s);
-    }
-    resp.brokers = vec![b];
+    let state = broker.cluster();
+    resp.brokers = state
+        .brokers
+        .values()
+        .filter(|b| state.is_live(b.id))
+        .map(|info| {
+            let mut b = MetadataResponseBroker::default();
+            b.node_id = BrokerId(info.id);
+            b.host = s(info.host.clone());
+            b.port = info.port;
+            if version >= 1 {
+                b.rack = info.rack.clone().map(s);
+            }
+            b
+        })
+        .collect();
     if version >= 2 {
         resp.cluster_id = Some(s(cfg.cluster_id.clone()));
     }
     if version >= 1 {
-        resp.controller_id = BrokerId(node);
+        resp.controller_id = BrokerId(
+            broker
+                .quorum
+                .leader()
+                .and_then(|l| i32::try_from(l).ok())
+                .unwrap_or(-1),
+        );
     }
     // v0 uses an empty list for "all topics"; v1+ uses null.
     let wanted = match req.topics {
@@ -41,10 +54,10 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
     };
     let allow_create = version < 4 || req.allow_auto_topic_creation;
     resp.topics = match wanted {
-        None => broker
-            .all_topics()
-            .iter()
-            .map(|t| describe(t, node, version))
+        None => state
+            .topics
+            .values()
+            .map(|t| describe(&state, t, version))
             .collect(),
         Some(list) => {
             let mut out = Vec::with_capacity(list.len());
@@ -52,8 +65,8 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
                 if let Some(name) = t.name {
                     out.push(lookup_or_create(broker, &name.0, allow_create, version).await);
                 } else {
-                    match broker.topic_by_id(&t.topic_id) {
-                        Some(state) => out.push(describe(&state, node, version)),
+                    match state.topics.values().find(|m| m.record.id == t.topic_id) {
+                        Some(meta) => out.push(describe(&state, meta, version)),
                         None => {
                             let mut e = MetadataResponseTopic::default();
                             e.error_code = ResponseError::UnknownTopicId.code();
@@ -75,9 +88,9 @@ async fn lookup_or_create(
     allow_create: bool,
     version: i16,
 ) -> MetadataResponseTopic {
-    let node = broker.config.node_id;
-    if let Some(t) = broker.topic(name) {
-        return describe(&t, node, version);
+    let state = broker.cluster();
+    if let Some(t) = state.topics.get(name) {
+        return describe(&state, t, version);
     }
     let mut e = MetadataResponseTopic::default();
     e.name = Some(TopicName(s(name)));
@@ -93,15 +106,17 @@ async fn lookup_or_create(
         .create_topic(name, -1, -1, BTreeMap::new(), false)
         .await
     {
-        Ok(t) => describe(&t, node, version),
-        // Another connection created it first.
-        Err(crate::metadata::MetadataError::TopicExists(_)) => match broker.topic(name) {
-            Some(t) => describe(&t, node, version),
-            None => {
-                e.error_code = ResponseError::LeaderNotAvailable.code();
-                e
+        // Created, or another connection created it first: describe what committed.
+        Ok(_) | Err(crate::metadata::MetadataError::TopicExists(_)) => {
+            let state = broker.cluster();
+            match state.topics.get(name) {
+                Some(t) => describe(&state, t, version),
+                None => {
+                    e.error_code = ResponseError::LeaderNotAvailable.code();
+                    e
+                }
             }
-        },
+        }
         Err(err) => {
             e.error_code = metadata_error_code(&err).code();
             e
@@ -109,7 +124,7 @@ async fn lookup_or_create(
     }
 }
 
-fn describe(t: &TopicState, node: i32, version: i16) -> MetadataResponseTopic {
+fn describe(state: &ClusterState, t: &TopicMeta, version: i16) -> MetadataResponseTopic {
     let mut r = MetadataResponseTopic::default();
     r.name = Some(TopicName(s(t.record.name.clone())));
     if version >= 10 {
@@ -118,18 +133,37 @@ fn describe(t: &TopicState, node: i32, version: i16) -> MetadataResponseTopic {
     if version >= 1 {
         r.is_internal = t.record.internal;
     }
+    let ids = |v: &[i32]| v.iter().map(|b| BrokerId(*b)).collect::<Vec<_>>();
     r.partitions = t
         .partitions
         .iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(i, p)| {
             let mut mp = MetadataResponsePartition::default();
-            mp.partition_index = p.index;
-            mp.leader_id = BrokerId(node);
-            if version >= 7 {
-                mp.leader_epoch = p.leader_epoch();
+            mp.partition_index = i as i32;
+            let leader = if p.leader >= 0 && state.is_live(p.leader) {
+                p.leader
+            } else {
+                -1
+            };
+            if leader < 0 {
+                mp.error_code = ResponseError::LeaderNotAvailable.code();
             }
-            mp.replica_nodes = vec![BrokerId(node)];
-            mp.isr_nodes = vec![BrokerId(node)];
+            mp.leader_id = BrokerId(leader);
+            if version >= 7 {
+                mp.leader_epoch = p.leader_epoch;
+            }
+            mp.replica_nodes = ids(&p.replicas);
+            mp.isr_nodes = ids(&p.isr);
+            if version >= 5 {
+                let offline: Vec<i32> = p
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|b| !state.is_live(*b))
+                    .collect();
+                mp.offline_replicas = ids(&offline);
+            }
             mp
         })
         .collect();

@@ -33,6 +33,7 @@ pub fn log_error_code(e: &LogError) -> ResponseError {
         LogError::Corrupt(_) => ResponseError::CorruptMessage,
         LogError::TooLarge { .. } => ResponseError::MessageTooLarge,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::NotLeader => ResponseError::NotLeaderOrFollower,
         LogError::Io { .. } | LogError::Decode(_) => ResponseError::KafkaStorageError,
         LogError::Sequence(crate::producer::SequenceError::InvalidEpoch { .. }) => {
             ResponseError::InvalidProducerEpoch

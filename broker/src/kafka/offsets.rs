@@ -31,6 +31,8 @@ pub async fn commit(
     let inst = req.group_instance_id.as_ref().map(|s| s.to_string());
     let group_error = if group_id.is_empty() {
         Some(ResponseError::InvalidGroupId)
+    } else if !broker.groups.is_coordinator(&group_id) {
+        Some(ResponseError::NotCoordinator)
     } else {
         match broker.groups.group(&group_id) {
             Some(g) => g
@@ -60,10 +62,9 @@ pub async fn commit(
             let meta_len = p.committed_metadata.as_ref().map_or(0, |m| m.len());
             let err = if let Some(e) = group_error {
                 Some(e)
-            } else if topic
+            } else if !topic
                 .as_ref()
-                .and_then(|tp| tp.partition(p.partition_index))
-                .is_none()
+                .is_some_and(|tp| (0..tp.record.partitions).contains(&p.partition_index))
             {
                 Some(ResponseError::UnknownTopicOrPartition)
             } else if meta_len > max_meta {
@@ -96,7 +97,11 @@ pub async fn commit(
         }
         resp.topics.push(tr);
     }
-    if let Err(e) = broker.groups.write(broker, &group_id, changes, now) {
+    if let Err(e) = broker
+        .groups
+        .write_durable(broker, &group_id, changes, now)
+        .await
+    {
         for (ti, pi) in pending {
             resp.topics[ti].partitions[pi].error_code = e.code();
         }
@@ -166,6 +171,11 @@ pub async fn fetch(
             });
             let mut out = OffsetFetchResponseGroup::default();
             out.group_id = g.group_id.clone();
+            if !broker.groups.is_coordinator(&g.group_id.0) {
+                out.error_code = ResponseError::NotCoordinator.code();
+                resp.groups.push(out);
+                continue;
+            }
             out.topics = fetch_group(broker, &g.group_id.0, wanted)
                 .into_iter()
                 .map(|(name, rows)| {
@@ -187,6 +197,10 @@ pub async fn fetch(
                 .collect();
             resp.groups.push(out);
         }
+        return resp;
+    }
+    if !broker.groups.is_coordinator(&req.group_id.0) {
+        resp.error_code = ResponseError::NotCoordinator.code();
         return resp;
     }
     let wanted = req.topics.map(|ts| {
@@ -225,6 +239,10 @@ pub async fn delete(
 ) -> OffsetDeleteResponse {
     let mut resp = OffsetDeleteResponse::default();
     let group_id = req.group_id.0.to_string();
+    if !broker.groups.is_coordinator(&group_id) {
+        resp.error_code = ResponseError::NotCoordinator.code();
+        return resp;
+    }
     let group = broker.groups.group(&group_id);
     let committed = broker.groups.group_offsets(&group_id);
     if group.is_none() && committed.is_empty() {
@@ -250,10 +268,9 @@ pub async fn delete(
             pr.partition_index = p.partition_index;
             if subscribed.contains(t.name.0.as_str()) {
                 pr.error_code = ResponseError::GroupSubscribedToTopic.code();
-            } else if broker
+            } else if !broker
                 .topic(&t.name.0)
-                .and_then(|tp| tp.partition(p.partition_index).cloned())
-                .is_none()
+                .is_some_and(|tp| (0..tp.record.partitions).contains(&p.partition_index))
             {
                 pr.error_code = ResponseError::UnknownTopicOrPartition.code();
             } else if committed.contains_key(&(t.name.0.to_string(), p.partition_index)) {

@@ -1,8 +1,10 @@
 //! Produce: validate each partition's batches (CRC, size), append them, answer with
-//! the assigned base offset. acks=0 gets no response; acks=all waits for the ISR
-//! (on a single node the leader alone), and `min.insync.replicas` is enforced.
+//! the assigned base offset. acks=0 gets no response; acks=all waits until the high
+//! watermark passes the batch (every in-sync replica has it), and
+//! `min.insync.replicas` is enforced before appending.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -11,6 +13,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use super::{log_error_code, s};
 use crate::broker::{now_ms, Broker};
 use crate::log::ValidatedRecords;
+use crate::partition::Partition;
 use crate::telemetry::Metrics;
 
 pub async fn handle(
@@ -20,6 +23,8 @@ pub async fn handle(
 ) -> Option<ProduceResponse> {
     let acks = req.acks;
     let mut resp = ProduceResponse::default();
+    // acks=all: (topic index, partition index, replica, offset the HW must reach).
+    let mut waits: Vec<(usize, usize, Arc<Partition>, i64)> = Vec::new();
     for topic in req.topic_data {
         let mut tr = TopicProduceResponse::default();
         tr.name = topic.name.clone();
@@ -49,26 +54,31 @@ pub async fn handle(
                         format!("unknown topic `{}`", topic.name.0),
                     ));
                 };
-                let Some(partition) = state.partition(pd.index) else {
-                    return Err((
-                        ResponseError::UnknownTopicOrPartition,
-                        format!("unknown partition {}", pd.index),
-                    ));
-                };
-                if acks == -1 {
-                    let min_isr = state
+                let partition = state.leader_of(pd.index).map_err(|e| {
+                    (
+                        e,
+                        format!("partition {} is not led by this broker", pd.index),
+                    )
+                })?;
+                let min_isr = if acks == -1 {
+                    state
                         .record
                         .configs
                         .get("min.insync.replicas")
-                        .and_then(|v| v.parse::<i32>().ok())
-                        .unwrap_or(1);
-                    if min_isr > 1 {
-                        return Err((
-                            ResponseError::NotEnoughReplicas,
-                            format!("min.insync.replicas={min_isr} but the ISR has 1 replica"),
-                        ));
-                    }
-                }
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(1)
+                } else {
+                    0
+                };
+                partition.check_leader(min_isr).map_err(|e| {
+                    (
+                        e,
+                        format!(
+                            "min.insync.replicas={min_isr} but the ISR is {:?}",
+                            partition.isr()
+                        ),
+                    )
+                })?;
                 let Some(records) = pd.records.as_ref() else {
                     return Err((ResponseError::CorruptMessage, "no records".to_string()));
                 };
@@ -82,10 +92,18 @@ pub async fn handle(
                 let labels = Metrics::topic(&topic.name.0);
                 broker.metrics.bytes_in.add(bytes, &labels);
                 broker.metrics.records_in.add(count, &labels);
-                Ok((info, partition.log_start_offset()))
+                Ok((info, partition.log_start_offset(), Arc::clone(partition)))
             })();
             match result {
-                Ok((info, start)) => {
+                Ok((info, start, partition)) => {
+                    if acks == -1 {
+                        waits.push((
+                            resp.responses.len(),
+                            tr.partition_responses.len(),
+                            partition,
+                            info.last_offset + 1,
+                        ));
+                    }
                     pr.base_offset = info.base_offset;
                     pr.log_append_time_ms = info.log_append_time;
                     if version >= 5 {
@@ -107,6 +125,25 @@ pub async fn handle(
             tr.partition_responses.push(pr);
         }
         resp.responses.push(tr);
+    }
+    if !waits.is_empty() {
+        let timeout = Duration::from_millis(req.timeout_ms.clamp(0, 300_000) as u64);
+        let results = futures::future::join_all(
+            waits
+                .iter()
+                .map(|(_, _, p, end)| p.wait_for_hw(*end, timeout)),
+        )
+        .await;
+        for ((ti, pi, _, _), r) in waits.iter().zip(results) {
+            if let Err(e) = r {
+                let pr = &mut resp.responses[*ti].partition_responses[*pi];
+                pr.error_code = e.code();
+                pr.base_offset = -1;
+                if version >= 8 {
+                    pr.error_message = Some(s("not replicated to the in-sync replicas in time"));
+                }
+            }
+        }
     }
     if acks == 0 {
         None

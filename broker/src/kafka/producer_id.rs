@@ -27,14 +27,18 @@ pub async fn handle(
         resp.producer_epoch = epoch + 1;
         return resp;
     }
-    match broker.producer_ids.next() {
+    match broker
+        .producer_ids
+        .next(&broker.quorum, broker.config.node_id)
+        .await
+    {
         Ok(id) => {
             resp.producer_id = ProducerId(id);
             resp.producer_epoch = 0;
         }
         Err(e) => {
             warn!(error = %e, "cannot allocate a producer id");
-            resp.error_code = ResponseError::KafkaStorageError.code();
+            resp.error_code = ResponseError::CoordinatorNotAvailable.code();
         }
     }
     resp

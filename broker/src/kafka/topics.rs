@@ -50,16 +50,17 @@ pub async fn create_topics(
             resp.topics.push(r);
             continue;
         }
-        let node = broker.config.node_id;
-        if !t.assignments.is_empty()
-            && t.assignments
-                .iter()
-                .any(|a| a.broker_ids.iter().any(|b| b.0 != node))
+        let cluster = broker.cluster();
+        if let Some(unknown) = t
+            .assignments
+            .iter()
+            .flat_map(|a| a.broker_ids.iter())
+            .find(|b| !cluster.brokers.contains_key(&b.0))
         {
             fail(
                 &mut r,
                 ResponseError::InvalidReplicaAssignment,
-                format!("replica assignment names brokers other than {node}"),
+                format!("replica assignment names unknown broker {}", unknown.0),
             );
             resp.topics.push(r);
             continue;

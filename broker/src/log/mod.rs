@@ -8,6 +8,7 @@
 //! through a [`segment::SegmentReader`] snapshot.
 
 pub mod batch;
+pub mod epochs;
 pub mod index;
 pub mod segment;
 
@@ -23,6 +24,7 @@ use tracing::{debug, info};
 
 use crate::producer::{self, Check, ProducerStateTable, SequenceError};
 use batch::{BatchError, BatchHeader};
+use epochs::LeaderEpochCache;
 use segment::{Segment, SegmentReader};
 
 /// Per-partition log settings, resolved from topic config over broker defaults.
@@ -78,6 +80,8 @@ pub enum LogError {
     Decode(String),
     #[error("producer sequence rejected: {0:?}")]
     Sequence(SequenceError),
+    #[error("this broker is not the leader of the partition")]
+    NotLeader,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
@@ -160,14 +164,34 @@ pub struct ReadPlan {
     pos: u64,
     max_bytes: usize,
     min_one: bool,
+    /// Batches ending at or beyond this offset are left out (the high watermark).
+    max_offset: i64,
 }
 
 impl ReadPlan {
+    /// Stops the read before the batch containing `offset` (consumers only see data
+    /// below the high watermark).
+    pub fn limit(mut self, offset: i64) -> Self {
+        self.max_offset = offset;
+        self
+    }
+
     pub fn read(&self) -> io::Result<Bytes> {
-        match &self.reader {
-            Some(r) => r.read_batches(self.pos, self.max_bytes, self.min_one),
-            None => Ok(Bytes::new()),
+        let data = match &self.reader {
+            Some(r) => r.read_batches(self.pos, self.max_bytes, self.min_one)?,
+            None => return Ok(Bytes::new()),
+        };
+        if self.max_offset == i64::MAX {
+            return Ok(data);
         }
+        let mut keep = 0;
+        for (h, at) in batch::headers(&data) {
+            if h.last_offset() >= self.max_offset {
+                break;
+            }
+            keep = at + h.total_len();
+        }
+        Ok(data.slice(..keep))
     }
 }
 
@@ -181,6 +205,7 @@ pub struct PartitionLog {
     unflushed_messages: u64,
     last_flush_ms: i64,
     producers: ProducerStateTable,
+    epochs: LeaderEpochCache,
 }
 
 impl PartitionLog {
@@ -242,8 +267,18 @@ impl PartitionLog {
             unflushed_messages: 0,
             last_flush_ms: now_ms,
             producers: ProducerStateTable::default(),
+            epochs: LeaderEpochCache::open(dir).map_err(io_err(dir))?,
         };
         log.rebuild_producer_state()?;
+        let end = log.log_end_offset();
+        // Epochs that start beyond a recovered (truncated) tail are gone with it.
+        log.epochs.truncate_from(end + 1).map_err(io_err(dir))?;
+        if log.epochs.latest_epoch() < 0 && end > log.log_start_offset {
+            // Data written before epochs were checkpointed: single-node epoch 0.
+            log.epochs
+                .assign(0, log.log_start_offset)
+                .map_err(io_err(dir))?;
+        }
         Ok(log)
     }
 
@@ -397,6 +432,9 @@ impl PartitionLog {
             self.roll(now_ms)?;
         }
         let base_offset = self.log_end_offset();
+        self.epochs
+            .assign(leader_epoch, base_offset)
+            .map_err(io_err(&self.dir))?;
         let mut next = base_offset;
         let log_append_time = if self.config.log_append_time {
             now_ms
@@ -432,6 +470,61 @@ impl PartitionLog {
             log_append_time,
             duplicate: false,
         })
+    }
+
+    /// Appends batches fetched from the leader as they are: offsets and leader epochs
+    /// were assigned there. Batches the log already has are skipped; a gap is an error.
+    pub fn append_replicated(
+        &mut self,
+        records: ValidatedRecords,
+        now_ms: i64,
+    ) -> Result<usize, LogError> {
+        let mut written = 0;
+        let dir = self.dir.clone();
+        for (h, range) in &records.batches {
+            let end = self.log_end_offset();
+            if h.last_offset() < end {
+                continue;
+            }
+            if h.base_offset != end {
+                return Err(LogError::Decode(format!(
+                    "replicated batch at offset {} does not follow the log end {end}",
+                    h.base_offset
+                )));
+            }
+            let active = self.active();
+            let too_big = active.size() + h.total_len() as u64 > self.config.segment_bytes;
+            let too_old = now_ms - active.created_at_ms() >= self.config.segment_ms;
+            if !active.is_empty() && (too_big || too_old) {
+                self.roll(now_ms)?;
+            }
+            self.epochs
+                .assign(h.partition_leader_epoch, h.base_offset)
+                .map_err(io_err(&dir))?;
+            let seg = self
+                .segments
+                .last_mut()
+                .ok_or_else(|| LogError::Decode("no active segment".into()))?;
+            seg.append(&records.buf[range.clone()], h)
+                .map_err(io_err(&dir))?;
+            self.producers.record(h);
+            self.unflushed_messages += h.records_count as u64;
+            written += 1;
+        }
+        if self.unflushed_messages >= self.config.flush_messages {
+            self.flush(now_ms)?;
+        }
+        Ok(written)
+    }
+
+    pub fn epochs(&self) -> &LeaderEpochCache {
+        &self.epochs
+    }
+
+    /// Records that a new leader epoch starts at the current log end offset.
+    pub fn start_epoch(&mut self, epoch: i32) -> Result<(), LogError> {
+        let end = self.log_end_offset();
+        self.epochs.assign(epoch, end).map_err(io_err(&self.dir))
     }
 
     /// fsyncs the active segment if it has unflushed data.
@@ -480,6 +573,7 @@ impl PartitionLog {
             pos: 0,
             max_bytes,
             min_one,
+            max_offset: i64::MAX,
         };
         if offset == end {
             return Ok(empty);
@@ -493,6 +587,7 @@ impl PartitionLog {
                     pos,
                     max_bytes,
                     min_one,
+                    max_offset: i64::MAX,
                 });
             }
             i += 1;
@@ -589,6 +684,23 @@ impl PartitionLog {
         Ok(removed)
     }
 
+    /// Deletes every segment and restarts the log empty at `offset` (a follower whose
+    /// log ends before the leader's log start).
+    pub fn reset_to(&mut self, offset: i64, now_ms: i64) -> Result<(), LogError> {
+        let dir = self.dir.clone();
+        let fresh = Segment::create(&dir, offset, self.config.index_interval_bytes, now_ms)
+            .map_err(io_err(&dir))?;
+        for seg in std::mem::replace(&mut self.segments, vec![fresh]) {
+            if seg.base_offset() != offset {
+                seg.delete().map_err(io_err(&dir))?;
+            }
+        }
+        self.log_start_offset = offset;
+        self.producers = ProducerStateTable::default();
+        self.epochs.truncate_from(i64::MIN).map_err(io_err(&dir))?;
+        producer::remove_snapshots_above(&dir, offset).map_err(io_err(&dir))
+    }
+
     /// Removes every record at or after `offset` (used when a replica's tail diverges).
     pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
         let offset = offset.max(self.log_start_offset);
@@ -602,6 +714,7 @@ impl PartitionLog {
             .truncate_to(offset)
             .map_err(io_err(&dir))?;
         self.producers.truncate_to(offset);
+        self.epochs.truncate_from(offset).map_err(io_err(&dir))?;
         producer::remove_snapshots_above(&dir, offset).map_err(io_err(&dir))
     }
 

@@ -4,9 +4,6 @@
 //! broker can answer Metadata from its copy. Applying is pure and deterministic (time
 //! comes in the commands); the controller's decisions — replica placement, fencing,
 //! leader election — are pure functions over this state, unit- and property-tested.
-//!
-//! Status: this is the state machine the Raft quorum will drive; the single-node
-//! broker still serves from `Catalog` until the quorum is wired in.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,6 +27,9 @@ pub struct BrokerInfo {
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
+    /// The broker's internal gRPC address (replication, quorum).
+    #[serde(default)]
+    pub internal: String,
     pub status: BrokerStatus,
     pub draining: bool,
     pub last_heartbeat_ms: i64,
@@ -61,6 +61,8 @@ pub enum Command {
         host: String,
         port: i32,
         rack: Option<String>,
+        #[serde(default)]
+        internal: String,
         now_ms: i64,
     },
     Heartbeat {
@@ -202,6 +204,7 @@ impl ClusterState {
                 host,
                 port,
                 rack,
+                internal,
                 now_ms,
             } => {
                 let draining = self.brokers.get(&id).is_some_and(|b| b.draining);
@@ -212,6 +215,7 @@ impl ClusterState {
                         host,
                         port,
                         rack,
+                        internal,
                         status: if draining {
                             BrokerStatus::Draining
                         } else {
@@ -529,6 +533,105 @@ pub fn fence_and_elect(state: &ClusterState, now_ms: i64, timeout_ms: i64) -> Ve
                     partition: i as i32,
                     leader,
                 });
+            }
+        }
+    }
+    cmds
+}
+
+/// The controller's periodic work besides fencing: finish reassignments whose target
+/// replicas are all in sync (first moving leadership into the target), start moving
+/// replicas off draining brokers, and give leadership back to preferred replicas.
+pub fn progress_actions(state: &ClusterState) -> Vec<Command> {
+    let draining = |b: i32| state.brokers.get(&b).is_some_and(|x| x.draining);
+    let usable = |b: i32| state.is_live(b) && !draining(b);
+    let mut load: BTreeMap<i32, usize> = state
+        .brokers
+        .values()
+        .filter(|b| usable(b.id))
+        .map(|b| (b.id, 0))
+        .collect();
+    for t in state.topics.values() {
+        for p in &t.partitions {
+            for r in p.target.as_ref().unwrap_or(&p.replicas) {
+                if let Some(n) = load.get_mut(r) {
+                    *n += 1;
+                }
+            }
+        }
+    }
+    let mut cmds = Vec::new();
+    for (name, t) in &state.topics {
+        for (i, p) in t.partitions.iter().enumerate() {
+            let partition = i as i32;
+            let elect = |leader: i32| Command::ElectLeader {
+                topic: name.clone(),
+                partition,
+                leader,
+            };
+            if let Some(target) = &p.target {
+                if target.iter().all(|r| p.isr.contains(r)) {
+                    if target.contains(&p.leader) {
+                        cmds.push(Command::CompleteReassignment {
+                            topic: name.clone(),
+                            partition,
+                        });
+                    } else if let Some(l) = target.iter().copied().find(|r| state.is_live(*r)) {
+                        cmds.push(elect(l));
+                    }
+                }
+                continue;
+            }
+            let leaving: Vec<i32> = p
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| draining(*r))
+                .collect();
+            if !leaving.is_empty() {
+                let mut target = p.replicas.clone();
+                let mut ok = true;
+                for r in leaving {
+                    let pick = load
+                        .iter()
+                        .filter(|(b, _)| !target.contains(b))
+                        .min_by_key(|(b, n)| (**n, **b))
+                        .map(|(b, _)| *b);
+                    match pick {
+                        Some(b) => {
+                            if let Some(slot) = target.iter_mut().find(|x| **x == r) {
+                                *slot = b;
+                            }
+                            if let Some(n) = load.get_mut(&b) {
+                                *n += 1;
+                            }
+                        }
+                        None => ok = false,
+                    }
+                }
+                if ok {
+                    cmds.push(Command::Reassign {
+                        topic: name.clone(),
+                        partition,
+                        target,
+                    });
+                } else if draining(p.leader) {
+                    // Nowhere to move the replica: at least move leadership away.
+                    if let Some(l) = p
+                        .replicas
+                        .iter()
+                        .copied()
+                        .find(|r| p.isr.contains(r) && usable(*r))
+                    {
+                        cmds.push(elect(l));
+                    }
+                }
+                continue;
+            }
+            if let Some(&preferred) = p.replicas.first() {
+                if preferred != p.leader && usable(preferred) && p.isr.contains(&preferred) {
+                    cmds.push(elect(preferred));
+                }
             }
         }
     }

@@ -182,6 +182,10 @@ impl Quorum {
         }))
     }
 
+    pub fn peers(&self) -> &Arc<Peers> {
+        &self.peers
+    }
+
     pub fn raft(&self) -> &Raft {
         &self.raft
     }

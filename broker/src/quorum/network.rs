@@ -68,7 +68,7 @@ impl Peers {
         let mut client = self.client(addr)?;
         let mut request = tonic::Request::new(RaftMessage {
             kind: kind.to_string(),
-            payload: serde_json::to_vec(req)?,
+            payload: serde_json::to_vec(req)?.into(),
         });
         request.set_timeout(timeout);
         let reply = client.raft(request).await?.into_inner();
@@ -79,7 +79,7 @@ impl Peers {
         let mut client = self.client(addr)?;
         let mut request = tonic::Request::new(RaftMessage {
             kind: "propose".into(),
-            payload: serde_json::to_vec(cmd)?,
+            payload: serde_json::to_vec(cmd)?.into(),
         });
         request.set_timeout(Duration::from_secs(5));
         let reply = client.propose(request).await?.into_inner();

@@ -141,7 +141,7 @@ mod tests {
             ..LogConfig::default()
         };
         let log = PartitionLog::open(&data.path().join("t-0"), cfg.clone(), true, 0).unwrap();
-        let p = Partition::new(Arc::from("t"), 0, log);
+        let p = Partition::standalone(Arc::from("t"), 0, log);
         for i in 0..60 {
             p.append(ValidatedRecords::new(&batch(i), 1 << 20).unwrap(), 0)
                 .unwrap();
@@ -182,7 +182,7 @@ mod tests {
         }
         drop(p);
         let log = PartitionLog::open(&data.path().join("t-0"), cfg, false, 0).unwrap();
-        let p = Partition::new(Arc::from("t"), 0, log);
+        let p = Partition::standalone(Arc::from("t"), 0, log);
         let r = upload_partition(&store, &p, &id, 0).await.unwrap();
         assert!(r.uploaded_segments > 0);
         let m2 = manifest_of(&p).unwrap();

@@ -26,6 +26,21 @@ pub struct TestBroker {
     _dir: tempfile::TempDir,
 }
 
+async fn ready(metrics: std::net::SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect(metrics).await else {
+        return false;
+    };
+    if s.write_all(b"GET /readyz HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    buf.starts_with(b"HTTP/1.1 200") || buf.starts_with(b"HTTP/1.0 200")
+}
+
 impl TestBroker {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -38,12 +53,14 @@ impl TestBroker {
         cfg.offsets_topic_partitions = 4;
         let addr = cfg.kafka_listen;
         let admin = cfg.admin_listen;
+        let metrics = cfg.metrics_listen;
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(strata_broker::app::run(cfg, async move {
             let _ = rx.await;
         }));
-        for _ in 0..200 {
-            if TcpStream::connect(addr).await.is_ok() {
+        // Ready: registered with its (single-broker) quorum and serving partitions.
+        for _ in 0..400 {
+            if ready(metrics).await {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;

@@ -9,6 +9,7 @@ fn state_with(brokers: &[(i32, &str)]) -> ClusterState {
             id: *id,
             host: format!("127.0.0.{id}"),
             port: 9092,
+            internal: format!("127.0.0.{id}:9093"),
             rack: if rack.is_empty() {
                 None
             } else {
@@ -246,4 +247,89 @@ proptest! {
         let min = leaders.values().min().unwrap();
         prop_assert!(max - min <= 1, "leaders unbalanced: {:?}", leaders);
     }
+}
+
+/// Runs the controller's progress loop, simulating followers catching up (the ISR
+/// grows to every replica) between rounds, until nothing is left to do.
+fn settle(s: &mut ClusterState) -> usize {
+    for round in 0..20 {
+        let names: Vec<String> = s.topics.keys().cloned().collect();
+        for name in names {
+            let n = s.topics[&name].partitions.len();
+            for i in 0..n {
+                let p = &s.topics[&name].partitions[i];
+                let isr: Vec<i32> = p
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| s.is_live(*r))
+                    .collect();
+                let epoch = p.leader_epoch;
+                s.apply(Command::ChangeIsr {
+                    topic: name.clone(),
+                    partition: i as i32,
+                    leader_epoch: epoch,
+                    isr,
+                })
+                .unwrap();
+            }
+        }
+        let cmds = progress_actions(s);
+        if cmds.is_empty() {
+            return round;
+        }
+        for c in cmds {
+            s.apply(c).unwrap();
+        }
+    }
+    panic!("controller did not settle");
+}
+
+#[test]
+fn drain_moves_every_replica_and_leadership_off_the_broker() {
+    let mut s = state_with(&[(1, ""), (2, ""), (3, ""), (4, "")]);
+    create(&mut s, "t", 8, 3);
+    assert!(s.topics["t"]
+        .partitions
+        .iter()
+        .any(|p| p.replicas.contains(&3)));
+    s.apply(Command::SetDraining {
+        id: 3,
+        draining: true,
+    })
+    .unwrap();
+    settle(&mut s);
+    for p in &s.topics["t"].partitions {
+        assert!(!p.replicas.contains(&3), "{p:?}");
+        assert_ne!(p.leader, 3);
+        assert_eq!(p.replicas.len(), 3);
+        assert!(p.target.is_none());
+        assert!(p.isr.contains(&p.leader));
+    }
+}
+
+#[test]
+fn reassignment_completes_after_the_target_is_in_sync() {
+    let mut s = state_with(&[(1, ""), (2, ""), (3, ""), (4, "")]);
+    s.apply(Command::CreateTopic {
+        record: topic("m", 1, 3),
+        assignment: vec![vec![1, 2, 3]],
+    })
+    .unwrap();
+    s.apply(Command::Reassign {
+        topic: "m".into(),
+        partition: 0,
+        target: vec![2, 3, 4],
+    })
+    .unwrap();
+    // Nothing completes while broker 4 is not in the ISR.
+    let before = progress_actions(&s);
+    assert!(before
+        .iter()
+        .all(|c| !matches!(c, Command::CompleteReassignment { .. })));
+    settle(&mut s);
+    let p = &s.topics["m"].partitions[0];
+    assert_eq!(p.replicas, vec![2, 3, 4]);
+    assert!(p.target.is_none());
+    assert!([2, 3, 4].contains(&p.leader));
 }

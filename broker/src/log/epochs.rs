@@ -1,0 +1,131 @@
+//! The leader-epoch checkpoint of a partition: for every leader epoch that wrote to
+//! the log, the first offset it wrote. A follower that rejoins after a failover asks
+//! the leader where its last epoch ends and truncates anything beyond, so a deposed
+//! leader never keeps (or serves) a divergent tail.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+pub const EPOCH_FILE: &str = "leader-epoch-checkpoint";
+
+#[derive(Debug, Clone)]
+pub struct LeaderEpochCache {
+    path: PathBuf,
+    /// `(epoch, start_offset)`, both strictly increasing.
+    entries: Vec<(i32, i64)>,
+}
+
+impl LeaderEpochCache {
+    /// Loads the checkpoint in `dir` (empty when there is none).
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        let path = dir.join(EPOCH_FILE);
+        let mut entries = Vec::new();
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                for line in text.lines() {
+                    let mut parts = line.split_whitespace();
+                    let (Some(e), Some(o)) = (parts.next(), parts.next()) else {
+                        continue;
+                    };
+                    if let (Ok(e), Ok(o)) = (e.parse::<i32>(), o.parse::<i64>()) {
+                        entries.push((e, o));
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(LeaderEpochCache { path, entries })
+    }
+
+    fn save(&self) -> io::Result<()> {
+        let tmp = self.path.with_extension("tmp");
+        let mut f = fs::File::create(&tmp)?;
+        for (e, o) in &self.entries {
+            writeln!(f, "{e} {o}")?;
+        }
+        f.sync_all()?;
+        fs::rename(&tmp, &self.path)
+    }
+
+    pub fn entries(&self) -> &[(i32, i64)] {
+        &self.entries
+    }
+
+    /// The newest epoch in the log, or -1.
+    pub fn latest_epoch(&self) -> i32 {
+        self.entries.last().map(|(e, _)| *e).unwrap_or(-1)
+    }
+
+    /// Records that `epoch` starts at `offset`; ignored unless it is newer than the
+    /// latest epoch.
+    pub fn assign(&mut self, epoch: i32, offset: i64) -> io::Result<()> {
+        if epoch < 0 || epoch <= self.latest_epoch() {
+            return Ok(());
+        }
+        self.entries.push((epoch, offset));
+        self.save()
+    }
+
+    /// Forgets epochs that start at or after `offset` (the log was truncated there).
+    pub fn truncate_from(&mut self, offset: i64) -> io::Result<()> {
+        let before = self.entries.len();
+        self.entries.retain(|(_, o)| *o < offset);
+        if self.entries.len() != before {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// Where `epoch` ends in this log: `(the largest known epoch <= epoch, the start
+    /// offset of the next epoch or the log end offset)`. `(-1, -1)` when the log has
+    /// no epoch that old.
+    pub fn end_offset_for(&self, epoch: i32, log_end: i64) -> (i32, i64) {
+        let i = self.entries.partition_point(|(e, _)| *e <= epoch);
+        if i == 0 {
+            return (-1, -1);
+        }
+        let found = self.entries[i - 1].0;
+        let end = self.entries.get(i).map(|(_, o)| *o).unwrap_or(log_end);
+        (found, end)
+    }
+
+    /// The first offset written in `epoch`, if it is known.
+    pub fn start_of(&self, epoch: i32) -> Option<i64> {
+        self.entries
+            .iter()
+            .find(|(e, _)| *e == epoch)
+            .map(|(_, o)| *o)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_offsets_and_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = LeaderEpochCache::open(dir.path()).unwrap();
+        assert_eq!(c.end_offset_for(0, 0), (-1, -1));
+        c.assign(0, 0).unwrap();
+        c.assign(2, 10).unwrap();
+        c.assign(1, 5).unwrap(); // older than the latest: ignored
+        c.assign(4, 20).unwrap();
+        assert_eq!(c.latest_epoch(), 4);
+        assert_eq!(c.end_offset_for(0, 30), (0, 10));
+        assert_eq!(c.end_offset_for(1, 30), (0, 10));
+        assert_eq!(c.end_offset_for(3, 30), (2, 20));
+        assert_eq!(c.end_offset_for(4, 30), (4, 30));
+        assert_eq!(c.end_offset_for(9, 30), (4, 30));
+        let reopened = LeaderEpochCache::open(dir.path()).unwrap();
+        assert_eq!(reopened.entries(), c.entries());
+        c.truncate_from(15).unwrap();
+        assert_eq!(c.latest_epoch(), 2);
+        assert_eq!(
+            LeaderEpochCache::open(dir.path()).unwrap().latest_epoch(),
+            2
+        );
+    }
+}
