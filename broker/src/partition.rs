@@ -285,14 +285,28 @@ impl Partition {
             .unwrap_or(Err(ResponseError::RequestTimedOut))
     }
 
-    /// Appends batches fetched from the leader, then moves the high watermark to
-    /// what the leader reported (bounded by our own log end).
+    /// Checks that this replica still follows `leader` in `epoch` (a fetch response
+    /// may arrive after the role changed; applying it then would corrupt the log).
+    fn still_following(st: &ReplicaState, leader: i32, epoch: i32) -> Result<(), LogError> {
+        if st.role == (Role::Follower { leader }) && st.leader_epoch == epoch {
+            Ok(())
+        } else {
+            Err(LogError::NotLeader)
+        }
+    }
+
+    /// Appends batches fetched from `leader` in `epoch`, then moves the high
+    /// watermark to what the leader reported (bounded by our own log end).
     pub fn append_replicated(
         &self,
         records: ValidatedRecords,
         leader_hw: i64,
         now_ms: i64,
+        leader: i32,
+        epoch: i32,
     ) -> Result<usize, LogError> {
+        let st = self.replica.lock();
+        Self::still_following(&st, leader, epoch)?;
         let (n, leo) = {
             let mut log = self.log.lock();
             let n = log.append_replicated(records, now_ms)?;
@@ -315,7 +329,20 @@ impl Partition {
         });
     }
 
-    /// Truncates a divergent tail (follower side).
+    /// Truncates a divergent tail (follower side), if the role is still the one the
+    /// fetch was made under.
+    pub fn truncate_as_follower(
+        &self,
+        offset: i64,
+        leader: i32,
+        epoch: i32,
+    ) -> Result<(), LogError> {
+        let st = self.replica.lock();
+        Self::still_following(&st, leader, epoch)?;
+        self.truncate_to(offset)
+    }
+
+    /// Truncates the log at `offset`.
     pub fn truncate_to(&self, offset: i64) -> Result<(), LogError> {
         let leo = {
             let mut log = self.log.lock();
@@ -328,7 +355,15 @@ impl Partition {
 
     /// Drops the whole log and restarts it empty at `offset` (a follower that fell
     /// behind the leader's log start).
-    pub fn reset_to(&self, offset: i64, now_ms: i64) -> Result<(), LogError> {
+    pub fn reset_to(
+        &self,
+        offset: i64,
+        now_ms: i64,
+        leader: i32,
+        epoch: i32,
+    ) -> Result<(), LogError> {
+        let st = self.replica.lock();
+        Self::still_following(&st, leader, epoch)?;
         let mut log = self.log.lock();
         log.reset_to(offset, now_ms)?;
         self.high_watermark.send_replace(offset);

@@ -321,6 +321,7 @@ async fn run_fetcher(
                 })
                 .collect(),
         };
+        let epochs: Vec<i32> = request.partitions.iter().map(|f| f.leader_epoch).collect();
         let client = b.quorum.peers().client(&addr);
         let wait = Duration::from_millis(b.config.replica_fetch_max_wait_ms.max(0) as u64);
         drop(b);
@@ -338,13 +339,14 @@ async fn run_fetcher(
                 failures = 0;
                 let mut backoff = false;
                 for pd in resp.partitions {
-                    let Some(p) = parts
+                    let Some((p, epoch)) = parts
                         .iter()
-                        .find(|p| p.index == pd.partition && *p.topic == *pd.topic)
+                        .zip(&epochs)
+                        .find(|(p, _)| p.index == pd.partition && *p.topic == *pd.topic)
                     else {
                         continue;
                     };
-                    if let Err(code) = apply_fetched(&b, p, pd) {
+                    if let Err(code) = apply_fetched(&b, p, pd, leader, *epoch) {
                         debug!(topic = %p.topic, partition = p.index, leader, ?code, "follower fetch error");
                         backoff = true;
                     }
@@ -366,7 +368,13 @@ async fn run_fetcher(
 }
 
 /// Applies one partition of a fetch response on the follower.
-fn apply_fetched(b: &Broker, p: &Partition, pd: PartitionData) -> Result<(), ResponseError> {
+fn apply_fetched(
+    b: &Broker,
+    p: &Partition,
+    pd: PartitionData,
+    leader: i32,
+    epoch: i32,
+) -> Result<(), ResponseError> {
     let now = now_ms();
     let code = ResponseError::try_from_code(pd.error_code as i16);
     if let Some(err) = code {
@@ -374,14 +382,14 @@ fn apply_fetched(b: &Broker, p: &Partition, pd: PartitionData) -> Result<(), Res
             let (_, leo) = p.last_epoch_and_end();
             if leo < pd.log_start_offset {
                 info!(topic = %p.topic, partition = p.index, start = pd.log_start_offset, "follower fell behind the leader's log start; restarting the replica there");
-                p.reset_to(pd.log_start_offset, now)
-                    .map_err(|_| ResponseError::KafkaStorageError)?;
+                p.reset_to(pd.log_start_offset, now, leader, epoch)
+                    .map_err(|e| crate::kafka::log_error_code(&e))?;
                 return Ok(());
             }
             if pd.high_watermark >= 0 && leo > pd.high_watermark {
                 warn!(topic = %p.topic, partition = p.index, leo, hw = pd.high_watermark, "follower ahead of the leader; truncating to its high watermark");
-                p.truncate_to(pd.high_watermark)
-                    .map_err(|_| ResponseError::KafkaStorageError)?;
+                p.truncate_as_follower(pd.high_watermark, leader, epoch)
+                    .map_err(|e| crate::kafka::log_error_code(&e))?;
                 return Ok(());
             }
         }
@@ -394,11 +402,12 @@ fn apply_fetched(b: &Broker, p: &Partition, pd: PartitionData) -> Result<(), Res
         } else {
             pd.diverging_end_offset
         };
-        info!(topic = %p.topic, partition = p.index, epoch = pd.diverging_epoch, truncate_to = to, "truncating a divergent log tail");
+        let (_, before) = p.last_epoch_and_end();
+        p.truncate_as_follower(to, leader, epoch)
+            .map_err(|e| crate::kafka::log_error_code(&e))?;
+        info!(topic = %p.topic, partition = p.index, epoch = pd.diverging_epoch, from = before, to, "truncated a divergent log tail");
         b.metrics.replica_truncations.add(1, &[]);
-        return p
-            .truncate_to(to)
-            .map_err(|_| ResponseError::KafkaStorageError);
+        return Ok(());
     }
     if pd.records.is_empty() {
         let (_, leo) = p.last_epoch_and_end();
@@ -409,7 +418,7 @@ fn apply_fetched(b: &Broker, p: &Partition, pd: PartitionData) -> Result<(), Res
         warn!(topic = %p.topic, partition = p.index, error = %e, "corrupt replicated data");
         ResponseError::CorruptMessage
     })?;
-    p.append_replicated(records, pd.high_watermark, now)
+    p.append_replicated(records, pd.high_watermark, now, leader, epoch)
         .map_err(|e| {
             warn!(topic = %p.topic, partition = p.index, error = %e, "cannot append replicated data");
             crate::kafka::log_error_code(&e)

@@ -13,46 +13,62 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("STRATA_BROKER_BIN", ROOT / "target" / "debug" / "strata-broker"))
 
 
-def free_port():
+def free_port(host="127.0.0.1"):
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
 class BrokerProcess:
     """Starts, stops, kills and restarts one broker, keeping its data dir and ports."""
 
-    def __init__(self, data_dir, env=None):
+    def __init__(self, data_dir, env=None, host="127.0.0.1", mode="dev"):
         self.data_dir = Path(data_dir)
-        self.port = free_port()
-        self.metrics_port = free_port()
-        self.admin_port = free_port()
+        self.host = host
+        self.mode = mode
+        self.port = free_port(host)
+        self.metrics_port = free_port(host)
+        self.admin_port = free_port(host)
         self.env = dict(os.environ)
         self.env.update(
             {
-                "STRATA_KAFKA_LISTEN": f"127.0.0.1:{self.port}",
-                "STRATA_METRICS_LISTEN": f"127.0.0.1:{self.metrics_port}",
-                "STRATA_ADMIN_LISTEN": f"127.0.0.1:{self.admin_port}",
+                "STRATA_KAFKA_LISTEN": f"{host}:{self.port}",
+                "STRATA_METRICS_LISTEN": f"{host}:{self.metrics_port}",
+                "STRATA_ADMIN_LISTEN": f"{host}:{self.admin_port}",
                 "RUST_LOG": os.environ.get("RUST_LOG", "info"),
             }
         )
         self.env.update(env or {})
         self.proc = None
-        self.log_path = self.data_dir.parent / f"broker-{self.port}.log"
+        self.log_path = self.data_dir.parent / f"broker-{host}-{self.port}.log"
 
     @property
     def bootstrap(self):
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
-    def start(self, timeout=30):
+    @property
+    def admin(self):
+        return f"http://{self.host}:{self.admin_port}"
+
+    def start(self, timeout=30, wait_ready=True):
         assert BIN.exists(), f"broker binary missing: {BIN} (run cargo build)"
         log = open(self.log_path, "ab")
+        if self.mode == "dev":
+            args = [str(BIN), "dev", "--data-dir", str(self.data_dir)]
+        else:
+            self.env["STRATA_DATA_DIR"] = str(self.data_dir)
+            args = [str(BIN), "serve"]
         self.proc = subprocess.Popen(
-            [str(BIN), "dev", "--data-dir", str(self.data_dir)],
+            args,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+        if not wait_ready:
+            return self
+        return self.wait_ready(timeout)
+
+    def wait_ready(self, timeout=30):
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -64,13 +80,13 @@ class BrokerProcess:
 
     def ready(self):
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/readyz", timeout=1) as r:
+            with urllib.request.urlopen(f"http://{self.host}:{self.metrics_port}/readyz", timeout=1) as r:
                 return r.status == 200
         except OSError:
             return False
 
     def metrics(self):
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(f"http://{self.host}:{self.metrics_port}/metrics", timeout=5) as r:
             return r.read().decode()
 
     def stop(self, timeout=30):

@@ -86,6 +86,18 @@ enum TopicCmd {
     Delete {
         name: String,
     },
+    /// Move a partition to other brokers (new replicas catch up before old ones go).
+    Reassign {
+        name: String,
+        partition: i32,
+        /// Target broker ids, preferred leader first: --replicas 2,3,4
+        #[arg(long, value_delimiter = ',', required = true)]
+        replicas: Vec<i32>,
+    },
+    /// Progress of a reassignment started with `topic reassign`.
+    ReassignmentStatus {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -115,6 +127,20 @@ enum GroupCmd {
         #[arg(long = "topic")]
         topics: Vec<String>,
     },
+}
+
+fn print_reassignment(r: &ReassignmentStatus, out: Output) -> Result<(), String> {
+    if out == Output::Json {
+        return json(r);
+    }
+    let phase = reassignment_status::Phase::try_from(r.phase)
+        .map(|p| p.as_str_name().trim_start_matches("PHASE_").to_lowercase())
+        .unwrap_or_else(|_| "unknown".into());
+    println!(
+        "reassignment {}: {phase}, {}/{} moves done ({})",
+        r.id, r.completed_moves, r.total_moves, r.message
+    );
+    Ok(())
 }
 
 /// Prints rows as aligned columns.
@@ -305,6 +331,32 @@ async fn run(cli: Cli) -> Result<(), String> {
                 }
                 println!("deleted topic {name}");
                 Ok(())
+            }
+            TopicCmd::Reassign {
+                name,
+                partition,
+                replicas,
+            } => {
+                let r = c
+                    .reassign_partitions(ReassignPartitionsRequest {
+                        moves: vec![PartitionMove {
+                            topic: name,
+                            partition,
+                            replicas,
+                        }],
+                    })
+                    .await
+                    .map_err(st)?
+                    .into_inner();
+                print_reassignment(&r, out)
+            }
+            TopicCmd::ReassignmentStatus { id } => {
+                let r = c
+                    .get_reassignment(GetReassignmentRequest { id })
+                    .await
+                    .map_err(st)?
+                    .into_inner();
+                print_reassignment(&r, out)
             }
         },
         Command::Cluster {

@@ -120,6 +120,7 @@ pub struct QuorumConfig {
 pub struct Quorum {
     pub node_id: NodeId,
     pub advertised: String,
+    voters: BTreeMap<NodeId, String>,
     raft: Raft,
     published: watch::Receiver<Published>,
     peers: Arc<Peers>,
@@ -176,6 +177,7 @@ impl Quorum {
         Ok(Arc::new(Quorum {
             node_id: config.node_id,
             advertised: config.advertised,
+            voters: config.voters,
             raft,
             published,
             peers,
@@ -227,16 +229,27 @@ impl Quorum {
                         .map_err(Into::into)
                 }
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                    if let Some(node) = f.leader_node {
-                        match self.peers.propose(&node.addr, &cmd).await {
+                    // Unknown leader (e.g. a broker not yet in the quorum): ask the
+                    // configured voters; the leader among them applies it.
+                    let targets: Vec<String> = match f.leader_node {
+                        Some(node) => vec![node.addr],
+                        None => self
+                            .voters
+                            .iter()
+                            .filter(|(id, _)| **id != self.node_id)
+                            .map(|(_, a)| a.clone())
+                            .collect(),
+                    };
+                    for addr in targets {
+                        match self.peers.propose(&addr, &cmd).await {
                             Ok(ProposeReply::Applied { index, result }) => {
                                 return result.0.map(|a| (index, a)).map_err(Into::into)
                             }
                             Ok(ProposeReply::NotLeader) => {
-                                last_error = format!("{} is no longer the leader", node.addr)
+                                last_error = format!("{addr} is not the leader")
                             }
                             Ok(ProposeReply::Failed(e)) => last_error = e,
-                            Err(e) => last_error = format!("leader {}: {e}", node.addr),
+                            Err(e) => last_error = format!("{addr}: {e}"),
                         }
                     }
                 }
