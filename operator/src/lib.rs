@@ -19,6 +19,7 @@ pub mod crd;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod metrics_api;
 pub mod run;
 pub mod topic;
 

@@ -114,6 +114,7 @@ fn start_operator(client: Client) -> tokio::task::JoinHandle<anyhow::Result<()>>
                 group_refresh: Duration::from_secs(2),
                 finalizer_timeout: Duration::from_secs(20),
             },
+            metrics_api: None,
         },
     ))
 }
