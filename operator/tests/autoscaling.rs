@@ -120,9 +120,7 @@ async fn deployment_replicas(client: &Client) -> Option<i32> {
         .replicas
 }
 
-async fn group_status(
-    client: &Client,
-) -> Option<strata_operator::crd::ConsumerGroupStatus> {
+async fn group_status(client: &Client) -> Option<strata_operator::crd::ConsumerGroupStatus> {
     Api::<ConsumerGroup>::namespaced(client.clone(), NS)
         .get("workers")
         .await
@@ -277,7 +275,7 @@ async fn scenario(env: Env, python: std::path::PathBuf) -> Env {
             (r.request_id == "r1"
                 && r.phase == OffsetResetPhase::Succeeded
                 && s.total_lag == Some(RECORDS as i64))
-                .then_some(s)
+            .then_some(s)
         },
     )
     .await;
@@ -347,7 +345,10 @@ async fn scenario(env: Env, python: std::path::PathBuf) -> Env {
         || async { (deployment_replicas(&client).await? == 1).then_some(()) },
     )
     .await;
-    eprintln!("scaled down to 1 replica {:?} after catching up", t.elapsed());
+    eprintln!(
+        "scaled down to 1 replica {:?} after catching up",
+        t.elapsed()
+    );
     assert_eq!(external_metric(&client).await.as_deref(), Some("0"));
     // r1 ran once: still the same recorded outcome.
     let s = group_status(&client).await.expect("status");
@@ -356,7 +357,10 @@ async fn scenario(env: Env, python: std::path::PathBuf) -> Env {
         (r1.request_id.as_str(), r1.phase),
         ("r1", OffsetResetPhase::Succeeded)
     );
-    assert_eq!(r1.completion_time, st.offset_reset.and_then(|r| r.completion_time));
+    assert_eq!(
+        r1.completion_time,
+        st.offset_reset.and_then(|r| r.completion_time)
+    );
 
     // A reset while consumers run waits; removing autoscaling deletes the HPA;
     // with the consumers stopped the group is Empty and the reset runs.

@@ -179,7 +179,9 @@ pub enum OffsetResetPhase {
     Pending,
     /// The reset call was sent; the outcome is not recorded yet.
     Running,
+    /// The offsets were moved.
     Succeeded,
+    /// Invalid target, unknown topic, or an unknown outcome; use a new requestId to retry.
     Failed,
 }
 
