@@ -44,8 +44,10 @@ const CA_RETRY: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct MetricsApiOptions {
     pub listen: SocketAddr,
-    /// PEM bundle of the CA that signs the aggregator's client certificate;
-    /// read from `kube-system/extension-apiserver-authentication` when None.
+    /// PEM bundle of the CA that signs the aggregator's client certificate
+    /// (any common name is then accepted); read from
+    /// `kube-system/extension-apiserver-authentication`, with its allowed
+    /// names, when None.
     pub client_ca_file: Option<PathBuf>,
 }
 
@@ -174,24 +176,29 @@ pub async fn serve(
     metrics: Metrics,
     opts: MetricsApiOptions,
 ) -> anyhow::Result<()> {
-    let ca_pem = loop {
+    let auth = loop {
         let loaded = match &opts.client_ca_file {
             Some(path) => tokio::fs::read_to_string(path)
                 .await
+                .map(|ca_pem| tls::ClientAuth {
+                    ca_pem,
+                    allowed_names: Vec::new(),
+                })
                 .map_err(|e| format!("{}: {e}", path.display())),
-            None => tls::requestheader_ca(&client)
+            None => tls::requestheader_auth(&client)
                 .await
                 .map_err(|e| e.to_string()),
         };
         match loaded {
-            Ok(pem) => break pem,
+            Ok(auth) => break auth,
             Err(e) => {
                 tracing::error!(error = %e, "external metrics API not served: no client CA");
                 tokio::time::sleep(CA_RETRY).await;
             }
         }
     };
-    let client_ca = tls::parse_ca_bundle(&ca_pem)?;
+    let client_ca = tls::parse_ca_bundle(&auth.ca_pem)?;
+    let allowed_names = Arc::new(auth.allowed_names);
     let mut names = vec!["localhost".to_string()];
     if let Ok(host) = std::env::var("HOSTNAME") {
         names.push(host);
@@ -199,7 +206,11 @@ pub async fn serve(
     let (chain, key) = tls::self_signed(&names)?;
     let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(chain, key, client_ca)?));
     let listener = tokio::net::TcpListener::bind(opts.listen).await?;
-    tracing::info!(addr = %listener.local_addr()?, "serving external.metrics.k8s.io over HTTPS");
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        allowed_names = ?allowed_names,
+        "serving external.metrics.k8s.io over HTTPS"
+    );
     let app = router(client, metrics);
     loop {
         let (tcp, peer) = match listener.accept().await {
@@ -212,9 +223,10 @@ pub async fn serve(
         };
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let allowed_names = allowed_names.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake refused");
                     return;
@@ -224,9 +236,19 @@ pub async fn serve(
                     return;
                 }
             };
+            let allowed = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .is_some_and(|leaf| tls::client_name_allowed(leaf, &allowed_names));
+            if !allowed {
+                tracing::warn!(%peer, "client certificate not in requestheader-allowed-names; closing");
+                return;
+            }
             let service = TowerToHyperService::new(app);
             if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), service)
+                .serve_connection(TokioIo::new(stream), service)
                 .await
             {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
