@@ -235,7 +235,7 @@ async fn run_reset(
     let outcome = reset::outcome(
         &spec,
         &group.spec.topics,
-        &result.as_ref().map(|_| ()).map_err(clone_error),
+        &result.as_ref().map(|_| ()).map_err(Clone::clone),
         Timestamp::now(),
     );
     match (&result, outcome.phase) {
@@ -268,19 +268,6 @@ async fn run_reset(
         }
     }
     Ok(Some(outcome))
-}
-
-fn clone_error(e: &admin::AdminError) -> admin::AdminError {
-    match e {
-        admin::AdminError::Unreachable { tried, last } => admin::AdminError::Unreachable {
-            tried: tried.clone(),
-            last: last.clone(),
-        },
-        admin::AdminError::Status { code, message } => admin::AdminError::Status {
-            code: *code,
-            message: message.clone(),
-        },
-    }
 }
 
 /// Creates or updates the HPA `spec.autoscaling` asks for, or deletes the one
