@@ -4,10 +4,11 @@
 //! [`cluster`] turns a `Cluster` into a broker StatefulSet and its Services,
 //! ConfigMap and PodDisruptionBudget; [`topic`] keeps topics on the brokers in
 //! line with `Topic` resources through the broker admin API ([`admin`]);
-//! [`consumergroup`] reports group state and lag. Each controller is a staged
-//! pipeline: dereference (the only reads) → validate (pure) → build (pure) →
-//! apply (server-side apply) → status. [`run`] wires them up behind a leader
-//! Lease, with metrics and health endpoints.
+//! [`consumergroup`] reports group state and lag, runs offset resets and owns
+//! an HPA per autoscaled group, whose External metric [`metrics_api`] serves.
+//! Each controller is a staged pipeline: dereference (the only reads) →
+//! validate (pure) → build (pure) → apply (server-side apply) → status.
+//! [`run`] wires them up behind a leader Lease, with metrics and health endpoints.
 
 pub mod admin;
 pub mod apply;
@@ -18,6 +19,7 @@ pub mod crd;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod metrics_api;
 pub mod run;
 pub mod topic;
 

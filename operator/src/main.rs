@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 use strata_operator::context::Settings;
 use strata_operator::leader::LeaseConfig;
+use strata_operator::metrics_api::MetricsApiOptions;
 use strata_operator::run::{run, Options};
 
 #[derive(Parser, Debug)]
@@ -26,6 +27,14 @@ struct Args {
         default_value = "0.0.0.0:8080"
     )]
     http_listen: SocketAddr,
+    /// Address of the HTTPS external.metrics.k8s.io server for ConsumerGroup
+    /// HPAs (behind the chart's APIService); not served when unset.
+    #[arg(long, env = "STRATA_OPERATOR_METRICS_API_LISTEN")]
+    metrics_api_listen: Option<SocketAddr>,
+    /// PEM file with the CA that signs the aggregation layer's client
+    /// certificate; read from kube-system/extension-apiserver-authentication when unset.
+    #[arg(long, env = "STRATA_OPERATOR_METRICS_API_CLIENT_CA")]
+    metrics_api_client_ca: Option<std::path::PathBuf>,
     /// Run without leader election (exactly one replica!).
     #[arg(long, env = "STRATA_OPERATOR_NO_LEADER_ELECTION")]
     no_leader_election: bool,
@@ -98,6 +107,10 @@ async fn main() -> anyhow::Result<()> {
             group_refresh: Duration::from_secs(args.group_refresh_seconds),
             finalizer_timeout: Duration::from_secs(args.finalizer_timeout_seconds),
         },
+        metrics_api: args.metrics_api_listen.map(|listen| MetricsApiOptions {
+            listen,
+            client_ca_file: args.metrics_api_client_ca,
+        }),
     };
     let client = kube::Client::try_default().await?;
     run(client, opts).await

@@ -18,6 +18,7 @@ pub struct Metrics {
     pub failures: Counter<u64>,
     pub duration: Histogram<f64>,
     pub leader: opentelemetry::metrics::Gauge<u64>,
+    pub metric_requests: Counter<u64>,
 }
 
 impl Metrics {
@@ -51,6 +52,10 @@ impl Metrics {
                 .u64_gauge("strata_operator_leader")
                 .with_description("1 while this replica holds the leader Lease")
                 .build(),
+            metric_requests: meter
+                .u64_counter("strata_operator_external_metric_requests")
+                .with_description("external.metrics.k8s.io requests served, per result")
+                .build(),
             _provider: provider,
         })
     }
@@ -73,6 +78,12 @@ impl Metrics {
                 KeyValue::new("error", category),
             ],
         );
+    }
+
+    /// Counts one External metrics API request (`ok` or `error`).
+    pub fn metric_request(&self, result: &'static str) {
+        self.metric_requests
+            .add(1, &[KeyValue::new("result", result)]);
     }
 
     /// Prometheus text exposition of every instrument.

@@ -11,6 +11,7 @@ use crate::context::{Context, Settings};
 use crate::http::{self, Readiness};
 use crate::leader::{self, LeaseConfig};
 use crate::metrics::Metrics;
+use crate::metrics_api::{self, MetricsApiOptions};
 
 /// How the process runs (from command-line flags / env).
 #[derive(Debug, Clone)]
@@ -22,6 +23,8 @@ pub struct Options {
     /// Leader election; None runs the controllers straight away (single replica / tests).
     pub lease: Option<LeaseConfig>,
     pub settings: Settings,
+    /// The external.metrics.k8s.io server for ConsumerGroup HPAs; None: not served.
+    pub metrics_api: Option<MetricsApiOptions>,
 }
 
 /// Runs until a shutdown signal or the loss of the leader Lease (an error).
@@ -49,6 +52,19 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
         }
     }
     ready.set(true);
+
+    // Every replica serves the External metrics API (the APIService's Service
+    // selects them all); it reads the brokers itself, so standbys answer too.
+    let metrics_api = opts
+        .metrics_api
+        .clone()
+        .map(|m| tokio::spawn(metrics_api::serve(client.clone(), metrics.clone(), m)));
+    let metrics_api = async move {
+        match metrics_api {
+            Some(task) => task.await,
+            None => std::future::pending().await,
+        }
+    };
 
     let lost = match &opts.lease {
         Some(cfg) => {
@@ -89,12 +105,14 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
                 _ = all => Ok(()),
                 _ = lost => anyhow::bail!("lost the leader Lease"),
                 r = http => anyhow::bail!("HTTP server ended: {r:?}"),
+                r = metrics_api => anyhow::bail!("external metrics API ended: {r:?}"),
             }
         }
         None => {
             tokio::select! {
                 _ = all => Ok(()),
                 r = http => anyhow::bail!("HTTP server ended: {r:?}"),
+                r = metrics_api => anyhow::bail!("external metrics API ended: {r:?}"),
             }
         }
     }

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use strata_e2e::binaries::Binaries;
@@ -23,18 +22,13 @@ use strata_operator::crd::{Cluster, Topic};
 use strata_operator::leader::LeaseConfig;
 use strata_operator::run::{run, Options};
 
+mod support;
+use support::{broker_binary, install_crds};
+
 const NS: &str = "default";
 
 /// One environment at a time (2 cores; each starts a control plane).
 static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn broker_binary() -> Option<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let p = target.join("debug").join("strata-broker");
-    p.exists().then_some(p)
-}
 
 fn config() -> Option<EnvConfig> {
     let bins = Binaries::from_env();
@@ -70,32 +64,6 @@ fn config() -> Option<EnvConfig> {
     })
 }
 
-async fn install_crds(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crds");
-    for name in ["cluster.yaml", "topic.yaml", "consumergroup.yaml"] {
-        let text = std::fs::read_to_string(dir.join(name)).expect("crd yaml");
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).expect("crd parses");
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .expect("create CRD");
-        let crd_name = crd.name_any();
-        wait_for(
-            &format!("CRD {crd_name} established"),
-            Duration::from_secs(30),
-            || async {
-                let c = crds.get(&crd_name).await.ok()?;
-                c.status?
-                    .conditions?
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-                    .then_some(())
-            },
-        )
-        .await;
-    }
-}
-
 fn start_operator(client: Client) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     tokio::spawn(run(
         client,
@@ -114,6 +82,7 @@ fn start_operator(client: Client) -> tokio::task::JoinHandle<anyhow::Result<()>>
                 group_refresh: Duration::from_secs(2),
                 finalizer_timeout: Duration::from_secs(20),
             },
+            metrics_api: None,
         },
     ))
 }

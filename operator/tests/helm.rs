@@ -92,6 +92,13 @@ fn chart_renders_cluster_wide_rbac_by_default() {
     }
     assert!(out.contains("command: [\"strata-operator\"]"), "{out}");
     assert!(out.contains("resources: [\"leases\"]"));
+    // The External metrics API for ConsumerGroup HPAs, and what it needs.
+    assert!(kinds.iter().any(|k| k == "APIService"), "{kinds:?}");
+    assert!(out.contains("name: v1beta1.external.metrics.k8s.io"));
+    assert!(out.contains("name: strata-operator-metrics-api"));
+    assert!(out.contains("name: extension-apiserver-authentication-reader"));
+    assert!(out.contains("STRATA_OPERATOR_METRICS_API_LISTEN"));
+    assert!(out.contains("resources: [\"horizontalpodautoscalers\"]"));
     // Never more than the operator needs: no secrets, no wildcard rules.
     assert!(
         !out.contains("secrets"),
@@ -131,6 +138,29 @@ fn chart_with_watch_namespaces_uses_roles_only() {
     assert!(out.contains("namespace: team-a") && out.contains("namespace: team-b"));
     assert!(out.contains("value: \"team-a,team-b\""), "{out}");
     assert!(out.contains("value: \"debug\""));
+}
+
+#[test]
+fn chart_without_the_metrics_api_has_no_apiservice() {
+    let Some(helm) = helm() else { return };
+    let chart = chart();
+    let out = run(
+        &helm,
+        &[
+            "template",
+            "strata",
+            chart.to_str().expect("utf-8 path"),
+            "--namespace",
+            "strata-system",
+            "--kube-version",
+            "1.34.0",
+            "--set",
+            "metricsApi.enabled=false",
+        ],
+    );
+    assert!(!kinds(&out).iter().any(|k| k == "APIService"));
+    assert!(!out.contains("METRICS_API"), "{out}");
+    assert!(!out.contains("namespace: kube-system"), "{out}");
 }
 
 #[test]

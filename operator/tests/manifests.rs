@@ -68,6 +68,7 @@ fn topic_and_group_manifests_are_valid() {
     assert_eq!(g.spec.group_id, "orders-processor");
     let a = g.spec.autoscaling.expect("autoscaling");
     assert_eq!(a.target_ref.name, "orders-consumer");
+    assert_eq!(a.scale_down_stabilization_seconds, Some(120));
     let d = &docs("consumer-deployment.yaml")[0];
     assert_eq!(d["metadata"]["name"], "orders-consumer");
 }

@@ -41,8 +41,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   verbs: ["get", "patch", "update"]
 # Owner references with blockOwnerDeletion need update on the owner's finalizers.
 - apiGroups: ["strata.dev"]
-  resources: ["clusters/finalizers", "topics/finalizers"]
+  resources: ["clusters/finalizers", "topics/finalizers", "consumergroups/finalizers"]
   verbs: ["update"]
+# The HPAs of autoscaled ConsumerGroups.
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]

@@ -1,23 +1,32 @@
 //! The I/O shell of the ConsumerGroup controller: read the group from the
-//! admin API, write the status, come back after the refresh interval.
+//! admin API, run a requested offset reset, keep the HPA in line with
+//! `spec.autoscaling`, write the status, come back after the refresh interval.
 
 use std::sync::Arc;
 
 use futures::StreamExt;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use kube::runtime::{watcher, Controller};
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
+use tonic::transport::Channel;
 
-use crate::admin::{self, pb};
-use crate::apply::apply_status;
+use crate::admin::{self, AdminClient};
+use crate::apply::{apply, apply_status};
 use crate::cluster::status::admin_addresses;
 use crate::context::{object_key, Context};
 use crate::crd::condition::{self, Desired};
+use crate::crd::consumergroup::{OffsetResetPhase, OffsetResetStatus};
 use crate::crd::{Cluster, ConsumerGroup, ConsumerGroupStatus};
-use crate::{Error, Result};
+use crate::{Error, Result, FIELD_MANAGER};
 
-use super::status::{from_description, offset_reset_outcome};
+use super::hpa::{self, HpaTarget};
+use super::observe::{observe, Observation};
+use super::reset::{self, Decision};
+use super::status::{desired_replicas, from_description};
 
 const CONTROLLER: &str = "consumergroup";
 
@@ -65,71 +74,269 @@ async fn reconcile_inner(group: &ConsumerGroup, ctx: &Context) -> Result<Action>
             "Cluster {} does not exist in namespace {ns}",
             group.spec.cluster_ref
         );
+        let mut status = previous;
+        status.hpa = sync_hpa(group, ctx, &ns, status.partitions.unwrap_or(0)).await?;
         write(
             group,
             &api,
-            previous,
+            status,
             Desired::not_ready("ClusterNotFound", msg),
         )
         .await?;
         return Ok(Action::requeue(ctx.settings.group_refresh));
     };
-    let described = async {
+    let observed = async {
         let mut client = admin::connect(&admin_addresses(&cluster)).await?;
-        let resp = client
-            .describe_group(pb::DescribeGroupRequest {
-                group_id: group.spec.group_id.clone(),
-            })
-            .await
-            .map_err(admin::AdminError::from)?;
-        Ok::<_, admin::AdminError>(resp.into_inner())
+        let obs = observe(&mut client, &group.spec).await?;
+        Ok::<_, admin::AdminError>((client, obs))
     }
     .await;
-    match described {
-        Ok(desc) => {
-            let mut status = from_description(&group.spec, &desc);
-            let state = status.state.clone().unwrap_or_default();
-            status.offset_reset = offset_reset_outcome(&group.spec, &state);
-            status.last_refresh = Some(Timestamp::now().to_string());
-            write(
-                group,
-                &api,
-                status,
-                Desired::ready("Observed", format!("group is {state}")),
-            )
-            .await?;
-        }
-        Err(e) if e.is_not_found() => {
-            let status = ConsumerGroupStatus {
-                state: Some("Unknown".into()),
-                members: Some(0),
-                last_refresh: Some(Timestamp::now().to_string()),
-                ..ConsumerGroupStatus::default()
-            };
-            let msg = format!(
-                "group {} has not been created by a client yet",
-                group.spec.group_id
-            );
-            write(
-                group,
-                &api,
-                status,
-                Desired::not_ready("GroupNotFound", msg),
-            )
-            .await?;
-        }
+    let (mut client, mut obs) = match observed {
+        Ok(v) => v,
         Err(e) => {
+            let mut status = previous;
+            status.hpa = sync_hpa(group, ctx, &ns, status.partitions.unwrap_or(0)).await?;
             write(
                 group,
                 &api,
-                previous,
+                status,
                 Desired::not_ready("BrokerError", e.to_string()),
             )
             .await?;
             return Err(e.into());
         }
-    }
+    };
+
+    let state = obs
+        .description
+        .as_ref()
+        .map(|d| (d.state.as_str(), d.members.len()));
+    let offset_reset = match reset::decide(&group.spec, previous.offset_reset.as_ref(), state) {
+        Decision::Keep => previous.offset_reset.clone(),
+        Decision::Wait(st) => {
+            let was_pending = previous.offset_reset.as_ref().is_some_and(|p| {
+                p.request_id == st.request_id && p.phase == OffsetResetPhase::Pending
+            });
+            if !was_pending {
+                let note = st.message.clone().unwrap_or_default();
+                ctx.event(
+                    group,
+                    EventType::Normal,
+                    "OffsetResetPending",
+                    "ResetOffsets",
+                    note,
+                )
+                .await;
+            }
+            Some(st)
+        }
+        Decision::Fail(st) => {
+            let note = st.message.clone().unwrap_or_default();
+            ctx.event(
+                group,
+                EventType::Warning,
+                "OffsetResetFailed",
+                "ResetOffsets",
+                note,
+            )
+            .await;
+            Some(st)
+        }
+        Decision::Execute(req) => run_reset(group, &api, ctx, &mut client, req, &mut obs).await?,
+    };
+
+    let now = Timestamp::now();
+    let (mut status, cond) = match &obs.description {
+        Some(desc) => {
+            let status = from_description(&group.spec, desc, obs.partitions);
+            let state = status.state.clone().unwrap_or_default();
+            (
+                status,
+                Desired::ready("Observed", format!("group is {state}")),
+            )
+        }
+        None => (
+            ConsumerGroupStatus {
+                state: Some("Unknown".into()),
+                members: Some(0),
+                total_lag: Some(0),
+                partitions: Some(obs.partitions),
+                desired_replicas: group
+                    .spec
+                    .autoscaling
+                    .as_ref()
+                    .map(|a| desired_replicas(a, 0, obs.partitions)),
+                ..ConsumerGroupStatus::default()
+            },
+            Desired::not_ready(
+                "GroupNotFound",
+                format!(
+                    "group {} has not been created by a client yet",
+                    group.spec.group_id
+                ),
+            ),
+        ),
+    };
+    status.offset_reset = offset_reset;
+    status.last_refresh = Some(now.to_string());
+    status.hpa = sync_hpa(group, ctx, &ns, obs.partitions).await?;
+    write(group, &api, status, cond).await?;
     Ok(Action::requeue(ctx.settings.group_refresh))
+}
+
+/// Runs one offset reset: re-reads the object to be sure the request is still
+/// undone, records Running (guarded by the resourceVersion, so two writers
+/// cannot both send it), calls the broker, and returns the outcome to record.
+/// On success the group description in `obs` is replaced by the broker's answer.
+async fn run_reset(
+    group: &ConsumerGroup,
+    api: &Api<ConsumerGroup>,
+    ctx: &Context,
+    client: &mut AdminClient<Channel>,
+    req: crate::admin::pb::ResetGroupOffsetsRequest,
+    obs: &mut Observation,
+) -> Result<Option<OffsetResetStatus>> {
+    let Some(spec) = group.spec.offset_reset.clone() else {
+        return Ok(None);
+    };
+    let name = group.name_any();
+    // The watch cache may lag behind our own last write: decide again on a fresh read.
+    let fresh = api.get_status(&name).await?;
+    let recorded = fresh.status.as_ref().and_then(|s| s.offset_reset.clone());
+    let state = obs
+        .description
+        .as_ref()
+        .map(|d| (d.state.as_str(), d.members.len()));
+    if fresh.spec.offset_reset.as_ref() != Some(&spec)
+        || !matches!(
+            reset::decide(&fresh.spec, recorded.as_ref(), state),
+            Decision::Execute(_)
+        )
+    {
+        return Ok(recorded);
+    }
+    let running = reset::running(&spec);
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": fresh.resource_version()},
+        "status": {"offsetReset": running},
+    });
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    api.patch_status(&name, &params, &Patch::Merge(&patch))
+        .await?;
+    tracing::info!(group = %name, request_id = %spec.request_id, target = %spec.target, "resetting offsets");
+    let result = client
+        .reset_group_offsets(req)
+        .await
+        .map(|r| r.into_inner())
+        .map_err(admin::AdminError::from);
+    let outcome = reset::outcome(
+        &spec,
+        &group.spec.topics,
+        &result.as_ref().map(|_| ()).map_err(Clone::clone),
+        Timestamp::now(),
+    );
+    match (&result, outcome.phase) {
+        (Ok(desc), _) => {
+            obs.description = Some(desc.clone());
+            let note = outcome.message.clone().unwrap_or_default();
+            ctx.event(
+                group,
+                EventType::Normal,
+                "OffsetsReset",
+                "ResetOffsets",
+                note,
+            )
+            .await;
+        }
+        (Err(e), OffsetResetPhase::Failed) => {
+            tracing::warn!(group = %name, error = %e, "offset reset failed");
+            let note = outcome.message.clone().unwrap_or_default();
+            ctx.event(
+                group,
+                EventType::Warning,
+                "OffsetResetFailed",
+                "ResetOffsets",
+                note,
+            )
+            .await;
+        }
+        (Err(e), _) => {
+            tracing::info!(group = %name, error = %e, "offset reset deferred");
+        }
+    }
+    Ok(Some(outcome))
+}
+
+/// Creates or updates the HPA `spec.autoscaling` asks for, or deletes the one
+/// this ConsumerGroup owns when autoscaling is off. Returns the HPA's name.
+async fn sync_hpa(
+    group: &ConsumerGroup,
+    ctx: &Context,
+    ns: &str,
+    partitions: i32,
+) -> Result<Option<String>> {
+    let api: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), ns);
+    let name = group.name_any();
+    let uid = group.uid().unwrap_or_default();
+    let existing = api.get_opt(&name).await?;
+    let ours = existing.as_ref().map(|h| hpa::owned_by(h, &uid));
+    let Some(a) = &group.spec.autoscaling else {
+        if ours == Some(true) {
+            api.delete(&name, &DeleteParams::default()).await?;
+            tracing::info!(group = %name, "deleted HorizontalPodAutoscaler");
+            ctx.event(
+                group,
+                EventType::Normal,
+                "AutoscalerDeleted",
+                "Autoscale",
+                format!("deleted HorizontalPodAutoscaler {name}: spec.autoscaling was removed"),
+            )
+            .await;
+        }
+        return Ok(None);
+    };
+    if ours == Some(false) {
+        ctx.event(
+            group,
+            EventType::Warning,
+            "AutoscalerConflict",
+            "Autoscale",
+            format!("HorizontalPodAutoscaler {name} exists and is not owned by this ConsumerGroup; leaving it alone"),
+        )
+        .await;
+        return Ok(None);
+    }
+    let owner = group
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::Invalid("ConsumerGroup has no uid yet".into()))?;
+    let target = HpaTarget {
+        group: &name,
+        namespace: ns,
+        owner,
+    };
+    let desired = hpa::build(&target, a, partitions);
+    apply(&api, &desired).await?;
+    if existing.is_none() {
+        tracing::info!(group = %name, target = %a.target_ref.name, "created HorizontalPodAutoscaler");
+        ctx.event(
+            group,
+            EventType::Normal,
+            "AutoscalerCreated",
+            "Autoscale",
+            format!(
+                "created HorizontalPodAutoscaler {name} scaling {} {} on {} (lagPerReplica {})",
+                a.target_ref.kind,
+                a.target_ref.name,
+                hpa::METRIC_NAME,
+                a.lag_per_replica
+            ),
+        )
+        .await;
+    }
+    Ok(Some(name))
 }
 
 /// Time left until the next refresh when the status is current, else None.

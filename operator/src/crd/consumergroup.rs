@@ -52,23 +52,31 @@ pub struct ConsumerGroupSpec {
     pub offset_reset: Option<OffsetResetSpec>,
 }
 
-/// Lag-driven scaling of the consumers.
+/// Lag-driven scaling of the consumers: the operator owns an `autoscaling/v2`
+/// HorizontalPodAutoscaler on the External metric `strata_consumergroup_lag`,
+/// which it serves itself through `external.metrics.k8s.io`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.maxReplicas) || self.maxReplicas >= self.minReplicas").message("maxReplicas must be >= minReplicas"))]
 pub struct AutoscalingSpec {
-    /// The Deployment to scale.
+    /// The Deployment (or StatefulSet) to scale.
     pub target_ref: TargetRef,
+    /// Lower bound of the HPA (Kubernetes HPAs cannot scale to zero without an alpha gate).
     #[serde(default = "default_min_replicas")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 1))]
     pub min_replicas: i32,
     /// Upper bound; the partition count of the group's topics when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_replicas: Option<i32>,
-    /// Lag one consumer replica is expected to absorb.
+    /// Lag one consumer replica is expected to absorb (the HPA's AverageValue target).
     #[schemars(range(min = 1))]
     pub lag_per_replica: i64,
+    /// Seconds the HPA looks back before scaling down (its `behavior.scaleDown`
+    /// stabilization window); the HPA default (300) when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub scale_down_stabilization_seconds: Option<i32>,
 }
 
 /// A scalable workload in the same namespace.
@@ -86,7 +94,9 @@ pub struct TargetRef {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OffsetResetSpec {
-    /// `Earliest`, `Latest`, or an absolute offset.
+    /// `Earliest`, `Latest`, an absolute offset (clamped to each partition's
+    /// range), or an RFC 3339 timestamp (the first offset at or after it).
+    #[schemars(pattern(r"^(Earliest|Latest|[0-9]+|[0-9]{4}-[0-9]{2}-[0-9]{2}T.+)$"))]
     pub target: String,
     /// Any new value asks for a new reset; the outcome is reported under the same id.
     #[schemars(length(min = 1))]
@@ -109,9 +119,15 @@ pub struct ConsumerGroupStatus {
     /// Per-partition lag.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lag: Vec<PartitionLagStatus>,
-    /// Replicas the lag asks for (with autoscaling).
+    /// Partitions of the group's topics (the default maxReplicas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<i32>,
+    /// Replicas the lag asks for (with autoscaling): the value the HPA converges to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_replicas: Option<i32>,
+    /// Name of the HorizontalPodAutoscaler the operator owns (with autoscaling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hpa: Option<String>,
     /// Outcome of the last offset reset command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset_reset: Option<OffsetResetStatus>,
@@ -138,14 +154,42 @@ pub struct PartitionLagStatus {
 }
 
 /// Outcome of an offset reset.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OffsetResetStatus {
+    /// The `spec.offsetReset.requestId` this outcome belongs to.
     pub request_id: String,
-    /// Pending (waiting for the group to be Empty), Done, Failed or Unsupported.
-    pub phase: String,
+    pub phase: OffsetResetPhase,
+    /// The target as requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Why it waits, what failed, or what was reset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// When the reset reached Succeeded or Failed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<String>,
+}
+
+/// Where an offset reset is. Succeeded and Failed are final for a requestId:
+/// a reset never runs twice for the same id.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum OffsetResetPhase {
+    /// Waiting for the group to be Empty (or for the brokers to answer).
+    Pending,
+    /// The reset call was sent; the outcome is not recorded yet.
+    Running,
+    /// The offsets were moved.
+    Succeeded,
+    /// Invalid target, unknown topic, or an unknown outcome; use a new requestId to retry.
+    Failed,
+}
+
+impl OffsetResetPhase {
+    /// Succeeded or Failed: nothing more happens for this requestId.
+    pub fn is_final(self) -> bool {
+        matches!(self, OffsetResetPhase::Succeeded | OffsetResetPhase::Failed)
+    }
 }
 
 fn default_min_replicas() -> i32 {

@@ -20,9 +20,48 @@ pub fn markdown() -> String {
     let mut out = String::from(INTRO);
     for crd in [Cluster::crd(), Topic::crd(), ConsumerGroup::crd()] {
         render_crd(&crd, &mut out);
+        if let Some(notes) = notes(&crd.spec.names.kind) {
+            out.push_str(notes);
+        }
     }
     out
 }
+
+/// Prose that the schema cannot carry, after a kind's field tables.
+fn notes(kind: &str) -> Option<&'static str> {
+    match kind {
+        "ConsumerGroup" => Some(CONSUMER_GROUP_NOTES),
+        _ => None,
+    }
+}
+
+const CONSUMER_GROUP_NOTES: &str = "
+### Autoscaling (`spec.autoscaling`)
+
+The operator owns an `autoscaling/v2` HorizontalPodAutoscaler with the
+ConsumerGroup's name: `scaleTargetRef` = `targetRef` (apps/v1),
+`minReplicas`, `maxReplicas` (default: `status.partitions`, the partition count
+of the group's topics), one `External` metric `strata_consumergroup_lag` with
+selector `strata.dev/consumergroup=<name>` and target `AverageValue:
+lagPerReplica`, and `behavior.scaleDown.stabilizationWindowSeconds` =
+`scaleDownStabilizationSeconds` when set. The operator serves the metric
+itself (`external.metrics.k8s.io/v1beta1`, APIService in the chart): the sum of
+the per-partition lag, capped at `lagPerReplica × partitions` (KEDA's Kafka
+scaler semantics), so the HPA never asks for more replicas than partitions.
+`status.desiredReplicas` shows the replica count the current lag asks for,
+`status.hpa` the HPA's name. Removing `spec.autoscaling` deletes the HPA.
+
+### Offset reset (`spec.offsetReset`)
+
+A command, not a state: each new `requestId` asks for one reset of the
+committed offsets of `spec.topics` (or of every topic with commits) to
+`target` (`Earliest`, `Latest`, an offset, or an RFC 3339 timestamp). It runs
+only while the group is Empty (no members); until then `status.offsetReset`
+is `Pending`. `Running` is recorded before the broker call; `Succeeded` and
+`Failed` are final. A `requestId` never runs twice: one found `Running` (the
+operator stopped mid-call) becomes `Failed` with an unknown outcome.
+See [operations.md](operations.md#resetting-a-groups-offsets).
+";
 
 fn render_crd(crd: &CustomResourceDefinition, out: &mut String) {
     let names = &crd.spec.names;
@@ -155,6 +194,9 @@ mod tests {
         assert!(md.contains("*CEL:* `self >= oldSelf` (partitions may only increase)"));
         assert!(md.contains("| `spec.replicas` | integer | `3` |"));
         assert!(md.contains("`status.lag[].lag`"));
+        assert!(md.contains("### Autoscaling (`spec.autoscaling`)"));
+        assert!(md.contains("| `spec.autoscaling.scaleDownStabilizationSeconds` | integer |"));
+        assert!(md.contains("One of: Pending, Running, Succeeded, Failed."));
     }
 
     #[test]

@@ -1,0 +1,63 @@
+//! Shared by the operator's environment tests: where the broker binary and a
+//! Kafka-capable python are, and installing the CRDs.
+
+#![allow(dead_code)] // each test crate uses a subset
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::PostParams;
+use kube::{Api, Client, ResourceExt};
+use strata_e2e::testing::wait_for;
+
+/// The `strata-broker` binary of this build, when built.
+pub fn broker_binary() -> Option<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let p = target.join("debug").join("strata-broker");
+    p.exists().then_some(p)
+}
+
+/// The python of the test venv (`scripts/setup.sh` writes its path to
+/// `$STRATA_CACHE/current-venv`), when it can import confluent_kafka.
+pub fn kafka_python() -> Option<PathBuf> {
+    let cache = std::env::var_os("STRATA_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/strata")))?;
+    let venv = std::fs::read_to_string(cache.join("current-venv")).ok()?;
+    let python = PathBuf::from(venv.trim()).join("bin").join("python3");
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import confluent_kafka"])
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(python)
+}
+
+/// Creates the three CRDs from `crds/` and waits until they are Established.
+pub async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crds");
+    for name in ["cluster.yaml", "topic.yaml", "consumergroup.yaml"] {
+        let text = std::fs::read_to_string(dir.join(name)).expect("crd yaml");
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).expect("crd parses");
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("create CRD");
+        let crd_name = crd.name_any();
+        wait_for(
+            &format!("CRD {crd_name} established"),
+            Duration::from_secs(30),
+            || async {
+                let c = crds.get(&crd_name).await.ok()?;
+                c.status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}
