@@ -130,6 +130,8 @@ async fn group_status(client: &Client) -> Option<strata_operator::crd::ConsumerG
 
 #[tokio::test]
 async fn hpa_scales_consumers_on_lag_served_through_the_aggregation_layer() {
+    // A workspace build links two rustls crypto providers; pick one, as main() does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let Some(broker) = broker_binary() else {
         return skip("strata-broker not built (cargo build -p strata-broker)");
     };

@@ -146,6 +146,8 @@ async fn get(
 
 #[tokio::test]
 async fn only_the_aggregators_client_certificate_is_served() {
+    // A workspace build links two rustls crypto providers; pick one, as main() does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let front_proxy = Ca::new("front-proxy-ca");
     let other = Ca::new("some-other-ca");
     let dir = tempfile::tempdir().expect("tempdir");
