@@ -113,6 +113,14 @@ pub struct BrokerConfig {
     pub tier_access_key_id: String,
     /// S3 secret key; empty: `AWS_SECRET_ACCESS_KEY` from the environment.
     pub tier_secret_access_key: String,
+    /// Disk space of the chunk cache that serves reads from the tier (bytes).
+    pub tier_cache_bytes: u64,
+    /// Size of one cached chunk, i.e. of one ranged GET (bytes).
+    pub tier_cache_chunk_bytes: u64,
+    /// Chunks fetched ahead of a reader of the tier (0: no read-ahead).
+    pub tier_read_ahead_chunks: u32,
+    /// Directory of the chunk cache ("": `<data_dir>/tier-cache`); emptied at start.
+    pub tier_cache_dir: String,
 }
 
 impl Default for BrokerConfig {
@@ -160,6 +168,10 @@ impl Default for BrokerConfig {
             tier_local_retention_ms: -2,
             tier_access_key_id: String::new(),
             tier_secret_access_key: String::new(),
+            tier_cache_bytes: 256 << 20,
+            tier_cache_chunk_bytes: 4 << 20,
+            tier_read_ahead_chunks: 2,
+            tier_cache_dir: String::new(),
         }
     }
 }
@@ -279,6 +291,16 @@ impl BrokerConfig {
             "must be \"text\" or \"json\"",
         )?;
         check(
+            (64 << 10..=1 << 30).contains(&self.tier_cache_chunk_bytes),
+            "tier_cache_chunk_bytes",
+            "must be between 64 KiB and 1 GiB",
+        )?;
+        check(
+            self.tier_read_ahead_chunks <= 64,
+            "tier_read_ahead_chunks",
+            "must be <= 64",
+        )?;
+        check(
             !self.cluster_id.is_empty(),
             "cluster_id",
             "must not be empty",
@@ -306,6 +328,7 @@ impl BrokerConfig {
             index_interval_bytes: self.log_index_interval_bytes,
             max_message_bytes: self.log_max_message_bytes,
             log_append_time: false,
+            remote: None,
         }
     }
 
@@ -350,6 +373,20 @@ impl BrokerConfig {
             }));
         }
         Ok(None)
+    }
+
+    /// Whether a tier backend is configured at all (an S3 bucket or a directory).
+    pub fn tier_configured(&self) -> bool {
+        !self.tier_bucket.is_empty() || !self.tier_dir.is_empty()
+    }
+
+    /// Directory of the tier's chunk cache.
+    pub fn tier_cache_path(&self) -> PathBuf {
+        if self.tier_cache_dir.is_empty() {
+            self.data_dir.join("tier-cache")
+        } else {
+            PathBuf::from(&self.tier_cache_dir)
+        }
     }
 
     /// Host and port clients should connect to.
@@ -408,6 +445,10 @@ const ALL_KEYS: &[&str] = &[
     "tier_local_retention_ms",
     "tier_access_key_id",
     "tier_secret_access_key",
+    "tier_cache_bytes",
+    "tier_cache_chunk_bytes",
+    "tier_read_ahead_chunks",
+    "tier_cache_dir",
 ];
 
 /// Environment values are typed the way TOML would read them: integers and booleans
