@@ -22,7 +22,7 @@ use crate::metadata::{topic_config, Catalog, MetadataError, TopicRecord};
 use crate::partition::Partition;
 use crate::producer::id_allocator::ProducerIdAllocator;
 use crate::telemetry::Metrics;
-use crate::tier::store::TierStore;
+use crate::tier::Tier;
 
 /// Current wall-clock time in milliseconds since the epoch.
 pub fn now_ms() -> i64 {
@@ -58,8 +58,8 @@ pub struct Broker {
     pub metrics: Metrics,
     pub producer_ids: ProducerIdAllocator,
     pub groups: GroupCoordinator,
-    /// The object store of the tier, when one is configured.
-    pub tier: Option<TierStore>,
+    /// The tier (object store, chunk cache, manifests), when one is configured.
+    pub tier: Option<Arc<Tier>>,
     catalog: AsyncMutex<Catalog>,
     topics: RwLock<Topics>,
 }
@@ -128,7 +128,7 @@ impl Broker {
         let tier = match config.tier_backend(&|k| std::env::var(k).ok())? {
             Some(backend) => {
                 info!(?backend, prefix = %config.tier_prefix, "tiered storage enabled");
-                Some(TierStore::new(&backend, &config.tier_prefix)?)
+                Some(Tier::open(&config, &backend, &metrics)?)
             }
             None => None,
         };
@@ -249,6 +249,9 @@ impl Broker {
                 if let Err(e) = fs::rename(&dir, &doomed) {
                     warn!(dir = %dir.display(), error = %e, "could not move deleted partition aside");
                 }
+            }
+            if let Some(tier) = &self.tier {
+                tier.schedule_topic_deletion(&rec);
             }
             tokio::task::spawn_blocking({
                 let data_dir = self.config.data_dir.clone();
@@ -409,39 +412,10 @@ impl Broker {
         });
     }
 
-    /// One uploader pass over every tiered partition.
+    /// One tier pass: uploads, remote retention, deleted topics' remote data.
     pub async fn run_tier_upload(&self) {
-        let Some(store) = &self.tier else { return };
-        for t in self.all_topics() {
-            if t.record.internal
-                || !topic_config::remote_storage_enabled(&t.record.configs, &self.config)
-            {
-                continue;
-            }
-            let labels = Metrics::topic(&t.record.name);
-            for p in &t.partitions {
-                match crate::tier::uploader::upload_partition(
-                    store,
-                    p,
-                    &t.record.id,
-                    p.leader_epoch(),
-                )
-                .await
-                {
-                    Ok(r) => {
-                        self.metrics
-                            .tier_uploaded_segments
-                            .add(r.uploaded_segments as u64, &labels);
-                        self.metrics
-                            .tier_uploaded_bytes
-                            .add(r.uploaded_bytes, &labels);
-                    }
-                    Err(e) => {
-                        self.metrics.tier_upload_errors.add(1, &labels);
-                        warn!(topic = %t.record.name, partition = p.index, error = %e, "tier upload failed; will retry");
-                    }
-                }
-            }
+        if let Some(tier) = &self.tier {
+            tier.run_pass(self).await;
         }
     }
 
