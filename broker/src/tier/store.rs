@@ -18,7 +18,7 @@ use object_store::{
 };
 use opentelemetry::metrics::Counter;
 use opentelemetry::KeyValue;
-use tracing::warn;
+use tracing::debug;
 
 /// Where tiered segments go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +69,12 @@ impl TierStore {
                 secret_key,
             } => Arc::new(
                 AmazonS3Builder::new()
+                    // Client options first: they carry `allow_http`, set below.
+                    .with_client_options(
+                        ClientOptions::default()
+                            .with_connect_timeout(Duration::from_secs(2))
+                            .with_timeout(Duration::from_secs(30)),
+                    )
                     .with_endpoint(endpoint)
                     .with_region(region)
                     .with_bucket_name(bucket)
@@ -83,11 +89,6 @@ impl TierStore {
                         max_retries: 1,
                         retry_timeout: Duration::from_secs(10),
                     })
-                    .with_client_options(
-                        ClientOptions::default()
-                            .with_connect_timeout(Duration::from_secs(2))
-                            .with_timeout(Duration::from_secs(30)),
-                    )
                     .build()?,
             ),
         };
@@ -139,7 +140,9 @@ impl TierStore {
                 Err(e @ object_store::Error::NotFound { .. }) => return Err(e),
                 Err(e) if attempt >= self.attempts => return Err(e),
                 Err(e) => {
-                    warn!(%key, attempt, error = %e, "object store {what} failed; retrying");
+                    // Callers log the final failure; an outage would otherwise log
+                    // every attempt of every object.
+                    debug!(%key, attempt, error = %e, "object store {what} failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                     attempt += 1;
