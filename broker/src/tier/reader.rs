@@ -241,26 +241,34 @@ impl Tier {
         }
     }
 
-    /// The uploaded offset index of a segment. A missing or damaged index only costs
-    /// speed: the scan then starts at the segment's first batch.
-    async fn offset_index(&self, seg: &RemoteSegment) -> Result<Vec<OffsetEntry>, TierReadError> {
-        let raw = self.index_object(seg, &seg.index_key()).await?;
-        Ok(index::parse_entries(&raw).unwrap_or_else(|| {
-            warn!(key = %seg.index_key(), "remote offset index is damaged; scanning the segment");
+    /// The uploaded offset index of a segment, decoded once and kept in memory. A
+    /// missing or damaged index only costs speed: the scan then starts at the
+    /// segment's first batch.
+    async fn offset_index(
+        &self,
+        seg: &RemoteSegment,
+    ) -> Result<Arc<Vec<OffsetEntry>>, TierReadError> {
+        let key: Arc<str> = Arc::from(seg.index_key());
+        if let Some(entries) = self.indexes.lock().get(&key) {
+            return Ok(entries);
+        }
+        let raw = self.index_object(seg, &key).await?;
+        let entries = Arc::new(index::parse_entries(&raw).unwrap_or_else(|| {
+            warn!(key = %key, "remote offset index is damaged; scanning the segment");
             Vec::new()
-        }))
+        }));
+        let size = raw.len() as u64 + 64;
+        self.indexes.lock().insert(key, Arc::clone(&entries), size);
+        Ok(entries)
     }
 
+    /// The uploaded time index of a segment (only timestamp lookups need it).
     async fn time_index(&self, seg: &RemoteSegment) -> Result<Vec<TimeEntry>, TierReadError> {
         let raw = self.index_object(seg, &seg.time_index_key()).await?;
         Ok(index::parse_entries(&raw).unwrap_or_default())
     }
 
     async fn index_object(&self, seg: &RemoteSegment, key: &str) -> Result<Bytes, TierReadError> {
-        let k: Arc<str> = Arc::from(key);
-        if let Some(raw) = self.indexes.lock().get(&k) {
-            return Ok(raw);
-        }
         let raw = match self.store.get(key).await {
             Ok(raw) => raw,
             Err(object_store::Error::NotFound { .. }) => {
@@ -269,8 +277,6 @@ impl Tier {
             }
             Err(e) => return Err(TierReadError::from_store(key, e)),
         };
-        let size = raw.len() as u64 + 64;
-        self.indexes.lock().insert(k, raw.clone(), size);
         Ok(raw)
     }
 

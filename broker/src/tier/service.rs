@@ -25,17 +25,19 @@ use super::store::{TierBackend, TierStore};
 use super::uploader::{self, MANIFEST_FILE};
 use crate::broker::{now_ms, Broker};
 use crate::config::BrokerConfig;
+use crate::log::index::OffsetEntry;
 use crate::metadata::{topic_config, TopicRecord};
 use crate::partition::Partition;
 use crate::telemetry::Metrics;
 
-/// Bytes of remote index objects kept in memory.
+/// Bytes of decoded remote offset indexes kept in memory.
 const INDEX_CACHE_BYTES: u64 = 32 << 20;
 
 pub struct Tier {
     pub store: TierStore,
     pub(super) cache: Arc<ChunkCache>,
-    pub(super) indexes: Mutex<Lru<Arc<str>, bytes::Bytes>>,
+    /// Decoded offset indexes of remote segments, by object key.
+    pub(super) indexes: Mutex<Lru<Arc<str>, Arc<Vec<OffsetEntry>>>>,
     pub(super) read_ahead: u32,
     pub metrics: TierMetrics,
     manifests: Mutex<HashMap<(Uuid, i32), Arc<RemoteManifest>>>,
