@@ -22,6 +22,9 @@ use crate::log::batch::{self, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
 use crate::log::index::{self, OffsetEntry, TimeEntry};
 use crate::partition::Partition;
 
+/// Longest a fetch waits for the tier, well inside clients' request timeout (30 s).
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Why a read from the tier failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TierReadError {
@@ -88,10 +91,17 @@ impl Tier {
         let labels = [KeyValue::new("topic", p.topic.to_string())];
         let result = match manifest.find(offset) {
             None => Ok(RemoteFetch::OutOfRange),
-            Some(seg) => self
-                .read_batches(&manifest, seg, offset, max_bytes, min_one)
-                .await
-                .map(RemoteFetch::Records),
+            Some(seg) => {
+                let read = self.read_batches(&manifest, seg, offset, max_bytes, min_one);
+                match tokio::time::timeout(READ_TIMEOUT, read).await {
+                    Ok(r) => r.map(RemoteFetch::Records),
+                    // Downloads carry on in the background; the client retries.
+                    Err(_) => Err(TierReadError::Unavailable {
+                        key: seg.log_key.clone(),
+                        reason: format!("no answer within {READ_TIMEOUT:?}"),
+                    }),
+                }
+            }
         };
         match &result {
             Ok(RemoteFetch::Records(b)) => {
