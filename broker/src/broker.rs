@@ -34,7 +34,7 @@ use crate::producer::id_allocator::ProducerIdAllocator;
 use crate::quorum::{Quorum, QuorumConfig};
 use crate::replication::Fetchers;
 use crate::telemetry::Metrics;
-use crate::tier::store::TierStore;
+use crate::tier::Tier;
 
 /// Current wall-clock time in milliseconds since the epoch.
 pub fn now_ms() -> i64 {
@@ -95,8 +95,8 @@ pub struct Broker {
     pub metrics: Metrics,
     pub producer_ids: ProducerIdAllocator,
     pub groups: GroupCoordinator,
-    /// The object store of the tier, when one is configured.
-    pub tier: Option<TierStore>,
+    /// The tier (object store, chunk cache, manifests), when one is configured.
+    pub tier: Option<Arc<Tier>>,
     pub quorum: Arc<Quorum>,
     topics: RwLock<Topics>,
     /// Bumped on every leader append; follower fetches long-poll on it.
@@ -155,7 +155,7 @@ impl Broker {
         let tier = match config.tier_backend(&|k| std::env::var(k).ok())? {
             Some(backend) => {
                 info!(?backend, prefix = %config.tier_prefix, "tiered storage enabled");
-                Some(TierStore::new(&backend, &config.tier_prefix)?)
+                Some(Tier::open(&config, &backend, &metrics)?)
             }
             None => None,
         };
@@ -306,6 +306,9 @@ impl Broker {
             })
             .await?;
         self.wait_reconciled(index).await;
+        if let Some(tier) = &self.tier {
+            tier.schedule_topic_deletion(&record);
+        }
         info!(topic = name, "deleted topic");
         Ok(record)
     }
@@ -674,39 +677,10 @@ impl Broker {
         }
     }
 
-    /// One uploader pass over every tiered partition this broker leads.
+    /// One tier pass: uploads, remote retention, deleted topics' remote data.
     pub async fn run_tier_upload(&self) {
-        let Some(store) = &self.tier else { return };
-        for t in self.all_topics() {
-            if t.record.internal
-                || !topic_config::remote_storage_enabled(&t.record.configs, &self.config)
-            {
-                continue;
-            }
-            let labels = Metrics::topic(&t.record.name);
-            for p in t.local().filter(|p| p.is_leader()) {
-                match crate::tier::uploader::upload_partition(
-                    store,
-                    p,
-                    &t.record.id,
-                    p.leader_epoch(),
-                )
-                .await
-                {
-                    Ok(r) => {
-                        self.metrics
-                            .tier_uploaded_segments
-                            .add(r.uploaded_segments as u64, &labels);
-                        self.metrics
-                            .tier_uploaded_bytes
-                            .add(r.uploaded_bytes, &labels);
-                    }
-                    Err(e) => {
-                        self.metrics.tier_upload_errors.add(1, &labels);
-                        warn!(topic = %t.record.name, partition = p.index, error = %e, "tier upload failed; will retry");
-                    }
-                }
-            }
+        if let Some(tier) = &self.tier {
+            tier.run_pass(self).await;
         }
     }
 

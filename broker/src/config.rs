@@ -130,6 +130,14 @@ pub struct BrokerConfig {
     pub replica_fetch_max_bytes: i32,
     /// Replication factor of `__consumer_offsets` (capped at the voter count).
     pub offsets_topic_replication_factor: i16,
+    /// Disk space of the chunk cache that serves reads from the tier (bytes).
+    pub tier_cache_bytes: u64,
+    /// Size of one cached chunk, i.e. of one ranged GET (bytes).
+    pub tier_cache_chunk_bytes: u64,
+    /// Chunks fetched ahead of a reader of the tier (0: no read-ahead).
+    pub tier_read_ahead_chunks: u32,
+    /// Directory of the chunk cache ("": `<data_dir>/tier-cache`); emptied at start.
+    pub tier_cache_dir: String,
 }
 
 impl Default for BrokerConfig {
@@ -185,6 +193,10 @@ impl Default for BrokerConfig {
             replica_fetch_max_wait_ms: 500,
             replica_fetch_max_bytes: 8 << 20,
             offsets_topic_replication_factor: 3,
+            tier_cache_bytes: 256 << 20,
+            tier_cache_chunk_bytes: 4 << 20,
+            tier_read_ahead_chunks: 2,
+            tier_cache_dir: String::new(),
         }
     }
 }
@@ -315,6 +327,16 @@ impl BrokerConfig {
             "must be \"text\" or \"json\"",
         )?;
         check(
+            (64 << 10..=1 << 30).contains(&self.tier_cache_chunk_bytes),
+            "tier_cache_chunk_bytes",
+            "must be between 64 KiB and 1 GiB",
+        )?;
+        check(
+            self.tier_read_ahead_chunks <= 64,
+            "tier_read_ahead_chunks",
+            "must be <= 64",
+        )?;
+        check(
             !self.cluster_id.is_empty(),
             "cluster_id",
             "must not be empty",
@@ -342,6 +364,7 @@ impl BrokerConfig {
             index_interval_bytes: self.log_index_interval_bytes,
             max_message_bytes: self.log_max_message_bytes,
             log_append_time: false,
+            remote: None,
         }
     }
 
@@ -430,6 +453,20 @@ impl BrokerConfig {
         Ok(out)
     }
 
+    /// Whether a tier backend is configured at all (an S3 bucket or a directory).
+    pub fn tier_configured(&self) -> bool {
+        !self.tier_bucket.is_empty() || !self.tier_dir.is_empty()
+    }
+
+    /// Directory of the tier's chunk cache.
+    pub fn tier_cache_path(&self) -> PathBuf {
+        if self.tier_cache_dir.is_empty() {
+            self.data_dir.join("tier-cache")
+        } else {
+            PathBuf::from(&self.tier_cache_dir)
+        }
+    }
+
     /// Host and port clients should connect to.
     pub fn advertised(&self) -> (String, i32) {
         let host = self
@@ -494,6 +531,10 @@ const ALL_KEYS: &[&str] = &[
     "replica_fetch_max_wait_ms",
     "replica_fetch_max_bytes",
     "offsets_topic_replication_factor",
+    "tier_cache_bytes",
+    "tier_cache_chunk_bytes",
+    "tier_read_ahead_chunks",
+    "tier_cache_dir",
 ];
 
 /// Environment values are typed the way TOML would read them: integers and booleans

@@ -523,6 +523,11 @@ impl Partition {
         self.log.lock().apply_retention(now_ms)
     }
 
+    /// How far the tier's committed copy reaches (bounds local deletion).
+    pub fn set_remote_end_offset(&self, end: i64) {
+        self.log.lock().set_remote_end_offset(end)
+    }
+
     pub fn flush_if_due(&self, now_ms: i64) -> Result<bool, LogError> {
         self.log.lock().flush_if_due(now_ms)
     }

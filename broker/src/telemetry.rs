@@ -46,9 +46,6 @@ pub struct Metrics {
     pub connections_rejected: Counter<u64>,
     pub protocol_errors: Counter<u64>,
     pub segments_deleted: Counter<u64>,
-    pub tier_uploaded_segments: Counter<u64>,
-    pub tier_uploaded_bytes: Counter<u64>,
-    pub tier_upload_errors: Counter<u64>,
     pub replica_truncations: Counter<u64>,
 }
 
@@ -107,18 +104,6 @@ impl Metrics {
             segments_deleted: meter
                 .u64_counter("strata_log_segments_deleted")
                 .with_description("Segments deleted by retention")
-                .build(),
-            tier_uploaded_segments: meter
-                .u64_counter("strata_tier_uploaded_segments")
-                .with_description("Segments uploaded to the tier, per topic")
-                .build(),
-            tier_uploaded_bytes: meter
-                .u64_counter("strata_tier_uploaded_bytes")
-                .with_description("Segment bytes uploaded to the tier, per topic")
-                .build(),
-            tier_upload_errors: meter
-                .u64_counter("strata_tier_upload_errors")
-                .with_description("Failed tier upload passes (object store errors), per topic")
                 .build(),
             replica_truncations: meter
                 .u64_counter("strata_replica_truncations")
@@ -184,6 +169,11 @@ impl Metrics {
                 obs.observe(i64::from(b.quorum.is_leader()), &[]);
             })
             .build();
+    }
+
+    /// The meter further instruments (the tier's) are created from.
+    pub fn meter(&self) -> opentelemetry::metrics::Meter {
+        self.provider.meter("strata-broker")
     }
 
     pub fn topic(topic: &str) -> [KeyValue; 1] {

@@ -142,9 +142,12 @@ async fn closed_segments_reach_s3_in_order_and_resume_after_restart() {
     t.name = TopicName(s("tiered"));
     t.num_partitions = 1;
     t.replication_factor = 1;
+    // The records carry 2023 timestamps: without retention.ms=-1, total retention
+    // (which now applies to the tier too) would expire them as soon as they land.
     for (k, v) in [
         ("segment.bytes", "65536"),
         ("remote.storage.enable", "true"),
+        ("retention.ms", "-1"),
     ] {
         let mut cfgv = CreatableTopicConfig::default();
         cfgv.name = s(k);

@@ -25,6 +25,10 @@ pub struct S3Info {
 pub struct S3Server {
     process: ManagedProcess,
     pub info: S3Info,
+    weed: std::path::PathBuf,
+    args: Vec<String>,
+    log: std::path::PathBuf,
+    s3_addr: SocketAddr,
 }
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(90);
@@ -86,31 +90,11 @@ impl S3Server {
             format!("-s3.localSocket={}", dir.join("s3.sock").display()),
             format!("-s3.config={}", config_path.display()),
         ];
-        let mut process = ManagedProcess::spawn(
-            "seaweedfs",
-            &weed,
-            &args,
-            &dir.join("seaweedfs.log"),
-            Duration::from_secs(5),
-        )?;
+        let log = dir.join("seaweedfs.log");
+        let mut process = spawn(&weed, &args, &log)?;
         let s3_addr = SocketAddr::new(LOCALHOST, s3);
         let start = Instant::now();
-        loop {
-            process.check_alive()?;
-            if net::http_get_status(s3_addr, "/", Duration::from_secs(2))
-                .await
-                .is_some()
-            {
-                break;
-            }
-            if start.elapsed() > STARTUP_TIMEOUT {
-                return Err(Error::Timeout {
-                    what: format!("SeaweedFS S3 on {s3_addr}"),
-                    secs: STARTUP_TIMEOUT.as_secs(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        wait_ready(&mut process, s3_addr).await?;
         // Create the bucket through the admin shell (retried: the master may still be electing).
         loop {
             process.check_alive()?;
@@ -130,11 +114,55 @@ impl S3Server {
             ..info
         };
         tracing::info!(endpoint = %info.endpoint, bucket, "S3 ready");
-        Ok(S3Server { process, info })
+        Ok(S3Server {
+            process,
+            info,
+            weed,
+            args,
+            log,
+            s3_addr,
+        })
     }
 
     pub fn check_alive(&mut self) -> Result<()> {
         self.process.check_alive()
+    }
+
+    /// Stops the server (an outage); its data stays for [`S3Server::restart`].
+    pub fn stop(&mut self) {
+        self.process.stop();
+    }
+
+    /// Starts the server again on the same ports and data after [`S3Server::stop`].
+    pub async fn restart(&mut self) -> Result<()> {
+        self.process.stop();
+        self.process = spawn(&self.weed, &self.args, &self.log)?;
+        wait_ready(&mut self.process, self.s3_addr).await
+    }
+}
+
+fn spawn(weed: &Path, args: &[String], log: &Path) -> Result<ManagedProcess> {
+    ManagedProcess::spawn("seaweedfs", weed, args, log, Duration::from_secs(5))
+}
+
+/// Waits until the S3 gateway answers HTTP.
+async fn wait_ready(process: &mut ManagedProcess, s3_addr: SocketAddr) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        process.check_alive()?;
+        if net::http_get_status(s3_addr, "/", Duration::from_secs(2))
+            .await
+            .is_some()
+        {
+            return Ok(());
+        }
+        if start.elapsed() > STARTUP_TIMEOUT {
+            return Err(Error::Timeout {
+                what: format!("SeaweedFS S3 on {s3_addr}"),
+                secs: STARTUP_TIMEOUT.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

@@ -3,6 +3,10 @@
 //! `partition_max_bytes` limits, and KIP-74's "at least one batch" rule so a large
 //! batch never stalls a consumer. Fetch sessions are not offered (session id 0), so
 //! every request is a full fetch, which all clients support.
+//!
+//! An offset below the local log start of a tiered partition is read from the tier
+//! (`tier::reader`); the partition's log start offset reported to clients is then the
+//! tier's. A failed remote read is an error for that partition only.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,10 +17,13 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use tokio::sync::watch;
+use uuid::Uuid;
 
 use crate::broker::{Broker, TopicState};
-use crate::log::batch;
+use crate::log::{batch, LogError};
+use crate::partition::Partition;
 use crate::telemetry::Metrics;
+use crate::tier::reader::{RemoteFetch, TierReadError};
 
 use super::log_error_code;
 
@@ -47,7 +54,8 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
     loop {
         // Subscribe before reading so an append between read and wait is not missed.
         let mut watchers: Vec<watch::Receiver<i64>> = Vec::new();
-        let (resp, bytes, errored) = read_once(&req, &topics, version, max_bytes, &mut watchers);
+        let (resp, bytes, errored) =
+            read_once(broker, &req, &topics, version, max_bytes, &mut watchers).await;
         let now = Instant::now();
         if bytes >= min_bytes || errored || now >= deadline || watchers.is_empty() {
             account(broker, &resp);
@@ -65,7 +73,8 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
 
 /// One pass over the requested partitions. Returns the response, the record bytes in
 /// it, and whether any partition reported an error.
-fn read_once(
+async fn read_once(
+    broker: &Broker,
     req: &FetchRequest,
     topics: &[Option<Arc<TopicState>>],
     version: i16,
@@ -104,14 +113,8 @@ fn read_once(
                         .saturating_sub(total)
                         .min(fp.partition_max_bytes.max(0) as usize);
                     let min_one = total == 0;
-                    let read = p.fetch(fp.fetch_offset, budget, min_one).and_then(|snap| {
-                        let data = snap.plan.read().map_err(|e| crate::log::LogError::Io {
-                            path: std::path::PathBuf::from(format!("{}-{}", p.topic, p.index)),
-                            source: e,
-                        })?;
-                        Ok((snap, data))
-                    });
-                    match read {
+                    let tid = state.as_ref().map(|s| s.record.id).unwrap_or_default();
+                    match read_partition(broker, &tid, p, fp.fetch_offset, budget, min_one).await {
                         Ok((snap, data)) => {
                             pd.high_watermark = snap.high_watermark;
                             pd.last_stable_offset = snap.high_watermark;
@@ -119,11 +122,11 @@ fn read_once(
                             total += data.len();
                             pd.records = Some(data);
                         }
-                        Err(e) => {
-                            pd.error_code = log_error_code(&e).code();
+                        Err(code) => {
+                            pd.error_code = code.code();
                             pd.high_watermark = p.high_watermark();
                             pd.last_stable_offset = pd.high_watermark;
-                            pd.log_start_offset = p.log_start_offset();
+                            pd.log_start_offset = log_start(broker, &tid, p);
                             pd.records = Some(Bytes::new());
                             errored = true;
                         }
@@ -138,6 +141,81 @@ fn read_once(
         resp.responses.push(tr);
     }
     (resp, total, errored)
+}
+
+/// What a partition's read reports besides its records.
+struct Snapshot {
+    high_watermark: i64,
+    log_start_offset: i64,
+}
+
+/// The first offset clients can read: the tier's start when it holds older data.
+fn log_start(broker: &Broker, topic_id: &Uuid, p: &Partition) -> i64 {
+    let local = p.log_start_offset();
+    match &broker.tier {
+        Some(tier) => tier.log_start_offset(topic_id, p, local),
+        None => local,
+    }
+}
+
+/// Reads one partition: from local disk, or from the tier below the local start.
+async fn read_partition(
+    broker: &Broker,
+    topic_id: &Uuid,
+    p: &Partition,
+    offset: i64,
+    budget: usize,
+    min_one: bool,
+) -> Result<(Snapshot, Bytes), ResponseError> {
+    match p.fetch(offset, budget, min_one) {
+        Ok(snap) => {
+            let data = snap.plan.read().map_err(|e| {
+                log_error_code(&LogError::Io {
+                    path: std::path::PathBuf::from(format!("{}-{}", p.topic, p.index)),
+                    source: e,
+                })
+            })?;
+            let log_start_offset = match &broker.tier {
+                Some(tier) => tier.log_start_offset(topic_id, p, snap.log_start_offset),
+                None => snap.log_start_offset,
+            };
+            Ok((
+                Snapshot {
+                    high_watermark: snap.high_watermark,
+                    log_start_offset,
+                },
+                data,
+            ))
+        }
+        Err(LogError::OffsetOutOfRange { start, .. }) if offset < start => {
+            let Some(tier) = &broker.tier else {
+                return Err(ResponseError::OffsetOutOfRange);
+            };
+            match tier.fetch(topic_id, p, offset, budget, min_one).await {
+                Ok(RemoteFetch::Records(data)) => Ok((
+                    Snapshot {
+                        high_watermark: p.high_watermark(),
+                        log_start_offset: tier.log_start_offset(topic_id, p, start),
+                    },
+                    data,
+                )),
+                Ok(RemoteFetch::OutOfRange) => Err(ResponseError::OffsetOutOfRange),
+                Err(e) => Err(tier_error_code(&e)),
+            }
+        }
+        Err(e) => Err(log_error_code(&e)),
+    }
+}
+
+/// An unreachable object store is worth retrying (clients do so on a storage
+/// error); a missing or corrupt object is not, and surfaces to the consumer.
+pub fn tier_error_code(e: &TierReadError) -> ResponseError {
+    match e {
+        TierReadError::Unavailable { .. } => ResponseError::KafkaStorageError,
+        TierReadError::Missing { .. } | TierReadError::Corrupt { .. } => {
+            ResponseError::UnknownServerError
+        }
+    }
 }
 
 /// Counts bytes and records served, per topic.

@@ -1,5 +1,6 @@
 //! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), or the first offset
-//! whose record timestamp is at or after a given time.
+//! whose record timestamp is at or after a given time. For tiered partitions the
+//! earliest offset and timestamp searches include what only the tier holds.
 
 use std::sync::Arc;
 
@@ -9,8 +10,12 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
+use super::fetch::tier_error_code;
 use super::log_error_code;
 use crate::broker::Broker;
+use crate::partition::Partition;
+use crate::tier::Tier;
+use uuid::Uuid;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -41,11 +46,17 @@ pub async fn handle(
                     if version >= 4 {
                         pr.leader_epoch = p.leader_epoch();
                     }
+                    let tier = broker.tier.as_ref();
+                    let tid = state.as_ref().map(|s| s.record.id).unwrap_or_default();
                     let found = match lp.timestamp {
                         LATEST => Ok(Some((p.high_watermark(), -1))),
-                        EARLIEST => Ok(Some((p.log_start_offset(), -1))),
-                        MAX_TIMESTAMP if version >= 7 => p.max_timestamp_offset(),
-                        ts if ts >= 0 => p.offset_for_timestamp(ts),
+                        EARLIEST => {
+                            let local = p.log_start_offset();
+                            let start = tier.map_or(local, |t| t.log_start_offset(&tid, p, local));
+                            Ok(Some((start, -1)))
+                        }
+                        MAX_TIMESTAMP if version >= 7 => max_timestamp(tier, &tid, p).await,
+                        ts if ts >= 0 => by_timestamp(tier, &tid, p, ts).await,
                         _ => {
                             pr.error_code = ResponseError::InvalidRequest.code();
                             Ok(None)
@@ -57,7 +68,7 @@ pub async fn handle(
                             pr.timestamp = ts;
                         }
                         Ok(None) => {}
-                        Err(e) => pr.error_code = log_error_code(&e).code(),
+                        Err(code) => pr.error_code = code.code(),
                     }
                 }
             }
@@ -66,4 +77,33 @@ pub async fn handle(
         resp.topics.push(tr);
     }
     resp
+}
+
+type Found = Result<Option<(i64, i64)>, ResponseError>;
+
+/// First offset with a timestamp at or after `ts`: the tier's part of the log first.
+async fn by_timestamp(tier: Option<&Arc<Tier>>, tid: &Uuid, p: &Partition, ts: i64) -> Found {
+    if let Some(tier) = tier {
+        let below = p.log_start_offset();
+        match tier.offset_for_timestamp(tid, p, below, ts).await {
+            Ok(Some(found)) => return Ok(Some(found)),
+            Ok(None) => {}
+            Err(e) => return Err(tier_error_code(&e)),
+        }
+    }
+    p.offset_for_timestamp(ts).map_err(|e| log_error_code(&e))
+}
+
+/// The record with the largest timestamp, which may live only in the tier.
+async fn max_timestamp(tier: Option<&Arc<Tier>>, tid: &Uuid, p: &Partition) -> Found {
+    let local = p.max_timestamp_offset().map_err(|e| log_error_code(&e))?;
+    let Some(tier) = tier else { return Ok(local) };
+    let below = p.log_start_offset();
+    match tier.max_timestamp_below(tid, p, below) {
+        Some(remote) if local.is_none_or(|(_, ts)| remote > ts) => tier
+            .offset_for_timestamp(tid, p, below, remote)
+            .await
+            .map_err(|e| tier_error_code(&e)),
+        _ => Ok(local),
+    }
 }

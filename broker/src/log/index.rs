@@ -101,13 +101,9 @@ impl<E: Entry> IndexFile<E> {
         };
         let mut raw = Vec::new();
         file.read_to_end(&mut raw)?;
-        if raw.len() % E::SIZE != 0 {
+        let Some(entries) = parse_entries(&raw) else {
             return Ok(None);
-        }
-        let entries: Vec<E> = raw.chunks_exact(E::SIZE).map(E::decode).collect();
-        if entries.windows(2).any(|w| w[0].key() >= w[1].key()) {
-            return Ok(None);
-        }
+        };
         Ok(Some(IndexFile {
             path: path.to_path_buf(),
             file,
@@ -165,22 +161,43 @@ impl<E: Entry> IndexFile<E> {
     }
 }
 
+/// Decodes index file bytes. `None` when they are not a whole number of entries in
+/// strictly increasing order (a torn or damaged file, local or fetched from the tier).
+pub fn parse_entries<E: Entry>(raw: &[u8]) -> Option<Vec<E>> {
+    if !raw.len().is_multiple_of(E::SIZE) {
+        return None;
+    }
+    let entries: Vec<E> = raw.chunks_exact(E::SIZE).map(E::decode).collect();
+    if entries.windows(2).any(|w| w[0].key() >= w[1].key()) {
+        return None;
+    }
+    Some(entries)
+}
+
+/// Largest entry with `relative_offset <= target`, i.e. where to start scanning.
+pub fn floor(entries: &[OffsetEntry], relative_offset: u32) -> Option<OffsetEntry> {
+    let i = entries.partition_point(|e| e.relative_offset <= relative_offset);
+    i.checked_sub(1).map(|i| entries[i])
+}
+
+/// Last entry whose timestamp is strictly below `ts`: every batch up to the one it
+/// names is older than `ts`, so a search for `ts` may start there.
+pub fn last_below(entries: &[TimeEntry], ts: i64) -> Option<TimeEntry> {
+    let i = entries.partition_point(|e| e.timestamp < ts);
+    i.checked_sub(1).map(|i| entries[i])
+}
+
 impl IndexFile<OffsetEntry> {
-    /// Largest entry with `relative_offset <= target`, i.e. where to start scanning.
+    /// See [`floor`].
     pub fn floor(&self, relative_offset: u32) -> Option<OffsetEntry> {
-        let i = self
-            .entries
-            .partition_point(|e| e.relative_offset <= relative_offset);
-        i.checked_sub(1).map(|i| self.entries[i])
+        floor(&self.entries, relative_offset)
     }
 }
 
 impl IndexFile<TimeEntry> {
-    /// Last entry whose timestamp is strictly below `ts`: every batch up to the one it
-    /// names is older than `ts`, so a search for `ts` may start there.
+    /// See [`last_below`].
     pub fn last_below(&self, ts: i64) -> Option<TimeEntry> {
-        let i = self.entries.partition_point(|e| e.timestamp < ts);
-        i.checked_sub(1).map(|i| self.entries[i])
+        last_below(&self.entries, ts)
     }
 }
 

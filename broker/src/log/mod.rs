@@ -10,6 +10,7 @@
 pub mod batch;
 pub mod epochs;
 pub mod index;
+pub mod retention;
 pub mod segment;
 
 use std::fs;
@@ -48,6 +49,8 @@ pub struct LogConfig {
     pub max_message_bytes: usize,
     /// Stamp batches with the broker's clock instead of the producer's.
     pub log_append_time: bool,
+    /// Set when the topic is tiered: how much stays on local disk.
+    pub remote: Option<retention::LocalRetention>,
 }
 
 impl Default for LogConfig {
@@ -62,6 +65,7 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             max_message_bytes: 1_048_588,
             log_append_time: false,
+            remote: None,
         }
     }
 }
@@ -206,6 +210,8 @@ pub struct PartitionLog {
     last_flush_ms: i64,
     producers: ProducerStateTable,
     epochs: LeaderEpochCache,
+    /// End of the committed remote copy (-1: unknown); bounds local deletion.
+    remote_end_offset: i64,
 }
 
 impl PartitionLog {
@@ -268,6 +274,7 @@ impl PartitionLog {
             last_flush_ms: now_ms,
             producers: ProducerStateTable::default(),
             epochs: LeaderEpochCache::open(dir).map_err(io_err(dir))?,
+            remote_end_offset: -1,
         };
         log.rebuild_producer_state()?;
         let end = log.log_end_offset();
@@ -628,35 +635,6 @@ impl PartitionLog {
         self.offset_for_timestamp(seg.max_timestamp())
     }
 
-    /// Deletes closed segments that fall outside `retention.ms` / `retention.bytes`.
-    /// Returns how many segments were removed.
-    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
-        let mut removed = 0;
-        let mut size = self.size_bytes() as i64;
-        while self.segments.len() > 1 {
-            let oldest = &self.segments[0];
-            let newest_ts = if oldest.max_timestamp() >= 0 {
-                oldest.max_timestamp()
-            } else {
-                oldest.created_at_ms()
-            };
-            let by_time =
-                self.config.retention_ms >= 0 && now_ms - newest_ts > self.config.retention_ms;
-            let by_size = self.config.retention_bytes >= 0
-                && size - oldest.size() as i64 >= self.config.retention_bytes;
-            if !(by_time || by_size) {
-                break;
-            }
-            let seg = self.segments.remove(0);
-            size -= seg.size() as i64;
-            info!(dir = %self.dir.display(), base = seg.base_offset(), next = seg.next_offset(), by_time, by_size, "retention deleted segment");
-            seg.delete().map_err(io_err(&self.dir))?;
-            removed += 1;
-        }
-        self.log_start_offset = self.log_start_offset.max(self.segments[0].base_offset());
-        Ok(removed)
-    }
-
     /// Starts a fresh segment holding `records` (the live state of a compacted topic)
     /// and deletes every older segment. A crash between the append and the deletes
     /// only leaves duplicates of live entries, which replay harmlessly.
@@ -728,7 +706,11 @@ impl PartitionLog {
 }
 
 /// Decodes one stored batch to find the first record at or after `ts`.
-fn first_record_at_or_after(raw: Bytes, h: &BatchHeader, ts: i64) -> Result<(i64, i64), LogError> {
+pub(crate) fn first_record_at_or_after(
+    raw: Bytes,
+    h: &BatchHeader,
+    ts: i64,
+) -> Result<(i64, i64), LogError> {
     if h.attributes & 0x08 != 0 {
         // LogAppendTime: every record carries the batch's max timestamp.
         return Ok((h.base_offset, h.max_timestamp));

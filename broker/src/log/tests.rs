@@ -135,6 +135,43 @@ fn time_retention_deletes_old_segments_only() {
 }
 
 #[test]
+fn tiered_log_keeps_segments_until_the_tier_has_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.retention_ms = -1;
+    c.remote = Some(retention::LocalRetention {
+        local_retention_ms: -2,
+        local_retention_bytes: 4096,
+    });
+    let mut log = PartitionLog::open(dir.path(), c, true, 0).unwrap();
+    for i in 0..200 {
+        append(&mut log, 1, i, &[0u8; 100]);
+    }
+    let segments = log.segment_count();
+    // Far beyond local retention, but nothing is uploaded: nothing goes.
+    assert_eq!(log.apply_retention(1000).unwrap(), 0);
+    assert_eq!(log.segment_count(), segments);
+    // The tier has everything below offset 100: only segments ending there may go.
+    log.set_remote_end_offset(100);
+    assert!(log.apply_retention(1000).unwrap() > 0);
+    assert!(log.log_start_offset() > 0 && log.log_start_offset() <= 100);
+    let start = log.log_start_offset();
+    // A stale, lower end offset never moves the bound back.
+    log.set_remote_end_offset(10);
+    log.set_remote_end_offset(log.log_end_offset());
+    assert!(log.apply_retention(1000).unwrap() > 0);
+    assert!(log.log_start_offset() > start);
+    assert!(log.size_bytes() <= 4096 + 2048 * 2);
+    assert_eq!(
+        read_all(&log, log.log_start_offset())
+            .last()
+            .unwrap()
+            .last_offset(),
+        199
+    );
+}
+
+#[test]
 fn truncate_to_removes_tail_across_segments() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = PartitionLog::open(dir.path(), cfg(), true, 0).unwrap();

@@ -209,6 +209,13 @@ pub fn log_config(configs: &BTreeMap<String, String>, broker: &BrokerConfig) -> 
     }
     c.log_append_time =
         configs.get("message.timestamp.type").map(String::as_str) == Some("LogAppendTime");
+    if broker.tier_configured() && remote_storage_enabled(configs, broker) {
+        c.remote = Some(crate::log::retention::LocalRetention {
+            local_retention_ms: long("local.retention.ms")
+                .unwrap_or(broker.tier_local_retention_ms),
+            local_retention_bytes: long("local.retention.bytes").unwrap_or(-2),
+        });
+    }
     c
 }
 

@@ -49,6 +49,10 @@ fn sibling(log_key: &str, ext: &str) -> String {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoteManifest {
     segments: Vec<RemoteSegment>,
+    /// End of the newest segment total retention removed: where the remote log
+    /// continues even when retention emptied it, so nothing below is uploaded again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expired_end: Option<i64>,
 }
 
 /// Why a manifest change was refused.
@@ -70,9 +74,12 @@ impl RemoteManifest {
         self.segments.first().map(|s| s.base_offset)
     }
 
-    /// One past the last uploaded offset.
+    /// One past the last uploaded offset (also after retention removed everything).
     pub fn end_offset(&self) -> Option<i64> {
-        self.segments.last().map(|s| s.end_offset)
+        self.segments
+            .last()
+            .map(|s| s.end_offset)
+            .or(self.expired_end)
     }
 
     pub fn size_bytes(&self) -> u64 {
@@ -134,7 +141,9 @@ impl RemoteManifest {
             if !(by_time || by_size) {
                 break;
             }
-            removed.push(self.segments.remove(0));
+            let seg = self.segments.remove(0);
+            self.expired_end = Some(seg.end_offset);
+            removed.push(seg);
         }
         removed
     }
@@ -214,6 +223,12 @@ mod tests {
         );
         let gone = m.expire(3_500, -1, 1_000, 0);
         assert_eq!(gone.len(), 1);
+        // Expiring everything keeps the end, so the next commit must continue it.
+        let mut all = m.clone();
+        assert_eq!(all.expire(1_000_000, 1, -1, 0).len(), 1);
+        assert_eq!((all.start_offset(), all.end_offset()), (None, Some(500)));
+        assert!(all.commit(seg(400, 450, 0, 10)).is_err());
+        assert!(all.commit(seg(500, 550, 0, 10)).unwrap());
         let p = dir.path().join("remote.json");
         m.save(&p).unwrap();
         assert_eq!(RemoteManifest::load(&p).unwrap(), m);

@@ -13,8 +13,12 @@ use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use tracing::warn;
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+};
+use opentelemetry::metrics::Counter;
+use opentelemetry::KeyValue;
+use tracing::debug;
 
 /// Where tiered segments go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +40,8 @@ pub struct TierStore {
     store: Arc<dyn ObjectStore>,
     prefix: String,
     attempts: u32,
+    /// Counts every failed request (each attempt), labelled by operation.
+    errors: Option<Counter<u64>>,
 }
 
 impl std::fmt::Debug for TierStore {
@@ -63,6 +69,12 @@ impl TierStore {
                 secret_key,
             } => Arc::new(
                 AmazonS3Builder::new()
+                    // Client options first: they carry `allow_http`, set below.
+                    .with_client_options(
+                        ClientOptions::default()
+                            .with_connect_timeout(Duration::from_secs(2))
+                            .with_timeout(Duration::from_secs(30)),
+                    )
                     .with_endpoint(endpoint)
                     .with_region(region)
                     .with_bucket_name(bucket)
@@ -70,6 +82,13 @@ impl TierStore {
                     .with_secret_access_key(secret_key)
                     .with_allow_http(endpoint.starts_with("http://"))
                     .with_virtual_hosted_style_request(false)
+                    // Retries are ours (below, bounded); the client's own default
+                    // would keep a request retrying for up to three minutes.
+                    .with_retry(RetryConfig {
+                        backoff: BackoffConfig::default(),
+                        max_retries: 1,
+                        retry_timeout: Duration::from_secs(10),
+                    })
                     .build()?,
             ),
         };
@@ -77,7 +96,20 @@ impl TierStore {
             store,
             prefix: prefix.trim_matches('/').to_string(),
             attempts: 5,
+            errors: None,
         })
+    }
+
+    /// Counts failed requests in `counter` (label `op`).
+    pub fn with_error_counter(mut self, counter: Counter<u64>) -> Self {
+        self.errors = Some(counter);
+        self
+    }
+
+    /// Gives up after `attempts` tries (at least one).
+    pub fn with_attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts.max(1);
+        self
     }
 
     /// The full object path of `key` under the configured prefix.
@@ -97,12 +129,20 @@ impl TierStore {
         let mut delay = Duration::from_millis(100);
         let mut attempt = 1;
         loop {
-            match op().await {
+            let result = op().await;
+            if let (Err(e), Some(c)) = (&result, &self.errors) {
+                if !matches!(e, object_store::Error::NotFound { .. }) {
+                    c.add(1, &[KeyValue::new("op", what.to_string())]);
+                }
+            }
+            match result {
                 Ok(v) => return Ok(v),
                 Err(e @ object_store::Error::NotFound { .. }) => return Err(e),
                 Err(e) if attempt >= self.attempts => return Err(e),
                 Err(e) => {
-                    warn!(%key, attempt, error = %e, "object store {what} failed; retrying");
+                    // Callers log the final failure; an outage would otherwise log
+                    // every attempt of every object.
+                    debug!(%key, attempt, error = %e, "object store {what} failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                     attempt += 1;
@@ -152,7 +192,9 @@ impl TierStore {
     /// Keys (relative to the prefix) under `dir`.
     pub async fn list(&self, dir: &str) -> object_store::Result<Vec<String>> {
         let base = self.path(dir);
-        let metas: Vec<_> = self.store.list(Some(&base)).try_collect().await?;
+        let metas: Vec<_> = self
+            .retry("list", dir, || self.store.list(Some(&base)).try_collect())
+            .await?;
         let strip = if self.prefix.is_empty() {
             0
         } else {

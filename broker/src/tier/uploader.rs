@@ -3,10 +3,8 @@
 //! the partition's remote manifest. Uploads are idempotent (same key, same bytes) and
 //! strictly in offset order, so the remote log never has a gap; a failed upload is
 //! retried on the next pass.
-//!
-//! Status: segments are copied and committed; local segments are not yet deleted
-//! after upload (the remote read path that makes that safe is the next step), so
-//! today the tier is a durable copy of closed segments.
+//! Local copies are deleted by retention only once committed here (see
+//! `log::retention`).
 
 use std::fs;
 use std::path::Path;
@@ -44,16 +42,17 @@ async fn read_file(path: &Path) -> std::io::Result<Option<Bytes>> {
     }
 }
 
-/// Uploads every closed segment of `partition` not yet in its manifest.
+/// Uploads every closed segment of `partition` not yet in `manifest` (its committed
+/// manifest, saved in the partition directory after each commit).
 pub async fn upload_partition(
     store: &TierStore,
     partition: &Partition,
     topic_id: &uuid::Uuid,
     leader_epoch: i32,
+    manifest: &mut RemoteManifest,
 ) -> anyhow::Result<PassReport> {
     let dir = partition.dir();
     let manifest_path = dir.join(MANIFEST_FILE);
-    let mut manifest = RemoteManifest::load(&manifest_path)?;
     let prefix = partition_prefix(&partition.topic, topic_id, partition.index);
     let closed = partition.closed_segments();
     let mut report = PassReport::default();
@@ -105,15 +104,26 @@ pub async fn upload_partition(
         }
     }
     if report.uploaded_segments > 0 {
-        // A copy of the manifest next to the data keeps the tier self-describing.
-        let raw = fs::read(&manifest_path)?;
-        store
-            .put(&format!("{prefix}/{MANIFEST_FILE}"), Bytes::from(raw))
-            .await?;
+        publish_manifest(store, partition, topic_id, &manifest_path).await?;
         info!(topic = %partition.topic, partition = partition.index, segments = report.uploaded_segments,
             bytes = report.uploaded_bytes, "uploaded segments to the tier");
     }
     Ok(report)
+}
+
+/// Copies the manifest next to the data, which keeps the tier self-describing.
+pub async fn publish_manifest(
+    store: &TierStore,
+    partition: &Partition,
+    topic_id: &uuid::Uuid,
+    manifest_path: &Path,
+) -> anyhow::Result<()> {
+    let prefix = partition_prefix(&partition.topic, topic_id, partition.index);
+    let raw = fs::read(manifest_path)?;
+    store
+        .put(&format!("{prefix}/{MANIFEST_FILE}"), Bytes::from(raw))
+        .await?;
+    Ok(())
 }
 
 /// The partition's committed remote manifest.
@@ -156,12 +166,13 @@ mod tests {
         let id = uuid::Uuid::new_v4();
         let closed = p.closed_segments();
         assert!(closed.len() >= 3);
-        let r = upload_partition(&store, &p, &id, 0).await.unwrap();
+        let mut m = manifest_of(&p).unwrap();
+        let r = upload_partition(&store, &p, &id, 0, &mut m).await.unwrap();
         assert_eq!(r.uploaded_segments, closed.len());
         assert_eq!(r.pending_segments, 0);
         // A second pass uploads nothing new.
         assert_eq!(
-            upload_partition(&store, &p, &id, 0)
+            upload_partition(&store, &p, &id, 0, &mut m)
                 .await
                 .unwrap()
                 .uploaded_segments,
@@ -183,7 +194,8 @@ mod tests {
         drop(p);
         let log = PartitionLog::open(&data.path().join("t-0"), cfg, false, 0).unwrap();
         let p = Partition::standalone(Arc::from("t"), 0, log);
-        let r = upload_partition(&store, &p, &id, 0).await.unwrap();
+        let mut m2 = manifest_of(&p).unwrap();
+        let r = upload_partition(&store, &p, &id, 0, &mut m2).await.unwrap();
         assert!(r.uploaded_segments > 0);
         let m2 = manifest_of(&p).unwrap();
         assert!(m2
