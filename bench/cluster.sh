@@ -6,36 +6,12 @@
 # Usage: bench/cluster.sh [records]  — prints a Markdown block to append to RESULTS.md.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-CACHE="${STRATA_CACHE:-$HOME/.cache/strata}"
-KVER=4.1.1
-LIBS="$CACHE/kafka-$KVER/libs"
 RECORDS="${1:-300000}"
 RDK_RECORDS=$((RECORDS / 2))
 WORK="$(mktemp -d /tmp/strata-bench3.XXXXXX)"
 trap 'kill $(jobs -p) 2>/dev/null || true; sleep 1; rm -rf "$WORK"' EXIT
-
-if [ ! -f "$LIBS/kafka_2.13-$KVER.jar" ]; then
-  echo "fetching Kafka $KVER jars into $LIBS" >&2
-  mvn -q -f "$ROOT/bench/pom.xml" dependency:copy-dependencies -DoutputDirectory="$LIBS" >&2
-fi
-bash "$ROOT/scripts/setup.sh" >&2
-VENV="$(cat "$CACHE/current-venv")"
-(cd "$ROOT" && cargo build --release -p strata-broker >&2)
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-STRATA="$TARGET/release/strata-broker"
-
-cat > "$WORK/log4j2.properties" <<'L4J'
-rootLogger.level = WARN
-rootLogger.appenderRef.f.ref = F
-appender.f.type = File
-appender.f.name = F
-appender.f.fileName = ${sys:bench.log}
-appender.f.layout.type = PatternLayout
-appender.f.layout.pattern = %d %p %c - %m%n
-L4J
-JAVA=(java -Xms512m -Xmx1g -Dlog4j2.configurationFile="$WORK/log4j2.properties" -Dbench.log="$WORK/java.log" -cp "$LIBS/*")
-
-wait_port() { for _ in $(seq 1 600); do (exec 3<>/dev/tcp/$1/$2) 2>/dev/null && return 0; sleep 0.1; done; echo "$1:$2 not up" >&2; return 1; }
+source "$ROOT/bench/lib.sh"
+java_cmd 1g
 
 create_topic() { # bootstrap
   "$VENV/bin/python" - "$1" <<'PY'

@@ -6,36 +6,12 @@
 # Usage: bench/run.sh [records]   — prints a Markdown block to append to RESULTS.md.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-CACHE="${STRATA_CACHE:-$HOME/.cache/strata}"
-KVER=4.1.1
-LIBS="$CACHE/kafka-$KVER/libs"
 RECORDS="${1:-1000000}"
 RDK_RECORDS=$((RECORDS / 2))
 WORK="$(mktemp -d /tmp/strata-bench.XXXXXX)"
 trap 'kill $(jobs -p) 2>/dev/null || true; sleep 1; rm -rf "$WORK"' EXIT
-
-if [ ! -f "$LIBS/kafka_2.13-$KVER.jar" ]; then
-  echo "fetching Kafka $KVER jars into $LIBS" >&2
-  mvn -q -f "$ROOT/bench/pom.xml" dependency:copy-dependencies -DoutputDirectory="$LIBS" >&2
-fi
-bash "$ROOT/scripts/setup.sh" >&2
-VENV="$(cat "$CACHE/current-venv")"
-(cd "$ROOT" && cargo build --release -p strata-broker >&2)
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-STRATA="$TARGET/release/strata-broker"
-
-cat > "$WORK/log4j2.properties" <<'L4J'
-rootLogger.level = WARN
-rootLogger.appenderRef.f.ref = F
-appender.f.type = File
-appender.f.name = F
-appender.f.fileName = ${sys:bench.log}
-appender.f.layout.type = PatternLayout
-appender.f.layout.pattern = %d %p %c - %m%n
-L4J
-JAVA=(java -Xms1g -Xmx1g -Dlog4j2.configurationFile="$WORK/log4j2.properties" -Dbench.log="$WORK/java.log" -cp "$LIBS/*")
-
-wait_port() { for _ in $(seq 1 300); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 not up" >&2; return 1; }
+source "$ROOT/bench/lib.sh"
+java_cmd 1g
 
 create_topic() { # bootstrap
   "$VENV/bin/python" - "$1" <<'PY'
@@ -88,7 +64,7 @@ PROPS
   -c "$WORK/kafka/server.properties" >/dev/null
 "${JAVA[@]}" kafka.Kafka "$WORK/kafka/server.properties" > "$WORK/kafka.out" 2>&1 &
 KPID=$!
-wait_port 29092
+wait_port 127.0.0.1 29092
 sleep 2
 KAFKA_LINE=$(run_suite kafka 127.0.0.1:29092)
 kill $KPID; wait $KPID 2>/dev/null || true
@@ -97,7 +73,7 @@ kill $KPID; wait $KPID 2>/dev/null || true
 STRATA_KAFKA_LISTEN=127.0.0.1:39092 STRATA_METRICS_LISTEN=127.0.0.1:39644 STRATA_ADMIN_LISTEN=127.0.0.1:39093 STRATA_GROUP_INITIAL_REBALANCE_DELAY_MS=0 \
   "$STRATA" dev --data-dir "$WORK/strata" > "$WORK/strata.out" 2>&1 &
 SPID=$!
-wait_port 39092
+wait_port 127.0.0.1 39092
 STRATA_LINE=$(run_suite strata 127.0.0.1:39092)
 kill $SPID; wait $SPID 2>/dev/null || true
 

@@ -188,7 +188,7 @@ impl Default for BrokerConfig {
             controller_voters: String::new(),
             controller_election_timeout_ms: 1000,
             broker_heartbeat_interval_ms: 500,
-            broker_session_timeout_ms: 4000,
+            broker_session_timeout_ms: 6000,
             replica_lag_time_max_ms: 10_000,
             replica_fetch_max_wait_ms: 500,
             replica_fetch_max_bytes: 8 << 20,

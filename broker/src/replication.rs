@@ -138,8 +138,15 @@ async fn controller_round(b: &Arc<Broker>, leader_since: i64) {
     let mut cmds = Vec::new();
     // A new controller gives brokers one session to find it before fencing anyone.
     if now - leader_since > b.config.broker_session_timeout_ms {
+        // The controller is alive by definition: a slow heartbeat commit under load
+        // must never make it fence itself (on a single broker that would take every
+        // partition offline).
+        let mut view = (*state).clone();
+        if let Some(me) = view.brokers.get_mut(&b.node_id()) {
+            me.last_heartbeat_ms = now;
+        }
         cmds.extend(cluster::fence_and_elect(
-            &state,
+            &view,
             now,
             b.config.broker_session_timeout_ms,
         ));

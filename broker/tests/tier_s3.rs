@@ -82,13 +82,9 @@ async fn stop(r: Running) {
     let _ = tokio::time::timeout(Duration::from_secs(20), r.task).await;
 }
 
-async fn connect(addr: std::net::SocketAddr) -> Client {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+/// Connects once the broker is ready (registered with its quorum).
+async fn connect(addr: std::net::SocketAddr, metrics: std::net::SocketAddr) -> Client {
+    common::wait_ready(metrics).await;
     Client::connect(addr).await
 }
 
@@ -137,7 +133,7 @@ async fn closed_segments_reach_s3_in_order_and_resume_after_restart() {
     let addr = cfg.kafka_listen;
 
     let broker = start(cfg.clone());
-    let mut c = connect(addr).await;
+    let mut c = connect(addr, cfg.metrics_listen).await;
     let mut t = CreatableTopic::default();
     t.name = TopicName(s("tiered"));
     t.num_partitions = 1;
@@ -216,8 +212,8 @@ async fn closed_segments_reach_s3_in_order_and_resume_after_restart() {
 
     // Restart; more data; the uploader continues where it stopped.
     stop(broker).await;
-    let broker = start(cfg);
-    let mut c = connect(addr).await;
+    let broker = start(cfg.clone());
+    let mut c = connect(addr, cfg.metrics_listen).await;
     produce(&mut c, 60 * 20, 60).await;
     let m2 = wait_segments(m.segments().len() + 5).await;
     assert_eq!(&m2.segments()[..m.segments().len()], m.segments());

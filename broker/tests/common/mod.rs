@@ -26,6 +26,18 @@ pub struct TestBroker {
     _dir: tempfile::TempDir,
 }
 
+/// Waits (bounded, 10 s) until the broker's `/readyz` answers 200: registered with its
+/// quorum and serving partitions.
+#[allow(dead_code)]
+pub async fn wait_ready(metrics: std::net::SocketAddr) {
+    for _ in 0..400 {
+        if ready(metrics).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 async fn ready(metrics: std::net::SocketAddr) -> bool {
     let Ok(mut s) = TcpStream::connect(metrics).await else {
         return false;
@@ -58,13 +70,7 @@ impl TestBroker {
         let task = tokio::spawn(strata_broker::app::run(cfg, async move {
             let _ = rx.await;
         }));
-        // Ready: registered with its (single-broker) quorum and serving partitions.
-        for _ in 0..400 {
-            if ready(metrics).await {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        wait_ready(metrics).await;
         TestBroker {
             addr,
             admin,

@@ -142,12 +142,7 @@ pub async fn start(cfg: BrokerConfig) -> (Running, Client) {
     let task = tokio::spawn(strata_broker::app::run(cfg.clone(), async move {
         let _ = rx.await;
     }));
-    for _ in 0..400 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    crate::common::wait_ready(cfg.metrics_listen).await;
     (Running { cfg, stop, task }, Client::connect(addr).await)
 }
 
