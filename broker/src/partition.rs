@@ -574,3 +574,124 @@ impl Partition {
         self.log.lock().close(now_ms)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::tests::make_batch;
+
+    fn replica(dir: &std::path::Path, me: i32) -> Partition {
+        let log = PartitionLog::open(dir, LogConfig::default(), true, 0).unwrap();
+        let (appended, _) = watch::channel(0);
+        Partition::new(Arc::from("t"), 0, log, me, Arc::new(appended))
+    }
+
+    fn records(n: i64) -> ValidatedRecords {
+        ValidatedRecords::new(&make_batch(0, 2, 1000 + n, b"v"), 1 << 20).unwrap()
+    }
+
+    /// Reads everything the follower should get from `leader` and appends it.
+    fn replicate(leader: &Partition, follower: &Partition, id: i32, now: i64) -> FollowerRead {
+        let (last_epoch, leo) = follower.last_epoch_and_end();
+        let read = leader
+            .serve_follower(id, leader.leader_epoch(), leo, last_epoch, 1 << 20, now)
+            .unwrap();
+        if let FollowerRead::Data(snap) = &read {
+            let data = snap.plan.read().unwrap();
+            if data.is_empty() {
+                follower.follower_hw(snap.high_watermark, leo);
+            } else {
+                let epoch = follower.leader_epoch();
+                follower
+                    .append_replicated(
+                        ValidatedRecords::new(&data, usize::MAX).unwrap(),
+                        snap.high_watermark,
+                        now,
+                        1,
+                        epoch,
+                    )
+                    .unwrap();
+            }
+        }
+        read
+    }
+
+    #[test]
+    fn high_watermark_is_the_isr_minimum_and_a_deposed_leader_truncates() {
+        let d1 = tempfile::tempdir().unwrap();
+        let d2 = tempfile::tempdir().unwrap();
+        let leader = replica(d1.path(), 1);
+        let follower = replica(d2.path(), 2);
+        leader.set_role(Role::Leader, 1, &[1, 2], &[1, 2], 0);
+        follower.set_role(Role::Follower { leader: 1 }, 1, &[1, 2], &[1, 2], 0);
+        for i in 0..3 {
+            leader.append(records(i), 0).unwrap();
+        }
+        // Nothing is committed until the follower has fetched past it.
+        assert_eq!(leader.high_watermark(), 0);
+        assert!(matches!(
+            leader.check_leader(3),
+            Err(ResponseError::NotEnoughReplicas)
+        ));
+        replicate(&leader, &follower, 2, 1);
+        assert_eq!(
+            leader.high_watermark(),
+            0,
+            "the follower's next fetch reports progress"
+        );
+        assert_eq!(follower.high_watermark(), 0);
+        replicate(&leader, &follower, 2, 2);
+        assert_eq!(leader.high_watermark(), 6);
+        assert_eq!(follower.high_watermark(), 6);
+
+        // A stale role: answers for the old epoch are refused, not applied.
+        assert!(follower.append_replicated(records(9), 6, 4, 1, 0).is_err());
+        assert!(matches!(
+            leader.serve_follower(2, 0, 6, 1, 1 << 20, 4),
+            Err(ResponseError::FencedLeaderEpoch)
+        ));
+
+        // The old leader writes two batches nobody replicates, then loses leadership
+        // to the follower (epoch 2), which writes one batch of its own.
+        leader.append(records(10), 5).unwrap();
+        leader.append(records(11), 5).unwrap();
+        assert_eq!(leader.log_end_offset(), 10);
+        follower.set_role(Role::Leader, 2, &[2], &[1, 2], 6);
+        follower.append(records(20), 6).unwrap();
+        leader.set_role(Role::Follower { leader: 2 }, 2, &[2], &[1, 2], 6);
+        // Its last epoch (1) ends at 6 on the new leader: truncate there.
+        let (last_epoch, leo) = leader.last_epoch_and_end();
+        assert_eq!((last_epoch, leo), (1, 10));
+        match follower
+            .serve_follower(1, 2, leo, last_epoch, 1 << 20, 7)
+            .unwrap()
+        {
+            FollowerRead::Diverging { epoch, end_offset } => {
+                assert_eq!((epoch, end_offset), (1, 6));
+                leader.truncate_as_follower(end_offset, 2, 2).unwrap();
+            }
+            FollowerRead::Data(_) => panic!("divergence not detected"),
+        }
+        assert_eq!(leader.log_end_offset(), 6);
+        // Then it copies the new leader's batch and both logs agree.
+        let (last_epoch, leo) = leader.last_epoch_and_end();
+        let FollowerRead::Data(snap) = follower
+            .serve_follower(1, 2, leo, last_epoch, 1 << 20, 8)
+            .unwrap()
+        else {
+            panic!("expected data");
+        };
+        let data = snap.plan.read().unwrap();
+        leader
+            .append_replicated(
+                ValidatedRecords::new(&data, usize::MAX).unwrap(),
+                8,
+                8,
+                2,
+                2,
+            )
+            .unwrap();
+        assert_eq!(leader.last_epoch_and_end(), (2, 8));
+        assert_eq!(follower.last_epoch_and_end(), (2, 8));
+    }
+}
