@@ -54,7 +54,17 @@ pub async fn run(
                 .max_encoding_message_size(256 << 20),
         )
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(admin_listener),
+            // No Nagle: follower fetches and Raft messages are small request/response
+            // exchanges, and a delayed ACK would add ~40 ms to every acks=all round.
+            tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::TcpListenerStream::new(admin_listener),
+                |s| {
+                    if let Ok(s) = &s {
+                        let _ = s.set_nodelay(true);
+                    }
+                    s
+                },
+            ),
             async move {
                 let _ = admin_stop.changed().await;
             },
