@@ -111,10 +111,23 @@ async fn reconcile_inner(group: &ConsumerGroup, ctx: &Context) -> Result<Action>
         .description
         .as_ref()
         .map(|d| (d.state.as_str(), d.members.len()));
-    let offset_reset = match reset::decide(&group.spec, previous.offset_reset.as_ref(), state) {
-        Decision::Keep => previous.offset_reset.clone(),
+    let mut recorded = previous.offset_reset.clone();
+    if recorded
+        .as_ref()
+        .is_some_and(|r| r.phase == OffsetResetPhase::Running)
+    {
+        // The watch cache may predate this process's own final write of a reset it
+        // just ran: only a Running the API server still holds means a stopped operator.
+        recorded = api
+            .get_status(&group.name_any())
+            .await?
+            .status
+            .and_then(|s| s.offset_reset);
+    }
+    let offset_reset = match reset::decide(&group.spec, recorded.as_ref(), state) {
+        Decision::Keep => recorded.clone(),
         Decision::Wait(st) => {
-            let was_pending = previous.offset_reset.as_ref().is_some_and(|p| {
+            let was_pending = recorded.as_ref().is_some_and(|p| {
                 p.request_id == st.request_id && p.phase == OffsetResetPhase::Pending
             });
             if !was_pending {
