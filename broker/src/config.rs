@@ -209,6 +209,9 @@ impl BrokerConfig {
             retention_check_interval_ms: 30_000,
             tier_upload_interval_ms: 5_000,
             tier_enable_by_default: true,
+            // Small segments, so closed segments (and their upload to the tier) show up
+            // after a few MiB of data when trying things out.
+            log_segment_bytes: 16 << 20,
             ..BrokerConfig::default()
         }
     }
