@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use strata_e2e::binaries::Binaries;
@@ -249,7 +249,16 @@ if not os.path.exists(path):
         f.write(os.environ["POD_NAME"] + ":" + uuid.uuid4().hex)
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        body = open(path).read().encode()
+        if self.path.startswith("/resolve/"):
+            # Cluster DNS as this process sees it (the kubelet's /etc/hosts).
+            import socket
+            try:
+                infos = socket.getaddrinfo(self.path[len("/resolve/"):], 80, socket.AF_INET, socket.SOCK_STREAM)
+                body = ",".join(sorted({i[4][0] for i in infos})).encode()
+            except OSError as e:
+                body = ("error: " + str(e)).encode()
+        else:
+            body = open(path).read().encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -263,6 +272,23 @@ http.server.HTTPServer((os.environ["POD_IP"], 8080), H).serve_forever()
 async fn statefulset_pods_keep_their_data_dir_when_recreated() {
     with_env("statefulset", |env| async move {
         let ns = "default";
+        // A headless Service names the pods (it publishes them before they are
+        // ready); a ClusterIP one resolves to the ready backends.
+        let services: Api<Service> = Api::namespaced(env.client.clone(), ns);
+        for (name, headless) in [("db", true), ("db-client", false)] {
+            let mut spec = serde_json::json!({
+                "selector": {"app": "db"},
+                "ports": [{"name": "http", "port": 8080}],
+            });
+            if headless {
+                spec["clusterIP"] = "None".into();
+                spec["publishNotReadyAddresses"] = true.into();
+            }
+            services
+                .create(&PostParams::default(), &from_yaml(serde_json::json!({"metadata": {"name": name}, "spec": spec})))
+                .await
+                .expect("service");
+        }
         let sts: Api<StatefulSet> = Api::namespaced(env.client.clone(), ns);
         sts.create(&PostParams::default(), &from_yaml(serde_json::json!({
             "metadata": {"name": "db"},
@@ -314,6 +340,25 @@ async fn statefulset_pods_keep_their_data_dir_when_recreated() {
             assert!(id.starts_with(&format!("db-{i}:")), "{id}");
             identities.push(id);
         }
+        let ip_of = |name: &str| {
+            ready
+                .iter()
+                .find(|p| p.name_any() == name)
+                .and_then(pod_ip)
+                .unwrap_or_default()
+        };
+        let db0: SocketAddr = format!("{}:8080", ip_of("db-0")).parse().expect("addr");
+        for name in ["db-2.db.default.svc.cluster.local", "db-2.db.default.svc", "db-2.db"] {
+            let (_, resolved) = http_get(db0, &format!("/resolve/{name}")).await.expect("resolve");
+            assert_eq!(resolved, ip_of("db-2"), "{name} as seen from db-0");
+        }
+        let all: Vec<String> = ips.iter().cloned().collect();
+        let (_, resolved) = wait_for("db-client resolves to 3 ready pods", Duration::from_secs(20), || async {
+            let (_, r) = http_get(db0, "/resolve/db-client").await?;
+            (r == all.join(",")).then_some(((), r))
+        })
+        .await;
+        assert_eq!(resolved, all.join(","));
 
         // The kubelet gives each claim a pre-bound PV, so the binder marks them Bound.
         let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
@@ -341,6 +386,13 @@ async fn statefulset_pods_keep_their_data_dir_when_recreated() {
         let (status, body) = wait_for("db-1 serving", Duration::from_secs(20), || http_get(addr, "/")).await;
         assert_eq!(status, 200);
         assert_eq!(body, identities[1], "db-1 came back with different data");
+        // Its stable name follows it to whatever address it has now.
+        let new_ip = pod_ip(&new).expect("ip");
+        wait_for("db-1.db resolves to the new pod", Duration::from_secs(20), || async {
+            let (_, r) = http_get(db0, "/resolve/db-1.db").await?;
+            (r == new_ip).then_some(())
+        })
+        .await;
         env
     })
     .await;

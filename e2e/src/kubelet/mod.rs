@@ -6,6 +6,7 @@
 //! Concurrency: one task per pod (keyed by UID) owns that pod's processes; the
 //! watch loop only forwards the latest desired state to it over a `watch` channel.
 
+pub mod dns;
 pub mod ip;
 mod logs;
 pub mod node;
@@ -21,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Binding, Pod};
+use k8s_openapi::api::core::v1::{Binding, Pod, Service};
 use kube::api::PostParams;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
@@ -90,6 +91,11 @@ pub(crate) struct Shared {
     host_ip: Ipv4Addr,
     base_env: Vec<(String, String)>,
     ips: Mutex<ip::IpAllocator>,
+    /// Pods and Services as cluster DNS sees them, and the hosts files kept from them.
+    dns: Mutex<dns::Registry>,
+    /// Whether containers get their own mount namespace with the kubelet's
+    /// `/etc/hosts` (needs root; without it pods have the host's resolver only).
+    pod_hosts: bool,
 }
 
 impl Shared {
@@ -101,6 +107,10 @@ impl Shared {
         if let Ok(mut a) = self.ips.lock() {
             a.release(ip);
         }
+    }
+
+    fn with_dns<T>(&self, f: impl FnOnce(&mut dns::Registry) -> T) -> Option<T> {
+        self.dns.lock().ok().map(|mut d| f(&mut d))
     }
 }
 
@@ -159,7 +169,12 @@ impl Kubelet {
             host_ip: Ipv4Addr::LOCALHOST,
             base_env,
             ips: Mutex::new(ip::IpAllocator::default()),
+            dns: Mutex::new(dns::Registry::default()),
+            pod_hosts: nix::unistd::geteuid().is_root(),
         });
+        if !shared.pod_hosts {
+            tracing::warn!("not running as root: pods get no mount namespace, so no kubelet-managed /etc/hosts (cluster DNS names will not resolve)");
+        }
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(run(shared, stop_rx));
         tracing::info!(node = %config.node_name, root = %config.root_dir.display(), "process kubelet started");
@@ -204,19 +219,44 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     });
     let pods: Api<Pod> = Api::all(shared.client.clone());
     let mut events = watcher::watcher(pods, watcher::Config::default()).boxed();
+    let services: Api<Service> = Api::all(shared.client.clone());
+    let mut service_events = watcher::watcher(services, watcher::Config::default()).boxed();
     let mut seen_in_init: Vec<String> = Vec::new();
     loop {
         tokio::select! {
             _ = stop.changed() => break,
+            ev = service_events.next() => {
+                let Some(ev) = ev else { break };
+                let changed = match ev {
+                    Ok(Event::Apply(svc)) | Ok(Event::InitApply(svc)) => shared
+                        .with_dns(|d| d.set_service(dns::ServiceRecord::from_service(&svc), false)),
+                    Ok(Event::Delete(svc)) => shared
+                        .with_dns(|d| d.set_service(dns::ServiceRecord::from_service(&svc), true)),
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "service watch error; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        None
+                    }
+                };
+                if changed == Some(true) {
+                    shared.with_dns(|d| d.refresh());
+                }
+            }
             ev = events.next() => {
                 let Some(ev) = ev else { break };
                 match ev {
-                    Ok(Event::Apply(pod)) => handle(&shared, &mut workers, pod).await,
+                    Ok(Event::Apply(pod)) => {
+                        track_dns(&shared, &pod, false);
+                        handle(&shared, &mut workers, pod).await
+                    }
                     Ok(Event::InitApply(pod)) => {
                         seen_in_init.push(pod.uid().unwrap_or_default());
+                        track_dns(&shared, &pod, false);
                         handle(&shared, &mut workers, pod).await;
                     }
                     Ok(Event::Delete(pod)) => {
+                        track_dns(&shared, &pod, true);
                         if let Some(w) = workers.remove(&pod.uid().unwrap_or_default()) {
                             let _ = w.tx.send(Desired::Gone);
                         }
@@ -224,6 +264,10 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     Ok(Event::Init) => seen_in_init.clear(),
                     Ok(Event::InitDone) => {
                         // Pods that vanished while the watch was down.
+                        shared.with_dns(|d| {
+                            d.retain_pods(&seen_in_init);
+                            d.refresh();
+                        });
                         let gone: Vec<String> = workers.keys().filter(|k| !seen_in_init.contains(k)).cloned().collect();
                         for uid in gone {
                             if let Some(w) = workers.remove(&uid) {
@@ -248,6 +292,16 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if let Some(t) = w.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
         }
+    }
+}
+
+/// Keeps the DNS view of a pod current; terminating pods leave DNS at once.
+fn track_dns(shared: &Shared, pod: &Pod, deleted: bool) {
+    let uid = pod.uid().unwrap_or_default();
+    let record = (!deleted && pod.metadata.deletion_timestamp.is_none())
+        .then(|| dns::PodRecord::from_pod(pod));
+    if shared.with_dns(|d| d.set_pod(&uid, record)) == Some(true) {
+        shared.with_dns(|d| d.refresh());
     }
 }
 

@@ -421,8 +421,10 @@ fn ignored_pod_features(pod: &Pod, ignored: &mut Vec<String>) -> Result<(), Plan
             .is_some_and(|s| *s != Default::default()),
         "pod securityContext (processes run as the harness user)",
     );
-    note(spec.dns_config.is_some(), "dnsConfig (no cluster DNS)");
-    note(spec.host_aliases.is_some(), "hostAliases");
+    note(
+        spec.dns_config.is_some(),
+        "dnsConfig (names resolve through the kubelet's /etc/hosts)",
+    );
     note(
         spec.active_deadline_seconds.is_some(),
         "activeDeadlineSeconds",

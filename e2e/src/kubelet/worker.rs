@@ -97,6 +97,8 @@ pub(super) struct PodWorker {
     start_time: String,
     /// Last status sent, to avoid redundant patches.
     last_status: Option<serde_json::Value>,
+    /// The kubelet-managed `/etc/hosts` bind-mounted into the containers.
+    hosts: Option<PathBuf>,
 }
 
 impl PodWorker {
@@ -128,6 +130,7 @@ impl PodWorker {
             log_dir,
             start_time: now_rfc3339(),
             last_status: None,
+            hosts: None,
         }
     }
 
@@ -175,6 +178,7 @@ impl PodWorker {
                 }
             }
         };
+        self.hosts = self.prepare_hosts_file();
         if !plan.ignored.is_empty() {
             tracing::warn!(pod = %self.key(), ignored = ?plan.ignored, "pod uses features the process kubelet does not implement; ignoring them");
             let note = format!("the process kubelet ignores: {}", plan.ignored.join("; "));
@@ -415,6 +419,9 @@ impl PodWorker {
             .stderr(err)
             .kill_on_drop(true);
         isolate_tokio(&mut cmd);
+        if let Some(hosts) = &self.hosts {
+            with_hosts_file(&mut cmd, hosts)?;
+        }
         let child = cmd
             .spawn()
             .map_err(|e| format!("spawning {}: {e}", plan.program.display()))?;
@@ -424,6 +431,27 @@ impl PodWorker {
             .map(Pid::from_raw);
         tracing::info!(pod = %self.key(), container = %plan.name, pid = ?child.id(), "container started");
         Ok(Proc { child, pgid })
+    }
+
+    /// Writes the pod's `/etc/hosts` (see [`super::dns`]) and registers it for
+    /// updates; None when containers cannot get a mount namespace.
+    fn prepare_hosts_file(&self) -> Option<PathBuf> {
+        if !self.shared.pod_hosts {
+            return None;
+        }
+        let path = self.pod_dir.join("etc-hosts");
+        let own = super::dns::PodRecord::from_pod(&self.pod);
+        match self
+            .shared
+            .with_dns(|d| d.register(&self.uid, path.clone(), own, self.ip))
+        {
+            Some(Ok(())) => Some(path),
+            Some(Err(e)) => {
+                tracing::warn!(pod = %self.key(), error = %e, "cannot write the pod's hosts file; it gets the host's");
+                None
+            }
+            None => None,
+        }
     }
 
     /// Fetches referenced objects, plans the pod and materialises its volumes.
@@ -758,8 +786,43 @@ impl PodWorker {
                 Err(e) => tracing::warn!(pod = %self.key(), error = %e, "final pod delete failed"),
             }
         }
+        self.shared.with_dns(|d| d.unregister(&self.uid));
         self.shared.release_ip(self.ip);
     }
+}
+
+/// Runs the container in a mount namespace of its own with `hosts` bind-mounted
+/// on `/etc/hosts`, as the kubelet does for a pod's containers.
+fn with_hosts_file(cmd: &mut tokio::process::Command, hosts: &Path) -> Result<(), String> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let source = CString::new(hosts.as_os_str().as_bytes())
+        .map_err(|_| format!("hosts file path {} has a NUL byte", hosts.display()))?;
+    // SAFETY: between fork and exec only syscalls run (unshare, mount); the paths
+    // were allocated before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            use nix::mount::{mount, MsFlags};
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+            // Keep our bind mount from propagating back to the host's namespace.
+            mount(
+                None::<&std::ffi::CStr>,
+                c"/",
+                None::<&std::ffi::CStr>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&std::ffi::CStr>,
+            )?;
+            mount(
+                Some(source.as_c_str()),
+                c"/etc/hosts",
+                None::<&std::ffi::CStr>,
+                MsFlags::MS_BIND,
+                None::<&std::ffi::CStr>,
+            )?;
+            Ok(())
+        });
+    }
+    Ok(())
 }
 
 fn nix_signal(status: &std::process::ExitStatus) -> i32 {
