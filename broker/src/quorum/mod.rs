@@ -7,7 +7,7 @@
 pub mod network;
 pub mod store;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -303,29 +303,48 @@ impl Quorum {
     }
 
     /// Adds registered brokers that are not yet quorum members as learners, so they
-    /// receive the metadata log. Only the leader does this.
+    /// receive the metadata log, and follows a learner that re-registered from a
+    /// new address (a rescheduled pod gets a new IP). Only the leader does this.
+    /// Voters keep their configured addresses (stable DNS names in Kubernetes).
     pub async fn add_missing_learners(&self, brokers: &[(NodeId, String)]) {
-        let known: BTreeSet<NodeId> = self
+        let known: BTreeMap<NodeId, (String, bool)> = self
             .published
             .borrow()
             .membership
             .iter()
-            .map(|(id, _, _)| *id)
+            .map(|(id, addr, voter)| (*id, (addr.clone(), *voter)))
             .collect();
         for (id, addr) in brokers {
-            if known.contains(id) {
-                continue;
-            }
-            match self
-                .raft
-                .add_learner(*id, BasicNode::new(addr), false)
-                .await
-            {
-                Ok(_) => info!(
-                    broker = id,
-                    addr, "added broker to the metadata quorum as a learner"
-                ),
-                Err(e) => warn!(broker = id, error = %e, "cannot add learner"),
+            match known.get(id) {
+                Some((_, true)) => continue,
+                Some((old, false)) if old == addr => continue,
+                Some((old, false)) => {
+                    let nodes = BTreeMap::from([(*id, BasicNode::new(addr))]);
+                    match self
+                        .raft
+                        .change_membership(openraft::ChangeMembers::SetNodes(nodes), false)
+                        .await
+                    {
+                        Ok(_) => info!(
+                            broker = id,
+                            old = %old,
+                            new = %addr,
+                            "learner moved; updated its metadata quorum address"
+                        ),
+                        Err(e) => warn!(broker = id, error = %e, "cannot update learner address"),
+                    }
+                }
+                None => match self
+                    .raft
+                    .add_learner(*id, BasicNode::new(addr), false)
+                    .await
+                {
+                    Ok(_) => info!(
+                        broker = id,
+                        addr, "added broker to the metadata quorum as a learner"
+                    ),
+                    Err(e) => warn!(broker = id, error = %e, "cannot add learner"),
+                },
             }
         }
     }

@@ -72,6 +72,7 @@ async fn reconcile_inner(cluster: &Cluster, ctx: &Context) -> Result<Action> {
                 statefulset: world.statefulset.as_ref(),
                 pods: &world.pods,
                 invalid: Some(msg.clone()),
+                voters: None,
             };
             let new = status::compute(cluster, &observed, Timestamp::now());
             if cluster.status.as_ref() != Some(&new) {
@@ -136,6 +137,7 @@ async fn reconcile_inner(cluster: &Cluster, ctx: &Context) -> Result<Action> {
         statefulset: Some(&applied),
         pods: &world.pods,
         invalid: None,
+        voters: Some(validated.voters),
     };
     let new = status::compute(cluster, &observed, Timestamp::now());
     let was_running = cluster.status.as_ref().and_then(|s| s.phase) == new.phase;

@@ -17,6 +17,8 @@ pub struct Observed<'a> {
     pub pods: &'a [Pod],
     /// Set when validation failed (the message names the field).
     pub invalid: Option<String>,
+    /// The voter count the StatefulSet was built with (None when invalid).
+    pub voters: Option<i32>,
 }
 
 fn pod_ready(p: &Pod) -> bool {
@@ -111,6 +113,7 @@ pub fn compute(cluster: &Cluster, observed: &Observed<'_>, now: Timestamp) -> Cl
             now,
         ),
         observed_generation: cluster.metadata.generation,
+        controller_voters: previous.controller_voters.or(observed.voters),
     }
 }
 
@@ -171,6 +174,7 @@ mod tests {
                 statefulset: Some(&s),
                 pods: &pods,
                 invalid: None,
+                voters: None,
             },
             now(),
         );
@@ -201,6 +205,7 @@ mod tests {
             statefulset: Some(&s),
             pods: &pods,
             invalid: None,
+            voters: None,
         };
         let st = compute(&c, &obs, now());
         assert_eq!(st.phase, Some(ClusterPhase::Provisioning));
@@ -225,6 +230,7 @@ mod tests {
                 statefulset: Some(&s),
                 pods: &pods,
                 invalid: None,
+                voters: None,
             },
             now(),
         );
@@ -240,6 +246,7 @@ mod tests {
                 statefulset: None,
                 pods: &[],
                 invalid: Some("spec.config.node_id is set".into()),
+                voters: None,
             },
             now(),
         );
@@ -260,6 +267,7 @@ mod tests {
                 statefulset: None,
                 pods: &pods,
                 invalid: None,
+                voters: None,
             },
             now(),
         ));

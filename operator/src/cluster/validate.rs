@@ -22,7 +22,20 @@ pub const RESERVED_KEYS: &[&str] = &[
     "metrics_listen",
     "admin_listen",
     "rack",
+    "controller_voters",
 ];
+
+/// How many brokers vote in the metadata quorum of a new cluster: 3 once there
+/// are at least 3 brokers, else 1. The voter set is fixed when the cluster is
+/// created (brokers initialise the quorum with it), so it is recorded in status
+/// and kept from then on.
+pub fn initial_voters(replicas: i32) -> i32 {
+    if replicas >= 3 {
+        3
+    } else {
+        1
+    }
+}
 
 /// A Cluster that passed validation, with its derived identity.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +49,8 @@ pub struct ValidatedCluster {
     pub spec: ClusterSpec,
     /// Tier local retention in milliseconds, when set.
     pub local_retention_ms: Option<i64>,
+    /// Metadata quorum voters: brokers `0..voters` (see [`initial_voters`]).
+    pub voters: i32,
 }
 
 /// Checks the spec; `Error::Invalid` names the offending field.
@@ -96,7 +111,20 @@ pub fn validate(cluster: &Cluster) -> Result<ValidatedCluster> {
             )));
         }
     }
+    let voters = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.controller_voters)
+        .unwrap_or_else(|| initial_voters(spec.replicas));
+    if spec.replicas < voters {
+        return Err(Error::Invalid(format!(
+            "spec.replicas {} is below the {voters} metadata quorum voters (brokers 0..{}); voters cannot be removed",
+            spec.replicas,
+            voters - 1
+        )));
+    }
     Ok(ValidatedCluster {
+        voters,
         names: Names::new(&name),
         name,
         namespace,
@@ -171,6 +199,31 @@ mod tests {
         ))
         .expect_err("bad duration");
         assert!(err.to_string().contains("localRetention"), "{err}");
+    }
+
+    #[test]
+    fn voters_are_chosen_at_creation_and_kept() {
+        assert_eq!(validate(&cluster("replicas: 1")).expect("valid").voters, 1);
+        assert_eq!(validate(&cluster("replicas: 5")).expect("valid").voters, 3);
+        // Scaling a 1-voter cluster out keeps its single voter.
+        let mut c = cluster("replicas: 4");
+        c.status = Some(crate::crd::cluster::ClusterStatus {
+            controller_voters: Some(1),
+            ..Default::default()
+        });
+        assert_eq!(validate(&c).expect("valid").voters, 1);
+        // Scaling in below the voters is refused with the reason.
+        let mut c = cluster("replicas: 2");
+        c.status = Some(crate::crd::cluster::ClusterStatus {
+            controller_voters: Some(3),
+            ..Default::default()
+        });
+        let err = validate(&c).expect_err("below voters");
+        assert!(err.is_permanent());
+        assert!(
+            err.to_string().contains("3 metadata quorum voters"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -179,6 +179,10 @@ pub struct ClusterStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Number of metadata quorum voters (brokers `0..controllerVoters`), fixed
+    /// when the cluster was created; `spec.replicas` may not go below it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_voters: Option<i32>,
 }
 
 /// Lifecycle phase of a Cluster.

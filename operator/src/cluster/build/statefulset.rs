@@ -87,6 +87,7 @@ pub fn broker_env(cluster: &ValidatedCluster) -> Vec<EnvVar> {
         plain_env("STRATA_METRICS_LISTEN", format!("$(POD_IP):{}", l.metrics)),
         plain_env("STRATA_ADVERTISED_HOST", "$(POD_IP)"),
         plain_env("STRATA_ADVERTISED_PORT", l.kafka.to_string()),
+        plain_env("STRATA_CONTROLLER_VOTERS", controller_voters(cluster)),
     ];
     if let Some(label) = &cluster.spec.rack_label {
         env.push(field_env(
@@ -117,6 +118,24 @@ pub fn broker_env(cluster: &ValidatedCluster) -> Vec<EnvVar> {
         }
     }
     env
+}
+
+/// `id@host:port` of the quorum voters by their stable headless-Service names
+/// (`<cluster>-<n>.<cluster>-brokers.<ns>.svc`): pod IPs change when a pod is
+/// recreated, these names do not.
+pub fn controller_voters(cluster: &ValidatedCluster) -> String {
+    (0..cluster.voters)
+        .map(|id| {
+            format!(
+                "{id}@{}.{}.{}.svc:{}",
+                cluster.names.pod(id),
+                cluster.names.headless_service(),
+                cluster.namespace,
+                cluster.spec.listeners.admin
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn env_tier(name: &str, value: &str) -> EnvVar {
@@ -349,6 +368,22 @@ mod tests {
         let pos = |n: &str| env.iter().position(|e| e.name == n).expect("present");
         assert!(pos("POD_IP") < pos("STRATA_ADVERTISED_HOST"));
         assert!(env.iter().all(|e| e.name != "STRATA_RACK"));
+    }
+
+    #[test]
+    fn voters_are_the_first_brokers_by_their_stable_names() {
+        let env = env_of(&sts("replicas: 5"));
+        assert_eq!(
+            find(&env, "STRATA_CONTROLLER_VOTERS").value.as_deref(),
+            Some(
+                "0@demo-0.demo-brokers.kafka.svc:9093,1@demo-1.demo-brokers.kafka.svc:9093,2@demo-2.demo-brokers.kafka.svc:9093"
+            )
+        );
+        let env = env_of(&sts("replicas: 1"));
+        assert_eq!(
+            find(&env, "STRATA_CONTROLLER_VOTERS").value.as_deref(),
+            Some("0@demo-0.demo-brokers.kafka.svc:9093")
+        );
     }
 
     #[test]

@@ -1,0 +1,671 @@
+//! The newcomer's path, end to end on the local control plane: `helm install`
+//! the chart (the real `strata-operator` runs as a pod with the chart's RBAC),
+//! `kubectl apply` the shipped `manifests/cluster.yaml` (3 real `strata-broker`
+//! pods with a SeaweedFS tier) and `manifests/topic.yaml`, then produce and
+//! consume with kcat pods that bootstrap from the `demo-bootstrap` Service name,
+//! grow the topic, delete a broker pod under load, delete Topics under both
+//! deletion policies, try invalid manifests, and restart the operator.
+//!
+//! Skips loudly without the setup binaries, unless `STRATA_E2E_REQUIRED=1`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use strata_e2e::binaries::Binaries;
+use strata_e2e::kubelet::ImageMap;
+use strata_e2e::testing::{self, wait_for};
+use strata_e2e::{Env, EnvConfig};
+use strata_operator::crd::cluster::ClusterPhase;
+use strata_operator::crd::{Cluster, Topic};
+
+mod support;
+use support::broker_binary;
+
+const NS: &str = "default";
+const TEST_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `kubectl` from PATH, or the one `e2e/setup.sh` built next to the control plane.
+fn kubectl_binary() -> PathBuf {
+    let built = Binaries::from_env().dir.join("kubectl");
+    if built.exists() {
+        built
+    } else {
+        PathBuf::from("kubectl")
+    }
+}
+
+fn kcat_binary() -> Option<PathBuf> {
+    ["/usr/bin/kcat", "/usr/local/bin/kcat"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// Runs kubectl against the environment; returns (success, stdout+stderr).
+async fn kubectl(env: &Env, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new(kubectl_binary());
+    cmd.args(args)
+        .env("KUBECONFIG", env.kubeconfig())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("running kubectl");
+    if let Some(mut s) = child.stdin.take() {
+        if let Some(text) = stdin {
+            s.write_all(text.as_bytes()).await.expect("kubectl stdin");
+        }
+    }
+    let out = child.wait_with_output().await.expect("kubectl output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+async fn kubectl_apply(env: &Env, manifest: &str) {
+    let (ok, out) = kubectl(env, &["apply", "-f", "-"], Some(manifest)).await;
+    assert!(
+        ok,
+        "kubectl apply failed:\n{out}\n--- manifest ---\n{manifest}"
+    );
+}
+
+/// `kcat -L -J` metadata of the cluster, asked from the test host.
+async fn metadata(kcat: &Path, broker: &str) -> Option<serde_json::Value> {
+    let out = tokio::process::Command::new(kcat)
+        .args(["-L", "-J", "-m", "5", "-b", broker])
+        .output()
+        .await
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// topic → (partitions, replicas per partition, min ISR size) from kcat metadata.
+fn topic_shape(md: &serde_json::Value, topic: &str) -> Option<(usize, usize, usize)> {
+    let t = md["topics"]
+        .as_array()?
+        .iter()
+        .find(|t| t["topic"] == topic && t.get("error").is_none())?;
+    let parts = t["partitions"].as_array()?;
+    let rf = parts
+        .iter()
+        .map(|p| p["replicas"].as_array().map_or(0, Vec::len))
+        .min()?;
+    let isr = parts
+        .iter()
+        .map(|p| p["isrs"].as_array().map_or(0, Vec::len))
+        .min()?;
+    Some((parts.len(), rf, isr))
+}
+
+fn pod_ip(p: &Pod) -> Option<String> {
+    p.status.as_ref()?.pod_ip.clone()
+}
+
+fn is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Runs one kcat pod to completion (restartPolicy Never) and returns its log.
+/// `records` (if any) is mounted from a ConfigMap at /data/records.txt.
+async fn run_kcat_pod(client: &Client, name: &str, args: &[&str], records: Option<&str>) -> String {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let mut spec = serde_json::json!({
+        "restartPolicy": "Never",
+        "containers": [{"name": "kcat", "image": "kcat", "command": ["kcat"], "args": args}],
+    });
+    if let Some(text) = records {
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+        let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name}, "data": {"records.txt": text},
+        }))
+        .expect("configmap");
+        cms.create(&PostParams::default(), &cm)
+            .await
+            .expect("records configmap");
+        spec["volumes"] = serde_json::json!([{"name": "data", "configMap": {"name": name}}]);
+        spec["containers"][0]["volumeMounts"] =
+            serde_json::json!([{"name": "data", "mountPath": "/data"}]);
+    }
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {"app": "kcat"}}, "spec": spec,
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("kcat pod");
+    let phase = wait_for(
+        &format!("kcat pod {name} finished"),
+        Duration::from_secs(120),
+        || async {
+            let p = pods.get(name).await.ok()?;
+            let phase = p.status?.phase?;
+            ["Succeeded", "Failed"]
+                .contains(&phase.as_str())
+                .then_some(phase)
+        },
+    )
+    .await;
+    let log = pods
+        .logs(name, &LogParams::default())
+        .await
+        .unwrap_or_else(|e| format!("(no log: {e})"));
+    assert_eq!(phase, "Succeeded", "kcat pod {name} failed:\n{log}");
+    log
+}
+
+/// `key=value` lines of a kcat consumer's log (the kubelet's banner lines excluded).
+fn consumed(log: &str) -> BTreeMap<String, String> {
+    log.lines()
+        .filter(|l| l.starts_with("key-"))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn records(from: usize, to: usize) -> String {
+    (from..to)
+        .map(|i| format!("key-{i}:value-{i}-{}\n", "x".repeat(i % 50)))
+        .collect()
+}
+
+async fn resource_versions(client: &Client) -> Vec<(String, Option<String>)> {
+    async fn rv<K>(client: &Client, name: &str) -> Option<String>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        Api::<K>::namespaced(client.clone(), NS)
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("get {name}: {e}"))
+            .resource_version()
+    }
+    vec![
+        (
+            "statefulset".into(),
+            rv::<StatefulSet>(client, "demo").await,
+        ),
+        (
+            "configmap".into(),
+            rv::<ConfigMap>(client, "demo-config").await,
+        ),
+        (
+            "bootstrap".into(),
+            rv::<Service>(client, "demo-bootstrap").await,
+        ),
+        (
+            "headless".into(),
+            rv::<Service>(client, "demo-brokers").await,
+        ),
+        (
+            "pdb".into(),
+            rv::<PodDisruptionBudget>(client, "demo").await,
+        ),
+        ("cluster".into(), rv::<Cluster>(client, "demo").await),
+        ("topic events".into(), rv::<Topic>(client, "events").await),
+    ]
+}
+
+/// Segment files (name → size) of every partition directory in a broker's volume.
+fn segment_files(data: &Path) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let Ok(dirs) = std::fs::read_dir(data) else {
+        return out;
+    };
+    for d in dirs.flatten() {
+        let name = d.file_name().to_string_lossy().to_string();
+        if !name.starts_with("orders-") {
+            continue;
+        }
+        for f in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
+            let fname = f.file_name().to_string_lossy().to_string();
+            if fname.ends_with(".log") {
+                let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                out.insert(format!("{name}/{fname}"), size);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn newcomer_path_from_helm_install_to_consuming_through_the_bootstrap_service() {
+    testing::init_tracing();
+    if !testing::binaries_present(
+        "manifests e2e",
+        &[
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "helm",
+            "weed",
+        ],
+    ) {
+        return;
+    }
+    let (Some(broker), Some(kcat)) = (broker_binary(), kcat_binary()) else {
+        let msg = "strata-broker (cargo build -p strata-broker) or kcat (apt) missing";
+        if testing::required() {
+            panic!("{msg} (STRATA_E2E_REQUIRED=1)");
+        }
+        eprintln!("\n!!!!! SKIPPING manifests e2e: {msg} !!!!!\n");
+        return;
+    };
+    let mut images = ImageMap::new();
+    images.insert("ghcr.io/strata-dev/strata-broker".into(), broker);
+    images.insert(
+        "ghcr.io/strata-dev/strata-operator".into(),
+        PathBuf::from(env!("CARGO_BIN_EXE_strata-operator")),
+    );
+    images.insert("kcat".into(), kcat.clone());
+    let config = EnvConfig {
+        images,
+        s3_bucket: Some("strata-demo".into()),
+        ..EnvConfig::default()
+    };
+    testing::with_env("manifests e2e", config, TEST_TIMEOUT, |env| async move {
+        scenario(&env, &kcat).await;
+        env
+    })
+    .await;
+}
+
+async fn scenario(env: &Env, kcat: &Path) {
+    let started = Instant::now();
+    let client = env.client.clone();
+    let step = |what: &str| eprintln!("[{:>6.1?}] {what}", started.elapsed());
+
+    // 1. helm install: CRDs, operator Deployment, RBAC, metrics APIService.
+    let helm = Binaries::from_env().path("helm").expect("helm");
+    let home = env.dir.join("helm-home");
+    let out = tokio::process::Command::new(&helm)
+        .args(["install", "strata"])
+        .arg(repo().join("helm/strata"))
+        .args([
+            "--namespace",
+            "strata-system",
+            "--create-namespace",
+            "--wait",
+            "--timeout",
+            "120s",
+        ])
+        .env("KUBECONFIG", env.kubeconfig())
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .output()
+        .await
+        .expect("running helm");
+    assert!(
+        out.status.success(),
+        "helm install failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    step("chart installed");
+
+    // 2. The shipped cluster manifest, pointed at this environment's S3 server.
+    let s3 = env.s3_info().expect("s3");
+    let manifest =
+        std::fs::read_to_string(repo().join("manifests/cluster.yaml")).expect("cluster.yaml");
+    let manifest = manifest
+        .replace("http://seaweedfs.storage.svc:8333", &s3.endpoint)
+        .replace(
+            "AWS_ACCESS_KEY_ID: strata",
+            &format!("AWS_ACCESS_KEY_ID: {}", s3.access_key),
+        )
+        .replace(
+            "AWS_SECRET_ACCESS_KEY: change-me",
+            &format!("AWS_SECRET_ACCESS_KEY: {}", s3.secret_key),
+        )
+        .replace("bucket: strata-demo", &format!("bucket: {}", s3.bucket));
+    kubectl_apply(env, &manifest).await;
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), NS);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let status = wait_for(
+        "Cluster demo Running with 3 ready brokers",
+        Duration::from_secs(180),
+        || async {
+            let s = clusters.get("demo").await.ok()?.status?;
+            (s.phase == Some(ClusterPhase::Running) && s.ready_replicas == 3).then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(status.controller_voters, Some(3), "{status:?}");
+    let broker_pods = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/instance=demo"))
+        .await
+        .expect("broker pods");
+    assert_eq!(broker_pods.items.iter().filter(|p| is_ready(p)).count(), 3);
+    let ip0 = broker_pods
+        .items
+        .iter()
+        .find(|p| p.name_any() == "demo-0")
+        .and_then(pod_ip)
+        .expect("demo-0 ip");
+    let bootstrap = format!("{ip0}:9092");
+    // One cluster, not three: every broker is in the metadata of any of them.
+    let md = wait_for(
+        "3 brokers in the metadata",
+        Duration::from_secs(60),
+        || async {
+            let md = metadata(kcat, &bootstrap).await?;
+            (md["brokers"].as_array()?.len() == 3).then_some(md)
+        },
+    )
+    .await;
+    step(&format!("cluster running: {}", md["brokers"]));
+
+    // 3. The shipped topic manifest, first with 3 partitions, then edited to 6.
+    let topic_manifest =
+        std::fs::read_to_string(repo().join("manifests/topic.yaml")).expect("topic.yaml");
+    assert!(
+        topic_manifest.contains("partitions: 6"),
+        "manifest changed: adapt the test"
+    );
+    kubectl_apply(
+        env,
+        &topic_manifest.replace("partitions: 6", "partitions: 3"),
+    )
+    .await;
+    let topics: Api<Topic> = Api::namespaced(client.clone(), NS);
+    let topic_ready = |partitions: i32| {
+        let topics = topics.clone();
+        async move {
+            let t = topics.get("orders").await.ok()?;
+            let s = t.status?;
+            let ready = s
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            (ready
+                && s.partitions == Some(partitions)
+                && s.observed_generation == t.metadata.generation)
+                .then_some(())
+        }
+    };
+    wait_for(
+        "Topic orders Ready with 3 partitions",
+        Duration::from_secs(60),
+        || topic_ready(3),
+    )
+    .await;
+    let shape = wait_for(
+        "orders on the brokers: 3 partitions, RF 3, full ISR",
+        Duration::from_secs(60),
+        || async {
+            let s = topic_shape(&metadata(kcat, &bootstrap).await?, "orders")?;
+            (s == (3, 3, 3)).then_some(s)
+        },
+    )
+    .await;
+    step(&format!("topic orders (partitions, RF, ISR) = {shape:?}"));
+
+    // 4. Produce and consume through the bootstrap Service's name (kcat pods;
+    // the name resolves through the process kubelet's cluster DNS).
+    let bootstrap_svc = "demo-bootstrap.default.svc:9092";
+    let produce_args = |file: &str| -> Vec<String> {
+        [
+            "-P",
+            "-b",
+            bootstrap_svc,
+            "-t",
+            "orders",
+            "-K",
+            ":",
+            "-X",
+            "acks=all",
+            "-l",
+            file,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let args = produce_args("/data/records.txt");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_kcat_pod(&client, "produce-a", &args, Some(&records(0, 1000))).await;
+    let consume = [
+        "-C",
+        "-b",
+        bootstrap_svc,
+        "-t",
+        "orders",
+        "-o",
+        "beginning",
+        "-e",
+        "-q",
+        "-f",
+        "%k=%s\\n",
+    ];
+    let got = consumed(&run_kcat_pod(&client, "consume-a", &consume, None).await);
+    assert_eq!(got.len(), 1000, "consumed {} of 1000", got.len());
+    assert_eq!(got["key-7"], format!("value-7-{}", "x".repeat(7)));
+    step("1000 records produced and consumed through demo-bootstrap");
+
+    // 5. Edit partitions 3 → 6 (the manifest as shipped).
+    kubectl_apply(env, &topic_manifest).await;
+    wait_for(
+        "Topic orders Ready with 6 partitions",
+        Duration::from_secs(60),
+        || topic_ready(6),
+    )
+    .await;
+    wait_for(
+        "orders has 6 partitions on the brokers",
+        Duration::from_secs(60),
+        || async {
+            let s = topic_shape(&metadata(kcat, &bootstrap).await?, "orders")?;
+            (s.0 == 6 && s.1 == 3).then_some(())
+        },
+    )
+    .await;
+    step("orders grown to 6 partitions");
+
+    // 6. Invalid manifests are rejected by the API server with clear messages.
+    let (ok, out) = kubectl(
+        env,
+        &["apply", "-f", "-"],
+        Some(&topic_manifest.replace("partitions: 6", "partitions: 2")),
+    )
+    .await;
+    assert!(!ok && out.contains("partitions may only increase"), "{out}");
+    let (ok, out) = kubectl(
+        env,
+        &["apply", "-f", "-"],
+        Some(
+            &topic_manifest
+                .replace("name: orders", "name: bad-rf")
+                .replace("replicationFactor: 3", "replicationFactor: 0"),
+        ),
+    )
+    .await;
+    assert!(!ok && out.contains("spec.replicationFactor"), "{out}");
+    let (ok, out) = kubectl(
+        env,
+        &["apply", "-f", "-"],
+        Some(
+            &topic_manifest
+                .replace("name: orders", "name: bad-field")
+                .replace("partitions: 6", "partitions: 6\n  partitionz: 6"),
+        ),
+    )
+    .await;
+    assert!(!ok && out.contains("partitionz"), "{out}");
+    step("invalid manifests rejected");
+
+    // 7. Delete a broker pod while records are being produced: it comes back on
+    // its own volume and rejoins the ISR; nothing acknowledged is lost.
+    let data1 = env.pvc_dir(NS, "data-demo-1").join("data");
+    let before = segment_files(&data1);
+    assert!(!before.is_empty(), "no segments in {}", data1.display());
+    let old_uid = pods.get("demo-1").await.expect("demo-1").uid();
+    pods.delete("demo-1", &DeleteParams::default())
+        .await
+        .expect("delete demo-1");
+    let args = produce_args("/data/records.txt");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_kcat_pod(&client, "produce-b", &args, Some(&records(1000, 3000))).await;
+    let new = wait_for(
+        "demo-1 recreated and Ready",
+        Duration::from_secs(180),
+        || async {
+            let p = pods.get_opt("demo-1").await.ok()??;
+            (p.uid() != old_uid && is_ready(&p)).then_some(p)
+        },
+    )
+    .await;
+    let after = segment_files(&data1);
+    for (file, size) in &before {
+        assert!(
+            after.get(file).is_some_and(|s| s >= size),
+            "{file}: {size} → {:?}",
+            after.get(file)
+        );
+    }
+    wait_for(
+        "all 6 partitions back to a full ISR",
+        Duration::from_secs(120),
+        || async {
+            let s = topic_shape(&metadata(kcat, &bootstrap).await?, "orders")?;
+            (s == (6, 3, 3)).then_some(())
+        },
+    )
+    .await;
+    step(&format!(
+        "demo-1 back on {:?} with its data, ISR full",
+        pod_ip(&new)
+    ));
+    let got = consumed(&run_kcat_pod(&client, "consume-b", &consume, None).await);
+    let missing: Vec<String> = (0..3000)
+        .map(|i| format!("key-{i}"))
+        .filter(|k| !got.contains_key(k))
+        .take(10)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged records lost: {missing:?} ({} of 3000 read)",
+        got.len()
+    );
+    wait_for(
+        "Cluster demo Running again",
+        Duration::from_secs(60),
+        || async {
+            let s = clusters.get("demo").await.ok()?.status?;
+            (s.phase == Some(ClusterPhase::Running)).then_some(())
+        },
+    )
+    .await;
+    step("3000 acknowledged records all consumed");
+
+    // 8. Deletion policies: Retain keeps the broker topic, Delete removes it.
+    kubectl_apply(
+        env,
+        "apiVersion: strata.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: scratch\nspec:\n  clusterRef: demo\n  partitions: 1\n  replicationFactor: 2\n  deletionPolicy: Delete\n",
+    )
+    .await;
+    kubectl_apply(
+        env,
+        "apiVersion: strata.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: events\nspec:\n  clusterRef: demo\n  partitions: 2\n",
+    )
+    .await;
+    wait_for(
+        "scratch and events on the brokers",
+        Duration::from_secs(60),
+        || async {
+            let md = metadata(kcat, &bootstrap).await?;
+            (topic_shape(&md, "scratch")?.1 == 2 && topic_shape(&md, "events")?.0 == 2)
+                .then_some(())
+        },
+    )
+    .await;
+    let (ok, out) = kubectl(
+        env,
+        &[
+            "delete",
+            "topic",
+            "orders",
+            "scratch",
+            "--wait=true",
+            "--timeout=60s",
+        ],
+        None,
+    )
+    .await;
+    assert!(ok, "{out}");
+    let md = wait_for(
+        "scratch deleted from the brokers",
+        Duration::from_secs(60),
+        || async {
+            let md = metadata(kcat, &bootstrap).await?;
+            topic_shape(&md, "scratch").is_none().then_some(md)
+        },
+    )
+    .await;
+    assert_eq!(
+        topic_shape(&md, "orders").map(|s| s.0),
+        Some(6),
+        "Retain kept orders"
+    );
+    step("Topic deletion: orders retained, scratch deleted");
+
+    // 9. A restarted operator (a new pod takes the Lease) changes nothing.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = resource_versions(&client).await;
+    let op_pods: Api<Pod> = Api::namespaced(client.clone(), "strata-system");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), "strata-system");
+    let holder = leases
+        .get("strata-operator")
+        .await
+        .expect("lease")
+        .spec
+        .and_then(|s| s.holder_identity)
+        .expect("holder");
+    op_pods
+        .delete(&holder, &DeleteParams::default())
+        .await
+        .expect("delete operator pod");
+    wait_for(
+        "a new operator pod holds the Lease",
+        Duration::from_secs(90),
+        || async {
+            let h = leases
+                .get("strata-operator")
+                .await
+                .ok()?
+                .spec?
+                .holder_identity?;
+            (h != holder && h.starts_with("strata-operator-")).then_some(())
+        },
+    )
+    .await;
+    // Long enough for the new leader's first full reconcile of everything.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let after = resource_versions(&client).await;
+    assert_eq!(before, after, "the restarted operator updated objects");
+    step("operator restarted without spurious updates");
+}
