@@ -96,6 +96,21 @@ async fn metadata(kcat: &Path, broker: &str) -> Option<serde_json::Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
+/// Metadata from whichever broker pod is ready now (pod IPs change when a
+/// broker pod is recreated, so none is remembered).
+async fn cluster_metadata(pods: &Api<Pod>, kcat: &Path) -> Option<serde_json::Value> {
+    let list = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/instance=demo"))
+        .await
+        .ok()?;
+    for p in list.items.iter().filter(|p| is_ready(p)) {
+        if let Some(md) = metadata(kcat, &format!("{}:9092", pod_ip(p)?)).await {
+            return Some(md);
+        }
+    }
+    None
+}
+
 /// topic → (partitions, replicas per partition, min ISR size) from kcat metadata.
 fn topic_shape(md: &serde_json::Value, topic: &str) -> Option<(usize, usize, usize)> {
     let t = md["topics"]
@@ -360,23 +375,21 @@ async fn scenario(env: &Env, kcat: &Path) {
         .await
         .expect("broker pods");
     assert_eq!(broker_pods.items.iter().filter(|p| is_ready(p)).count(), 3);
-    let ip0 = broker_pods
-        .items
-        .iter()
-        .find(|p| p.name_any() == "demo-0")
-        .and_then(pod_ip)
-        .expect("demo-0 ip");
-    let bootstrap = format!("{ip0}:9092");
-    // One cluster, not three: every broker is in the metadata of any of them.
-    let md = wait_for(
-        "3 brokers in the metadata",
-        Duration::from_secs(60),
-        || async {
-            let md = metadata(kcat, &bootstrap).await?;
-            (md["brokers"].as_array()?.len() == 3).then_some(md)
-        },
-    )
-    .await;
+    // One cluster, not three: each broker's metadata lists all three.
+    let ips: Vec<String> = broker_pods.items.iter().filter_map(pod_ip).collect();
+    let mut md = serde_json::Value::Null;
+    for ip in &ips {
+        let addr = format!("{ip}:9092");
+        md = wait_for(
+            &format!("3 brokers in the metadata of {addr}"),
+            Duration::from_secs(60),
+            || async {
+                let md = metadata(kcat, &addr).await?;
+                (md["brokers"].as_array()?.len() == 3).then_some(md)
+            },
+        )
+        .await;
+    }
     step(&format!("cluster running: {}", md["brokers"]));
 
     // 3. The shipped topic manifest, first with 3 partitions, then edited to 6.
@@ -417,7 +430,7 @@ async fn scenario(env: &Env, kcat: &Path) {
         "orders on the brokers: 3 partitions, RF 3, full ISR",
         Duration::from_secs(60),
         || async {
-            let s = topic_shape(&metadata(kcat, &bootstrap).await?, "orders")?;
+            let s = topic_shape(&cluster_metadata(&pods, kcat).await?, "orders")?;
             (s == (3, 3, 3)).then_some(s)
         },
     )
@@ -478,7 +491,7 @@ async fn scenario(env: &Env, kcat: &Path) {
         "orders has 6 partitions on the brokers",
         Duration::from_secs(60),
         || async {
-            let s = topic_shape(&metadata(kcat, &bootstrap).await?, "orders")?;
+            let s = topic_shape(&cluster_metadata(&pods, kcat).await?, "orders")?;
             (s.0 == 6 && s.1 == 3).then_some(())
         },
     )
@@ -550,7 +563,7 @@ async fn scenario(env: &Env, kcat: &Path) {
         "all 6 partitions back to a full ISR",
         Duration::from_secs(120),
         || async {
-            let s = topic_shape(&metadata(kcat, &bootstrap).await?, "orders")?;
+            let s = topic_shape(&cluster_metadata(&pods, kcat).await?, "orders")?;
             (s == (6, 3, 3)).then_some(())
         },
     )
@@ -596,7 +609,7 @@ async fn scenario(env: &Env, kcat: &Path) {
         "scratch and events on the brokers",
         Duration::from_secs(60),
         || async {
-            let md = metadata(kcat, &bootstrap).await?;
+            let md = cluster_metadata(&pods, kcat).await?;
             (topic_shape(&md, "scratch")?.1 == 2 && topic_shape(&md, "events")?.0 == 2)
                 .then_some(())
         },
@@ -620,7 +633,7 @@ async fn scenario(env: &Env, kcat: &Path) {
         "scratch deleted from the brokers",
         Duration::from_secs(60),
         || async {
-            let md = metadata(kcat, &bootstrap).await?;
+            let md = cluster_metadata(&pods, kcat).await?;
             topic_shape(&md, "scratch").is_none().then_some(md)
         },
     )
@@ -632,7 +645,244 @@ async fn scenario(env: &Env, kcat: &Path) {
     );
     step("Topic deletion: orders retained, scratch deleted");
 
-    // 9. A restarted operator (a new pod takes the Lease) changes nothing.
+    // 9. A config change rolls the brokers one at a time, highest ordinal first,
+    // each only once the cluster is healthy again.
+    let args = [
+        "-P",
+        "-b",
+        bootstrap_svc,
+        "-t",
+        "events",
+        "-K",
+        ":",
+        "-X",
+        "acks=all",
+        "-l",
+        "/data/records.txt",
+    ];
+    run_kcat_pod(&client, "produce-events", &args, Some(&records(0, 1000))).await;
+    let uids = |list: &[Pod]| -> BTreeMap<String, String> {
+        list.iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
+            .collect()
+    };
+    let brokers_lp = ListParams::default().labels("app.kubernetes.io/instance=demo");
+    let old = uids(&pods.list(&brokers_lp).await.expect("pods").items);
+    let (ok, out) = kubectl(
+        env,
+        &[
+            "patch",
+            "strata",
+            "demo",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"config":{"default_partitions":"2"}}}"#,
+        ],
+        None,
+    )
+    .await;
+    assert!(ok, "{out}");
+    let mut restarted: Vec<String> = Vec::new();
+    let mut max_down = 0;
+    let mut phases = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "roll did not finish: restarted {restarted:?}, phases {phases:?}"
+        );
+        let list = pods.list(&brokers_lp).await.expect("pods").items;
+        let down = (0..3)
+            .filter(|i| {
+                !list
+                    .iter()
+                    .any(|p| p.name_any() == format!("demo-{i}") && is_ready(p))
+            })
+            .count();
+        max_down = max_down.max(down);
+        for (name, uid) in uids(&list) {
+            if old.get(&name) != Some(&uid) && !restarted.contains(&name) {
+                restarted.push(name);
+            }
+        }
+        let status = clusters
+            .get("demo")
+            .await
+            .expect("cluster")
+            .status
+            .unwrap_or_default();
+        if let Some(p) = status.phase {
+            phases.insert(format!("{p:?}"));
+        }
+        if restarted.len() == 3 && down == 0 && status.phase == Some(ClusterPhase::Running) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(restarted, ["demo-2", "demo-1", "demo-0"], "roll order");
+    assert!(max_down <= 1, "{max_down} brokers were down at once");
+    assert!(phases.contains("RollingRestart"), "{phases:?}");
+    let got = consumed(
+        &run_kcat_pod(
+            &client,
+            "consume-events",
+            &[
+                "-C",
+                "-b",
+                bootstrap_svc,
+                "-t",
+                "events",
+                "-o",
+                "beginning",
+                "-e",
+                "-q",
+                "-f",
+                "%k=%s\\n",
+            ],
+            None,
+        )
+        .await,
+    );
+    assert_eq!(
+        got.len(),
+        1000,
+        "events after the roll: {} of 1000",
+        got.len()
+    );
+    step(&format!(
+        "rolled one broker at a time ({restarted:?}, phases {phases:?})"
+    ));
+
+    // 10. Scale out to 4 brokers, then back in: broker 3 is drained before its pod goes.
+    let (ok, out) = kubectl(env, &["scale", "strata/demo", "--replicas=4"], None).await;
+    assert!(ok, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = clusters
+            .get("demo")
+            .await
+            .expect("cluster")
+            .status
+            .unwrap_or_default();
+        let md = cluster_metadata(&pods, kcat).await.unwrap_or_default();
+        let n = md["brokers"].as_array().map_or(0, Vec::len);
+        if s.phase == Some(ClusterPhase::Running) && s.ready_replicas == 4 && n == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "4 brokers not ready and in the metadata: phase {:?}, ready {}, {n} brokers in metadata, conditions {:?}",
+            s.phase, s.ready_replicas, s.conditions
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    kubectl_apply(
+        env,
+        "apiVersion: strata.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: spread\nspec:\n  clusterRef: demo\n  partitions: 4\n  replicationFactor: 3\n",
+    )
+    .await;
+    let on_broker_3 = |md: &serde_json::Value| -> usize {
+        md["topics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["topic"] == "spread")
+            .flat_map(|t| t["partitions"].as_array().cloned().unwrap_or_default())
+            .filter(|p| {
+                p["replicas"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|x| x["id"] == 3))
+            })
+            .count()
+    };
+    let md = wait_for("spread on the brokers", Duration::from_secs(60), || async {
+        let md = cluster_metadata(&pods, kcat).await?;
+        (topic_shape(&md, "spread")? == (4, 3, 3)).then_some(md)
+    })
+    .await;
+    assert!(
+        on_broker_3(&md) > 0,
+        "the new broker got no replicas: {}",
+        md["topics"]
+    );
+    let args = [
+        "-P",
+        "-b",
+        bootstrap_svc,
+        "-t",
+        "spread",
+        "-K",
+        ":",
+        "-X",
+        "acks=all",
+        "-l",
+        "/data/records.txt",
+    ];
+    run_kcat_pod(&client, "produce-spread", &args, Some(&records(0, 1000))).await;
+    let (ok, out) = kubectl(env, &["scale", "strata/demo", "--replicas=3"], None).await;
+    assert!(ok, "{out}");
+    let mut draining_seen = false;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        assert!(Instant::now() < deadline, "scale-in did not finish");
+        let s = clusters
+            .get("demo")
+            .await
+            .expect("cluster")
+            .status
+            .unwrap_or_default();
+        let demo3 = pods.get_opt("demo-3").await.expect("get demo-3");
+        if s.phase == Some(ClusterPhase::Draining) {
+            draining_seen = true;
+            assert!(demo3.is_some(), "demo-3 removed while still draining");
+        }
+        if demo3.is_none() && s.phase == Some(ClusterPhase::Running) && s.ready_replicas == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(draining_seen, "the operator never reported Draining");
+    let md = wait_for(
+        "spread off broker 3 with a full ISR",
+        Duration::from_secs(60),
+        || async {
+            let md = cluster_metadata(&pods, kcat).await?;
+            (topic_shape(&md, "spread")? == (4, 3, 3)).then_some(md)
+        },
+    )
+    .await;
+    assert_eq!(on_broker_3(&md), 0, "{}", md["topics"]);
+    let got = consumed(
+        &run_kcat_pod(
+            &client,
+            "consume-spread",
+            &[
+                "-C",
+                "-b",
+                bootstrap_svc,
+                "-t",
+                "spread",
+                "-o",
+                "beginning",
+                "-e",
+                "-q",
+                "-f",
+                "%k=%s\\n",
+            ],
+            None,
+        )
+        .await,
+    );
+    assert_eq!(
+        got.len(),
+        1000,
+        "spread after the scale-in: {} of 1000",
+        got.len()
+    );
+    step("scaled 3 → 4 → 3; broker 3 drained before its pod was removed");
+
+    // 11. A restarted operator (a new pod takes the Lease) changes nothing.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let before = resource_versions(&client).await;
     let op_pods: Api<Pod> = Api::namespaced(client.clone(), "strata-system");

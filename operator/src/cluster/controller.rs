@@ -20,8 +20,10 @@ use crate::context::{object_key, Context};
 use crate::crd::Cluster;
 use crate::{Error, Result};
 
-use super::status::{self, Observed};
+use super::rollout::{self, AdminStep, BrokerView, ClusterView};
+use super::status::{self, admin_addresses, Observed};
 use super::{build, selector_string, validate};
+use crate::admin::{self, pb};
 
 const CONTROLLER: &str = "cluster";
 /// Requeue interval while brokers are still coming up.
@@ -31,19 +33,118 @@ const PROGRESS_REQUEUE: Duration = Duration::from_secs(5);
 struct World {
     statefulset: Option<StatefulSet>,
     pods: Vec<Pod>,
+    /// The brokers' own view (None: no admin endpoint answered, e.g. still starting).
+    view: Option<ClusterView>,
 }
 
 async fn dereference(cluster: &Cluster, ns: &str, ctx: &Context) -> Result<World> {
     let sts: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let name = cluster.name_any();
+    let statefulset = sts.get_opt(&name).await?;
+    let view = if statefulset.is_some() {
+        describe(cluster).await
+    } else {
+        None
+    };
     Ok(World {
-        statefulset: sts.get_opt(&name).await?,
+        statefulset,
         pods: pods
             .list(&ListParams::default().labels(&selector_string(&name)))
             .await?
             .items,
+        view,
     })
+}
+
+/// The cluster as its brokers describe it.
+async fn describe(cluster: &Cluster) -> Option<ClusterView> {
+    let mut client = admin::connect(&admin_addresses(cluster)).await.ok()?;
+    match client.describe_cluster(pb::DescribeClusterRequest {}).await {
+        Ok(r) => {
+            let d = r.into_inner();
+            Some(ClusterView {
+                brokers: d
+                    .brokers
+                    .iter()
+                    .map(|b| BrokerView {
+                        id: b.id,
+                        draining: b.state() == pb::BrokerState::Draining,
+                        fenced: b.state() == pb::BrokerState::Fenced,
+                        replicas: b.replicas,
+                        leaders: b.leaders,
+                    })
+                    .collect(),
+                under_replicated: d.under_replicated_partitions,
+                offline: d.offline_partitions,
+            })
+        }
+        Err(e) => {
+            tracing::debug!(cluster = %cluster.name_any(), error = %e, "describe cluster failed");
+            None
+        }
+    }
+}
+
+/// Runs the rollout's drain/undrain calls; a refused drain is reported, not retried hot.
+async fn run_steps(cluster: &Cluster, ctx: &Context, steps: &[AdminStep]) -> Option<String> {
+    if steps.is_empty() {
+        return None;
+    }
+    let mut client = match admin::connect(&admin_addresses(cluster)).await {
+        Ok(c) => c,
+        Err(e) => return Some(e.to_string()),
+    };
+    let mut failure = None;
+    for step in steps {
+        let (id, result) = match step {
+            AdminStep::Drain(id) => (
+                *id,
+                client
+                    .drain_broker(pb::DrainBrokerRequest { broker_id: *id })
+                    .await,
+            ),
+            AdminStep::Undrain(id) => (
+                *id,
+                client
+                    .undrain_broker(pb::DrainBrokerRequest { broker_id: *id })
+                    .await,
+            ),
+        };
+        let verb = match step {
+            AdminStep::Drain(_) => "drain",
+            AdminStep::Undrain(_) => "undrain",
+        };
+        match result {
+            Ok(_) => {
+                ctx.event(
+                    cluster,
+                    EventType::Normal,
+                    if verb == "drain" {
+                        "Draining"
+                    } else {
+                        "Undrained"
+                    },
+                    "DrainBroker",
+                    format!("{verb} broker {id}"),
+                )
+                .await
+            }
+            Err(e) => {
+                let msg = format!("cannot {verb} broker {id}: {}", e.message());
+                ctx.event(
+                    cluster,
+                    EventType::Warning,
+                    "DrainFailed",
+                    "DrainBroker",
+                    msg.clone(),
+                )
+                .await;
+                failure = Some(msg);
+            }
+        }
+    }
+    failure
 }
 
 pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action> {
@@ -73,6 +174,7 @@ async fn reconcile_inner(cluster: &Cluster, ctx: &Context) -> Result<Action> {
                 pods: &world.pods,
                 invalid: Some(msg.clone()),
                 voters: None,
+                activity: None,
             };
             let new = status::compute(cluster, &observed, Timestamp::now());
             if cluster.status.as_ref() != Some(&new) {
@@ -85,7 +187,22 @@ async fn reconcile_inner(cluster: &Cluster, ctx: &Context) -> Result<Action> {
         Err(e) => return Err(e),
     };
 
-    let desired = build::build(&validated);
+    let mut desired = build::build(&validated);
+    let mut rollout = rollout::plan(&rollout::Inputs {
+        desired: validated.spec.replicas,
+        template_hash: rollout::template_hash(&desired.statefulset),
+        statefulset: world.statefulset.as_ref(),
+        pods: &world.pods,
+        view: world.view.as_ref(),
+    });
+    if let Some(failure) = run_steps(cluster, ctx, &rollout.steps).await {
+        // A refused drain stops the scale-in where it is and says why; the
+        // StatefulSet keeps every broker that still holds data.
+        if let Some(a) = rollout.activity.as_mut() {
+            a.message = format!("{}; {failure}", a.message);
+        }
+    }
+    rollout.apply_to(&mut desired.statefulset);
     apply(
         &Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns),
         &desired.config_map,
@@ -120,13 +237,13 @@ async fn reconcile_inner(cluster: &Cluster, ctx: &Context) -> Result<Action> {
             )
             .await
         }
-        Some(r) if r != validated.spec.replicas => {
+        Some(r) if r != rollout.replicas => {
             ctx.event(
                 cluster,
                 EventType::Normal,
                 "Scaling",
                 "ScaleBrokers",
-                format!("scaling brokers {r} → {}", validated.spec.replicas),
+                format!("scaling brokers {r} → {}", rollout.replicas),
             )
             .await
         }
@@ -138,6 +255,7 @@ async fn reconcile_inner(cluster: &Cluster, ctx: &Context) -> Result<Action> {
         pods: &world.pods,
         invalid: None,
         voters: Some(validated.voters),
+        activity: rollout.activity.as_ref(),
     };
     let new = status::compute(cluster, &observed, Timestamp::now());
     let was_running = cluster.status.as_ref().and_then(|s| s.phase) == new.phase;

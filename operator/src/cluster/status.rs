@@ -9,6 +9,7 @@ use kube::ResourceExt;
 use crate::crd::cluster::{BrokerStatus, Cluster, ClusterPhase, ClusterStatus};
 use crate::crd::condition::{self, Desired};
 
+use super::rollout::Activity;
 use super::{selector_string, Names};
 
 /// What the dereference step observed.
@@ -19,6 +20,8 @@ pub struct Observed<'a> {
     pub invalid: Option<String>,
     /// The voter count the StatefulSet was built with (None when invalid).
     pub voters: Option<i32>,
+    /// What the rollout is in the middle of (draining, scaling, rolling).
+    pub activity: Option<&'a Activity>,
 }
 
 fn pod_ready(p: &Pod) -> bool {
@@ -68,31 +71,53 @@ pub fn compute(cluster: &Cluster, observed: &Observed<'_>, now: Timestamp) -> Cl
         let gen_seen = s.status.as_ref().and_then(|st| st.observed_generation);
         gen_seen.is_some() && gen_seen == s.metadata.generation
     });
-    let was_running = matches!(
-        previous.phase,
-        Some(ClusterPhase::Running | ClusterPhase::Degraded)
-    );
+    let was_running = previous
+        .phase
+        .is_some_and(|p| p != ClusterPhase::Provisioning);
     let all_ready = ready >= desired_replicas && existing == desired_replicas;
-    let phase = if all_ready && sts_current {
+    let phase = if let Some(a) = observed.activity.filter(|_| observed.invalid.is_none()) {
+        a.phase
+    } else if all_ready && sts_current {
         ClusterPhase::Running
     } else if was_running && ready < desired_replicas.min(existing.max(1)) {
         ClusterPhase::Degraded
     } else if was_running {
-        // Scaling or rolling with every remaining broker still serving.
-        previous.phase.unwrap_or(ClusterPhase::Running)
+        // Every remaining broker still serving (a finished activity ends here too).
+        match previous.phase {
+            Some(ClusterPhase::Degraded) => ClusterPhase::Degraded,
+            _ => ClusterPhase::Running,
+        }
     } else {
         ClusterPhase::Provisioning
     };
-    let ready_condition = match (&observed.invalid, phase) {
-        (Some(msg), _) => Desired::not_ready("InvalidSpec", msg.clone()),
-        (None, ClusterPhase::Running) => Desired::ready(
-            "AllBrokersReady",
-            format!("{ready}/{desired_replicas} brokers ready"),
-        ),
-        (None, _) => Desired::not_ready(
+    let ready_condition = match &observed.invalid {
+        Some(msg) => Desired::not_ready("InvalidSpec", msg.clone()),
+        None if ready >= desired_replicas
+            && !matches!(phase, ClusterPhase::Provisioning | ClusterPhase::Degraded) =>
+        {
+            Desired::ready(
+                "AllBrokersReady",
+                format!("{ready}/{desired_replicas} brokers ready"),
+            )
+        }
+        None => Desired::not_ready(
             "BrokersNotReady",
             format!("{ready}/{desired_replicas} brokers ready"),
         ),
+    };
+    let progressing = match observed.activity {
+        Some(a) => Desired {
+            type_: condition::PROGRESSING,
+            ready: true,
+            reason: a.reason.to_string(),
+            message: a.message.clone(),
+        },
+        None => Desired {
+            type_: condition::PROGRESSING,
+            ready: false,
+            reason: "Idle".into(),
+            message: "no drain, scaling or rolling restart in progress".into(),
+        },
     };
     let namespace = cluster.namespace().unwrap_or_default();
     ClusterStatus {
@@ -108,7 +133,7 @@ pub fn compute(cluster: &Cluster, observed: &Observed<'_>, now: Timestamp) -> Cl
         )),
         conditions: condition::merge(
             &previous.conditions,
-            &[ready_condition],
+            &[ready_condition, progressing],
             cluster.metadata.generation,
             now,
         ),
@@ -175,6 +200,7 @@ mod tests {
                 pods: &pods,
                 invalid: None,
                 voters: None,
+                activity: None,
             },
             now(),
         );
@@ -206,6 +232,7 @@ mod tests {
             pods: &pods,
             invalid: None,
             voters: None,
+            activity: None,
         };
         let st = compute(&c, &obs, now());
         assert_eq!(st.phase, Some(ClusterPhase::Provisioning));
@@ -231,6 +258,7 @@ mod tests {
                 pods: &pods,
                 invalid: None,
                 voters: None,
+                activity: None,
             },
             now(),
         );
@@ -247,6 +275,7 @@ mod tests {
                 pods: &[],
                 invalid: Some("spec.config.node_id is set".into()),
                 voters: None,
+                activity: None,
             },
             now(),
         );
@@ -268,6 +297,7 @@ mod tests {
                 pods: &pods,
                 invalid: None,
                 voters: None,
+                activity: None,
             },
             now(),
         ));

@@ -24,7 +24,7 @@ pub const DEFAULT_IMAGE: &str = "ghcr.io/strata-dev/strata-broker:0.1.0";
     namespaced,
     status = "ClusterStatus",
     shortname = "strata",
-    category = "strata",
+    category = "strata-all",
     doc = "A Strata (Kafka-compatible) broker cluster",
     scale(
         spec_replicas_path = ".spec.replicas",
@@ -164,7 +164,7 @@ pub struct ClusterStatus {
     /// Label selector of the broker pods (for the scale subresource and HPAs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
-    /// Provisioning, Running, Rebalancing, Draining or Degraded.
+    /// Provisioning, Running, Rebalancing, Draining, Scaling, RollingRestart or Degraded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<ClusterPhase>,
     /// One entry per broker id.
@@ -196,6 +196,10 @@ pub enum ClusterPhase {
     Rebalancing,
     /// Brokers being removed are handing off their partitions.
     Draining,
+    /// Brokers are being added, or drained brokers' pods removed.
+    Scaling,
+    /// A changed pod template is being rolled out, one broker at a time.
+    RollingRestart,
     /// Brokers that were ready are not any more.
     Degraded,
 }

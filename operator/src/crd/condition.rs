@@ -6,6 +6,8 @@ use k8s_openapi::jiff::Timestamp;
 
 /// The condition every Strata resource reports.
 pub const READY: &str = "Ready";
+/// A Cluster's: True while it drains, scales or rolls brokers.
+pub const PROGRESSING: &str = "Progressing";
 
 /// A condition without the transition time, as the pure stages compute it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
     namespaced,
     status = "ConsumerGroupStatus",
     shortname = "scg",
-    category = "strata",
+    category = "strata-all",
     doc = "A consumer group on a Strata cluster, its lag and its autoscaling",
     printcolumn(name = "Group", type_ = "string", json_path = ".spec.groupId"),
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),

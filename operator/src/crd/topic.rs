@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
     namespaced,
     status = "TopicStatus",
     shortname = "st",
-    category = "strata",
+    category = "strata-all",
     doc = "A topic on a Strata cluster",
     printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.clusterRef"),
     printcolumn(name = "Partitions", type_ = "integer", json_path = ".spec.partitions"),

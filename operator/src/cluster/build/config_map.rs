@@ -30,7 +30,19 @@ pub fn build(cluster: &ValidatedCluster) -> ConfigMap {
 
 /// Stable hash of the ConfigMap data; a change rolls the brokers (pod template annotation).
 pub fn content_hash(cm: &ConfigMap) -> String {
-    // FNV-1a: stable across Rust releases, unlike DefaultHasher's algorithm.
+    let mut parts: Vec<&[u8]> = Vec::new();
+    if let Some(data) = &cm.data {
+        for (k, v) in data {
+            parts.push(k.as_bytes());
+            parts.push(v.as_bytes());
+        }
+    }
+    stable_hash(&parts)
+}
+
+/// FNV-1a over length-prefixed parts, as 16 hex digits: stable across Rust
+/// releases, unlike `DefaultHasher`'s algorithm.
+pub fn stable_hash(parts: &[&[u8]]) -> String {
     struct Fnv(u64);
     impl Hasher for Fnv {
         fn finish(&self) -> u64 {
@@ -44,11 +56,8 @@ pub fn content_hash(cm: &ConfigMap) -> String {
         }
     }
     let mut h = Fnv(0xcbf2_9ce4_8422_2325);
-    if let Some(data) = &cm.data {
-        for (k, v) in data {
-            k.as_bytes().hash(&mut h);
-            v.as_bytes().hash(&mut h);
-        }
+    for p in parts {
+        p.hash(&mut h);
     }
     format!("{:016x}", h.finish())
 }

@@ -19,8 +19,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::config_map::CONFIG_FILE;
+use super::config_map::{stable_hash, CONFIG_FILE};
 use super::object_meta;
+use crate::cluster::rollout::TEMPLATE_HASH_ANNOTATION;
 use crate::cluster::{labels, selector_labels, ValidatedCluster};
 
 /// Where the data PVC is mounted in the broker container.
@@ -252,8 +253,39 @@ pub fn build(cluster: &ValidatedCluster, config_hash: &str) -> StatefulSet {
     };
     let mut pod_labels = labels(&cluster.name);
     pod_labels.insert("app.kubernetes.io/component".into(), "broker".into());
+    let template = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(pod_labels),
+            annotations: Some(BTreeMap::from([(
+                CONFIG_HASH_ANNOTATION.to_string(),
+                config_hash.to_string(),
+            )])),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![container],
+            affinity: Some(anti_affinity(cluster)),
+            termination_grace_period_seconds: Some(60),
+            volumes: Some(vec![Volume {
+                name: "config".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: cluster.names.config_map(),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            }]),
+            ..PodSpec::default()
+        }),
+    };
+    // What the rollout compares to see whether brokers must be restarted.
+    let template_hash = stable_hash(&[&serde_json::to_vec(&template).unwrap_or_default()]);
+    let mut metadata = object_meta(cluster, cluster.names.statefulset());
+    metadata.annotations = Some(BTreeMap::from([(
+        TEMPLATE_HASH_ANNOTATION.to_string(),
+        template_hash,
+    )]));
     StatefulSet {
-        metadata: object_meta(cluster, cluster.names.statefulset()),
+        metadata,
         spec: Some(StatefulSetSpec {
             replicas: Some(cluster.spec.replicas),
             service_name: Some(cluster.names.headless_service()),
@@ -263,10 +295,13 @@ pub fn build(cluster: &ValidatedCluster, config_hash: &str) -> StatefulSet {
                 match_labels: Some(selector_labels(&cluster.name)),
                 ..LabelSelector::default()
             },
+            // The operator moves `partition` down one broker at a time (see
+            // `cluster::rollout`); the StatefulSet controller restarts only
+            // pods at or above it.
             update_strategy: Some(StatefulSetUpdateStrategy {
                 type_: Some("RollingUpdate".into()),
                 rolling_update: Some(RollingUpdateStatefulSetStrategy {
-                    max_unavailable: Some(IntOrString::Int(1)),
+                    max_unavailable: None,
                     partition: Some(0),
                 }),
             }),
@@ -277,30 +312,7 @@ pub fn build(cluster: &ValidatedCluster, config_hash: &str) -> StatefulSet {
                     when_scaled: Some("Retain".into()),
                 },
             ),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.to_string(),
-                        config_hash.to_string(),
-                    )])),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    affinity: Some(anti_affinity(cluster)),
-                    termination_grace_period_seconds: Some(60),
-                    volumes: Some(vec![Volume {
-                        name: "config".into(),
-                        config_map: Some(ConfigMapVolumeSource {
-                            name: cluster.names.config_map(),
-                            ..ConfigMapVolumeSource::default()
-                        }),
-                        ..Volume::default()
-                    }]),
-                    ..PodSpec::default()
-                }),
-            },
+            template,
             volume_claim_templates: Some(vec![data_claim(cluster)]),
             ..StatefulSetSpec::default()
         }),

@@ -1,0 +1,530 @@
+//! How the broker StatefulSet changes, decided purely from what exists: the
+//! replica count it gets (scale-in waits until the leaving brokers are drained),
+//! the rolling-update `partition` (a changed pod template rolls one broker at a
+//! time, each only once every broker is ready and no partition is
+//! under-replicated), and the admin calls to make (drain the brokers that are
+//! leaving, undrain the ones that stay).
+//!
+//! StatefulSets remove the highest ordinals, and broker id = ordinal, so the
+//! brokers to drain are exactly `spec.replicas..current`.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+
+use crate::crd::cluster::ClusterPhase;
+
+/// Pod label with the StatefulSet revision the pod was created from.
+pub const REVISION_LABEL: &str = "controller-revision-hash";
+/// StatefulSet annotation with the hash of the pod template the operator built.
+pub const TEMPLATE_HASH_ANNOTATION: &str = "strata.dev/pod-template-hash";
+
+/// One broker as the admin API reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerView {
+    pub id: i32,
+    pub draining: bool,
+    pub fenced: bool,
+    /// Partition replicas it still holds.
+    pub replicas: i32,
+    pub leaders: i32,
+}
+
+/// The cluster as the admin API reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    pub brokers: Vec<BrokerView>,
+    pub under_replicated: i32,
+    pub offline: i32,
+}
+
+impl ClusterView {
+    fn broker(&self, id: i32) -> Option<&BrokerView> {
+        self.brokers.iter().find(|b| b.id == id)
+    }
+}
+
+/// An admin call the controller makes before applying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminStep {
+    Drain(i32),
+    Undrain(i32),
+}
+
+/// What the operator is in the middle of, for status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activity {
+    pub phase: ClusterPhase,
+    /// Condition reason (CamelCase) and message.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollout {
+    /// `spec.replicas` of the StatefulSet.
+    pub replicas: i32,
+    /// `spec.updateStrategy.rollingUpdate.partition`: pods with a lower ordinal
+    /// keep their old revision.
+    pub partition: i32,
+    pub steps: Vec<AdminStep>,
+    pub activity: Option<Activity>,
+}
+
+impl Rollout {
+    /// Puts the decided replicas and partition into the built StatefulSet.
+    pub fn apply_to(&self, sts: &mut StatefulSet) {
+        if let Some(spec) = sts.spec.as_mut() {
+            spec.replicas = Some(self.replicas);
+            if let Some(r) = spec
+                .update_strategy
+                .as_mut()
+                .and_then(|u| u.rolling_update.as_mut())
+            {
+                r.partition = Some(self.partition);
+            }
+        }
+    }
+}
+
+/// The template hash the builder put on a StatefulSet.
+pub fn template_hash(sts: &StatefulSet) -> &str {
+    sts.annotations()
+        .get(TEMPLATE_HASH_ANNOTATION)
+        .map(String::as_str)
+        .unwrap_or_default()
+}
+
+pub struct Inputs<'a> {
+    /// `spec.replicas` of the Cluster.
+    pub desired: i32,
+    /// Hash of the pod template just built.
+    pub template_hash: &'a str,
+    pub statefulset: Option<&'a StatefulSet>,
+    pub pods: &'a [Pod],
+    /// None: no broker answered the admin API.
+    pub view: Option<&'a ClusterView>,
+}
+
+fn ordinal(pod: &Pod, sts_name: &str) -> Option<i32> {
+    pod.name_any()
+        .strip_prefix(&format!("{sts_name}-"))?
+        .parse()
+        .ok()
+}
+
+fn ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The next StatefulSet shape and admin steps.
+pub fn plan(inp: &Inputs<'_>) -> Rollout {
+    let Some(sts) = inp.statefulset else {
+        // A new cluster: everything at once.
+        return Rollout {
+            replicas: inp.desired,
+            partition: 0,
+            steps: Vec::new(),
+            activity: None,
+        };
+    };
+    let name = sts.name_any();
+    let spec = sts.spec.as_ref();
+    let current = spec.and_then(|s| s.replicas).unwrap_or(0);
+    let current_partition = spec
+        .and_then(|s| s.update_strategy.as_ref())
+        .and_then(|u| u.rolling_update.as_ref())
+        .and_then(|r| r.partition)
+        .unwrap_or(0);
+    let mut steps = Vec::new();
+    let mut activity = None;
+
+    // Scale-in: drain the leaving brokers first; shrink only when they hold nothing.
+    let replicas = if inp.desired < current {
+        let leaving: Vec<i32> = (inp.desired..current).collect();
+        match inp.view {
+            None => {
+                activity = Some(Activity {
+                    phase: ClusterPhase::Draining,
+                    reason: "Draining",
+                    message: format!(
+                        "waiting for the admin API to drain brokers {leaving:?} before scaling in"
+                    ),
+                });
+                current
+            }
+            Some(view) => {
+                let mut left = Vec::new();
+                for id in &leaving {
+                    match view.broker(*id) {
+                        // Never registered (e.g. a pod that never started): nothing to move.
+                        None => {}
+                        Some(b) => {
+                            if !b.draining {
+                                steps.push(AdminStep::Drain(*id));
+                            }
+                            if b.replicas > 0 || b.leaders > 0 || !b.draining {
+                                left.push(format!("{id} ({} replicas)", b.replicas));
+                            }
+                        }
+                    }
+                }
+                if left.is_empty() {
+                    activity = Some(Activity {
+                        phase: ClusterPhase::Scaling,
+                        reason: "ScalingIn",
+                        message: format!("brokers {leaving:?} drained; removing their pods"),
+                    });
+                    inp.desired
+                } else {
+                    activity = Some(Activity {
+                        phase: ClusterPhase::Draining,
+                        reason: "Draining",
+                        message: format!(
+                            "moving partitions off brokers {} before scaling in",
+                            left.join(", ")
+                        ),
+                    });
+                    current
+                }
+            }
+        }
+    } else {
+        if inp.desired > current {
+            activity = Some(Activity {
+                phase: ClusterPhase::Scaling,
+                reason: "ScalingOut",
+                message: format!(
+                    "adding brokers {:?}",
+                    (current..inp.desired).collect::<Vec<_>>()
+                ),
+            });
+        }
+        inp.desired
+    };
+    // Brokers that stay (or came back after a scale-out) must not stay drained.
+    if let Some(view) = inp.view {
+        for b in &view.brokers {
+            if b.draining && b.id < replicas.min(inp.desired) {
+                steps.push(AdminStep::Undrain(b.id));
+            }
+        }
+    }
+
+    // Rolling restart, one broker at a time.
+    let applied_hash = sts
+        .annotations()
+        .get(TEMPLATE_HASH_ANNOTATION)
+        .map(String::as_str);
+    let status = sts.status.as_ref();
+    let controller_caught_up = status
+        .and_then(|s| s.observed_generation)
+        .is_some_and(|g| Some(g) >= sts.metadata.generation);
+    let partition = if applied_hash != Some(inp.template_hash) {
+        // A new template: freeze every existing pod; later reconciles release them.
+        current
+    } else if !controller_caught_up {
+        current_partition
+    } else {
+        let update_revision = status.and_then(|s| s.update_revision.as_deref());
+        let members: Vec<&Pod> = inp
+            .pods
+            .iter()
+            .filter(|p| ordinal(p, &name).is_some_and(|o| o < replicas))
+            .collect();
+        let outdated: Vec<i32> = members
+            .iter()
+            .filter(|p| p.labels().get(REVISION_LABEL).map(String::as_str) != update_revision)
+            .filter_map(|p| ordinal(p, &name))
+            .collect();
+        let all_ready = members.len() as i32 == replicas && members.iter().all(|p| ready(p));
+        match outdated.iter().max() {
+            None => {
+                if current_partition > 0 && !all_ready && activity.is_none() {
+                    // The last restarted broker is still starting: part of the roll.
+                    activity = Some(Activity {
+                        phase: ClusterPhase::RollingRestart,
+                        reason: "RollingRestart",
+                        message: "waiting for the last restarted broker to be ready".into(),
+                    });
+                }
+                0
+            }
+            Some(&next) => {
+                let all_ready =
+                    members.len() as i32 == replicas && members.iter().all(|p| ready(p));
+                let healthy = inp
+                    .view
+                    .is_some_and(|v| v.under_replicated == 0 && v.offline == 0);
+                let (release, why) = match (all_ready, inp.view) {
+                    (false, _) => (false, "waiting for every broker to be ready".to_string()),
+                    (true, None) => (false, "waiting for the admin API".to_string()),
+                    (true, Some(v)) if !healthy => (
+                        false,
+                        format!(
+                            "waiting for {} under-replicated and {} offline partitions to recover",
+                            v.under_replicated, v.offline
+                        ),
+                    ),
+                    _ => (true, format!("restarting broker {next}")),
+                };
+                if activity.is_none() {
+                    activity = Some(Activity {
+                        phase: ClusterPhase::RollingRestart,
+                        reason: "RollingRestart",
+                        message: format!("{} brokers to restart; {why}", outdated.len()),
+                    });
+                }
+                if release {
+                    next
+                } else {
+                    // Keep the broker being restarted going; release nobody new.
+                    current_partition.max(next)
+                }
+            }
+        }
+    };
+    Rollout {
+        replicas,
+        partition,
+        steps,
+        activity,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "h2";
+
+    fn sts(replicas: i32, partition: i32, hash: &str, update_revision: &str) -> StatefulSet {
+        serde_yaml::from_str(&format!(
+            "metadata:\n  name: demo\n  generation: 4\n  annotations:\n    {TEMPLATE_HASH_ANNOTATION}: {hash}\n\
+             spec:\n  replicas: {replicas}\n  selector: {{}}\n  serviceName: demo-brokers\n  template: {{}}\n\
+             \x20 updateStrategy:\n    type: RollingUpdate\n    rollingUpdate:\n      partition: {partition}\n\
+             status:\n  replicas: {replicas}\n  observedGeneration: 4\n  updateRevision: {update_revision}\n"
+        ))
+        .expect("sts")
+    }
+
+    fn pod(ordinal: i32, revision: &str, ready: bool) -> Pod {
+        serde_yaml::from_str(&format!(
+            "metadata:\n  name: demo-{ordinal}\n  labels:\n    {REVISION_LABEL}: {revision}\n\
+             status:\n  conditions:\n  - type: Ready\n    status: \"{}\"\n",
+            if ready { "True" } else { "False" }
+        ))
+        .expect("pod")
+    }
+
+    fn view(brokers: &[(i32, bool, i32)], urp: i32) -> ClusterView {
+        ClusterView {
+            brokers: brokers
+                .iter()
+                .map(|&(id, draining, replicas)| BrokerView {
+                    id,
+                    draining,
+                    fenced: false,
+                    replicas,
+                    leaders: 0,
+                })
+                .collect(),
+            under_replicated: urp,
+            offline: 0,
+        }
+    }
+
+    fn run(desired: i32, s: &StatefulSet, pods: &[Pod], v: Option<&ClusterView>) -> Rollout {
+        plan(&Inputs {
+            desired,
+            template_hash: HASH,
+            statefulset: Some(s),
+            pods,
+            view: v,
+        })
+    }
+
+    #[test]
+    fn a_new_cluster_starts_every_broker() {
+        let r = plan(&Inputs {
+            desired: 3,
+            template_hash: HASH,
+            statefulset: None,
+            pods: &[],
+            view: None,
+        });
+        assert_eq!((r.replicas, r.partition), (3, 0));
+        assert!(r.steps.is_empty() && r.activity.is_none());
+    }
+
+    #[test]
+    fn a_changed_template_freezes_every_pod_first() {
+        let s = sts(3, 0, "h1", "rev1");
+        let pods = [
+            pod(0, "rev1", true),
+            pod(1, "rev1", true),
+            pod(2, "rev1", true),
+        ];
+        let r = run(3, &s, &pods, Some(&view(&[], 0)));
+        assert_eq!(r.partition, 3);
+    }
+
+    #[test]
+    fn rolls_the_highest_outdated_broker_only_when_healthy() {
+        let s = sts(3, 3, HASH, "rev2");
+        let pods = [
+            pod(0, "rev1", true),
+            pod(1, "rev1", true),
+            pod(2, "rev1", true),
+        ];
+        let r = run(3, &s, &pods, Some(&view(&[], 0)));
+        assert_eq!(r.partition, 2);
+        assert_eq!(
+            r.activity.expect("activity").phase,
+            ClusterPhase::RollingRestart
+        );
+        // Broker 2 restarted and ready, but its partitions are catching up: wait.
+        let s = sts(3, 2, HASH, "rev2");
+        let pods = [
+            pod(0, "rev1", true),
+            pod(1, "rev1", true),
+            pod(2, "rev2", true),
+        ];
+        let r = run(3, &s, &pods, Some(&view(&[], 4)));
+        assert_eq!(r.partition, 2);
+        assert!(r
+            .activity
+            .expect("activity")
+            .message
+            .contains("4 under-replicated"));
+        // Without the admin API nothing new is released either.
+        assert_eq!(run(3, &s, &pods, None).partition, 2);
+        // Caught up: next broker.
+        assert_eq!(run(3, &s, &pods, Some(&view(&[], 0))).partition, 1);
+        // A broker that is not ready holds the roll.
+        let pods = [
+            pod(0, "rev1", true),
+            pod(1, "rev1", false),
+            pod(2, "rev2", true),
+        ];
+        assert_eq!(run(3, &s, &pods, Some(&view(&[], 0))).partition, 2);
+    }
+
+    #[test]
+    fn a_finished_roll_resets_the_partition() {
+        let s = sts(3, 1, HASH, "rev2");
+        let pods = [
+            pod(0, "rev2", true),
+            pod(1, "rev2", true),
+            pod(2, "rev2", true),
+        ];
+        let r = run(3, &s, &pods, Some(&view(&[], 0)));
+        assert_eq!(r.partition, 0);
+        assert!(r.activity.is_none());
+        // Until the last restarted broker is ready, the roll is still going on.
+        let s = sts(3, 1, HASH, "rev2");
+        let pods = [
+            pod(0, "rev2", false),
+            pod(1, "rev2", true),
+            pod(2, "rev2", true),
+        ];
+        let r = run(3, &s, &pods, Some(&view(&[], 0)));
+        assert_eq!(r.partition, 0);
+        assert_eq!(
+            r.activity.expect("activity").phase,
+            ClusterPhase::RollingRestart
+        );
+    }
+
+    #[test]
+    fn a_stale_statefulset_status_releases_nothing() {
+        let mut s = sts(3, 3, HASH, "rev1");
+        s.metadata.generation = Some(5);
+        let pods = [
+            pod(0, "rev1", true),
+            pod(1, "rev1", true),
+            pod(2, "rev1", true),
+        ];
+        assert_eq!(run(3, &s, &pods, Some(&view(&[], 0))).partition, 3);
+    }
+
+    #[test]
+    fn scale_in_drains_the_highest_brokers_before_shrinking() {
+        let s = sts(5, 0, HASH, "rev1");
+        let pods: Vec<Pod> = (0..5).map(|i| pod(i, "rev1", true)).collect();
+        let v = view(
+            &[
+                (0, false, 4),
+                (1, false, 4),
+                (2, false, 4),
+                (3, false, 3),
+                (4, false, 3),
+            ],
+            0,
+        );
+        let r = run(3, &s, &pods, Some(&v));
+        assert_eq!(r.replicas, 5, "no pod removed before the drain");
+        assert_eq!(r.steps, vec![AdminStep::Drain(3), AdminStep::Drain(4)]);
+        assert_eq!(
+            r.activity.as_ref().expect("activity").phase,
+            ClusterPhase::Draining
+        );
+        // Draining, one still holds replicas: keep waiting, no repeated drain call.
+        let v = view(
+            &[
+                (0, false, 6),
+                (1, false, 6),
+                (2, false, 5),
+                (3, true, 1),
+                (4, true, 0),
+            ],
+            1,
+        );
+        let r = run(3, &s, &pods, Some(&v));
+        assert_eq!((r.replicas, r.steps.len()), (5, 0));
+        assert!(r
+            .activity
+            .expect("activity")
+            .message
+            .contains("3 (1 replicas)"));
+        // Empty: shrink.
+        let v = view(
+            &[
+                (0, false, 6),
+                (1, false, 6),
+                (2, false, 6),
+                (3, true, 0),
+                (4, true, 0),
+            ],
+            0,
+        );
+        let r = run(3, &s, &pods, Some(&v));
+        assert_eq!(r.replicas, 3);
+        assert_eq!(r.activity.expect("activity").phase, ClusterPhase::Scaling);
+        // No admin API: hold.
+        assert_eq!(run(3, &s, &pods, None).replicas, 5);
+    }
+
+    #[test]
+    fn brokers_that_stay_or_return_are_undrained() {
+        let s = sts(3, 0, HASH, "rev1");
+        let pods: Vec<Pod> = (0..3).map(|i| pod(i, "rev1", true)).collect();
+        // Scaled back out to 4 after a scale-in left broker 3 drained.
+        let v = view(
+            &[(0, false, 2), (1, false, 2), (2, false, 2), (3, true, 0)],
+            0,
+        );
+        let r = run(4, &s, &pods, Some(&v));
+        assert_eq!(r.replicas, 4);
+        assert_eq!(r.steps, vec![AdminStep::Undrain(3)]);
+        // While scaling in, the leaving brokers stay drained.
+        let s = sts(4, 0, HASH, "rev1");
+        let r = run(3, &s, &pods, Some(&v));
+        assert!(r.steps.is_empty(), "{:?}", r.steps);
+    }
+}
