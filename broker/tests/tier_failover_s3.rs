@@ -29,8 +29,8 @@ use tier_support::{fetch, make_batch, store, RECORDS};
 
 const TOPIC: &str = "failover";
 const VALUE_LEN: usize = 200;
-/// Batches produced in all (~21 KB each: about 12 MiB).
-const BATCHES: i64 = 600;
+/// Batches produced in all (~21 KB each: about 25 MiB).
+const BATCHES: i64 = 1200;
 
 struct Node {
     id: i32,
@@ -60,6 +60,16 @@ fn free_on(host: &str) -> SocketAddr {
     l.local_addr().expect("addr")
 }
 
+/// Segment size of broker `id`: 11, 13 or 17 batches. Replicas roll their own
+/// segments; different sizes make sure the new leader's boundaries differ from the old
+/// leader's (as time-based rolls, restarts or reassignments do in practice), so its
+/// first upload has to continue the remote log in the middle of a local segment.
+fn segment_bytes(id: i32) -> usize {
+    let batch = make_batch(0, VALUE_LEN).len();
+    let batches = [11, 13, 17][(id as usize - 1) % 3];
+    batch * batches + batch / 2
+}
+
 fn spawn(n: &Node, voters: &str, s3: &strata_e2e::s3::S3Info) -> std::process::Child {
     std::fs::create_dir_all(&n.dir).expect("data dir");
     let log = std::fs::File::create(n.dir.with_extension("log")).expect("log file");
@@ -72,6 +82,7 @@ fn spawn(n: &Node, voters: &str, s3: &strata_e2e::s3::S3Info) -> std::process::C
         .env("STRATA_ADMIN_LISTEN", n.admin.to_string())
         .env("STRATA_METRICS_LISTEN", n.metrics.to_string())
         .env("STRATA_OFFSETS_TOPIC_PARTITIONS", "1")
+        .env("STRATA_LOG_SEGMENT_BYTES", segment_bytes(n.id).to_string())
         .env("STRATA_BROKER_SESSION_TIMEOUT_MS", "3000")
         .env("STRATA_REPLICA_LAG_TIME_MAX_MS", "5000")
         .env("STRATA_RETENTION_CHECK_INTERVAL_MS", "200")
@@ -186,12 +197,11 @@ async fn a_new_leader_continues_the_committed_remote_log_after_a_kill_9_of_the_o
         common::wait_ready(n.metrics).await;
     }
 
-    // RF=3, small segments, tiered, a small local tail.
+    // RF=3, tiered, a small local tail; small segments of each broker's default size.
     let admin = cluster.0[0].admin;
     wait_for("topic creation", Duration::from_secs(60), || async move {
         let mut c = AdminClient::connect(format!("http://{admin}")).await.ok()?;
         let configs: HashMap<String, String> = [
-            ("segment.bytes", "262144"),
             ("remote.storage.enable", "true"),
             ("local.retention.bytes", "1048576"),
             ("retention.ms", "-1"),
@@ -244,6 +254,7 @@ async fn a_new_leader_continues_the_committed_remote_log_after_a_kill_9_of_the_o
                     if produce_one(c, i).await {
                         i += 1;
                         acked.store(i, Ordering::Release);
+                        tokio::time::sleep(Duration::from_millis(5)).await;
                         continue;
                     }
                 }
@@ -319,6 +330,21 @@ async fn a_new_leader_continues_the_committed_remote_log_after_a_kill_9_of_the_o
     )
     .await;
     let (d1, _) = grown;
+    let new_leader_log = cluster
+        .0
+        .iter()
+        .find(|n| n.id == d1.leader)
+        .map(|n| n.dir.with_extension("log"))
+        .expect("new leader");
+    let cuts = std::fs::read_to_string(&new_leader_log)
+        .unwrap_or_default()
+        .matches("cutting a local segment to continue the remote log")
+        .count();
+    assert!(
+        cuts >= 1,
+        "the new leader continued the remote log mid-segment ({})",
+        new_leader_log.display()
+    );
     tokio::time::timeout(Duration::from_secs(420), producer)
         .await
         .expect("producer finished")

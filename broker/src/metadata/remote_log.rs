@@ -99,14 +99,13 @@ impl RemoteLog {
         self.segments.iter().map(|s| s.size_bytes).sum()
     }
 
-    /// Appends an uploaded segment. Re-committing the newest segment as it is
-    /// committed is a no-op (`Ok(false)`); anything that would leave a gap or overlap
-    /// is refused.
+    /// Appends an uploaded segment. Re-committing an entry exactly as it is committed
+    /// is a no-op (`Ok(false)`); anything that would leave a gap or overlap is refused.
     pub fn commit(&mut self, seg: RemoteSegment) -> Result<bool, RemoteLogError> {
         if seg.end_offset <= seg.base_offset {
             return Err(RemoteLogError::BadRange(seg.base_offset, seg.end_offset));
         }
-        if self.segments.iter().any(|s| *s == seg) {
+        if self.segments.contains(&seg) {
             return Ok(false);
         }
         if let Some(end) = self.end_offset() {

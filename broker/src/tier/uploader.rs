@@ -129,6 +129,10 @@ fn cut(
             max_timestamp: seg.max_timestamp,
         });
     }
+    info!(
+        segment = seg.base_offset,
+        from, "cutting a local segment to continue the remote log"
+    );
     let mut start = None;
     let mut max_timestamp = -1;
     for (h, pos) in batch::headers(&log) {
