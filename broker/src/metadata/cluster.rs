@@ -128,7 +128,7 @@ pub enum Command {
         broker: i32,
     },
     /// The partition leader uploaded `segment`; accepted only from the current leader
-    /// epoch and when it continues the remote log (a re-commit of the newest entry is
+    /// epoch and when it continues the remote log (a re-commit of an identical entry is
     /// a no-op).
     CommitRemoteSegment {
         topic: String,
