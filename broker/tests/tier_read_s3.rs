@@ -291,7 +291,7 @@ async fn retention_corruption_and_topic_deletion_in_the_bucket() {
                 let base = k
                     .rsplit('/')
                     .next()
-                    .and_then(|f| f.split('.').next())
+                    .and_then(|f| f.split(['.', '-']).next())
                     .and_then(|b| b.parse::<i64>().ok());
                 base.is_some_and(|b| b < start)
             })

@@ -255,6 +255,10 @@ impl Tier {
             .iter()
             .filter(|s| s.end_offset <= through)
             .collect();
+        // Counted once the quorum dropped them; the objects follow.
+        self.metrics
+            .remote_segments_deleted
+            .add(removed.len() as u64, &Metrics::topic(&rec.name));
         for seg in &removed {
             for key in seg.keys() {
                 if let Err(e) = self.store.delete(&key).await {
@@ -264,9 +268,6 @@ impl Tier {
             info!(topic = %rec.name, partition = p.index, base = seg.base_offset, end = seg.end_offset,
                 "total retention deleted remote segment");
         }
-        self.metrics
-            .remote_segments_deleted
-            .add(removed.len() as u64, &Metrics::topic(&rec.name));
     }
 
     /// Removes the remote prefixes of deleted topics the quorum lists (on the
