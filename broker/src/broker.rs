@@ -95,7 +95,7 @@ pub struct Broker {
     pub metrics: Metrics,
     pub producer_ids: ProducerIdAllocator,
     pub groups: GroupCoordinator,
-    /// The tier (object store, chunk cache, manifests), when one is configured.
+    /// The tier (object store, chunk cache), when one is configured.
     pub tier: Option<Arc<Tier>>,
     pub quorum: Arc<Quorum>,
     topics: RwLock<Topics>,
@@ -155,7 +155,12 @@ impl Broker {
         let tier = match config.tier_backend(&|k| std::env::var(k).ok())? {
             Some(backend) => {
                 info!(?backend, prefix = %config.tier_prefix, "tiered storage enabled");
-                Some(Tier::open(&config, &backend, &metrics)?)
+                Some(Tier::open(
+                    &config,
+                    &backend,
+                    &metrics,
+                    Arc::clone(&quorum) as Arc<dyn crate::tier::catalog::Catalog>,
+                )?)
             }
             None => None,
         };
@@ -305,10 +310,9 @@ impl Broker {
                 name: name.to_string(),
             })
             .await?;
+        // The quorum now lists the topic's remote data for removal (by the controller's
+        // tier pass), if it had any.
         self.wait_reconciled(index).await;
-        if let Some(tier) = &self.tier {
-            tier.schedule_topic_deletion(&record);
-        }
         info!(topic = name, "deleted topic");
         Ok(record)
     }

@@ -64,14 +64,14 @@ async fn consumer_from_offset_zero_reads_200_mib_back_from_s3_byte_identical() {
         "uploads and local deletion",
         Duration::from_secs(180),
         || {
-            let m = manifest(&dir, "history");
+            let m = manifest(broker.cfg.admin_listen, "history");
             let (_, local_bytes) = local_segments(&dir, "history");
             let tail = m.end_offset() == Some(active_base(&dir, "history"));
             (tail && local_bytes <= (local_retention + 2 * 4 * MIB) as u64).then_some(())
         },
     )
     .await;
-    let m = manifest(&dir, "history");
+    let m = manifest(broker.cfg.admin_listen, "history");
     assert_eq!(m.start_offset(), Some(0));
     assert!(
         m.segments().len() >= 45,
@@ -180,13 +180,13 @@ async fn object_store_outage_under_produce_load_loses_nothing_and_the_backlog_up
         }
     });
     wait_until("first uploads", Duration::from_secs(60), || {
-        (manifest(&dir, "steady").segments().len() >= 3).then_some(())
+        (manifest(broker.cfg.admin_listen, "steady").segments().len() >= 3).then_some(())
     })
     .await;
 
     server.stop();
     let stopped = Instant::now();
-    let before = manifest(&dir, "steady");
+    let before = manifest(broker.cfg.admin_listen, "steady");
     eprintln!(
         "S3 down with {} segments committed",
         before.segments().len()
@@ -194,7 +194,7 @@ async fn object_store_outage_under_produce_load_loses_nothing_and_the_backlog_up
     tokio::time::sleep(outage).await;
     // Produce kept working (the producer task asserts every ack); nothing new was
     // committed, and the local segments the tier does not have are all still here.
-    let during = manifest(&dir, "steady");
+    let during = manifest(broker.cfg.admin_listen, "steady");
     assert_eq!(
         during.end_offset(),
         before.end_offset(),
@@ -217,13 +217,13 @@ async fn object_store_outage_under_produce_load_loses_nothing_and_the_backlog_up
     let end = produced * RECORDS;
     // The backlog uploads and local disk shrinks back to the tail.
     wait_until("backlog upload", Duration::from_secs(120), || {
-        let m = manifest(&dir, "steady");
+        let m = manifest(broker.cfg.admin_listen, "steady");
         let (_, local_bytes) = local_segments(&dir, "steady");
         let caught_up = m.end_offset() == Some(active_base(&dir, "steady"));
         (caught_up && local_bytes <= 3 * 524_288).then_some(())
     })
     .await;
-    let m = manifest(&dir, "steady");
+    let m = manifest(broker.cfg.admin_listen, "steady");
     assert_eq!(m.start_offset(), Some(0));
     assert!(m
         .segments()
@@ -271,7 +271,7 @@ async fn retention_corruption_and_topic_deletion_in_the_bucket() {
     let dir = data.path().to_path_buf();
     // Total retention (1 MiB) expires the oldest remote segments.
     let m = wait_until("remote retention", Duration::from_secs(60), || {
-        let m = manifest(&dir, "aging");
+        let m = manifest(broker.cfg.admin_listen, "aging");
         let caught_up = m.end_offset() == Some(active_base(&dir, "aging"));
         (caught_up && m.start_offset().is_some_and(|s| s > 0)).then_some(m)
     })
@@ -291,7 +291,7 @@ async fn retention_corruption_and_topic_deletion_in_the_bucket() {
                 let base = k
                     .rsplit('/')
                     .next()
-                    .and_then(|f| f.split('.').next())
+                    .and_then(|f| f.split(['.', '-']).next())
                     .and_then(|b| b.parse::<i64>().ok());
                 base.is_some_and(|b| b < start)
             })
@@ -322,7 +322,7 @@ async fn retention_corruption_and_topic_deletion_in_the_bucket() {
     );
 
     // Corrupt a remote-only segment that nobody has read yet.
-    let m = manifest(&dir, "aging");
+    let m = manifest(broker.cfg.admin_listen, "aging");
     let victim = m.segments()[1].clone();
     let mut raw = tier.get(&victim.log_key).await.expect("victim").to_vec();
     let mid = raw.len() / 2;

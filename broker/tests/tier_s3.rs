@@ -18,7 +18,6 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use strata_broker::config::BrokerConfig;
-use strata_broker::tier::manifest::RemoteManifest;
 use strata_broker::tier::store::{TierBackend, TierStore};
 use strata_e2e::binaries::Binaries;
 use strata_e2e::s3::S3Server;
@@ -156,22 +155,20 @@ async fn closed_segments_reach_s3_in_order_and_resume_after_restart() {
     assert_eq!(r.topics[0].error_code, 0);
     produce(&mut c, 0, 60).await;
 
-    let manifest_path = data.path().join("tiered-0").join("remote-manifest.json");
-    let wait_segments = |n: usize| {
-        let p = manifest_path.clone();
-        async move {
-            for _ in 0..150 {
-                if RemoteManifest::load(&p)
-                    .map(|m| m.segments().len())
-                    .unwrap_or(0)
-                    >= n
-                {
-                    return RemoteManifest::load(&p).expect("manifest");
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+    // The committed remote log, from the broker's metadata quorum.
+    let admin = cfg.admin_listen;
+    let wait_segments = |n: usize| async move {
+        for _ in 0..150 {
+            let m = common::describe_partition(admin, "tiered", 0)
+                .await
+                .map(|d| common::remote_log(&d))
+                .unwrap_or_default();
+            if m.segments().len() >= n {
+                return m;
             }
-            panic!("fewer than {n} segments uploaded in time");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        panic!("fewer than {n} segments uploaded in time");
     };
     let m = wait_segments(5).await;
     assert_eq!(m.start_offset(), Some(0));
@@ -221,11 +218,11 @@ async fn closed_segments_reach_s3_in_order_and_resume_after_restart() {
         .segments()
         .windows(2)
         .all(|w| w[0].end_offset == w[1].base_offset));
+    let m3 = wait_segments(m2.segments().len()).await;
     stop(broker).await;
-    // Every committed segment has its object; the only objects not in the manifest
-    // can be an upload that was in flight at shutdown, past the manifest's end (it
-    // is re-uploaded under the same key and committed on the next pass).
-    let m3 = RemoteManifest::load(&manifest_path).expect("manifest");
+    // Every committed segment has its object; the only objects not in the remote log
+    // can be uploads that were in flight (or committed) after it was read, past its
+    // end (an interrupted one is re-uploaded under the same key on the next pass).
     let keys = store.list("").await.expect("list");
     for seg in m3.segments() {
         assert!(
@@ -244,6 +241,7 @@ async fn closed_segments_reach_s3_in_order_and_resume_after_restart() {
             .rsplit('/')
             .next()
             .and_then(|f| f.strip_suffix(".log"))
+            .and_then(|f| f.split('-').next())
             .and_then(|b| b.parse().ok())
             .expect("base");
         assert!(

@@ -50,15 +50,20 @@ fn status(e: MetadataError) -> Status {
     }
 }
 
-/// (first offset in the tier or -1, bytes in the tier) of a partition.
-fn remote_of(p: &crate::partition::Partition) -> (i64, i64) {
-    match crate::tier::uploader::manifest_of(p) {
-        Ok(m) => (m.start_offset().unwrap_or(-1), m.size_bytes() as i64),
-        Err(_) => (-1, 0),
+fn remote_segment(s: &crate::metadata::remote_log::RemoteSegment) -> RemoteSegmentDescription {
+    RemoteSegmentDescription {
+        base_offset: s.base_offset,
+        end_offset: s.end_offset,
+        max_timestamp: s.max_timestamp,
+        size_bytes: i64::try_from(s.size_bytes).unwrap_or(i64::MAX),
+        leader_epoch: s.leader_epoch,
+        log_key: s.log_key.clone(),
     }
 }
 
-fn describe_topic(broker: &Broker, t: &TopicState) -> TopicDescription {
+/// A topic as this broker sees it; `remote_segments` lists each partition's remote
+/// segments too.
+fn describe_topic(broker: &Broker, t: &TopicState, remote_segments: bool) -> TopicDescription {
     let state = broker.cluster();
     let meta = state.topics.get(&t.record.name);
     TopicDescription {
@@ -82,8 +87,18 @@ fn describe_topic(broker: &Broker, t: &TopicState) -> TopicDescription {
                     high_watermark: -1,
                     local_start_offset: -1,
                     remote_start_offset: -1,
+                    remote_end_offset: -1,
                     ..Default::default()
                 };
+                // What is remote comes from the quorum, so every broker knows it.
+                if let Some(remote) = pm.map(|p| &p.remote) {
+                    d.remote_start_offset = remote.start_offset().unwrap_or(-1);
+                    d.remote_end_offset = remote.end_offset().unwrap_or(-1);
+                    d.remote_size_bytes = i64::try_from(remote.size_bytes()).unwrap_or(i64::MAX);
+                    if remote_segments {
+                        d.remote_segments = remote.segments().iter().map(remote_segment).collect();
+                    }
+                }
                 // Offsets and sizes come from the local replica, when there is one.
                 if let Some(p) = t.partition(i) {
                     d.log_start_offset = p.log_start_offset();
@@ -91,9 +106,6 @@ fn describe_topic(broker: &Broker, t: &TopicState) -> TopicDescription {
                     d.high_watermark = p.high_watermark();
                     d.size_bytes = p.size_bytes() as i64;
                     d.local_start_offset = p.log_start_offset();
-                    let (remote_start, remote_size) = remote_of(p);
-                    d.remote_start_offset = remote_start;
-                    d.remote_size_bytes = remote_size;
                 }
                 d
             })
@@ -219,7 +231,7 @@ impl Admin for AdminService {
             .create_topic(&r.name, r.partitions, rf, configs, r.validate_only)
             .await
             .map_err(status)?;
-        Ok(Response::new(describe_topic(&self.broker, &t)))
+        Ok(Response::new(describe_topic(&self.broker, &t, false)))
     }
 
     async fn delete_topic(
@@ -241,7 +253,7 @@ impl Admin for AdminService {
         r: Request<DescribeTopicRequest>,
     ) -> Result<Response<TopicDescription>, Status> {
         let t = self.topic(&r.into_inner().name)?;
-        Ok(Response::new(describe_topic(&self.broker, &t)))
+        Ok(Response::new(describe_topic(&self.broker, &t, true)))
     }
 
     async fn list_topics(
@@ -254,7 +266,7 @@ impl Admin for AdminService {
             .all_topics()
             .iter()
             .filter(|t| include_internal || !t.record.internal)
-            .map(|t| describe_topic(&self.broker, t))
+            .map(|t| describe_topic(&self.broker, t, false))
             .collect();
         Ok(Response::new(ListTopicsResponse { topics }))
     }
@@ -276,7 +288,7 @@ impl Admin for AdminService {
             .await
             .map_err(status)?;
         let t = self.topic(&r.name)?;
-        Ok(Response::new(describe_topic(&self.broker, &t)))
+        Ok(Response::new(describe_topic(&self.broker, &t, false)))
     }
 
     async fn add_partitions(
@@ -290,7 +302,7 @@ impl Admin for AdminService {
             .await
             .map_err(status)?;
         let t = self.topic(&r.name)?;
-        Ok(Response::new(describe_topic(&self.broker, &t)))
+        Ok(Response::new(describe_topic(&self.broker, &t, false)))
     }
 
     async fn list_groups(

@@ -211,6 +211,10 @@ fn print_topic(t: &TopicDescription, out: Output) -> Result<(), String> {
             "LOG-START",
             "HIGH-WATERMARK",
             "BYTES",
+            "LOCAL-START",
+            "TIER-START",
+            "TIER-END",
+            "TIER-BYTES",
         ],
         t.partition_details
             .iter()
@@ -223,6 +227,10 @@ fn print_topic(t: &TopicDescription, out: Output) -> Result<(), String> {
                     p.log_start_offset.to_string(),
                     p.high_watermark.to_string(),
                     p.size_bytes.to_string(),
+                    p.local_start_offset.to_string(),
+                    p.remote_start_offset.to_string(),
+                    p.remote_end_offset.to_string(),
+                    p.remote_size_bytes.to_string(),
                 ]
             })
             .collect(),

@@ -5,7 +5,7 @@
 //! Without a tier, `retention.ms` / `retention.bytes` delete segments for good. For a
 //! topic with `remote.storage.enable`, local disk only holds the tail: a closed segment
 //! goes once it is beyond `local.retention.ms|bytes` (or total retention) *and* its
-//! upload is committed in the remote manifest, so a segment the tier does not have yet
+//! upload is committed in the metadata quorum, so a segment the tier does not have yet
 //! — during an object-store outage, say — is never deleted. Total retention of the
 //! remote copy is the tier's job (`tier::service`).
 

@@ -6,10 +6,15 @@
 //! leader election — are pure functions over this state, unit- and property-tested.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
+use super::remote_log::{RemoteLog, RemoteSegment};
 use super::{MetadataError, TopicRecord};
+
+mod remote;
 
 /// Producer ids are handed out to brokers in blocks of this size.
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
@@ -45,6 +50,10 @@ pub struct PartitionState {
     pub isr: Vec<i32>,
     /// Target replica list of an in-flight reassignment.
     pub target: Option<Vec<i32>>,
+    /// What of the partition is in the tier (shared, so publishing the state after
+    /// every command does not copy segment lists).
+    #[serde(default)]
+    pub remote: Arc<RemoteLog>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +127,39 @@ pub enum Command {
     AllocateProducerIds {
         broker: i32,
     },
+    /// The partition leader uploaded `segment`; accepted only from the current leader
+    /// epoch and when it continues the remote log (a re-commit of an identical entry is
+    /// a no-op).
+    CommitRemoteSegment {
+        topic: String,
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+        segment: RemoteSegment,
+    },
+    /// Total retention: the leader drops the oldest remote segments ending at or
+    /// before `through` (their objects are deleted afterwards).
+    ExpireRemoteSegments {
+        topic: String,
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+        through: i64,
+    },
+    /// Migration: the leader hands over a remote log recorded before the quorum
+    /// carried it (a former `remote-manifest.json`); accepted only while the
+    /// partition's remote log is still empty.
+    AdoptRemoteLog {
+        topic: String,
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+        log: RemoteLog,
+    },
+    /// The remote objects of a deleted topic are gone.
+    ForgetRemoteTopic {
+        topic_id: Uuid,
+    },
 }
 
 /// What applying a command produced, beyond the state change.
@@ -132,6 +174,9 @@ pub struct ClusterState {
     pub brokers: BTreeMap<i32, BrokerInfo>,
     pub topics: BTreeMap<String, TopicMeta>,
     pub next_producer_id: i64,
+    /// Deleted topics whose remote objects are still to be removed: id → name.
+    #[serde(default)]
+    pub remote_deletions: BTreeMap<Uuid, String>,
 }
 
 fn unknown_partition(topic: &str, partition: i32) -> MetadataError {
@@ -187,6 +232,7 @@ impl ClusterState {
             },
             replicas,
             target: None,
+            remote: Arc::default(),
         }
     }
 
@@ -285,9 +331,13 @@ impl ClusterState {
                     .insert(record.name.clone(), TopicMeta { record, partitions });
             }
             Command::DeleteTopic { name } => {
-                self.topics
+                let t = self
+                    .topics
                     .remove(&name)
                     .ok_or(MetadataError::UnknownTopic(name))?;
+                if remote::has_remote_data(&t) {
+                    self.remote_deletions.insert(t.record.id, t.record.name);
+                }
             }
             Command::AddPartitions { name, assignment } => {
                 self.check_assignment(&assignment)?;
@@ -376,6 +426,30 @@ impl ClusterState {
                 };
                 p.isr.retain(|r| target.contains(r));
                 p.replicas = target;
+            }
+            Command::CommitRemoteSegment {
+                topic,
+                topic_id,
+                partition,
+                leader_epoch,
+                segment,
+            } => self.commit_remote_segment(&topic, topic_id, partition, leader_epoch, segment)?,
+            Command::ExpireRemoteSegments {
+                topic,
+                topic_id,
+                partition,
+                leader_epoch,
+                through,
+            } => self.expire_remote_segments(&topic, topic_id, partition, leader_epoch, through)?,
+            Command::AdoptRemoteLog {
+                topic,
+                topic_id,
+                partition,
+                leader_epoch,
+                log,
+            } => self.adopt_remote_log(&topic, topic_id, partition, leader_epoch, log)?,
+            Command::ForgetRemoteTopic { topic_id } => {
+                self.remote_deletions.remove(&topic_id);
             }
             Command::AllocateProducerIds { broker: _ } => {
                 let start = self.next_producer_id;

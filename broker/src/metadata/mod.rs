@@ -3,6 +3,7 @@
 //! drives.
 
 pub mod cluster;
+pub mod remote_log;
 pub mod topic_config;
 
 use std::collections::BTreeMap;

@@ -329,7 +329,7 @@ impl ChunkCache {
             return Err(TierReadError::Corrupt {
                 key: key.to_string(),
                 reason: format!(
-                    "object is shorter than its manifest entry: asked {start}..{end}, got {} bytes",
+                    "object is shorter than its remote log entry: asked {start}..{end}, got {} bytes",
                     data.len()
                 ),
             });

@@ -1,6 +1,7 @@
 //! The remote read path: Fetch and ListOffsets below the local log start are answered
-//! from the tier. The partition's manifest names the remote segment; its uploaded
-//! offset (or time) index says where in the object to start; the bytes come through
+//! from the tier. The partition's remote log, as committed in the metadata quorum,
+//! names the remote segment; its uploaded offset (or time) index says where in the
+//! object to start; the bytes come through
 //! the chunk cache as ranged GETs, with read-ahead of the following chunks so a
 //! consumer catching up streams instead of waiting for each GET.
 //!
@@ -16,10 +17,10 @@ use bytes::Bytes;
 use opentelemetry::KeyValue;
 use tracing::warn;
 
-use super::manifest::{RemoteManifest, RemoteSegment};
 use super::service::Tier;
 use crate::log::batch::{self, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
 use crate::log::index::{self, OffsetEntry, TimeEntry};
+use crate::metadata::remote_log::{RemoteLog, RemoteSegment};
 use crate::partition::Partition;
 
 /// Longest a fetch waits for the tier, well inside clients' request timeout (30 s).
@@ -87,12 +88,12 @@ impl Tier {
         min_one: bool,
     ) -> Result<RemoteFetch, TierReadError> {
         let started = Instant::now();
-        let manifest = self.manifest(topic_id, p);
+        let remote = self.remote_log(topic_id, p);
         let labels = [KeyValue::new("topic", p.topic.to_string())];
-        let result = match manifest.find(offset) {
+        let result = match remote.find(offset) {
             None => Ok(RemoteFetch::OutOfRange),
             Some(seg) => {
-                let read = self.read_batches(&manifest, seg, offset, max_bytes, min_one);
+                let read = self.read_batches(&remote, seg, offset, max_bytes, min_one);
                 match tokio::time::timeout(READ_TIMEOUT, read).await {
                     Ok(r) => r.map(RemoteFetch::Records),
                     // Downloads carry on in the background; the client retries.
@@ -114,7 +115,7 @@ impl Tier {
             Err(e) => {
                 // Retention may have removed the segment while we read it.
                 if self
-                    .manifest(topic_id, p)
+                    .remote_log(topic_id, p)
                     .start_offset()
                     .is_none_or(|s| offset < s)
                 {
@@ -139,7 +140,7 @@ impl Tier {
 
     async fn read_batches(
         &self,
-        manifest: &RemoteManifest,
+        remote: &RemoteLog,
         seg: &RemoteSegment,
         offset: i64,
         max_bytes: usize,
@@ -180,7 +181,7 @@ impl Tier {
         };
         let whole = check_batches(seg, &data, first.base_offset)?;
         data.truncate(whole);
-        self.read_ahead(manifest, seg, &key, pos + whole as u64);
+        self.read_ahead(remote, seg, &key, pos + whole as u64);
         Ok(data)
     }
 
@@ -221,13 +222,7 @@ impl Tier {
 
     /// Starts downloading the chunks after `next_pos`, continuing into the next remote
     /// segment when this one ends.
-    fn read_ahead(
-        &self,
-        manifest: &RemoteManifest,
-        seg: &RemoteSegment,
-        key: &Arc<str>,
-        next_pos: u64,
-    ) {
+    fn read_ahead(&self, remote: &RemoteLog, seg: &RemoteSegment, key: &Arc<str>, next_pos: u64) {
         let c = self.cache.chunk_bytes();
         let mut left = u64::from(self.read_ahead);
         if left == 0 {
@@ -241,7 +236,7 @@ impl Tier {
             left -= 1;
         }
         if left > 0 {
-            if let Some(next) = manifest.find(seg.end_offset) {
+            if let Some(next) = remote.find(seg.end_offset) {
                 let next_key: Arc<str> = Arc::from(next.log_key.as_str());
                 for i in 0..left {
                     self.cache
@@ -299,8 +294,8 @@ impl Tier {
         below: i64,
         ts: i64,
     ) -> Result<Option<(i64, i64)>, TierReadError> {
-        let manifest = self.manifest(topic_id, p);
-        let result = self.search_timestamp(&manifest, below, ts).await;
+        let remote = self.remote_log(topic_id, p);
+        let result = self.search_timestamp(&remote, below, ts).await;
         if let Err(e) = &result {
             self.count_error(&p.topic, e);
             warn!(topic = %p.topic, partition = p.index, ts, error = %e, "timestamp lookup in the tier failed");
@@ -315,7 +310,7 @@ impl Tier {
         p: &Partition,
         below: i64,
     ) -> Option<i64> {
-        self.manifest(topic_id, p)
+        self.remote_log(topic_id, p)
             .segments()
             .iter()
             .filter(|s| s.end_offset <= below && s.max_timestamp >= 0)
@@ -325,11 +320,11 @@ impl Tier {
 
     async fn search_timestamp(
         &self,
-        manifest: &RemoteManifest,
+        remote: &RemoteLog,
         below: i64,
         ts: i64,
     ) -> Result<Option<(i64, i64)>, TierReadError> {
-        for seg in manifest.segments() {
+        for seg in remote.segments() {
             if seg.end_offset > below {
                 break;
             }
@@ -409,6 +404,7 @@ mod tests {
     use crate::log::{LogConfig, PartitionLog, ValidatedRecords};
     use crate::metadata::TopicRecord;
     use crate::telemetry::Metrics;
+    use crate::tier::catalog::LocalCatalog;
 
     fn batch(i: i64) -> Vec<u8> {
         crate::log::batch::tests::make_batch(0, 4, 1_000 + i * 10, &[i as u8; 900])
@@ -419,6 +415,7 @@ mod tests {
         cfg: BrokerConfig,
         rec: TopicRecord,
         p: Partition,
+        catalog: Arc<LocalCatalog>,
     }
 
     /// A tiered partition of 300 batches in 8 KiB segments, uploaded, with local
@@ -461,7 +458,6 @@ mod tests {
             all.extend_from_slice(&chunk);
         }
         let backend = cfg.tier_backend(&|_| None).unwrap().unwrap();
-        let tier = Tier::open(&cfg, &backend, &Metrics::new().unwrap()).unwrap();
         let rec = TopicRecord {
             name: "t".into(),
             id: uuid::Uuid::new_v4(),
@@ -470,6 +466,8 @@ mod tests {
             configs: Default::default(),
             internal: false,
         };
+        let catalog = Arc::new(LocalCatalog::with_topic(&rec).unwrap());
+        let tier = Tier::open(&cfg, &backend, &Metrics::new().unwrap(), catalog.clone()).unwrap();
         tier.pass_partition(&rec, &p).await;
         assert!(
             p.apply_retention(0).unwrap() > 0,
@@ -481,6 +479,7 @@ mod tests {
             cfg,
             rec,
             p,
+            catalog,
         };
         (s, tier, all)
     }
@@ -540,7 +539,7 @@ mod tests {
     #[tokio::test]
     async fn corrupt_or_missing_objects_are_errors_for_that_read() {
         let (s, tier, _) = setup().await;
-        let m = tier.manifest(&s.rec.id, &s.p);
+        let m = tier.remote_log(&s.rec.id, &s.p);
         let segs = m.segments();
         assert!(segs.len() >= 4);
         // Flip bytes in the middle of the second segment's data.
@@ -558,7 +557,13 @@ mod tests {
         tier.store.delete(&segs[2].log_key).await.unwrap();
         // A fresh tier (cold cache) reads them.
         let backend = s.cfg.tier_backend(&|_| None).unwrap().unwrap();
-        let cold = Tier::open(&s.cfg, &backend, &Metrics::new().unwrap()).unwrap();
+        let cold = Tier::open(
+            &s.cfg,
+            &backend,
+            &Metrics::new().unwrap(),
+            s.catalog.clone(),
+        )
+        .unwrap();
         let mut errors = Vec::new();
         let mut off = victim.base_offset;
         while off < segs[1].end_offset {

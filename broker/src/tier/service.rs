@@ -1,16 +1,18 @@
-//! The tier as the broker sees it: the object store, the chunk cache, the committed
-//! manifest of every tiered partition (cached in memory, the file in the partition
-//! directory being the source of truth) and the periodic pass that uploads closed
-//! segments, applies total retention to the remote copy and removes the prefixes of
-//! deleted topics.
+//! The tier as the broker sees it: the object store, the chunk cache, and the
+//! periodic pass that uploads closed segments of the partitions led here, applies
+//! total retention to their remote copy, lets every replica (leader or follower)
+//! delete locally what the tier holds, and removes the remote data of deleted topics.
 //!
-//! Order within a pass matters for safety: a segment is uploaded, committed to the
-//! manifest file, published to the in-memory manifest readers use, and only then is
-//! the partition told that the tier reaches that far, which is what allows local
-//! retention to delete the local copy. A reader therefore never finds a gap between
-//! the remote and the local log.
+//! What is remote is recorded in the metadata quorum (the partition's remote log in
+//! [`ClusterState`](crate::metadata::cluster::ClusterState), reached through the
+//! [`Catalog`]), never decided locally, so any future leader continues exactly where
+//! the committed remote log ends.
+//!
+//! Order within a pass matters for safety: a segment is uploaded, committed through
+//! the quorum (and applied here), and only then is the partition told that the tier
+//! reaches that far, which is what allows local retention to delete the local copy.
+//! A reader therefore never finds a gap between the remote and the local log.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,13 +21,15 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::cache::{ChunkCache, Lru};
-use super::manifest::RemoteManifest;
+use super::catalog::{self, Catalog};
 use super::metrics::TierMetrics;
 use super::store::{TierBackend, TierStore};
 use super::uploader::{self, MANIFEST_FILE};
 use crate::broker::{now_ms, Broker};
 use crate::config::BrokerConfig;
 use crate::log::index::OffsetEntry;
+use crate::metadata::cluster::Command;
+use crate::metadata::remote_log::RemoteLog;
 use crate::metadata::{topic_config, TopicRecord};
 use crate::partition::Partition;
 use crate::telemetry::Metrics;
@@ -40,8 +44,9 @@ pub struct Tier {
     pub(super) indexes: Mutex<Lru<Arc<str>, Arc<Vec<OffsetEntry>>>>,
     pub(super) read_ahead: u32,
     pub metrics: TierMetrics,
-    manifests: Mutex<HashMap<(Uuid, i32), Arc<RemoteManifest>>>,
-    /// Marker files of deleted topics whose remote prefix is still to be removed.
+    catalog: Arc<dyn Catalog>,
+    /// Marker files of topics deleted before the quorum recorded pending remote
+    /// deletions; still drained.
     pending_deletes: PathBuf,
 }
 
@@ -56,6 +61,7 @@ impl Tier {
         config: &BrokerConfig,
         backend: &TierBackend,
         metrics: &Metrics,
+        catalog: Arc<dyn Catalog>,
     ) -> anyhow::Result<Arc<Tier>> {
         let tm = TierMetrics::new(&metrics.meter());
         let store = TierStore::new(backend, &config.tier_prefix)?
@@ -69,54 +75,34 @@ impl Tier {
         )
         .map_err(|e| anyhow::anyhow!("cannot open tier cache {}: {e}", cache_dir.display()))?;
         let pending_deletes = config.data_dir.join("tier-deletes");
-        std::fs::create_dir_all(&pending_deletes)
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", pending_deletes.display()))?;
         Ok(Arc::new(Tier {
             store,
             cache: Arc::new(cache),
             indexes: Mutex::new(Lru::new(INDEX_CACHE_BYTES)),
             read_ahead: config.tier_read_ahead_chunks,
             metrics: tm,
-            manifests: Mutex::new(HashMap::new()),
+            catalog,
             pending_deletes,
         }))
     }
 
-    /// The committed manifest of a partition (empty when nothing was uploaded).
-    pub fn manifest(&self, topic_id: &Uuid, p: &Partition) -> Arc<RemoteManifest> {
-        let key = (*topic_id, p.index);
-        if let Some(m) = self.manifests.lock().get(&key) {
-            return Arc::clone(m);
-        }
-        let m = match RemoteManifest::load(&p.dir().join(MANIFEST_FILE)) {
-            Ok(m) => m,
-            Err(e) => {
-                warn!(topic = %p.topic, partition = p.index, error = %e, "cannot read the remote manifest");
-                return Arc::new(RemoteManifest::default());
-            }
-        };
-        let m = Arc::new(m);
-        self.manifests.lock().insert(key, Arc::clone(&m));
-        m
-    }
-
-    fn publish(&self, topic_id: &Uuid, p: &Partition, m: RemoteManifest) {
-        self.manifests
-            .lock()
-            .insert((*topic_id, p.index), Arc::new(m));
+    /// The committed remote log of a partition (empty when nothing was uploaded).
+    pub fn remote_log(&self, topic_id: &Uuid, p: &Partition) -> Arc<RemoteLog> {
+        catalog::remote_log(&self.catalog.state(), &p.topic, topic_id, p.index).unwrap_or_default()
     }
 
     /// The first offset a client can read: the tier's start when it holds older data
     /// than local disk.
     pub fn log_start_offset(&self, topic_id: &Uuid, p: &Partition, local_start: i64) -> i64 {
-        match self.manifest(topic_id, p).start_offset() {
+        match self.remote_log(topic_id, p).start_offset() {
             Some(s) if s < local_start => s,
             _ => local_start,
         }
     }
 
-    /// One pass: remote prefixes of deleted topics, then for every tiered partition
-    /// upload, local-deletion bound, total retention of the remote copy and upload lag.
+    /// One pass: remote data of deleted topics, then for every tiered partition led
+    /// here upload, total retention of the remote copy and upload lag; and on every
+    /// replica the local-deletion bound from the committed remote log.
     pub async fn run_pass(&self, broker: &Broker) {
         self.remove_deleted_topics().await;
         for t in broker.all_topics() {
@@ -125,43 +111,47 @@ impl Tier {
             {
                 continue;
             }
-            // The leader uploads and manages the remote copy.
-            for p in t.local().filter(|p| p.is_leader()) {
-                self.pass_partition(&t.record, p).await;
+            for p in t.local() {
+                if p.is_leader() {
+                    self.pass_partition(&t.record, p).await;
+                } else if let Some(end) = self.remote_log(&t.record.id, p).end_offset() {
+                    // A follower deletes locally only what the tier is known to hold.
+                    p.set_remote_end_offset(end);
+                }
             }
         }
     }
 
     pub(crate) async fn pass_partition(&self, rec: &TopicRecord, p: &Partition) {
         let labels = Metrics::topic(&rec.name);
-        let mut manifest = (*self.manifest(&rec.id, p)).clone();
-        match uploader::upload_partition(&self.store, p, &rec.id, p.leader_epoch(), &mut manifest)
-            .await
-        {
+        self.migrate_manifest_file(rec, p).await;
+        let epoch = p.leader_epoch();
+        match uploader::upload_partition(&self.store, &*self.catalog, p, &rec.id, epoch).await {
             Ok(r) => {
                 self.metrics
                     .uploaded_segments
                     .add(r.uploaded_segments as u64, &labels);
                 self.metrics.uploaded_bytes.add(r.uploaded_bytes, &labels);
+                if r.uploaded_segments > 0 {
+                    self.publish_manifest(rec, p).await;
+                }
             }
             Err(e) => {
                 self.metrics.upload_errors.add(1, &labels);
-                warn!(topic = %rec.name, partition = p.index, error = %e, "tier upload failed; will retry");
-                // What was committed before the error is on disk; re-read it.
-                manifest = RemoteManifest::load(&p.dir().join(MANIFEST_FILE))
-                    .unwrap_or_else(|_| (*self.manifest(&rec.id, p)).clone());
+                warn!(topic = %rec.name, partition = p.index, leader_epoch = epoch, error = %e,
+                    "tier upload failed; will retry");
             }
         }
-        let end = manifest.end_offset();
-        self.publish(&rec.id, p, manifest.clone());
+        let remote = self.remote_log(&rec.id, p);
+        let end = remote.end_offset();
         if let Some(end) = end {
             p.set_remote_end_offset(end);
         }
-        self.expire_remote(rec, p, manifest).await;
+        self.expire_remote(rec, p, &remote).await;
         let closed = p.closed_segments();
         let waiting: Vec<_> = closed
             .iter()
-            .filter(|s| end.is_none_or(|e| s.base_offset >= e))
+            .filter(|s| end.is_none_or(|e| s.end_offset > e))
             .collect();
         let plabels = TierMetrics::partition(&rec.name, p.index);
         self.metrics
@@ -172,15 +162,70 @@ impl Tier {
             .record(waiting.iter().map(|s| s.size_bytes).sum(), &plabels);
     }
 
-    /// Applies `retention.ms|bytes` to the remote copy: the manifest loses the expired
+    async fn publish_manifest(&self, rec: &TopicRecord, p: &Partition) {
+        if let Err(e) =
+            uploader::publish_manifest(&self.store, &*self.catalog, &rec.name, &rec.id, p.index)
+                .await
+        {
+            warn!(topic = %rec.name, partition = p.index, error = %e, "cannot copy the remote log manifest to the tier");
+        }
+    }
+
+    /// Hands a `remote-manifest.json` left in the partition directory by a broker
+    /// version that kept the remote log there over to the quorum (when the quorum
+    /// knows nothing remote for the partition yet), then renames it `*.migrated`.
+    async fn migrate_manifest_file(&self, rec: &TopicRecord, p: &Partition) {
+        let path = p.dir().join(MANIFEST_FILE);
+        let raw = match std::fs::read(&path) {
+            Ok(raw) => raw,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "cannot read a former remote manifest");
+                return;
+            }
+        };
+        let done = path.with_extension("json.migrated");
+        let legacy: RemoteLog = match serde_json::from_slice(&raw) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "ignoring an unreadable former remote manifest");
+                let _ = std::fs::rename(&path, path.with_extension("json.unreadable"));
+                return;
+            }
+        };
+        let current = self.remote_log(&rec.id, p);
+        if current.is_pristine() && !legacy.is_pristine() {
+            let cmd = Command::AdoptRemoteLog {
+                topic: rec.name.clone(),
+                topic_id: rec.id,
+                partition: p.index,
+                leader_epoch: p.leader_epoch(),
+                log: legacy.clone(),
+            };
+            if let Err(e) = self.catalog.propose(cmd).await {
+                warn!(topic = %rec.name, partition = p.index, error = %e, "cannot migrate the remote manifest to the quorum yet");
+                return;
+            }
+            info!(topic = %rec.name, partition = p.index, segments = legacy.segments().len(),
+                end = ?legacy.end_offset(), "migrated the remote manifest into the metadata quorum");
+        } else if *current != legacy {
+            warn!(topic = %rec.name, partition = p.index,
+                "the metadata quorum already records the remote log; ignoring the former manifest file");
+        }
+        if let Err(e) = std::fs::rename(&path, &done) {
+            warn!(path = %path.display(), error = %e, "cannot rename the migrated remote manifest");
+        }
+    }
+
+    /// Applies `retention.ms|bytes` to the remote copy: the quorum drops the expired
     /// segments first (readers stop finding them), then the objects are deleted.
-    async fn expire_remote(&self, rec: &TopicRecord, p: &Partition, mut manifest: RemoteManifest) {
+    async fn expire_remote(&self, rec: &TopicRecord, p: &Partition, remote: &RemoteLog) {
         let cfg = p.log_config();
         if cfg.retention_ms < 0 && cfg.retention_bytes < 0 {
             return;
         }
         // Local bytes the tier does not hold yet count towards the total too.
-        let end = manifest.end_offset().unwrap_or(i64::MIN);
+        let end = remote.end_offset().unwrap_or(i64::MIN);
         let uploaded_local: u64 = p
             .closed_segments()
             .iter()
@@ -188,26 +233,34 @@ impl Tier {
             .map(|s| s.size_bytes)
             .sum();
         let local_only = p.size_bytes().saturating_sub(uploaded_local);
-        let removed = manifest.expire(now_ms(), cfg.retention_ms, cfg.retention_bytes, local_only);
-        if removed.is_empty() {
+        let Some(through) =
+            remote.expiry_point(now_ms(), cfg.retention_ms, cfg.retention_bytes, local_only)
+        else {
+            return;
+        };
+        let cmd = Command::ExpireRemoteSegments {
+            topic: rec.name.clone(),
+            topic_id: rec.id,
+            partition: p.index,
+            leader_epoch: p.leader_epoch(),
+            through,
+        };
+        if let Err(e) = self.catalog.propose(cmd).await {
+            warn!(topic = %rec.name, partition = p.index, error = %e, "cannot commit remote retention; will retry");
             return;
         }
-        let path = p.dir().join(MANIFEST_FILE);
-        if let Err(e) = manifest.save(&path) {
-            warn!(topic = %rec.name, partition = p.index, error = %e, "cannot save the manifest after retention");
-            return;
-        }
-        self.publish(&rec.id, p, manifest);
-        if let Err(e) = uploader::publish_manifest(&self.store, p, &rec.id, &path).await {
-            warn!(topic = %rec.name, partition = p.index, error = %e, "cannot copy the manifest to the tier");
-        }
+        self.publish_manifest(rec, p).await;
+        let removed: Vec<_> = remote
+            .segments()
+            .iter()
+            .filter(|s| s.end_offset <= through)
+            .collect();
+        // Counted once the quorum dropped them; the objects follow.
+        self.metrics
+            .remote_segments_deleted
+            .add(removed.len() as u64, &Metrics::topic(&rec.name));
         for seg in &removed {
-            for key in [
-                seg.log_key.clone(),
-                seg.index_key(),
-                seg.time_index_key(),
-                seg.snapshot_key(),
-            ] {
+            for key in seg.keys() {
                 if let Err(e) = self.store.delete(&key).await {
                     warn!(%key, error = %e, "cannot delete an expired remote object; it is orphaned");
                 }
@@ -215,23 +268,33 @@ impl Tier {
             info!(topic = %rec.name, partition = p.index, base = seg.base_offset, end = seg.end_offset,
                 "total retention deleted remote segment");
         }
-        self.metrics
-            .remote_segments_deleted
-            .add(removed.len() as u64, &Metrics::topic(&rec.name));
     }
 
-    /// Records that a deleted topic's remote prefix must go; the next pass removes
-    /// it (and retries until the object store lets it).
-    pub fn schedule_topic_deletion(&self, rec: &TopicRecord) {
-        self.manifests.lock().retain(|(id, _), _| *id != rec.id);
-        let prefix = topic_prefix(&rec.name, &rec.id);
-        let marker = self.pending_deletes.join(rec.id.simple().to_string());
-        if let Err(e) = std::fs::write(&marker, &prefix) {
-            warn!(topic = %rec.name, error = %e, "cannot record the pending deletion of the topic's remote data");
-        }
-    }
-
+    /// Removes the remote prefixes of deleted topics the quorum lists (on the
+    /// controller), forgetting each once it is gone; retried on later passes while the
+    /// object store is unreachable. Also drains markers of the former local scheme.
     async fn remove_deleted_topics(&self) {
+        if self.catalog.removes_deleted_topics() {
+            let pending = self.catalog.state().remote_deletions.clone();
+            for (id, name) in pending {
+                let prefix = topic_prefix(&name, &id);
+                match self.store.delete_prefix(&prefix).await {
+                    Ok(n) => {
+                        info!(%prefix, objects = n, "deleted the remote data of a deleted topic");
+                        if let Err(e) = self
+                            .catalog
+                            .propose(Command::ForgetRemoteTopic { topic_id: id })
+                            .await
+                        {
+                            warn!(%prefix, error = %e, "cannot record the removal of a deleted topic's remote data");
+                        }
+                    }
+                    Err(e) => {
+                        warn!(%prefix, error = %e, "cannot delete a deleted topic's remote data yet; will retry")
+                    }
+                }
+            }
+        }
         let Ok(entries) = std::fs::read_dir(&self.pending_deletes) else {
             return;
         };
@@ -257,7 +320,7 @@ impl Tier {
         }
     }
 
-    /// Directory of pending topic deletions (for tests).
+    /// Directory of pending topic deletions of the former local scheme.
     pub fn pending_deletes_dir(&self) -> &Path {
         &self.pending_deletes
     }
@@ -299,5 +362,87 @@ mod tests {
         assert!(
             uploader::partition_prefix("orders", &id, 3).starts_with(&topic_prefix("orders", &id))
         );
+    }
+}
+
+#[cfg(test)]
+mod migration_tests {
+    use super::*;
+    use crate::log::{LogConfig, PartitionLog, ValidatedRecords};
+    use crate::metadata::remote_log::RemoteSegment;
+    use crate::tier::catalog::LocalCatalog;
+
+    fn setup() -> (tempfile::TempDir, BrokerConfig, TopicRecord, Partition) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            tier_dir: dir.path().join("tier").to_string_lossy().into_owned(),
+            ..BrokerConfig::default()
+        };
+        let rec = TopicRecord {
+            name: "t".into(),
+            id: Uuid::new_v4(),
+            partitions: 1,
+            replication_factor: 1,
+            configs: Default::default(),
+            internal: false,
+        };
+        let log =
+            PartitionLog::open(&dir.path().join("t-0"), LogConfig::default(), true, 0).unwrap();
+        let p = Partition::standalone(Arc::from("t"), 0, log);
+        let b = crate::log::batch::tests::make_batch(0, 5, 1000, &[1; 100]);
+        p.append(ValidatedRecords::new(&b, 1 << 20).unwrap(), 0)
+            .unwrap();
+        (dir, cfg, rec, p)
+    }
+
+    fn legacy(ts: i64) -> RemoteLog {
+        let mut m = RemoteLog::default();
+        for (b, e) in [(0, 100), (100, 250)] {
+            m.commit(RemoteSegment {
+                base_offset: b,
+                end_offset: e,
+                max_timestamp: ts,
+                size_bytes: 10,
+                leader_epoch: 0,
+                log_key: format!("t-x/0/{b:020}.log"),
+            })
+            .unwrap();
+        }
+        m
+    }
+
+    #[tokio::test]
+    async fn a_former_manifest_file_is_adopted_by_the_quorum_once() {
+        let (_dir, cfg, rec, p) = setup();
+        // Recent enough that total retention (7 days by default) keeps it.
+        let want = legacy(now_ms());
+        let path = p.dir().join(MANIFEST_FILE);
+        std::fs::write(&path, serde_json::to_vec(&want.clone()).unwrap()).unwrap();
+        let catalog = Arc::new(LocalCatalog::with_topic(&rec).unwrap());
+        let backend = cfg.tier_backend(&|_| None).unwrap().unwrap();
+        let tier = Tier::open(&cfg, &backend, &Metrics::new().unwrap(), catalog.clone()).unwrap();
+        tier.pass_partition(&rec, &p).await;
+        assert_eq!(*tier.remote_log(&rec.id, &p), want.clone());
+        assert!(!path.exists());
+        assert!(path.with_extension("json.migrated").exists());
+        // Local deletion may now reach the migrated end.
+        assert_eq!(tier.log_start_offset(&rec.id, &p, 300), 0);
+        // A file reappearing later does not override what the quorum holds.
+        let mut other = RemoteLog::default();
+        other
+            .commit(RemoteSegment {
+                base_offset: 0,
+                end_offset: 50,
+                max_timestamp: now_ms(),
+                size_bytes: 1,
+                leader_epoch: 0,
+                log_key: "k.log".into(),
+            })
+            .unwrap();
+        std::fs::write(&path, serde_json::to_vec(&other).unwrap()).unwrap();
+        tier.pass_partition(&rec, &p).await;
+        assert_eq!(*tier.remote_log(&rec.id, &p), want.clone());
+        assert!(!path.exists());
     }
 }

@@ -8,7 +8,10 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{encode_request_header_into_buffer, Decodable, Encodable, StrBytes};
+use strata_broker::admin::pb::admin_client::AdminClient;
+use strata_broker::admin::pb::{DescribeTopicRequest, PartitionDescription};
 use strata_broker::config::BrokerConfig;
+use strata_broker::metadata::remote_log::{RemoteLog, RemoteSegment};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -107,6 +110,54 @@ impl Client {
         }
     }
 
+    /// Connects within 5 s, or `None` (a broker that is down).
+    pub async fn try_connect(addr: SocketAddr) -> Option<Self> {
+        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+            .await
+            .ok()?
+            .ok()?;
+        Some(Client { stream, corr: 0 })
+    }
+
+    /// Like [`Client::call`], but `None` instead of a panic when the broker goes
+    /// away or does not answer within 30 s.
+    pub async fn try_call<Req: Encodable, Resp: Decodable>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> Option<Resp> {
+        self.corr += 1;
+        let mut h = RequestHeader::default();
+        h.request_api_key = key as i16;
+        h.request_api_version = version;
+        h.correlation_id = self.corr;
+        h.client_id = Some(StrBytes::from_static_str("strata-test"));
+        let mut body = BytesMut::new();
+        encode_request_header_into_buffer(&mut body, &h).ok()?;
+        req.encode(&mut body, version).ok()?;
+        let mut frame = BytesMut::with_capacity(body.len() + 4);
+        frame.put_i32(body.len() as i32);
+        frame.extend_from_slice(&body);
+        let exchange = async {
+            self.stream.write_all(&frame).await.ok()?;
+            let mut len = [0u8; 4];
+            self.stream.read_exact(&mut len).await.ok()?;
+            let mut buf = vec![0u8; usize::try_from(i32::from_be_bytes(len)).ok()?];
+            self.stream.read_exact(&mut buf).await.ok()?;
+            Some(buf)
+        };
+        let buf = tokio::time::timeout(Duration::from_secs(30), exchange)
+            .await
+            .ok()??;
+        let mut b = Bytes::from(buf);
+        let rh = ResponseHeader::decode(&mut b, key.response_header_version(version)).ok()?;
+        if rh.correlation_id != self.corr {
+            return None;
+        }
+        Resp::decode(&mut b, version).ok()
+    }
+
     /// Sends one request and decodes the response.
     pub async fn call<Req: Encodable, Resp: Decodable>(
         &mut self,
@@ -163,4 +214,64 @@ pub async fn join(c: &mut Client, group: &str) -> kafka_protocol::messages::Join
     );
     req.member_id = first.member_id;
     c.call(ApiKey::JoinGroup, 5, &req).await
+}
+
+/// A partition as a broker's admin API describes it (`None` while unreachable).
+pub async fn describe_partition(
+    admin: SocketAddr,
+    topic: &str,
+    partition: i32,
+) -> Option<PartitionDescription> {
+    let connect = AdminClient::connect(format!("http://{admin}"));
+    let mut c = tokio::time::timeout(Duration::from_secs(5), connect)
+        .await
+        .ok()?
+        .ok()?;
+    let req = DescribeTopicRequest {
+        name: topic.to_string(),
+    };
+    let t = tokio::time::timeout(Duration::from_secs(5), c.describe_topic(req))
+        .await
+        .ok()?
+        .ok()?
+        .into_inner();
+    t.partition_details
+        .into_iter()
+        .find(|p| p.partition == partition)
+}
+
+/// The committed remote log in a partition description (from the metadata quorum).
+pub fn remote_log(d: &PartitionDescription) -> RemoteLog {
+    let mut log = RemoteLog::default();
+    for s in &d.remote_segments {
+        log.commit(RemoteSegment {
+            base_offset: s.base_offset,
+            end_offset: s.end_offset,
+            max_timestamp: s.max_timestamp,
+            size_bytes: s.size_bytes as u64,
+            leader_epoch: s.leader_epoch,
+            log_key: s.log_key.clone(),
+        })
+        .expect("the quorum's remote log is contiguous");
+    }
+    log
+}
+
+/// [`remote_log`] of a partition, for synchronous polling closures in a multi-thread
+/// runtime (the worker hands its tasks over while this asks on a thread of its own).
+/// Empty while the broker does not answer.
+pub fn remote_log_blocking(admin: SocketAddr, topic: &str, partition: i32) -> RemoteLog {
+    let topic = topic.to_string();
+    let ask = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(describe_partition(admin, &topic, partition))
+    });
+    tokio::task::block_in_place(|| ask.join())
+        .ok()
+        .flatten()
+        .map(|d| remote_log(&d))
+        .unwrap_or_default()
 }

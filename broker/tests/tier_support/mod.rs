@@ -14,7 +14,7 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use strata_broker::config::BrokerConfig;
-use strata_broker::tier::manifest::RemoteManifest;
+use strata_broker::metadata::remote_log::RemoteLog;
 use strata_broker::tier::store::{TierBackend, TierStore};
 use strata_e2e::s3::S3Info;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -293,9 +293,9 @@ pub async fn list_offset(c: &mut Client, topic: &str, timestamp: i64) -> (i16, i
     (p.error_code, p.offset)
 }
 
-pub fn manifest(data: &Path, topic: &str) -> RemoteManifest {
-    RemoteManifest::load(&data.join(format!("{topic}-0")).join("remote-manifest.json"))
-        .unwrap_or_default()
+/// The committed remote log of partition 0 of `topic`, as the broker's quorum has it.
+pub fn manifest(admin: SocketAddr, topic: &str) -> RemoteLog {
+    crate::common::remote_log_blocking(admin, topic, 0)
 }
 
 /// Base offset of the active (newest) local segment: the upload backlog is empty

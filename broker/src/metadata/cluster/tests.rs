@@ -333,3 +333,149 @@ fn reassignment_completes_after_the_target_is_in_sync() {
     assert!(p.target.is_none());
     assert!([2, 3, 4].contains(&p.leader));
 }
+
+fn remote_seg(base: i64, end: i64, epoch: i32) -> RemoteSegment {
+    RemoteSegment {
+        base_offset: base,
+        end_offset: end,
+        max_timestamp: base,
+        size_bytes: (end - base) as u64,
+        leader_epoch: epoch,
+        log_key: format!("t/0/{base:020}-{epoch}.log"),
+    }
+}
+
+fn commit(s: &ClusterState, epoch: i32, seg: RemoteSegment) -> Command {
+    let t = &s.topics["t"];
+    Command::CommitRemoteSegment {
+        topic: "t".into(),
+        topic_id: t.record.id,
+        partition: 0,
+        leader_epoch: epoch,
+        segment: seg,
+    }
+}
+
+fn remote_ends(s: &ClusterState) -> Vec<(i64, i64)> {
+    s.topics["t"].partitions[0]
+        .remote
+        .segments()
+        .iter()
+        .map(|x| (x.base_offset, x.end_offset))
+        .collect()
+}
+
+#[test]
+fn remote_segments_commit_contiguously_and_only_from_the_current_leader_epoch() {
+    let mut s = state_with(&[(1, ""), (2, ""), (3, "")]);
+    create(&mut s, "t", 1, 3);
+    assert!(s.apply(commit(&s, 0, remote_seg(0, 100, 0))).is_ok());
+    // The identical entry again (a retried proposal) changes nothing.
+    let before = s.clone();
+    assert!(s.apply(commit(&s, 0, remote_seg(0, 100, 0))).is_ok());
+    assert_eq!(s, before);
+    // Gaps, overlaps and empty ranges are refused.
+    for bad in [
+        remote_seg(150, 200, 0),
+        remote_seg(50, 200, 0),
+        remote_seg(100, 100, 0),
+    ] {
+        assert!(s.apply(commit(&s, 0, bad)).is_err());
+    }
+    assert_eq!(s, before, "refused commands leave the state unchanged");
+    // A new leader: the deposed one's commit is refused, the new one continues.
+    let old = s.topics["t"].partitions[0].leader;
+    let new = s.topics["t"].partitions[0]
+        .isr
+        .iter()
+        .copied()
+        .find(|b| *b != old)
+        .unwrap();
+    s.apply(Command::ElectLeader {
+        topic: "t".into(),
+        partition: 0,
+        leader: new,
+    })
+    .unwrap();
+    assert!(s.apply(commit(&s, 0, remote_seg(100, 200, 0))).is_err());
+    assert!(s.apply(commit(&s, 1, remote_seg(100, 180, 1))).is_ok());
+    assert_eq!(remote_ends(&s), vec![(0, 100), (100, 180)]);
+    // A topic re-created under the same name does not take the old topic's commits.
+    let mut wrong_id = commit(&s, 1, remote_seg(180, 200, 1));
+    if let Command::CommitRemoteSegment { topic_id, .. } = &mut wrong_id {
+        *topic_id = Uuid::new_v4();
+    }
+    assert!(s.apply(wrong_id).is_err());
+    // An offline partition takes no commits.
+    s.apply(Command::ElectLeader {
+        topic: "t".into(),
+        partition: 0,
+        leader: -1,
+    })
+    .unwrap();
+    assert!(s.apply(commit(&s, 2, remote_seg(180, 200, 2))).is_err());
+}
+
+#[test]
+fn remote_retention_and_topic_deletion_go_through_the_state_machine() {
+    let mut s = state_with(&[(1, "")]);
+    create(&mut s, "t", 1, 1);
+    for (b, e) in [(0, 10), (10, 20), (20, 30)] {
+        s.apply(commit(&s, 0, remote_seg(b, e, 0))).unwrap();
+    }
+    let id = s.topics["t"].record.id;
+    let expire = |epoch: i32, through: i64| Command::ExpireRemoteSegments {
+        topic: "t".into(),
+        topic_id: id,
+        partition: 0,
+        leader_epoch: epoch,
+        through,
+    };
+    assert!(s.apply(expire(5, 20)).is_err(), "stale epoch");
+    s.apply(expire(0, 25)).unwrap();
+    assert_eq!(remote_ends(&s), vec![(20, 30)]);
+    s.apply(expire(0, 25)).unwrap();
+    assert_eq!(remote_ends(&s), vec![(20, 30)], "idempotent");
+    s.apply(expire(0, 30)).unwrap();
+    assert!(remote_ends(&s).is_empty());
+    // Emptied by retention, the log still ends at 30: nothing below is taken again.
+    assert!(s.apply(commit(&s, 0, remote_seg(0, 10, 0))).is_err());
+    s.apply(commit(&s, 0, remote_seg(30, 40, 0))).unwrap();
+    // Adopting a former manifest only works on a pristine remote log.
+    let mut legacy = RemoteLog::default();
+    legacy.commit(remote_seg(0, 10, 0)).unwrap();
+    let adopt = |log: RemoteLog| Command::AdoptRemoteLog {
+        topic: "t".into(),
+        topic_id: id,
+        partition: 0,
+        leader_epoch: 0,
+        log,
+    };
+    assert!(s.apply(adopt(legacy.clone())).is_err());
+    // Deleting the topic leaves its remote prefix to remove, until forgotten.
+    s.apply(Command::DeleteTopic { name: "t".into() }).unwrap();
+    assert_eq!(s.remote_deletions.get(&id).map(String::as_str), Some("t"));
+    s.apply(Command::ForgetRemoteTopic { topic_id: id })
+        .unwrap();
+    assert!(s.remote_deletions.is_empty());
+    // A fresh topic adopts the legacy log (once; the same log again is a no-op).
+    create(&mut s, "t", 1, 1);
+    let id = s.topics["t"].record.id;
+    let adopt = |log: RemoteLog| Command::AdoptRemoteLog {
+        topic: "t".into(),
+        topic_id: id,
+        partition: 0,
+        leader_epoch: 0,
+        log,
+    };
+    s.apply(adopt(legacy.clone())).unwrap();
+    s.apply(adopt(legacy)).unwrap();
+    assert_eq!(remote_ends(&s), vec![(0, 10)]);
+    // A topic that never tiered leaves nothing behind when deleted.
+    create(&mut s, "plain", 1, 1);
+    s.apply(Command::DeleteTopic {
+        name: "plain".into(),
+    })
+    .unwrap();
+    assert_eq!(s.remote_deletions.len(), 0);
+}
