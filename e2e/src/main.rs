@@ -44,7 +44,9 @@ fn setup_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("setup.sh")
 }
 
-/// Default images: the workspace's own binaries (when built) and python3.
+/// Default images: the workspace's own binaries (when built) under their short
+/// names and the image names the chart and `manifests/` use, python3, and kcat
+/// and sh from the host for client pods.
 fn default_images() -> ImageMap {
     let mut m = ImageMap::new();
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -55,7 +57,16 @@ fn default_images() -> ImageMap {
     for bin in ["strata-broker", "strata-operator"] {
         let p = target.join(bin);
         if p.exists() {
+            m.insert(format!("ghcr.io/strata-dev/{bin}"), p.clone());
             m.insert(bin.to_string(), p);
+        }
+    }
+    for (image, candidates) in [
+        ("kcat", &["/usr/bin/kcat", "/usr/local/bin/kcat"][..]),
+        ("sh", &["/bin/sh"][..]),
+    ] {
+        if let Some(p) = candidates.iter().map(PathBuf::from).find(|p| p.exists()) {
+            m.insert(image.to_string(), p);
         }
     }
     if let Ok(out) = std::process::Command::new("python3")
