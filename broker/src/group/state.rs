@@ -632,20 +632,24 @@ impl Group {
     /// Returns the ids of members removed for missing their session timeout.
     pub fn tick(&mut self, now: i64) -> Vec<String> {
         self.pending.retain(|_, until| *until > now);
-        let mut expired = Vec::new();
-        if matches!(
-            self.state,
-            GroupState::Stable | GroupState::CompletingRebalance
-        ) {
-            expired = self
-                .members
-                .values()
-                .filter(|m| now - m.last_heartbeat_ms > m.session_timeout_ms)
-                .map(|m| m.id.clone())
-                .collect();
-            for id in &expired {
-                self.remove_member(id, now);
-            }
+        // As in Kafka, a member's session also runs out during a rebalance
+        // unless it has rejoined and is waiting for the round to finish: a
+        // member killed mid-rebalance is dropped after its session timeout,
+        // not only at the (much longer) rebalance deadline.
+        let state = self.state;
+        let expired: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| match state {
+                GroupState::Stable | GroupState::CompletingRebalance => true,
+                GroupState::PreparingRebalance => !m.joined && m.join_waiter.is_none(),
+                GroupState::Empty | GroupState::Dead => false,
+            })
+            .filter(|m| now - m.last_heartbeat_ms > m.session_timeout_ms)
+            .map(|m| m.id.clone())
+            .collect();
+        for id in &expired {
+            self.remove_member(id, now);
         }
         self.maybe_complete_join(now);
         expired

@@ -268,3 +268,45 @@ fn static_leader_restart_does_not_rebalance_either() {
         None
     );
 }
+
+#[test]
+fn a_member_that_dies_mid_rebalance_is_dropped_after_its_session_timeout() {
+    let mut g = Group::new("g", cfg());
+    let mut a = waiting(g.join(req("", None), 0));
+    let a = a.try_recv().unwrap();
+    sync_all(&mut g, &[a.clone()], 0);
+    let mut b_rx = waiting(g.join(req("", None), 0));
+    let mut a_rx = waiting(g.join(req(&a.member_id, None), 0));
+    let b = b_rx.try_recv().unwrap();
+    let _ = a_rx.try_recv().unwrap();
+    let members = [a.clone(), b.clone()];
+    // Both are in generation 2 and synced.
+    let results: Vec<JoinResult> = members
+        .iter()
+        .map(|m| JoinResult {
+            generation: b.generation,
+            leader: b.leader.clone(),
+            ..m.clone()
+        })
+        .collect();
+    sync_all(&mut g, &results, 0);
+    assert_eq!(g.state(), GroupState::Stable);
+    // A third member starts a rebalance at t=1 s; `a` rejoins, `b` is dead.
+    let mut c_rx = waiting(g.join(req("", None), 1_000));
+    let mut a_rx = waiting(g.join(req(&a.member_id, None), 1_000));
+    g.heartbeat(&a.member_id, None, b.generation, 1_000);
+    assert!(
+        g.tick(9_000).is_empty(),
+        "b's session (10 s) has not run out"
+    );
+    assert_eq!(g.state(), GroupState::PreparingRebalance);
+    // Long before the 30 s rebalance deadline, b's session runs out.
+    let expired = g.tick(10_001);
+    assert_eq!(expired, vec![b.member_id.clone()]);
+    let a2 = a_rx.try_recv().expect("round completed without b");
+    let c2 = c_rx.try_recv().expect("round completed without b");
+    assert_eq!(a2.generation, b.generation + 1);
+    assert_eq!(c2.generation, a2.generation);
+    assert!(!g.has_member(&b.member_id));
+    assert_eq!(g.members().count(), 2);
+}
