@@ -20,6 +20,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod metrics_api;
+pub mod rebalance;
 pub mod run;
 pub mod topic;
 
