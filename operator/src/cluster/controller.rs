@@ -20,10 +20,12 @@ use crate::context::{object_key, Context};
 use crate::crd::Cluster;
 use crate::{Error, Result};
 
-use super::rollout::{self, AdminStep, BrokerView, ClusterView};
+use super::rebalancer;
+use super::rollout::{self, Activity, AdminStep, BrokerView, ClusterView};
 use super::status::{self, admin_addresses, Observed};
 use super::{build, selector_string, validate};
 use crate::admin::{self, pb};
+use crate::crd::cluster::RebalanceStatus;
 
 const CONTROLLER: &str = "cluster";
 /// Requeue interval while brokers are still coming up.
@@ -69,6 +71,7 @@ async fn describe(cluster: &Cluster) -> Option<ClusterView> {
                     .iter()
                     .map(|b| BrokerView {
                         id: b.id,
+                        rack: (!b.rack.is_empty()).then(|| b.rack.clone()),
                         draining: b.state() == pb::BrokerState::Draining,
                         fenced: b.state() == pb::BrokerState::Fenced,
                         replicas: b.replicas,
@@ -175,6 +178,7 @@ async fn reconcile_inner(cluster: &Cluster, ctx: &Context) -> Result<Action> {
                 invalid: Some(msg.clone()),
                 voters: None,
                 activity: None,
+                rebalance: cluster.status.as_ref().and_then(|s| s.rebalance.clone()),
             };
             let new = status::compute(cluster, &observed, Timestamp::now());
             if cluster.status.as_ref() != Some(&new) {
@@ -250,12 +254,14 @@ async fn reconcile_inner(cluster: &Cluster, ctx: &Context) -> Result<Action> {
         Some(_) => {}
     }
 
+    let (rebalance, activity) = balance(cluster, ctx, &world, &rollout).await;
     let observed = Observed {
         statefulset: Some(&applied),
         pods: &world.pods,
         invalid: None,
         voters: Some(validated.voters),
-        activity: rollout.activity.as_ref(),
+        activity: activity.as_ref(),
+        rebalance,
     };
     let new = status::compute(cluster, &observed, Timestamp::now());
     let was_running = cluster.status.as_ref().and_then(|s| s.phase) == new.phase;
@@ -276,6 +282,86 @@ async fn reconcile_inner(cluster: &Cluster, ctx: &Context) -> Result<Action> {
         Ok(Action::requeue(ctx.settings.resync))
     } else {
         Ok(Action::requeue(PROGRESS_REQUEUE))
+    }
+}
+
+/// Runs the rebalancer when the cluster is otherwise settled (or a rebalance it
+/// started is still running); returns the rebalance status to record and the
+/// activity to report.
+async fn balance(
+    cluster: &Cluster,
+    ctx: &Context,
+    world: &World,
+    rollout: &rollout::Rollout,
+) -> (Option<RebalanceStatus>, Option<Activity>) {
+    let previous = cluster.status.as_ref().and_then(|s| s.rebalance.clone());
+    let activity = rollout.activity.clone();
+    let running = previous.as_ref().is_some_and(rebalancer::in_progress);
+    let Some(view) = world.view.as_ref() else {
+        return (previous, activity);
+    };
+    let ready = world
+        .pods
+        .iter()
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .count() as i32;
+    let settled = activity.is_none()
+        && ready >= rollout.replicas
+        && view.under_replicated == 0
+        && view.offline == 0;
+    let enabled = cluster.spec.auto_rebalance.unwrap_or(true);
+    if !(running || (enabled && settled)) {
+        return (previous, activity);
+    }
+    let mut client = match admin::connect(&admin_addresses(cluster)).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(cluster = %cluster.name_any(), error = %e, "rebalancer: no admin endpoint");
+            return (previous, activity);
+        }
+    };
+    match rebalancer::step(&mut client, previous.as_ref(), view, rollout.replicas).await {
+        Ok(out) => {
+            if let (Some(n), Some(s)) = (out.submitted, out.status.as_ref()) {
+                ctx.event(
+                    cluster,
+                    EventType::Normal,
+                    "Rebalancing",
+                    "ReassignPartitions",
+                    format!(
+                        "submitted reassignment {}: {n} partition moves to even out the brokers",
+                        s.id
+                    ),
+                )
+                .await;
+            }
+            if let Some(s) = out.status.as_ref().filter(|s| s.phase == "Failed") {
+                if previous.as_ref().map(|p| p.phase.as_str()) != Some("Failed") {
+                    ctx.event(
+                        cluster,
+                        EventType::Warning,
+                        "RebalanceFailed",
+                        "ReassignPartitions",
+                        format!(
+                            "reassignment {} failed: {}",
+                            s.id,
+                            s.message.clone().unwrap_or_default()
+                        ),
+                    )
+                    .await;
+                }
+            }
+            (out.status.or(previous), activity.or(out.activity))
+        }
+        Err(e) => {
+            tracing::warn!(cluster = %cluster.name_any(), error = %e, "rebalancer step failed");
+            (previous, activity)
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod controller;
+pub mod rebalancer;
 pub mod rollout;
 pub mod status;
 pub mod validate;

@@ -23,6 +23,7 @@ pub const TEMPLATE_HASH_ANNOTATION: &str = "strata.dev/pod-template-hash";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerView {
     pub id: i32,
+    pub rack: Option<String>,
     pub draining: bool,
     pub fenced: bool,
     /// Partition replicas it still holds.
@@ -245,7 +246,11 @@ pub fn plan(inp: &Inputs<'_>) -> Rollout {
         let all_ready = members.len() as i32 == replicas && members.iter().all(|p| ready(p));
         match outdated.iter().max() {
             None => {
-                if current_partition > 0 && !all_ready && activity.is_none() {
+                // The StatefulSet controller moves currentRevision to the update
+                // revision only once every pod runs it and is ready.
+                let finishing =
+                    status.and_then(|s| s.current_revision.as_deref()) != update_revision;
+                if finishing && !all_ready && activity.is_none() {
                     // The last restarted broker is still starting: part of the roll.
                     activity = Some(Activity {
                         phase: ClusterPhase::RollingRestart,
@@ -304,11 +309,13 @@ mod tests {
     const HASH: &str = "h2";
 
     fn sts(replicas: i32, partition: i32, hash: &str, update_revision: &str) -> StatefulSet {
+        // Mid-roll: the StatefulSet still reports the old revision as current.
+        let current_revision = "rev1";
         serde_yaml::from_str(&format!(
             "metadata:\n  name: demo\n  generation: 4\n  annotations:\n    {TEMPLATE_HASH_ANNOTATION}: {hash}\n\
              spec:\n  replicas: {replicas}\n  selector: {{}}\n  serviceName: demo-brokers\n  template: {{}}\n\
              \x20 updateStrategy:\n    type: RollingUpdate\n    rollingUpdate:\n      partition: {partition}\n\
-             status:\n  replicas: {replicas}\n  observedGeneration: 4\n  updateRevision: {update_revision}\n"
+             status:\n  replicas: {replicas}\n  observedGeneration: 4\n  updateRevision: {update_revision}\n  currentRevision: {current_revision}\n"
         ))
         .expect("sts")
     }
@@ -328,6 +335,7 @@ mod tests {
                 .iter()
                 .map(|&(id, draining, replicas)| BrokerView {
                     id,
+                    rack: None,
                     draining,
                     fenced: false,
                     replicas,
@@ -427,7 +435,7 @@ mod tests {
         assert_eq!(r.partition, 0);
         assert!(r.activity.is_none());
         // Until the last restarted broker is ready, the roll is still going on.
-        let s = sts(3, 1, HASH, "rev2");
+        let s = sts(3, 0, HASH, "rev2");
         let pods = [
             pod(0, "rev2", false),
             pod(1, "rev2", true),

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
-use crate::crd::cluster::{BrokerStatus, Cluster, ClusterPhase, ClusterStatus};
+use crate::crd::cluster::{BrokerStatus, Cluster, ClusterPhase, ClusterStatus, RebalanceStatus};
 use crate::crd::condition::{self, Desired};
 
 use super::rollout::Activity;
@@ -22,6 +22,8 @@ pub struct Observed<'a> {
     pub voters: Option<i32>,
     /// What the rollout is in the middle of (draining, scaling, rolling).
     pub activity: Option<&'a Activity>,
+    /// The rebalancer's latest reassignment.
+    pub rebalance: Option<RebalanceStatus>,
 }
 
 fn pod_ready(p: &Pod) -> bool {
@@ -139,6 +141,7 @@ pub fn compute(cluster: &Cluster, observed: &Observed<'_>, now: Timestamp) -> Cl
         ),
         observed_generation: cluster.metadata.generation,
         controller_voters: previous.controller_voters.or(observed.voters),
+        rebalance: observed.rebalance.clone(),
     }
 }
 
@@ -201,6 +204,7 @@ mod tests {
                 invalid: None,
                 voters: None,
                 activity: None,
+                rebalance: None,
             },
             now(),
         );
@@ -233,6 +237,7 @@ mod tests {
             invalid: None,
             voters: None,
             activity: None,
+            rebalance: None,
         };
         let st = compute(&c, &obs, now());
         assert_eq!(st.phase, Some(ClusterPhase::Provisioning));
@@ -259,6 +264,7 @@ mod tests {
                 invalid: None,
                 voters: None,
                 activity: None,
+                rebalance: None,
             },
             now(),
         );
@@ -276,6 +282,7 @@ mod tests {
                 invalid: Some("spec.config.node_id is set".into()),
                 voters: None,
                 activity: None,
+                rebalance: None,
             },
             now(),
         );
@@ -298,6 +305,7 @@ mod tests {
                 invalid: None,
                 voters: None,
                 activity: None,
+                rebalance: None,
             },
             now(),
         ));

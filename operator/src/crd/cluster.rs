@@ -75,6 +75,11 @@ pub struct ClusterSpec {
     /// Object-storage tier for closed log segments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tiered_storage: Option<TieredStorageSpec>,
+    /// Move partition replicas by themselves so every broker holds an even share
+    /// (after a scale-out, or when replicas sit on brokers that are gone).
+    /// Default true; false leaves placement to `strata topic reassign`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_rebalance: Option<bool>,
 }
 
 /// Persistent volume claim template of each broker.
@@ -179,10 +184,29 @@ pub struct ClusterStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The latest reassignment the operator submitted to balance the brokers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<RebalanceStatus>,
     /// Number of metadata quorum voters (brokers `0..controllerVoters`), fixed
     /// when the cluster was created; `spec.replicas` may not go below it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub controller_voters: Option<i32>,
+}
+
+/// A reassignment submitted by the operator's rebalancer.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RebalanceStatus {
+    /// Reassignment id (`strata topic reassignment-status <id>`).
+    pub id: String,
+    /// Pending, Copying, MovingLeadership, Removing, Done or Failed.
+    pub phase: String,
+    /// Partitions it moves.
+    pub total_moves: i32,
+    pub completed_moves: i32,
+    /// The brokers' message (why it failed, when it did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Lifecycle phase of a Cluster.
