@@ -212,6 +212,32 @@ fn consumed(log: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// An idempotent acks=all producer that runs for a bounded time at a bounded
+/// rate and prints every acknowledged key (`acked <key>`), then a summary line.
+const LOAD_PRODUCER: &str = r#"
+import json, sys, time
+from confluent_kafka import Producer
+bootstrap, topic, seconds, rate = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+acked, errors = [], []
+def done(err, msg):
+    if err is None:
+        acked.append(msg.key().decode())
+    else:
+        errors.append(str(err))
+p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+              "linger.ms": 5, "message.timeout.ms": 120000})
+start, i = time.time(), 0
+while time.time() - start < seconds:
+    if i < (time.time() - start) * rate:
+        p.produce(topic, key=b"load-%d" % i, value=b"v" * 200, on_delivery=done)
+        i += 1
+    p.poll(0.001)
+left = p.flush(120)
+for k in acked:
+    print("acked", k)
+print(json.dumps({"sent": i, "acked": len(acked), "unflushed": left, "errors": errors[:5]}))
+"#;
+
 fn records(from: usize, to: usize) -> String {
     (from..to)
         .map(|i| format!("key-{i}:value-{i}-{}\n", "x".repeat(i % 50)))
@@ -311,6 +337,16 @@ async fn newcomer_path_from_helm_install_to_consuming_through_the_bootstrap_serv
         PathBuf::from(env!("CARGO_BIN_EXE_strata-operator")),
     );
     images.insert("kcat".into(), kcat.clone());
+    // A python with confluent-kafka (the test venv) for the load producer pod.
+    let Some(client_python) = support::kafka_python() else {
+        let msg = "no python with confluent_kafka (run scripts/setup.sh)";
+        if testing::required() {
+            panic!("{msg} (STRATA_E2E_REQUIRED=1)");
+        }
+        eprintln!("\n!!!!! SKIPPING manifests e2e: {msg} !!!!!\n");
+        return;
+    };
+    images.insert("strata-client".into(), client_python);
     let config = EnvConfig {
         images,
         s3_bucket: Some("strata-demo".into()),
@@ -771,7 +807,34 @@ async fn scenario(env: &Env, kcat: &Path) {
         "rolled one broker at a time ({restarted:?}, phases {phases:?})"
     ));
 
-    // 10. Scale out to 4 brokers, then back in: broker 3 is drained before its pod goes.
+    // 10. Under produce load (an idempotent acks=all producer pod, min.insync.replicas=2):
+    // scale out to 4 brokers (the rebalancer moves replicas onto broker 3), then
+    // back in (broker 3 is drained before its pod goes). No acknowledged record is lost.
+    kubectl_apply(
+        env,
+        "apiVersion: strata.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: load\nspec:\n  clusterRef: demo\n  partitions: 4\n  replicationFactor: 3\n  config:\n    min.insync.replicas: \"2\"\n",
+    )
+    .await;
+    wait_for(
+        "topic load on the brokers",
+        Duration::from_secs(60),
+        || async {
+            (topic_shape(&cluster_metadata(&pods, kcat).await?, "load")? == (4, 3, 3)).then_some(())
+        },
+    )
+    .await;
+    let load_pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "load-producer"},
+        "spec": {"restartPolicy": "Never", "containers": [{
+            "name": "producer", "image": "strata-client",
+            "command": ["python3", "-c", LOAD_PRODUCER, bootstrap_svc, "load", "40", "300"],
+        }]},
+    }))
+    .expect("load pod");
+    pods.create(&PostParams::default(), &load_pod)
+        .await
+        .expect("load producer");
+
     let (ok, out) = kubectl(env, &["scale", "strata/demo", "--replicas=4"], None).await;
     assert!(ok, "{out}");
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -944,6 +1007,69 @@ async fn scenario(env: &Env, kcat: &Path) {
         },
     )
     .await;
+
+    let phase = wait_for(
+        "load producer finished",
+        Duration::from_secs(240),
+        || async {
+            let phase = pods.get("load-producer").await.ok()?.status?.phase?;
+            ["Succeeded", "Failed"]
+                .contains(&phase.as_str())
+                .then_some(phase)
+        },
+    )
+    .await;
+    let log = pods
+        .logs("load-producer", &LogParams::default())
+        .await
+        .expect("load producer log");
+    assert_eq!(
+        phase,
+        "Succeeded",
+        "load producer failed:\n{}",
+        log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+    );
+    let acked: std::collections::BTreeSet<String> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("acked "))
+        .map(String::from)
+        .collect();
+    let summary = log.lines().last().unwrap_or_default().to_string();
+    assert!(acked.len() > 1000, "too little load: {summary}");
+    let got = run_kcat_pod(
+        &client,
+        "consume-load",
+        &[
+            "-C",
+            "-b",
+            bootstrap_svc,
+            "-t",
+            "load",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-f",
+            "%k\\n",
+        ],
+        None,
+    )
+    .await;
+    let read: std::collections::BTreeSet<&str> =
+        got.lines().filter(|l| l.starts_with("load-")).collect();
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|k| !read.contains(k.as_str()))
+        .take(10)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged records lost during scaling: {lost:?} ({summary})"
+    );
+    step(&format!(
+        "{} records acknowledged under scaling, all read back ({summary})",
+        acked.len()
+    ));
 
     // 11. A restarted operator (a new pod takes the Lease) changes nothing.
     tokio::time::sleep(Duration::from_secs(5)).await;
