@@ -274,7 +274,7 @@ fn a_member_that_dies_mid_rebalance_is_dropped_after_its_session_timeout() {
     let mut g = Group::new("g", cfg());
     let mut a = waiting(g.join(req("", None), 0));
     let a = a.try_recv().unwrap();
-    sync_all(&mut g, &[a.clone()], 0);
+    sync_all(&mut g, std::slice::from_ref(&a), 0);
     let mut b_rx = waiting(g.join(req("", None), 0));
     let mut a_rx = waiting(g.join(req(&a.member_id, None), 0));
     let b = b_rx.try_recv().unwrap();
