@@ -3,7 +3,7 @@
 //! [`controlplane`] starts etcd, kube-apiserver and kube-controller-manager on
 //! loopback from binaries that `e2e/setup.sh` builds once into a cache;
 //! [`kubelet`] is a process kubelet that runs each pod's container as a local
-//! process with its own 127.0.0.N address; [`s3`] starts SeaweedFS as the tier's
+//! process with its own 127.B.N.M address; [`s3`] starts SeaweedFS as the tier's
 //! object store; [`env`] wires them together for tests and for `strata-e2e up`.
 
 pub mod binaries;

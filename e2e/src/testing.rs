@@ -124,3 +124,45 @@ where
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// `helm install RELEASE CHART --namespace NS --wait` against the environment,
+/// with helm's caches inside its working directory; panics with helm's output
+/// when it fails.
+pub async fn helm_install(
+    env: &Env,
+    release: &str,
+    chart: &std::path::Path,
+    namespace: &str,
+    extra: &[&str],
+) {
+    let helm = match Binaries::from_env().path("helm") {
+        Ok(h) => h,
+        Err(e) => panic!("helm: {e}"),
+    };
+    let home = env.dir.join("helm-home");
+    let out = tokio::process::Command::new(&helm)
+        .args(["install", release])
+        .arg(chart)
+        .args([
+            "--namespace",
+            namespace,
+            "--create-namespace",
+            "--wait",
+            "--timeout",
+            "120s",
+        ])
+        .args(extra)
+        .env("KUBECONFIG", env.kubeconfig())
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("running {}: {e}", helm.display()));
+    assert!(
+        out.status.success(),
+        "helm install {release} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

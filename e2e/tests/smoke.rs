@@ -14,7 +14,6 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
-use strata_e2e::binaries::Binaries;
 use strata_e2e::testing::{self, wait_for};
 use strata_e2e::{Env, EnvConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -401,26 +400,8 @@ async fn statefulset_pods_keep_their_data_dir_when_recreated() {
 #[tokio::test]
 async fn helm_installs_a_trivial_chart() {
     with_env("helm", |env| async move {
-        let helm = Binaries::from_env().path("helm").expect("helm");
-        let home = env.dir.join("helm-home");
         let chart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/hello-chart");
-        let out = tokio::process::Command::new(&helm)
-            .args(["install", "hello"])
-            .arg(&chart)
-            .args(["--namespace", "default", "--wait", "--timeout", "90s"])
-            .env("KUBECONFIG", env.kubeconfig())
-            .env("HELM_CACHE_HOME", home.join("cache"))
-            .env("HELM_CONFIG_HOME", home.join("config"))
-            .env("HELM_DATA_HOME", home.join("data"))
-            .output()
-            .await
-            .expect("running helm");
-        assert!(
-            out.status.success(),
-            "helm install failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        testing::helm_install(&env, "hello", &chart, "default", &[]).await;
         let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), "default");
         let cm = cms.get("hello-greeting").await.expect("chart's configmap");
         assert_eq!(

@@ -23,7 +23,7 @@ use strata_operator::leader::LeaseConfig;
 use strata_operator::run::{run, Options};
 
 mod support;
-use support::{broker_binary, install_crds};
+use support::{broker_binary, cluster_resource_versions, install_crds};
 
 const NS: &str = "default";
 
@@ -107,46 +107,8 @@ fn api_error(e: kube::Error) -> String {
     }
 }
 
-/// The resourceVersion of one named object in the test namespace.
-async fn rv<K>(client: &Client, name: &str) -> Option<String>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    Api::<K>::namespaced(client.clone(), NS)
-        .get(name)
-        .await
-        .unwrap_or_else(|e| panic!("get {name}: {e}"))
-        .resource_version()
-}
-
 async fn resource_versions(client: &Client) -> Vec<(String, Option<String>)> {
-    vec![
-        (
-            "statefulset".into(),
-            rv::<StatefulSet>(client, "demo").await,
-        ),
-        (
-            "configmap".into(),
-            rv::<ConfigMap>(client, "demo-config").await,
-        ),
-        (
-            "bootstrap".into(),
-            rv::<Service>(client, "demo-bootstrap").await,
-        ),
-        (
-            "headless".into(),
-            rv::<Service>(client, "demo-brokers").await,
-        ),
-        (
-            "pdb".into(),
-            rv::<PodDisruptionBudget>(client, "demo").await,
-        ),
-        ("cluster".into(), rv::<Cluster>(client, "demo").await),
-    ]
+    cluster_resource_versions(client, NS).await
 }
 
 #[tokio::test]
@@ -422,7 +384,7 @@ async fn helm_installed_operator_runs_a_cluster_with_its_own_rbac() {
         .with_test_writer()
         .try_init();
     let Some(mut cfg) = config() else { return };
-    let Ok(helm) = cfg.bins.path("helm") else {
+    if cfg.bins.path("helm").is_err() {
         if std::env::var("STRATA_E2E_REQUIRED").is_ok_and(|v| v == "1") {
             panic!("helm missing (STRATA_E2E_REQUIRED=1)");
         }
@@ -430,7 +392,7 @@ async fn helm_installed_operator_runs_a_cluster_with_its_own_rbac() {
             "\n!!!!! SKIPPING helm e2e test: helm not built; run `bash e2e/setup.sh` !!!!!\n"
         );
         return;
-    };
+    }
     if broker_binary().is_none() {
         if std::env::var("STRATA_E2E_REQUIRED").is_ok_and(|v| v == "1") {
             panic!("strata-broker not built (STRATA_E2E_REQUIRED=1)");
@@ -446,33 +408,15 @@ async fn helm_installed_operator_runs_a_cluster_with_its_own_rbac() {
     let started = Instant::now();
     let env = Env::start(cfg).await.expect("environment");
     let client = env.client.clone();
-    let home = env.dir.join("helm-home");
     let chart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../helm/strata");
-    let out = tokio::process::Command::new(&helm)
-        .args(["install", "strata"])
-        .arg(&chart)
-        .args([
-            "--namespace",
-            "strata-system",
-            "--create-namespace",
-            "--wait",
-            "--timeout",
-            "120s",
-        ])
-        .args(["--set", "logLevel=info\\,strata_operator=debug"])
-        .env("KUBECONFIG", env.kubeconfig())
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .output()
-        .await
-        .expect("running helm");
-    assert!(
-        out.status.success(),
-        "helm install failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    strata_e2e::testing::helm_install(
+        &env,
+        "strata",
+        &chart,
+        "strata-system",
+        &["--set", "logLevel=info\\,strata_operator=debug"],
+    )
+    .await;
     eprintln!("chart installed after {:?}", started.elapsed());
 
     let clusters: Api<Cluster> = Api::namespaced(client.clone(), NS);

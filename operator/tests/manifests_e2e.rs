@@ -12,9 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use strata_e2e::binaries::Binaries;
@@ -25,10 +23,12 @@ use strata_operator::crd::cluster::ClusterPhase;
 use strata_operator::crd::{Cluster, Topic};
 
 mod support;
-use support::broker_binary;
+use support::{broker_binary, cluster_resource_versions, rv};
 
 const NS: &str = "default";
 const TEST_TIMEOUT: Duration = Duration::from_secs(600);
+/// What pods bootstrap from: the Service's name, resolved by the kubelet's cluster DNS.
+const BOOTSTRAP_SVC: &str = "demo-bootstrap.default.svc:9092";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -203,6 +203,42 @@ async fn run_kcat_pod(client: &Client, name: &str, args: &[&str], records: Optio
     log
 }
 
+/// Reads a topic from the beginning with a kcat pod: key → value.
+async fn consume_topic(client: &Client, pod: &str, topic: &str) -> BTreeMap<String, String> {
+    let args = [
+        "-C",
+        "-b",
+        BOOTSTRAP_SVC,
+        "-t",
+        topic,
+        "-o",
+        "beginning",
+        "-e",
+        "-q",
+        "-f",
+        "%k=%s\\n",
+    ];
+    consumed(&run_kcat_pod(client, pod, &args, None).await)
+}
+
+/// Produces `records` (`key:value` lines) with a kcat pod, acks=all.
+async fn produce_topic(client: &Client, pod: &str, topic: &str, records: &str) {
+    let args = [
+        "-P",
+        "-b",
+        BOOTSTRAP_SVC,
+        "-t",
+        topic,
+        "-K",
+        ":",
+        "-X",
+        "acks=all",
+        "-l",
+        "/data/records.txt",
+    ];
+    run_kcat_pod(client, pod, &args, Some(records)).await;
+}
+
 /// `key=value` lines of a kcat consumer's log (the kubelet's banner lines excluded).
 fn consumed(log: &str) -> BTreeMap<String, String> {
     log.lines()
@@ -245,44 +281,12 @@ fn records(from: usize, to: usize) -> String {
 }
 
 async fn resource_versions(client: &Client) -> Vec<(String, Option<String>)> {
-    async fn rv<K>(client: &Client, name: &str) -> Option<String>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-        K::DynamicType: Default,
-    {
-        Api::<K>::namespaced(client.clone(), NS)
-            .get(name)
-            .await
-            .unwrap_or_else(|e| panic!("get {name}: {e}"))
-            .resource_version()
-    }
-    vec![
-        (
-            "statefulset".into(),
-            rv::<StatefulSet>(client, "demo").await,
-        ),
-        (
-            "configmap".into(),
-            rv::<ConfigMap>(client, "demo-config").await,
-        ),
-        (
-            "bootstrap".into(),
-            rv::<Service>(client, "demo-bootstrap").await,
-        ),
-        (
-            "headless".into(),
-            rv::<Service>(client, "demo-brokers").await,
-        ),
-        (
-            "pdb".into(),
-            rv::<PodDisruptionBudget>(client, "demo").await,
-        ),
-        ("cluster".into(), rv::<Cluster>(client, "demo").await),
-        ("topic events".into(), rv::<Topic>(client, "events").await),
-    ]
+    let mut out = cluster_resource_versions(client, NS).await;
+    out.push((
+        "topic events".into(),
+        rv::<Topic>(client, NS, "events").await,
+    ));
+    out
 }
 
 /// Segment files (name → size) of every partition directory in a broker's volume.
@@ -365,32 +369,14 @@ async fn scenario(env: &Env, kcat: &Path) {
     let step = |what: &str| eprintln!("[{:>6.1?}] {what}", started.elapsed());
 
     // 1. helm install: CRDs, operator Deployment, RBAC, metrics APIService.
-    let helm = Binaries::from_env().path("helm").expect("helm");
-    let home = env.dir.join("helm-home");
-    let out = tokio::process::Command::new(&helm)
-        .args(["install", "strata"])
-        .arg(repo().join("helm/strata"))
-        .args([
-            "--namespace",
-            "strata-system",
-            "--create-namespace",
-            "--wait",
-            "--timeout",
-            "120s",
-        ])
-        .env("KUBECONFIG", env.kubeconfig())
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .output()
-        .await
-        .expect("running helm");
-    assert!(
-        out.status.success(),
-        "helm install failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    testing::helm_install(
+        env,
+        "strata",
+        &repo().join("helm/strata"),
+        "strata-system",
+        &[],
+    )
+    .await;
     step("chart installed");
 
     // 2. The shipped cluster manifest, pointed at this environment's S3 server.
@@ -490,42 +476,8 @@ async fn scenario(env: &Env, kcat: &Path) {
 
     // 4. Produce and consume through the bootstrap Service's name (kcat pods;
     // the name resolves through the process kubelet's cluster DNS).
-    let bootstrap_svc = "demo-bootstrap.default.svc:9092";
-    let produce_args = |file: &str| -> Vec<String> {
-        [
-            "-P",
-            "-b",
-            bootstrap_svc,
-            "-t",
-            "orders",
-            "-K",
-            ":",
-            "-X",
-            "acks=all",
-            "-l",
-            file,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
-    let args = produce_args("/data/records.txt");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    run_kcat_pod(&client, "produce-a", &args, Some(&records(0, 1000))).await;
-    let consume = [
-        "-C",
-        "-b",
-        bootstrap_svc,
-        "-t",
-        "orders",
-        "-o",
-        "beginning",
-        "-e",
-        "-q",
-        "-f",
-        "%k=%s\\n",
-    ];
-    let got = consumed(&run_kcat_pod(&client, "consume-a", &consume, None).await);
+    produce_topic(&client, "produce-a", "orders", &records(0, 1000)).await;
+    let got = consume_topic(&client, "consume-a", "orders").await;
     assert_eq!(got.len(), 1000, "consumed {} of 1000", got.len());
     assert_eq!(got["key-7"], format!("value-7-{}", "x".repeat(7)));
     step("1000 records produced and consumed through demo-bootstrap");
@@ -550,35 +502,28 @@ async fn scenario(env: &Env, kcat: &Path) {
     step("orders grown to 6 partitions");
 
     // 6. Invalid manifests are rejected by the API server with clear messages.
-    let (ok, out) = kubectl(
-        env,
-        &["apply", "-f", "-"],
-        Some(&topic_manifest.replace("partitions: 6", "partitions: 2")),
-    )
-    .await;
-    assert!(!ok && out.contains("partitions may only increase"), "{out}");
-    let (ok, out) = kubectl(
-        env,
-        &["apply", "-f", "-"],
-        Some(
-            &topic_manifest
+    let invalid = [
+        (
+            topic_manifest.replace("partitions: 6", "partitions: 2"),
+            "partitions may only increase",
+        ),
+        (
+            topic_manifest
                 .replace("name: orders", "name: bad-rf")
                 .replace("replicationFactor: 3", "replicationFactor: 0"),
+            "spec.replicationFactor",
         ),
-    )
-    .await;
-    assert!(!ok && out.contains("spec.replicationFactor"), "{out}");
-    let (ok, out) = kubectl(
-        env,
-        &["apply", "-f", "-"],
-        Some(
-            &topic_manifest
+        (
+            topic_manifest
                 .replace("name: orders", "name: bad-field")
                 .replace("partitions: 6", "partitions: 6\n  partitionz: 6"),
+            "partitionz",
         ),
-    )
-    .await;
-    assert!(!ok && out.contains("partitionz"), "{out}");
+    ];
+    for (manifest, message) in &invalid {
+        let (ok, out) = kubectl(env, &["apply", "-f", "-"], Some(manifest)).await;
+        assert!(!ok && out.contains(message), "expected `{message}`: {out}");
+    }
     step("invalid manifests rejected");
 
     // 7. Delete a broker pod while records are being produced: it comes back on
@@ -590,9 +535,7 @@ async fn scenario(env: &Env, kcat: &Path) {
     pods.delete("demo-1", &DeleteParams::default())
         .await
         .expect("delete demo-1");
-    let args = produce_args("/data/records.txt");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    run_kcat_pod(&client, "produce-b", &args, Some(&records(1000, 3000))).await;
+    produce_topic(&client, "produce-b", "orders", &records(1000, 3000)).await;
     let new = wait_for(
         "demo-1 recreated and Ready",
         Duration::from_secs(180),
@@ -623,7 +566,7 @@ async fn scenario(env: &Env, kcat: &Path) {
         "demo-1 back on {:?} with its data, ISR full",
         pod_ip(&new)
     ));
-    let got = consumed(&run_kcat_pod(&client, "consume-b", &consume, None).await);
+    let got = consume_topic(&client, "consume-b", "orders").await;
     let missing: Vec<String> = (0..3000)
         .map(|i| format!("key-{i}"))
         .filter(|k| !got.contains_key(k))
@@ -698,20 +641,7 @@ async fn scenario(env: &Env, kcat: &Path) {
 
     // 9. A config change rolls the brokers one at a time, highest ordinal first,
     // each only once the cluster is healthy again.
-    let args = [
-        "-P",
-        "-b",
-        bootstrap_svc,
-        "-t",
-        "events",
-        "-K",
-        ":",
-        "-X",
-        "acks=all",
-        "-l",
-        "/data/records.txt",
-    ];
-    run_kcat_pod(&client, "produce-events", &args, Some(&records(0, 1000))).await;
+    produce_topic(&client, "produce-events", "events", &records(0, 1000)).await;
     let uids = |list: &[Pod]| -> BTreeMap<String, String> {
         list.iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
@@ -776,27 +706,7 @@ async fn scenario(env: &Env, kcat: &Path) {
     assert!(phases.contains("RollingRestart"), "{phases:?}");
     // One broker restarting at a time is a roll, not a degraded cluster.
     assert!(!phases.contains("Degraded"), "{phases:?}");
-    let got = consumed(
-        &run_kcat_pod(
-            &client,
-            "consume-events",
-            &[
-                "-C",
-                "-b",
-                bootstrap_svc,
-                "-t",
-                "events",
-                "-o",
-                "beginning",
-                "-e",
-                "-q",
-                "-f",
-                "%k=%s\\n",
-            ],
-            None,
-        )
-        .await,
-    );
+    let got = consume_topic(&client, "consume-events", "events").await;
     assert_eq!(
         got.len(),
         1000,
@@ -827,7 +737,7 @@ async fn scenario(env: &Env, kcat: &Path) {
         "metadata": {"name": "load-producer"},
         "spec": {"restartPolicy": "Never", "containers": [{
             "name": "producer", "image": "strata-client",
-            "command": ["python3", "-c", LOAD_PRODUCER, bootstrap_svc, "load", "40", "300"],
+            "command": ["python3", "-c", LOAD_PRODUCER, BOOTSTRAP_SVC, "load", "40", "300"],
         }]},
     }))
     .expect("load pod");
@@ -915,20 +825,7 @@ async fn scenario(env: &Env, kcat: &Path) {
         "the new broker got no replicas: {}",
         md["topics"]
     );
-    let args = [
-        "-P",
-        "-b",
-        bootstrap_svc,
-        "-t",
-        "spread",
-        "-K",
-        ":",
-        "-X",
-        "acks=all",
-        "-l",
-        "/data/records.txt",
-    ];
-    run_kcat_pod(&client, "produce-spread", &args, Some(&records(0, 1000))).await;
+    produce_topic(&client, "produce-spread", "spread", &records(0, 1000)).await;
     let (ok, out) = kubectl(env, &["scale", "strata/demo", "--replicas=3"], None).await;
     assert!(ok, "{out}");
     let mut draining_seen = false;
@@ -967,27 +864,7 @@ async fn scenario(env: &Env, kcat: &Path) {
         !counts.contains_key(&3),
         "replicas left on broker 3: {counts:?}"
     );
-    let got = consumed(
-        &run_kcat_pod(
-            &client,
-            "consume-spread",
-            &[
-                "-C",
-                "-b",
-                bootstrap_svc,
-                "-t",
-                "spread",
-                "-o",
-                "beginning",
-                "-e",
-                "-q",
-                "-f",
-                "%k=%s\\n",
-            ],
-            None,
-        )
-        .await,
-    );
+    let got = consume_topic(&client, "consume-spread", "spread").await;
     assert_eq!(
         got.len(),
         1000,
@@ -1042,7 +919,7 @@ async fn scenario(env: &Env, kcat: &Path) {
         &[
             "-C",
             "-b",
-            bootstrap_svc,
+            BOOTSTRAP_SVC,
             "-t",
             "load",
             "-o",

@@ -1,21 +1,49 @@
-//! Loopback pod addresses: each running pod gets its own 127.0.N.M (N ≥ 0, M in
-//! 2..=254; 127.0.0.1 is the host's). Linux routes all of 127.0.0.0/8 to `lo`.
+//! Loopback pod addresses: each running pod gets its own 127.B.N.M (M in
+//! 2..=254). Linux routes all of 127.0.0.0/8 to `lo`. Each kubelet draws its own
+//! second octet B (16..=250) at start, so two environments on one machine (a
+//! `strata-e2e up` next to a test run, or two test processes) and the tests'
+//! own 127.0.0.x brokers never hand out the same address.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct IpAllocator {
+    block: u8,
     used: BTreeSet<u32>,
 }
 
-const FIRST: u32 = u32::from_be_bytes([127, 0, 0, 2]);
-const LAST: u32 = u32::from_be_bytes([127, 0, 255, 254]);
+impl Default for IpAllocator {
+    fn default() -> Self {
+        IpAllocator::new(random_block())
+    }
+}
+
+/// A second octet in 16..=250 from the clock and the process id (no RNG needed:
+/// it only has to differ between environments started on one machine).
+fn random_block() -> u8 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mixed = (nanos ^ std::process::id().wrapping_mul(2_654_435_761)) % 235;
+    16 + u8::try_from(mixed).unwrap_or(0)
+}
 
 impl IpAllocator {
+    /// Addresses 127.`block`.0.2 to 127.`block`.255.254.
+    pub fn new(block: u8) -> Self {
+        IpAllocator {
+            block,
+            used: BTreeSet::new(),
+        }
+    }
+
     /// Lowest free address, or None when all ~65k are in use.
     pub fn allocate(&mut self) -> Option<Ipv4Addr> {
-        let ip = (FIRST..=LAST)
+        let first = u32::from_be_bytes([127, self.block, 0, 2]);
+        let last = u32::from_be_bytes([127, self.block, 255, 254]);
+        let ip = (first..=last)
             .filter(|ip| !matches!(ip & 0xff, 0 | 1 | 255))
             .find(|ip| !self.used.contains(ip))?;
         self.used.insert(ip);
@@ -33,12 +61,20 @@ mod tests {
 
     #[test]
     fn allocates_distinct_loopback_addresses_and_reuses_released_ones() {
-        let mut a = IpAllocator::default();
+        let mut a = IpAllocator::new(40);
         let x = a.allocate().unwrap();
         let y = a.allocate().unwrap();
-        assert_eq!(x, Ipv4Addr::new(127, 0, 0, 2));
-        assert_eq!(y, Ipv4Addr::new(127, 0, 0, 3));
+        assert_eq!(x, Ipv4Addr::new(127, 40, 0, 2));
+        assert_eq!(y, Ipv4Addr::new(127, 40, 0, 3));
         a.release(x);
         assert_eq!(a.allocate().unwrap(), x);
+    }
+
+    #[test]
+    fn blocks_stay_clear_of_127_0_and_the_broadcast_like_octets() {
+        for _ in 0..100 {
+            let b = random_block();
+            assert!((16..=250).contains(&b), "{b}");
+        }
     }
 }

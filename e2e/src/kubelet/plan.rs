@@ -408,7 +408,7 @@ fn ignored_pod_features(pod: &Pod, ignored: &mut Vec<String>) -> Result<(), Plan
     note(spec.affinity.is_some(), "affinity (single node)");
     note(
         spec.host_network == Some(true),
-        "hostNetwork (the pod still gets its own 127.0.N.M)",
+        "hostNetwork (the pod still gets its own 127.B.N.M)",
     );
     note(spec.node_selector.is_some(), "nodeSelector (single node)");
     note(

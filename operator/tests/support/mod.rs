@@ -61,3 +61,55 @@ pub async fn install_crds(client: &Client) {
         .await;
     }
 }
+
+/// The resourceVersion of one named object (to prove nothing was rewritten).
+pub async fn rv<K>(client: &Client, namespace: &str, name: &str) -> Option<String>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    Api::<K>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("get {name}: {e}"))
+        .resource_version()
+}
+
+/// resourceVersions of the Cluster `demo` in `namespace` and everything it owns.
+pub async fn cluster_resource_versions(
+    client: &Client,
+    namespace: &str,
+) -> Vec<(String, Option<String>)> {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::{ConfigMap, Service};
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    vec![
+        (
+            "statefulset".into(),
+            rv::<StatefulSet>(client, namespace, "demo").await,
+        ),
+        (
+            "configmap".into(),
+            rv::<ConfigMap>(client, namespace, "demo-config").await,
+        ),
+        (
+            "bootstrap".into(),
+            rv::<Service>(client, namespace, "demo-bootstrap").await,
+        ),
+        (
+            "headless".into(),
+            rv::<Service>(client, namespace, "demo-brokers").await,
+        ),
+        (
+            "pdb".into(),
+            rv::<PodDisruptionBudget>(client, namespace, "demo").await,
+        ),
+        (
+            "cluster".into(),
+            rv::<strata_operator::crd::Cluster>(client, namespace, "demo").await,
+        ),
+    ]
+}
