@@ -299,3 +299,36 @@ def test_reassignment_and_drain_under_load(cluster_factory):
     assert len(values) == len(set(values))
     missing = set(acked) - set(values)
     assert not missing, f"{len(missing)} acknowledged records lost"
+
+
+def test_group_lag_covers_partitions_the_coordinator_holds_no_replica_of(cluster_factory):
+    """RF=1 partitions spread over 3 brokers: the group's coordinator holds a
+    replica of at most some of them, yet DescribeGroup (what the operator's
+    ConsumerGroup status and HPA metric read) reports the lag of every one."""
+    c = cluster_factory(3)
+    c.cli("topic", "create", "spread-lag", "--partitions", "3", "--replication-factor", "1")
+    leaders = wait_until(
+        "3 leaders on 3 brokers",
+        lambda: (lambda ls: ls if len(set(ls)) == 3 else None)(
+            [c.partition("spread-lag", p)["leader"] for p in range(3)]
+        ),
+    )
+    p = Producer({"bootstrap.servers": c.bootstrap(), "acks": "all"})
+    for part in range(3):
+        for i in range(10):
+            p.produce("spread-lag", value=b"x", partition=part)
+    assert p.flush(30) == 0
+    consumer = Consumer({"bootstrap.servers": c.bootstrap(), "group.id": "lagged", "enable.auto.commit": False})
+    consumer.commit(offsets=[TopicPartition("spread-lag", part, 2) for part in range(3)], asynchronous=False)
+    consumer.close()
+    # Asked through every broker (each forwards to the coordinator).
+    for via in c.nodes:
+        d = wait_until(
+            f"lag of all 3 partitions via broker {via}",
+            lambda: (lambda d: d if len(d.get("lag", [])) == 3 else None)(
+                c.cli("group", "describe", "lagged", via=via)
+            ),
+        )
+        lag = {l["partition"]: l for l in d["lag"]}
+        assert {part: lag[part]["lag"] for part in range(3)} == {0: 8, 1: 8, 2: 8}, (leaders, d)
+        assert d["total_lag"] == 24

@@ -7,6 +7,8 @@ pub mod pb {
     tonic::include_proto!("strata.admin.v1");
 }
 
+mod lag;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -333,19 +335,7 @@ impl Admin for AdminService {
                 .describe_group(DescribeGroupRequest { group_id: id })
                 .await;
         }
-        let lag: Vec<pb::PartitionLag> = self
-            .broker
-            .groups
-            .lag(&self.broker, &id)
-            .into_iter()
-            .map(|l| pb::PartitionLag {
-                topic: l.topic,
-                partition: l.partition,
-                committed_offset: l.committed,
-                end_offset: l.end_offset,
-                lag: l.lag,
-            })
-            .collect();
+        let lag = lag::group_lag(&self.broker, &id).await;
         let total_lag = lag.iter().map(|l| l.lag).sum();
         let mut d = GroupDescription {
             group_id: id.clone(),

@@ -335,6 +335,16 @@ mod tests {
         crate::log::batch::tests::make_batch(0, 5, 1000 + i, &[i as u8; 200])
     }
 
+    fn local_store(dir: &std::path::Path) -> TierStore {
+        TierStore::new(
+            &TierBackend::Local {
+                dir: dir.to_path_buf(),
+            },
+            "",
+        )
+        .unwrap()
+    }
+
     fn record() -> TopicRecord {
         TopicRecord {
             name: "t".into(),
@@ -373,13 +383,7 @@ mod tests {
         let data = tempfile::tempdir().unwrap();
         let tier = tempfile::tempdir().unwrap();
         let p = replica(&data.path().join("t-0"), 4096, 0..60);
-        let store = TierStore::new(
-            &TierBackend::Local {
-                dir: tier.path().to_path_buf(),
-            },
-            "",
-        )
-        .unwrap();
+        let store = local_store(tier.path());
         let rec = record();
         let c = LocalCatalog::with_topic(&rec).unwrap();
         let closed = p.closed_segments();
@@ -438,13 +442,7 @@ mod tests {
     async fn a_new_leader_with_other_segment_boundaries_continues_exactly_at_the_remote_end() {
         let data = tempfile::tempdir().unwrap();
         let tier = tempfile::tempdir().unwrap();
-        let store = TierStore::new(
-            &TierBackend::Local {
-                dir: tier.path().to_path_buf(),
-            },
-            "",
-        )
-        .unwrap();
+        let store = local_store(tier.path());
         let rec = record();
         let c = LocalCatalog::with_topic(&rec).unwrap();
         // The old leader rolls every 4 KiB, the replica that takes over every 7 KiB.
