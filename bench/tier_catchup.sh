@@ -123,7 +123,7 @@ cat <<EOF
 \`bench/tier_catchup.sh $MIB\` — strata-broker release build, SeaweedFS $("$WEED" version 2>/dev/null | head -1 | awk '{print $3}') on loopback,
 ${MIB} MiB of 1 KiB records per single-partition topic, Kafka ConsumerPerformance ($KVER) from offset 0.
 \`tiered\`: ${TIERED_LOCAL} MiB left on local disk, ${REMOTE_MIB} MiB in the bucket, ${TIER_BYTES} MiB served from the tier,
-chunk cache 256 MiB / 4 MiB chunks / read-ahead ${STRATA_TIER_READ_AHEAD_CHUNKS:-2}, cold at start (cache hits ${HITS}, misses ${MISSES}).
+chunk cache 256 MiB / 4 MiB chunks / read-ahead ${STRATA_TIER_READ_AHEAD_CHUNKS:-4}, cold at start (cache hits ${HITS}, misses ${MISSES}).
 
 | read from | MB/s (incl. group join) | fetch MB/s | seconds |
 | --- | --- | --- | --- |

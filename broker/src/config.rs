@@ -195,7 +195,7 @@ impl Default for BrokerConfig {
             offsets_topic_replication_factor: 3,
             tier_cache_bytes: 256 << 20,
             tier_cache_chunk_bytes: 4 << 20,
-            tier_read_ahead_chunks: 2,
+            tier_read_ahead_chunks: 4,
             tier_cache_dir: String::new(),
         }
     }
