@@ -514,9 +514,14 @@ async fn scenario(env: &Env, kcat: &Path) {
         "apiVersion: strata.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: tiered\nspec:\n  clusterRef: demo\n  partitions: 1\n  replicationFactor: 3\n  config:\n    remote.storage.enable: \"true\"\n    segment.bytes: \"65536\"\n    local.retention.bytes: \"131072\"\n",
     )
     .await;
-    wait_for("topic tiered on the brokers", Duration::from_secs(60), || async {
-        (topic_shape(&cluster_metadata(&pods, kcat).await?, "tiered")? == (1, 3, 3)).then_some(())
-    })
+    wait_for(
+        "topic tiered on the brokers",
+        Duration::from_secs(60),
+        || async {
+            (topic_shape(&cluster_metadata(&pods, kcat).await?, "tiered")? == (1, 3, 3))
+                .then_some(())
+        },
+    )
     .await;
     produce_topic(&client, "produce-tiered", "tiered", &records(0, 12_000)).await;
     let (local_start, remote_bytes) = wait_for(
@@ -534,18 +539,27 @@ async fn scenario(env: &Env, kcat: &Path) {
                 .collect();
             let mut admin = strata_operator::admin::connect(&addrs).await.ok()?;
             let d = admin
-                .describe_topic(strata_operator::admin::pb::DescribeTopicRequest { name: "tiered".into() })
+                .describe_topic(strata_operator::admin::pb::DescribeTopicRequest {
+                    name: "tiered".into(),
+                })
                 .await
                 .ok()?
                 .into_inner();
             let p = d.partition_details.first()?;
-            (p.remote_start_offset == 0 && p.local_start_offset > 0 && p.remote_end_offset >= p.local_start_offset)
+            (p.remote_start_offset == 0
+                && p.local_start_offset > 0
+                && p.remote_end_offset >= p.local_start_offset)
                 .then_some((p.local_start_offset, p.remote_size_bytes))
         },
     )
     .await;
     let got = consume_topic(&client, "consume-tiered", "tiered").await;
-    assert_eq!(got.len(), 12_000, "read back {} of 12000 (local start {local_start})", got.len());
+    assert_eq!(
+        got.len(),
+        12_000,
+        "read back {} of 12000 (local start {local_start})",
+        got.len()
+    );
     assert_eq!(got["key-5"], format!("value-5-{}", "x".repeat(5)));
     step(&format!(
         "tiered: offsets below {local_start} served from the bucket ({remote_bytes} bytes remote), all 12000 read back"
