@@ -223,6 +223,8 @@ async fn consume_topic(client: &Client, pod: &str, topic: &str) -> BTreeMap<Stri
 
 /// Produces `records` (`key:value` lines) with a kcat pod, acks=all.
 async fn produce_topic(client: &Client, pod: &str, topic: &str, records: &str) {
+    // Batches of at most 500 records, so segment sizes (and so what tiering and
+    // retention do) do not depend on how librdkafka happened to batch.
     let args = [
         "-P",
         "-b",
@@ -233,6 +235,8 @@ async fn produce_topic(client: &Client, pod: &str, topic: &str, records: &str) {
         ":",
         "-X",
         "acks=all",
+        "-X",
+        "batch.num.messages=500",
         "-l",
         "/data/records.txt",
     ];
@@ -564,6 +568,14 @@ async fn scenario(env: &Env, kcat: &Path) {
     step(&format!(
         "tiered: offsets below {local_start} served from the bucket ({remote_bytes} bytes remote), all 12000 read back"
     ));
+    // Done with it: deleting the Topic (policy Delete) removes it and its bucket prefix.
+    let (ok, out) = kubectl(
+        env,
+        &["delete", "topic", "tiered", "--wait=true", "--timeout=60s"],
+        None,
+    )
+    .await;
+    assert!(ok, "{out}");
 
     // 6. Invalid manifests are rejected by the API server with clear messages.
     let invalid = [
@@ -832,20 +844,54 @@ async fn scenario(env: &Env, kcat: &Path) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // The rebalancer gives the new broker its share of the existing partitions.
-    let (counts, rebalance) = wait_for(
-        "replicas evened out over 4 brokers",
-        Duration::from_secs(180),
-        || async {
-            let rb = clusters.get("demo").await.ok()?.status?.rebalance?;
-            if rb.phase != "Done" {
-                return None;
-            }
-            let counts = replicas_per_broker(&cluster_metadata(&pods, kcat).await?);
-            let (min, max) = (counts.values().min()?, counts.values().max()?);
-            (counts.len() == 4 && max - min <= 1).then_some((counts, rb))
-        },
-    )
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let (counts, rebalance) = loop {
+        let rb = clusters
+            .get("demo")
+            .await
+            .ok()
+            .and_then(|c| c.status)
+            .and_then(|s| s.rebalance);
+        let md = cluster_metadata(&pods, kcat).await.unwrap_or_default();
+        let counts = replicas_per_broker(&md);
+        let balanced = counts.len() == 4
+            && counts
+                .values()
+                .max()
+                .zip(counts.values().min())
+                .is_some_and(|(max, min)| max - min <= 1);
+        if let Some(rb) = rb.as_ref().filter(|r| r.phase == "Done" && balanced) {
+            break (counts, rb.clone());
+        }
+        if Instant::now() > deadline {
+            // What is stuck: partitions whose ISR is short of their replicas.
+            let short: Vec<String> = md["topics"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|t| {
+                    let name = t["topic"].as_str().unwrap_or_default().to_string();
+                    t["partitions"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(move |p| {
+                            let r = p["replicas"].as_array().map_or(0, Vec::len);
+                            let i = p["isrs"].as_array().map_or(0, Vec::len);
+                            (r != i).then(|| {
+                                format!(
+                                    "{name}-{}: replicas {} isr {}",
+                                    p["partition"], p["replicas"], p["isrs"]
+                                )
+                            })
+                        })
+                })
+                .collect();
+            panic!("replicas not evened out over 4 brokers: rebalance {rb:?}, replicas per broker {counts:?}, short ISR: {short:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     assert!(rebalance.total_moves > 0, "{rebalance:?}");
     wait_for(
         "orders with a full ISR after the rebalance",
