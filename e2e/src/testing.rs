@@ -75,11 +75,13 @@ pub fn init_tracing() {
 /// environments of this process, bounded by `timeout`, torn down afterwards.
 /// The scenario hands the `Env` back for a graceful shutdown; on panic it is
 /// dropped, which kills everything too.
-pub async fn with_env<F, Fut>(name: &str, config: EnvConfig, timeout: Duration, scenario: F)
+pub async fn with_env<F, Fut>(name: &str, mut config: EnvConfig, timeout: Duration, scenario: F)
 where
     F: FnOnce(Env) -> Fut,
     Fut: Future<Output = Env>,
 {
+    use futures::FutureExt;
+
     init_tracing();
     let mut needed = vec!["etcd", "kube-apiserver", "kube-controller-manager"];
     if config.s3_bucket.is_some() {
@@ -90,19 +92,108 @@ where
     }
     let _guard = SERIAL.lock().await;
     let started = Instant::now();
+    // The directory outlives the environment, so a failure can quote the pods' logs;
+    // it is removed below unless the caller chose it or asked to keep it.
+    let remove_dir = config.dir.is_none() && !config.keep_dir;
+    config.keep_dir = true;
+    let dir = std::sync::Mutex::new(None::<PathBuf>);
     let run = async {
         let env = match Env::start(config).await {
             Ok(env) => env,
             Err(e) => panic!("{name}: starting the environment: {e}"),
         };
+        if let Ok(mut d) = dir.lock() {
+            *d = Some(env.dir.clone());
+        }
         eprintln!("[{name}] environment up in {:?}", started.elapsed());
         let env = scenario(env).await;
         env.shutdown().await;
     };
-    if tokio::time::timeout(timeout, run).await.is_err() {
-        panic!("{name} did not finish within {timeout:?}");
+    let outcome =
+        tokio::time::timeout(timeout, std::panic::AssertUnwindSafe(run).catch_unwind()).await;
+    let dir = dir.lock().ok().and_then(|mut d| d.take());
+    let failure = match &outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(panic)) => Some(panic_message(panic.as_ref())),
+        Err(_) => Some(format!("did not finish within {timeout:?}")),
+    };
+    if let (Some(why), Some(dir)) = (&failure, &dir) {
+        // Last in the output, where a truncated CI log still shows it.
+        eprintln!("{}", failure_report(&dir.join("kubelet").join("logs")));
+        eprintln!("[{name}] FAILED: {why}");
+        if !remove_dir {
+            eprintln!("[{name}] environment kept in {}", dir.display());
+        }
     }
-    eprintln!("[{name}] done in {:?}", started.elapsed());
+    if let (true, Some(dir)) = (remove_dir, &dir) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    match outcome {
+        Ok(Ok(())) => eprintln!("[{name}] done in {:?}", started.elapsed()),
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("{name} did not finish within {timeout:?}"),
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "(panic without a message)".into())
+}
+
+/// The newest warnings and errors of every pod's containers (the kubelet's log
+/// directory, `<ns>_<pod>_<uid>/<container>.log`), a few lines each, for a failed
+/// scenario's output.
+pub fn failure_report(logs_dir: &std::path::Path) -> String {
+    const PER_CONTAINER: usize = 6;
+    const WIDTH: usize = 400;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(logs_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|pod| {
+            std::fs::read_dir(pod.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|f| f.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    let mut out = String::from("----- warnings and errors in the pods' logs (newest last) -----");
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        let notable: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR ") || l.contains("panicked"))
+            .collect();
+        if notable.is_empty() {
+            continue;
+        }
+        let pod = f
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let container = f
+            .file_stem()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "\n{pod}/{container}: {} warnings/errors, the last:",
+            notable.len()
+        ));
+        for l in &notable[notable.len().saturating_sub(PER_CONTAINER)..] {
+            let l: String = l.chars().take(WIDTH).collect();
+            out.push_str(&format!("\n  {l}"));
+        }
+    }
+    out
 }
 
 /// Polls `f` every 250 ms until it yields a value; panics (naming `what`) after
@@ -165,4 +256,40 @@ pub async fn helm_install(
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_failure_report_quotes_the_newest_warnings_of_each_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let pod = dir.path().join("default_demo-0_uid");
+        std::fs::create_dir_all(&pod).unwrap();
+        let mut log = String::new();
+        for i in 0..10 {
+            log.push_str(&format!("2026-12-01T00:00:00Z  WARN strata: warning {i}\n"));
+            log.push_str("2026-12-01T00:00:00Z  INFO strata: fine\n");
+        }
+        std::fs::write(pod.join("broker.log"), log).unwrap();
+        let quiet = dir.path().join("default_quiet_uid");
+        std::fs::create_dir_all(&quiet).unwrap();
+        std::fs::write(quiet.join("kcat.log"), "all good\n").unwrap();
+
+        let report = failure_report(dir.path());
+        assert!(
+            report.contains("default_demo-0_uid/broker: 10 warnings/errors"),
+            "{report}"
+        );
+        assert!(
+            report.contains("warning 9") && report.contains("warning 4"),
+            "{report}"
+        );
+        assert!(
+            !report.contains("warning 3") && !report.contains("fine"),
+            "{report}"
+        );
+        assert!(!report.contains("quiet"), "{report}");
+    }
 }

@@ -315,6 +315,41 @@ fn segment_files(data: &Path) -> BTreeMap<String, u64> {
     out
 }
 
+/// Partition 0 of topic `tiered` as each broker pod's admin API describes it.
+async fn tiered_partition_views(
+    pods: &Api<Pod>,
+) -> Vec<(String, strata_operator::admin::pb::PartitionDescription)> {
+    let Ok(list) = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/instance=demo"))
+        .await
+    else {
+        return Vec::new();
+    };
+    let mut views = Vec::new();
+    for addr in list
+        .items
+        .iter()
+        .filter_map(|p| Some(format!("{}:9093", pod_ip(p)?)))
+    {
+        let Ok(mut admin) = strata_operator::admin::connect(std::slice::from_ref(&addr)).await
+        else {
+            continue;
+        };
+        let request = strata_operator::admin::pb::DescribeTopicRequest {
+            name: "tiered".into(),
+        };
+        if let Some(p) = admin
+            .describe_topic(request)
+            .await
+            .ok()
+            .and_then(|d| d.into_inner().partition_details.into_iter().next())
+        {
+            views.push((addr, p));
+        }
+    }
+    views
+}
+
 #[tokio::test]
 async fn newcomer_path_from_helm_install_to_consuming_through_the_bootstrap_service() {
     testing::init_tracing();
@@ -528,35 +563,44 @@ async fn scenario(env: &Env, kcat: &Path) {
     )
     .await;
     produce_topic(&client, "produce-tiered", "tiered", &records(0, 12_000)).await;
-    let (local_start, remote_bytes) = wait_for(
-        "tiered: old segments only in the bucket",
-        Duration::from_secs(120),
-        || async {
-            let list = pods
-                .list(&ListParams::default().labels("app.kubernetes.io/instance=demo"))
-                .await
-                .ok()?;
-            let addrs: Vec<String> = list
-                .items
+    // Each broker's view of the partition: the remote log comes from the quorum,
+    // the local start from that broker's own replica.
+    let (local_start, remote_bytes) = {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let views = tiered_partition_views(&pods).await;
+            if let Some(found) = views.iter().find_map(|(_, p)| {
+                (p.remote_start_offset == 0
+                    && p.local_start_offset > 0
+                    && p.remote_end_offset >= p.local_start_offset)
+                    .then_some((p.local_start_offset, p.remote_size_bytes))
+            }) {
+                break found;
+            }
+            let seen: String = views
                 .iter()
-                .filter_map(|p| Some(format!("{}:9093", pod_ip(p)?)))
-                .collect();
-            let mut admin = strata_operator::admin::connect(&addrs).await.ok()?;
-            let d = admin
-                .describe_topic(strata_operator::admin::pb::DescribeTopicRequest {
-                    name: "tiered".into(),
+                .map(|(addr, p)| {
+                    format!(
+                        "\n  {addr}: leader {} epoch {} isr {:?} local [{}, {}) hw {} remote [{}, {}) {} bytes",
+                        p.leader,
+                        p.leader_epoch,
+                        p.isr,
+                        p.local_start_offset,
+                        p.log_end_offset,
+                        p.high_watermark,
+                        p.remote_start_offset,
+                        p.remote_end_offset,
+                        p.remote_size_bytes
+                    )
                 })
-                .await
-                .ok()?
-                .into_inner();
-            let p = d.partition_details.first()?;
-            (p.remote_start_offset == 0
-                && p.local_start_offset > 0
-                && p.remote_end_offset >= p.local_start_offset)
-                .then_some((p.local_start_offset, p.remote_size_bytes))
-        },
-    )
-    .await;
+                .collect();
+            assert!(
+                Instant::now() < deadline,
+                "timed out after 120s waiting for tiered: old segments only in the bucket; last seen:{seen}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
     let got = consume_topic(&client, "consume-tiered", "tiered").await;
     assert_eq!(
         got.len(),
