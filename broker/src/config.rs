@@ -138,6 +138,14 @@ pub struct BrokerConfig {
     pub tier_read_ahead_chunks: u32,
     /// Directory of the chunk cache ("": `<data_dir>/tier-cache`); emptied at start.
     pub tier_cache_dir: String,
+    /// Partitions whose closed segments are uploaded at the same time.
+    pub tier_upload_concurrency: usize,
+    /// How often a partition leader looks for objects under its partition's prefix
+    /// that the committed remote log does not list (failed commits, failed deletes).
+    pub tier_orphan_sweep_interval_ms: u64,
+    /// An unlisted object is deleted only once it is at least this old, so an upload
+    /// that is still on its way to the quorum is never mistaken for an orphan (ms).
+    pub tier_orphan_grace_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -197,6 +205,9 @@ impl Default for BrokerConfig {
             tier_cache_chunk_bytes: 4 << 20,
             tier_read_ahead_chunks: 4,
             tier_cache_dir: String::new(),
+            tier_upload_concurrency: 4,
+            tier_orphan_sweep_interval_ms: 600_000,
+            tier_orphan_grace_ms: 3_600_000,
         }
     }
 }
@@ -338,6 +349,21 @@ impl BrokerConfig {
             self.tier_read_ahead_chunks <= 64,
             "tier_read_ahead_chunks",
             "must be <= 64",
+        )?;
+        check(
+            (1..=64).contains(&self.tier_upload_concurrency),
+            "tier_upload_concurrency",
+            "must be between 1 and 64",
+        )?;
+        check(
+            self.tier_orphan_sweep_interval_ms >= 1000,
+            "tier_orphan_sweep_interval_ms",
+            "must be >= 1000",
+        )?;
+        check(
+            self.tier_orphan_grace_ms >= 60_000,
+            "tier_orphan_grace_ms",
+            "must be >= 60000 (an upload must have time to commit)",
         )?;
         check(
             !self.cluster_id.is_empty(),
@@ -538,6 +564,9 @@ const ALL_KEYS: &[&str] = &[
     "tier_cache_chunk_bytes",
     "tier_read_ahead_chunks",
     "tier_cache_dir",
+    "tier_upload_concurrency",
+    "tier_orphan_sweep_interval_ms",
+    "tier_orphan_grace_ms",
 ];
 
 /// Environment values are typed the way TOML would read them: integers and booleans

@@ -21,6 +21,7 @@ pub struct TierMetrics {
     pub cache_bytes: Gauge<u64>,
     pub object_store_errors: Counter<u64>,
     pub remote_segments_deleted: Counter<u64>,
+    pub orphans_deleted: Counter<u64>,
 }
 
 impl TierMetrics {
@@ -85,6 +86,13 @@ impl TierMetrics {
             remote_segments_deleted: meter
                 .u64_counter("strata_tier_remote_segments_deleted")
                 .with_description("Remote segments deleted by total retention, per topic")
+                .build(),
+            orphans_deleted: meter
+                .u64_counter("strata_tier_orphaned_objects_deleted")
+                .with_description(
+                    "Objects under a partition prefix that no committed remote segment \
+                     listed (refused or interrupted uploads, failed deletes), deleted, per topic",
+                )
                 .build(),
         }
     }

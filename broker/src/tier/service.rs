@@ -13,9 +13,11 @@
 //! reaches that far, which is what allows local retention to delete the local copy.
 //! A reader therefore never finds a gap between the remote and the local log.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use futures::StreamExt;
 use parking_lot::Mutex;
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -24,6 +26,7 @@ use super::cache::{ChunkCache, Lru};
 use super::catalog::{self, Catalog};
 use super::metrics::TierMetrics;
 use super::store::{TierBackend, TierStore};
+use super::sweeper;
 use super::uploader::{self, MANIFEST_FILE};
 use crate::broker::{now_ms, Broker};
 use crate::config::BrokerConfig;
@@ -48,6 +51,12 @@ pub struct Tier {
     /// Marker files of topics deleted before the quorum recorded pending remote
     /// deletions; still drained.
     pending_deletes: PathBuf,
+    /// Partitions passed at the same time.
+    upload_concurrency: usize,
+    orphan_sweep_interval_ms: i64,
+    orphan_grace_ms: i64,
+    /// When each partition led here was last swept for orphans (ms).
+    last_sweep: Mutex<HashMap<(Uuid, i32), i64>>,
 }
 
 impl std::fmt::Debug for Tier {
@@ -83,6 +92,11 @@ impl Tier {
             metrics: tm,
             catalog,
             pending_deletes,
+            upload_concurrency: config.tier_upload_concurrency.max(1),
+            orphan_sweep_interval_ms: i64::try_from(config.tier_orphan_sweep_interval_ms)
+                .unwrap_or(i64::MAX),
+            orphan_grace_ms: config.tier_orphan_grace_ms,
+            last_sweep: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -105,6 +119,7 @@ impl Tier {
     /// replica the local-deletion bound from the committed remote log.
     pub async fn run_pass(&self, broker: &Broker) {
         self.remove_deleted_topics().await;
+        let mut led = Vec::new();
         for t in broker.all_topics() {
             if t.record.internal
                 || !topic_config::remote_storage_enabled(&t.record.configs, &broker.config)
@@ -113,13 +128,21 @@ impl Tier {
             }
             for p in t.local() {
                 if p.is_leader() {
-                    self.pass_partition(&t.record, p).await;
+                    led.push((Arc::clone(&t), Arc::clone(p)));
                 } else if let Some(end) = self.remote_log(&t.record.id, p).end_offset() {
                     // A follower deletes locally only what the tier is known to hold.
                     p.set_remote_end_offset(end);
                 }
             }
         }
+        // Up to `tier_upload_concurrency` partitions at once; each one's segments go
+        // in order, since every commit must continue the one before.
+        futures::stream::iter(led)
+            .for_each_concurrent(self.upload_concurrency, |(t, p)| async move {
+                self.pass_partition(&t.record, &p).await;
+            })
+            .await;
+        self.forget_swept_partitions(broker);
     }
 
     pub(crate) async fn pass_partition(&self, rec: &TopicRecord, p: &Partition) {
@@ -160,6 +183,68 @@ impl Tier {
         self.metrics
             .upload_lag_bytes
             .record(waiting.iter().map(|s| s.size_bytes).sum(), &plabels);
+        if self.sweep_due(rec, p) {
+            self.sweep_orphans(rec, p).await;
+        }
+    }
+
+    fn sweep_due(&self, rec: &TopicRecord, p: &Partition) -> bool {
+        let now = now_ms();
+        let mut last = self.last_sweep.lock();
+        // The first pass after gaining the leadership waits one interval too: a
+        // former leader's last upload may still be on its way to the quorum.
+        let since = *last.entry((rec.id, p.index)).or_insert(now);
+        if now.saturating_sub(since) < self.orphan_sweep_interval_ms {
+            return false;
+        }
+        last.insert((rec.id, p.index), now);
+        true
+    }
+
+    /// Deletes the objects under the partition's prefix that the committed remote
+    /// log does not list and that are older than the grace period (see `sweeper`).
+    pub(crate) async fn sweep_orphans(&self, rec: &TopicRecord, p: &Partition) {
+        let prefix = uploader::partition_prefix(&rec.name, &rec.id, p.index);
+        // Listed before the committed state is read: see the sweeper's docs.
+        let listed = match self.store.list_objects(&prefix).await {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(%prefix, error = %e, "cannot list the partition's objects to sweep orphans; will retry");
+                return;
+            }
+        };
+        let committed = self.remote_log(&rec.id, p);
+        let orphans = sweeper::orphans(&listed, &committed, now_ms(), self.orphan_grace_ms);
+        let mut deleted = 0u64;
+        for key in &orphans {
+            match self.store.delete(key).await {
+                Ok(()) => deleted += 1,
+                Err(e) => warn!(%key, error = %e, "cannot delete an orphaned object; will retry"),
+            }
+        }
+        if deleted > 0 {
+            self.metrics
+                .orphans_deleted
+                .add(deleted, &Metrics::topic(&rec.name));
+            info!(topic = %rec.name, partition = p.index, objects = deleted,
+                "deleted objects no committed remote segment lists");
+        }
+    }
+
+    /// Drops the sweep times of partitions no longer led here, so a leadership
+    /// regained later waits a full interval again.
+    fn forget_swept_partitions(&self, broker: &Broker) {
+        let led: std::collections::HashSet<(Uuid, i32)> = broker
+            .all_topics()
+            .iter()
+            .flat_map(|t| {
+                t.local()
+                    .filter(|p| p.is_leader())
+                    .map(|p| (t.record.id, p.index))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        self.last_sweep.lock().retain(|k, _| led.contains(k));
     }
 
     async fn publish_manifest(&self, rec: &TopicRecord, p: &Partition) {
@@ -444,5 +529,59 @@ mod migration_tests {
         tier.pass_partition(&rec, &p).await;
         assert_eq!(*tier.remote_log(&rec.id, &p), want.clone());
         assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn the_sweep_deletes_old_unlisted_segment_objects_only() {
+        let (dir, cfg, rec, p) = setup();
+        let catalog = Arc::new(LocalCatalog::with_topic(&rec).unwrap());
+        let backend = cfg.tier_backend(&|_| None).unwrap().unwrap();
+        let tier = Tier::open(&cfg, &backend, &Metrics::new().unwrap(), catalog.clone()).unwrap();
+        let prefix = uploader::partition_prefix(&rec.name, &rec.id, 0);
+        let committed = RemoteSegment {
+            base_offset: 0,
+            end_offset: 5,
+            max_timestamp: now_ms(),
+            size_bytes: 3,
+            leader_epoch: 0,
+            log_key: uploader::segment_log_key(&prefix, 0, 0),
+        };
+        catalog
+            .apply(Command::CommitRemoteSegment {
+                topic: rec.name.clone(),
+                topic_id: rec.id,
+                partition: 0,
+                leader_epoch: 0,
+                segment: committed.clone(),
+            })
+            .unwrap();
+        let refused = uploader::segment_log_key(&prefix, 5, 0);
+        let in_flight = uploader::segment_log_key(&prefix, 5, 1);
+        let manifest = format!("{prefix}/{MANIFEST_FILE}");
+        let mut keys: Vec<String> = committed.keys().into();
+        keys.extend([refused.clone(), in_flight.clone(), manifest.clone()]);
+        for k in &keys {
+            tier.store
+                .put(k, bytes::Bytes::from_static(b"abc"))
+                .await
+                .unwrap();
+        }
+        // Everything was written two hours ago, except the upload in flight.
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        for k in keys.iter().filter(|k| **k != in_flight) {
+            std::fs::File::options()
+                .write(true)
+                .open(dir.path().join("tier").join(k))
+                .unwrap()
+                .set_modified(two_hours_ago)
+                .unwrap();
+        }
+        tier.sweep_orphans(&rec, &p).await;
+        let mut left = tier.store.list(&prefix).await.unwrap();
+        left.sort();
+        let mut want: Vec<String> = committed.keys().into();
+        want.extend([in_flight, manifest]);
+        want.sort();
+        assert_eq!(left, want, "only the refused upload {refused} goes");
     }
 }

@@ -20,6 +20,8 @@ use opentelemetry::metrics::Counter;
 use opentelemetry::KeyValue;
 use tracing::debug;
 
+use super::sweeper::Listed;
+
 /// Where tiered segments go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TierBackend {
@@ -191,6 +193,16 @@ impl TierStore {
 
     /// Keys (relative to the prefix) under `dir`.
     pub async fn list(&self, dir: &str) -> object_store::Result<Vec<String>> {
+        Ok(self
+            .list_objects(dir)
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .collect())
+    }
+
+    /// Objects under `dir`: keys relative to the prefix, with their last-modified time.
+    pub async fn list_objects(&self, dir: &str) -> object_store::Result<Vec<Listed>> {
         let base = self.path(dir);
         let metas: Vec<_> = self
             .retry("list", dir, || self.store.list(Some(&base)).try_collect())
@@ -202,12 +214,14 @@ impl TierStore {
         };
         Ok(metas
             .into_iter()
-            .map(|m| {
-                m.location
+            .map(|m| Listed {
+                key: m
+                    .location
                     .to_string()
                     .get(strip..)
                     .unwrap_or_default()
-                    .to_string()
+                    .to_string(),
+                last_modified_ms: m.last_modified.timestamp_millis(),
             })
             .collect())
     }
