@@ -332,3 +332,55 @@ def test_group_lag_covers_partitions_the_coordinator_holds_no_replica_of(cluster
         lag = {l["partition"]: l for l in d["lag"]}
         assert {part: lag[part]["lag"] for part in range(3)} == {0: 8, 1: 8, 2: 8}, (leaders, d)
         assert d["total_lag"] == 24
+
+
+def _offsets_partition(group, partitions):
+    """The __consumer_offsets partition of an ASCII group id (Java's String.hashCode
+    modulo the partition count, as the broker computes it)."""
+    h = 0
+    for ch in group:
+        h = (h * 31 + ord(ch)) & 0xFFFFFFFF
+    if h >= 1 << 31:
+        h -= 1 << 32
+    return 0 if h == -(1 << 31) else abs(h) % partitions
+
+
+def test_group_list_through_any_broker_lists_every_coordinators_groups(cluster_factory):
+    """Each broker coordinates the groups of the __consumer_offsets partitions it leads;
+    `strata group list` asked of any one of them lists the groups of all three."""
+    c = cluster_factory(3)
+    c.cli("topic", "create", "listed", "--partitions", "1", "--replication-factor", "3")
+    # The first group use creates __consumer_offsets; wait until every partition leads.
+    probe = Consumer({"bootstrap.servers": c.bootstrap(), "group.id": "probe", "enable.auto.commit": False})
+    probe.commit(offsets=[TopicPartition("listed", 0, 0)], asynchronous=False)
+    probe.close()
+    offsets = wait_until(
+        "__consumer_offsets led everywhere",
+        lambda: (lambda d: d if all(p["leader"] >= 0 for p in d["partition_details"]) else None)(
+            c.cli("topic", "describe", "__consumer_offsets")
+        ),
+    )
+    n = offsets["partitions"]
+    leader_of = {p["partition"]: p["leader"] for p in offsets["partition_details"]}
+    # One group per coordinator, so a broker listing only its own would miss two.
+    groups = {}
+    for i in range(200):
+        name = f"listed-{i}"
+        groups.setdefault(leader_of[_offsets_partition(name, n)], name)
+        if len(groups) == 3:
+            break
+    assert len(groups) == 3, groups
+    for name in groups.values():
+        consumer = Consumer({"bootstrap.servers": c.bootstrap(), "group.id": name, "enable.auto.commit": False})
+        consumer.commit(offsets=[TopicPartition("listed", 0, 1)], asynchronous=False)
+        consumer.close()
+    for via in c.nodes:
+        listed = wait_until(
+            f"all 3 groups listed via broker {via}",
+            lambda: (lambda r: r if set(groups.values()) <= {g["group_id"] for g in r.get("groups", [])} else None)(
+                c.cli("group", "list", via=via)
+            ),
+        )
+        assert not listed.get("unavailable_brokers"), listed
+        states = {g["group_id"]: g["state"] for g in listed["groups"]}
+        assert all(states[name] == "Empty" for name in groups.values()), states

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use tracing::debug;
 
-use super::pb::admin_client::AdminClient;
 use super::pb::{DescribeTopicRequest, PartitionLag, TopicDescription};
 use crate::broker::Broker;
 
@@ -43,7 +42,7 @@ pub async fn group_lag(broker: &Broker, group: &str) -> Vec<PartitionLag> {
                     Some(b) => {
                         let key = (b.id, topic.clone());
                         if !remote.contains_key(&key) {
-                            let d = describe_at(&b.internal, &topic).await;
+                            let d = describe_at(broker, &b.internal, &topic).await;
                             remote.insert(key.clone(), d);
                         }
                         remote
@@ -74,18 +73,13 @@ pub async fn group_lag(broker: &Broker, group: &str) -> Vec<PartitionLag> {
 }
 
 /// The leader's own description of `topic` (its high watermarks), if it answers.
-async fn describe_at(addr: &str, topic: &str) -> Option<TopicDescription> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .ok()?
-        .connect_timeout(LEADER_TIMEOUT)
-        .timeout(LEADER_TIMEOUT);
-    let mut client = AdminClient::new(endpoint.connect_lazy());
-    match client
-        .describe_topic(DescribeTopicRequest {
-            name: topic.to_string(),
-        })
-        .await
-    {
+async fn describe_at(broker: &Broker, addr: &str, topic: &str) -> Option<TopicDescription> {
+    let mut client = super::peer_admin(broker, addr).ok()?;
+    let mut request = tonic::Request::new(DescribeTopicRequest {
+        name: topic.to_string(),
+    });
+    request.set_timeout(LEADER_TIMEOUT);
+    match client.describe_topic(request).await {
         Ok(r) => Some(r.into_inner()),
         Err(e) => {
             debug!(addr, topic, error = %e, "leader did not describe the topic; its partitions' lag is left out");

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use bytes::Buf;
 use kafka_protocol::messages::ConsumerProtocolAssignment;
 use kafka_protocol::protocol::Decodable;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::broker::{Broker, TopicState};
@@ -27,6 +28,23 @@ use pb::admin_server::Admin;
 use pb::*;
 
 pub use pb::admin_server::AdminServer;
+
+/// How long another broker gets to list its groups.
+const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long the coordinator gets to answer a forwarded group call (it may ask the
+/// partition leaders in turn, see `lag`).
+const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// An admin client for another broker (`host:port` of its internal listener, which
+/// serves the admin API too), over the broker's cached peer channel.
+pub(crate) fn peer_admin(broker: &Broker, addr: &str) -> Result<AdminClient<Channel>, Status> {
+    broker
+        .quorum
+        .peers()
+        .channel(addr)
+        .map(AdminClient::new)
+        .map_err(|e| Status::internal(e.to_string()))
+}
 
 /// The admin service over a broker.
 pub struct AdminService {
@@ -151,10 +169,7 @@ impl AdminService {
     }
 
     /// The admin client of the broker coordinating `group`, when that is not this one.
-    fn coordinator_client(
-        &self,
-        group: &str,
-    ) -> Result<Option<AdminClient<tonic::transport::Channel>>, Status> {
+    fn coordinator_client(&self, group: &str) -> Result<Option<AdminClient<Channel>>, Status> {
         if self.broker.groups.is_coordinator(group) {
             return Ok(None);
         }
@@ -171,11 +186,7 @@ impl AdminService {
             .filter(|l| *l >= 0 && *l != self.broker.node_id())
             .and_then(|l| state.brokers.get(&l))
             .ok_or_else(|| Status::unavailable("the group coordinator is not available"))?;
-        let endpoint =
-            tonic::transport::Endpoint::from_shared(format!("http://{}", leader.internal))
-                .map_err(|e| Status::internal(e.to_string()))?
-                .connect_timeout(std::time::Duration::from_secs(2));
-        Ok(Some(AdminClient::new(endpoint.connect_lazy())))
+        peer_admin(&self.broker, &leader.internal).map(Some)
     }
 
     fn topic(&self, name: &str) -> Result<Arc<TopicState>, Status> {
@@ -309,20 +320,57 @@ impl Admin for AdminService {
 
     async fn list_groups(
         &self,
-        _r: Request<ListGroupsRequest>,
+        r: Request<ListGroupsRequest>,
     ) -> Result<Response<ListGroupsResponse>, Status> {
-        let groups = self
+        let mut groups: BTreeMap<String, GroupListing> = self
             .broker
             .groups
             .list()
             .into_iter()
-            .map(|l| GroupListing {
-                group_id: l.group_id,
-                state: l.state.name().to_string(),
-                protocol_type: l.protocol_type,
+            .map(|l| {
+                let g = GroupListing {
+                    group_id: l.group_id,
+                    state: l.state.name().to_string(),
+                    protocol_type: l.protocol_type,
+                };
+                (g.group_id.clone(), g)
             })
             .collect();
-        Ok(Response::new(ListGroupsResponse { groups }))
+        let mut unavailable_brokers = Vec::new();
+        if !r.into_inner().local_only {
+            let state = self.broker.cluster();
+            let others = state
+                .brokers
+                .values()
+                .filter(|b| b.id != self.broker.node_id() && state.is_live(b.id));
+            let asks = others.map(|b| async move {
+                let mut request = Request::new(ListGroupsRequest { local_only: true });
+                request.set_timeout(PEER_TIMEOUT);
+                let reply = match peer_admin(&self.broker, &b.internal) {
+                    Ok(mut c) => c.list_groups(request).await.map(Response::into_inner),
+                    Err(e) => Err(e),
+                };
+                (b.id, reply)
+            });
+            for (id, reply) in futures::future::join_all(asks).await {
+                match reply {
+                    // A group whose coordinator just moved may be listed twice.
+                    Ok(r) => {
+                        for g in r.groups {
+                            groups.entry(g.group_id.clone()).or_insert(g);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(broker = id, error = %e, "broker did not list its groups");
+                        unavailable_brokers.push(id);
+                    }
+                }
+            }
+        }
+        Ok(Response::new(ListGroupsResponse {
+            groups: groups.into_values().collect(),
+            unavailable_brokers,
+        }))
     }
 
     async fn describe_group(
@@ -331,9 +379,9 @@ impl Admin for AdminService {
     ) -> Result<Response<GroupDescription>, Status> {
         let id = r.into_inner().group_id;
         if let Some(mut c) = self.coordinator_client(&id)? {
-            return c
-                .describe_group(DescribeGroupRequest { group_id: id })
-                .await;
+            let mut forward = Request::new(DescribeGroupRequest { group_id: id });
+            forward.set_timeout(FORWARD_TIMEOUT);
+            return c.describe_group(forward).await;
         }
         let lag = lag::group_lag(&self.broker, &id).await;
         let total_lag = lag.iter().map(|l| l.lag).sum();
@@ -377,7 +425,9 @@ impl Admin for AdminService {
         use reset_group_offsets_request::Target;
         let r = r.into_inner();
         if let Some(mut c) = self.coordinator_client(&r.group_id)? {
-            return c.reset_group_offsets(r).await;
+            let mut forward = Request::new(r);
+            forward.set_timeout(FORWARD_TIMEOUT);
+            return c.reset_group_offsets(forward).await;
         }
         if let Some(g) = self.broker.groups.group(&r.group_id) {
             if !g.lock().is_empty() {

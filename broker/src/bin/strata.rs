@@ -401,10 +401,16 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Group { cmd } => match cmd {
             GroupCmd::List => {
                 let r = c
-                    .list_groups(ListGroupsRequest {})
+                    .list_groups(ListGroupsRequest { local_only: false })
                     .await
                     .map_err(st)?
                     .into_inner();
+                if !r.unavailable_brokers.is_empty() {
+                    eprintln!(
+                        "warning: brokers {:?} did not answer; their groups are not listed",
+                        r.unavailable_brokers
+                    );
+                }
                 if out == Output::Json {
                     return json(&r);
                 }

@@ -43,9 +43,15 @@ pub enum PeerError {
 impl Peers {
     /// A client for `addr` (`host:port`), connecting lazily.
     pub fn client(&self, addr: &str) -> Result<InternalClient<Channel>, PeerError> {
+        Ok(InternalClient::new(self.channel(addr)?).max_decoding_message_size(256 << 20))
+    }
+
+    /// The cached channel to `addr` (`host:port`), created lazily on first use; the
+    /// internal and admin services of a broker share it.
+    pub fn channel(&self, addr: &str) -> Result<Channel, PeerError> {
         let mut channels = self.channels.lock();
         if let Some(c) = channels.get(addr) {
-            return Ok(InternalClient::new(c.clone()).max_decoding_message_size(256 << 20));
+            return Ok(c.clone());
         }
         let channel = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|_| PeerError::Address(addr.to_string()))?
@@ -55,7 +61,7 @@ impl Peers {
             .keep_alive_timeout(Duration::from_secs(5))
             .connect_lazy();
         channels.insert(addr.to_string(), channel.clone());
-        Ok(InternalClient::new(channel).max_decoding_message_size(256 << 20))
+        Ok(channel)
     }
 
     async fn call<Req: Serialize, Resp: DeserializeOwned>(
