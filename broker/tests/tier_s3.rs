@@ -4,105 +4,17 @@
 //! broker restart without duplicates.
 
 mod common;
+mod tier_support;
 
 use std::time::Duration;
 
-use bytes::BytesMut;
-use common::{free_addr, Client};
-use indexmap::IndexMap;
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
-use strata_broker::config::BrokerConfig;
-use strata_broker::tier::store::{TierBackend, TierStore};
 use strata_e2e::binaries::Binaries;
 use strata_e2e::s3::S3Server;
 use strata_e2e::testing;
-use tokio::sync::oneshot;
+use tier_support::*;
 
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
-
-fn batch(first: i64, n: usize) -> bytes::Bytes {
-    let records: Vec<Record> = (0..n)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp: 1_700_000_000_000 + first + i as i64,
-            key: None,
-            value: Some(bytes::Bytes::from(format!(
-                "value-{}-{}",
-                first + i as i64,
-                "x".repeat(500)
-            ))),
-            headers: IndexMap::new(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
-    buf.freeze()
-}
-
-struct Running {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-fn start(cfg: BrokerConfig) -> Running {
-    let (stop, rx) = oneshot::channel();
-    let task = tokio::spawn(strata_broker::app::run(cfg, async move {
-        let _ = rx.await;
-    }));
-    Running { stop, task }
-}
-
-async fn stop(r: Running) {
-    let _ = r.stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(20), r.task).await;
-}
-
-/// Connects once the broker is ready (registered with its quorum).
-async fn connect(addr: std::net::SocketAddr, metrics: std::net::SocketAddr) -> Client {
-    common::wait_ready(metrics).await;
-    Client::connect(addr).await
-}
-
-async fn produce(c: &mut Client, from: i64, batches: i64) {
-    for b in 0..batches {
-        let mut pd = PartitionProduceData::default();
-        pd.index = 0;
-        pd.records = Some(batch(from + b * 20, 20));
-        let mut td = TopicProduceData::default();
-        td.name = TopicName(s("tiered"));
-        td.partition_data = vec![pd];
-        let mut req = ProduceRequest::default();
-        req.acks = 1;
-        req.timeout_ms = 10_000;
-        req.topic_data = vec![td];
-        let resp: ProduceResponse = c.call(ApiKey::Produce, 7, &req).await;
-        assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
-    }
-}
+/// Value bytes per record: 60 batches make about ten 64 KiB segments.
+const VALUE: usize = 100;
 
 #[tokio::test]
 async fn closed_segments_reach_s3_in_order_and_resume_after_restart() {
@@ -116,44 +28,21 @@ async fn closed_segments_reach_s3_in_order_and_resume_after_restart() {
         .expect("SeaweedFS");
     let info = server.info.clone();
     let data = tempfile::tempdir().expect("tempdir");
-    let mut cfg = BrokerConfig::dev();
-    cfg.data_dir = data.path().to_path_buf();
-    cfg.kafka_listen = free_addr();
-    cfg.metrics_listen = free_addr();
-    cfg.admin_listen = free_addr();
-    cfg.offsets_topic_partitions = 1;
-    cfg.tier_bucket = info.bucket.clone();
-    cfg.tier_endpoint = info.endpoint.clone();
-    cfg.tier_region = info.region.clone();
-    cfg.tier_prefix = "cluster-test".into();
-    cfg.tier_access_key_id = info.access_key.clone();
-    cfg.tier_secret_access_key = info.secret_key.clone();
-    cfg.tier_upload_interval_ms = 200;
-    let addr = cfg.kafka_listen;
-
-    let broker = start(cfg.clone());
-    let mut c = connect(addr, cfg.metrics_listen).await;
-    let mut t = CreatableTopic::default();
-    t.name = TopicName(s("tiered"));
-    t.num_partitions = 1;
-    t.replication_factor = 1;
-    // The records carry 2023 timestamps: without retention.ms=-1, total retention
-    // (which now applies to the tier too) would expire them as soon as they land.
-    for (k, v) in [
-        ("segment.bytes", "65536"),
-        ("remote.storage.enable", "true"),
-        ("retention.ms", "-1"),
-    ] {
-        let mut cfgv = CreatableTopicConfig::default();
-        cfgv.name = s(k);
-        cfgv.value = Some(s(v));
-        t.configs.push(cfgv);
-    }
-    let mut req = CreateTopicsRequest::default();
-    req.topics = vec![t];
-    let r: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 5, &req).await;
-    assert_eq!(r.topics[0].error_code, 0);
-    produce(&mut c, 0, 60).await;
+    let cfg = config(data.path(), &info);
+    let (broker, mut c) = start(cfg.clone()).await;
+    // The records carry old timestamps: without retention.ms=-1, total retention
+    // (which applies to the tier too) would expire them as soon as they land.
+    create_topic(
+        &mut c,
+        "tiered",
+        &[
+            ("segment.bytes", "65536"),
+            ("remote.storage.enable", "true"),
+            ("retention.ms", "-1"),
+        ],
+    )
+    .await;
+    assert_eq!(produce(&mut c, "tiered", (0, 60), 1, VALUE).await, 0);
 
     // The committed remote log, from the broker's metadata quorum.
     let admin = cfg.admin_listen;
@@ -177,17 +66,7 @@ async fn closed_segments_reach_s3_in_order_and_resume_after_restart() {
         .windows(2)
         .all(|w| w[0].end_offset == w[1].base_offset));
 
-    let store = TierStore::new(
-        &TierBackend::S3 {
-            endpoint: info.endpoint.clone(),
-            region: info.region.clone(),
-            bucket: info.bucket.clone(),
-            access_key: info.access_key.clone(),
-            secret_key: info.secret_key.clone(),
-        },
-        "cluster-test",
-    )
-    .expect("store");
+    let store = store(&info);
     for seg in m.segments() {
         let remote = store
             .get(&seg.log_key)
@@ -208,10 +87,9 @@ async fn closed_segments_reach_s3_in_order_and_resume_after_restart() {
     }
 
     // Restart; more data; the uploader continues where it stopped.
-    stop(broker).await;
-    let broker = start(cfg.clone());
-    let mut c = connect(addr, cfg.metrics_listen).await;
-    produce(&mut c, 60 * 20, 60).await;
+    broker.stop().await;
+    let (broker, mut c) = start(cfg.clone()).await;
+    assert_eq!(produce(&mut c, "tiered", (60, 120), 1, VALUE).await, 0);
     let m2 = wait_segments(m.segments().len() + 5).await;
     assert_eq!(&m2.segments()[..m.segments().len()], m.segments());
     assert!(m2
@@ -219,7 +97,7 @@ async fn closed_segments_reach_s3_in_order_and_resume_after_restart() {
         .windows(2)
         .all(|w| w[0].end_offset == w[1].base_offset));
     let m3 = wait_segments(m2.segments().len()).await;
-    stop(broker).await;
+    broker.stop().await;
     // Every committed segment has its object; the only objects not in the remote log
     // can be uploads that were in flight (or committed) after it was read, past its
     // end (an interrupted one is re-uploaded under the same key on the next pass).
