@@ -21,6 +21,24 @@ fn chart() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../helm/strata")
 }
 
+/// `helm template` of the chart into namespace strata-system with `--set` values.
+fn template(helm: &PathBuf, sets: &[&str]) -> String {
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        "strata",
+        chart.to_str().expect("utf-8 path"),
+        "--namespace",
+        "strata-system",
+        "--kube-version",
+        "1.34.0",
+    ];
+    for v in sets {
+        args.extend(["--set", v]);
+    }
+    run(helm, &args)
+}
+
 fn run(helm: &PathBuf, args: &[&str]) -> String {
     let out = Command::new(helm)
         .args(args)
@@ -65,19 +83,7 @@ fn chart_lints_clean() {
 #[test]
 fn chart_renders_cluster_wide_rbac_by_default() {
     let Some(helm) = helm() else { return };
-    let chart = chart();
-    let out = run(
-        &helm,
-        &[
-            "template",
-            "strata",
-            chart.to_str().expect("utf-8 path"),
-            "--namespace",
-            "strata-system",
-            "--kube-version",
-            "1.34.0",
-        ],
-    );
+    let out = template(&helm, &[]);
     let kinds = kinds(&out);
     for k in [
         "ServiceAccount",
@@ -110,22 +116,9 @@ fn chart_renders_cluster_wide_rbac_by_default() {
 #[test]
 fn chart_with_watch_namespaces_uses_roles_only() {
     let Some(helm) = helm() else { return };
-    let chart = chart();
-    let out = run(
+    let out = template(
         &helm,
-        &[
-            "template",
-            "strata",
-            chart.to_str().expect("utf-8 path"),
-            "--namespace",
-            "strata-system",
-            "--kube-version",
-            "1.34.0",
-            "--set",
-            "watchNamespaces={team-a,team-b}",
-            "--set",
-            "logLevel=debug",
-        ],
+        &["watchNamespaces={team-a,team-b}", "logLevel=debug"],
     );
     let kinds = kinds(&out);
     assert!(!kinds.iter().any(|k| k == "ClusterRole"), "{kinds:?}");
@@ -143,21 +136,7 @@ fn chart_with_watch_namespaces_uses_roles_only() {
 #[test]
 fn chart_without_the_metrics_api_has_no_apiservice() {
     let Some(helm) = helm() else { return };
-    let chart = chart();
-    let out = run(
-        &helm,
-        &[
-            "template",
-            "strata",
-            chart.to_str().expect("utf-8 path"),
-            "--namespace",
-            "strata-system",
-            "--kube-version",
-            "1.34.0",
-            "--set",
-            "metricsApi.enabled=false",
-        ],
-    );
+    let out = template(&helm, &["metricsApi.enabled=false"]);
     assert!(!kinds(&out).iter().any(|k| k == "APIService"));
     assert!(!out.contains("METRICS_API"), "{out}");
     assert!(!out.contains("namespace: kube-system"), "{out}");
