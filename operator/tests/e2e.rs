@@ -113,13 +113,7 @@ async fn resource_versions(client: &Client) -> Vec<(String, Option<String>)> {
 
 #[tokio::test]
 async fn operator_reconciles_a_cluster_and_topics_on_a_real_control_plane() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,kube=warn,kube_client::client::builder=off".into()),
-        )
-        .with_test_writer()
-        .try_init();
+    strata_e2e::testing::init_tracing();
     let Some(cfg) = config() else { return };
     let _guard = LOCK.lock().await;
     let with_broker = broker_binary().is_some();
@@ -376,13 +370,7 @@ async fn http_get(addr: &str, path: &str) -> Option<String> {
 /// chart's ServiceAccount and RBAC; it must be able to do its whole job.
 #[tokio::test]
 async fn helm_installed_operator_runs_a_cluster_with_its_own_rbac() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,kube=warn,kube_client::client::builder=off".into()),
-        )
-        .with_test_writer()
-        .try_init();
+    strata_e2e::testing::init_tracing();
     let Some(mut cfg) = config() else { return };
     if cfg.bins.path("helm").is_err() {
         if std::env::var("STRATA_E2E_REQUIRED").is_ok_and(|v| v == "1") {

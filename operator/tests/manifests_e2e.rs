@@ -350,6 +350,22 @@ async fn tiered_partition_views(
     views
 }
 
+/// Waits until the brokers' metadata shows `topic` with `shape` (partitions, RF,
+/// replicas in sync everywhere).
+async fn wait_topic_shape(
+    pods: &Api<Pod>,
+    kcat: &Path,
+    topic: &str,
+    shape: (usize, usize, usize),
+    what: &str,
+    timeout: Duration,
+) {
+    wait_for(what, timeout, || async {
+        (topic_shape(&cluster_metadata(pods, kcat).await?, topic)? == shape).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn newcomer_path_from_helm_install_to_consuming_through_the_bootstrap_service() {
     testing::init_tracing();
@@ -553,13 +569,13 @@ async fn scenario(env: &Env, kcat: &Path) {
         "apiVersion: strata.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: tiered\nspec:\n  clusterRef: demo\n  partitions: 1\n  replicationFactor: 3\n  config:\n    remote.storage.enable: \"true\"\n    segment.bytes: \"65536\"\n    local.retention.bytes: \"131072\"\n",
     )
     .await;
-    wait_for(
+    wait_topic_shape(
+        &pods,
+        kcat,
+        "tiered",
+        (1, 3, 3),
         "topic tiered on the brokers",
         Duration::from_secs(60),
-        || async {
-            (topic_shape(&cluster_metadata(&pods, kcat).await?, "tiered")? == (1, 3, 3))
-                .then_some(())
-        },
     )
     .await;
     produce_topic(&client, "produce-tiered", "tiered", &records(0, 12_000)).await;
@@ -673,13 +689,13 @@ async fn scenario(env: &Env, kcat: &Path) {
             after.get(file)
         );
     }
-    wait_for(
+    wait_topic_shape(
+        &pods,
+        kcat,
+        "orders",
+        (6, 3, 3),
         "all 6 partitions back to a full ISR",
         Duration::from_secs(120),
-        || async {
-            let s = topic_shape(&cluster_metadata(&pods, kcat).await?, "orders")?;
-            (s == (6, 3, 3)).then_some(())
-        },
     )
     .await;
     step(&format!(
@@ -845,12 +861,13 @@ async fn scenario(env: &Env, kcat: &Path) {
         "apiVersion: strata.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: load\nspec:\n  clusterRef: demo\n  partitions: 4\n  replicationFactor: 3\n  config:\n    min.insync.replicas: \"2\"\n",
     )
     .await;
-    wait_for(
+    wait_topic_shape(
+        &pods,
+        kcat,
+        "load",
+        (4, 3, 3),
         "topic load on the brokers",
         Duration::from_secs(60),
-        || async {
-            (topic_shape(&cluster_metadata(&pods, kcat).await?, "load")? == (4, 3, 3)).then_some(())
-        },
     )
     .await;
     let load_pod: Pod = serde_json::from_value(serde_json::json!({
@@ -937,13 +954,13 @@ async fn scenario(env: &Env, kcat: &Path) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     assert!(rebalance.total_moves > 0, "{rebalance:?}");
-    wait_for(
+    wait_topic_shape(
+        &pods,
+        kcat,
+        "orders",
+        (6, 3, 3),
         "orders with a full ISR after the rebalance",
         Duration::from_secs(60),
-        || async {
-            (topic_shape(&cluster_metadata(&pods, kcat).await?, "orders")? == (6, 3, 3))
-                .then_some(())
-        },
     )
     .await;
     step(&format!(
