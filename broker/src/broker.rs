@@ -404,6 +404,18 @@ impl Broker {
         Ok(())
     }
 
+    /// Forgets broker `id` (see [`Command::UnregisterBroker`]).
+    pub async fn unregister_broker(&self, id: i32) -> Result<(), MetadataError> {
+        let (index, _) = self
+            .quorum
+            .propose(Command::UnregisterBroker { id })
+            .await?;
+        self.quorum
+            .wait_applied(index, Duration::from_secs(5))
+            .await;
+        Ok(())
+    }
+
     /// Starts moving a partition to `target` replicas.
     pub async fn reassign(
         &self,

@@ -134,7 +134,7 @@ async fn controller_round(b: &Arc<Broker>, leader_since: i64) {
         .filter(|x| !x.internal.is_empty())
         .map(|x| (x.id as u64, x.internal.clone()))
         .collect();
-    b.quorum.add_missing_learners(&learners).await;
+    b.quorum.sync_learners(&learners).await;
     let mut cmds = Vec::new();
     // A new controller gives brokers one session to find it before fencing anyone.
     if now - leader_since > b.config.broker_session_timeout_ms {

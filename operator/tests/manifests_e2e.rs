@@ -1043,6 +1043,33 @@ async fn scenario(env: &Env, kcat: &Path) {
         got.len()
     );
     step("scaled 3 → 4 → 3; broker 3 drained before its pod was removed");
+    // Once fenced, the gone broker is unregistered: out of the metadata (and so of
+    // the quorum's learners).
+    let registered = wait_for(
+        "broker 3 unregistered after the scale-in",
+        Duration::from_secs(90),
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels("app.kubernetes.io/instance=demo"))
+                .await
+                .ok()?;
+            let addrs: Vec<String> = list
+                .items
+                .iter()
+                .filter_map(|p| Some(format!("{}:9093", pod_ip(p)?)))
+                .collect();
+            let mut admin = strata_operator::admin::connect(&addrs).await.ok()?;
+            let d = admin
+                .describe_cluster(strata_operator::admin::pb::DescribeClusterRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            let ids: Vec<i32> = d.brokers.iter().map(|b| b.id).collect();
+            (ids == [0, 1, 2]).then_some(ids)
+        },
+    )
+    .await;
+    step(&format!("broker 3 unregistered; brokers {registered:?}"));
     // Settled again (the rebalancer may even out the three brokers once more).
     wait_for(
         "cluster settled after the scale-in",

@@ -384,3 +384,47 @@ def test_group_list_through_any_broker_lists_every_coordinators_groups(cluster_f
         assert not listed.get("unavailable_brokers"), listed
         states = {g["group_id"]: g["state"] for g in listed["groups"]}
         assert all(states[name] == "Empty" for name in groups.values()), states
+
+
+def test_a_stopped_learner_is_unregistered_and_may_come_back(cluster_factory):
+    """`strata broker unregister` forgets a broker that left for good: refused while it
+    runs, for quorum voters and for unknown ids; once it is stopped and fenced it
+    leaves the cluster metadata. Started again, it registers anew and follows the
+    metadata log (it was removed from the quorum's learners, and is added back)."""
+    FENCED = 3
+    c = cluster_factory(4, start=[1, 2, 3])
+    create_topic(c, "stays")
+    c.start([4])
+    brokers = lambda: {b["id"]: b for b in c.cli("cluster", "describe")["brokers"]}
+    wait_until("broker 4 registered", lambda: 4 in brokers())
+
+    def refused(args, text):
+        try:
+            c.cli(*args)
+        except RuntimeError as e:
+            assert text in str(e), e
+            return
+        raise AssertionError(f"strata {' '.join(args)} was accepted")
+
+    refused(("broker", "unregister", "4"), "still live")
+    refused(("broker", "unregister", "2"), "voter")
+    refused(("broker", "unregister", "99"), "unknown broker 99")
+    c.nodes[4].stop()
+    wait_until("broker 4 fenced", lambda: brokers()[4]["state"] == FENCED, timeout=60)
+    assert c.cli("broker", "unregister", "4") == {"unregistered": 4}
+    assert sorted(brokers()) == [1, 2, 3]
+    refused(("broker", "unregister", "4"), "unknown broker 4")
+    # The controller drops it from the quorum's learners: no more replication to it.
+    quorum = lambda: c.cli("cluster", "describe")
+    wait_until("broker 4 no longer a learner", lambda: 4 not in quorum().get("quorum_learners", [4]))
+    assert sorted(quorum()["quorum_voters"]) == [1, 2, 3]
+
+    # Back again: registered, and it sees metadata committed while it was away.
+    create_topic(c, "while-away")
+    c.nodes[4].start()
+    wait_until("broker 4 registered again", lambda: brokers().get(4, {}).get("state") == 1, timeout=60)
+    wait_until("broker 4 a learner again", lambda: 4 in quorum().get("quorum_learners", []))
+    wait_until(
+        "broker 4 knows the topic created while it was away",
+        lambda: c.partition("while-away", via=4)["leader"] >= 1,
+    )

@@ -203,8 +203,18 @@ impl Admin for AdminService {
         _r: Request<DescribeClusterRequest>,
     ) -> Result<Response<ClusterDescription>, Status> {
         let state = self.broker.cluster();
+        let membership = self.broker.quorum.published().membership;
+        let members = |voters: bool| -> Vec<i32> {
+            membership
+                .iter()
+                .filter(|(_, _, voter)| *voter == voters)
+                .filter_map(|(id, _, _)| i32::try_from(*id).ok())
+                .collect()
+        };
         Ok(Response::new(ClusterDescription {
             cluster_id: self.broker.config.cluster_id.clone(),
+            quorum_voters: members(true),
+            quorum_learners: members(false),
             controller_id: self
                 .broker
                 .quorum
@@ -539,6 +549,34 @@ impl Admin for AdminService {
         self.broker_desc(id)?;
         self.broker.set_draining(id, false).await.map_err(status)?;
         Ok(Response::new(self.broker_desc(id)?))
+    }
+
+    async fn unregister_broker(
+        &self,
+        r: Request<UnregisterBrokerRequest>,
+    ) -> Result<Response<UnregisterBrokerResponse>, Status> {
+        let id = r.into_inner().broker_id;
+        let state = self.broker.cluster();
+        if !state.brokers.contains_key(&id) {
+            return Err(Status::not_found(format!("unknown broker {id}")));
+        }
+        if u64::try_from(id).is_ok_and(|n| self.broker.quorum.is_voter(n)) {
+            return Err(Status::failed_precondition(format!(
+                "broker {id} is a voter of the metadata quorum; voters stay registered"
+            )));
+        }
+        if let Some(why) = state.unregister_blocker(id) {
+            return Err(Status::failed_precondition(why));
+        }
+        self.broker
+            .unregister_broker(id)
+            .await
+            .map_err(|e| match e {
+                // Lost a race with a heartbeat or a new assignment: the same precondition.
+                MetadataError::InvalidConfig(why) => Status::failed_precondition(why),
+                other => status(other),
+            })?;
+        Ok(Response::new(UnregisterBrokerResponse {}))
     }
 
     async fn reassign_partitions(

@@ -107,8 +107,16 @@ enum ClusterCmd {
 
 #[derive(Subcommand)]
 enum BrokerCmd {
-    Drain { id: i32 },
-    Undrain { id: i32 },
+    Drain {
+        id: i32,
+    },
+    Undrain {
+        id: i32,
+    },
+    /// Forget a broker that left for good (stopped, fenced, holding no replicas).
+    Unregister {
+        id: i32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -379,8 +387,13 @@ async fn run(cli: Cli) -> Result<(), String> {
                 return json(&d);
             }
             println!(
-                "cluster {}: controller {}, {} under-replicated, {} offline partitions",
-                d.cluster_id, d.controller_id, d.under_replicated_partitions, d.offline_partitions
+                "cluster {}: controller {}, {} under-replicated, {} offline partitions; quorum voters {:?}, learners {:?}",
+                d.cluster_id,
+                d.controller_id,
+                d.under_replicated_partitions,
+                d.offline_partitions,
+                d.quorum_voters,
+                d.quorum_learners
             );
             table(&BROKER_COLUMNS, d.brokers.iter().map(broker_row).collect());
             Ok(())
@@ -392,6 +405,16 @@ async fn run(cli: Cli) -> Result<(), String> {
                 }
                 BrokerCmd::Undrain { id } => {
                     c.undrain_broker(DrainBrokerRequest { broker_id: id }).await
+                }
+                BrokerCmd::Unregister { id } => {
+                    c.unregister_broker(UnregisterBrokerRequest { broker_id: id })
+                        .await
+                        .map_err(st)?;
+                    if out == Output::Json {
+                        return json(&serde_json::json!({ "unregistered": id }));
+                    }
+                    println!("broker {id} unregistered");
+                    return Ok(());
                 }
             }
             .map_err(st)?

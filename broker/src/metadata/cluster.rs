@@ -88,6 +88,12 @@ pub enum Command {
         id: i32,
         draining: bool,
     },
+    /// Forgets a broker that left the cluster for good (after a scale-in); refused
+    /// while it is live or any partition still names it. A broker that comes back
+    /// registers anew.
+    UnregisterBroker {
+        id: i32,
+    },
     CreateTopic {
         record: TopicRecord,
         assignment: Vec<Vec<i32>>,
@@ -239,6 +245,27 @@ impl ClusterState {
         }
     }
 
+    /// Why broker `id` cannot be unregistered yet, if it cannot: it is still live
+    /// (heartbeating), or a partition still lists it as a replica or a target.
+    pub fn unregister_blocker(&self, id: i32) -> Option<String> {
+        if self.is_live(id) {
+            return Some(format!(
+                "broker {id} is still live; it can be unregistered once it has stopped and been fenced"
+            ));
+        }
+        let hosted = self
+            .topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .filter(|p| {
+                p.replicas.contains(&id) || p.target.as_ref().is_some_and(|t| t.contains(&id))
+            })
+            .count();
+        (hosted > 0).then(|| {
+            format!("broker {id} still holds replicas of {hosted} partition(s); drain it first")
+        })
+    }
+
     pub fn is_live(&self, broker: i32) -> bool {
         self.brokers
             .get(&broker)
@@ -315,6 +342,15 @@ impl ClusterState {
                         BrokerStatus::Alive
                     };
                 }
+            }
+            Command::UnregisterBroker { id } => {
+                if !self.brokers.contains_key(&id) {
+                    return Err(MetadataError::InvalidConfig(format!("unknown broker {id}")));
+                }
+                if let Some(why) = self.unregister_blocker(id) {
+                    return Err(MetadataError::InvalidConfig(why));
+                }
+                self.brokers.remove(&id);
             }
             Command::CreateTopic { record, assignment } => {
                 if self.topics.contains_key(&record.name) {

@@ -7,7 +7,7 @@
 pub mod network;
 pub mod store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -302,11 +302,13 @@ impl Quorum {
         out.map_err(|e| e.to_string())
     }
 
-    /// Adds registered brokers that are not yet quorum members as learners, so they
-    /// receive the metadata log, and follows a learner that re-registered from a
-    /// new address (a rescheduled pod gets a new IP). Only the leader does this.
-    /// Voters keep their configured addresses (stable DNS names in Kubernetes).
-    pub async fn add_missing_learners(&self, brokers: &[(NodeId, String)]) {
+    /// Keeps the learners in step with the registered brokers: adds registered brokers
+    /// that are not yet quorum members as learners, so they receive the metadata log,
+    /// follows a learner that re-registered from a new address (a rescheduled pod gets
+    /// a new IP), and removes learners whose broker was unregistered, so the leader
+    /// stops replicating to them. Only the leader does this. Voters keep their
+    /// configured addresses (stable DNS names in Kubernetes) and are never removed.
+    pub async fn sync_learners(&self, brokers: &[(NodeId, String)]) {
         let known: BTreeMap<NodeId, (String, bool)> = self
             .published
             .borrow()
@@ -347,6 +349,32 @@ impl Quorum {
                 },
             }
         }
+        let gone: BTreeSet<NodeId> = known
+            .iter()
+            .filter(|(id, (_, voter))| !voter && !brokers.iter().any(|(b, _)| b == *id))
+            .map(|(id, _)| *id)
+            .collect();
+        if !gone.is_empty() {
+            match self
+                .raft
+                .change_membership(openraft::ChangeMembers::RemoveNodes(gone.clone()), false)
+                .await
+            {
+                Ok(_) => {
+                    info!(brokers = ?gone, "removed unregistered brokers from the metadata quorum")
+                }
+                Err(e) => warn!(brokers = ?gone, error = %e, "cannot remove learners"),
+            }
+        }
+    }
+
+    /// Whether broker `id` is a voter of the metadata quorum.
+    pub fn is_voter(&self, id: NodeId) -> bool {
+        self.published
+            .borrow()
+            .membership
+            .iter()
+            .any(|(m, _, voter)| *m == id && *voter)
     }
 
     pub async fn shutdown(&self) {

@@ -89,7 +89,9 @@ async fn describe(cluster: &Cluster) -> Option<ClusterView> {
     }
 }
 
-/// Runs the rollout's drain/undrain calls; a refused drain is reported, not retried hot.
+/// Runs the rollout's admin calls; a refused drain is reported (and stops the
+/// scale-in where it is), not retried hot; a refused unregistration is only an
+/// event (the next reconcile tries again).
 async fn run_steps(cluster: &Cluster, ctx: &Context, steps: &[AdminStep]) -> Option<String> {
     if steps.is_empty() {
         return None;
@@ -100,50 +102,59 @@ async fn run_steps(cluster: &Cluster, ctx: &Context, steps: &[AdminStep]) -> Opt
     };
     let mut failure = None;
     for step in steps {
-        let (id, result) = match step {
+        let (id, verb, done, refused, action, result) = match step {
             AdminStep::Drain(id) => (
                 *id,
+                "drain",
+                "Draining",
+                "DrainFailed",
+                "DrainBroker",
                 client
                     .drain_broker(pb::DrainBrokerRequest { broker_id: *id })
-                    .await,
+                    .await
+                    .map(drop),
             ),
             AdminStep::Undrain(id) => (
                 *id,
+                "undrain",
+                "Undrained",
+                "DrainFailed",
+                "DrainBroker",
                 client
                     .undrain_broker(pb::DrainBrokerRequest { broker_id: *id })
-                    .await,
+                    .await
+                    .map(drop),
+            ),
+            AdminStep::Unregister(id) => (
+                *id,
+                "unregister",
+                "Unregistered",
+                "UnregisterFailed",
+                "UnregisterBroker",
+                client
+                    .unregister_broker(pb::UnregisterBrokerRequest { broker_id: *id })
+                    .await
+                    .map(drop),
             ),
         };
-        let verb = match step {
-            AdminStep::Drain(_) => "drain",
-            AdminStep::Undrain(_) => "undrain",
-        };
         match result {
-            Ok(_) => {
+            Ok(()) => {
                 ctx.event(
                     cluster,
                     EventType::Normal,
-                    if verb == "drain" {
-                        "Draining"
-                    } else {
-                        "Undrained"
-                    },
-                    "DrainBroker",
+                    done,
+                    action,
                     format!("{verb} broker {id}"),
                 )
                 .await
             }
             Err(e) => {
                 let msg = format!("cannot {verb} broker {id}: {}", e.message());
-                ctx.event(
-                    cluster,
-                    EventType::Warning,
-                    "DrainFailed",
-                    "DrainBroker",
-                    msg.clone(),
-                )
-                .await;
-                failure = Some(msg);
+                ctx.event(cluster, EventType::Warning, refused, action, msg.clone())
+                    .await;
+                if !matches!(step, AdminStep::Unregister(_)) {
+                    failure = Some(msg);
+                }
             }
         }
     }
@@ -278,7 +289,7 @@ async fn reconcile_inner(cluster: &Cluster, ctx: &Context) -> Result<Action> {
         }
         apply_status(&clusters, &name, &new).await?;
     }
-    if new.phase == Some(crate::crd::cluster::ClusterPhase::Running) {
+    if new.phase == Some(crate::crd::cluster::ClusterPhase::Running) && !rollout.forgetting {
         Ok(Action::requeue(ctx.settings.resync))
     } else {
         Ok(Action::requeue(PROGRESS_REQUEUE))

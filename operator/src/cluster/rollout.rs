@@ -3,7 +3,7 @@
 //! the rolling-update `partition` (a changed pod template rolls one broker at a
 //! time, each only once every broker is ready and no partition is
 //! under-replicated), and the admin calls to make (drain the brokers that are
-//! leaving, undrain the ones that stay).
+//! leaving, undrain the ones that stay, unregister the ones that are gone).
 //!
 //! StatefulSets remove the highest ordinals, and broker id = ordinal, so the
 //! brokers to drain are exactly `spec.replicas..current`.
@@ -50,6 +50,9 @@ impl ClusterView {
 pub enum AdminStep {
     Drain(i32),
     Undrain(i32),
+    /// Forget a broker whose pod is gone for good (after a scale-in): it is fenced
+    /// and holds nothing, so the metadata and the quorum stop carrying it.
+    Unregister(i32),
 }
 
 /// What the operator is in the middle of, for status.
@@ -70,6 +73,9 @@ pub struct Rollout {
     pub partition: i32,
     pub steps: Vec<AdminStep>,
     pub activity: Option<Activity>,
+    /// Brokers beyond the StatefulSet are still registered (waiting to be fenced,
+    /// or being unregistered now): look again soon rather than at the next resync.
+    pub forgetting: bool,
 }
 
 impl Rollout {
@@ -132,6 +138,7 @@ pub fn plan(inp: &Inputs<'_>) -> Rollout {
             partition: 0,
             steps: Vec::new(),
             activity: None,
+            forgetting: false,
         };
     };
     let name = sts.name_any();
@@ -144,6 +151,7 @@ pub fn plan(inp: &Inputs<'_>) -> Rollout {
         .unwrap_or(0);
     let mut steps = Vec::new();
     let mut activity = None;
+    let mut forgetting = false;
 
     // Scale-in: drain the leaving brokers first; shrink only when they hold nothing.
     let replicas = if inp.desired < current {
@@ -213,6 +221,24 @@ pub fn plan(inp: &Inputs<'_>) -> Rollout {
         for b in &view.brokers {
             if b.draining && b.id < replicas.min(inp.desired) {
                 steps.push(AdminStep::Undrain(b.id));
+            }
+        }
+        // Brokers beyond the StatefulSet whose pods are gone: once fenced (stopped
+        // heartbeating) and empty, they are forgotten.
+        let pod_ordinals: Vec<i32> = inp.pods.iter().filter_map(|p| ordinal(p, &name)).collect();
+        forgetting = view
+            .brokers
+            .iter()
+            .any(|b| b.id >= replicas.max(inp.desired));
+        for b in &view.brokers {
+            if b.id >= replicas
+                && replicas == current
+                && !pod_ordinals.contains(&b.id)
+                && b.fenced
+                && b.replicas == 0
+                && b.leaders == 0
+            {
+                steps.push(AdminStep::Unregister(b.id));
             }
         }
     }
@@ -299,6 +325,7 @@ pub fn plan(inp: &Inputs<'_>) -> Rollout {
         partition,
         steps,
         activity,
+        forgetting,
     }
 }
 
@@ -534,5 +561,44 @@ mod tests {
         let s = sts(4, 0, HASH, "rev1");
         let r = run(3, &s, &pods, Some(&v));
         assert!(r.steps.is_empty(), "{:?}", r.steps);
+    }
+
+    #[test]
+    fn brokers_whose_pods_are_gone_are_unregistered_once_fenced_and_empty() {
+        let s = sts(3, 0, HASH, "rev1");
+        let pods: Vec<Pod> = (0..3).map(|i| pod(i, "rev1", true)).collect();
+        let gone = |fenced: bool, replicas: i32| {
+            let mut v = view(
+                &[
+                    (0, false, 2),
+                    (1, false, 2),
+                    (2, false, 2),
+                    (3, true, replicas),
+                ],
+                0,
+            );
+            v.brokers[3].fenced = fenced;
+            v
+        };
+        // Scaled in to 3, broker 3's pod removed and its heartbeats stopped.
+        let r = run(3, &s, &pods, Some(&gone(true, 0)));
+        assert_eq!(r.steps, vec![AdminStep::Unregister(3)]);
+        assert!(r.forgetting);
+        // Not fenced yet (still heartbeating, or only just stopped): wait, and look
+        // again soon.
+        let r = run(3, &s, &pods, Some(&gone(false, 0)));
+        assert!(r.steps.is_empty() && r.forgetting);
+        let mut settled = gone(true, 0);
+        settled.brokers.pop();
+        assert!(!run(3, &s, &pods, Some(&settled)).forgetting);
+        // Still named by a partition: never.
+        assert!(run(3, &s, &pods, Some(&gone(true, 1))).steps.is_empty());
+        // Its pod still exists (terminating): wait.
+        let mut with_pod = pods.clone();
+        with_pod.push(pod(3, "rev1", false));
+        assert!(run(3, &s, &with_pod, Some(&gone(true, 0))).steps.is_empty());
+        // Scaling back out to 4 instead: it comes back, nothing is forgotten.
+        let r = run(4, &s, &pods, Some(&gone(true, 0)));
+        assert_eq!(r.steps, vec![AdminStep::Undrain(3)]);
     }
 }

@@ -309,6 +309,45 @@ fn drain_moves_every_replica_and_leadership_off_the_broker() {
 }
 
 #[test]
+fn a_broker_is_unregistered_only_once_stopped_and_empty() {
+    let mut s = state_with(&[(1, ""), (2, ""), (3, ""), (4, "")]);
+    create(&mut s, "t", 8, 3);
+    let unregister = Command::UnregisterBroker { id: 4 };
+    // Live and holding replicas.
+    assert!(s.clone().apply(unregister.clone()).is_err());
+    s.apply(Command::SetDraining {
+        id: 4,
+        draining: true,
+    })
+    .unwrap();
+    settle(&mut s);
+    // Drained, but still heartbeating.
+    let why = s.unregister_blocker(4).expect("still live");
+    assert!(why.contains("still live"), "{why}");
+    assert!(s.clone().apply(unregister.clone()).is_err());
+    s.apply(Command::FenceBroker { id: 4 }).unwrap();
+    assert_eq!(s.unregister_blocker(4), None);
+    s.apply(unregister.clone()).unwrap();
+    assert!(!s.brokers.contains_key(&4));
+    assert!(s.apply(unregister).is_err(), "unknown now");
+    // A fenced broker that still holds replicas stays.
+    s.apply(Command::FenceBroker { id: 3 }).unwrap();
+    let why = s.unregister_blocker(3).expect("holds replicas");
+    assert!(why.contains("drain it first"), "{why}");
+    // One that comes back registers anew.
+    s.apply(Command::RegisterBroker {
+        id: 4,
+        host: "127.0.0.4".into(),
+        port: 9092,
+        rack: None,
+        internal: "127.0.0.4:9093".into(),
+        now_ms: 1,
+    })
+    .unwrap();
+    assert!(s.is_live(4) && !s.brokers[&4].draining);
+}
+
+#[test]
 fn reassignment_completes_after_the_target_is_in_sync() {
     let mut s = state_with(&[(1, ""), (2, ""), (3, ""), (4, "")]);
     s.apply(Command::CreateTopic {
