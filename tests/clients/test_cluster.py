@@ -428,3 +428,26 @@ def test_a_stopped_learner_is_unregistered_and_may_come_back(cluster_factory):
         "broker 4 knows the topic created while it was away",
         lambda: c.partition("while-away", via=4)["leader"] >= 1,
     )
+
+
+def test_describe_reports_which_brokers_cannot_stop_without_breaking_min_isr(cluster_factory):
+    """What the operator's rolling restart reads: a broker's `min_isr_at_risk` counts
+    the partitions its stop would take below min.insync.replicas although they have a
+    replica to spare; topics with no replica to spare are listed for the cluster."""
+    c = cluster_factory(3)
+    create_topic(c, "roomy", rf=3, min_isr=2)
+    create_topic(c, "tight", rf=2, min_isr=2)
+    describe = lambda: c.cli("cluster", "describe")
+    d = describe()
+    assert d["min_isr_no_spare_topics"] == ["tight"], d
+    assert all(b["min_isr_at_risk"] == 0 for b in d["brokers"]), d["brokers"]
+    # Broker 3 stops: the ISRs of roomy and of every __consumer_offsets partition
+    # (RF 3, min.insync.replicas 2 here) shrink to their minimum, so neither broker 1
+    # nor broker 2 may stop now.
+    spare_one = 1 + c.cli("topic", "describe", "__consumer_offsets")["partitions"]
+    c.nodes[3].stop()
+    at_risk = lambda: {b["id"]: b["min_isr_at_risk"] for b in describe()["brokers"]}
+    want = {1: spare_one, 2: spare_one, 3: 0}
+    wait_until(f"min_isr_at_risk {want}", lambda: at_risk() == want, timeout=60)
+    c.nodes[3].start()
+    wait_until("roomy in sync again", lambda: set(at_risk().values()) == {0}, timeout=60)

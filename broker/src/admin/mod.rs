@@ -155,6 +155,7 @@ fn broker_description(state: &ClusterState, b: &BrokerInfo) -> BrokerDescription
         } as i32,
         replicas,
         leaders,
+        min_isr_at_risk: i32::try_from(state.min_isr_at_risk(b.id)).unwrap_or(i32::MAX),
     }
 }
 
@@ -215,6 +216,7 @@ impl Admin for AdminService {
             cluster_id: self.broker.config.cluster_id.clone(),
             quorum_voters: members(true),
             quorum_learners: members(false),
+            min_isr_no_spare_topics: state.min_isr_no_spare(),
             controller_id: self
                 .broker
                 .quorum

@@ -61,12 +61,7 @@ pub async fn handle(
                     )
                 })?;
                 let min_isr = if acks == -1 {
-                    state
-                        .record
-                        .configs
-                        .get("min.insync.replicas")
-                        .and_then(|v| v.parse::<usize>().ok())
-                        .unwrap_or(1)
+                    crate::metadata::cluster::min_insync_replicas(&state.record)
                 } else {
                     0
                 };

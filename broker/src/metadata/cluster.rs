@@ -188,6 +188,15 @@ pub struct ClusterState {
     pub remote_deletions: BTreeMap<Uuid, String>,
 }
 
+/// A topic's `min.insync.replicas` (1 when unset or unreadable, as the broker default).
+pub fn min_insync_replicas(record: &TopicRecord) -> usize {
+    record
+        .configs
+        .get("min.insync.replicas")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+}
+
 fn unknown_partition(topic: &str, partition: i32) -> MetadataError {
     MetadataError::UnknownTopic(format!("{topic}-{partition}"))
 }
@@ -264,6 +273,36 @@ impl ClusterState {
         (hosted > 0).then(|| {
             format!("broker {id} still holds replicas of {hosted} partition(s); drain it first")
         })
+    }
+
+    /// Partitions that would fall below their topic's `min.insync.replicas` if
+    /// `broker` stopped, although they have a replica to spare: it is in their ISR,
+    /// the ISR is no larger than that minimum, and the replication factor is above
+    /// it (so waiting for the other replicas to catch up helps). Partitions with no
+    /// replica to spare are [`min_isr_no_spare`](Self::min_isr_no_spare) instead.
+    pub fn min_isr_at_risk(&self, broker: i32) -> usize {
+        self.topics
+            .values()
+            .flat_map(|t| {
+                let min = min_insync_replicas(&t.record);
+                t.partitions.iter().filter(move |p| {
+                    p.replicas.len() > min && p.isr.contains(&broker) && p.isr.len() <= min
+                })
+            })
+            .count()
+    }
+
+    /// Topics whose replication factor is at or below their `min.insync.replicas`:
+    /// acks=all writes fail while any of their brokers is down (or always, below).
+    pub fn min_isr_no_spare(&self) -> Vec<String> {
+        self.topics
+            .values()
+            .filter(|t| {
+                let min = min_insync_replicas(&t.record);
+                t.partitions.iter().any(|p| p.replicas.len() <= min)
+            })
+            .map(|t| t.record.name.clone())
+            .collect()
     }
 
     pub fn is_live(&self, broker: i32) -> bool {

@@ -76,10 +76,12 @@ async fn describe(cluster: &Cluster) -> Option<ClusterView> {
                         fenced: b.state() == pb::BrokerState::Fenced,
                         replicas: b.replicas,
                         leaders: b.leaders,
+                        min_isr_at_risk: b.min_isr_at_risk,
                     })
                     .collect(),
                 under_replicated: d.under_replicated_partitions,
                 offline: d.offline_partitions,
+                min_isr_no_spare: d.min_isr_no_spare_topics,
             })
         }
         Err(e) => {

@@ -1,8 +1,8 @@
 //! How the broker StatefulSet changes, decided purely from what exists: the
 //! replica count it gets (scale-in waits until the leaving brokers are drained),
 //! the rolling-update `partition` (a changed pod template rolls one broker at a
-//! time, each only once every broker is ready and no partition is
-//! under-replicated), and the admin calls to make (drain the brokers that are
+//! time, each only once every broker is ready, no partition is under-replicated
+//! and none would drop below `min.insync.replicas`), and the admin calls to make (drain the brokers that are
 //! leaving, undrain the ones that stay, unregister the ones that are gone).
 //!
 //! StatefulSets remove the highest ordinals, and broker id = ordinal, so the
@@ -29,6 +29,9 @@ pub struct BrokerView {
     /// Partition replicas it still holds.
     pub replicas: i32,
     pub leaders: i32,
+    /// Partitions with a replica to spare that would still fall below
+    /// `min.insync.replicas` if it stopped (one of their replicas is catching up).
+    pub min_isr_at_risk: i32,
 }
 
 /// The cluster as the admin API reports it.
@@ -37,6 +40,8 @@ pub struct ClusterView {
     pub brokers: Vec<BrokerView>,
     pub under_replicated: i32,
     pub offline: i32,
+    /// Topics whose replication factor is at or below their `min.insync.replicas`.
+    pub min_isr_no_spare: Vec<String>,
 }
 
 impl ClusterView {
@@ -292,22 +297,56 @@ pub fn plan(inp: &Inputs<'_>) -> Rollout {
                 let healthy = inp
                     .view
                     .is_some_and(|v| v.under_replicated == 0 && v.offline == 0);
-                let (release, why) = match (all_ready, inp.view) {
-                    (false, _) => (false, "waiting for every broker to be ready".to_string()),
-                    (true, None) => (false, "waiting for the admin API".to_string()),
+                let at_risk = inp
+                    .view
+                    .and_then(|v| v.broker(next))
+                    .map_or(0, |b| b.min_isr_at_risk);
+                let (release, reason, mut why) = match (all_ready, inp.view) {
+                    (false, _) => (
+                        false,
+                        "RollingRestart",
+                        "waiting for every broker to be ready".to_string(),
+                    ),
+                    (true, None) => (
+                        false,
+                        "RollingRestart",
+                        "waiting for the admin API".to_string(),
+                    ),
                     (true, Some(v)) if !healthy => (
                         false,
+                        "RollingRestart",
                         format!(
                             "waiting for {} under-replicated and {} offline partitions to recover",
                             v.under_replicated, v.offline
                         ),
                     ),
-                    _ => (true, format!("restarting broker {next}")),
+                    // Its ISRs have no spare right now (a replica is catching up, which
+                    // the under-replicated count of another broker's view may not show
+                    // yet): restarting it would stop acks=all producers.
+                    (true, Some(_)) if at_risk > 0 => (
+                        false,
+                        "RollBlockedByMinIsr",
+                        format!(
+                            "restarting broker {next} would take {at_risk} partition(s) below \
+                             min.insync.replicas; waiting for their replicas to catch up"
+                        ),
+                    ),
+                    _ => (true, "RollingRestart", format!("restarting broker {next}")),
                 };
+                if let Some(v) = inp.view.filter(|v| !v.min_isr_no_spare.is_empty()) {
+                    // Waiting would never help these, so they do not hold the roll.
+                    why.push_str(&format!(
+                        "; topics {:?} have a replicationFactor at or below \
+                         min.insync.replicas: acks=all produce to them fails while their \
+                         brokers restart (raise the replicationFactor or lower \
+                         min.insync.replicas)",
+                        v.min_isr_no_spare
+                    ));
+                }
                 if activity.is_none() {
                     activity = Some(Activity {
                         phase: ClusterPhase::RollingRestart,
-                        reason: "RollingRestart",
+                        reason,
                         message: format!("{} brokers to restart; {why}", outdated.len()),
                     });
                 }
@@ -367,10 +406,12 @@ mod tests {
                     fenced: false,
                     replicas,
                     leaders: 0,
+                    min_isr_at_risk: 0,
                 })
                 .collect(),
             under_replicated: urp,
             offline: 0,
+            min_isr_no_spare: Vec::new(),
         }
     }
 
@@ -448,6 +489,46 @@ mod tests {
             pod(2, "rev2", true),
         ];
         assert_eq!(run(3, &s, &pods, Some(&view(&[], 0))).partition, 2);
+    }
+
+    #[test]
+    fn a_broker_whose_restart_would_break_min_isr_is_not_released_and_says_why() {
+        let s = sts(3, 2, HASH, "rev2");
+        let pods = [
+            pod(0, "rev1", true),
+            pod(1, "rev1", true),
+            pod(2, "rev2", true),
+        ];
+        let healthy = view(&[(0, false, 3), (1, false, 3), (2, false, 3)], 0);
+        assert_eq!(run(3, &s, &pods, Some(&healthy)).partition, 1);
+        // Broker 1 is in the ISR of a partition whose ISR sits at min.insync.replicas.
+        let mut tight = healthy.clone();
+        tight.brokers[1].min_isr_at_risk = 2;
+        let r = run(3, &s, &pods, Some(&tight));
+        assert_eq!(r.partition, 2, "broker 1 is not released");
+        let a = r.activity.expect("activity");
+        assert_eq!(
+            (a.phase, a.reason),
+            (ClusterPhase::RollingRestart, "RollBlockedByMinIsr")
+        );
+        assert!(
+            a.message
+                .contains("broker 1 would take 2 partition(s) below"),
+            "{}",
+            a.message
+        );
+        // Topics with no replica to spare are reported, not waited for.
+        let mut never = healthy.clone();
+        never.min_isr_no_spare = vec!["lonely".into()];
+        let r = run(3, &s, &pods, Some(&never));
+        assert_eq!(r.partition, 1);
+        let a = r.activity.expect("activity");
+        assert!(
+            a.message
+                .contains("[\"lonely\"] have a replicationFactor at or below"),
+            "{}",
+            a.message
+        );
     }
 
     #[test]

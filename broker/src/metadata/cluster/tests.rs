@@ -348,6 +348,44 @@ fn a_broker_is_unregistered_only_once_stopped_and_empty() {
 }
 
 #[test]
+fn partitions_at_their_min_isr_with_a_replica_to_spare_are_at_risk() {
+    let mut s = state_with(&[(1, ""), (2, ""), (3, "")]);
+    let with_min = |name: &str, rf: i16, min: &str| {
+        let mut r = topic(name, 1, rf);
+        r.configs.insert("min.insync.replicas".into(), min.into());
+        r
+    };
+    for (name, rf, min, replicas) in [
+        ("roomy", 3, "2", vec![1, 2, 3]),
+        ("tight", 2, "2", vec![1, 2]),
+        ("never", 1, "2", vec![3]),
+    ] {
+        s.apply(Command::CreateTopic {
+            record: with_min(name, rf, min),
+            assignment: vec![replicas],
+        })
+        .unwrap();
+    }
+    // RF 3, min 2, full ISR: any one broker may stop. RF 2, min 2 and RF 1, min 2
+    // have no replica to spare: waiting never helps, so they are listed instead.
+    assert_eq!([1, 2, 3].map(|b| s.min_isr_at_risk(b)), [0, 0, 0]);
+    let mut no_spare = s.min_isr_no_spare();
+    no_spare.sort();
+    assert_eq!(no_spare, vec!["never".to_string(), "tight".to_string()]);
+    // `roomy` loses broker 3 from its ISR: now neither 1 nor 2 may stop until it
+    // is back.
+    let epoch = s.topics["roomy"].partitions[0].leader_epoch;
+    s.apply(Command::ChangeIsr {
+        topic: "roomy".into(),
+        partition: 0,
+        leader_epoch: epoch,
+        isr: vec![1, 2],
+    })
+    .unwrap();
+    assert_eq!([1, 2, 3].map(|b| s.min_isr_at_risk(b)), [1, 1, 0]);
+}
+
+#[test]
 fn reassignment_completes_after_the_target_is_in_sync() {
     let mut s = state_with(&[(1, ""), (2, ""), (3, ""), (4, "")]);
     s.apply(Command::CreateTopic {
