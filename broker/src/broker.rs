@@ -416,6 +416,28 @@ impl Broker {
         Ok(())
     }
 
+    /// Records `rf` as the topic's replication factor and starts the `moves` that
+    /// give its partitions that many replicas (see `replication_factor_moves`).
+    pub async fn set_replication_factor(
+        &self,
+        topic: &str,
+        rf: i16,
+        moves: Vec<(i32, Vec<i32>)>,
+    ) -> Result<(), MetadataError> {
+        let (index, _) = self
+            .quorum
+            .propose(Command::SetReplicationFactor {
+                name: topic.to_string(),
+                replication_factor: rf,
+                moves,
+            })
+            .await?;
+        self.quorum
+            .wait_applied(index, Duration::from_secs(5))
+            .await;
+        Ok(())
+    }
+
     /// Starts moving a partition to `target` replicas.
     pub async fn reassign(
         &self,

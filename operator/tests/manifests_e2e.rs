@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
+use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use strata_e2e::binaries::Binaries;
 use strata_e2e::kubelet::ImageMap;
@@ -561,6 +561,43 @@ async fn scenario(env: &Env, kcat: &Path) {
     )
     .await;
     step("orders grown to 6 partitions");
+
+    // Replication factor 3 → 2 → 3 by editing the Topic: the brokers move replicas.
+    for rf in [2, 3] {
+        topics
+            .patch(
+                "orders",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"replicationFactor": rf}})),
+            )
+            .await
+            .expect("patch replicationFactor");
+        wait_topic_shape(
+            &pods,
+            kcat,
+            "orders",
+            (6, rf, rf),
+            &format!("orders at replication factor {rf} with a full ISR"),
+            Duration::from_secs(90),
+        )
+        .await;
+        wait_for(
+            &format!("Topic orders InSync at replication factor {rf}"),
+            Duration::from_secs(60),
+            || async {
+                let t = topics.get("orders").await.ok()?;
+                let s = t.status?;
+                (s.replication_factor == Some(rf as i32)
+                    && s.observed_generation == t.metadata.generation
+                    && s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True" && c.reason == "InSync"))
+                .then_some(())
+            },
+        )
+        .await;
+    }
+    step("orders' replication factor changed 3 → 2 → 3 through the Topic");
 
     // Tiering on the operator's cluster: small segments, 128 KiB kept locally; the
     // rest is read back from the SeaweedFS bucket.

@@ -451,3 +451,35 @@ def test_describe_reports_which_brokers_cannot_stop_without_breaking_min_isr(clu
     wait_until(f"min_isr_at_risk {want}", lambda: at_risk() == want, timeout=60)
     c.nodes[3].start()
     wait_until("roomy in sync again", lambda: set(at_risk().values()) == {0}, timeout=60)
+
+
+def test_replication_factor_changes_under_load_lose_nothing(cluster_factory):
+    """`strata topic set-replication-factor`: 1 → 3 copies the partition to two more
+    brokers, 3 → 2 drops one that is not the leader; an acks=all producer keeps
+    going throughout and every acknowledged record is read back."""
+    c = cluster_factory(3)
+    create_topic(c, "grow", rf=1, min_isr=1)
+    leader = c.partition("grow")["leader"]
+    prod = NumberedProducer(c.bootstrap(), "grow")
+    prod.wait_more(300)
+    r = c.cli("topic", "set-replication-factor", "grow", "3")
+    wait_until("3 replicas in sync",
+               lambda: c.cli("topic", "reassignment-status", r["id"])["completed_moves"] == 1, timeout=60)
+    part = c.partition("grow")
+    assert sorted(part["replicas"]) == [1, 2, 3] and sorted(part["isr"]) == [1, 2, 3], part
+    assert c.cli("topic", "describe", "grow")["replication_factor"] == 3
+    prod.wait_more(300)
+    r = c.cli("topic", "set-replication-factor", "grow", "2")
+    wait_until("down to 2 replicas",
+               lambda: c.cli("topic", "reassignment-status", r["id"])["completed_moves"] == 1, timeout=60)
+    part = c.partition("grow")
+    assert len(part["replicas"]) == 2 and part["leader"] in part["replicas"], part
+    assert part["leader"] == leader, (leader, part)
+    # Already there: nothing to move.
+    assert c.cli("topic", "set-replication-factor", "grow", "2")["total_moves"] == 0
+    prod.wait_more(200)
+    acked, errors = prod.stop()
+    assert not errors, errors[:5]
+    values = read_partition(c.bootstrap(), "grow")
+    missing = set(acked) - set(values)
+    assert not missing, f"{len(missing)} acknowledged records lost"

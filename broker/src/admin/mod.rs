@@ -636,6 +636,62 @@ impl Admin for AdminService {
         )?))
     }
 
+    async fn set_replication_factor(
+        &self,
+        r: Request<SetReplicationFactorRequest>,
+    ) -> Result<Response<ReassignmentStatus>, Status> {
+        let r = r.into_inner();
+        let rf = i16::try_from(r.replication_factor)
+            .ok()
+            .filter(|rf| *rf >= 1)
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "replication_factor must be between 1 and {}, got {}",
+                    i16::MAX,
+                    r.replication_factor
+                ))
+            })?;
+        self.topic(&r.topic)?;
+        let state = self.broker.cluster();
+        if let Some(t) = state.topics.get(&r.topic) {
+            if let Some(i) = t.partitions.iter().position(|p| p.target.is_some()) {
+                // Transient (a rebalance or drain is moving it): retry later.
+                return Err(Status::failed_precondition(format!(
+                    "partition {}-{i} is being reassigned; change the replication factor once it is done",
+                    r.topic
+                )));
+            }
+        }
+        let moves =
+            crate::metadata::cluster::replication_factor_moves(&state, &r.topic, rf as usize)
+                .map_err(status)?;
+        let pm: Vec<PartitionMove> = moves
+            .iter()
+            .map(|(partition, replicas)| PartitionMove {
+                topic: r.topic.clone(),
+                partition: *partition,
+                replicas: replicas.clone(),
+            })
+            .collect();
+        self.broker
+            .set_replication_factor(&r.topic, rf, moves)
+            .await
+            .map_err(status)?;
+        if pm.is_empty() {
+            return Ok(Response::new(ReassignmentStatus {
+                id: String::new(),
+                phase: reassignment_status::Phase::Done as i32,
+                message: format!("every partition of `{}` has {rf} replicas", r.topic),
+                ..Default::default()
+            }));
+        }
+        let id = encode_reassignment(&pm);
+        Ok(Response::new(reassignment_status(
+            &self.broker.cluster(),
+            &id,
+        )?))
+    }
+
     async fn get_reassignment(
         &self,
         r: Request<GetReassignmentRequest>,

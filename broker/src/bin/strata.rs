@@ -94,9 +94,15 @@ enum TopicCmd {
         #[arg(long, value_delimiter = ',', required = true)]
         replicas: Vec<i32>,
     },
-    /// Progress of a reassignment started with `topic reassign`.
+    /// Progress of a reassignment started with `topic reassign` or
+    /// `topic set-replication-factor`.
     ReassignmentStatus {
         id: String,
+    },
+    /// Give every partition of a topic this many replicas (moves run as a reassignment).
+    SetReplicationFactor {
+        name: String,
+        replication_factor: i32,
     },
 }
 
@@ -360,6 +366,20 @@ async fn run(cli: Cli) -> Result<(), String> {
                             partition,
                             replicas,
                         }],
+                    })
+                    .await
+                    .map_err(st)?
+                    .into_inner();
+                print_reassignment(&r, out)
+            }
+            TopicCmd::SetReplicationFactor {
+                name,
+                replication_factor,
+            } => {
+                let r = c
+                    .set_replication_factor(SetReplicationFactorRequest {
+                        topic: name,
+                        replication_factor,
                     })
                     .await
                     .map_err(st)?

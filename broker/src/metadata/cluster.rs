@@ -17,7 +17,9 @@ use super::{MetadataError, TopicRecord};
 mod controller;
 mod remote;
 
-pub use controller::{assign_replicas, fence_and_elect, progress_actions};
+pub use controller::{
+    assign_replicas, fence_and_elect, progress_actions, replication_factor_moves,
+};
 
 /// Producer ids are handed out to brokers in blocks of this size.
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
@@ -122,6 +124,13 @@ pub enum Command {
         partition: i32,
         leader: i32,
     },
+    /// Changes a topic's replication factor: records it and starts moving each
+    /// listed partition to its new replica list (a reassignment each), all at once.
+    SetReplicationFactor {
+        name: String,
+        replication_factor: i16,
+        moves: Vec<(i32, Vec<i32>)>,
+    },
     /// Starts moving a partition to `target` replicas.
     Reassign {
         topic: String,
@@ -186,6 +195,17 @@ pub struct ClusterState {
     /// Deleted topics whose remote objects are still to be removed: id → name.
     #[serde(default)]
     pub remote_deletions: BTreeMap<Uuid, String>,
+}
+
+/// Starts moving `p` to `target`: replicas = the union while moving, so new
+/// replicas fetch and catch up; the controller completes it once `target` is in sync.
+fn start_reassignment(p: &mut PartitionState, target: Vec<i32>) {
+    for r in &target {
+        if !p.replicas.contains(r) {
+            p.replicas.push(*r);
+        }
+    }
+    p.target = Some(target);
 }
 
 /// A topic's `min.insync.replicas` (1 when unset or unreadable, as the broker default).
@@ -482,6 +502,43 @@ impl ClusterState {
                     p.isr = vec![leader];
                 }
             }
+            Command::SetReplicationFactor {
+                name,
+                replication_factor,
+                moves,
+            } => {
+                let rf = usize::try_from(replication_factor).unwrap_or(0);
+                let targets: Vec<Vec<i32>> = moves.iter().map(|(_, t)| t.clone()).collect();
+                self.check_assignment(&targets)?;
+                let t = self
+                    .topics
+                    .get(&name)
+                    .ok_or_else(|| MetadataError::UnknownTopic(name.clone()))?;
+                for (partition, target) in &moves {
+                    let p = usize::try_from(*partition)
+                        .ok()
+                        .and_then(|i| t.partitions.get(i))
+                        .ok_or_else(|| unknown_partition(&name, *partition))?;
+                    if p.target.is_some() || target.len() != rf {
+                        return Err(MetadataError::InvalidReplicationFactor(format!(
+                            "{name}-{partition}: being reassigned, or {target:?} is not {rf} replicas"
+                        )));
+                    }
+                }
+                let t = self
+                    .topics
+                    .get_mut(&name)
+                    .ok_or_else(|| MetadataError::UnknownTopic(name.clone()))?;
+                t.record.replication_factor = replication_factor;
+                for (partition, target) in moves {
+                    if let Some(p) = usize::try_from(partition)
+                        .ok()
+                        .and_then(|i| t.partitions.get_mut(i))
+                    {
+                        start_reassignment(p, target);
+                    }
+                }
+            }
             Command::Reassign {
                 topic,
                 partition,
@@ -489,13 +546,7 @@ impl ClusterState {
             } => {
                 self.check_assignment(std::slice::from_ref(&target))?;
                 let p = self.partition_mut(&topic, partition)?;
-                // Replicas = union while moving, so new replicas fetch and catch up.
-                for r in &target {
-                    if !p.replicas.contains(r) {
-                        p.replicas.push(*r);
-                    }
-                }
-                p.target = Some(target);
+                start_reassignment(p, target);
             }
             Command::CompleteReassignment { topic, partition } => {
                 let p = self.partition_mut(&topic, partition)?;

@@ -56,10 +56,11 @@ pub struct TopicSpec {
     #[schemars(range(min = 1, max = 100000))]
     #[x_kube(validation = Rule::new("self >= oldSelf").message("partitions may only increase"))]
     pub partitions: i32,
-    /// Copies of each partition; must not exceed the cluster's broker count.
+    /// Copies of each partition; must not exceed the cluster's broker count. A
+    /// change moves replicas (added on the least loaded brokers, removed from the
+    /// end of each list, never the leader); the Ready condition shows progress.
     #[serde(default = "default_replication_factor")]
     #[schemars(range(min = 1, max = 32))]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("replicationFactor is immutable (reassignment is not supported yet)"))]
     pub replication_factor: i32,
     /// Topic configuration (Kafka names, e.g. `retention.ms`, `cleanup.policy`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -23,8 +23,11 @@ use crate::crd::topic::DeletionPolicy;
 use crate::crd::{Cluster, Topic, TopicStatus, ALLOW_DELETION_ANNOTATION, MANAGED_ANNOTATION};
 use crate::{Error, Result};
 
-use super::plan::{assignment_summary, plan, ObservedTopic, TopicAction};
+use super::plan::{assignment_summary, plan, ObservedTopic, TopicAction, CHANGING_RF};
 use super::FINALIZER;
+
+/// How often a topic whose partitions move to a new replication factor is re-read.
+const MOVING_REQUEUE: Duration = Duration::from_secs(5);
 
 const CONTROLLER: &str = "topic";
 /// Retry interval while the referenced Cluster does not exist.
@@ -148,6 +151,17 @@ async fn execute(
                 })
                 .await?
         }
+        TopicAction::SetReplicationFactor { replication_factor } => {
+            client
+                .set_replication_factor(pb::SetReplicationFactorRequest {
+                    topic: name.into(),
+                    replication_factor: *replication_factor,
+                })
+                .await?;
+            client
+                .describe_topic(pb::DescribeTopicRequest { name: name.into() })
+                .await?
+        }
     };
     Ok(ObservedTopic::from(resp.get_ref()))
 }
@@ -164,6 +178,10 @@ fn action_event(action: &TopicAction) -> (&'static str, String) {
         ),
         TopicAction::AddPartitions { total } => ("PartitionsAdded", format!("partitions increased to {total}")),
         TopicAction::ReplaceConfig { config } => ("ConfigUpdated", format!("topic config set to {config:?}")),
+        TopicAction::SetReplicationFactor { replication_factor } => (
+            "ReplicationFactorChanging",
+            format!("moving partitions to replication factor {replication_factor}"),
+        ),
     }
 }
 
@@ -244,8 +262,12 @@ async fn apply_topic(topic: &Topic, ns: &str, ctx: &Context) -> Result<Action> {
                 .await;
             }
             let settled = cond.ready;
+            let moving = cond.reason == CHANGING_RF;
             write_status(topic, ns, ctx, observed.as_ref(), cond).await?;
-            Ok(if settled {
+            Ok(if moving {
+                // Follow the moves until every partition has its new replicas.
+                Action::requeue(MOVING_REQUEUE)
+            } else if settled {
                 Action::requeue(ctx.settings.resync)
             } else {
                 // Only a spec change (or the cluster growing) can fix it.

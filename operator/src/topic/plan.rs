@@ -52,7 +52,14 @@ pub enum TopicAction {
     ReplaceConfig {
         config: BTreeMap<String, String>,
     },
+    /// Give every partition this many replicas (the brokers move them).
+    SetReplicationFactor {
+        replication_factor: i32,
+    },
 }
+
+/// The Ready condition's reason while partitions move to a new replication factor.
+pub const CHANGING_RF: &str = "ChangingReplicationFactor";
 
 /// Actions to run in order, and the condition to report once they succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,14 +109,40 @@ pub fn plan(spec: &TopicSpec, observed: Option<&ObservedTopic>, brokers: i32) ->
             spec.partitions, obs.partitions
         ));
     }
+    let mut too_large = None;
     if spec.replication_factor != obs.replication_factor {
-        problems.push(format!(
-            "replication factor cannot change yet (spec {}, topic has {})",
-            spec.replication_factor, obs.replication_factor
-        ));
+        if spec.replication_factor > brokers {
+            too_large = Some(format!(
+                "replicationFactor {} exceeds the cluster's {brokers} brokers (the topic keeps {})",
+                spec.replication_factor, obs.replication_factor
+            ));
+        } else {
+            actions.push(TopicAction::SetReplicationFactor {
+                replication_factor: spec.replication_factor,
+            });
+        }
     }
+    // After a change, partitions reach the new factor as their moves complete.
+    let rf = usize::try_from(spec.replication_factor).unwrap_or(0);
+    let moving = obs
+        .assignment
+        .iter()
+        .filter(|(_, replicas)| replicas.len() != rf)
+        .count();
     let condition = if !problems.is_empty() {
         Desired::not_ready("NotSupported", problems.join("; "))
+    } else if let Some(msg) = too_large {
+        Desired::not_ready("ReplicationFactorTooLarge", msg)
+    } else if spec.replication_factor != obs.replication_factor || moving > 0 {
+        Desired::ready(
+            CHANGING_RF,
+            format!(
+                "moving to replication factor {}: {} of {} partitions there",
+                spec.replication_factor,
+                obs.assignment.len() - moving.min(obs.assignment.len()),
+                obs.assignment.len()
+            ),
+        )
     } else if actions.is_empty() {
         Desired::ready("InSync", "topic matches the spec")
     } else {
@@ -222,5 +255,44 @@ mod tests {
         let o = observed(5, 1, &[]);
         assert_eq!(assignment_summary(&o, 2), "0:[0] 1:[1] … +3");
         assert_eq!(assignment_summary(&o, 10), "0:[0] 1:[1] 2:[2] 3:[0] 4:[1]");
+    }
+
+    #[test]
+    fn a_replication_factor_change_moves_replicas_and_reports_progress() {
+        let s = spec("clusterRef: demo\npartitions: 3\nreplicationFactor: 3");
+        // Asked for: one call, Ready while the moves run.
+        let p = plan(&s, Some(&observed(3, 1, &[])), 3);
+        assert_eq!(
+            p.actions,
+            [TopicAction::SetReplicationFactor {
+                replication_factor: 3
+            }]
+        );
+        assert!(p.condition.ready);
+        assert_eq!(p.condition.reason, CHANGING_RF);
+        // The brokers recorded it; one partition has its three replicas so far.
+        let mut moving = observed(3, 3, &[]);
+        moving.assignment = vec![(0, vec![0, 1, 2]), (1, vec![1]), (2, vec![2, 0])];
+        let p = plan(&s, Some(&moving), 3);
+        assert!(p.actions.is_empty(), "no second call: {:?}", p.actions);
+        assert_eq!(p.condition.reason, CHANGING_RF);
+        assert!(
+            p.condition.message.contains("1 of 3 partitions"),
+            "{}",
+            p.condition.message
+        );
+        // Done.
+        moving.assignment = (0..3).map(|i| (i, vec![0, 1, 2])).collect();
+        assert_eq!(plan(&s, Some(&moving), 3).condition.reason, "InSync");
+        // More than the cluster has: reported, nothing attempted, the topic keeps its factor.
+        let p = plan(&s, Some(&observed(3, 1, &[])), 2);
+        assert!(p.actions.is_empty());
+        assert!(!p.condition.ready);
+        assert_eq!(p.condition.reason, "ReplicationFactorTooLarge");
+        assert!(
+            p.condition.message.contains("keeps 1"),
+            "{}",
+            p.condition.message
+        );
     }
 }

@@ -88,6 +88,81 @@ pub fn assign_replicas(
     Ok(out)
 }
 
+/// New replica lists that give every partition of `topic` `rf` replicas, as moves
+/// `(partition, target)` for the partitions that change. Growing adds the live,
+/// undrained brokers holding the fewest replicas (preferring racks the partition
+/// does not use yet, then the lowest id); shrinking drops replicas from the end of
+/// the list, never the current leader. Refused while one of the topic's partitions
+/// is being reassigned, or when `rf` exceeds the brokers that can hold a replica.
+pub fn replication_factor_moves(
+    state: &ClusterState,
+    topic: &str,
+    rf: usize,
+) -> Result<Vec<(i32, Vec<i32>)>, MetadataError> {
+    let t = state
+        .topics
+        .get(topic)
+        .ok_or_else(|| MetadataError::UnknownTopic(topic.to_string()))?;
+    let eligible: Vec<&BrokerInfo> = state
+        .brokers
+        .values()
+        .filter(|b| b.status == BrokerStatus::Alive && !b.draining)
+        .collect();
+    if rf == 0 {
+        return Err(MetadataError::InvalidReplicationFactor(
+            "must be >= 1".into(),
+        ));
+    }
+    if let Some(i) = t.partitions.iter().position(|p| p.target.is_some()) {
+        return Err(MetadataError::InvalidReplicationFactor(format!(
+            "partition {topic}-{i} is being reassigned; change the replication factor once it is done"
+        )));
+    }
+    let mut load: BTreeMap<i32, usize> = eligible.iter().map(|b| (b.id, 0)).collect();
+    for p in state.topics.values().flat_map(|t| &t.partitions) {
+        for r in &p.replicas {
+            if let Some(n) = load.get_mut(r) {
+                *n += 1;
+            }
+        }
+    }
+    let rack_of = |id: i32| state.brokers.get(&id).and_then(|b| b.rack.clone());
+    let mut moves = Vec::new();
+    for (i, p) in t.partitions.iter().enumerate() {
+        let mut target = p.replicas.clone();
+        if target.len() > rf {
+            target.truncate(rf);
+            if p.leader >= 0 && p.replicas.contains(&p.leader) && !target.contains(&p.leader) {
+                if let Some(last) = target.last_mut() {
+                    *last = p.leader;
+                }
+            }
+        }
+        while target.len() < rf {
+            let racks: BTreeSet<Option<String>> = target.iter().map(|r| rack_of(*r)).collect();
+            let pick = load
+                .iter()
+                .filter(|(b, _)| !target.contains(b))
+                .min_by_key(|(b, n)| (racks.contains(&rack_of(**b)), **n, **b))
+                .map(|(b, _)| *b);
+            let Some(b) = pick else {
+                return Err(MetadataError::InvalidReplicationFactor(format!(
+                    "replication factor {rf} is larger than the {} broker(s) that can hold a replica",
+                    eligible.len()
+                )));
+            };
+            target.push(b);
+            if let Some(n) = load.get_mut(&b) {
+                *n += 1;
+            }
+        }
+        if target != p.replicas {
+            moves.push((i as i32, target));
+        }
+    }
+    Ok(moves)
+}
+
 /// The controller's reaction to missed heartbeats: fence brokers silent for longer
 /// than `timeout_ms`, then move leadership of their partitions to another in-sync
 /// replica (or mark them offline when none is left and unclean election is off).

@@ -386,6 +386,80 @@ fn partitions_at_their_min_isr_with_a_replica_to_spare_are_at_risk() {
 }
 
 #[test]
+fn replication_factor_changes_grow_onto_the_least_loaded_and_never_drop_the_leader() {
+    let mut s = state_with(&[(1, "a"), (2, "a"), (3, "b"), (4, "b")]);
+    create(&mut s, "t", 4, 2);
+    let change = |s: &mut ClusterState, rf: usize| {
+        let moves = replication_factor_moves(s, "t", rf).unwrap();
+        s.apply(Command::SetReplicationFactor {
+            name: "t".into(),
+            replication_factor: rf as i16,
+            moves,
+        })
+        .unwrap();
+        settle(s);
+    };
+    change(&mut s, 3);
+    let mut load: BTreeMap<i32, usize> = BTreeMap::new();
+    for p in &s.topics["t"].partitions {
+        assert_eq!(p.replicas.len(), 3, "{p:?}");
+        assert!(p.target.is_none() && p.isr.len() == 3, "{p:?}");
+        let racks: BTreeSet<_> = p
+            .replicas
+            .iter()
+            .map(|r| s.brokers[r].rack.clone())
+            .collect();
+        assert_eq!(racks.len(), 2, "both racks: {p:?}");
+        for r in &p.replicas {
+            *load.entry(*r).or_default() += 1;
+        }
+    }
+    assert_eq!(s.topics["t"].record.replication_factor, 3);
+    // Racks come first, load second (the operator's rebalancer evens out the rest).
+    let (min, max) = (load.values().min().unwrap(), load.values().max().unwrap());
+    assert!(
+        load.values().sum::<usize>() == 12 && max - min <= 2,
+        "{load:?}"
+    );
+    // Shrinking keeps each partition's leader, wherever it sits in the list.
+    let p0 = s.topics["t"].partitions[0].clone();
+    let last = *p0.replicas.last().unwrap();
+    s.apply(Command::ElectLeader {
+        topic: "t".into(),
+        partition: 0,
+        leader: last,
+    })
+    .unwrap();
+    let leaders: Vec<i32> = s.topics["t"].partitions.iter().map(|p| p.leader).collect();
+    change(&mut s, 1);
+    let after: Vec<i32> = s.topics["t"]
+        .partitions
+        .iter()
+        .map(|p| p.replicas[0])
+        .collect();
+    assert!(s.topics["t"]
+        .partitions
+        .iter()
+        .all(|p| p.replicas.len() == 1));
+    assert_eq!(after, leaders);
+    // Nothing to do at the same factor; too many replicas, or a move in flight: refused.
+    assert!(replication_factor_moves(&s, "t", 1).unwrap().is_empty());
+    assert!(replication_factor_moves(&s, "t", 5).is_err());
+    assert!(replication_factor_moves(&s, "t", 0).is_err());
+    assert!(replication_factor_moves(&s, "nope", 1).is_err());
+    s.apply(Command::Reassign {
+        topic: "t".into(),
+        partition: 2,
+        target: vec![1, 2],
+    })
+    .unwrap();
+    let err = replication_factor_moves(&s, "t", 2)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("being reassigned"), "{err}");
+}
+
+#[test]
 fn reassignment_completes_after_the_target_is_in_sync() {
     let mut s = state_with(&[(1, ""), (2, ""), (3, ""), (4, "")]);
     s.apply(Command::CreateTopic {
