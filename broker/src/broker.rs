@@ -392,28 +392,24 @@ impl Broker {
         }
     }
 
-    /// Marks a broker draining (or not); the controller then moves its replicas.
-    pub async fn set_draining(&self, id: i32, draining: bool) -> Result<(), MetadataError> {
-        let (index, _) = self
-            .quorum
-            .propose(Command::SetDraining { id, draining })
-            .await?;
+    /// Proposes `cmd` and waits (up to 5 s) until this broker applied it, so an
+    /// admin answer right after reflects the change.
+    async fn commit(&self, cmd: Command) -> Result<(), MetadataError> {
+        let (index, _) = self.quorum.propose(cmd).await?;
         self.quorum
             .wait_applied(index, Duration::from_secs(5))
             .await;
         Ok(())
     }
 
+    /// Marks a broker draining (or not); the controller then moves its replicas.
+    pub async fn set_draining(&self, id: i32, draining: bool) -> Result<(), MetadataError> {
+        self.commit(Command::SetDraining { id, draining }).await
+    }
+
     /// Forgets broker `id` (see [`Command::UnregisterBroker`]).
     pub async fn unregister_broker(&self, id: i32) -> Result<(), MetadataError> {
-        let (index, _) = self
-            .quorum
-            .propose(Command::UnregisterBroker { id })
-            .await?;
-        self.quorum
-            .wait_applied(index, Duration::from_secs(5))
-            .await;
-        Ok(())
+        self.commit(Command::UnregisterBroker { id }).await
     }
 
     /// Records `rf` as the topic's replication factor and starts the `moves` that
@@ -424,18 +420,12 @@ impl Broker {
         rf: i16,
         moves: Vec<(i32, Vec<i32>)>,
     ) -> Result<(), MetadataError> {
-        let (index, _) = self
-            .quorum
-            .propose(Command::SetReplicationFactor {
-                name: topic.to_string(),
-                replication_factor: rf,
-                moves,
-            })
-            .await?;
-        self.quorum
-            .wait_applied(index, Duration::from_secs(5))
-            .await;
-        Ok(())
+        self.commit(Command::SetReplicationFactor {
+            name: topic.to_string(),
+            replication_factor: rf,
+            moves,
+        })
+        .await
     }
 
     /// Starts moving a partition to `target` replicas.
@@ -445,18 +435,12 @@ impl Broker {
         partition: i32,
         target: Vec<i32>,
     ) -> Result<(), MetadataError> {
-        let (index, _) = self
-            .quorum
-            .propose(Command::Reassign {
-                topic: topic.to_string(),
-                partition,
-                target,
-            })
-            .await?;
-        self.quorum
-            .wait_applied(index, Duration::from_secs(5))
-            .await;
-        Ok(())
+        self.commit(Command::Reassign {
+            topic: topic.to_string(),
+            partition,
+            target,
+        })
+        .await
     }
 
     /// Brings the local replicas in line with the metadata: opens, removes and

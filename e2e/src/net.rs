@@ -11,14 +11,44 @@ use crate::{Error, Result};
 
 pub const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-/// Asks the kernel for a currently free port on 127.0.0.1.
+/// Ports handed out by [`free_port`]: below Linux's default ephemeral range
+/// (32768–60999), so an outgoing connection of some other process cannot take a
+/// port between the moment it is chosen and the moment its server binds it.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// Where [`free_port`] looks next; process-wide, so no two callers in a process
+/// get the same port. Starts at a pseudo-random offset so parallel test processes
+/// rarely look at the same ports.
+static NEXT_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);
+
+/// A port on 127.0.0.1 that nothing listens on now, outside the ephemeral range
+/// when one can be found there (the kernel's choice otherwise).
 pub fn free_port() -> Result<u16> {
+    use std::sync::atomic::Ordering;
+    let span = u32::from(PORTS.end - PORTS.start);
+    let _ =
+        NEXT_PORT.compare_exchange(u32::MAX, seed() % span, Ordering::AcqRel, Ordering::Acquire);
+    for _ in 0..200 {
+        let i = NEXT_PORT.fetch_add(1, Ordering::AcqRel) % span;
+        let port = PORTS.start + i as u16;
+        if TcpListener::bind((LOCALHOST, port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let l = TcpListener::bind((LOCALHOST, 0)).map_err(|e| Error::io("binding 127.0.0.1:0", e))?;
     let port = l
         .local_addr()
         .map_err(|e| Error::io("reading local address", e))?
         .port();
     Ok(port)
+}
+
+fn seed() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    nanos ^ std::process::id().wrapping_mul(2_654_435_761)
 }
 
 /// Fails with [`Error::PortTaken`] when something already listens on the port.
@@ -93,5 +123,16 @@ mod tests {
             ensure_port_free(port, "test"),
             Err(Error::PortTaken { .. })
         ));
+    }
+
+    #[test]
+    fn free_ports_are_distinct_bindable_and_outside_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..50).map(|_| free_port().unwrap()).collect();
+        let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+        for p in &ports {
+            assert!(PORTS.contains(p), "{p}");
+            TcpListener::bind((LOCALHOST, *p)).expect("bindable");
+        }
     }
 }

@@ -34,8 +34,30 @@ pub struct S3Server {
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(90);
 
 impl S3Server {
-    /// Starts SeaweedFS with data under `dir` and creates `bucket`.
+    /// Starts SeaweedFS with data under `dir` and creates `bucket`. A start that
+    /// loses one of its ten ports to another process before binding it is retried
+    /// on new ports (twice at most).
     pub async fn start(bins: &Binaries, dir: &Path, bucket: &str) -> Result<S3Server> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(bins, dir, bucket).await {
+                Err(Error::ExitedEarly { tail, .. })
+                    if attempt < 3 && tail.contains("address already in use") =>
+                {
+                    tracing::warn!(
+                        attempt,
+                        "SeaweedFS lost a port before binding it; retrying on new ports"
+                    );
+                    // The dead server's metadata names its old ports: start afresh.
+                    let _ = std::fs::remove_dir_all(dir.join("data"));
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(bins: &Binaries, dir: &Path, bucket: &str) -> Result<S3Server> {
         let weed = bins.path("weed")?;
         let data = dir.join("data");
         std::fs::create_dir_all(&data)

@@ -1,6 +1,7 @@
 """Shared fixtures: a real strata-broker process on loopback with its own data dir."""
 import os
 import signal
+import random
 import socket
 import subprocess
 import time
@@ -13,7 +14,24 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("STRATA_BROKER_BIN", ROOT / "target" / "debug" / "strata-broker"))
 
 
+_handed_out = set()
+
+
 def free_port(host="127.0.0.1"):
+    """A port nothing listens on, below Linux's ephemeral range (32768-60999), so an
+    outgoing connection cannot take it before the broker binds it; never the same
+    one twice in this process."""
+    for _ in range(500):
+        port = random.randrange(20000, 32000)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]

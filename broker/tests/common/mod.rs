@@ -16,9 +16,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+/// A free loopback address, on a port outside the ephemeral range (see
+/// `strata_e2e::net::free_port`), so no outgoing connection takes it before the
+/// broker binds it.
 pub fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    let port = strata_e2e::net::free_port().expect("free port");
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 pub struct TestBroker {
