@@ -366,6 +366,74 @@ async fn wait_topic_shape(
     .await;
 }
 
+/// What the operator's rebalancer sees, asked of every broker: its admin API's
+/// topics (replica counts per broker), the brokers it describes, and the moves the
+/// planner makes of that (for a rebalance that stalls).
+async fn planner_view(pods: &Api<Pod>) -> String {
+    use strata_operator::admin::pb;
+    use strata_operator::rebalance::{plan, Broker, PartitionReplicas, Policy};
+    let Ok(list) = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/instance=demo"))
+        .await
+    else {
+        return "no pods listed".into();
+    };
+    let mut out = Vec::new();
+    for addr in list
+        .items
+        .iter()
+        .filter_map(|p| Some(format!("{}:9093", pod_ip(p)?)))
+    {
+        let Ok(mut admin) = strata_operator::admin::connect(std::slice::from_ref(&addr)).await
+        else {
+            out.push(format!("{addr}: unreachable"));
+            continue;
+        };
+        let topics = admin
+            .list_topics(pb::ListTopicsRequest {
+                include_internal: true,
+            })
+            .await
+            .map(|r| r.into_inner().topics)
+            .unwrap_or_default();
+        let brokers = admin
+            .describe_cluster(pb::DescribeClusterRequest {})
+            .await
+            .map(|r| r.into_inner().brokers)
+            .unwrap_or_default();
+        let current: Vec<PartitionReplicas> = topics
+            .iter()
+            .flat_map(|t| {
+                t.partition_details.iter().map(|p| PartitionReplicas {
+                    topic: t.name.clone(),
+                    partition: p.partition,
+                    replicas: p.replicas.clone(),
+                })
+            })
+            .collect();
+        let mut counts = BTreeMap::new();
+        for r in current.iter().flat_map(|p| &p.replicas) {
+            *counts.entry(*r).or_insert(0) += 1;
+        }
+        let eligible: Vec<Broker> = brokers
+            .iter()
+            .map(|b| Broker {
+                id: b.id,
+                rack: (!b.rack.is_empty()).then(|| b.rack.clone()),
+            })
+            .collect();
+        let moves = plan(&current, &eligible, &Policy { max_moves: 32 });
+        out.push(format!(
+            "{addr}: {} topics, {} partitions, replicas per broker {counts:?}, brokers {:?}, planner moves {}",
+            topics.len(),
+            current.len(),
+            brokers.iter().map(|b| (b.id, b.state, b.rack.clone())).collect::<Vec<_>>(),
+            moves.len()
+        ));
+    }
+    format!("admin views: {}", out.join(" | "))
+}
+
 #[tokio::test]
 async fn newcomer_path_from_helm_install_to_consuming_through_the_bootstrap_service() {
     testing::init_tracing();
@@ -986,7 +1054,8 @@ async fn scenario(env: &Env, kcat: &Path) {
                         })
                 })
                 .collect();
-            panic!("replicas not evened out over 4 brokers: rebalance {rb:?}, replicas per broker {counts:?}, short ISR: {short:?}");
+            let planner = planner_view(&pods).await;
+            panic!("replicas not evened out over 4 brokers: rebalance {rb:?}, replicas per broker {counts:?}, short ISR: {short:?}; {planner}");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
@@ -1183,7 +1252,80 @@ async fn scenario(env: &Env, kcat: &Path) {
         acked.len()
     ));
 
-    // 11. A restarted operator (a new pod takes the Lease) changes nothing.
+    // 11. Storage: a larger size is an expansion of the claims (refused here: the
+    // harness's volumes are pre-bound, not from a StorageClass that can expand), a
+    // smaller one an invalid spec; the StatefulSet's claim template never changes.
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), NS);
+    let stss: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(client.clone(), NS);
+    let template_size = || async {
+        let sts = stss.get("demo").await.ok()?;
+        let t = strata_operator::cluster::storage::claim_template(&sts)?;
+        strata_operator::cluster::storage::claim_request(t).0
+    };
+    let original = template_size().await.expect("claim template size");
+    let set_size = |size: &str| {
+        let patch = serde_json::json!({"spec": {"storage": {"size": size}}});
+        let clusters = clusters.clone();
+        async move {
+            clusters
+                .patch("demo", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .expect("patch storage size")
+        }
+    };
+    set_size("100Gi").await;
+    // The claims' growth is attempted: refused by the API server here (no StorageClass
+    // that can expand), accepted where one exists.
+    let refusal = wait_for(
+        "a VolumeExpansionFailed (or VolumeExpanding) event",
+        Duration::from_secs(60),
+        || async {
+            events
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| {
+                    matches!(
+                        e.reason.as_deref(),
+                        Some("VolumeExpansionFailed" | "VolumeExpanding")
+                    )
+                })
+                .and_then(|e| e.message)
+        },
+    )
+    .await;
+    assert!(refusal.contains("data-demo-"), "{refusal}");
+    assert_eq!(template_size().await.as_deref(), Some(original.as_str()));
+    set_size("1Gi").await;
+    let why = wait_for(
+        "InvalidSpec for a shrink",
+        Duration::from_secs(60),
+        || async {
+            let s = clusters.get("demo").await.ok()?.status?;
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == "Ready" && c.reason == "InvalidSpec")
+                .map(|c| c.message.clone())
+        },
+    )
+    .await;
+    assert!(why.contains("cannot shrink"), "{why}");
+    set_size(&original).await;
+    wait_for("Cluster Ready again", Duration::from_secs(60), || async {
+        let s = clusters.get("demo").await.ok()?.status?;
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+    step(&format!(
+        "storage: growth attempted on the claims ({refusal}), a shrink refused as InvalidSpec"
+    ));
+
+    // 12. A restarted operator (a new pod takes the Lease) changes nothing.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let before = resource_versions(&client).await;
     let op_pods: Api<Pod> = Api::namespaced(client.clone(), "strata-system");

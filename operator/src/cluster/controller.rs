@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::ListParams;
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::{watcher, Controller};
@@ -23,6 +23,7 @@ use crate::{Error, Result};
 use super::rebalancer;
 use super::rollout::{self, Activity, AdminStep, BrokerView, ClusterView};
 use super::status::{self, admin_addresses, Observed};
+use super::storage::{self, StorageChange};
 use super::{build, selector_string, validate};
 use crate::admin::{self, pb};
 use crate::crd::cluster::RebalanceStatus;
@@ -87,6 +88,66 @@ async fn describe(cluster: &Cluster) -> Option<ClusterView> {
         Err(e) => {
             tracing::debug!(cluster = %cluster.name_any(), error = %e, "describe cluster failed");
             None
+        }
+    }
+}
+
+/// Grows each broker's data claim to `to` (the StorageClass must allow volume
+/// expansion). A refusal is a Warning event and a log line, retried on later
+/// reconciles; it never holds up the rest of the reconcile.
+async fn expand_claims(
+    cluster: &Cluster,
+    ctx: &Context,
+    ns: &str,
+    replicas: i32,
+    from: &str,
+    to: &str,
+) {
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+    let name = cluster.name_any();
+    for ordinal in 0..replicas {
+        let claim = format!("data-{name}-{ordinal}");
+        let pvc = match pvcs.get_opt(&claim).await {
+            Ok(Some(p)) => p,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(%claim, error = %e, "cannot read a broker's claim to expand it");
+                continue;
+            }
+        };
+        if !storage::needs_expansion(&pvc, to) {
+            continue;
+        }
+        let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": to}}}});
+        match pvcs
+            .patch(&claim, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                ctx.event(
+                    cluster,
+                    EventType::Normal,
+                    "VolumeExpanding",
+                    "ExpandVolume",
+                    format!("expanding {claim} from {from} to {to}"),
+                )
+                .await
+            }
+            Err(e) => {
+                let why = match e {
+                    kube::Error::Api(s) => s.message,
+                    other => other.to_string(),
+                };
+                tracing::warn!(%claim, error = %why, "volume expansion refused");
+                ctx.event(
+                    cluster,
+                    EventType::Warning,
+                    "VolumeExpansionFailed",
+                    "ExpandVolume",
+                    format!("cannot expand {claim} to {to}: {why}"),
+                )
+                .await;
+            }
         }
     }
 }
@@ -181,7 +242,13 @@ async fn reconcile_inner(cluster: &Cluster, ctx: &Context) -> Result<Action> {
     let clusters: Api<Cluster> = Api::namespaced(ctx.client.clone(), &ns);
     let world = dereference(cluster, &ns, ctx).await?;
 
-    let validated = match validate(cluster) {
+    // A storage change the existing volumes cannot take is an invalid spec too.
+    let storage_change = storage::plan(world.statefulset.as_ref(), &cluster.spec.storage);
+    let checked = validate(cluster).and_then(|v| match &storage_change {
+        StorageChange::Refused(why) => Err(Error::Invalid(why.clone())),
+        _ => Ok(v),
+    });
+    let validated = match checked {
         Ok(v) => v,
         Err(Error::Invalid(msg)) => {
             // Report and wait for the user to change the spec; no hot retry.
@@ -205,6 +272,7 @@ async fn reconcile_inner(cluster: &Cluster, ctx: &Context) -> Result<Action> {
     };
 
     let mut desired = build::build(&validated);
+    storage::keep_claim_templates(&mut desired.statefulset, world.statefulset.as_ref());
     let mut rollout = rollout::plan(&rollout::Inputs {
         desired: validated.spec.replicas,
         template_hash: rollout::template_hash(&desired.statefulset),
@@ -230,6 +298,9 @@ async fn reconcile_inner(cluster: &Cluster, ctx: &Context) -> Result<Action> {
     apply(&services, &desired.bootstrap_service).await?;
     let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
     let applied = apply(&sts_api, &desired.statefulset).await?;
+    if let StorageChange::Expand { from, to } = &storage_change {
+        expand_claims(cluster, ctx, &ns, rollout.replicas, from, to).await;
+    }
     apply(
         &Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), &ns),
         &desired.pdb,
@@ -268,6 +339,16 @@ async fn reconcile_inner(cluster: &Cluster, ctx: &Context) -> Result<Action> {
     }
 
     let (rebalance, activity) = balance(cluster, ctx, &world, &rollout).await;
+    // A rebalance round that just finished (at most MAX_MOVES moves) may leave more
+    // to do: plan the next round soon, not at the next resync.
+    let round_finished = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.rebalance.as_ref())
+        .is_some_and(rebalancer::in_progress)
+        && rebalance
+            .as_ref()
+            .is_some_and(|r| !rebalancer::in_progress(r));
     let observed = Observed {
         statefulset: Some(&applied),
         pods: &world.pods,
@@ -291,7 +372,10 @@ async fn reconcile_inner(cluster: &Cluster, ctx: &Context) -> Result<Action> {
         }
         apply_status(&clusters, &name, &new).await?;
     }
-    if new.phase == Some(crate::crd::cluster::ClusterPhase::Running) && !rollout.forgetting {
+    if new.phase == Some(crate::crd::cluster::ClusterPhase::Running)
+        && !rollout.forgetting
+        && !round_finished
+    {
         Ok(Action::requeue(ctx.settings.resync))
     } else {
         Ok(Action::requeue(PROGRESS_REQUEUE))
@@ -323,8 +407,13 @@ async fn balance(
                 .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
         })
         .count() as i32;
+    // Every broker of the StatefulSet registered and alive: a plan made while a new
+    // broker's pod is ready but the broker not yet registered would leave it out.
+    let all_registered =
+        (0..rollout.replicas).all(|id| view.brokers.iter().any(|b| b.id == id && !b.fenced));
     let settled = activity.is_none()
         && ready >= rollout.replicas
+        && all_registered
         && view.under_replicated == 0
         && view.offline == 0;
     let enabled = cluster.spec.auto_rebalance.unwrap_or(true);

@@ -11,6 +11,7 @@ pub mod controller;
 pub mod rebalancer;
 pub mod rollout;
 pub mod status;
+pub mod storage;
 pub mod validate;
 
 pub use validate::{validate, ValidatedCluster};

@@ -121,6 +121,26 @@ pub async fn step(
             max_moves: MAX_MOVES,
         },
     );
+    let mut load: std::collections::BTreeMap<i32, usize> =
+        brokers.iter().map(|b| (b.id, 0)).collect();
+    for r in current.iter().flat_map(|p| &p.replicas) {
+        if let Some(n) = load.get_mut(r) {
+            *n += 1;
+        }
+    }
+    let uneven = load
+        .values()
+        .max()
+        .zip(load.values().min())
+        .is_some_and(|(max, min)| max - min > 1);
+    if moves.is_empty() && uneven {
+        // Racks or replication factors may make an even spread impossible; say so.
+        tracing::warn!(replicas_per_broker = ?load, partitions = current.len(),
+            "replicas are uneven but the planner found no move");
+    } else if !moves.is_empty() {
+        tracing::info!(replicas_per_broker = ?load, partitions = current.len(), moves = moves.len(),
+            "planned a rebalance");
+    }
     if moves.is_empty() {
         return Ok(Outcome {
             status: None,
