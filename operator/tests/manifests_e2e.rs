@@ -315,22 +315,25 @@ fn segment_files(data: &Path) -> BTreeMap<String, u64> {
     out
 }
 
+/// The admin addresses (`<pod IP>:9093`) of the demo cluster's broker pods.
+async fn admin_addrs(pods: &Api<Pod>) -> Vec<String> {
+    pods.list(&ListParams::default().labels("app.kubernetes.io/instance=demo"))
+        .await
+        .map(|list| {
+            list.items
+                .iter()
+                .filter_map(|p| Some(format!("{}:9093", pod_ip(p)?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Partition 0 of topic `tiered` as each broker pod's admin API describes it.
 async fn tiered_partition_views(
     pods: &Api<Pod>,
 ) -> Vec<(String, strata_operator::admin::pb::PartitionDescription)> {
-    let Ok(list) = pods
-        .list(&ListParams::default().labels("app.kubernetes.io/instance=demo"))
-        .await
-    else {
-        return Vec::new();
-    };
     let mut views = Vec::new();
-    for addr in list
-        .items
-        .iter()
-        .filter_map(|p| Some(format!("{}:9093", pod_ip(p)?)))
-    {
+    for addr in admin_addrs(pods).await {
         let Ok(mut admin) = strata_operator::admin::connect(std::slice::from_ref(&addr)).await
         else {
             continue;
@@ -371,19 +374,9 @@ async fn wait_topic_shape(
 /// planner makes of that (for a rebalance that stalls).
 async fn planner_view(pods: &Api<Pod>) -> String {
     use strata_operator::admin::pb;
-    use strata_operator::rebalance::{plan, Broker, PartitionReplicas, Policy};
-    let Ok(list) = pods
-        .list(&ListParams::default().labels("app.kubernetes.io/instance=demo"))
-        .await
-    else {
-        return "no pods listed".into();
-    };
+    use strata_operator::rebalance::{plan, Broker, Policy};
     let mut out = Vec::new();
-    for addr in list
-        .items
-        .iter()
-        .filter_map(|p| Some(format!("{}:9093", pod_ip(p)?)))
-    {
+    for addr in admin_addrs(pods).await {
         let Ok(mut admin) = strata_operator::admin::connect(std::slice::from_ref(&addr)).await
         else {
             out.push(format!("{addr}: unreachable"));
@@ -401,16 +394,7 @@ async fn planner_view(pods: &Api<Pod>) -> String {
             .await
             .map(|r| r.into_inner().brokers)
             .unwrap_or_default();
-        let current: Vec<PartitionReplicas> = topics
-            .iter()
-            .flat_map(|t| {
-                t.partition_details.iter().map(|p| PartitionReplicas {
-                    topic: t.name.clone(),
-                    partition: p.partition,
-                    replicas: p.replicas.clone(),
-                })
-            })
-            .collect();
+        let current = strata_operator::cluster::rebalancer::partition_replicas(&topics);
         let mut counts = BTreeMap::new();
         for r in current.iter().flat_map(|p| &p.replicas) {
             *counts.entry(*r).or_insert(0) += 1;
@@ -1155,15 +1139,7 @@ async fn scenario(env: &Env, kcat: &Path) {
         "broker 3 unregistered after the scale-in",
         Duration::from_secs(90),
         || async {
-            let list = pods
-                .list(&ListParams::default().labels("app.kubernetes.io/instance=demo"))
-                .await
-                .ok()?;
-            let addrs: Vec<String> = list
-                .items
-                .iter()
-                .filter_map(|p| Some(format!("{}:9093", pod_ip(p)?)))
-                .collect();
+            let addrs = admin_addrs(&pods).await;
             let mut admin = strata_operator::admin::connect(&addrs).await.ok()?;
             let d = admin
                 .describe_cluster(strata_operator::admin::pb::DescribeClusterRequest {})

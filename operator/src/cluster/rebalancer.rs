@@ -63,6 +63,22 @@ pub struct Outcome {
     pub submitted: Option<usize>,
 }
 
+/// The planner's input: every partition of `topics` with its replicas (those
+/// without any left out).
+pub fn partition_replicas(topics: &[pb::TopicDescription]) -> Vec<PartitionReplicas> {
+    topics
+        .iter()
+        .flat_map(|t| {
+            t.partition_details.iter().map(|p| PartitionReplicas {
+                topic: t.name.clone(),
+                partition: p.partition,
+                replicas: p.replicas.clone(),
+            })
+        })
+        .filter(|p| !p.replicas.is_empty())
+        .collect()
+}
+
 /// Follows a running reassignment, or plans and submits the next one.
 /// `replicas` is the StatefulSet's broker count: only brokers `0..replicas`
 /// that are alive and not draining may receive replicas.
@@ -94,17 +110,7 @@ pub async fn step(
         .await?
         .into_inner()
         .topics;
-    let current: Vec<PartitionReplicas> = topics
-        .iter()
-        .flat_map(|t| {
-            t.partition_details.iter().map(|p| PartitionReplicas {
-                topic: t.name.clone(),
-                partition: p.partition,
-                replicas: p.replicas.clone(),
-            })
-        })
-        .filter(|p| !p.replicas.is_empty())
-        .collect();
+    let current = partition_replicas(&topics);
     let brokers: Vec<Broker> = view
         .brokers
         .iter()
