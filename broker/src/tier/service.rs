@@ -135,6 +135,7 @@ impl Tier {
                 }
             }
         }
+        let led_keys = led.iter().map(|(t, p)| (t.record.id, p.index)).collect();
         // Up to `tier_upload_concurrency` partitions at once; each one's segments go
         // in order, since every commit must continue the one before.
         futures::stream::iter(led)
@@ -142,7 +143,7 @@ impl Tier {
                 self.pass_partition(&t.record, &p).await;
             })
             .await;
-        self.forget_swept_partitions(broker);
+        self.forget_swept_partitions(&led_keys);
     }
 
     pub(crate) async fn pass_partition(&self, rec: &TopicRecord, p: &Partition) {
@@ -231,19 +232,10 @@ impl Tier {
         }
     }
 
-    /// Drops the sweep times of partitions no longer led here, so a leadership
-    /// regained later waits a full interval again.
-    fn forget_swept_partitions(&self, broker: &Broker) {
-        let led: std::collections::HashSet<(Uuid, i32)> = broker
-            .all_topics()
-            .iter()
-            .flat_map(|t| {
-                t.local()
-                    .filter(|p| p.is_leader())
-                    .map(|p| (t.record.id, p.index))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+    /// Drops the sweep times of partitions no longer led here (`led`: the tiered
+    /// partitions this pass found led here), so a leadership regained later waits a
+    /// full interval again.
+    fn forget_swept_partitions(&self, led: &std::collections::HashSet<(Uuid, i32)>) {
         self.last_sweep.lock().retain(|k, _| led.contains(k));
     }
 
