@@ -338,17 +338,11 @@ async fn reconcile_inner(cluster: &Cluster, ctx: &Context) -> Result<Action> {
         Some(_) => {}
     }
 
-    let (rebalance, activity) = balance(cluster, ctx, &world, &rollout).await;
-    // A rebalance round that just finished (at most MAX_MOVES moves) may leave more
-    // to do: plan the next round soon, not at the next resync.
-    let round_finished = cluster
-        .status
-        .as_ref()
-        .and_then(|s| s.rebalance.as_ref())
-        .is_some_and(rebalancer::in_progress)
-        && rebalance
-            .as_ref()
-            .is_some_and(|r| !rebalancer::in_progress(r));
+    let Balance {
+        status: rebalance,
+        activity,
+        again: rebalance_due,
+    } = balance(cluster, ctx, &world, &rollout).await;
     let observed = Observed {
         statefulset: Some(&applied),
         pods: &world.pods,
@@ -374,7 +368,7 @@ async fn reconcile_inner(cluster: &Cluster, ctx: &Context) -> Result<Action> {
     }
     if new.phase == Some(crate::crd::cluster::ClusterPhase::Running)
         && !rollout.forgetting
-        && !round_finished
+        && !rebalance_due
     {
         Ok(Action::requeue(ctx.settings.resync))
     } else {
@@ -382,20 +376,31 @@ async fn reconcile_inner(cluster: &Cluster, ctx: &Context) -> Result<Action> {
     }
 }
 
+/// What the rebalancer did in one reconcile.
+struct Balance {
+    /// The rebalance status to record.
+    status: Option<RebalanceStatus>,
+    activity: Option<Activity>,
+    /// Look again soon: a round just finished (the next may be due), or a round
+    /// is held by something that clears by itself.
+    again: bool,
+}
+
 /// Runs the rebalancer when the cluster is otherwise settled (or a rebalance it
-/// started is still running); returns the rebalance status to record and the
-/// activity to report.
+/// started is still running).
 async fn balance(
     cluster: &Cluster,
     ctx: &Context,
     world: &World,
     rollout: &rollout::Rollout,
-) -> (Option<RebalanceStatus>, Option<Activity>) {
+) -> Balance {
     let previous = cluster.status.as_ref().and_then(|s| s.rebalance.clone());
     let activity = rollout.activity.clone();
     let running = previous.as_ref().is_some_and(rebalancer::in_progress);
-    let Some(view) = world.view.as_ref() else {
-        return (previous, activity);
+    let keep = |again| Balance {
+        status: previous.clone(),
+        activity: activity.clone(),
+        again,
     };
     let ready = world
         .pods
@@ -407,24 +412,30 @@ async fn balance(
                 .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
         })
         .count() as i32;
-    // Every broker of the StatefulSet registered and alive: a plan made while a new
-    // broker's pod is ready but the broker not yet registered would leave it out.
-    let all_registered =
-        (0..rollout.replicas).all(|id| view.brokers.iter().any(|b| b.id == id && !b.fenced));
-    let settled = activity.is_none()
-        && ready >= rollout.replicas
-        && all_registered
-        && view.under_replicated == 0
-        && view.offline == 0;
     let enabled = cluster.spec.auto_rebalance.unwrap_or(true);
-    if !(running || (enabled && settled)) {
-        return (previous, activity);
+    let hold = rebalancer::hold(
+        enabled,
+        world.view.as_ref(),
+        activity.as_ref(),
+        ready,
+        rollout.replicas,
+    );
+    let Some(view) = world.view.as_ref() else {
+        return keep(true);
+    };
+    if !running {
+        if let Some(h) = hold {
+            if h.transient() {
+                tracing::info!(cluster = %cluster.name_any(), reason = %h, "rebalance round skipped");
+            }
+            return keep(h.transient());
+        }
     }
     let mut client = match admin::connect(&admin_addresses(cluster)).await {
         Ok(c) => c,
         Err(e) => {
             tracing::debug!(cluster = %cluster.name_any(), error = %e, "rebalancer: no admin endpoint");
-            return (previous, activity);
+            return keep(true);
         }
     };
     match rebalancer::step(&mut client, previous.as_ref(), view, rollout.replicas).await {
@@ -458,11 +469,22 @@ async fn balance(
                     .await;
                 }
             }
-            (out.status.or(previous), activity.or(out.activity))
+            // A round that just finished (at most MAX_MOVES moves) may leave more
+            // to do; one still running is followed anyway.
+            let finished = running
+                && out
+                    .status
+                    .as_ref()
+                    .is_some_and(|r| !rebalancer::in_progress(r));
+            Balance {
+                again: finished || out.submitted.is_some(),
+                status: out.status.or(previous),
+                activity: activity.or(out.activity),
+            }
         }
         Err(e) => {
             tracing::warn!(cluster = %cluster.name_any(), error = %e, "rebalancer step failed");
-            (previous, activity)
+            keep(true)
         }
     }
 }
