@@ -110,11 +110,13 @@ impl Backoff {
     }
 }
 
-/// Key of an object for [`Backoff`].
-pub fn object_key<K: Resource>(obj: &K) -> String {
+/// Key of an object for [`Backoff`]: kind, namespace and name, so that a Topic
+/// and a Cluster of the same name keep separate retry counts.
+pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     let meta = obj.meta();
     format!(
-        "{}/{}",
+        "{}/{}/{}",
+        K::kind(&()),
         meta.namespace.as_deref().unwrap_or(""),
         meta.name.as_deref().unwrap_or("")
     )
@@ -137,5 +139,26 @@ mod tests {
         assert_eq!(b.next("a"), Duration::from_secs(300));
         b.reset("a");
         assert_eq!(b.next("a"), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn objects_of_different_kinds_with_one_name_have_their_own_backoff() {
+        let meta = serde_json::json!({"name": "demo", "namespace": "ns"});
+        let cluster: crate::crd::Cluster = serde_json::from_value(serde_json::json!({
+            "apiVersion": "strata.dev/v1alpha1", "kind": "Cluster", "metadata": meta,
+            "spec": {},
+        }))
+        .unwrap();
+        let topic: crate::crd::Topic = serde_json::from_value(serde_json::json!({
+            "apiVersion": "strata.dev/v1alpha1", "kind": "Topic", "metadata": meta,
+            "spec": {"clusterRef": "demo", "partitions": 1},
+        }))
+        .unwrap();
+        let (c, t) = (object_key(&cluster), object_key(&topic));
+        assert_ne!(c, t);
+        let b = Backoff::default();
+        b.next(&c);
+        b.next(&c);
+        assert_eq!(b.next(&t), Duration::from_secs(1));
     }
 }

@@ -65,6 +65,17 @@ fn unmanaged(topic: &Topic) -> bool {
         .is_some_and(|v| v == "false")
 }
 
+/// Whether the Topic's status already shows this problem: its Warning event was
+/// emitted when it first appeared, and a reconcile that finds it again (every
+/// resync) must not repeat it.
+fn already_reported(topic: &Topic, reason: &str, message: &str) -> bool {
+    topic.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.reason == reason && c.message == message)
+    })
+}
+
 async fn write_status(
     topic: &Topic,
     ns: &str,
@@ -251,7 +262,9 @@ async fn apply_topic(topic: &Topic, ns: &str, ctx: &Context) -> Result<Action> {
     .await;
     match result {
         Ok((observed, cond)) => {
-            if cond.reason == "NotSupported" || cond.reason == "ReplicationFactorTooLarge" {
+            if (cond.reason == "NotSupported" || cond.reason == "ReplicationFactorTooLarge")
+                && !already_reported(topic, &cond.reason, &cond.message)
+            {
                 ctx.event(
                     topic,
                     EventType::Warning,
@@ -275,14 +288,16 @@ async fn apply_topic(topic: &Topic, ns: &str, ctx: &Context) -> Result<Action> {
             })
         }
         Err(e) if e.is_invalid_argument() => {
-            ctx.event(
-                topic,
-                EventType::Warning,
-                "BrokerRejected",
-                "Reconcile",
-                e.to_string(),
-            )
-            .await;
+            if !already_reported(topic, "BrokerRejected", &e.to_string()) {
+                ctx.event(
+                    topic,
+                    EventType::Warning,
+                    "BrokerRejected",
+                    "Reconcile",
+                    e.to_string(),
+                )
+                .await;
+            }
             write_status(
                 topic,
                 ns,
@@ -414,6 +429,28 @@ pub fn error_policy(topic: Arc<Topic>, error: &Error, ctx: Arc<Context>) -> Acti
     Action::requeue(delay)
 }
 
+/// The part of a Cluster its Topics depend on: where its admin API is. Status
+/// patches that change only phases, conditions or counts (every few seconds
+/// during a rollout) must not re-reconcile every Topic of the cluster.
+#[derive(Default)]
+struct ClusterChanges {
+    /// Admin addresses last seen, by (namespace, name).
+    last: std::sync::Mutex<std::collections::HashMap<ClusterKey, Vec<String>>>,
+}
+
+type ClusterKey = (Option<String>, String);
+
+impl ClusterChanges {
+    /// Whether `cluster` changed in a way its Topics care about since last seen
+    /// (the first sighting always matters).
+    fn matters(&self, cluster: &Cluster) -> bool {
+        let key = (cluster.namespace(), cluster.name_any());
+        let addrs = admin_addresses(cluster);
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        last.insert(key, addrs.clone()).as_ref() != Some(&addrs)
+    }
+}
+
 /// Runs the Topic controller (one namespace or all). A Cluster change (e.g. its
 /// brokers getting addresses) re-reconciles the Topics that reference it.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
@@ -429,11 +466,15 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     };
     let controller = Controller::new(topics, watcher::Config::default());
     let store = controller.store();
+    let seen = ClusterChanges::default();
     controller
         .watches(
             clusters,
             watcher::Config::default(),
             move |cluster: Cluster| {
+                if !seen.matters(&cluster) {
+                    return Vec::new();
+                }
                 let ns = cluster.namespace();
                 let name = cluster.name_any();
                 store
@@ -452,4 +493,38 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(status: serde_json::Value) -> Cluster {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "strata.dev/v1alpha1", "kind": "Cluster",
+            "metadata": {"name": "demo", "namespace": "ns"},
+            "spec": {}, "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_cluster_changes_that_move_the_admin_api_re_reconcile_topics() {
+        let seen = ClusterChanges::default();
+        let broker = |ip: &str, phase: &str| {
+            serde_json::json!({
+                "phase": phase,
+                "brokers": [{"id": 0, "pod": "demo-0", "address": ip, "state": "Ready"}],
+            })
+        };
+        let a = cluster(broker("10.0.0.1", "Running"));
+        assert_eq!(admin_addresses(&a).len(), 1, "{:?}", admin_addresses(&a));
+        assert!(seen.matters(&a), "first sighting");
+        assert!(!seen.matters(&a), "the same status again");
+        assert!(
+            !seen.matters(&cluster(broker("10.0.0.1", "RollingRestart"))),
+            "a phase change alone"
+        );
+        assert!(seen.matters(&cluster(broker("10.0.0.2", "Running"))));
+    }
 }
