@@ -28,7 +28,42 @@ pub enum Role {
 struct FollowerProgress {
     /// The follower's log end offset, as its last fetch offset tells.
     leo: i64,
+    /// When the follower was last caught up (Kafka's `lastCaughtUpTimeMs`).
     last_caught_up_ms: i64,
+    /// The leader's log end offset when the follower's previous fetch was served,
+    /// and when that was: a fetch that reaches it shows the follower was caught up
+    /// at that time, although the leader appended more since.
+    last_fetch_leader_leo: i64,
+    last_fetch_ms: i64,
+}
+
+impl FollowerProgress {
+    /// A replica with no fetch seen yet; `caught_up_ms` is the benefit of the doubt
+    /// it gets (an ISR member at a leader change) or 0.
+    fn new(caught_up_ms: i64) -> Self {
+        FollowerProgress {
+            leo: -1,
+            last_caught_up_ms: caught_up_ms,
+            last_fetch_leader_leo: i64::MAX,
+            last_fetch_ms: caught_up_ms,
+        }
+    }
+
+    /// Records a fetch at `fetch_offset` served when the leader's log ended at
+    /// `leader_leo`. Kafka's rule: the follower is caught up now if it reached the
+    /// log end, and was caught up at its previous fetch if it reached the log end
+    /// the leader had then. Under continuous appends a follower never reaches the
+    /// *current* end, so comparing only with it drops healthy followers from the ISR.
+    fn fetched(&mut self, fetch_offset: i64, leader_leo: i64, now: i64) {
+        self.leo = fetch_offset;
+        if fetch_offset >= leader_leo {
+            self.last_caught_up_ms = now;
+        } else if fetch_offset >= self.last_fetch_leader_leo {
+            self.last_caught_up_ms = self.last_caught_up_ms.max(self.last_fetch_ms);
+        }
+        self.last_fetch_leader_leo = leader_leo;
+        self.last_fetch_ms = now;
+    }
 }
 
 #[derive(Debug)]
@@ -168,15 +203,7 @@ impl Partition {
             st.followers = isr
                 .iter()
                 .filter(|r| **r != self.me)
-                .map(|r| {
-                    (
-                        *r,
-                        FollowerProgress {
-                            leo: -1,
-                            last_caught_up_ms: now,
-                        },
-                    )
-                })
+                .map(|r| (*r, FollowerProgress::new(now)))
                 .collect();
         }
         if st.isr != isr {
@@ -259,20 +286,43 @@ impl Partition {
         Ok(info)
     }
 
-    /// Waits until the high watermark reaches `offset` (acks=all). Fails fast when
-    /// leadership is lost.
+    /// Waits until the high watermark reaches `offset`, in the current leader epoch,
+    /// with no minimum ISR (internal writes that only need the ISR to have them).
     pub async fn wait_for_hw(&self, offset: i64, timeout: Duration) -> Result<(), ResponseError> {
+        self.wait_for_replication(offset, self.leader_epoch(), 0, timeout)
+            .await
+    }
+
+    /// The acks=all wait: until the high watermark reaches `offset`, appended in
+    /// `epoch`. Fails fast when leadership is lost or changed since the append (a
+    /// new leader may truncate the records), and answers
+    /// NOT_ENOUGH_REPLICAS_AFTER_APPEND when the ISR that let the high watermark
+    /// pass is smaller than `min_isr`: an ISR shrunk to the leader alone moves the
+    /// high watermark to the log end, and such a write has only one copy.
+    pub async fn wait_for_replication(
+        &self,
+        offset: i64,
+        epoch: i32,
+        min_isr: usize,
+        timeout: Duration,
+    ) -> Result<(), ResponseError> {
         let mut rx = self.high_watermark.subscribe();
-        let epoch = self.leader_epoch();
         let wait = async {
             loop {
-                if *rx.borrow_and_update() >= offset {
-                    return Ok(());
-                }
+                rx.borrow_and_update();
                 {
+                    // The high watermark moves under the replica lock, so the ISR read
+                    // here is the one it was computed from.
                     let st = self.replica.lock();
                     if st.role != Role::Leader || st.leader_epoch != epoch {
                         return Err(ResponseError::NotLeaderOrFollower);
+                    }
+                    if self.high_watermark() >= offset {
+                        return if st.isr.len() >= min_isr {
+                            Ok(())
+                        } else {
+                            Err(ResponseError::NotEnoughReplicasAfterAppend)
+                        };
                     }
                 }
                 if rx.changed().await.is_err() {
@@ -419,14 +469,10 @@ impl Partition {
             .map_err(|e| crate::kafka::log_error_code(&e))?;
         let log_start = log.log_start_offset();
         drop(log);
-        let progress = st.followers.entry(replica).or_insert(FollowerProgress {
-            leo: -1,
-            last_caught_up_ms: 0,
-        });
-        progress.leo = fetch_offset;
-        if fetch_offset >= leo {
-            progress.last_caught_up_ms = now;
-        }
+        st.followers
+            .entry(replica)
+            .or_insert(FollowerProgress::new(0))
+            .fetched(fetch_offset, leo, now);
         self.update_hw(&st, leo);
         Ok(FollowerRead::Data(FetchSnapshot {
             plan,
@@ -693,5 +739,75 @@ mod tests {
             .unwrap();
         assert_eq!(leader.last_epoch_and_end(), (2, 8));
         assert_eq!(follower.last_epoch_and_end(), (2, 8));
+    }
+
+    /// A leader with ISR [1, 2] and one batch appended in epoch 1.
+    fn leader_with_one_batch(dir: &std::path::Path) -> (Partition, i64, i32) {
+        let leader = replica(dir, 1);
+        leader.set_role(Role::Leader, 1, &[1, 2], &[1, 2], 0);
+        let info = leader.append(records(0), 0).unwrap();
+        (leader, info.last_offset + 1, info.leader_epoch)
+    }
+
+    #[tokio::test]
+    async fn acks_all_fails_after_append_when_the_isr_shrinks_below_min_isr() {
+        let d = tempfile::tempdir().unwrap();
+        let (leader, end, epoch) = leader_with_one_batch(d.path());
+        assert_eq!(epoch, 1);
+        let t = Duration::from_secs(5);
+        let wait = leader.wait_for_replication(end, epoch, 2, t);
+        // The follower never fetched: the controller shrinks the ISR to the leader
+        // alone, and the high watermark jumps to the log end with a single copy.
+        let shrink = async {
+            tokio::task::yield_now().await;
+            leader.set_role(Role::Leader, 1, &[1], &[1, 2], 1);
+        };
+        let (r, ()) = tokio::join!(wait, shrink);
+        assert_eq!(leader.high_watermark(), end);
+        assert_eq!(r, Err(ResponseError::NotEnoughReplicasAfterAppend));
+        // With min.insync.replicas=1 the same single copy is enough.
+        assert_eq!(leader.wait_for_replication(end, epoch, 1, t).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn acks_all_fails_when_the_leader_epoch_changed_since_the_append() {
+        let d = tempfile::tempdir().unwrap();
+        let (leader, end, epoch) = leader_with_one_batch(d.path());
+        // Re-elected in a new epoch (another replica may have led in between and
+        // this broker truncated): the wait must not adopt the new epoch.
+        leader.set_role(Role::Leader, 2, &[1], &[1, 2], 1);
+        assert_eq!(leader.high_watermark(), end);
+        let r = leader
+            .wait_for_replication(end, epoch, 1, Duration::from_secs(5))
+            .await;
+        assert_eq!(r, Err(ResponseError::NotLeaderOrFollower));
+    }
+
+    #[test]
+    fn a_follower_that_keeps_up_under_continuous_appends_stays_in_the_isr() {
+        let d1 = tempfile::tempdir().unwrap();
+        let d2 = tempfile::tempdir().unwrap();
+        let leader = replica(d1.path(), 1);
+        let follower = replica(d2.path(), 2);
+        leader.set_role(Role::Leader, 1, &[1, 2], &[1, 2], 0);
+        follower.set_role(Role::Follower { leader: 1 }, 1, &[1, 2], &[1, 2], 0);
+        let lag_max = 10_000;
+        // 60 s of a fetch every 100 ms, with a new batch appended before every
+        // fetch: the follower always reaches the end the leader had at its
+        // previous fetch, never the current one.
+        for step in 1..=600i64 {
+            let now = step * 100;
+            leader.append(records(step), now).unwrap();
+            // Each fetch starts behind the leader's current end.
+            assert!(follower.log_end_offset() < leader.log_end_offset());
+            replicate(&leader, &follower, 2, now);
+            assert_eq!(leader.isr_change(now, lag_max), None, "at {now} ms");
+        }
+        assert_eq!(leader.isr(), vec![1, 2]);
+
+        // A follower that stops fetching still leaves after the lag period.
+        let now = 60_000 + lag_max + 1;
+        leader.append(records(0), now).unwrap();
+        assert_eq!(leader.isr_change(now, lag_max), Some((1, vec![1])));
     }
 }

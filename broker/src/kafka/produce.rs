@@ -1,7 +1,8 @@
 //! Produce: validate each partition's batches (CRC, size), append them, answer with
 //! the assigned base offset. acks=0 gets no response; acks=all waits until the high
 //! watermark passes the batch (every in-sync replica has it), and
-//! `min.insync.replicas` is enforced before appending.
+//! `min.insync.replicas` is enforced before appending and again when the wait
+//! ends (the ISR may have shrunk meanwhile).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,18 @@ use crate::log::ValidatedRecords;
 use crate::partition::Partition;
 use crate::telemetry::Metrics;
 
+/// An acks=all write waiting for replication.
+struct Wait {
+    /// Where its answer goes: topic and partition index in the response.
+    topic: usize,
+    partition: usize,
+    replica: Arc<Partition>,
+    /// The offset the high watermark must reach, in `epoch`.
+    offset: i64,
+    epoch: i32,
+    min_isr: usize,
+}
+
 pub async fn handle(
     broker: &Arc<Broker>,
     req: ProduceRequest,
@@ -23,8 +36,7 @@ pub async fn handle(
 ) -> Option<ProduceResponse> {
     let acks = req.acks;
     let mut resp = ProduceResponse::default();
-    // acks=all: (topic index, partition index, replica, offset the HW must reach).
-    let mut waits: Vec<(usize, usize, Arc<Partition>, i64)> = Vec::new();
+    let mut waits: Vec<Wait> = Vec::new();
     for topic in req.topic_data {
         let mut tr = TopicProduceResponse::default();
         tr.name = topic.name.clone();
@@ -87,17 +99,24 @@ pub async fn handle(
                 let labels = Metrics::topic(&topic.name.0);
                 broker.metrics.bytes_in.add(bytes, &labels);
                 broker.metrics.records_in.add(count, &labels);
-                Ok((info, partition.log_start_offset(), Arc::clone(partition)))
+                Ok((
+                    info,
+                    partition.log_start_offset(),
+                    Arc::clone(partition),
+                    min_isr,
+                ))
             })();
             match result {
-                Ok((info, start, partition)) => {
+                Ok((info, start, partition, min_isr)) => {
                     if acks == -1 {
-                        waits.push((
-                            resp.responses.len(),
-                            tr.partition_responses.len(),
-                            partition,
-                            info.last_offset + 1,
-                        ));
+                        waits.push(Wait {
+                            topic: resp.responses.len(),
+                            partition: tr.partition_responses.len(),
+                            replica: partition,
+                            offset: info.last_offset + 1,
+                            epoch: info.leader_epoch,
+                            min_isr,
+                        });
                     }
                     pr.base_offset = info.base_offset;
                     pr.log_append_time_ms = info.log_append_time;
@@ -123,19 +142,29 @@ pub async fn handle(
     }
     if !waits.is_empty() {
         let timeout = Duration::from_millis(req.timeout_ms.clamp(0, 300_000) as u64);
-        let results = futures::future::join_all(
-            waits
-                .iter()
-                .map(|(_, _, p, end)| p.wait_for_hw(*end, timeout)),
-        )
+        let results = futures::future::join_all(waits.iter().map(|w| {
+            w.replica
+                .wait_for_replication(w.offset, w.epoch, w.min_isr, timeout)
+        }))
         .await;
-        for ((ti, pi, _, _), r) in waits.iter().zip(results) {
+        for (w, r) in waits.iter().zip(results) {
             if let Err(e) = r {
-                let pr = &mut resp.responses[*ti].partition_responses[*pi];
+                let pr = &mut resp.responses[w.topic].partition_responses[w.partition];
                 pr.error_code = e.code();
                 pr.base_offset = -1;
                 if version >= 8 {
-                    pr.error_message = Some(s("not replicated to the in-sync replicas in time"));
+                    let why = match e {
+                        ResponseError::NotEnoughReplicasAfterAppend => format!(
+                            "written, but the ISR shrank below min.insync.replicas={} \
+                             before it was replicated",
+                            w.min_isr
+                        ),
+                        ResponseError::NotLeaderOrFollower => {
+                            "leadership changed before the write was replicated".to_string()
+                        }
+                        _ => "not replicated to the in-sync replicas in time".to_string(),
+                    };
+                    pr.error_message = Some(s(why));
                 }
             }
         }

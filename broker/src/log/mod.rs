@@ -137,6 +137,14 @@ impl ValidatedRecords {
 }
 
 /// Where an append landed.
+/// The most offsets a segment spans past its base, so that offsets relative to
+/// the base fit the index's 32 bits (Kafka's bound too: `Integer.MAX_VALUE`).
+const MAX_SEGMENT_OFFSETS: i64 = i32::MAX as i64;
+
+/// The largest `segment.bytes`: byte positions in a segment fit the index's 32
+/// bits with room to spare (Kafka's bound too: `Integer.MAX_VALUE`).
+pub const MAX_SEGMENT_BYTES: u64 = i32::MAX as u64;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
     pub base_offset: i64,
@@ -145,6 +153,9 @@ pub struct AppendInfo {
     pub log_append_time: i64,
     /// The batches were retries of batches already in the log; nothing was written.
     pub duplicate: bool,
+    /// The leader epoch the append was made in: an acks=all wait fails if the
+    /// leadership changed after it (the records may be truncated away).
+    pub leader_epoch: i32,
 }
 
 /// Files of a closed segment, for the tier uploader.
@@ -425,6 +436,7 @@ impl PartitionLog {
                 last_offset: meta.last_offset,
                 log_append_time: -1,
                 duplicate: true,
+                leader_epoch,
             });
         }
         let total = records
@@ -432,10 +444,17 @@ impl PartitionLog {
             .iter()
             .map(|(h, _)| h.total_len() as u64)
             .sum::<u64>();
+        let span: i64 = records
+            .batches
+            .iter()
+            .map(|(h, _)| i64::from(h.last_offset_delta) + 1)
+            .sum();
         let active = self.active();
         let too_big = active.size() + total > self.config.segment_bytes;
         let too_old = now_ms - active.created_at_ms() >= self.config.segment_ms;
-        if !active.is_empty() && (too_big || too_old) {
+        let too_many =
+            self.log_end_offset() + span - 1 - active.base_offset() > MAX_SEGMENT_OFFSETS;
+        if !active.is_empty() && (too_big || too_old || too_many) {
             self.roll(now_ms)?;
         }
         let base_offset = self.log_end_offset();
@@ -476,6 +495,7 @@ impl PartitionLog {
             last_offset: next - 1,
             log_append_time,
             duplicate: false,
+            leader_epoch,
         })
     }
 
@@ -502,7 +522,8 @@ impl PartitionLog {
             let active = self.active();
             let too_big = active.size() + h.total_len() as u64 > self.config.segment_bytes;
             let too_old = now_ms - active.created_at_ms() >= self.config.segment_ms;
-            if !active.is_empty() && (too_big || too_old) {
+            let too_many = h.last_offset() - active.base_offset() > MAX_SEGMENT_OFFSETS;
+            if !active.is_empty() && (too_big || too_old || too_many) {
                 self.roll(now_ms)?;
             }
             self.epochs
