@@ -144,8 +144,13 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     if h.records_count == 0 {
         return Err(BatchError::Invalid("batch holds no records"));
     }
-    if h.last_offset_delta != h.records_count - 1 && h.is_transactional_or_control() {
-        return Err(BatchError::Invalid("control batch offset delta mismatch"));
+    // Offsets are assigned from the delta, consumers count records: a batch whose
+    // two disagree would give records offsets another batch also has, or leave
+    // offsets no record holds.
+    if h.last_offset_delta != h.records_count - 1 {
+        return Err(BatchError::Invalid(
+            "last offset delta does not match the record count",
+        ));
     }
     Ok(h)
 }
@@ -304,6 +309,25 @@ pub(crate) mod tests {
         let mut b = make_batch(0, 2, 5, b"payload");
         b[8..12].copy_from_slice(&(-5i32).to_be_bytes());
         assert_eq!(validate(&b), Err(BatchError::BadLength(-5)));
+    }
+
+    #[test]
+    fn a_data_batch_whose_offset_delta_disagrees_with_its_record_count_is_invalid() {
+        // 3 records claiming 5 offsets: the log would assign offsets no record
+        // holds (or, with a smaller delta, offsets that the next batch gets too).
+        for delta in [4i32, 0] {
+            let mut b = make_batch(0, 3, 5, b"payload");
+            b[23..27].copy_from_slice(&delta.to_be_bytes());
+            let crc = compute_crc(&b);
+            b[CRC_POS..CRC_COVERED_FROM].copy_from_slice(&crc.to_be_bytes());
+            assert_eq!(
+                validate(&b),
+                Err(BatchError::Invalid(
+                    "last offset delta does not match the record count"
+                )),
+                "delta {delta}"
+            );
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub struct ConfigKey {
 
 #[derive(Debug, Clone, Copy)]
 enum Kind {
-    Long { min: i64 },
+    Long { min: i64, max: i64 },
     Bool,
     OneOf(&'static [&'static str]),
 }
@@ -31,42 +31,66 @@ pub const TOPIC_KEYS: &[ConfigKey] = &[
     ConfigKey {
         name: "retention.ms",
         doc: "Delete segments whose newest record is older (-1: forever).",
-        kind: Kind::Long { min: -1 },
+        kind: Kind::Long {
+            min: -1,
+            max: i64::MAX,
+        },
     },
     ConfigKey {
         name: "retention.bytes",
         doc: "Delete old segments while a partition is larger (-1: no limit).",
-        kind: Kind::Long { min: -1 },
+        kind: Kind::Long {
+            min: -1,
+            max: i64::MAX,
+        },
     },
     ConfigKey {
         name: "segment.bytes",
-        doc: "Segment size before a roll.",
-        kind: Kind::Long { min: 1024 },
+        doc: "Segment size before a roll (at most 2147483647: byte positions in a segment are 32-bit).",
+        kind: Kind::Long {
+            min: 1024,
+            max: i32::MAX as i64,
+        },
     },
     ConfigKey {
         name: "segment.ms",
         doc: "Segment age before a roll.",
-        kind: Kind::Long { min: 1 },
+        kind: Kind::Long {
+            min: 1,
+            max: i64::MAX,
+        },
     },
     ConfigKey {
         name: "flush.messages",
         doc: "fsync after this many messages.",
-        kind: Kind::Long { min: 1 },
+        kind: Kind::Long {
+            min: 1,
+            max: i64::MAX,
+        },
     },
     ConfigKey {
         name: "flush.ms",
         doc: "fsync unflushed data this old.",
-        kind: Kind::Long { min: 0 },
+        kind: Kind::Long {
+            min: 0,
+            max: i64::MAX,
+        },
     },
     ConfigKey {
         name: "index.interval.bytes",
         doc: "Bytes between index entries.",
-        kind: Kind::Long { min: 0 },
+        kind: Kind::Long {
+            min: 0,
+            max: i64::MAX,
+        },
     },
     ConfigKey {
         name: "max.message.bytes",
         doc: "Largest record batch accepted.",
-        kind: Kind::Long { min: 0 },
+        kind: Kind::Long {
+            min: 0,
+            max: i64::MAX,
+        },
     },
     ConfigKey {
         name: "message.timestamp.type",
@@ -76,7 +100,10 @@ pub const TOPIC_KEYS: &[ConfigKey] = &[
     ConfigKey {
         name: "min.insync.replicas",
         doc: "Replicas that must acknowledge an acks=all write.",
-        kind: Kind::Long { min: 1 },
+        kind: Kind::Long {
+            min: 1,
+            max: i64::MAX,
+        },
     },
     ConfigKey {
         name: "unclean.leader.election.enable",
@@ -96,12 +123,18 @@ pub const TOPIC_KEYS: &[ConfigKey] = &[
     ConfigKey {
         name: "local.retention.ms",
         doc: "How long tiered data stays on local disk (-2: retention.ms).",
-        kind: Kind::Long { min: -2 },
+        kind: Kind::Long {
+            min: -2,
+            max: i64::MAX,
+        },
     },
     ConfigKey {
         name: "local.retention.bytes",
         doc: "How much tiered data stays on local disk (-2: retention.bytes).",
-        kind: Kind::Long { min: -2 },
+        kind: Kind::Long {
+            min: -2,
+            max: i64::MAX,
+        },
     },
 ];
 
@@ -111,9 +144,10 @@ pub fn validate_entry(key: &str, value: &str) -> Result<(), String> {
         return Err(format!("unknown topic config `{key}`"));
     };
     match k.kind {
-        Kind::Long { min } => match value.parse::<i64>() {
-            Ok(v) if v >= min => Ok(()),
-            Ok(v) => Err(format!("`{key}` must be >= {min}, got {v}")),
+        Kind::Long { min, max } => match value.parse::<i64>() {
+            Ok(v) if v >= min && v <= max => Ok(()),
+            Ok(v) if v < min => Err(format!("`{key}` must be >= {min}, got {v}")),
+            Ok(v) => Err(format!("`{key}` must be <= {max}, got {v}")),
             Err(_) => Err(format!("`{key}` must be an integer, got `{value}`")),
         },
         Kind::Bool => match value {
@@ -190,7 +224,7 @@ pub fn log_config(configs: &BTreeMap<String, String>, broker: &BrokerConfig) -> 
         c.retention_bytes = v;
     }
     if let Some(v) = long("segment.bytes") {
-        c.segment_bytes = v.max(1024) as u64;
+        c.segment_bytes = (v.max(1024) as u64).min(crate::log::MAX_SEGMENT_BYTES);
     }
     if let Some(v) = long("segment.ms") {
         c.segment_ms = v.max(1);
@@ -232,6 +266,11 @@ mod tests {
         assert!(validate_entry("segment.bytes", "abc")
             .unwrap_err()
             .contains("integer"));
+        // Positions in a segment are 32-bit in the index.
+        assert!(validate_entry("segment.bytes", "2147483647").is_ok());
+        assert!(validate_entry("segment.bytes", "4294967296")
+            .unwrap_err()
+            .contains("<= 2147483647"));
         assert!(validate_entry("bogus.key", "1")
             .unwrap_err()
             .contains("unknown"));
