@@ -1,6 +1,7 @@
 //! `strata-broker`: `dev` runs one broker on embedded defaults, `serve` runs from a
 //! config file; both accept `STRATA_*` environment overrides.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -35,6 +36,15 @@ enum Command {
         /// 9092 of each, admin 9093, metrics 9644), data in <data-dir>/node-<id>.
         #[arg(long, default_value_t = 1)]
         brokers: u8,
+        /// With --brokers: the Kafka port of every broker of the local cluster.
+        #[arg(long, default_value_t = 9092)]
+        kafka_port: u16,
+        /// With --brokers: the admin (and quorum) gRPC port of every broker.
+        #[arg(long, default_value_t = 9093)]
+        admin_port: u16,
+        /// With --brokers: the metrics port of every broker.
+        #[arg(long, default_value_t = 9644)]
+        metrics_port: u16,
     },
     /// Run from a TOML config file (see docs/configuration.md).
     Serve {
@@ -49,7 +59,11 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     if let Command::Dev {
-        data_dir, brokers, ..
+        data_dir,
+        brokers,
+        kafka_port,
+        admin_port,
+        metrics_port,
     } = &cli.command
     {
         if *brokers > 1 {
@@ -58,6 +72,7 @@ fn main() -> ExitCode {
                     .clone()
                     .unwrap_or_else(|| PathBuf::from("./strata-data")),
                 *brokers,
+                [*kafka_port, *admin_port, *metrics_port],
             );
         }
     }
@@ -108,8 +123,11 @@ fn main() -> ExitCode {
 
 /// `dev --brokers N`: runs N broker processes of this binary (`serve` with the dev
 /// defaults passed as environment), one per loopback address, as one cluster whose
-/// first 1, 3 or 5 brokers vote; stops them all on Ctrl-C or SIGTERM.
-fn run_local_cluster(data_dir: PathBuf, brokers: u8) -> ExitCode {
+/// first 1, 3 or 5 brokers vote; stops them all on Ctrl-C or SIGTERM. The brokers
+/// die with this process however it ends (kill -9, a closed terminal): they get
+/// SIGTERM from the kernel when it exits, so none keeps its ports.
+fn run_local_cluster(data_dir: PathBuf, brokers: u8, ports: [u16; 3]) -> ExitCode {
+    let [kafka_port, admin_port, metrics_port] = ports;
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
@@ -123,19 +141,36 @@ fn run_local_cluster(data_dir: PathBuf, brokers: u8) -> ExitCode {
         _ => 5,
     };
     let quorum: Vec<String> = (1..=voters)
-        .map(|i| format!("{i}@127.0.0.{i}:9093"))
+        .map(|i| format!("{i}@127.0.0.{i}:{admin_port}"))
         .collect();
     let mut children = Vec::new();
+    // SAFETY: getpid(2) takes no arguments and cannot fail.
+    let parent = unsafe { libc::getpid() };
     for i in 1..=brokers {
         let host = format!("127.0.0.{i}");
-        let child = std::process::Command::new(&exe)
+        let mut command = std::process::Command::new(&exe);
+        // SAFETY: the closure runs in the forked child before exec and calls only
+        // prctl(2) and getppid(2), which are async-signal-safe and allocate nothing.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died between fork and prctl.
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::other("parent exited"));
+                }
+                Ok(())
+            });
+        }
+        let child = command
             .arg("serve")
             .env("STRATA_NODE_ID", i.to_string())
             .env("STRATA_CONTROLLER_VOTERS", quorum.join(","))
             .env("STRATA_DATA_DIR", data_dir.join(format!("node-{i}")))
-            .env("STRATA_KAFKA_LISTEN", format!("{host}:9092"))
-            .env("STRATA_ADMIN_LISTEN", format!("{host}:9093"))
-            .env("STRATA_METRICS_LISTEN", format!("{host}:9644"))
+            .env("STRATA_KAFKA_LISTEN", format!("{host}:{kafka_port}"))
+            .env("STRATA_ADMIN_LISTEN", format!("{host}:{admin_port}"))
+            .env("STRATA_METRICS_LISTEN", format!("{host}:{metrics_port}"))
             .env("STRATA_AUTO_CREATE_TOPICS", "true")
             .env(
                 "STRATA_DEFAULT_REPLICATION_FACTOR",
@@ -146,7 +181,7 @@ fn run_local_cluster(data_dir: PathBuf, brokers: u8) -> ExitCode {
         match child {
             Ok(c) => {
                 println!(
-                    "broker {i}: Kafka on {host}:9092, admin on {host}:9093, data in {}",
+                    "broker {i}: Kafka on {host}:{kafka_port}, admin on {host}:{admin_port}, data in {}",
                     data_dir.join(format!("node-{i}")).display()
                 );
                 children.push(c);
@@ -158,7 +193,9 @@ fn run_local_cluster(data_dir: PathBuf, brokers: u8) -> ExitCode {
             }
         }
     }
-    let bootstrap: Vec<String> = (1..=brokers).map(|i| format!("127.0.0.{i}:9092")).collect();
+    let bootstrap: Vec<String> = (1..=brokers)
+        .map(|i| format!("127.0.0.{i}:{kafka_port}"))
+        .collect();
     println!("bootstrap servers: {}", bootstrap.join(","));
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
