@@ -321,9 +321,18 @@ async fn retention_corruption_and_topic_deletion_in_the_bucket() {
             >= 1.0
     );
 
-    // Corrupt a remote-only segment that nobody has read yet.
+    // Corrupt a remote-only segment that nobody has read yet. Local retention runs
+    // on its own schedule, after the upload: until it deleted the victim's local
+    // copy, fetches are served from disk and never see the corruption (this is how
+    // the test once failed on a busy machine).
     let m = manifest(broker.cfg.admin_listen, "aging");
     let victim = m.segments()[1].clone();
+    wait_until(
+        "the victim segment deleted locally",
+        Duration::from_secs(60),
+        || (local_start(&dir, "aging") > victim.base_offset).then_some(()),
+    )
+    .await;
     let mut raw = tier.get(&victim.log_key).await.expect("victim").to_vec();
     let mid = raw.len() / 2;
     for b in &mut raw[mid..mid + 32] {

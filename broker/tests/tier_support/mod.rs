@@ -300,7 +300,8 @@ pub fn manifest(admin: SocketAddr, topic: &str) -> RemoteLog {
 
 /// Base offset of the active (newest) local segment: the upload backlog is empty
 /// when the manifest ends there.
-pub fn active_base(data: &Path, topic: &str) -> i64 {
+/// Base offsets of the `.log` segment files in partition 0 of `topic`.
+fn segment_bases(data: &Path, topic: &str) -> Vec<i64> {
     std::fs::read_dir(data.join(format!("{topic}-0")))
         .map(|entries| {
             entries
@@ -309,10 +310,18 @@ pub fn active_base(data: &Path, topic: &str) -> i64 {
                     let name = e.file_name().to_string_lossy().into_owned();
                     name.strip_suffix(".log")?.parse::<i64>().ok()
                 })
-                .max()
-                .unwrap_or(0)
+                .collect()
         })
-        .unwrap_or(0)
+        .unwrap_or_default()
+}
+
+/// The base offset of the oldest segment still on local disk (0 when none).
+pub fn local_start(data: &Path, topic: &str) -> i64 {
+    segment_bases(data, topic).into_iter().min().unwrap_or(0)
+}
+
+pub fn active_base(data: &Path, topic: &str) -> i64 {
+    segment_bases(data, topic).into_iter().max().unwrap_or(0)
 }
 
 /// (count, bytes) of the `.log` segment files in a partition directory.
