@@ -85,6 +85,7 @@ struct Pending {
 struct Appended {
     partition: Arc<Partition>,
     end: i64,
+    leader_epoch: i32,
 }
 
 /// A summary row for ListGroups.
@@ -278,6 +279,12 @@ impl GroupCoordinator {
                 ResponseError::RequestTimedOut => ResponseError::CoordinatorNotAvailable,
                 _ => ResponseError::NotCoordinator,
             })?;
+        // The wait reads the epoch itself when it starts; epochs only grow, so an
+        // unchanged epoch now means it waited for the epoch the records went into,
+        // not for a later leader's high watermark over a truncated log.
+        if a.partition.leader_epoch() != a.leader_epoch {
+            return Err(ResponseError::NotCoordinator);
+        }
         drop(self.settled());
         Ok(())
     }
@@ -319,6 +326,7 @@ impl GroupCoordinator {
         Ok(Some(Appended {
             partition: Arc::clone(&o.partition),
             end,
+            leader_epoch: o.leader_epoch,
         }))
     }
 
