@@ -663,7 +663,7 @@ impl Broker {
                 n += 1;
                 if n.is_multiple_of(600) {
                     // Offset expiry and compaction, once a minute.
-                    let _ = tokio::task::spawn_blocking(move || b.groups.maintain(&b, now)).await;
+                    let _ = tokio::task::spawn_blocking(move || b.groups.maintain(now)).await;
                 }
             }
         });

@@ -420,6 +420,21 @@ impl Partition {
         Ok(())
     }
 
+    /// Drops local segments below the leader's log start
+    /// ([`PartitionLog::follow_log_start`]), if the role is still the one the fetch was
+    /// made under.
+    pub fn follow_log_start(
+        &self,
+        leader_start: i64,
+        now_ms: i64,
+        leader: i32,
+        epoch: i32,
+    ) -> Result<usize, LogError> {
+        let st = self.replica.lock();
+        Self::still_following(&st, leader, epoch)?;
+        self.log.lock().follow_log_start(leader_start, now_ms)
+    }
+
     /// `(epoch, end)` of where `epoch` ends in the local log.
     pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
         let log = self.log.lock();
@@ -809,5 +824,48 @@ mod tests {
         let now = 60_000 + lag_max + 1;
         leader.append(records(0), now).unwrap();
         assert_eq!(leader.isr_change(now, lag_max), Some((1, vec![1])));
+    }
+
+    #[test]
+    fn followers_drop_what_a_leader_checkpoint_replaced() {
+        let d1 = tempfile::tempdir().unwrap();
+        let d2 = tempfile::tempdir().unwrap();
+        let small = LogConfig {
+            segment_bytes: 200,
+            ..LogConfig::default()
+        };
+        let open = |dir: &std::path::Path, me: i32| {
+            let log = PartitionLog::open(dir, small.clone(), true, 0).unwrap();
+            let (appended, _) = watch::channel(0);
+            Partition::new(Arc::from("t"), 0, log, me, Arc::new(appended))
+        };
+        let (leader, follower) = (open(d1.path(), 1), open(d2.path(), 2));
+        leader.set_role(Role::Leader, 1, &[1, 2], &[1, 2], 0);
+        follower.set_role(Role::Follower { leader: 1 }, 1, &[1, 2], &[1, 2], 0);
+        let follow = |read: FollowerRead| {
+            if let FollowerRead::Data(snap) = read {
+                follower
+                    .follow_log_start(snap.log_start_offset, 0, 1, 1)
+                    .unwrap();
+            }
+        };
+        for i in 0..20 {
+            leader.append(records(i), 0).unwrap();
+            follow(replicate(&leader, &follower, 2, 0));
+        }
+        assert!(follower.segment_count() > 3);
+        leader.checkpoint(Some(records(99)), 0).unwrap();
+        let start = leader.log_start_offset();
+        assert!(start > 0);
+        // The fetch that brings the checkpoint drops the history it replaces; only the
+        // follower's own segment holding the checkpoint's start may reach below it.
+        follow(replicate(&leader, &follower, 2, 0));
+        assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+        assert!(follower.log_start_offset() > 0 && follower.log_start_offset() <= start);
+        assert!(
+            follower.segment_count() <= 2,
+            "{}",
+            follower.segment_count()
+        );
     }
 }

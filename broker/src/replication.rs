@@ -419,17 +419,27 @@ fn apply_fetched(
     if pd.records.is_empty() {
         let (_, leo) = p.last_epoch_and_end();
         p.follower_hw(pd.high_watermark, leo);
-        return Ok(());
-    }
-    let records = ValidatedRecords::new(&pd.records, usize::MAX).map_err(|e| {
-        warn!(topic = %p.topic, partition = p.index, error = %e, "corrupt replicated data");
-        ResponseError::CorruptMessage
-    })?;
-    p.append_replicated(records, pd.high_watermark, now, leader, epoch)
-        .map_err(|e| {
-            warn!(topic = %p.topic, partition = p.index, error = %e, "cannot append replicated data");
-            crate::kafka::log_error_code(&e)
+    } else {
+        let records = ValidatedRecords::new(&pd.records, usize::MAX).map_err(|e| {
+            warn!(topic = %p.topic, partition = p.index, error = %e, "corrupt replicated data");
+            ResponseError::CorruptMessage
         })?;
+        p.append_replicated(records, pd.high_watermark, now, leader, epoch)
+            .map_err(|e| {
+                warn!(topic = %p.topic, partition = p.index, error = %e, "cannot append replicated data");
+                crate::kafka::log_error_code(&e)
+            })?;
+    }
+    match p.follow_log_start(pd.log_start_offset, now, leader, epoch) {
+        Ok(0) => {}
+        Ok(n) => {
+            debug!(topic = %p.topic, partition = p.index, start = pd.log_start_offset, segments = n, "dropped segments below the leader's log start")
+        }
+        // The data is only redundant, so the next fetch may retry.
+        Err(e) => {
+            warn!(topic = %p.topic, partition = p.index, error = %e, "cannot follow the leader's log start")
+        }
+    }
     Ok(())
 }
 

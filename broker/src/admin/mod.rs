@@ -504,7 +504,8 @@ impl Admin for AdminService {
         }
         self.broker
             .groups
-            .write(&self.broker, &r.group_id, changes, now)
+            .write_durable(&r.group_id, changes, now)
+            .await
             .map_err(|e| Status::internal(format!("cannot write offsets: {e:?}")))?;
         self.describe_group(Request::new(DescribeGroupRequest {
             group_id: r.group_id,

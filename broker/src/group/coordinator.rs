@@ -1,14 +1,20 @@
 //! The group coordinator: owns every group's state machine and the committed-offset
-//! cache, writes commits to `__consumer_offsets`, replays it on startup, and runs the
-//! timers (session expiry, rebalance deadlines, offset retention, checkpoint
-//! compaction). On a single broker it coordinates every group; the clustered broker
-//! will coordinate the groups whose offsets partition it leads.
+//! cache, writes commits to `__consumer_offsets`, replays an offsets partition when it
+//! starts leading it, and runs the timers (session expiry, rebalance deadlines, offset
+//! retention, checkpoint compaction). It coordinates the groups whose offsets
+//! partition this broker leads.
+//!
+//! All of that state sits behind one lock ([`CoordinatorState`]), so there is no lock
+//! order to get wrong. Two rules keep that lock short and safe: a group's own mutex is
+//! only ever taken inside it (handlers lock a group after releasing it, never the
+//! other way round), and nothing awaits or replays a partition while holding it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, MutexGuard};
 use tracing::{info, warn};
 
 use super::offsets::{self, CommittedOffset, OffsetCache, OffsetChange, OFFSETS_TOPIC};
@@ -40,12 +46,46 @@ pub struct PartitionLag {
     pub lag: i64,
 }
 
+/// How long a commit may wait for the ISR of its offsets partition (acks=all).
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub struct GroupCoordinator {
     pub config: CoordinatorConfig,
-    groups: Mutex<HashMap<String, Arc<Mutex<Group>>>>,
-    cache: RwLock<OffsetCache>,
-    /// `__consumer_offsets` partitions this broker leads, hence coordinates.
-    owned: Mutex<HashSet<i32>>,
+    state: Mutex<CoordinatorState>,
+}
+
+/// Groups, committed offsets and the offsets partitions led here: one owner, one lock.
+#[derive(Default)]
+struct CoordinatorState {
+    groups: HashMap<String, Arc<Mutex<Group>>>,
+    /// Durable commits only (below the high watermark): what a failover keeps.
+    offsets: OffsetCache,
+    /// `__consumer_offsets` partitions this broker leads and has loaded, hence
+    /// coordinates.
+    owned: HashMap<i32, OwnedPartition>,
+}
+
+struct OwnedPartition {
+    partition: Arc<Partition>,
+    /// The leader epoch it was loaded in: records of another epoch may have been
+    /// truncated, so a new epoch means a reload.
+    leader_epoch: i32,
+    /// Changes appended in that epoch and not yet below the high watermark, in log
+    /// order (appends happen under the coordinator lock, so this is the log order).
+    pending: VecDeque<Pending>,
+}
+
+struct Pending {
+    /// One past the offset of its last record.
+    end: i64,
+    changes: Vec<OffsetChange>,
+}
+
+/// A change appended to `__consumer_offsets`, not yet known to be replicated.
+struct Appended {
+    partition: Arc<Partition>,
+    end: i64,
+    leader_epoch: i32,
 }
 
 /// A summary row for ListGroups.
@@ -56,183 +96,257 @@ pub struct GroupListing {
     pub state: GroupState,
 }
 
+impl CoordinatorState {
+    /// Moves pending changes the high watermark has passed into the cache, in log
+    /// order, so a reader never sees a commit a failover could lose.
+    fn settle(&mut self) {
+        let CoordinatorState { offsets, owned, .. } = self;
+        for o in owned.values_mut() {
+            if o.pending.is_empty() {
+                continue;
+            }
+            // The high watermark first: if the epoch still matches afterwards, it was
+            // this leadership's high watermark, which only counts our own records.
+            let hw = o.partition.high_watermark();
+            if !o.partition.is_leader() || o.partition.leader_epoch() != o.leader_epoch {
+                // Leadership moved; the reload that follows sees whatever survived.
+                continue;
+            }
+            while o.pending.front().is_some_and(|p| p.end <= hw) {
+                if let Some(p) = o.pending.pop_front() {
+                    offsets.apply(p.changes);
+                }
+            }
+        }
+    }
+
+    /// What the log of offsets partition `index` holds: the durable entries with the
+    /// pending changes on top. A checkpoint must keep all of it, or it would delete
+    /// the only copy of a commit still waiting for its replicas.
+    fn logged(&self, index: i32, partitions: i32) -> OffsetCache {
+        let mut view = OffsetCache::default();
+        view.apply(self.offsets.entries_for_partition(index, partitions));
+        if let Some(o) = self.owned.get(&index) {
+            for p in &o.pending {
+                view.apply(p.changes.iter().cloned());
+            }
+        }
+        view
+    }
+
+    /// Forgets the groups and offsets of partitions no longer coordinated here.
+    fn forget(&mut self, lost: &[i32], partitions: i32) {
+        for p in lost {
+            self.offsets.drop_partition(*p, partitions);
+            self.owned.remove(p);
+        }
+        self.groups
+            .retain(|g, _| !lost.contains(&offsets::partition_for(g, partitions)));
+    }
+}
+
 impl GroupCoordinator {
     pub fn new(config: CoordinatorConfig) -> Self {
         GroupCoordinator {
             config,
-            groups: Mutex::new(HashMap::new()),
-            cache: RwLock::new(OffsetCache::default()),
-            owned: Mutex::new(HashSet::new()),
+            state: Mutex::new(CoordinatorState::default()),
         }
     }
 
-    /// Whether this broker coordinates `group` (leads its offsets partition).
+    /// The state with every change the high watermark has passed made visible.
+    fn settled(&self) -> MutexGuard<'_, CoordinatorState> {
+        let mut st = self.state.lock();
+        st.settle();
+        st
+    }
+
+    fn partition_of(&self, group: &str) -> i32 {
+        offsets::partition_for(group, self.config.offsets_partitions)
+    }
+
+    /// Whether this broker coordinates `group` (leads and has loaded its offsets
+    /// partition).
     pub fn is_coordinator(&self, group: &str) -> bool {
-        self.owned.lock().contains(&offsets::partition_for(
-            group,
-            self.config.offsets_partitions,
-        ))
+        let p = self.partition_of(group);
+        self.state.lock().owned.contains_key(&p)
     }
 
     /// Follows `__consumer_offsets` leadership: loads the partitions this broker now
     /// leads, forgets the groups of partitions it no longer leads.
     pub fn set_owned(&self, broker: &Broker, led: &HashSet<i32>) {
-        let n = self.config.offsets_partitions;
-        let (gained, lost): (Vec<i32>, Vec<i32>) = {
-            let owned = self.owned.lock();
-            (
-                led.difference(&owned).copied().collect(),
-                owned.difference(led).copied().collect(),
-            )
-        };
-        if !lost.is_empty() {
-            let mut cache = self.cache.write();
-            for p in &lost {
-                cache.drop_partition(*p, n);
-            }
-            self.groups
-                .lock()
-                .retain(|g, _| !lost.contains(&offsets::partition_for(g, n)));
-            info!(partitions = ?lost, "no longer coordinating groups of these offsets partitions");
-        }
         let topic = broker.topic(OFFSETS_TOPIC);
-        for p in gained {
-            let Some(part) = topic.as_ref().and_then(|t| t.partition(p)) else {
-                continue;
-            };
-            match self.load_partition(part) {
-                Ok(records) => {
-                    self.owned.lock().insert(p);
-                    info!(
-                        partition = p,
-                        records, "coordinating the groups of offsets partition"
-                    );
+        let led: HashMap<i32, Arc<Partition>> = led
+            .iter()
+            .filter_map(|i| Some((*i, Arc::clone(topic.as_ref()?.partition(*i)?))))
+            .collect();
+        self.follow_leadership(&led, &|| {});
+    }
+
+    /// [`set_owned`](Self::set_owned) over the led replicas themselves; `on_batch` runs
+    /// during each replay (tests pause there).
+    fn follow_leadership(&self, led: &HashMap<i32, Arc<Partition>>, on_batch: &dyn Fn()) {
+        let n = self.config.offsets_partitions;
+        let gained: Vec<(i32, Arc<Partition>)> = {
+            let mut st = self.state.lock();
+            let lost: Vec<i32> = st
+                .owned
+                .iter()
+                .filter(|(i, o)| {
+                    !led.get(i).is_some_and(|p| {
+                        Arc::ptr_eq(p, &o.partition) && p.leader_epoch() == o.leader_epoch
+                    })
+                })
+                .map(|(i, _)| *i)
+                .collect();
+            if !lost.is_empty() {
+                st.forget(&lost, n);
+                info!(partitions = ?lost, "no longer coordinating groups of these offsets partitions");
+            }
+            led.iter()
+                .filter(|(i, _)| !st.owned.contains_key(i))
+                .map(|(i, p)| (*i, Arc::clone(p)))
+                .collect()
+        };
+        // Not owned yet, so nothing appends to these partitions while they replay.
+        for (index, p) in gained {
+            let epoch = p.leader_epoch();
+            let (loaded, records) = match offsets::replay(&p, on_batch) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(partition = index, error = %e, "cannot load offsets partition");
+                    continue;
                 }
-                Err(e) => warn!(partition = p, error = %e, "cannot load offsets partition"),
+            };
+            let mut st = self.state.lock();
+            if !p.is_leader() || p.leader_epoch() != epoch {
+                // The replayed log may already be truncated; the next reconcile retries.
+                warn!(
+                    partition = index,
+                    "offsets partition changed leadership while loading"
+                );
+                continue;
             }
-        }
-        self.owned.lock().retain(|p| led.contains(p));
-    }
-
-    /// Replays one offsets partition into the cache.
-    fn load_partition(&self, p: &Partition) -> anyhow::Result<usize> {
-        let mut cache = self.cache.write();
-        let mut records = 0usize;
-        let mut offset = p.log_start_offset();
-        loop {
-            let data = p.fetch_local(offset, 1 << 20)?.read()?;
-            if data.is_empty() {
-                break;
-            }
-            let mut last = offset;
-            for (h, _) in crate::log::batch::headers(&data) {
-                last = h.last_offset();
-            }
-            let changes = offsets::decode_changes(&data);
-            records += changes.len();
-            cache.apply(changes);
-            offset = last + 1;
-        }
-        Ok(records)
-    }
-
-    fn offsets_partition(
-        &self,
-        broker: &Broker,
-        group: &str,
-    ) -> Result<Arc<Partition>, ResponseError> {
-        let topic = broker
-            .topic(OFFSETS_TOPIC)
-            .ok_or(ResponseError::CoordinatorNotAvailable)?;
-        let n = topic.partitions.len() as i32;
-        match topic.partition(offsets::partition_for(group, n)) {
-            Some(p) if p.is_leader() => Ok(Arc::clone(p)),
-            _ => Err(ResponseError::NotCoordinator),
+            st.offsets.install(loaded);
+            st.owned.insert(
+                index,
+                OwnedPartition {
+                    partition: p,
+                    leader_epoch: epoch,
+                    pending: VecDeque::new(),
+                },
+            );
+            info!(
+                partition = index,
+                records, "coordinating the groups of offsets partition"
+            );
         }
     }
 
     pub fn group(&self, id: &str) -> Option<Arc<Mutex<Group>>> {
-        self.groups.lock().get(id).cloned()
+        self.state.lock().groups.get(id).cloned()
     }
 
     pub fn group_or_create(&self, id: &str) -> Arc<Mutex<Group>> {
-        let mut groups = self.groups.lock();
+        let mut st = self.state.lock();
         Arc::clone(
-            groups
+            st.groups
                 .entry(id.to_string())
                 .or_insert_with(|| Arc::new(Mutex::new(Group::new(id, self.config.group)))),
         )
     }
 
-    /// Appends offset changes for one group and applies them to the cache.
-    pub fn write(
-        &self,
-        broker: &Broker,
-        group: &str,
-        changes: Vec<OffsetChange>,
-        now: i64,
-    ) -> Result<(), ResponseError> {
-        self.append_changes(broker, group, changes, now).map(|_| ())
-    }
-
-    /// Like [`write`](Self::write), then waits until the commit is replicated to the
-    /// ISR of the offsets partition (acks=all), so a coordinator failover keeps it.
+    /// Appends offset changes for one group and waits until they are replicated to
+    /// the ISR of the offsets partition (acks=all); only then does the cache show
+    /// them, so a failover never takes back a commit a client has seen.
     pub async fn write_durable(
         &self,
-        broker: &Broker,
         group: &str,
         changes: Vec<OffsetChange>,
         now: i64,
     ) -> Result<(), ResponseError> {
-        if let Some((p, end)) = self.append_changes(broker, group, changes, now)? {
-            p.wait_for_hw(end, std::time::Duration::from_secs(10))
-                .await?;
+        match self.append_changes(group, changes, now)? {
+            Some(a) => self.await_durable(a, COMMIT_TIMEOUT).await,
+            None => Ok(()),
         }
+    }
+
+    async fn await_durable(&self, a: Appended, timeout: Duration) -> Result<(), ResponseError> {
+        a.partition
+            .wait_for_hw(a.end, timeout)
+            .await
+            // The codes a consumer retries on after finding the coordinator again.
+            .map_err(|e| match e {
+                ResponseError::RequestTimedOut => ResponseError::CoordinatorNotAvailable,
+                _ => ResponseError::NotCoordinator,
+            })?;
+        // The wait reads the epoch itself when it starts; epochs only grow, so an
+        // unchanged epoch now means it waited for the epoch the records went into,
+        // not for a later leader's high watermark over a truncated log.
+        if a.partition.leader_epoch() != a.leader_epoch {
+            return Err(ResponseError::NotCoordinator);
+        }
+        drop(self.settled());
         Ok(())
     }
 
+    /// Appends offset changes for one group to its offsets partition; they become
+    /// visible once the high watermark passes them.
     fn append_changes(
         &self,
-        broker: &Broker,
         group: &str,
         changes: Vec<OffsetChange>,
         now: i64,
-    ) -> Result<Option<(Arc<Partition>, i64)>, ResponseError> {
+    ) -> Result<Option<Appended>, ResponseError> {
         if changes.is_empty() {
             return Ok(None);
         }
-        let partition = self.offsets_partition(broker, group)?;
         let raw = offsets::encode_changes(&changes, now).map_err(|e| {
             warn!(error = %e, "cannot encode offset commit");
             ResponseError::UnknownServerError
         })?;
         let records = ValidatedRecords::new(&raw, usize::MAX)
             .map_err(|_| ResponseError::UnknownServerError)?;
-        // Holding the cache lock across the append keeps cache order equal to log order.
-        let mut cache = self.cache.write();
-        let info = partition.append(records, now).map_err(|e| match e {
+        let index = self.partition_of(group);
+        // Appending under the lock keeps `pending` in log order.
+        let mut st = self.state.lock();
+        let o = st
+            .owned
+            .get_mut(&index)
+            .filter(|o| o.partition.leader_epoch() == o.leader_epoch)
+            .ok_or(ResponseError::NotCoordinator)?;
+        let info = o.partition.append(records, now).map_err(|e| match e {
             crate::log::LogError::NotLeader => ResponseError::NotCoordinator,
             e => {
                 warn!(error = %e, group, "cannot write to __consumer_offsets");
                 ResponseError::KafkaStorageError
             }
         })?;
-        cache.apply(changes);
-        Ok(Some((partition, info.last_offset + 1)))
+        let end = info.last_offset + 1;
+        o.pending.push_back(Pending { end, changes });
+        Ok(Some(Appended {
+            partition: Arc::clone(&o.partition),
+            end,
+            leader_epoch: o.leader_epoch,
+        }))
     }
 
     pub fn committed(&self, group: &str, topic: &str, partition: i32) -> Option<CommittedOffset> {
-        self.cache.read().get(group, topic, partition).cloned()
+        self.settled().offsets.get(group, topic, partition).cloned()
     }
 
     pub fn group_offsets(&self, group: &str) -> BTreeMap<(String, i32), CommittedOffset> {
-        self.cache.read().group(group).cloned().unwrap_or_default()
+        self.settled()
+            .offsets
+            .group(group)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Every group with members or committed offsets.
     pub fn list(&self) -> Vec<GroupListing> {
+        let st = self.settled();
         let mut out: BTreeMap<String, GroupListing> = BTreeMap::new();
-        for (id, g) in self.groups.lock().iter() {
+        for (id, g) in st.groups.iter() {
             let g = g.lock();
             if g.state() == GroupState::Dead {
                 continue;
@@ -246,7 +360,7 @@ impl GroupCoordinator {
                 },
             );
         }
-        for id in self.cache.read().group_ids() {
+        for id in st.offsets.group_ids() {
             out.entry(id.clone()).or_insert_with(|| GroupListing {
                 group_id: id.clone(),
                 protocol_type: "consumer".into(),
@@ -256,11 +370,19 @@ impl GroupCoordinator {
         out.into_values().collect()
     }
 
-    /// Deletes an empty group and its offsets.
-    pub fn delete_group(&self, broker: &Broker, id: &str, now: i64) -> Result<(), ResponseError> {
-        let existing = self.group(id);
-        let has_offsets = self.cache.read().group(id).is_some();
-        if existing.is_none() && !has_offsets {
+    /// Deletes an empty group and its offsets, including commits still in flight.
+    pub async fn delete_group(&self, id: &str, now: i64) -> Result<(), ResponseError> {
+        let (existing, logged) = {
+            let st = self.settled();
+            let n = self.config.offsets_partitions;
+            let logged: Vec<(String, i32)> = st
+                .logged(self.partition_of(id), n)
+                .group(id)
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            (st.groups.get(id).cloned(), logged)
+        };
+        if existing.is_none() && logged.is_empty() {
             return Err(ResponseError::GroupIdNotFound);
         }
         if let Some(g) = &existing {
@@ -270,20 +392,19 @@ impl GroupCoordinator {
             }
             g.mark_dead();
         }
-        let tombstones: Vec<OffsetChange> = self
-            .group_offsets(id)
-            .into_keys()
+        let tombstones: Vec<OffsetChange> = logged
+            .into_iter()
             .map(|(t, p)| (id.to_string(), t, p, None))
             .collect();
-        self.write(broker, id, tombstones, now)?;
-        self.groups.lock().remove(id);
+        self.write_durable(id, tombstones, now).await?;
+        self.state.lock().groups.remove(id);
         info!(group = id, "deleted group");
         Ok(())
     }
 
     /// Runs group timers; cheap enough for every 100 ms.
     pub fn tick(&self, now: i64) {
-        let groups: Vec<Arc<Mutex<Group>>> = self.groups.lock().values().cloned().collect();
+        let groups: Vec<Arc<Mutex<Group>>> = self.state.lock().groups.values().cloned().collect();
         for g in groups {
             let mut g = g.lock();
             let expired = g.tick(now);
@@ -293,15 +414,27 @@ impl GroupCoordinator {
         }
     }
 
-    /// Expires old offsets of groups without members and compacts offsets partitions
-    /// that have grown past the threshold.
-    pub fn maintain(&self, broker: &Broker, now: i64) {
+    /// Expires old offsets of groups without members and compacts the offsets
+    /// partitions coordinated here that have grown past the threshold.
+    pub fn maintain(&self, now: i64) {
         let cutoff = now - self.config.offsets_retention_ms;
+        let n = self.config.offsets_partitions;
         let expired = {
-            let groups = self.groups.lock();
-            self.cache.read().expired(cutoff, |g| {
-                groups.get(g).is_none_or(|st| st.lock().is_empty())
-            })
+            let st = self.settled();
+            // A commit in flight is newer than anything the cache says about its key.
+            let in_flight: HashSet<(&str, &str, i32)> = st
+                .owned
+                .values()
+                .flat_map(|o| o.pending.iter().flat_map(|p| p.changes.iter()))
+                .map(|(g, t, p, _)| (g.as_str(), t.as_str(), *p))
+                .collect();
+            st.offsets
+                .expired(cutoff, |g| {
+                    st.groups.get(g).is_none_or(|g| g.lock().is_empty())
+                })
+                .into_iter()
+                .filter(|(g, t, p, _)| !in_flight.contains(&(g.as_str(), t.as_str(), *p)))
+                .collect::<Vec<_>>()
         };
         let mut by_group: HashMap<String, Vec<OffsetChange>> = HashMap::new();
         for c in expired {
@@ -309,20 +442,23 @@ impl GroupCoordinator {
         }
         for (g, changes) in by_group {
             info!(group = %g, partitions = changes.len(), "expiring committed offsets of an empty group");
-            if let Err(e) = self.write(broker, &g, changes, now) {
+            // The tombstones take effect as their replicas catch up; nobody waits.
+            if let Err(e) = self.append_changes(&g, changes, now) {
                 warn!(group = %g, error = ?e, "offset expiry failed");
             }
         }
-        let Some(topic) = broker.topic(OFFSETS_TOPIC) else {
-            return;
-        };
-        let n = topic.partitions.len() as i32;
-        for p in topic.local().filter(|p| p.is_leader()) {
+        let owned: Vec<i32> = self.state.lock().owned.keys().copied().collect();
+        for index in owned {
+            // Held across the checkpoint: a commit appended between reading the live
+            // state and deleting the old segments would be lost.
+            let st = self.settled();
+            let Some(p) = st.owned.get(&index).map(|o| Arc::clone(&o.partition)) else {
+                continue;
+            };
             if p.segment_count() < self.config.compact_after_segments {
                 continue;
             }
-            let cache = self.cache.write();
-            let live = cache.entries_for_partition(p.index, n);
+            let live = st.logged(index, n).entries_for_partition(index, n);
             let records = if live.is_empty() {
                 None
             } else {
@@ -336,14 +472,13 @@ impl GroupCoordinator {
             };
             match p.checkpoint(records, now) {
                 Ok(removed) => info!(
-                    partition = p.index,
+                    partition = index,
                     live = live.len(),
                     removed,
                     "compacted __consumer_offsets partition"
                 ),
-                Err(e) => warn!(partition = p.index, error = %e, "offsets compaction failed"),
+                Err(e) => warn!(partition = index, error = %e, "offsets compaction failed"),
             }
-            drop(cache);
         }
     }
 
@@ -369,3 +504,6 @@ impl GroupCoordinator {
         self.list().into_iter().map(|l| l.group_id).collect()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,8 +1,10 @@
 //! Committed offsets: an in-memory cache backed by records in the internal
 //! `__consumer_offsets` topic. A commit appends one record per partition (key: group,
 //! topic, partition; value: offset, leader epoch, metadata, commit time; a null value
-//! deletes) to the offsets partition that owns the group, then updates the cache. On
-//! startup every offsets partition is replayed into the cache.
+//! deletes) to the offsets partition that owns the group; the cache shows it only once
+//! the high watermark has passed it, so nothing a failover could lose is ever served.
+//! A broker that becomes leader of an offsets partition replays it ([`replay`]) into
+//! a fresh cache, then installs that.
 //!
 //! Compaction is done by checkpointing: when an offsets partition has grown past a few
 //! segments, the live entries of its groups are re-appended and every segment before
@@ -18,6 +20,7 @@ use kafka_protocol::records::{
 use serde::{Deserialize, Serialize};
 
 use crate::log::batch;
+use crate::partition::Partition;
 
 /// Name of the internal topic.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -130,6 +133,32 @@ pub fn decode_changes(data: &Bytes) -> Vec<OffsetChange> {
     out
 }
 
+/// Replays one offsets partition, from its log start to its end, into a fresh cache;
+/// `on_batch` runs after each read. Takes no coordinator lock: a coordinator calls it
+/// before installing the result, so a long replay stalls nobody else's groups.
+/// Returns the cache and how many records it replayed.
+pub fn replay(p: &Partition, on_batch: &dyn Fn()) -> anyhow::Result<(OffsetCache, usize)> {
+    let mut cache = OffsetCache::default();
+    let mut records = 0usize;
+    let mut offset = p.log_start_offset();
+    loop {
+        let data = p.fetch_local(offset, 1 << 20)?.read()?;
+        if data.is_empty() {
+            break;
+        }
+        let mut last = offset;
+        for (h, _) in batch::headers(&data) {
+            last = h.last_offset();
+        }
+        let changes = decode_changes(&data);
+        records += changes.len();
+        cache.apply(changes);
+        offset = last + 1;
+        on_batch();
+    }
+    Ok((cache, records))
+}
+
 /// The cache: group → (topic, partition) → committed offset.
 #[derive(Debug, Default)]
 pub struct OffsetCache {
@@ -153,6 +182,11 @@ impl OffsetCache {
                 }
             }
         }
+    }
+
+    /// Adds the groups of a replayed partition (whose groups this cache must not hold).
+    pub fn install(&mut self, loaded: OffsetCache) {
+        self.groups.extend(loaded.groups);
     }
 
     /// Forgets every group whose offsets live in `partition` (coordination moved away).

@@ -398,7 +398,7 @@ pub async fn delete_groups(
     for id in req.groups_names {
         let mut r = DeletableGroupResult::default();
         r.error_code = if broker.groups.is_coordinator(&id.0) {
-            code(broker.groups.delete_group(broker, &id.0, now_ms()).err())
+            code(broker.groups.delete_group(&id.0, now_ms()).await.err())
         } else {
             ResponseError::NotCoordinator.code()
         };

@@ -97,11 +97,7 @@ pub async fn commit(
         }
         resp.topics.push(tr);
     }
-    if let Err(e) = broker
-        .groups
-        .write_durable(broker, &group_id, changes, now)
-        .await
-    {
+    if let Err(e) = broker.groups.write_durable(&group_id, changes, now).await {
         for (ti, pi) in pending {
             resp.topics[ti].partitions[pi].error_code = e.code();
         }
@@ -285,7 +281,11 @@ pub async fn delete(
         }
         resp.topics.push(tr);
     }
-    if let Err(e) = broker.groups.write(broker, &group_id, changes, now_ms()) {
+    if let Err(e) = broker
+        .groups
+        .write_durable(&group_id, changes, now_ms())
+        .await
+    {
         resp.error_code = e.code();
     }
     resp

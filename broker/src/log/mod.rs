@@ -683,6 +683,33 @@ impl PartitionLog {
         Ok(removed)
     }
 
+    /// On a follower: deletes the closed segments wholly below the leader's log start,
+    /// which the leader compacted or trimmed away; otherwise a follower of
+    /// `__consumer_offsets` (never trimmed by retention) keeps its whole history.
+    /// Waits until this log holds a record at or past that start: there the leader's
+    /// checkpoint begins, the only copy of the live state once the history is gone.
+    pub fn follow_log_start(&mut self, leader_start: i64, now_ms: i64) -> Result<usize, LogError> {
+        if leader_start <= self.log_start_offset || leader_start >= self.log_end_offset() {
+            return Ok(0);
+        }
+        let closed = self.segments.len() - 1;
+        let n = self.segments[..closed]
+            .iter()
+            .take_while(|s| s.next_offset() <= leader_start)
+            .count();
+        if n == 0 {
+            return Ok(0);
+        }
+        // What replaces the history must be on disk before the history goes.
+        self.flush(now_ms)?;
+        let doomed: Vec<Segment> = self.segments.drain(..n).collect();
+        self.log_start_offset = self.log_start_offset.max(self.segments[0].base_offset());
+        for seg in doomed {
+            seg.delete().map_err(io_err(&self.dir))?;
+        }
+        Ok(n)
+    }
+
     /// Deletes every segment and restarts the log empty at `offset` (a follower whose
     /// log ends before the leader's log start).
     pub fn reset_to(&mut self, offset: i64, now_ms: i64) -> Result<(), LogError> {

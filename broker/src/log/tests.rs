@@ -301,3 +301,40 @@ fn retried_idempotent_batches_are_not_appended_twice_even_after_restart() {
         Err(LogError::Sequence(_))
     ));
 }
+
+#[test]
+fn a_follower_drops_the_segments_wholly_below_the_leaders_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), cfg(), true, 0).unwrap();
+    for i in 0..60 {
+        append(&mut log, 3, 1000 + i, &[1u8; 50]);
+    }
+    let bases: Vec<i64> = log
+        .closed_segments()
+        .iter()
+        .map(|s| s.base_offset)
+        .collect();
+    assert!(bases.len() > 3);
+    let leo = log.log_end_offset();
+    // A start inside the third segment: the two before it go, the third stays whole.
+    assert_eq!(log.follow_log_start(bases[2] + 1, 0).unwrap(), 2);
+    assert_eq!(log.log_start_offset(), bases[2]);
+    assert_eq!(read_all(&log, bases[2])[0].base_offset, bases[2]);
+    assert_eq!(log.follow_log_start(bases[2] + 1, 0).unwrap(), 0);
+    assert_eq!(log.follow_log_start(bases[1], 0).unwrap(), 0, "never back");
+    // The leader's start is not below our end yet: what replaces the history is
+    // still missing here, so the history stays.
+    assert_eq!(log.follow_log_start(leo, 0).unwrap(), 0);
+    assert_eq!(log.follow_log_start(leo + 100, 0).unwrap(), 0);
+    assert_eq!(log.log_start_offset(), bases[2]);
+    // The active segment always stays.
+    let active = log.segment_count() - 1;
+    assert_eq!(log.follow_log_start(leo - 1, 0).unwrap(), active);
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(log.log_end_offset(), leo);
+    // A reopened log starts where it was left.
+    let start = log.log_start_offset();
+    drop(log);
+    let log = PartitionLog::open(dir.path(), cfg(), true, 0).unwrap();
+    assert_eq!(log.log_start_offset(), start);
+}
