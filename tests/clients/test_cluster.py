@@ -251,20 +251,66 @@ def test_deposed_leader_truncates_its_divergent_tail(cluster_factory):
     for f in followers:
         os.kill(c.nodes[f].proc.pid, signal.SIGCONT)
     wait_until("a new leader", lambda: c.partition("div", via=followers[0])["leader"] in followers, timeout=30)
+    failover_epoch = c.partition("div", via=followers[0])["leader_epoch"]
     p2 = Producer({"bootstrap.servers": c.bootstrap(exclude=(old,)), "acks": "all"})
     for i in range(10, 20):
         p2.produce("div", value=str(i).encode(), partition=0)
     assert p2.flush(30) == 0
     os.kill(c.nodes[old].proc.pid, signal.SIGCONT)
     # The old leader truncates, catches up, rejoins the ISR and (preferred replica)
-    # leads again: reading from it shows the committed records only.
-    wait_until("old leader back in the ISR", lambda: old in c.partition("div")["isr"], timeout=60)
-    wait_until("old leader leads again", lambda: c.partition("div")["leader"] == old, timeout=60)
+    # leads again: reading from it shows the committed records only. Its progress is
+    # read from a follower: right after SIGCONT the old leader's own view is the one
+    # it had when it was stopped (itself leading, its old ISR), and reading from it
+    # then returned the records it had, 0-9 (a stale read, not a lost write).
+    def led_again():
+        part = c.partition("div", via=followers[0])
+        return part["leader"] == old and part["leader_epoch"] > failover_epoch and old in part["isr"]
+    wait_until("old leader back in the ISR and leading again", led_again, timeout=120)
     values = read_partition(c.nodes[old].bootstrap, "div")
     assert values == list(range(20)), values
     truncations = [l for l in c.nodes[old].metrics().splitlines()
                    if l.startswith("strata_replica_truncations")]
     assert truncations and float(truncations[0].split()[-1]) >= 1, truncations
+
+
+def test_followers_stay_in_the_isr_under_sustained_load(cluster_factory):
+    """60 s of continuous acks=all and acks=1 produce: the leader appends between
+    every two follower fetches, so a follower never reaches the leader's current
+    log end. It must still count as caught up (it reaches the end the leader had
+    at its previous fetch) and never leave the ISR (replica lag 5 s here)."""
+    c = cluster_factory(3)
+    create_topic(c, "steady", min_isr=2)
+    acks_all = NumberedProducer(c.bootstrap(), "steady", pause=0.001)
+    stop = threading.Event()
+    acks_one_errors = []
+
+    def acks_one():
+        p = Producer({"bootstrap.servers": c.bootstrap(), "acks": 1, "linger.ms": 1})
+        while not stop.is_set():
+            try:
+                p.produce("steady", value=b"x" * 200, partition=0,
+                          on_delivery=lambda e, m: acks_one_errors.append(e) if e else None)
+            except BufferError:
+                pass
+            p.poll(0.001)
+        p.flush(30)
+    t = threading.Thread(target=acks_one, daemon=True)
+    t.start()
+    short = []
+    deadline = time.time() + 60
+    samples = 0
+    while time.time() < deadline:
+        part = c.partition("steady")
+        samples += 1
+        if sorted(part["isr"]) != sorted(part["replicas"]):
+            short.append((round(60 - (deadline - time.time()), 1), part["isr"]))
+        time.sleep(1)
+    stop.set()
+    t.join(60)
+    acked, errors = acks_all.stop()
+    assert not short, f"the ISR shrank under load ({len(short)} of {samples} samples): {short[:5]}"
+    assert not errors and not acks_one_errors, (errors[:3], acks_one_errors[:3])
+    assert len(acked) > 1000, f"the load was too light to matter: {len(acked)} records"
 
 
 def test_reassignment_and_drain_under_load(cluster_factory):
