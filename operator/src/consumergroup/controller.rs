@@ -54,7 +54,19 @@ async fn write(
         Timestamp::now(),
     );
     status.observed_generation = group.metadata.generation;
+    if unchanged(&previous, &status) {
+        // Nothing to tell: a write every refresh would only bump the object's
+        // resourceVersion and wake every watcher of ConsumerGroups.
+        return Ok(());
+    }
     apply_status(api, &group.name_any(), &status).await
+}
+
+/// Whether `new` says nothing `previous` does not (the refresh time aside).
+fn unchanged(previous: &ConsumerGroupStatus, new: &ConsumerGroupStatus) -> bool {
+    let mut same_time = new.clone();
+    same_time.last_refresh = previous.last_refresh.clone();
+    previous.last_refresh.is_some() && &same_time == previous
 }
 
 async fn reconcile_inner(group: &ConsumerGroup, ctx: &Context) -> Result<Action> {
@@ -406,6 +418,23 @@ mod tests {
             "apiVersion: strata.dev/v1alpha1\nkind: ConsumerGroup\nmetadata:\n  name: g\n  generation: 2\nspec:\n  clusterRef: demo\n  groupId: g\nstatus:\n  lastRefresh: \"{last_refresh}\"\n  observedGeneration: {observed}"
         ))
         .expect("group")
+    }
+
+    #[test]
+    fn a_status_that_differs_only_in_its_refresh_time_is_not_written() {
+        let old = ConsumerGroupStatus {
+            state: Some("Stable".into()),
+            total_lag: Some(5),
+            last_refresh: Some("2025-01-01T00:00:05Z".into()),
+            ..ConsumerGroupStatus::default()
+        };
+        let mut new = old.clone();
+        new.last_refresh = Some("2025-01-01T00:00:20Z".into());
+        assert!(unchanged(&old, &new));
+        new.total_lag = Some(6);
+        assert!(!unchanged(&old, &new));
+        // The first status is always written.
+        assert!(!unchanged(&ConsumerGroupStatus::default(), &old));
     }
 
     #[test]

@@ -131,7 +131,8 @@ pub struct ConsumerGroupStatus {
     /// Outcome of the last offset reset command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset_reset: Option<OffsetResetStatus>,
-    /// When the lag was last read from the brokers (RFC 3339).
+    /// When the status last changed (RFC 3339). The lag is read from the brokers
+    /// every refresh; a status with nothing new is not written again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_refresh: Option<String>,
     /// `Ready` condition; when False, its reason and message say why.
