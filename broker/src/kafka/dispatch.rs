@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
-use kafka_protocol::protocol::{decode_request_header_from_buffer, Decodable, Encodable};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
+use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
 use opentelemetry::KeyValue;
 
 use super::{
@@ -37,15 +37,87 @@ fn i16_at(b: &[u8], at: usize) -> i16 {
     i16::from_be_bytes([b[at], b[at + 1]])
 }
 
-/// Decodes a request body, turning decoder errors and panics into a close reason.
-fn decode<T: Decodable>(buf: &mut Bytes, version: i16, api: ApiKey) -> Result<T, String> {
-    match catch_unwind(AssertUnwindSafe(|| T::decode(buf, version))) {
+/// Decodes a request body of a served API, turning decoder errors and panics into a
+/// close reason.
+pub fn decode_body(buf: &mut Bytes, api: ApiKey, version: i16) -> Result<RequestKind, String> {
+    match catch_unwind(AssertUnwindSafe(|| RequestKind::decode(api, buf, version))) {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("malformed {api:?} v{version} request: {e}")),
+        Ok(Err(e)) => Err(format!("malformed {api:?} v{version} request: {e:#}")),
         Err(_) => Err(format!(
             "malformed {api:?} v{version} request: decoder panicked"
         )),
     }
+}
+
+/// One request frame, decoded and checked against what this broker serves.
+#[derive(Debug)]
+pub struct Request {
+    pub api: ApiKey,
+    pub version: i16,
+    pub correlation_id: i32,
+    pub header: RequestHeader,
+    pub body: RequestKind,
+}
+
+/// A frame that is not a request this broker serves.
+#[derive(Debug)]
+pub enum Rejected {
+    /// ApiVersions in a version we do not serve: answered (in v0) so that the
+    /// client learns our range.
+    ApiVersionsUnsupported { correlation_id: i32 },
+    /// Anything else: the connection is closed with this reason.
+    Close(String),
+}
+
+/// Decodes one request frame (without its length prefix): the only code that reads
+/// untrusted request bytes before a handler runs, and what the request fuzz target
+/// (`fuzz/fuzz_targets/request_frame.rs`) exercises.
+pub fn decode_frame(frame: Bytes) -> Result<Request, Rejected> {
+    if frame.len() < MIN_HEADER {
+        return Err(Rejected::Close(format!(
+            "request header truncated ({} bytes)",
+            frame.len()
+        )));
+    }
+    let raw_key = i16_at(&frame, 0);
+    let version = i16_at(&frame, 2);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let Ok(api) = ApiKey::try_from(raw_key) else {
+        return Err(Rejected::Close(format!("unknown API key {raw_key}")));
+    };
+    let Some((lo, hi)) = api_versions::supported_range(api) else {
+        return Err(Rejected::Close(format!(
+            "API {api:?} is not served by this broker"
+        )));
+    };
+    if version < lo || version > hi {
+        if api == ApiKey::ApiVersions {
+            return Err(Rejected::ApiVersionsUnsupported { correlation_id });
+        }
+        return Err(Rejected::Close(format!(
+            "unsupported version {version} of {api:?} (serving {lo}..={hi})"
+        )));
+    }
+    let mut buf = frame;
+    let header: RequestHeader = match catch_unwind(AssertUnwindSafe(|| {
+        decode_request_header_from_buffer(&mut buf)
+    })) {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => return Err(Rejected::Close(format!("malformed request header: {e}"))),
+        Err(_) => {
+            return Err(Rejected::Close(
+                "malformed request header: decoder panicked".into(),
+            ))
+        }
+    };
+    let body = decode_body(&mut buf, api, version).map_err(Rejected::Close)?;
+    Ok(Request {
+        api,
+        version,
+        correlation_id,
+        header,
+        body,
+    })
 }
 
 /// Encodes `[length][response header][body]`.
@@ -71,38 +143,18 @@ fn encode<T: Encodable>(
 
 /// Handles one request frame (without its length prefix).
 pub async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Outcome {
-    if frame.len() < MIN_HEADER {
-        return Outcome::Close(format!("request header truncated ({} bytes)", frame.len()));
-    }
-    let raw_key = i16_at(&frame, 0);
-    let version = i16_at(&frame, 2);
-    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-    let Ok(api) = ApiKey::try_from(raw_key) else {
-        return Outcome::Close(format!("unknown API key {raw_key}"));
-    };
-    let Some((lo, hi)) = api_versions::supported_range(api) else {
-        return Outcome::Close(format!("API {api:?} is not served by this broker"));
-    };
-    if version < lo || version > hi {
-        if api == ApiKey::ApiVersions {
+    let req = match decode_frame(frame) {
+        Ok(r) => r,
+        Err(Rejected::ApiVersionsUnsupported { correlation_id }) => {
             // Answer in v0 so any client can read it, then it retries with our range.
             let body = api_versions::response(Some(ResponseError::UnsupportedVersion));
-            return reply(encode(api, 0, correlation_id, &body));
+            return reply(encode(ApiKey::ApiVersions, 0, correlation_id, &body));
         }
-        return Outcome::Close(format!(
-            "unsupported version {version} of {api:?} (serving {lo}..={hi})"
-        ));
-    }
-    let mut buf = frame;
-    let header: RequestHeader = match catch_unwind(AssertUnwindSafe(|| {
-        decode_request_header_from_buffer(&mut buf)
-    })) {
-        Ok(Ok(h)) => h,
-        Ok(Err(e)) => return Outcome::Close(format!("malformed request header: {e}")),
-        Err(_) => return Outcome::Close("malformed request header: decoder panicked".into()),
+        Err(Rejected::Close(why)) => return Outcome::Close(why),
     };
+    let api = req.api;
     let started = Instant::now();
-    let outcome = route(broker, api, version, correlation_id, &header, buf).await;
+    let outcome = route(broker, req).await;
     let label = [KeyValue::new("api", format!("{api:?}"))];
     broker
         .metrics
@@ -118,149 +170,102 @@ fn reply(r: Result<Bytes, String>) -> Outcome {
     }
 }
 
-async fn route(
-    broker: &Arc<Broker>,
-    api: ApiKey,
-    version: i16,
-    correlation_id: i32,
-    header: &RequestHeader,
-    mut buf: Bytes,
-) -> Outcome {
-    macro_rules! handle {
-        ($req:ty, $call:expr) => {{
-            let req: $req = match decode(&mut buf, version, api) {
-                Ok(r) => r,
-                Err(e) => return Outcome::Close(e),
-            };
-            let resp = $call(req).await;
+async fn route(broker: &Arc<Broker>, req: Request) -> Outcome {
+    let Request {
+        api,
+        version,
+        correlation_id,
+        header,
+        body,
+    } = req;
+    macro_rules! respond {
+        ($resp:expr) => {{
+            let resp = $resp.await;
             reply(encode(api, version, correlation_id, &resp))
         }};
     }
-    use kafka_protocol::messages::*;
-    match api {
-        ApiKey::ApiVersions => {
-            handle!(ApiVersionsRequest, |_req| async {
-                api_versions::response(None)
-            })
+    match body {
+        RequestKind::ApiVersions(_) => respond!(async { api_versions::response(None) }),
+        RequestKind::Metadata(r) => respond!(metadata::handle(broker, r, version)),
+        RequestKind::Produce(r) => match produce::handle(broker, r, version).await {
+            Some(resp) => reply(encode(api, version, correlation_id, &resp)),
+            None => Outcome::Silent,
+        },
+        RequestKind::Fetch(r) => respond!(fetch::handle(broker, r, version)),
+        RequestKind::ListOffsets(r) => respond!(list_offsets::handle(broker, r, version)),
+        RequestKind::CreateTopics(r) => respond!(topics::create_topics(broker, r, version)),
+        RequestKind::DeleteTopics(r) => respond!(topics::delete_topics(broker, r, version)),
+        RequestKind::CreatePartitions(r) => {
+            respond!(topics::create_partitions(broker, r, version))
         }
-        ApiKey::Metadata => handle!(MetadataRequest, |req| metadata::handle(
-            broker, req, version
-        )),
-        ApiKey::Produce => {
-            let req: ProduceRequest = match decode(&mut buf, version, api) {
-                Ok(r) => r,
-                Err(e) => return Outcome::Close(e),
-            };
-            match produce::handle(broker, req, version).await {
-                Some(resp) => reply(encode(api, version, correlation_id, &resp)),
-                None => Outcome::Silent,
-            }
+        RequestKind::DescribeConfigs(r) => respond!(configs::describe(broker, r, version)),
+        RequestKind::InitProducerId(r) => respond!(producer_id::handle(broker, r, version)),
+        RequestKind::FindCoordinator(r) => respond!(groups::find_coordinator(broker, r, version)),
+        RequestKind::JoinGroup(r) => {
+            let client = groups::client_id(&header);
+            respond!(groups::join_group(broker, r, version, &client))
         }
-        ApiKey::Fetch => handle!(FetchRequest, |req| fetch::handle(broker, req, version)),
-        ApiKey::ListOffsets => handle!(ListOffsetsRequest, |req| list_offsets::handle(
-            broker, req, version
-        )),
-        ApiKey::CreateTopics => handle!(CreateTopicsRequest, |req| topics::create_topics(
-            broker, req, version
-        )),
-        ApiKey::DeleteTopics => handle!(DeleteTopicsRequest, |req| topics::delete_topics(
-            broker, req, version
-        )),
-        ApiKey::CreatePartitions => {
-            handle!(CreatePartitionsRequest, |req| topics::create_partitions(
-                broker, req, version
-            ))
-        }
-        ApiKey::DescribeConfigs => handle!(DescribeConfigsRequest, |req| configs::describe(
-            broker, req, version
-        )),
-        ApiKey::InitProducerId => handle!(InitProducerIdRequest, |req| producer_id::handle(
-            broker, req, version
-        )),
-        ApiKey::FindCoordinator => {
-            handle!(FindCoordinatorRequest, |req| groups::find_coordinator(
-                broker, req, version
-            ))
-        }
-        ApiKey::JoinGroup => {
-            let client = groups::client_id(header);
-            handle!(JoinGroupRequest, |req| groups::join_group(
-                broker, req, version, &client
-            ))
-        }
-        ApiKey::SyncGroup => handle!(SyncGroupRequest, |req| groups::sync_group(
-            broker, req, version
-        )),
-        ApiKey::Heartbeat => handle!(HeartbeatRequest, |req| groups::heartbeat(
-            broker, req, version
-        )),
-        ApiKey::LeaveGroup => handle!(LeaveGroupRequest, |req| groups::leave_group(
-            broker, req, version
-        )),
-        ApiKey::DescribeGroups => handle!(DescribeGroupsRequest, |req| groups::describe_groups(
-            broker, req, version
-        )),
-        ApiKey::ListGroups => handle!(ListGroupsRequest, |req| groups::list_groups(
-            broker, req, version
-        )),
-        ApiKey::DeleteGroups => handle!(DeleteGroupsRequest, |req| groups::delete_groups(
-            broker, req, version
-        )),
-        ApiKey::OffsetCommit => handle!(OffsetCommitRequest, |req| offsets::commit(
-            broker, req, version
-        )),
-        ApiKey::OffsetFetch => handle!(OffsetFetchRequest, |req| offsets::fetch(
-            broker, req, version
-        )),
-        ApiKey::OffsetDelete => handle!(OffsetDeleteRequest, |req| offsets::delete(
-            broker, req, version
-        )),
-        other => Outcome::Close(format!("API {other:?} is not served by this broker")),
+        RequestKind::SyncGroup(r) => respond!(groups::sync_group(broker, r, version)),
+        RequestKind::Heartbeat(r) => respond!(groups::heartbeat(broker, r, version)),
+        RequestKind::LeaveGroup(r) => respond!(groups::leave_group(broker, r, version)),
+        RequestKind::DescribeGroups(r) => respond!(groups::describe_groups(broker, r, version)),
+        RequestKind::ListGroups(r) => respond!(groups::list_groups(broker, r, version)),
+        RequestKind::DeleteGroups(r) => respond!(groups::delete_groups(broker, r, version)),
+        RequestKind::OffsetCommit(r) => respond!(offsets::commit(broker, r, version)),
+        RequestKind::OffsetFetch(r) => respond!(offsets::fetch(broker, r, version)),
+        RequestKind::OffsetDelete(r) => respond!(offsets::delete(broker, r, version)),
+        _ => Outcome::Close(format!("API {api:?} is not served by this broker")),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::messages::*;
     use proptest::prelude::*;
 
     /// Decodes `body` as the request `api` at `version`, as the dispatcher would.
     fn decode_any(api: ApiKey, version: i16, body: &[u8]) -> Result<(), String> {
-        let mut buf = Bytes::copy_from_slice(body);
-        match api {
-            ApiKey::Produce => decode::<ProduceRequest>(&mut buf, version, api).map(drop),
-            ApiKey::Fetch => decode::<FetchRequest>(&mut buf, version, api).map(drop),
-            ApiKey::ListOffsets => decode::<ListOffsetsRequest>(&mut buf, version, api).map(drop),
-            ApiKey::Metadata => decode::<MetadataRequest>(&mut buf, version, api).map(drop),
-            ApiKey::ApiVersions => decode::<ApiVersionsRequest>(&mut buf, version, api).map(drop),
-            ApiKey::CreateTopics => decode::<CreateTopicsRequest>(&mut buf, version, api).map(drop),
-            ApiKey::DeleteTopics => decode::<DeleteTopicsRequest>(&mut buf, version, api).map(drop),
-            ApiKey::CreatePartitions => {
-                decode::<CreatePartitionsRequest>(&mut buf, version, api).map(drop)
+        decode_body(&mut Bytes::copy_from_slice(body), api, version).map(drop)
+    }
+
+    /// A frame header for `api`/`version` (client id "t"), then `body`.
+    fn frame(api: ApiKey, version: i16, body: &[u8]) -> Bytes {
+        let mut header = RequestHeader::default();
+        header.request_api_key = api as i16;
+        header.request_api_version = version;
+        header.correlation_id = 7;
+        header.client_id = Some(kafka_protocol::protocol::StrBytes::from_static_str("t"));
+        let mut buf = BytesMut::new();
+        header
+            .encode(&mut buf, api.request_header_version(version))
+            .unwrap();
+        buf.extend_from_slice(body);
+        buf.freeze()
+    }
+
+    #[test]
+    fn frames_are_decoded_or_rejected_with_a_reason() {
+        // Two empty compact strings (client software name and version), no tags.
+        let ok = frame(ApiKey::ApiVersions, 3, &[1, 1, 0]);
+        let req = decode_frame(ok).unwrap();
+        assert_eq!(
+            (req.api, req.version, req.correlation_id),
+            (ApiKey::ApiVersions, 3, 7)
+        );
+        assert!(matches!(
+            decode_frame(frame(ApiKey::ApiVersions, 99, &[])),
+            Err(Rejected::ApiVersionsUnsupported { correlation_id: 7 })
+        ));
+        for bad in [
+            Bytes::from_static(&[0, 3]),
+            frame(ApiKey::Metadata, 99, &[]),
+            frame(ApiKey::Metadata, 12, &[0xff; 3]),
+            Bytes::from_static(&[0x7f, 0x00, 0, 0, 0, 0, 0, 1]),
+        ] {
+            match decode_frame(bad) {
+                Err(Rejected::Close(why)) => assert!(!why.is_empty()),
+                other => panic!("accepted: {other:?}"),
             }
-            ApiKey::DescribeConfigs => {
-                decode::<DescribeConfigsRequest>(&mut buf, version, api).map(drop)
-            }
-            ApiKey::InitProducerId => {
-                decode::<InitProducerIdRequest>(&mut buf, version, api).map(drop)
-            }
-            ApiKey::FindCoordinator => {
-                decode::<FindCoordinatorRequest>(&mut buf, version, api).map(drop)
-            }
-            ApiKey::JoinGroup => decode::<JoinGroupRequest>(&mut buf, version, api).map(drop),
-            ApiKey::SyncGroup => decode::<SyncGroupRequest>(&mut buf, version, api).map(drop),
-            ApiKey::Heartbeat => decode::<HeartbeatRequest>(&mut buf, version, api).map(drop),
-            ApiKey::LeaveGroup => decode::<LeaveGroupRequest>(&mut buf, version, api).map(drop),
-            ApiKey::OffsetCommit => decode::<OffsetCommitRequest>(&mut buf, version, api).map(drop),
-            ApiKey::OffsetFetch => decode::<OffsetFetchRequest>(&mut buf, version, api).map(drop),
-            ApiKey::DescribeGroups => {
-                decode::<DescribeGroupsRequest>(&mut buf, version, api).map(drop)
-            }
-            ApiKey::ListGroups => decode::<ListGroupsRequest>(&mut buf, version, api).map(drop),
-            ApiKey::DeleteGroups => decode::<DeleteGroupsRequest>(&mut buf, version, api).map(drop),
-            ApiKey::OffsetDelete => decode::<OffsetDeleteRequest>(&mut buf, version, api).map(drop),
-            _ => Ok(()),
         }
     }
 
