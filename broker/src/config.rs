@@ -85,6 +85,9 @@ pub struct BrokerConfig {
     pub offsets_retention_ms: i64,
     /// Largest metadata string accepted with a committed offset.
     pub offset_metadata_max_bytes: usize,
+    /// The idempotence state of a producer id that has not written to a partition for
+    /// this long is forgotten (Kafka's `producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: i64,
     /// How long the first members of an empty group gather before the first rebalance.
     pub group_initial_rebalance_delay_ms: i64,
     /// Smallest session timeout a member may ask for.
@@ -180,6 +183,7 @@ impl Default for BrokerConfig {
             offsets_segment_bytes: 1 << 20,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             offset_metadata_max_bytes: 4096,
+            producer_id_expiration_ms: 86_400_000,
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
@@ -308,6 +312,11 @@ impl BrokerConfig {
             "must be >= 1024",
         )?;
         check(self.max_connections >= 1, "max_connections", "must be >= 1")?;
+        check(
+            self.producer_id_expiration_ms >= 1,
+            "producer_id_expiration_ms",
+            "must be >= 1",
+        )?;
         check(
             self.log_segment_bytes >= 1024,
             "log_segment_bytes",
@@ -539,6 +548,7 @@ const ALL_KEYS: &[&str] = &[
     "offsets_segment_bytes",
     "offsets_retention_ms",
     "offset_metadata_max_bytes",
+    "producer_id_expiration_ms",
     "group_initial_rebalance_delay_ms",
     "group_min_session_timeout_ms",
     "group_max_session_timeout_ms",

@@ -584,6 +584,21 @@ impl Partition {
         self.log.lock().apply_retention(now_ms)
     }
 
+    /// Installs the producer state as of `offset`, where the log now starts
+    /// ([`PartitionLog::install_producer_snapshot`]).
+    pub fn install_producer_snapshot(
+        &self,
+        offset: i64,
+        table: crate::producer::ProducerStateTable,
+    ) -> Result<bool, LogError> {
+        self.log.lock().install_producer_snapshot(offset, table)
+    }
+
+    /// Forgets producers idle for `expiration_ms`; returns how many.
+    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.log.lock().expire_producers(now_ms, expiration_ms)
+    }
+
     /// How far the tier's committed copy reaches (bounds local deletion).
     pub fn set_remote_end_offset(&self, end: i64) {
         self.log.lock().set_remote_end_offset(end)
