@@ -226,6 +226,21 @@ pub struct PartitionLog {
     /// Batches replayed into the producer state when the log was opened (after the
     /// snapshot it started from); recovery time is proportional to it.
     producer_batches_replayed: u64,
+    /// A checkpoint whose older segments wait for the high watermark (see
+    /// [`PartitionLog::checkpoint`]).
+    pending_checkpoint: Option<PendingCheckpoint>,
+}
+
+/// "Delete the segments below `delete_below` once the high watermark reaches
+/// `once_hw`": the history a checkpoint replaces goes only when every in-sync replica
+/// has the checkpoint, so none of them — any of which may be elected — is ever left
+/// with neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingCheckpoint {
+    /// Where the checkpoint starts (the base of the segment it was written to).
+    pub delete_below: i64,
+    /// One past the checkpoint's last offset.
+    pub once_hw: i64,
 }
 
 impl PartitionLog {
@@ -290,6 +305,7 @@ impl PartitionLog {
             epochs: LeaderEpochCache::open(dir).map_err(io_err(dir))?,
             remote_end_offset: -1,
             producer_batches_replayed: 0,
+            pending_checkpoint: None,
         };
         log.rebuild_producer_state()?;
         let end = log.log_end_offset();
@@ -728,14 +744,18 @@ impl PartitionLog {
     }
 
     /// Starts a fresh segment holding `records` (the live state of a compacted topic)
-    /// and deletes every older segment. A crash between the append and the deletes
-    /// only leaves duplicates of live entries, which replay harmlessly.
+    /// and schedules the deletion of every older segment for when the high watermark
+    /// reaches the checkpoint's end ([`PartitionLog::apply_committed_checkpoint`]).
+    /// Deleting at once would move the log start past followers that are in sync
+    /// but have not fetched the checkpoint yet: they would restart empty at the new
+    /// start, and one elected then would hold no live state at all. A crash before
+    /// the deletes only leaves duplicates of live entries, which replay harmlessly.
     pub fn checkpoint(
         &mut self,
         records: Option<ValidatedRecords>,
         leader_epoch: i32,
         now_ms: i64,
-    ) -> Result<usize, LogError> {
+    ) -> Result<PendingCheckpoint, LogError> {
         if !self.active().is_empty() {
             self.roll(now_ms)?;
         }
@@ -744,8 +764,31 @@ impl PartitionLog {
             self.append(r, leader_epoch, now_ms)?;
         }
         self.flush(now_ms)?;
+        let pending = PendingCheckpoint {
+            delete_below: start,
+            once_hw: self.log_end_offset(),
+        };
+        self.pending_checkpoint = Some(pending);
+        Ok(pending)
+    }
+
+    /// The checkpoint whose older segments are still kept, if any.
+    pub fn pending_checkpoint(&self) -> Option<PendingCheckpoint> {
+        self.pending_checkpoint
+    }
+
+    /// Deletes the segments a pending checkpoint replaces once `high_watermark` has
+    /// reached its end. Returns how many segments were removed.
+    pub fn apply_committed_checkpoint(&mut self, high_watermark: i64) -> Result<usize, LogError> {
+        let Some(pending) = self.pending_checkpoint else {
+            return Ok(0);
+        };
+        if high_watermark < pending.once_hw {
+            return Ok(0);
+        }
+        self.pending_checkpoint = None;
         let mut removed = 0;
-        while self.segments.len() > 1 && self.segments[0].base_offset() < start {
+        while self.segments.len() > 1 && self.segments[0].base_offset() < pending.delete_below {
             let seg = self.segments.remove(0);
             seg.delete().map_err(io_err(&self.dir))?;
             removed += 1;
@@ -795,6 +838,7 @@ impl PartitionLog {
             }
         }
         self.log_start_offset = offset;
+        self.pending_checkpoint = None;
         self.producers = ProducerStateTable::default();
         self.epochs.truncate_from(i64::MIN).map_err(io_err(&dir))?;
         // The state restarts empty, and so must recovery: no snapshot of the old log
@@ -810,6 +854,10 @@ impl PartitionLog {
             if let Some(seg) = self.segments.pop() {
                 seg.delete().map_err(io_err(&self.dir))?;
             }
+        }
+        if self.pending_checkpoint.is_some_and(|p| p.once_hw > offset) {
+            // The checkpoint is (partly) cut away: what it replaces must stay.
+            self.pending_checkpoint = None;
         }
         let dir = self.dir.clone();
         self.active_mut()
