@@ -57,6 +57,10 @@ pub struct BrokerConfig {
     pub max_request_bytes: usize,
     /// Connections above this are refused.
     pub max_connections: usize,
+    /// Bytes of request frames held in memory at once, over all connections: a
+    /// connection waits for room before reading a frame's body (back-pressure), and a
+    /// frame larger than the whole budget closes its connection.
+    pub queued_max_request_bytes: usize,
     /// How often retention runs (ms).
     pub retention_check_interval_ms: u64,
     /// Default `segment.bytes`.
@@ -169,6 +173,7 @@ impl Default for BrokerConfig {
             default_replication_factor: 1,
             max_request_bytes: 100 * 1024 * 1024,
             max_connections: 10_000,
+            queued_max_request_bytes: 256 << 20,
             retention_check_interval_ms: 300_000,
             log_segment_bytes: log.segment_bytes,
             log_segment_ms: log.segment_ms,
@@ -312,6 +317,11 @@ impl BrokerConfig {
             "must be >= 1024",
         )?;
         check(self.max_connections >= 1, "max_connections", "must be >= 1")?;
+        check(
+            (1024..=u32::MAX as usize).contains(&self.queued_max_request_bytes),
+            "queued_max_request_bytes",
+            "must be between 1024 and 4294967295",
+        )?;
         check(
             self.producer_id_expiration_ms >= 1,
             "producer_id_expiration_ms",
@@ -534,6 +544,7 @@ const ALL_KEYS: &[&str] = &[
     "default_replication_factor",
     "max_request_bytes",
     "max_connections",
+    "queued_max_request_bytes",
     "retention_check_interval_ms",
     "log_segment_bytes",
     "log_segment_ms",
