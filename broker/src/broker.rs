@@ -606,11 +606,17 @@ impl Broker {
         info!(topic = %p.topic, partition = p.index, "removed local replica");
     }
 
-    /// Runs retention on every partition.
+    /// Runs retention on every partition, and forgets producers idle for longer than
+    /// `producer_id_expiration_ms` (Kafka checks every 10 minutes; this period is of
+    /// the same order and needs no timer of its own).
     pub fn run_retention(&self) {
         let now = now_ms();
         for t in self.all_topics() {
             for p in t.local() {
+                let expired = p.expire_producers(now, self.config.producer_id_expiration_ms);
+                if expired > 0 {
+                    debug!(topic = %t.record.name, partition = p.index, expired, "expired idle producer ids");
+                }
                 match p.apply_retention(now) {
                     Ok(0) => {}
                     Ok(n) => self

@@ -57,6 +57,10 @@ pub struct BrokerConfig {
     pub max_request_bytes: usize,
     /// Connections above this are refused.
     pub max_connections: usize,
+    /// Bytes of request frames held in memory at once, over all connections: a
+    /// connection waits for room before reading a frame's body (back-pressure), and a
+    /// frame larger than the whole budget closes its connection.
+    pub queued_max_request_bytes: usize,
     /// How often retention runs (ms).
     pub retention_check_interval_ms: u64,
     /// Default `segment.bytes`.
@@ -85,6 +89,9 @@ pub struct BrokerConfig {
     pub offsets_retention_ms: i64,
     /// Largest metadata string accepted with a committed offset.
     pub offset_metadata_max_bytes: usize,
+    /// The idempotence state of a producer id that has not written to a partition for
+    /// this long is forgotten (Kafka's `producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: i64,
     /// How long the first members of an empty group gather before the first rebalance.
     pub group_initial_rebalance_delay_ms: i64,
     /// Smallest session timeout a member may ask for.
@@ -166,6 +173,7 @@ impl Default for BrokerConfig {
             default_replication_factor: 1,
             max_request_bytes: 100 * 1024 * 1024,
             max_connections: 10_000,
+            queued_max_request_bytes: 256 << 20,
             retention_check_interval_ms: 300_000,
             log_segment_bytes: log.segment_bytes,
             log_segment_ms: log.segment_ms,
@@ -180,6 +188,7 @@ impl Default for BrokerConfig {
             offsets_segment_bytes: 1 << 20,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             offset_metadata_max_bytes: 4096,
+            producer_id_expiration_ms: 86_400_000,
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
@@ -308,6 +317,16 @@ impl BrokerConfig {
             "must be >= 1024",
         )?;
         check(self.max_connections >= 1, "max_connections", "must be >= 1")?;
+        check(
+            (1024..=u32::MAX as usize).contains(&self.queued_max_request_bytes),
+            "queued_max_request_bytes",
+            "must be between 1024 and 4294967295",
+        )?;
+        check(
+            self.producer_id_expiration_ms >= 1,
+            "producer_id_expiration_ms",
+            "must be >= 1",
+        )?;
         check(
             self.log_segment_bytes >= 1024,
             "log_segment_bytes",
@@ -525,6 +544,7 @@ const ALL_KEYS: &[&str] = &[
     "default_replication_factor",
     "max_request_bytes",
     "max_connections",
+    "queued_max_request_bytes",
     "retention_check_interval_ms",
     "log_segment_bytes",
     "log_segment_ms",
@@ -539,6 +559,7 @@ const ALL_KEYS: &[&str] = &[
     "offsets_segment_bytes",
     "offsets_retention_ms",
     "offset_metadata_max_bytes",
+    "producer_id_expiration_ms",
     "group_initial_rebalance_delay_ms",
     "group_min_session_timeout_ms",
     "group_max_session_timeout_ms",

@@ -230,10 +230,12 @@ impl Partition {
     }
 
     /// Recomputes the leader's high watermark: the smallest log end offset in the
-    /// ISR. It never moves backwards.
-    fn update_hw(&self, st: &ReplicaState, leader_leo: i64) {
+    /// ISR. It never moves backwards. Once it passes a pending checkpoint, the
+    /// segments that checkpoint replaces are deleted; returns how many.
+    /// Must be called without the log lock held.
+    fn update_hw(&self, st: &ReplicaState, leader_leo: i64) -> usize {
         if st.role != Role::Leader {
-            return;
+            return 0;
         }
         let mut hw = leader_leo;
         for r in &st.isr {
@@ -253,6 +255,22 @@ impl Partition {
                 false
             }
         });
+        let hw = self.high_watermark();
+        let mut log = self.log.lock();
+        match log.apply_committed_checkpoint(hw) {
+            Ok(0) => 0,
+            Ok(n) => {
+                tracing::info!(topic = %self.topic, partition = self.index, hw,
+                    start = log.log_start_offset(), segments = n,
+                    "checkpoint replicated; deleted the segments it replaces");
+                n
+            }
+            Err(e) => {
+                tracing::warn!(topic = %self.topic, partition = self.index, error = %e,
+                    "cannot delete the segments a checkpoint replaces");
+                0
+            }
+        }
     }
 
     /// Checks that this replica may accept produce requests needing `min_isr` in-sync
@@ -584,6 +602,21 @@ impl Partition {
         self.log.lock().apply_retention(now_ms)
     }
 
+    /// Installs the producer state as of `offset`, where the log now starts
+    /// ([`PartitionLog::install_producer_snapshot`]).
+    pub fn install_producer_snapshot(
+        &self,
+        offset: i64,
+        table: crate::producer::ProducerStateTable,
+    ) -> Result<bool, LogError> {
+        self.log.lock().install_producer_snapshot(offset, table)
+    }
+
+    /// Forgets producers idle for `expiration_ms`; returns how many.
+    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.log.lock().expire_producers(now_ms, expiration_ms)
+    }
+
     /// How far the tier's committed copy reaches (bounds local deletion).
     pub fn set_remote_end_offset(&self, end: i64) {
         self.log.lock().set_remote_end_offset(end)
@@ -605,8 +638,10 @@ impl Partition {
         self.log.lock().segment_count()
     }
 
-    /// Rolls, appends `records` (if any) as the new start of the live data, and deletes
-    /// every segment before them. Returns how many segments were removed.
+    /// Rolls, appends `records` (if any) as the new start of the live data, and
+    /// deletes every segment before them once the high watermark has passed them
+    /// (at once when this replica is the whole ISR; otherwise when the followers'
+    /// fetches move the high watermark). Returns how many segments were removed now.
     pub fn checkpoint(
         &self,
         records: Option<ValidatedRecords>,
@@ -616,15 +651,21 @@ impl Partition {
         if st.role != Role::Leader {
             return Err(LogError::NotLeader);
         }
-        let (removed, leo) = {
+        let leo = {
             let mut log = self.log.lock();
-            let removed = log.checkpoint(records, st.leader_epoch, now_ms)?;
-            (removed, log.log_end_offset())
+            log.checkpoint(records, st.leader_epoch, now_ms)?;
+            log.log_end_offset()
         };
-        self.update_hw(&st, leo);
+        let removed = self.update_hw(&st, leo);
         drop(st);
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
         Ok(removed)
+    }
+
+    /// Whether a checkpoint still waits for the high watermark before its older
+    /// segments go (another checkpoint meanwhile would only add data).
+    pub fn checkpoint_pending(&self) -> bool {
+        self.log.lock().pending_checkpoint().is_some()
     }
 
     pub fn size_bytes(&self) -> u64 {
@@ -855,9 +896,14 @@ mod tests {
         }
         assert!(follower.segment_count() > 3);
         leader.checkpoint(Some(records(99)), 0).unwrap();
+        // The first fetch brings the checkpoint, the next reports it and moves the
+        // high watermark past it: only then does the leader drop the history.
+        follow(replicate(&leader, &follower, 2, 0));
+        assert_eq!(leader.log_start_offset(), 0);
+        follow(replicate(&leader, &follower, 2, 0));
         let start = leader.log_start_offset();
         assert!(start > 0);
-        // The fetch that brings the checkpoint drops the history it replaces; only the
+        // The fetch after that drops the history on the follower too; only the
         // follower's own segment holding the checkpoint's start may reach below it.
         follow(replicate(&leader, &follower, 2, 0));
         assert_eq!(follower.log_end_offset(), leader.log_end_offset());
@@ -867,5 +913,78 @@ mod tests {
             "{}",
             follower.segment_count()
         );
+    }
+
+    #[test]
+    fn a_checkpoint_keeps_the_history_until_a_lagging_in_sync_follower_has_it() {
+        let d1 = tempfile::tempdir().unwrap();
+        let d2 = tempfile::tempdir().unwrap();
+        let small = LogConfig {
+            segment_bytes: 200,
+            ..LogConfig::default()
+        };
+        let open = |dir: &std::path::Path, me: i32| {
+            let log = PartitionLog::open(dir, small.clone(), true, 0).unwrap();
+            let (appended, _) = watch::channel(0);
+            Partition::new(Arc::from("t"), 0, log, me, Arc::new(appended))
+        };
+        let (leader, follower) = (open(d1.path(), 1), open(d2.path(), 2));
+        leader.set_role(Role::Leader, 1, &[1, 2], &[1, 2], 0);
+        follower.set_role(Role::Follower { leader: 1 }, 1, &[1, 2], &[1, 2], 0);
+        for i in 0..20 {
+            leader.append(records(i), 0).unwrap();
+            replicate(&leader, &follower, 2, 0);
+        }
+        // In sync, but one batch behind when the coordinator checkpoints.
+        leader.append(records(20), 0).unwrap();
+        let behind = follower.log_end_offset();
+        assert!(behind < leader.log_end_offset());
+        assert_eq!(leader.isr(), vec![1, 2]);
+        leader.checkpoint(Some(records(99)), 0).unwrap();
+        let checkpoint_end = leader.log_end_offset();
+        // Nothing is deleted while the only other copy lacks the checkpoint: the
+        // follower could be elected now, and would still have every commit.
+        assert_eq!(leader.log_start_offset(), 0);
+        assert!(leader.checkpoint_pending());
+        // Its fetches from where it is get data, not OFFSET_OUT_OF_RANGE (which made it
+        // restart empty at the new log start); one fetch reads up to a segment's end.
+        for _ in 0..10 {
+            if follower.log_end_offset() == checkpoint_end {
+                break;
+            }
+            assert!(matches!(
+                replicate(&leader, &follower, 2, 1),
+                FollowerRead::Data(_)
+            ));
+            assert_eq!(
+                leader.log_start_offset(),
+                0,
+                "the checkpoint is not replicated"
+            );
+        }
+        assert_eq!(follower.log_start_offset(), 0);
+        assert_eq!(follower.log_end_offset(), checkpoint_end);
+        // The next fetch reports the follower's new end: the high watermark passes the
+        // checkpoint and the leader drops what it replaces.
+        replicate(&leader, &follower, 2, 2);
+        assert_eq!(leader.high_watermark(), checkpoint_end);
+        assert!(leader.log_start_offset() > 0);
+        assert!(!leader.checkpoint_pending());
+        // Fetches from now on tell the follower the new start.
+        let FollowerRead::Data(snap) = replicate(&leader, &follower, 2, 3) else {
+            panic!("expected data");
+        };
+        assert_eq!(snap.log_start_offset, leader.log_start_offset());
+        // A truncation that cuts a checkpoint away cancels its deletion: the
+        // history it would replace is all there is.
+        leader.append(records(30), 3).unwrap();
+        leader.checkpoint(Some(records(31)), 3).unwrap();
+        assert!(leader.checkpoint_pending());
+        let start = leader.log_start_offset();
+        leader.truncate_to(leader.log_end_offset() - 2).unwrap();
+        assert!(!leader.checkpoint_pending());
+        replicate(&leader, &follower, 2, 4);
+        replicate(&leader, &follower, 2, 5);
+        assert_eq!(leader.log_start_offset(), start);
     }
 }

@@ -374,6 +374,43 @@ async fn run_fetcher(
     }
 }
 
+/// After a replica restarted empty at `offset` (its leader's log start), fetches the
+/// producer state as of `offset` from the tier, if a tiered segment ends there, and
+/// installs it under what was replicated since; in the background, so fetching goes
+/// on meanwhile. Without it the replica only knows producers that write again.
+fn restore_producer_state_from_tier(b: &Broker, p: &Partition, offset: i64) {
+    let Some(tier) = b.tier.clone() else {
+        return;
+    };
+    let Some(topic) = b.topic(&p.topic) else {
+        return;
+    };
+    let Some(part) = topic.partition(p.index).cloned() else {
+        return;
+    };
+    let topic_id = topic.record.id;
+    tokio::spawn(async move {
+        let Some(table) = tier.producer_snapshot_at(&topic_id, &part, offset).await else {
+            return;
+        };
+        let producers = table.len();
+        let installed =
+            tokio::task::spawn_blocking(move || part.install_producer_snapshot(offset, table))
+                .await;
+        match installed {
+            Ok(Ok(true)) => {
+                info!(
+                    offset,
+                    producers, "restored the producer state from the tier's snapshot"
+                )
+            }
+            Ok(Ok(false)) => debug!(offset, "log start moved on; tier snapshot not used"),
+            Ok(Err(e)) => warn!(offset, error = %e, "cannot install the tier's producer snapshot"),
+            Err(e) => warn!(offset, error = %e, "producer snapshot task failed"),
+        }
+    });
+}
+
 /// Applies one partition of a fetch response on the follower.
 fn apply_fetched(
     b: &Broker,
@@ -391,6 +428,7 @@ fn apply_fetched(
                 info!(topic = %p.topic, partition = p.index, start = pd.log_start_offset, "follower fell behind the leader's log start; restarting the replica there");
                 p.reset_to(pd.log_start_offset, now, leader, epoch)
                     .map_err(|e| crate::kafka::log_error_code(&e))?;
+                restore_producer_state_from_tier(b, p, pd.log_start_offset);
                 return Ok(());
             }
             if pd.high_watermark >= 0 && leo > pd.high_watermark {

@@ -455,7 +455,9 @@ impl GroupCoordinator {
             let Some(p) = st.owned.get(&index).map(|o| Arc::clone(&o.partition)) else {
                 continue;
             };
-            if p.segment_count() < self.config.compact_after_segments {
+            // A checkpoint still waiting for its followers keeps the segments it
+            // replaces; another one now would only add a copy of the live state.
+            if p.segment_count() < self.config.compact_after_segments || p.checkpoint_pending() {
                 continue;
             }
             let live = st.logged(index, n).entries_for_partition(index, n);
@@ -475,7 +477,8 @@ impl GroupCoordinator {
                     partition = index,
                     live = live.len(),
                     removed,
-                    "compacted __consumer_offsets partition"
+                    waiting_for_followers = removed == 0,
+                    "checkpointed __consumer_offsets partition"
                 ),
                 Err(e) => warn!(partition = index, error = %e, "offsets compaction failed"),
             }

@@ -1,15 +1,23 @@
 //! TCP listener and per-connection loop: length-prefixed frames in, responses out in
 //! request order (as Kafka requires, one request per connection is handled at a
 //! time). Oversized, negative or truncated frames close only that connection.
+//!
+//! Memory: every frame's bytes come out of one broker-wide [`RequestBudget`]
+//! (`queued_max_request_bytes`, Kafka's `queued.max.request.bytes`), taken before the
+//! body is read and given back once the request has been handled. Many connections
+//! announcing large frames therefore wait for room (their bytes stay in the kernel's
+//! socket buffers, and TCP pushes back on the clients) instead of each allocating up
+//! to `max_request_bytes` at once.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use super::dispatch::{dispatch, Outcome};
@@ -20,6 +28,56 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Once a frame's length has arrived, its body must follow within this time.
 const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The bytes of request frames the broker holds in memory at once, over all
+/// connections: one semaphore permit per byte.
+#[derive(Debug, Clone)]
+pub struct RequestBudget {
+    permits: Arc<Semaphore>,
+    total: usize,
+}
+
+impl RequestBudget {
+    /// A budget of `total` bytes (at most `u32::MAX`: one frame takes its permits in
+    /// one call, which counts in `u32`).
+    pub fn new(total: usize) -> Self {
+        let total = total.min(u32::MAX as usize);
+        RequestBudget {
+            permits: Arc::new(Semaphore::new(total)),
+            total,
+        }
+    }
+
+    /// Bytes not taken by a request right now.
+    pub fn available(&self) -> usize {
+        self.permits.available_permits()
+    }
+
+    /// Waits until a frame of `len` bytes fits; an error when it never can.
+    async fn acquire(&self, len: usize) -> Result<OwnedSemaphorePermit, String> {
+        let n = u32::try_from(len)
+            .ok()
+            .filter(|_| len <= self.total)
+            .ok_or_else(|| {
+                format!(
+                    "frame of {len} bytes exceeds queued_max_request_bytes {}",
+                    self.total
+                )
+            })?;
+        Arc::clone(&self.permits)
+            .acquire_many_owned(n)
+            .await
+            .map_err(|_| "request budget closed".to_string())
+    }
+}
+
+/// The framing limits every connection shares.
+#[derive(Debug, Clone)]
+pub struct FrameLimits {
+    /// Largest frame accepted (`max_request_bytes`).
+    pub max_request_bytes: usize,
+    pub budget: RequestBudget,
+}
+
 /// Accepts connections until `shutdown` flips to true.
 pub async fn serve(
     listener: TcpListener,
@@ -27,6 +85,10 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let limit = Arc::new(Semaphore::new(broker.config.max_connections));
+    let limits = FrameLimits {
+        max_request_bytes: broker.config.max_request_bytes,
+        budget: RequestBudget::new(broker.config.queued_max_request_bytes),
+    };
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -48,9 +110,10 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let broker = Arc::clone(&broker);
         let shutdown = shutdown.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
             broker.metrics.connections.add(1, &[]);
-            if let Err(reason) = connection(stream, peer, &broker, shutdown).await {
+            if let Err(reason) = connection(stream, peer, &broker, &limits, shutdown).await {
                 broker.metrics.protocol_errors.add(1, &[]);
                 warn!(%peer, %reason, "closing connection");
             }
@@ -65,13 +128,36 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     broker: &Arc<Broker>,
-    mut shutdown: watch::Receiver<bool>,
+    limits: &FrameLimits,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), String> {
     debug!(%peer, "connection opened");
     let (r, w) = stream.into_split();
+    serve_frames(r, w, peer, limits, shutdown, |frame| {
+        dispatch(broker, frame)
+    })
+    .await
+}
+
+/// The per-connection loop over any byte stream: reads a frame (within the limits),
+/// hands it to `handle` and writes the answer, one request at a time.
+async fn serve_frames<R, W, F, Fut>(
+    r: R,
+    w: W,
+    peer: SocketAddr,
+    limits: &FrameLimits,
+    mut shutdown: watch::Receiver<bool>,
+    mut handle: F,
+) -> Result<(), String>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    F: FnMut(Bytes) -> Fut,
+    Fut: Future<Output = Outcome>,
+{
     let mut reader = BufReader::with_capacity(64 * 1024, r);
     let mut writer = BufWriter::with_capacity(64 * 1024, w);
-    let max = broker.config.max_request_bytes;
+    let max = limits.max_request_bytes;
     loop {
         let mut len_buf = [0u8; 4];
         let read = tokio::select! {
@@ -100,6 +186,11 @@ async fn connection(
                 "frame of {len} bytes exceeds max_request_bytes {max}"
             ));
         }
+        // Room for the body first: until the budget has it, the body stays unread.
+        let budget = tokio::select! {
+            b = limits.budget.acquire(len) => b?,
+            _ = shutdown.changed() => return Ok(()),
+        };
         let mut frame = BytesMut::zeroed(len);
         match tokio::time::timeout(FRAME_TIMEOUT, reader.read_exact(&mut frame)).await {
             Err(_) => {
@@ -110,7 +201,11 @@ async fn connection(
             Ok(Err(e)) => return Err(format!("truncated frame ({len} bytes announced): {e}")),
             Ok(Ok(_)) => {}
         }
-        match dispatch(broker, frame.freeze()).await {
+        let outcome = handle(frame.freeze()).await;
+        // Handled: the request's bytes are free (the response is not counted; it is
+        // written before the next request is read).
+        drop(budget);
+        match outcome {
             Outcome::Reply(bytes) => {
                 writer
                     .write_all(&bytes)
@@ -130,5 +225,115 @@ async fn connection(
                 .await
                 .map_err(|e| format!("write error: {e}"))?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{duplex, DuplexStream};
+    use tokio::sync::{mpsc, Notify};
+
+    fn peer() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 1))
+    }
+
+    fn frame(len: usize) -> Vec<u8> {
+        let mut f = (len as i32).to_be_bytes().to_vec();
+        f.resize(4 + len, 7);
+        f
+    }
+
+    /// Replies to every frame with its length; `gate`, when set, holds each request
+    /// until notified. Every request that starts is reported as `(name, len)`.
+    fn spawn_connection(
+        name: &'static str,
+        limits: &FrameLimits,
+        gate: Option<Arc<Notify>>,
+        started: mpsc::UnboundedSender<(&'static str, usize)>,
+    ) -> (DuplexStream, tokio::task::JoinHandle<Result<(), String>>) {
+        let (client, server) = duplex(1 << 20);
+        let (r, w) = tokio::io::split(server);
+        let limits = limits.clone();
+        let (keep_open, shutdown) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let _keep_open = keep_open;
+            serve_frames(r, w, peer(), &limits, shutdown, move |f: Bytes| {
+                let gate = gate.clone();
+                let started = started.clone();
+                async move {
+                    let _ = started.send((name, f.len()));
+                    if let Some(g) = gate {
+                        g.notified().await;
+                    }
+                    Outcome::Reply(Bytes::from((f.len() as u32).to_be_bytes().to_vec()))
+                }
+            })
+            .await
+        });
+        (client, task)
+    }
+
+    async fn reply(c: &mut DuplexStream) -> u32 {
+        let mut b = [0u8; 4];
+        c.read_exact(&mut b).await.unwrap();
+        u32::from_be_bytes(b)
+    }
+
+    // The wait is shown by B not starting within 500 ms: while A holds the budget it
+    // never can, so a slow machine cannot make this fail spuriously.
+    #[tokio::test]
+    async fn a_second_large_request_waits_for_the_budget_until_the_first_is_handled() {
+        let limits = FrameLimits {
+            max_request_bytes: 10_000,
+            budget: RequestBudget::new(1000),
+        };
+        let (tx, mut started) = mpsc::unbounded_channel();
+        let gate = Arc::new(Notify::new());
+        let (mut a, _ta) = spawn_connection("a", &limits, Some(Arc::clone(&gate)), tx.clone());
+        let (mut b, _tb) = spawn_connection("b", &limits, None, tx);
+        a.write_all(&frame(600)).await.unwrap();
+        assert_eq!(started.recv().await, Some(("a", 600)));
+        assert_eq!(limits.budget.available(), 400);
+        b.write_all(&frame(600)).await.unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), started.recv())
+                .await
+                .is_err(),
+            "the second request must wait while the first holds the budget"
+        );
+        // A small request still fits beside the first one.
+        b.write_all(&frame(0)).await.unwrap();
+        // The first is handled: its bytes are free, and the second one runs.
+        gate.notify_one();
+        assert_eq!(reply(&mut a).await, 600);
+        assert_eq!(started.recv().await, Some(("b", 600)));
+        assert_eq!(reply(&mut b).await, 600);
+        assert_eq!(started.recv().await, Some(("b", 0)));
+        assert_eq!(reply(&mut b).await, 0);
+        assert_eq!(limits.budget.available(), 1000);
+    }
+
+    #[tokio::test]
+    async fn a_frame_larger_than_the_whole_budget_closes_only_its_connection() {
+        let limits = FrameLimits {
+            max_request_bytes: 10_000,
+            budget: RequestBudget::new(1000),
+        };
+        let (tx, mut started) = mpsc::unbounded_channel();
+        let (mut big, tbig) = spawn_connection("big", &limits, None, tx.clone());
+        let (mut ok, _tok) = spawn_connection("ok", &limits, None, tx);
+        // Only the length is sent: the refusal must not wait for (or allocate) a body.
+        big.write_all(&5000i32.to_be_bytes()).await.unwrap();
+        let reason = tbig.await.unwrap().unwrap_err();
+        assert!(reason.contains("queued_max_request_bytes"), "{reason}");
+        let mut rest = Vec::new();
+        big.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "closed without an answer");
+        // The budget is intact and other connections are served.
+        assert_eq!(limits.budget.available(), 1000);
+        ok.write_all(&frame(1000)).await.unwrap();
+        assert_eq!(reply(&mut ok).await, 1000);
+        assert_eq!(started.recv().await, Some(("ok", 1000)));
     }
 }

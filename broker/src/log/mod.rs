@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::RecordBatchDecoder;
 use thiserror::Error;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::producer::{self, Check, ProducerStateTable, SequenceError};
 use batch::{BatchError, BatchHeader};
@@ -223,6 +223,24 @@ pub struct PartitionLog {
     epochs: LeaderEpochCache,
     /// End of the committed remote copy (-1: unknown); bounds local deletion.
     remote_end_offset: i64,
+    /// Batches replayed into the producer state when the log was opened (after the
+    /// snapshot it started from); recovery time is proportional to it.
+    producer_batches_replayed: u64,
+    /// A checkpoint whose older segments wait for the high watermark (see
+    /// [`PartitionLog::checkpoint`]).
+    pending_checkpoint: Option<PendingCheckpoint>,
+}
+
+/// "Delete the segments below `delete_below` once the high watermark reaches
+/// `once_hw`": the history a checkpoint replaces goes only when every in-sync replica
+/// has the checkpoint, so none of them — any of which may be elected — is ever left
+/// with neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingCheckpoint {
+    /// Where the checkpoint starts (the base of the segment it was written to).
+    pub delete_below: i64,
+    /// One past the checkpoint's last offset.
+    pub once_hw: i64,
 }
 
 impl PartitionLog {
@@ -286,6 +304,8 @@ impl PartitionLog {
             producers: ProducerStateTable::default(),
             epochs: LeaderEpochCache::open(dir).map_err(io_err(dir))?,
             remote_end_offset: -1,
+            producer_batches_replayed: 0,
+            pending_checkpoint: None,
         };
         log.rebuild_producer_state()?;
         let end = log.log_end_offset();
@@ -300,16 +320,22 @@ impl PartitionLog {
         Ok(log)
     }
 
-    /// Loads the newest producer-state snapshot and replays the batch headers written
-    /// after it, so idempotence survives restarts and crashes.
+    /// Loads the newest valid producer-state snapshot and replays the batch headers
+    /// written after it, so idempotence survives restarts and crashes without reading
+    /// the whole log. Without a usable snapshot the whole log is replayed.
     fn rebuild_producer_state(&mut self) -> Result<(), LogError> {
         let end = self.log_end_offset();
+        // Snapshots past a recovered (truncated) end describe records that are gone;
+        // those below the log start belong to deleted segments.
         producer::remove_snapshots_above(&self.dir, end).map_err(io_err(&self.dir))?;
+        producer::remove_snapshots_below(&self.dir, self.log_start_offset)
+            .map_err(io_err(&self.dir))?;
         let (from, table) = producer::load_snapshot(&self.dir, end)
             .map_err(io_err(&self.dir))?
             .unwrap_or((self.log_start_offset, ProducerStateTable::default()));
         self.producers = table;
         let from = from.max(self.log_start_offset);
+        let mut replayed = 0;
         for seg in &self.segments {
             if seg.next_offset() <= from {
                 continue;
@@ -322,15 +348,67 @@ impl PartitionLog {
             while let Some(h) = reader.header_at(pos).map_err(io_err(&self.dir))? {
                 if h.base_offset >= from {
                     self.producers.record(&h);
+                    replayed += 1;
                 }
                 pos += h.total_len() as u64;
             }
         }
+        self.producer_batches_replayed = replayed;
+        debug!(dir = %self.dir.display(), from, replayed, producers = self.producers.len(),
+            "rebuilt producer state");
         Ok(())
     }
 
     pub fn producer_count(&self) -> usize {
         self.producers.len()
+    }
+
+    /// Batches replayed into the producer state when the log was opened.
+    pub fn producer_batches_replayed(&self) -> u64 {
+        self.producer_batches_replayed
+    }
+
+    /// Forgets producers idle for `expiration_ms` (`producer_id_expiration_ms`).
+    pub fn expire_producers(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.producers.expire(now_ms, expiration_ms)
+    }
+
+    /// Installs the producer state as of `offset` taken from elsewhere (the tier's
+    /// snapshot of the remote segment ending there) into a log that starts at
+    /// `offset` (a replica restarted at the leader's log start): the state of the
+    /// history this replica never had, plus a replay of everything it has since. Also
+    /// kept as the local snapshot at the log start, for restarts. Returns false, and
+    /// changes nothing, when the log no longer starts at `offset`.
+    pub fn install_producer_snapshot(
+        &mut self,
+        offset: i64,
+        table: ProducerStateTable,
+    ) -> Result<bool, LogError> {
+        if self.log_start_offset != offset {
+            return Ok(false);
+        }
+        // Snapshots rolled since the reset lack the older state; recovery must start
+        // from this one instead.
+        producer::remove_snapshots_above(&self.dir, offset).map_err(io_err(&self.dir))?;
+        producer::write_snapshot(&self.dir, offset, &table).map_err(io_err(&self.dir))?;
+        // What was recorded since the reset is replayed on top of the older state
+        // (the local table only knew the batches after `offset`).
+        self.producers = table;
+        for seg in &self.segments {
+            let reader = seg.reader();
+            let mut pos = 0;
+            while let Some(h) = reader.header_at(pos).map_err(io_err(&self.dir))? {
+                self.producers.record(&h);
+                pos += h.total_len() as u64;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Deletes the producer snapshots of segments deleted from the front of the log.
+    fn remove_snapshots_below_start(&self) -> Result<(), LogError> {
+        producer::remove_snapshots_below(&self.dir, self.log_start_offset)
+            .map_err(io_err(&self.dir))
     }
 
     pub fn config(&self) -> &LogConfig {
@@ -406,6 +484,15 @@ impl PartitionLog {
             .map_err(io_err(&dir))?;
         debug!(dir = %dir.display(), base = next, "rolled segment");
         self.segments.push(seg);
+        // The producer state as of the new segment's base: recovery starts from the
+        // newest such snapshot instead of replaying the whole log, and the tier
+        // uploads it with the closed segment. Callers roll before recording the
+        // batches of the new segment, so the table is exactly the state below `next`.
+        // Losing a snapshot only costs replay time, so a failure does not fail the
+        // append.
+        if let Err(e) = producer::write_snapshot(&dir, next, &self.producers) {
+            warn!(dir = %dir.display(), offset = next, error = %e, "cannot write producer snapshot");
+        }
         Ok(())
     }
 
@@ -657,14 +744,18 @@ impl PartitionLog {
     }
 
     /// Starts a fresh segment holding `records` (the live state of a compacted topic)
-    /// and deletes every older segment. A crash between the append and the deletes
-    /// only leaves duplicates of live entries, which replay harmlessly.
+    /// and schedules the deletion of every older segment for when the high watermark
+    /// reaches the checkpoint's end ([`PartitionLog::apply_committed_checkpoint`]).
+    /// Deleting at once would move the log start past followers that are in sync
+    /// but have not fetched the checkpoint yet: they would restart empty at the new
+    /// start, and one elected then would hold no live state at all. A crash before
+    /// the deletes only leaves duplicates of live entries, which replay harmlessly.
     pub fn checkpoint(
         &mut self,
         records: Option<ValidatedRecords>,
         leader_epoch: i32,
         now_ms: i64,
-    ) -> Result<usize, LogError> {
+    ) -> Result<PendingCheckpoint, LogError> {
         if !self.active().is_empty() {
             self.roll(now_ms)?;
         }
@@ -673,13 +764,37 @@ impl PartitionLog {
             self.append(r, leader_epoch, now_ms)?;
         }
         self.flush(now_ms)?;
+        let pending = PendingCheckpoint {
+            delete_below: start,
+            once_hw: self.log_end_offset(),
+        };
+        self.pending_checkpoint = Some(pending);
+        Ok(pending)
+    }
+
+    /// The checkpoint whose older segments are still kept, if any.
+    pub fn pending_checkpoint(&self) -> Option<PendingCheckpoint> {
+        self.pending_checkpoint
+    }
+
+    /// Deletes the segments a pending checkpoint replaces once `high_watermark` has
+    /// reached its end. Returns how many segments were removed.
+    pub fn apply_committed_checkpoint(&mut self, high_watermark: i64) -> Result<usize, LogError> {
+        let Some(pending) = self.pending_checkpoint else {
+            return Ok(0);
+        };
+        if high_watermark < pending.once_hw {
+            return Ok(0);
+        }
+        self.pending_checkpoint = None;
         let mut removed = 0;
-        while self.segments.len() > 1 && self.segments[0].base_offset() < start {
+        while self.segments.len() > 1 && self.segments[0].base_offset() < pending.delete_below {
             let seg = self.segments.remove(0);
             seg.delete().map_err(io_err(&self.dir))?;
             removed += 1;
         }
         self.log_start_offset = self.log_start_offset.max(self.segments[0].base_offset());
+        self.remove_snapshots_below_start()?;
         Ok(removed)
     }
 
@@ -707,6 +822,7 @@ impl PartitionLog {
         for seg in doomed {
             seg.delete().map_err(io_err(&self.dir))?;
         }
+        self.remove_snapshots_below_start()?;
         Ok(n)
     }
 
@@ -722,9 +838,13 @@ impl PartitionLog {
             }
         }
         self.log_start_offset = offset;
+        self.pending_checkpoint = None;
         self.producers = ProducerStateTable::default();
         self.epochs.truncate_from(i64::MIN).map_err(io_err(&dir))?;
-        producer::remove_snapshots_above(&dir, offset).map_err(io_err(&dir))
+        // The state restarts empty, and so must recovery: no snapshot of the old log
+        // may be loaded on top of the new one.
+        producer::remove_snapshots_above(&dir, offset - 1).map_err(io_err(&dir))?;
+        producer::remove_snapshots_below(&dir, offset).map_err(io_err(&dir))
     }
 
     /// Removes every record at or after `offset` (used when a replica's tail diverges).
@@ -734,6 +854,10 @@ impl PartitionLog {
             if let Some(seg) = self.segments.pop() {
                 seg.delete().map_err(io_err(&self.dir))?;
             }
+        }
+        if self.pending_checkpoint.is_some_and(|p| p.once_hw > offset) {
+            // The checkpoint is (partly) cut away: what it replaces must stay.
+            self.pending_checkpoint = None;
         }
         let dir = self.dir.clone();
         self.active_mut()

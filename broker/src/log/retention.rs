@@ -120,6 +120,9 @@ impl PartitionLog {
             seg.delete().map_err(io_err(&self.dir))?;
         }
         self.log_start_offset = self.log_start_offset.max(self.segments[0].base_offset());
+        if remove > 0 {
+            self.remove_snapshots_below_start()?;
+        }
         Ok(remove)
     }
 }

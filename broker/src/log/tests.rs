@@ -294,6 +294,11 @@ fn retried_idempotent_batches_are_not_appended_twice_even_after_restart() {
     // Unclean restart: state comes back from the roll snapshots plus replay.
     let mut log = PartitionLog::open(dir.path(), cfg(), false, 0).unwrap();
     assert!(log.segment_count() > 1);
+    assert!(
+        log.producer_batches_replayed() < 30,
+        "replayed {} of 30 batches: the snapshot was not used",
+        log.producer_batches_replayed()
+    );
     assert!(append_idem(&mut log, 42, 0, 58).unwrap().duplicate);
     assert!(!append_idem(&mut log, 42, 0, 60).unwrap().duplicate);
     assert!(matches!(
@@ -337,4 +342,162 @@ fn a_follower_drops_the_segments_wholly_below_the_leaders_log_start() {
     drop(log);
     let log = PartitionLog::open(dir.path(), cfg(), true, 0).unwrap();
     assert_eq!(log.log_start_offset(), start);
+}
+
+/// Batches in the active segment (the ones after the newest roll snapshot).
+fn batches_in_active_segment(log: &PartitionLog) -> u64 {
+    let from = log
+        .closed_segments()
+        .last()
+        .map_or(log.log_start_offset(), |s| s.end_offset);
+    read_all(log, from).len() as u64
+}
+
+#[test]
+fn a_restart_replays_only_the_segments_after_the_newest_producer_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), cfg(), true, 0).unwrap();
+    // Producer 7 writes once, in the first segment; producer 42 keeps writing.
+    assert_eq!(append_idem(&mut log, 7, 0, 0).unwrap().base_offset, 0);
+    for i in 0..100 {
+        append_idem(&mut log, 42, 0, i * 2).unwrap();
+    }
+    let closed = log.closed_segments();
+    assert!(closed.len() >= 3, "{} closed segments", closed.len());
+    // Every roll left the state as of the new segment's base beside the segment.
+    for s in &closed {
+        assert!(s.producer_snapshot.exists(), "{:?}", s.producer_snapshot);
+        assert_eq!(
+            s.producer_snapshot,
+            producer::snapshot_path(dir.path(), s.end_offset)
+        );
+    }
+    let total = 101;
+    let tail = batches_in_active_segment(&log);
+    assert!(tail < total / 2);
+    drop(log);
+
+    let check = |log: &mut PartitionLog| {
+        // Producer 7's only batch lives in the first segment, which no replay read:
+        // its retry is still recognised, from the snapshot.
+        let dup = append_idem(log, 7, 0, 0).unwrap();
+        assert!(dup.duplicate);
+        assert_eq!(dup.base_offset, 0);
+        assert!(append_idem(log, 42, 0, 198).unwrap().duplicate);
+        assert!(matches!(
+            append_idem(log, 42, 0, 210),
+            Err(LogError::Sequence(_))
+        ));
+    };
+    for clean in [true, false] {
+        let mut log = PartitionLog::open(dir.path(), cfg(), clean, 0).unwrap();
+        assert_eq!(log.producer_batches_replayed(), tail, "clean={clean}");
+        check(&mut log);
+    }
+
+    // A damaged newest snapshot: the one before it is used, and one more segment is
+    // replayed. No panic, same state.
+    let newest = closed.last().unwrap();
+    let previous = &closed[closed.len() - 2];
+    let in_newest_closed = read_all(
+        &PartitionLog::open(dir.path(), cfg(), true, 0).unwrap(),
+        previous.end_offset,
+    )
+    .iter()
+    .filter(|h| h.base_offset < newest.end_offset)
+    .count() as u64;
+    let mut raw = fs::read(&newest.producer_snapshot).unwrap();
+    let mid = raw.len() / 2;
+    raw[mid] ^= 0x20;
+    fs::write(&newest.producer_snapshot, raw).unwrap();
+    let mut log = PartitionLog::open(dir.path(), cfg(), false, 0).unwrap();
+    assert_eq!(log.producer_batches_replayed(), tail + in_newest_closed);
+    check(&mut log);
+    drop(log);
+
+    // No snapshot at all: the whole log is replayed, still the same state.
+    for s in &closed {
+        let _ = fs::remove_file(&s.producer_snapshot);
+    }
+    let mut log = PartitionLog::open(dir.path(), cfg(), false, 0).unwrap();
+    assert_eq!(
+        log.producer_batches_replayed(),
+        read_all(&log, 0).len() as u64
+    );
+    check(&mut log);
+}
+
+#[test]
+fn retention_deletes_the_producer_snapshots_of_deleted_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.retention_bytes = 4096;
+    c.retention_ms = -1;
+    let mut log = PartitionLog::open(dir.path(), c.clone(), true, 0).unwrap();
+    for i in 0..150 {
+        append_idem(&mut log, 42, 0, i * 2).unwrap();
+    }
+    let before = log.closed_segments();
+    assert!(log.apply_retention(1000).unwrap() > 0);
+    let start = log.log_start_offset();
+    for s in &before {
+        // The snapshot at the log start stays: it is where recovery begins.
+        assert_eq!(s.producer_snapshot.exists(), s.end_offset >= start, "{s:?}");
+    }
+    drop(log);
+    let mut log = PartitionLog::open(dir.path(), c, false, 0).unwrap();
+    assert_eq!(
+        log.producer_batches_replayed(),
+        batches_in_active_segment(&log)
+    );
+    assert!(append_idem(&mut log, 42, 0, 298).unwrap().duplicate);
+}
+
+#[test]
+fn a_replica_restarted_at_the_leaders_log_start_installs_the_older_producer_state() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let mut leader = PartitionLog::open(leader_dir.path(), cfg(), true, 0).unwrap();
+    // Producer 7 wrote only long ago; producer 42 keeps writing.
+    append_idem(&mut leader, 7, 0, 0).unwrap();
+    for i in 0..100 {
+        append_idem(&mut leader, 42, 0, i * 2).unwrap();
+    }
+    let start = leader.closed_segments()[1].end_offset;
+    // What the tier holds for the segment ending at `start`: the roll snapshot.
+    let (at, table) = producer::load_snapshot(leader_dir.path(), start)
+        .unwrap()
+        .unwrap();
+    assert_eq!(at, start);
+
+    // The follower restarts empty at `start` and copies everything after it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut follower = PartitionLog::open(dir.path(), cfg(), true, 0).unwrap();
+    follower.reset_to(start, 0).unwrap();
+    let mut off = start;
+    while off < leader.log_end_offset() {
+        let data = leader
+            .plan_read(off, 1 << 20, true)
+            .unwrap()
+            .read()
+            .unwrap();
+        let v = ValidatedRecords::new(&data, usize::MAX).unwrap();
+        let last = v.batches().last().unwrap().last_offset();
+        follower.append_replicated(v, 0).unwrap();
+        off = last + 1;
+    }
+    assert!(!follower
+        .install_producer_snapshot(start + 1, table.clone())
+        .unwrap());
+    assert!(follower.install_producer_snapshot(start, table).unwrap());
+    let check = |log: &mut PartitionLog| {
+        let dup = append_idem(log, 7, 0, 0).unwrap();
+        assert!(dup.duplicate, "producer 7 is known from the snapshot");
+        assert_eq!(dup.base_offset, 0);
+        assert!(append_idem(log, 42, 0, 198).unwrap().duplicate);
+    };
+    check(&mut follower);
+    drop(follower);
+    // The installed state is also the local snapshot at the log start.
+    let mut follower = PartitionLog::open(dir.path(), cfg(), false, 0).unwrap();
+    check(&mut follower);
 }

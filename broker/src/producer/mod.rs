@@ -1,8 +1,10 @@
 //! Idempotent producer state: per partition, the epoch and the last five batches of
 //! each producer id, used to drop retried duplicates and reject gaps. The decisions
 //! are pure ([`ProducerStateTable::check`]); the log calls them under its lock,
-//! snapshots the table at every segment roll and rebuilds it on recovery by replaying
-//! batch headers written after the newest snapshot.
+//! snapshots the table at every segment roll (`<offset>.snapshot`, the state of
+//! everything below `offset`, the base of the new segment) and rebuilds it on
+//! recovery from the newest valid snapshot plus the batch headers written after it.
+//! Producers idle for longer than `producer_id_expiration_ms` are forgotten.
 
 pub mod id_allocator;
 
@@ -12,6 +14,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use tracing::warn;
 
 use crate::log::batch::BatchHeader;
 
@@ -31,6 +35,10 @@ pub struct BatchMeta {
 pub struct ProducerEntry {
     pub epoch: i16,
     pub batches: VecDeque<BatchMeta>,
+    /// Largest batch timestamp seen from this producer: expiry counts from it, as
+    /// Kafka's `producer.id.expiration.ms` does.
+    #[serde(default)]
+    pub last_timestamp: i64,
 }
 
 /// Why a producer's batch was refused.
@@ -131,7 +139,9 @@ impl ProducerStateTable {
             .or_insert_with(|| ProducerEntry {
                 epoch: h.producer_epoch,
                 batches: VecDeque::new(),
+                last_timestamp: h.max_timestamp,
             });
+        entry.last_timestamp = entry.last_timestamp.max(h.max_timestamp);
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
             entry.batches.clear();
@@ -155,6 +165,17 @@ impl ProducerStateTable {
         self.producers.is_empty()
     }
 
+    /// Forgets producers whose last batch is `expiration_ms` or more older than
+    /// `now_ms`, so the table (and every snapshot) stays proportional to the active
+    /// producers. A forgotten producer that comes back is accepted from any sequence,
+    /// like a new one. Returns how many were removed.
+    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers
+            .retain(|_, e| now_ms.saturating_sub(e.last_timestamp) < expiration_ms);
+        before - self.producers.len()
+    }
+
     /// Drops what was recorded at or after `offset` (after a log truncation).
     pub fn truncate_to(&mut self, offset: i64) {
         for e in self.producers.values_mut() {
@@ -169,24 +190,43 @@ pub fn snapshot_path(dir: &Path, offset: i64) -> PathBuf {
     dir.join(format!("{offset:020}.snapshot"))
 }
 
-/// Writes a snapshot atomically and keeps only the two newest.
-pub fn write_snapshot(dir: &Path, offset: i64, table: &ProducerStateTable) -> io::Result<()> {
-    let path = snapshot_path(dir, offset);
-    let tmp = path.with_extension("snapshot.tmp");
-    let raw = serde_json::to_vec(&SnapshotFile {
+/// First bytes of a snapshot file, then the CRC32C of the JSON body that follows: a
+/// torn or damaged snapshot is detected and skipped instead of trusted.
+const SNAPSHOT_MAGIC: &[u8; 4] = b"SPS1";
+
+/// Encodes the state as of `offset` in the snapshot file format.
+pub fn encode_snapshot(offset: i64, table: &ProducerStateTable) -> io::Result<Vec<u8>> {
+    let body = serde_json::to_vec(&SnapshotFile {
         offset,
         producers: table.clone(),
     })
     .map_err(io::Error::other)?;
-    fs::write(&tmp, raw)?;
-    fs::rename(&tmp, &path)?;
-    let mut all = list_snapshots(dir)?;
-    all.sort_unstable();
-    while all.len() > 2 {
-        let old = all.remove(0);
-        let _ = fs::remove_file(snapshot_path(dir, old));
+    let mut out = Vec::with_capacity(body.len() + 8);
+    out.extend_from_slice(SNAPSHOT_MAGIC);
+    out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Decodes a snapshot file; `None` when it is damaged or describes another offset.
+pub fn decode_snapshot(raw: &[u8], offset: i64) -> Option<ProducerStateTable> {
+    let body = raw.strip_prefix(SNAPSHOT_MAGIC)?;
+    let (crc, body) = body.split_first_chunk::<4>()?;
+    if u32::from_be_bytes(*crc) != crc32c::crc32c(body) {
+        return None;
     }
-    Ok(())
+    let s: SnapshotFile = serde_json::from_slice(body).ok()?;
+    (s.offset == offset).then_some(s.producers)
+}
+
+/// Writes the snapshot of the state as of `offset` atomically (write, rename). It is
+/// not fsynced: a snapshot lost or torn by a power failure fails its CRC or is
+/// missing, and recovery falls back to an older one and replays more of the log.
+pub fn write_snapshot(dir: &Path, offset: i64, table: &ProducerStateTable) -> io::Result<()> {
+    let path = snapshot_path(dir, offset);
+    let tmp = path.with_extension("snapshot.tmp");
+    fs::write(&tmp, encode_snapshot(offset, table)?)?;
+    fs::rename(&tmp, &path)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -209,14 +249,21 @@ fn list_snapshots(dir: &Path) -> io::Result<Vec<i64>> {
     Ok(out)
 }
 
-/// Loads the newest readable snapshot at or below `max_offset`: `(offset, table)`.
+/// Loads the newest valid snapshot at or below `max_offset`: `(offset, table)`.
+/// Damaged snapshots are skipped (an older one, or none, means more replay).
 pub fn load_snapshot(dir: &Path, max_offset: i64) -> io::Result<Option<(i64, ProducerStateTable)>> {
     let mut all = list_snapshots(dir)?;
     all.sort_unstable_by(|a, b| b.cmp(a));
     for o in all.into_iter().filter(|o| *o <= max_offset) {
-        if let Ok(raw) = fs::read(snapshot_path(dir, o)) {
-            if let Ok(s) = serde_json::from_slice::<SnapshotFile>(&raw) {
-                return Ok(Some((s.offset, s.producers)));
+        match fs::read(snapshot_path(dir, o)) {
+            Ok(raw) => match decode_snapshot(&raw, o) {
+                Some(table) => return Ok(Some((o, table))),
+                None => {
+                    warn!(dir = %dir.display(), offset = o, "ignoring a damaged producer snapshot")
+                }
+            },
+            Err(e) => {
+                warn!(dir = %dir.display(), offset = o, error = %e, "cannot read a producer snapshot")
             }
         }
     }
@@ -225,9 +272,23 @@ pub fn load_snapshot(dir: &Path, max_offset: i64) -> io::Result<Option<(i64, Pro
 
 /// Removes snapshots above `offset` (they describe a truncated future).
 pub fn remove_snapshots_above(dir: &Path, offset: i64) -> io::Result<()> {
+    remove_snapshots_where(dir, |o| o > offset)
+}
+
+/// Removes snapshots below `offset` (the log start): the segments they precede are
+/// deleted, and recovery never starts before the log start.
+pub fn remove_snapshots_below(dir: &Path, offset: i64) -> io::Result<()> {
+    remove_snapshots_where(dir, |o| o < offset)
+}
+
+fn remove_snapshots_where(dir: &Path, doomed: impl Fn(i64) -> bool) -> io::Result<()> {
     for o in list_snapshots(dir)? {
-        if o > offset {
-            let _ = fs::remove_file(snapshot_path(dir, o));
+        if doomed(o) {
+            match fs::remove_file(snapshot_path(dir, o)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(())
@@ -305,7 +366,7 @@ mod tests {
     }
 
     #[test]
-    fn snapshots_round_trip_and_keep_two() {
+    fn snapshots_round_trip_and_damaged_ones_fall_back_to_older() {
         let dir = tempfile::tempdir().unwrap();
         let mut t = ProducerStateTable::default();
         t.record(&h(1, 0, 0, 1, 0));
@@ -313,9 +374,42 @@ mod tests {
             write_snapshot(dir.path(), o, &t).unwrap();
         }
         assert_eq!(load_snapshot(dir.path(), 25).unwrap().unwrap().0, 20);
-        assert_eq!(load_snapshot(dir.path(), 100).unwrap().unwrap(), (30, t));
+        assert_eq!(
+            load_snapshot(dir.path(), 100).unwrap().unwrap(),
+            (30, t.clone())
+        );
         assert!(load_snapshot(dir.path(), 5).unwrap().is_none());
-        remove_snapshots_above(dir.path(), 20).unwrap();
+        // A flipped byte in the newest one: the one before it is used.
+        let p30 = snapshot_path(dir.path(), 30);
+        let mut raw = fs::read(&p30).unwrap();
+        let last = raw.len() - 2;
+        raw[last] ^= 0x01;
+        fs::write(&p30, raw).unwrap();
         assert_eq!(load_snapshot(dir.path(), 100).unwrap().unwrap().0, 20);
+        // A snapshot renamed to another offset is not trusted either.
+        fs::copy(snapshot_path(dir.path(), 10), snapshot_path(dir.path(), 25)).unwrap();
+        assert_eq!(load_snapshot(dir.path(), 26).unwrap().unwrap().0, 20);
+        fs::write(snapshot_path(dir.path(), 20), b"").unwrap();
+        assert_eq!(load_snapshot(dir.path(), 100).unwrap().unwrap().0, 10);
+        remove_snapshots_above(dir.path(), 20).unwrap();
+        remove_snapshots_below(dir.path(), 20).unwrap();
+        assert!(load_snapshot(dir.path(), 100).unwrap().is_none());
+    }
+
+    #[test]
+    fn idle_producers_expire_from_their_last_batch_timestamp() {
+        let mut t = ProducerStateTable::default();
+        let mut old = h(1, 0, 0, 1, 0);
+        old.max_timestamp = 1_000;
+        let mut recent = h(2, 0, 0, 1, 1);
+        recent.max_timestamp = 50_000;
+        t.record(&old);
+        t.record(&recent);
+        assert_eq!(t.expire(60_000, 59_001), 0);
+        assert_eq!(t.expire(60_000, 59_000), 1);
+        assert_eq!(t.len(), 1);
+        // The expired producer is accepted again from any sequence, like a new one.
+        assert_eq!(t.check(&h(1, 0, 77, 1, 2)), Ok(Check::Append));
+        assert!(t.check(&h(2, 0, 77, 1, 2)).is_err());
     }
 }

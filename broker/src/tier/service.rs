@@ -35,6 +35,7 @@ use crate::metadata::cluster::Command;
 use crate::metadata::remote_log::RemoteLog;
 use crate::metadata::{topic_config, TopicRecord};
 use crate::partition::Partition;
+use crate::producer::ProducerStateTable;
 use crate::telemetry::Metrics;
 
 /// Bytes of decoded remote offset indexes kept in memory.
@@ -103,6 +104,34 @@ impl Tier {
     /// The committed remote log of a partition (empty when nothing was uploaded).
     pub fn remote_log(&self, topic_id: &Uuid, p: &Partition) -> Arc<RemoteLog> {
         catalog::remote_log(&self.catalog.state(), &p.topic, topic_id, p.index).unwrap_or_default()
+    }
+
+    /// The producer state as of `offset`, from the snapshot uploaded with the remote
+    /// segment that ends there; `None` when the tier has no such (valid) snapshot.
+    /// A replica restarted at its leader's log start has none of the history before
+    /// it, and without this would forget the producers that last wrote there.
+    pub async fn producer_snapshot_at(
+        &self,
+        topic_id: &Uuid,
+        p: &Partition,
+        offset: i64,
+    ) -> Option<ProducerStateTable> {
+        let remote = self.remote_log(topic_id, p);
+        let seg = remote.segments().iter().find(|s| s.end_offset == offset)?;
+        let key = seg.snapshot_key();
+        match self.store.get(&key).await {
+            Ok(raw) => {
+                let table = crate::producer::decode_snapshot(&raw, offset);
+                if table.is_none() {
+                    warn!(key, "ignoring a damaged producer snapshot in the tier");
+                }
+                table
+            }
+            Err(e) => {
+                info!(key, error = %e, "no producer snapshot in the tier");
+                None
+            }
+        }
     }
 
     /// The first offset a client can read: the tier's start when it holds older data

@@ -406,6 +406,9 @@ mod tests {
         let got = store.get(&first.log_key).await.unwrap();
         assert_eq!(got.as_ref(), &std::fs::read(&closed[0].log).unwrap()[..]);
         assert!(store.get(&first.index_key()).await.is_ok());
+        // So is the producer state as of its end, written when the log rolled past it.
+        let snapshot = store.get(&first.snapshot_key()).await.unwrap();
+        assert!(crate::producer::decode_snapshot(&snapshot, first.end_offset).is_some());
         // A stale leader epoch commits nothing.
         p.append(ValidatedRecords::new(&batch(60), 1 << 20).unwrap(), 0)
             .unwrap();

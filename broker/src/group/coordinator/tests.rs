@@ -209,14 +209,23 @@ fn compaction_keeps_commits_still_waiting_for_replicas() {
     assert!(c.committed("g", "t", 0).is_some());
     c.append_changes("h", vec![commit("h", 3, 0)], 0).unwrap();
     c.maintain(0);
-    assert_eq!(p.log_start_offset(), durable.end + 1, "compacted");
-    let (replayed, _) = offsets::replay(&p, &|| {}).unwrap();
-    assert_eq!(replayed.get("g", "t", 0).map(|o| o.offset), Some(5));
-    assert_eq!(replayed.get("h", "t", 0).map(|o| o.offset), Some(3));
+    // The history stays until the follower has the checkpoint.
+    assert_eq!(p.log_start_offset(), 0, "not yet replicated");
+    assert!(p.checkpoint_pending());
+    let checkpoint_end = p.log_end_offset();
+    let replay = || {
+        let (replayed, _) = offsets::replay(&p, &|| {}).unwrap();
+        assert_eq!(replayed.get("g", "t", 0).map(|o| o.offset), Some(5));
+        assert_eq!(replayed.get("h", "t", 0).map(|o| o.offset), Some(3));
+    };
+    replay();
     assert!(
         c.committed("h", "t", 0).is_none(),
         "still not replicated, still not visible"
     );
+    follower_fetches(&p, checkpoint_end);
+    assert_eq!(p.log_start_offset(), durable.end + 1, "compacted");
+    replay();
 }
 
 #[test]
