@@ -20,10 +20,10 @@ use strata_e2e::kubelet::ImageMap;
 use strata_e2e::testing::{self, wait_for};
 use strata_e2e::{Env, EnvConfig};
 use strata_operator::crd::cluster::ClusterPhase;
-use strata_operator::crd::{Cluster, Topic};
+use strata_operator::crd::{Cluster, ConsumerGroup, Topic};
 
 mod support;
-use support::{broker_binary, cluster_resource_versions, rv};
+use support::{broker_binary, cluster_resource_versions};
 
 const NS: &str = "default";
 const TEST_TIMEOUT: Duration = Duration::from_secs(600);
@@ -286,10 +286,18 @@ fn records(from: usize, to: usize) -> String {
 
 async fn resource_versions(client: &Client) -> Vec<(String, Option<String>)> {
     let mut out = cluster_resource_versions(client, NS).await;
-    out.push((
-        "topic events".into(),
-        rv::<Topic>(client, NS, "events").await,
-    ));
+    let topics: Api<Topic> = Api::namespaced(client.clone(), NS);
+    let groups: Api<ConsumerGroup> = Api::namespaced(client.clone(), NS);
+    let lp = ListParams::default();
+    for t in topics.list(&lp).await.map(|l| l.items).unwrap_or_default() {
+        out.push((format!("topic {}", t.name_any()), t.resource_version()));
+    }
+    for g in groups.list(&lp).await.map(|l| l.items).unwrap_or_default() {
+        out.push((
+            format!("consumergroup {}", g.name_any()),
+            g.resource_version(),
+        ));
+    }
     out
 }
 
@@ -1301,7 +1309,29 @@ async fn scenario(env: &Env, kcat: &Path) {
         "storage: growth attempted on the claims ({refusal}), a shrink refused as InvalidSpec"
     ));
 
-    // 12. A restarted operator (a new pod takes the Lease) changes nothing.
+    // 12. A restarted operator (a new pod takes the Lease) changes nothing, and a
+    // steady state is written to by nobody: every Topic, the ConsumerGroup (whose
+    // lag is read every refresh) and the Cluster's objects keep their versions.
+    kubectl_apply(
+        env,
+        "apiVersion: strata.dev/v1alpha1\nkind: ConsumerGroup\nmetadata:\n  name: events-readers\nspec:\n  clusterRef: demo\n  groupId: consume-events\n",
+    )
+    .await;
+    let groups: Api<ConsumerGroup> = Api::namespaced(client.clone(), NS);
+    wait_for(
+        "the ConsumerGroup observed",
+        Duration::from_secs(60),
+        || async {
+            groups
+                .get("events-readers")
+                .await
+                .ok()?
+                .status?
+                .state
+                .map(drop)
+        },
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let before = resource_versions(&client).await;
     let op_pods: Api<Pod> = Api::namespaced(client.clone(), "strata-system");
@@ -1336,5 +1366,12 @@ async fn scenario(env: &Env, kcat: &Path) {
     tokio::time::sleep(Duration::from_secs(15)).await;
     let after = resource_versions(&client).await;
     assert_eq!(before, after, "the restarted operator updated objects");
-    step("operator restarted without spurious updates");
+    // Longer than the ConsumerGroup refresh (15 s) and a Topic/Cluster requeue.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let later = resource_versions(&client).await;
+    assert_eq!(after, later, "objects written in a steady state");
+    step(&format!(
+        "operator restarted without spurious updates; no writes to {} objects in 20 s of steady state",
+        later.len()
+    ));
 }

@@ -429,25 +429,42 @@ pub fn error_policy(topic: Arc<Topic>, error: &Error, ctx: Arc<Context>) -> Acti
     Action::requeue(delay)
 }
 
-/// The part of a Cluster its Topics depend on: where its admin API is. Status
-/// patches that change only phases, conditions or counts (every few seconds
-/// during a rollout) must not re-reconcile every Topic of the cluster.
+/// The part of a Cluster its Topics depend on: where its admin API is, its phase
+/// (a scale-in's drain or a scale-out moved replicas once the phase changes) and
+/// the rebalance it runs (a finished round moved replicas, which the Topics'
+/// assignment summaries show). Status patches that change only progress messages,
+/// conditions or counts (every few seconds during a rollout) must not re-reconcile
+/// every Topic of the cluster.
 #[derive(Default)]
 struct ClusterChanges {
-    /// Admin addresses last seen, by (namespace, name).
-    last: std::sync::Mutex<std::collections::HashMap<ClusterKey, Vec<String>>>,
+    last: std::sync::Mutex<std::collections::HashMap<ClusterKey, ClusterFingerprint>>,
 }
 
 type ClusterKey = (Option<String>, String);
+
+#[derive(Debug, Clone, PartialEq)]
+struct ClusterFingerprint {
+    admin: Vec<String>,
+    phase: Option<crate::crd::cluster::ClusterPhase>,
+    /// (id, phase) of the latest rebalance.
+    rebalance: Option<(String, String)>,
+}
 
 impl ClusterChanges {
     /// Whether `cluster` changed in a way its Topics care about since last seen
     /// (the first sighting always matters).
     fn matters(&self, cluster: &Cluster) -> bool {
         let key = (cluster.namespace(), cluster.name_any());
-        let addrs = admin_addresses(cluster);
+        let status = cluster.status.as_ref();
+        let now = ClusterFingerprint {
+            admin: admin_addresses(cluster),
+            phase: status.and_then(|s| s.phase),
+            rebalance: status
+                .and_then(|s| s.rebalance.as_ref())
+                .map(|r| (r.id.clone(), r.phase.clone())),
+        };
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        last.insert(key, addrs.clone()).as_ref() != Some(&addrs)
+        last.insert(key, now.clone()).as_ref() != Some(&now)
     }
 }
 
@@ -521,10 +538,22 @@ mod tests {
         assert_eq!(admin_addresses(&a).len(), 1, "{:?}", admin_addresses(&a));
         assert!(seen.matters(&a), "first sighting");
         assert!(!seen.matters(&a), "the same status again");
+        let mut progress = broker("10.0.0.1", "Running");
+        progress["conditions"] = serde_json::json!([{"type": "Ready", "status": "True",
+            "reason": "Running", "message": "3 of 3 brokers ready",
+            "lastTransitionTime": "2025-01-01T00:00:00Z"}]);
         assert!(
-            !seen.matters(&cluster(broker("10.0.0.1", "RollingRestart"))),
-            "a phase change alone"
+            !seen.matters(&cluster(progress)),
+            "a condition (progress message) change alone"
         );
+        assert!(
+            seen.matters(&cluster(broker("10.0.0.1", "RollingRestart"))),
+            "a new phase"
+        );
+        let mut done = broker("10.0.0.1", "RollingRestart");
+        done["rebalance"] = serde_json::json!({"id": "r1", "phase": "Done",
+            "totalMoves": 3, "completedMoves": 3});
+        assert!(seen.matters(&cluster(done)), "a rebalance round finished");
         assert!(seen.matters(&cluster(broker("10.0.0.2", "Running"))));
     }
 }
