@@ -181,6 +181,9 @@ impl Broker {
             clean_start: clean,
         });
         broker.metrics.register_group_lag(Arc::downgrade(&broker));
+        broker
+            .metrics
+            .register_data_dir(broker.config.data_dir.clone());
         Ok(broker)
     }
 

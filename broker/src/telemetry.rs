@@ -60,7 +60,7 @@ impl Metrics {
             .build()?;
         let provider = SdkMeterProvider::builder().with_reader(exporter).build();
         let meter = provider.meter("strata-broker");
-        Ok(Metrics {
+        let metrics = Metrics {
             registry,
             bytes_in: meter
                 .u64_counter("strata_topic_bytes_in")
@@ -112,7 +112,23 @@ impl Metrics {
                 .with_description("Divergent follower log tails truncated after a leader change")
                 .build(),
             provider,
-        })
+        };
+        // Counters of rare events exist at 0 from the start: Prometheus' rate() and
+        // increase() cannot see the first event of a series that appears with it, and
+        // dashboards and alerts should not depend on something having gone wrong once.
+        // Only Produce counts failed requests so far. (Per-topic counters start when
+        // their topic does.)
+        metrics
+            .requests_failed
+            .add(0, &[KeyValue::new("api", "Produce")]);
+        for c in [
+            &metrics.connections_rejected,
+            &metrics.protocol_errors,
+            &metrics.replica_truncations,
+        ] {
+            c.add(0, &[]);
+        }
+        Ok(metrics)
     }
 
     /// Registers `strata_consumergroup_lag{group,topic,partition}`, computed at scrape
@@ -145,7 +161,9 @@ impl Metrics {
         let _gauge = meter
             .i64_observable_gauge("strata_cluster_partitions")
             .with_description(
-                "Partitions by state as this broker's metadata sees them: under_replicated, offline, led_here",
+                "Partitions by state as this broker's metadata sees them: under_replicated, offline, \
+                 at_min_isr (ISR shrunk to min.insync.replicas, one more loss blocks acks=all), \
+                 under_min_isr (acks=all refused), led_here",
             )
             .with_callback(move |obs| {
                 let Some(b) = cluster_weak.upgrade() else { return };
@@ -158,6 +176,8 @@ impl Metrics {
                     .count();
                 obs.observe(state.under_replicated() as i64, &[KeyValue::new("state", "under_replicated")]);
                 obs.observe(state.offline() as i64, &[KeyValue::new("state", "offline")]);
+                obs.observe(state.at_min_isr() as i64, &[KeyValue::new("state", "at_min_isr")]);
+                obs.observe(state.under_min_isr() as i64, &[KeyValue::new("state", "under_min_isr")]);
                 obs.observe(led as i64, &[KeyValue::new("state", "led_here")]);
             })
             .build();
@@ -169,6 +189,36 @@ impl Metrics {
                     return;
                 };
                 obs.observe(i64::from(b.quorum.is_leader()), &[]);
+            })
+            .build();
+    }
+
+    /// Registers `strata_data_dir_free_bytes` and `strata_data_dir_capacity_bytes`:
+    /// the filesystem holding `data_dir`, read with statvfs at scrape time. A broker
+    /// whose log disk fills stops accepting writes, and on Kubernetes the volume's
+    /// usage is otherwise only visible through kubelet metrics that not every
+    /// Prometheus scrapes.
+    pub fn register_data_dir(&self, data_dir: std::path::PathBuf) {
+        let meter = self.provider.meter("strata-broker");
+        let free_dir = data_dir.clone();
+        let _gauge = meter
+            .u64_observable_gauge("strata_data_dir_free_bytes")
+            .with_description("Bytes available to the broker on the data directory's filesystem")
+            .with_callback(move |obs| {
+                // An unreadable filesystem reports nothing rather than a made-up zero,
+                // so a disk alert cannot fire on a statvfs error.
+                if let Ok(space) = filesystem_space(&free_dir) {
+                    obs.observe(space.available, &[]);
+                }
+            })
+            .build();
+        let _gauge = meter
+            .u64_observable_gauge("strata_data_dir_capacity_bytes")
+            .with_description("Size of the data directory's filesystem in bytes")
+            .with_callback(move |obs| {
+                if let Ok(space) = filesystem_space(&data_dir) {
+                    obs.observe(space.total, &[]);
+                }
             })
             .build();
     }
@@ -188,6 +238,39 @@ impl Metrics {
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
+}
+
+/// Space of one filesystem, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilesystemSpace {
+    /// Free bytes an unprivileged process may use (`f_bavail`): the broker does not
+    /// run as root, so the blocks reserved for root are not its to fill.
+    pub available: u64,
+    pub total: u64,
+}
+
+/// statvfs(3) of the filesystem holding `path`.
+// The statvfs fields are u64 on 64-bit Linux but u32 on some 32-bit targets;
+// u64::from keeps this portable, and is a no-op (which clippy flags) here.
+#[allow(clippy::useless_conversion)]
+pub fn filesystem_space(path: &std::path::Path) -> std::io::Result<FilesystemSpace> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is a NUL-terminated string that outlives the call, and `st`
+    // points to writable memory of the right type, which statvfs fills on success.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    let block = u64::from(st.f_frsize);
+    Ok(FilesystemSpace {
+        available: u64::from(st.f_bavail).saturating_mul(block),
+        total: u64::from(st.f_blocks).saturating_mul(block),
+    })
 }
 
 /// Readiness switch flipped once the broker has opened its logs and bound its listener.
@@ -247,4 +330,32 @@ pub async fn serve_http(
     info!(%addr, "metrics and health endpoints listening");
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
     Ok(async move { server.await })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filesystem_space_of_a_temp_dir_is_plausible() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let space = filesystem_space(dir.path()).expect("statvfs");
+        assert!(space.total > 0, "{space:?}");
+        assert!(space.available <= space.total, "{space:?}");
+    }
+
+    #[test]
+    fn filesystem_space_of_a_missing_path_is_an_error() {
+        assert!(filesystem_space(std::path::Path::new("/nonexistent/strata")).is_err());
+    }
+
+    #[test]
+    fn data_dir_gauges_are_exported() {
+        let m = Metrics::new().expect("metrics");
+        let dir = tempfile::tempdir().expect("tempdir");
+        m.register_data_dir(dir.path().to_path_buf());
+        let text = m.render().expect("render");
+        assert!(text.contains("strata_data_dir_free_bytes "), "{text}");
+        assert!(text.contains("strata_data_dir_capacity_bytes "), "{text}");
+    }
 }

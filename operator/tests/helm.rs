@@ -2,64 +2,11 @@
 //! `e2e/setup.sh` builds. Skips loudly when it is missing, unless
 //! `STRATA_E2E_REQUIRED=1`.
 
+mod support;
+
 use std::path::PathBuf;
-use std::process::Command;
 
-fn helm() -> Option<PathBuf> {
-    let path = strata_e2e::binaries::Binaries::from_env().path("helm").ok();
-    if path.is_none() {
-        let msg = "helm not found; run `bash e2e/setup.sh`";
-        if std::env::var("STRATA_E2E_REQUIRED").is_ok_and(|v| v == "1") {
-            panic!("{msg} (STRATA_E2E_REQUIRED=1)");
-        }
-        eprintln!("\n!!!!! SKIPPING helm chart test: {msg} !!!!!\n");
-    }
-    path
-}
-
-fn chart() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../helm/strata")
-}
-
-/// `helm template` of the chart into namespace strata-system with `--set` values.
-fn template(helm: &PathBuf, sets: &[&str]) -> String {
-    let chart = chart();
-    let mut args = vec![
-        "template",
-        "strata",
-        chart.to_str().expect("utf-8 path"),
-        "--namespace",
-        "strata-system",
-        "--kube-version",
-        "1.34.0",
-    ];
-    for v in sets {
-        args.extend(["--set", v]);
-    }
-    run(helm, &args)
-}
-
-fn run(helm: &PathBuf, args: &[&str]) -> String {
-    let out = Command::new(helm)
-        .args(args)
-        .env(
-            "HELM_CACHE_HOME",
-            std::env::temp_dir().join("strata-helm-cache"),
-        )
-        .env(
-            "HELM_CONFIG_HOME",
-            std::env::temp_dir().join("strata-helm-config"),
-        )
-        .output()
-        .expect("running helm");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "helm {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
+use support::helm::{chart, helm, run, template};
 
 fn kinds(rendered: &str) -> Vec<String> {
     rendered

@@ -312,6 +312,36 @@ impl ClusterState {
             .count()
     }
 
+    /// Partitions whose ISR has shrunk to exactly their topic's `min.insync.replicas`
+    /// although they have more replicas: acks=all writes still succeed, but one more
+    /// replica falling out of the ISR stops them. Topics whose replication factor is at
+    /// or below the minimum sit there by design and are left out (see
+    /// [`min_isr_no_spare`](Self::min_isr_no_spare)), so this is worth an alert.
+    pub fn at_min_isr(&self) -> usize {
+        self.topics
+            .values()
+            .flat_map(|t| {
+                let min = min_insync_replicas(&t.record);
+                t.partitions
+                    .iter()
+                    .filter(move |p| p.replicas.len() > min && p.isr.len() == min)
+            })
+            .count()
+    }
+
+    /// Partitions whose ISR is smaller than their topic's `min.insync.replicas`: the
+    /// leader refuses acks=all writes with NOT_ENOUGH_REPLICAS (the rule of
+    /// `Partition::check_leader`).
+    pub fn under_min_isr(&self) -> usize {
+        self.topics
+            .values()
+            .flat_map(|t| {
+                let min = min_insync_replicas(&t.record);
+                t.partitions.iter().filter(move |p| p.isr.len() < min)
+            })
+            .count()
+    }
+
     /// Topics whose replication factor is at or below their `min.insync.replicas`:
     /// acks=all writes fail while any of their brokers is down (or always, below).
     pub fn min_isr_no_spare(&self) -> Vec<String> {

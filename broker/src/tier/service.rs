@@ -179,6 +179,10 @@ impl Tier {
         let labels = Metrics::topic(&rec.name);
         self.migrate_manifest_file(rec, p).await;
         let epoch = p.leader_epoch();
+        // The failure counter exists at 0 from the first pass on: Prometheus'
+        // increase() over a series that first appears at 1 reports no increase, so
+        // an alert on upload failures would miss a partition that never succeeded.
+        self.metrics.upload_errors.add(0, &labels);
         match uploader::upload_partition(&self.store, &*self.catalog, p, &rec.id, epoch).await {
             Ok(r) => {
                 self.metrics

@@ -132,10 +132,12 @@ impl TierStore {
         let mut attempt = 1;
         loop {
             let result = op().await;
-            if let (Err(e), Some(c)) = (&result, &self.errors) {
-                if !matches!(e, object_store::Error::NotFound { .. }) {
-                    c.add(1, &[KeyValue::new("op", what.to_string())]);
-                }
+            if let Some(c) = &self.errors {
+                // Successes add 0, so every operation's series exists before its
+                // first failure (rate() cannot see the first sample of a series).
+                let failed =
+                    matches!(&result, Err(e) if !matches!(e, object_store::Error::NotFound { .. }));
+                c.add(u64::from(failed), &[KeyValue::new("op", what.to_string())]);
             }
             match result {
                 Ok(v) => return Ok(v),

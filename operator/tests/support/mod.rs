@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test crate uses a subset
 
+pub mod helm;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

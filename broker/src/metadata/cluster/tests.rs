@@ -372,6 +372,9 @@ fn partitions_at_their_min_isr_with_a_replica_to_spare_are_at_risk() {
     let mut no_spare = s.min_isr_no_spare();
     no_spare.sort();
     assert_eq!(no_spare, vec!["never".to_string(), "tight".to_string()]);
+    // The cluster-wide gauges: `tight` sits at its minimum by design and is not
+    // counted; `never` (RF 1, min 2) is below it from the start.
+    assert_eq!((s.at_min_isr(), s.under_min_isr()), (0, 1));
     // `roomy` loses broker 3 from its ISR: now neither 1 nor 2 may stop until it
     // is back.
     let epoch = s.topics["roomy"].partitions[0].leader_epoch;
@@ -383,6 +386,17 @@ fn partitions_at_their_min_isr_with_a_replica_to_spare_are_at_risk() {
     })
     .unwrap();
     assert_eq!([1, 2, 3].map(|b| s.min_isr_at_risk(b)), [1, 1, 0]);
+    assert_eq!((s.at_min_isr(), s.under_min_isr()), (1, 1));
+    // One more replica out: acks=all writes to `roomy` now fail.
+    let epoch = s.topics["roomy"].partitions[0].leader_epoch;
+    s.apply(Command::ChangeIsr {
+        topic: "roomy".into(),
+        partition: 0,
+        leader_epoch: epoch,
+        isr: vec![1],
+    })
+    .unwrap();
+    assert_eq!((s.at_min_isr(), s.under_min_isr()), (0, 2));
 }
 
 #[test]
