@@ -210,13 +210,25 @@ def test_a_member_paused_past_its_session_cannot_move_committed_offsets_back(clu
     def committed_by(m):
         return [op for op in member_ops(m) if op["f"] == "commit" and op["type"] == "ok"]
 
+    def current_assignment(m):
+        ops = [op for op in member_ops(m) if op["f"] == "assign"]
+        return ops[-1]["assignment"] if ops else None
+
+    def committed_in_current_assignment(m):
+        a = current_assignment(m)
+        return [op for op in committed_by(m) if op["assignment"] == a]
+
+    # The group settles (both own partitions) and m0 has committed in the assignment
+    # it holds now: a pause during the first, transient assignment would leave it
+    # nothing to commit on waking.
     wait_for("both members own partitions", lambda: owns(m0) and owns(m1), 60)
-    wait_for("m0 committed", lambda: committed_by(m0), 30)
+    wait_for("m0 committed in its current assignment",
+             lambda: owns(m1) and committed_in_current_assignment(m0), 30)
     m0.pause()
     h.record("nemesis", "info", "nemesis", fault="pause-member", phase="start", target="m0")
     stopped_at = time.monotonic()
     wait_for("m1 owns every partition", lambda: len(owns(m1)) == PARTITIONS, 30)
-    paused_positions = {int(p): o for op in committed_by(m0) for p, o in op["offsets"].items()}
+    paused_positions = {int(p): o for op in committed_in_current_assignment(m0) for p, o in op["offsets"].items()}
 
     def m1_committed_past_m0():
         mine = {}

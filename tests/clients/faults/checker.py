@@ -203,34 +203,43 @@ def _check_reads(ops, r):
 
 
 def _check_commits(ops, r):
-    """Committed offsets only move forward. Acknowledged commits ordered by completion
-    and committed-offset reads ordered by invocation form one sequence per partition
-    that must never decrease: a read that began after a commit was acknowledged must
-    show at least that offset, and a commit acknowledged below an earlier one means
-    the coordinator accepted a stale member (our members only commit positions, which
-    a correct generation never moves back)."""
-    floor = {}  # (group, topic, partition) -> (offset, who set it)
+    """Committed offsets only move forward. An acknowledged commit and a completed
+    read of the committed offsets each set a floor from the moment they completed; a
+    read, or an acknowledged commit, that began after that must not show less. (A
+    read may be slow: its value held at some point between its invocation and its
+    completion, so it is judged against floors set before it began.) A commit
+    acknowledged below an earlier one means the coordinator accepted a stale member:
+    our members only commit positions, which a current generation never moves back."""
+    started = {}  # process -> invoke time of its commit in flight (members commit synchronously)
+    events = []  # (time, order, kind, op, start): floors set (0) before checks (1) at one time
     commits = rejected = 0
-    events = []
     for op in ops:
         if op["f"] == "commit":
+            if op["type"] == "invoke":
+                started[op["process"]] = op["time"]
+                continue
+            begin = started.pop(op["process"], op["time"])
             if op["type"] == "ok":
                 commits += 1
-                events.append((op["time"], "commit", op))
+                events.append((begin, 1, "commit", op, begin))
+                events.append((op["time"], 0, "commit", op, begin))
             elif op["type"] == "fail":
                 rejected += 1
         elif op["f"] == "committed" and op["type"] == "ok":
-            events.append((op["invoke_time"], "read", op))
-    events.sort(key=lambda e: e[0])
-    for _, kind, op in events:
+            events.append((op["invoke_time"], 1, "read", op, op["invoke_time"]))
+            events.append((op["time"], 0, "read", op, op["invoke_time"]))
+    events.sort(key=lambda e: (e[0], e[1]))
+    floor = {}  # (group, topic, partition) -> (offset, who, completed at)
+    for t, order, kind, op, begin in events:
         for p, o in _int_keys(op["offsets"]).items():
             if o < 0:
                 continue  # nothing committed on this partition yet
             key = (op["group"], op["topic"], p)
-            if key in floor and o < floor[key][0]:
-                r.add("commit-backwards", group=op["group"], topic=op["topic"], partition=p,
-                      offset=o, earlier=floor[key], by=f"{kind}:{op['process']}")
-            if o >= floor.get(key, (-1, None))[0]:
-                floor[key] = (o, f"{kind}:{op['process']}")
+            if order == 1:
+                if key in floor and o < floor[key][0]:
+                    r.add("commit-backwards", group=op["group"], topic=op["topic"], partition=p,
+                          offset=o, by=f"{kind}:{op['process']}", began=begin, earlier=floor[key])
+            elif o >= floor.get(key, (-1,))[0]:
+                floor[key] = (o, f"{kind}:{op['process']}", t)
     r.stats.update(commits=commits, commits_rejected=rejected,
-                   committed_reads=sum(1 for e in events if e[1] == "read"))
+                   committed_reads=sum(1 for e in events if e[2] == "read" and e[1] == 0))
