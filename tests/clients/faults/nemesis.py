@@ -13,6 +13,17 @@ PROCESS_FAULTS = ("kill-partition-leader", "kill-controller", "pause-broker", "p
 NET_FAULTS = ("cut-broker", "lossy-broker")
 
 
+def offsets_partition(group, partitions):
+    """The __consumer_offsets partition of an ASCII group id: Java's String.hashCode
+    modulo the partition count, as the broker computes it."""
+    h = 0
+    for ch in group:
+        h = (h * 31 + ord(ch)) & 0xFFFFFFFF
+    if h >= 1 << 31:
+        h -= 1 << 32
+    return 0 if h == -(1 << 31) else abs(h) % partitions
+
+
 def kinds(has_net):
     return PROCESS_FAULTS + (NET_FAULTS if has_net else ())
 
@@ -50,9 +61,19 @@ def schedule(seed, seconds, has_net, partitions, brokers, each_once=False):
 
 
 class Nemesis:
-    def __init__(self, cluster, history, topics, members=()):
+    def __init__(self, cluster, history, topics, members=(), spare_coordinator_of=None):
+        """`spare_coordinator_of`: a group whose coordinator `pause-broker` never
+        pauses (it pauses the next broker instead). Only for the short profile, because
+        pausing the coordinator hits a known broker anomaly (docs/reliability.md,
+        test_a_paused_coordinator_serves_no_stale_committed_offsets) that would make
+        every CI run depend on where the coordinator happened to land."""
         self.c, self.h, self.topics, self.members = cluster, history, topics, list(members)
+        self.spare = spare_coordinator_of
         self.applied = []
+
+    def coordinator(self, group):
+        d = self.c.cli("topic", "describe", "__consumer_offsets")
+        return d["partition_details"][offsets_partition(group, d["partitions"])]["leader"]
 
     def run(self, plan, recover_timeout=90):
         for kind, params in plan:
@@ -75,6 +96,8 @@ class Nemesis:
                 c.brokers[target].kill()
         elif kind == "pause-broker":
             target = params["broker"]
+            if self.spare and target == self.coordinator(self.spare):
+                target = c.ids[(c.ids.index(target) + 1) % len(c.ids)]
             c.brokers[target].pause()
         elif kind == "cut-broker":
             target = params["broker"]
