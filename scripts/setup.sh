@@ -9,6 +9,8 @@ mkdir -p "$CACHE"
 
 need_apt=()
 command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
+# nft: the fault suite cuts links and drops packets between brokers with it.
+command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} with apt-get"

@@ -1,0 +1,245 @@
+"""The checker: pure functions over a history (a list of operation dicts, see
+history.py) that return the anomalies it contains. Nothing here talks to a broker, so
+test_fault_checker.py feeds it hand-written histories holding each anomaly.
+
+Operations it reads (others are ignored):
+  send     invoke {value, seq, idempotent}; ok {topic, partition, offset, value};
+           fail / info {value, error} (info: may or may not have been written)
+  read     ok {process, topic, partition, offset, value, assignment} - a group
+           member's poll; `assignment` counts the member's assignments, so offsets are
+           compared only within one assignment
+  final    ok {topic, partition, offset, value} - the final read from offset 0 after
+           healing, by a fresh consumer
+  final-end info {topic, partition, high} - the high watermark the final read reached
+  commit   invoke / ok / fail {group, topic, offsets: {partition: offset}}
+  committed ok {group, topic, offsets, invoke_time} - a committed-offsets read
+
+Anomaly classes (the keys of the result):
+  lost                  an acknowledged write is not in the final read
+  ack-mismatch          the final read holds a different value at the acknowledged
+                        offset (the write is elsewhere, or overwritten)
+  duplicate             an idempotent producer's value is in the log more than once
+  inconsistent-offset   two observers saw different values at one partition offset
+  phantom               a value in the log that no producer ever tried to send
+  producer-reorder      an idempotent producer's writes to a partition are in the log
+                        in another order than they were sent
+  consumer-backwards    within one assignment a member read an offset not above the
+                        previous one it read of that partition
+  consumer-skip         within one assignment a member jumped over offsets that the
+                        final read shows exist (it missed records)
+  commit-backwards      committed offsets read later were lower than ones read or
+                        acknowledged earlier
+"""
+from collections import defaultdict
+
+ANOMALIES = (
+    "lost",
+    "ack-mismatch",
+    "duplicate",
+    "inconsistent-offset",
+    "phantom",
+    "producer-reorder",
+    "consumer-backwards",
+    "consumer-skip",
+    "commit-backwards",
+)
+
+# Enough examples per class to debug from; the counts stay exact.
+MAX_EXAMPLES = 20
+
+
+class Result:
+    def __init__(self):
+        self.anomalies = {name: [] for name in ANOMALIES}
+        self.counts = {name: 0 for name in ANOMALIES}
+        self.stats = {}
+
+    def add(self, name, **example):
+        self.counts[name] += 1
+        if len(self.anomalies[name]) < MAX_EXAMPLES:
+            self.anomalies[name].append(example)
+
+    @property
+    def ok(self):
+        return not any(self.counts.values())
+
+    def found(self):
+        return {k: v for k, v in self.counts.items() if v}
+
+    def summary(self):
+        lines = [f"stats: {self.stats}"]
+        for name in ANOMALIES:
+            if self.counts[name]:
+                lines.append(f"{name}: {self.counts[name]}, e.g. {self.anomalies[name][:3]}")
+        return "\n".join(lines)
+
+
+def _int_keys(offsets):
+    return {int(p): int(o) for p, o in offsets.items()}
+
+
+def check(ops):
+    ops = sorted(ops, key=lambda op: op["time"])
+    r = Result()
+    _check_log(ops, r)
+    _check_reads(ops, r)
+    _check_commits(ops, r)
+    return r
+
+
+def _check_log(ops, r):
+    """Acknowledged writes against the final read, duplicates, phantoms, order."""
+    invoked = {}  # value -> send invoke op
+    acked = {}  # value -> send ok op
+    unknown = 0
+    failed = 0
+    final = {}  # (topic, partition) -> {offset: value}
+    for op in ops:
+        f, t = op["f"], op["type"]
+        if f == "send":
+            if t == "invoke":
+                invoked[op["value"]] = op
+            elif t == "ok":
+                acked[op["value"]] = op
+            elif t == "info":
+                unknown += 1
+            elif t == "fail":
+                failed += 1
+        elif f == "final" and t == "ok":
+            final.setdefault((op["topic"], op["partition"]), {})[op["offset"]] = op["value"]
+
+    where = defaultdict(list)  # value -> [(topic, partition, offset)] in the final read
+    for (topic, p), log in final.items():
+        for o, v in log.items():
+            where[v].append((topic, p, o))
+
+    for v, ok in acked.items():
+        log = final.get((ok["topic"], ok["partition"]), {})
+        at = log.get(ok["offset"])
+        if at == v:
+            continue
+        if not where.get(v):
+            r.add("lost", value=v, topic=ok["topic"], partition=ok["partition"], offset=ok["offset"],
+                  final_value_at_offset=at)
+        else:
+            r.add("ack-mismatch", value=v, acked=(ok["topic"], ok["partition"], ok["offset"]),
+                  final_value_at_offset=at, found_at=where[v])
+
+    for v, places in where.items():
+        inv = invoked.get(v)
+        if inv is None:
+            r.add("phantom", value=v, at=places)
+            continue
+        if len(places) > 1 and inv.get("idempotent"):
+            r.add("duplicate", value=v, process=inv["process"], at=sorted(places))
+
+    # Per idempotent producer and partition: log order must follow send order.
+    by_producer = defaultdict(list)  # (process, topic, partition) -> [(offset, seq, value)]
+    for v, places in where.items():
+        inv = invoked.get(v)
+        if inv is None or not inv.get("idempotent"):
+            continue
+        topic, p, o = min(places)
+        by_producer[(inv["process"], topic, p)].append((o, inv["seq"], v))
+    for (process, topic, p), writes in by_producer.items():
+        writes.sort()
+        for (o1, s1, v1), (o2, s2, v2) in zip(writes, writes[1:]):
+            if s2 < s1:
+                r.add("producer-reorder", process=process, topic=topic, partition=p,
+                      earlier=(o1, v1), later=(o2, v2))
+
+    r.stats.update(
+        sends=len(invoked), acked=len(acked), unknown=unknown, failed=failed,
+        final_records=sum(len(log) for log in final.values()),
+    )
+
+
+def _check_reads(ops, r):
+    """One value per offset across every observer; member reads move forward."""
+    seen = {}  # (topic, partition, offset) -> (value, who)
+    final_offsets = defaultdict(set)
+
+    def observe(topic, p, o, v, who):
+        key = (topic, p, o)
+        if key in seen and seen[key][0] != v:
+            r.add("inconsistent-offset", topic=topic, partition=p, offset=o,
+                  values=[seen[key], (v, who)])
+        else:
+            seen.setdefault(key, (v, who))
+
+    for op in ops:
+        if op["type"] != "ok":
+            continue
+        if op["f"] == "send":
+            observe(op["topic"], op["partition"], op["offset"], op["value"], f"ack:{op['process']}")
+        elif op["f"] == "final":
+            observe(op["topic"], op["partition"], op["offset"], op["value"], "final")
+            final_offsets[(op["topic"], op["partition"])].add(op["offset"])
+        elif op["f"] == "read":
+            observe(op["topic"], op["partition"], op["offset"], op["value"], f"read:{op['process']}")
+
+    last = {}  # (process, assignment, topic, partition) -> offset
+    reads = 0
+    for op in ops:
+        if op["f"] != "read" or op["type"] != "ok":
+            continue
+        reads += 1
+        key = (op["process"], op["assignment"], op["topic"], op["partition"])
+        o = op["offset"]
+        if key in last:
+            prev = last[key]
+            if o <= prev:
+                r.add("consumer-backwards", process=op["process"], assignment=op["assignment"],
+                      topic=op["topic"], partition=op["partition"], previous=prev, offset=o)
+            else:
+                present = final_offsets.get((op["topic"], op["partition"]), set())
+                missed = [x for x in range(prev + 1, o) if x in present]
+                if missed:
+                    r.add("consumer-skip", process=op["process"], assignment=op["assignment"],
+                          topic=op["topic"], partition=op["partition"], previous=prev, offset=o,
+                          missed=missed[:10])
+        last[key] = max(o, last.get(key, o))
+    r.stats["reads"] = reads
+
+
+def _check_commits(ops, r):
+    """Committed offsets only move forward. An acknowledged commit and a completed
+    read of the committed offsets each set a floor from the moment they completed; a
+    read, or an acknowledged commit, that began after that must not show less. (A
+    read may be slow: its value held at some point between its invocation and its
+    completion, so it is judged against floors set before it began.) A commit
+    acknowledged below an earlier one means the coordinator accepted a stale member:
+    our members only commit positions, which a current generation never moves back."""
+    started = {}  # process -> invoke time of its commit in flight (members commit synchronously)
+    events = []  # (time, order, kind, op, start): floors set (0) before checks (1) at one time
+    commits = rejected = 0
+    for op in ops:
+        if op["f"] == "commit":
+            if op["type"] == "invoke":
+                started[op["process"]] = op["time"]
+                continue
+            begin = started.pop(op["process"], op["time"])
+            if op["type"] == "ok":
+                commits += 1
+                events.append((begin, 1, "commit", op, begin))
+                events.append((op["time"], 0, "commit", op, begin))
+            elif op["type"] == "fail":
+                rejected += 1
+        elif op["f"] == "committed" and op["type"] == "ok":
+            events.append((op["invoke_time"], 1, "read", op, op["invoke_time"]))
+            events.append((op["time"], 0, "read", op, op["invoke_time"]))
+    events.sort(key=lambda e: (e[0], e[1]))
+    floor = {}  # (group, topic, partition) -> (offset, who, completed at)
+    for t, order, kind, op, begin in events:
+        for p, o in _int_keys(op["offsets"]).items():
+            if o < 0:
+                continue  # nothing committed on this partition yet
+            key = (op["group"], op["topic"], p)
+            if order == 1:
+                if key in floor and o < floor[key][0]:
+                    r.add("commit-backwards", group=op["group"], topic=op["topic"], partition=p,
+                          offset=o, by=f"{kind}:{op['process']}", began=begin, earlier=floor[key])
+            elif o >= floor.get(key, (-1,))[0]:
+                floor[key] = (o, f"{kind}:{op['process']}", t)
+    r.stats.update(commits=commits, commits_rejected=rejected,
+                   committed_reads=sum(1 for e in events if e[2] == "read" and e[1] == 0))

@@ -1,0 +1,171 @@
+"""The fault suite's checker on hand-written histories: a clean one passes, and each
+anomaly class is found in a history that holds exactly that anomaly (so a fault run
+that reports 0 anomalies means something)."""
+from faults.checker import check
+
+T = "t"
+
+
+class H:
+    """Builds a history with increasing times."""
+
+    def __init__(self):
+        self.ops = []
+        self.clock = 0.0
+
+    def op(self, process, type_, f, **fields):
+        self.clock += 1
+        self.ops.append({"time": self.clock, "process": process, "type": type_, "f": f, **fields})
+        return self
+
+    def send(self, process, seq, p, o, idempotent=True, outcome="ok"):
+        v = f"{process}:{seq}"
+        self.op(process, "invoke", "send", topic=T, value=v, seq=seq, idempotent=idempotent)
+        if outcome == "ok":
+            self.op(process, "ok", "send", topic=T, value=v, partition=p, offset=o)
+        else:
+            self.op(process, outcome, "send", topic=T, value=v, error="timed out")
+        return self
+
+    def final(self, p, values):
+        for o, v in enumerate(values):
+            self.op("final", "ok", "final", topic=T, partition=p, offset=o, value=v)
+        return self
+
+    def read(self, process, assignment, p, o, v):
+        return self.op(process, "ok", "read", topic=T, partition=p, offset=o, value=v, assignment=assignment)
+
+    def commit(self, process, offsets, outcome="ok"):
+        self.op(process, "invoke", "commit", group="g", topic=T, offsets=offsets)
+        return self.op(process, outcome, "commit", group="g", topic=T, offsets=offsets)
+
+    def committed(self, offsets, invoked=None):
+        """A read of the committed offsets; `invoked` backdates its start (a slow read)."""
+        self.clock += 1
+        t = self.clock if invoked is None else invoked
+        return self.op("monitor", "ok", "committed", group="g", topic=T, offsets=offsets, invoke_time=t)
+
+
+def clean():
+    h = H()
+    h.send("a", 0, 0, 0).send("a", 1, 0, 1).send("b", 0, 1, 0)
+    h.send("a", 2, 0, 2, outcome="info")  # unknown outcome: may be present
+    h.read("m1", 1, 0, 0, "a:0").read("m1", 1, 0, 1, "a:1")
+    h.commit("m1", {"0": 2}).committed({"0": 2})
+    h.read("m1", 2, 0, 1, "a:1")  # a new assignment may re-read from the commit
+    h.final(0, ["a:0", "a:1"]).final(1, ["b:0"])
+    return h
+
+
+def found(h):
+    return check(h.ops).found()
+
+
+def test_a_clean_history_has_no_anomalies():
+    r = check(clean().ops)
+    assert r.ok, r.summary()
+    assert r.stats["acked"] == 3 and r.stats["unknown"] == 1 and r.stats["reads"] == 3
+
+
+def test_an_acknowledged_write_missing_from_the_final_read_is_lost():
+    h = H().send("a", 0, 0, 0).send("a", 1, 0, 1).final(0, ["a:0"])
+    assert found(h) == {"lost": 1}
+
+
+def test_a_write_of_unknown_outcome_may_be_missing():
+    h = H().send("a", 0, 0, 0).send("a", 1, 0, 1, outcome="info").send("a", 2, 0, 1, outcome="fail")
+    assert found(h.final(0, ["a:0"])) == {}
+
+
+def test_an_acknowledged_offset_holding_another_value_is_a_mismatch():
+    # a:1 was acknowledged at offset 1 but the log has it at 2 (and a:2 at 1).
+    h = H().send("a", 0, 0, 0).send("a", 1, 0, 1).send("a", 2, 0, 2, outcome="info")
+    h.final(0, ["a:0", "a:2", "a:1"])
+    got = found(h)
+    assert got["ack-mismatch"] == 1, got
+    assert "lost" not in got
+
+
+def test_an_idempotent_value_twice_in_the_log_is_a_duplicate():
+    h = H().send("a", 0, 0, 0).send("a", 1, 0, 1).final(0, ["a:0", "a:1", "a:1"])
+    assert found(h) == {"duplicate": 1}
+
+
+def test_duplicates_of_a_producer_without_idempotence_are_allowed():
+    h = H().send("a", 0, 0, 0, idempotent=False).final(0, ["a:0", "a:0"])
+    assert found(h) == {}
+
+
+def test_a_value_nobody_sent_is_a_phantom():
+    h = H().send("a", 0, 0, 0).final(0, ["a:0", "x:9"])
+    assert found(h) == {"phantom": 1}
+
+
+def test_two_observers_with_different_values_at_one_offset_are_inconsistent():
+    h = H().send("a", 0, 0, 0).send("a", 1, 0, 1, outcome="info")
+    h.read("m1", 1, 0, 0, "a:1")  # a member saw a:1 where the log (and the ack) has a:0
+    h.final(0, ["a:0", "a:1"])
+    assert found(h) == {"inconsistent-offset": 1}
+
+
+def test_idempotent_writes_out_of_send_order_are_a_reorder():
+    h = H().send("a", 0, 0, 1, outcome="info").send("a", 1, 0, 0, outcome="info")
+    h.final(0, ["a:1", "a:0"])
+    assert found(h) == {"producer-reorder": 1}
+
+
+def test_a_member_reading_backwards_within_an_assignment_is_found():
+    h = H().send("a", 0, 0, 0).send("a", 1, 0, 1)
+    h.read("m1", 1, 0, 0, "a:0").read("m1", 1, 0, 1, "a:1").read("m1", 1, 0, 0, "a:0")
+    h.final(0, ["a:0", "a:1"])
+    assert found(h) == {"consumer-backwards": 1}
+
+
+def test_a_member_jumping_over_records_within_an_assignment_skipped_them():
+    h = H().send("a", 0, 0, 0).send("a", 1, 0, 1).send("a", 2, 0, 2)
+    h.read("m1", 1, 0, 0, "a:0").read("m1", 1, 0, 2, "a:2")
+    h.final(0, ["a:0", "a:1", "a:2"])
+    assert found(h) == {"consumer-skip": 1}
+
+
+def test_committed_offsets_read_lower_than_before_went_backwards():
+    h = H().send("a", 0, 0, 0).final(0, ["a:0"])
+    h.committed({"0": 5}).committed({"0": 3})
+    assert found(h) == {"commit-backwards": 1}
+
+
+def test_a_read_lower_than_an_acknowledged_commit_went_backwards():
+    h = H().send("a", 0, 0, 0).final(0, ["a:0"])
+    h.commit("m1", {"0": 7}).committed({"0": 4})
+    assert found(h) == {"commit-backwards": 1}
+
+
+def test_a_stale_commit_accepted_below_the_current_one_went_backwards():
+    h = H().send("a", 0, 0, 0).final(0, ["a:0"])
+    h.commit("m2", {"0": 9}).commit("m1", {"0": 4})
+    assert found(h) == {"commit-backwards": 1}
+
+
+def test_a_rejected_stale_commit_is_not_an_anomaly():
+    h = H().send("a", 0, 0, 0).final(0, ["a:0"])
+    h.commit("m2", {"0": 9}).commit("m1", {"0": 4}, outcome="fail").committed({"0": 9})
+    r = check(h.ops)
+    assert r.ok, r.summary()
+    assert r.stats["commits_rejected"] == 1
+
+
+def test_a_slow_read_overlapping_later_commits_is_not_an_anomaly():
+    # The read began before m1's commits of 4 and 7 were acknowledged and returned 7:
+    # its value held at some moment before it completed, so it sets no floor earlier.
+    h = H().send("a", 0, 0, 0).final(0, ["a:0"])
+    h.commit("m1", {"0": 4})
+    began = h.clock
+    h.commit("m1", {"0": 7}).committed({"0": 7}, invoked=began - 0.5)
+    r = check(h.ops)
+    assert r.ok, r.summary()
+
+
+def test_a_commit_begun_after_a_read_completed_must_not_be_lower():
+    h = H().send("a", 0, 0, 0).final(0, ["a:0"])
+    h.committed({"0": 7}).commit("m1", {"0": 5})
+    assert found(h) == {"commit-backwards": 1}

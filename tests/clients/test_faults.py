@@ -1,0 +1,296 @@
+"""Fault injection with a history checker (docs/reliability.md).
+
+A 3-broker cluster, each broker in its own network namespace when this host allows
+it, is driven by idempotent acks=all producers and a consumer group while a nemesis
+kills, pauses, cuts off and degrades brokers and pauses group members on a schedule
+drawn from a seed. Every operation goes into a history; after healing, a fresh
+consumer reads every partition from offset 0 and faults/checker.py looks for lost,
+duplicated, reordered or inconsistent records and for offsets moving backwards.
+
+Short profile (default, runs in `make test`): fixed seeds, about 3 minutes.
+Long profile: STRATA_FAULT_PROFILE=long STRATA_FAULT_MINUTES=30 [STRATA_FAULT_SEED=n].
+Replay one seed of either profile with STRATA_FAULT_SEED=n."""
+import json
+import os
+import random
+import time
+
+import pytest
+
+from faults import history as hist
+from faults.checker import check
+from faults.cluster import FaultCluster
+from faults.nemesis import Nemesis, offsets_partition, schedule
+from faults.workload import CommittedReader, Member, Writer, final_read
+
+PROFILE = os.environ.get("STRATA_FAULT_PROFILE", "short")
+TOPIC = "faults"
+PARTITIONS = 3
+# One group id per test process: nothing outside this run can be a member.
+GROUP = f"fault-group-{os.getpid()}"
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    # STRATA_FAULT_NETNS=0 forces the loopback fallback (process faults only).
+    c = FaultCluster(tmp_path / "cluster", 3, use_netns=os.environ.get("STRATA_FAULT_NETNS", "1") != "0")
+    try:
+        c.start()
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def clients(cluster):
+    """Producers, members and readers a test made: stopped before the cluster goes,
+    also when the test failed half-way (a member left running would keep dialling
+    addresses that no longer exist)."""
+    made = []
+    yield made
+    for x in reversed(made):
+        try:
+            x.stop(timeout=10) if isinstance(x, Writer) else x.stop()
+        except Exception as e:  # noqa: BLE001 - teardown goes on with the others
+            print("teardown:", x, e)
+
+
+def create_topic(c, name=TOPIC, partitions=PARTITIONS):
+    c.cli("topic", "create", name, "--partitions", str(partitions), "--replication-factor", "3",
+          "--config", "min.insync.replicas=2")
+    deadline = time.monotonic() + 30
+    while not c.fully_replicated([name]):
+        assert time.monotonic() < deadline, "topic never fully replicated"
+        time.sleep(0.2)
+
+
+def wait_for(what, pred, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def acked(h):
+    return sum(1 for op in h.ops if op["f"] == "send" and op["type"] == "ok")
+
+
+def run_and_check(c, h, tmp, writers, members, reader, plan, spare_coordinator=False):
+    """Applies `plan`, stops the clients, reads everything back and checks the history."""
+    nemesis = Nemesis(c, h, [TOPIC, "__consumer_offsets"], members,
+                      spare_coordinator_of=GROUP if spare_coordinator else None)
+    started = time.monotonic()
+    try:
+        nemesis.run(plan)
+    finally:
+        # Whatever happened, heal first: the final read needs the whole cluster.
+        c.heal()
+    nemesis.wait_recovered(90)
+    for w in writers:
+        w.stop()
+    # Members catch up with the last writes before they stop, so their reads cover
+    # the end of the log too.
+    time.sleep(2)
+    for m in members:
+        m.stop()
+    if reader:
+        reader.stop()
+    final_read(h, c.bootstrap(), TOPIC, PARTITIONS)
+    ops = hist.load(h.path, *[m.history_path for m in members])
+    result = check(ops)
+    report = {
+        "faults": [(k, t, p["hold"]) for k, t, p in nemesis.applied],
+        "seconds": round(time.monotonic() - started, 1),
+        "operations": len(ops),
+        "netns": c.has_net or c.netns_reason,
+        "fatal_producer_errors": [f for w in writers for f in w.fatal],
+        **result.stats,
+        "anomalies": result.found(),
+    }
+    (tmp / "report.json").write_text(json.dumps(report, indent=1))
+    print("fault run:", json.dumps(report))
+    assert result.ok, f"anomalies (history {h.path}):\n{result.summary()}"
+    return report, result
+
+
+def random_fault_run(c, clients, tmp, seed, seconds, each_once):
+    print(f"fault seed {seed} (replay: STRATA_FAULT_SEED={seed}), {seconds}s of faults, netns: "
+          f"{c.has_net or c.netns_reason}")
+    create_topic(c)
+    h = hist.History(tmp / "history.jsonl")
+    writers = [Writer(h, f"w{i}", c.bootstrap(), TOPIC, PARTITIONS, rate=150).start() for i in range(2)]
+    members = [Member(tmp, f"m{i}", c.bootstrap(), TOPIC, GROUP) for i in range(2)]
+    reader = CommittedReader(h, c.bootstrap(), TOPIC, PARTITIONS, GROUP).start()
+    clients += [*writers, *members, reader]
+    wait_for("first acknowledged writes", lambda: acked(h) > 100, 30)
+    plan = schedule(seed, seconds, c.has_net, PARTITIONS, c.ids, each_once=each_once)
+    print("plan:", plan)
+    # The short profile spares the group coordinator from pause-broker (known anomaly,
+    # reproduced on its own below); the long profile pauses any broker.
+    report, _ = run_and_check(c, h, tmp, writers, members, reader, plan, spare_coordinator=each_once)
+    assert report["acked"] > 1000, report
+    assert report["reads"] > 0 and report["commits"] > 0, report
+    return report
+
+
+SHORT_SEEDS = [int(s) for s in os.environ.get("STRATA_FAULT_SEED", "20240501").split(",")]
+
+
+@pytest.mark.skipif(PROFILE != "short", reason="short profile only")
+@pytest.mark.parametrize("seed", SHORT_SEEDS)
+def test_seeded_faults_lose_duplicate_or_reorder_nothing(cluster, clients, tmp_path, seed):
+    # Every fault kind once (7 with namespaces, each ~2-11 s plus recovery).
+    random_fault_run(cluster, clients, tmp_path, seed, seconds=40, each_once=True)
+
+
+@pytest.mark.skipif(PROFILE != "long", reason="long profile: STRATA_FAULT_PROFILE=long")
+def test_long_random_faults(cluster, clients, tmp_path):
+    seed = int(os.environ.get("STRATA_FAULT_SEED", random.SystemRandom().randrange(1 << 31)))
+    minutes = float(os.environ.get("STRATA_FAULT_MINUTES", "30"))
+    random_fault_run(cluster, clients, tmp_path, seed, seconds=minutes * 60, each_once=False)
+
+
+@pytest.mark.skipif(PROFILE != "short", reason="short profile only")
+def test_idempotent_producer_with_5_in_flight_retries_across_leader_changes(cluster, clients, tmp_path):
+    """One partition, writes as fast as the producer goes with 5 requests in flight and
+    a short request timeout, so batches are outstanding when the leader dies and are
+    retried at the new leader, which must recognise the ones it already has. Where
+    namespaces exist the leader is first cut off from its followers, so its in-flight
+    batches are appended but not replicated when it is killed."""
+    c = cluster
+    create_topic(c, TOPIC, partitions=1)
+    h = hist.History(tmp_path / "history.jsonl")
+    w = Writer(h, "w", c.bootstrap(), TOPIC, 1, rate=2000,
+               conf={"linger.ms": 0, "request.timeout.ms": 2000, "retry.backoff.ms": 50}).start()
+    clients.append(w)
+    nemesis = Nemesis(c, h, [TOPIC])
+    wait_for("first acknowledged writes", lambda: acked(h) > 500, 30)
+    for round_ in range(3):
+        before = acked(h)
+        leader = c.leader(TOPIC, 0)
+        if c.has_net:
+            c.net.cut(leader, [i for i in c.ids if i != leader])
+            h.record("nemesis", "info", "nemesis", fault="cut-broker", phase="start", target=leader)
+            time.sleep(0.5)
+        c.brokers[leader].kill()
+        h.record("nemesis", "info", "nemesis", fault="kill-partition-leader", phase="start", target=leader)
+        wait_for("a new leader", lambda: c.leader(TOPIC, 0) not in (-1, leader), 30)
+        c.heal()
+        nemesis.wait_recovered(90)
+        wait_for("writes acknowledged by the new leader", lambda: acked(h) > before + 500, 60)
+    w.stop()
+    final_read(h, c.bootstrap(), TOPIC, 1)
+    result = check(hist.load(h.path))
+    print("fault run:", json.dumps({**result.stats, "anomalies": result.found(), "fatal": w.fatal}))
+    assert result.ok, result.summary()
+    assert not w.fatal, w.fatal
+    assert result.stats["unknown"] == 0, "a write failed although the producer could retry"
+
+
+@pytest.mark.skipif(PROFILE != "short", reason="short profile only")
+def test_a_member_paused_past_its_session_cannot_move_committed_offsets_back(cluster, clients, tmp_path):
+    """Member m0 is stopped (SIGSTOP) past its session timeout; the group rebalances,
+    m1 takes m0's partitions and commits beyond m0's position. Woken, m0 commits its
+    old positions at once: the coordinator must refuse that commit, and no read of
+    the committed offsets may ever go back."""
+    c = cluster
+    create_topic(c)
+    h = hist.History(tmp_path / "history.jsonl")
+    writer = Writer(h, "w", c.bootstrap(), TOPIC, PARTITIONS, rate=100).start()
+    m0 = Member(tmp_path, "m0", c.bootstrap(), TOPIC, GROUP)
+    m1 = Member(tmp_path, "m1", c.bootstrap(), TOPIC, GROUP)
+    reader = CommittedReader(h, c.bootstrap(), TOPIC, PARTITIONS, GROUP, interval=0.2).start()
+    clients += [writer, m0, m1, reader]
+
+    def member_ops(m):
+        return hist.load(m.history_path)
+
+    def owns(m):
+        ops = [op for op in member_ops(m) if op["f"] in ("assign", "revoke")]
+        return ops[-1]["partitions"] if ops and ops[-1]["f"] == "assign" else []
+
+    def committed_by(m):
+        return [op for op in member_ops(m) if op["f"] == "commit" and op["type"] == "ok"]
+
+    def current_assignment(m):
+        ops = [op for op in member_ops(m) if op["f"] == "assign"]
+        return ops[-1]["assignment"] if ops else None
+
+    def committed_in_current_assignment(m):
+        a = current_assignment(m)
+        return [op for op in committed_by(m) if op["assignment"] == a]
+
+    # The group settles (both own partitions) and m0 has committed in the assignment
+    # it holds now: a pause during the first, transient assignment would leave it
+    # nothing to commit on waking.
+    wait_for("both members own partitions", lambda: owns(m0) and owns(m1), 60)
+    wait_for("m0 committed in its current assignment",
+             lambda: owns(m1) and committed_in_current_assignment(m0), 30)
+    m0.pause()
+    h.record("nemesis", "info", "nemesis", fault="pause-member", phase="start", target="m0")
+    stopped_at = time.monotonic()
+    wait_for("m1 owns every partition", lambda: len(owns(m1)) == PARTITIONS, 30)
+    paused_positions = {int(p): o for op in committed_in_current_assignment(m0) for p, o in op["offsets"].items()}
+
+    def m1_committed_past_m0():
+        mine = {}
+        for op in committed_by(m1):
+            if op["time"] > stopped_at:
+                mine.update({int(p): o for p, o in op["offsets"].items()})
+        return all(mine.get(p, -1) > o for p, o in paused_positions.items())
+    wait_for("m1 committed past m0's positions", m1_committed_past_m0, 30)
+    m0.resume()
+    h.record("nemesis", "info", "nemesis", fault="pause-member", phase="healed", target="m0")
+    wait_for("m0's stale commit answered",
+             lambda: any(op["f"] == "commit" and op.get("stale") and op["type"] != "invoke"
+                         for op in member_ops(m0)), 30)
+    time.sleep(2)  # committed-offset reads after the stale commit
+    writer.stop()
+    m0.stop()
+    m1.stop()
+    reader.stop()
+    final_read(h, c.bootstrap(), TOPIC, PARTITIONS)
+    ops = hist.load(h.path, m0.history_path, m1.history_path)
+    stale = [op for op in ops if op["f"] == "commit" and op.get("stale") and op["type"] != "invoke"]
+    result = check(ops)
+    print("fault run:", json.dumps({**result.stats, "anomalies": result.found(), "stale": stale}))
+    assert result.ok, result.summary()
+    assert stale and all(op["type"] == "fail" for op in stale), stale
+
+
+@pytest.mark.skipif(PROFILE != "short", reason="short profile only")
+@pytest.mark.xfail(reason="known broker anomaly (docs/reliability.md): a coordinator woken from SIGSTOP "
+                          "answers OffsetFetch from its stale cache before it learns it was deposed")
+def test_a_paused_coordinator_serves_no_stale_committed_offsets(cluster, clients, tmp_path):
+    """The group coordinator is stopped past the broker session timeout while a reader
+    of committed offsets keeps asking it; the group moves to a new coordinator and
+    commits further. When the old coordinator wakes, the read queued on its socket
+    must not be answered with the offsets it had before it was stopped."""
+    c = cluster
+    create_topic(c)
+    h = hist.History(tmp_path / "history.jsonl")
+    writer = Writer(h, "w", c.bootstrap(), TOPIC, PARTITIONS, rate=100).start()
+    m0 = Member(tmp_path, "m0", c.bootstrap(), TOPIC, GROUP)
+    reader = CommittedReader(h, c.bootstrap(), TOPIC, PARTITIONS, GROUP, interval=0.2).start()
+    clients += [writer, m0, reader]
+    wait_for("commits", lambda: any(op["f"] == "commit" and op["type"] == "ok"
+                                    for op in hist.load(m0.history_path)), 60)
+    d = c.cli("topic", "describe", "__consumer_offsets")
+    coordinator = d["partition_details"][offsets_partition(GROUP, d["partitions"])]["leader"]
+    c.brokers[coordinator].pause()
+    h.record("nemesis", "info", "nemesis", fault="pause-broker", phase="start", target=coordinator)
+    time.sleep(9)  # past the broker session (3 s) and the member's session (6 s)
+    c.heal()
+    h.record("nemesis", "info", "nemesis", fault="pause-broker", phase="healed", target=coordinator)
+    Nemesis(c, h, [TOPIC, "__consumer_offsets"]).wait_recovered(90)
+    time.sleep(2)
+    writer.stop()
+    m0.stop()
+    reader.stop()
+    final_read(h, c.bootstrap(), TOPIC, PARTITIONS)
+    result = check(hist.load(h.path, m0.history_path))
+    print("fault run:", json.dumps({**result.stats, "anomalies": result.found(),
+                                    "examples": result.anomalies["commit-backwards"][:3]}))
+    assert result.ok, result.summary()
