@@ -113,11 +113,15 @@ async fn heartbeat(b: &Arc<Broker>) {
             now_ms: now,
         }
     };
+    let sent = std::time::Instant::now();
     match b.quorum.propose(cmd).await {
         Ok((index, _)) => {
             if !b.is_registered() && b.quorum.wait_applied(index, Duration::from_secs(10)).await {
                 b.set_registered();
                 b.reconcile().await;
+            }
+            if b.is_registered() && b.wait_reconciled(index).await {
+                b.renew_lease(sent);
             }
         }
         Err(e) => debug!(error = %e, "heartbeat not committed"),
@@ -161,7 +165,7 @@ async fn controller_round(b: &Arc<Broker>, leader_since: i64) {
     }
     for cmd in cmds {
         let what = format!("{cmd:?}");
-        match b.quorum.propose(cmd).await {
+        match b.quorum.propose_as_leader(cmd).await {
             Ok(_) => info!(command = %truncate(&what, 200), "controller applied"),
             Err(e) => {
                 warn!(command = %truncate(&what, 200), error = %e, "controller command failed")

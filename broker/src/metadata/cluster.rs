@@ -85,6 +85,12 @@ pub enum Command {
     },
     FenceBroker {
         id: i32,
+        /// The broker's last heartbeat as the controller saw it when it decided:
+        /// refused if the broker heartbeated since (a decision made from a stale
+        /// view, e.g. by a controller that was paused and has not yet noticed that it
+        /// was replaced). Absent in commands logged before this check existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_heartbeat_ms: Option<i64>,
     },
     SetDraining {
         id: i32,
@@ -405,8 +411,18 @@ impl ClusterState {
                     };
                 }
             }
-            Command::FenceBroker { id } => {
+            Command::FenceBroker {
+                id,
+                last_heartbeat_ms,
+            } => {
                 if let Some(b) = self.brokers.get_mut(&id) {
+                    if last_heartbeat_ms.is_some_and(|seen| b.last_heartbeat_ms > seen) {
+                        return Err(MetadataError::InvalidConfig(format!(
+                            "broker {id} heartbeated at {} after the fencing decision (saw {})",
+                            b.last_heartbeat_ms,
+                            last_heartbeat_ms.unwrap_or_default()
+                        )));
+                    }
                     b.status = BrokerStatus::Fenced;
                 }
                 // A fenced broker cannot stay in any ISR.
@@ -516,6 +532,25 @@ impl ClusterState {
                 partition,
                 leader,
             } => {
+                // An election is checked against the state it lands on, not only the
+                // one the controller decided from: a controller paused past its session
+                // once woke, computed elections from its old view and had them
+                // committed by the new controller, making a fenced broker outside the
+                // ISR leader and truncating acknowledged writes on the others.
+                let live = leader < 0 || self.is_live(leader);
+                let live_brokers: Vec<i32> = self
+                    .brokers
+                    .values()
+                    .filter(|b| b.status != BrokerStatus::Fenced)
+                    .map(|b| b.id)
+                    .collect();
+                let unclean_allowed = self.topics.get(&topic).is_some_and(|t| {
+                    t.record
+                        .configs
+                        .get("unclean.leader.election.enable")
+                        .map(String::as_str)
+                        == Some("true")
+                });
                 let p = self.partition_mut(&topic, partition)?;
                 if leader >= 0
                     && !p.replicas.contains(&leader)
@@ -523,6 +558,25 @@ impl ClusterState {
                 {
                     return Err(MetadataError::InvalidConfig(format!(
                         "broker {leader} is not a replica"
+                    )));
+                }
+                if !live {
+                    return Err(MetadataError::InvalidConfig(format!(
+                        "broker {leader} is fenced: it cannot lead {topic}-{partition}"
+                    )));
+                }
+                if leader < 0 {
+                    if let Some(r) = p.isr.iter().find(|r| live_brokers.contains(r)) {
+                        return Err(MetadataError::InvalidConfig(format!(
+                            "{topic}-{partition} has a live in-sync replica ({r}): not offline"
+                        )));
+                    }
+                }
+                if leader >= 0 && !p.isr.contains(&leader) && !unclean_allowed {
+                    return Err(MetadataError::InvalidConfig(format!(
+                        "broker {leader} is not in the ISR {:?} of {topic}-{partition} and \
+                         unclean.leader.election.enable is off",
+                        p.isr
                     )));
                 }
                 p.leader = leader;

@@ -262,6 +262,24 @@ impl Quorum {
         }
     }
 
+    /// Proposes a command as the controller: only while this broker is the Raft
+    /// leader, never forwarded. A controller decision is made from this broker's
+    /// view; if another broker leads now, that view may be stale, and forwarding the
+    /// decision would let the new leader commit it.
+    pub async fn propose_as_leader(&self, cmd: Command) -> Result<(u64, Applied), MetadataError> {
+        match self.raft.client_write(cmd).await {
+            Ok(resp) => resp
+                .data
+                .0
+                .map(|a| (resp.log_id.index, a))
+                .map_err(Into::into),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(
+                MetadataError::Quorum("no longer the controller: decision dropped".into()),
+            ),
+            Err(e) => Err(MetadataError::Quorum(e.to_string())),
+        }
+    }
+
     /// Waits until this broker has applied the log up to `index`.
     pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
         let mut rx = self.published.clone();

@@ -175,7 +175,10 @@ pub fn fence_and_elect(state: &ClusterState, now_ms: i64, timeout_ms: i64) -> Ve
         .map(|b| b.id)
         .collect();
     for id in &newly_fenced {
-        cmds.push(Command::FenceBroker { id: *id });
+        cmds.push(Command::FenceBroker {
+            id: *id,
+            last_heartbeat_ms: state.brokers.get(id).map(|b| b.last_heartbeat_ms),
+        });
     }
     let dead = |b: i32| newly_fenced.contains(&b) || !state.is_live(b);
     for (name, t) in &state.topics {

@@ -59,7 +59,10 @@ fn leader_failure_elects_an_in_sync_replica_with_a_new_epoch() {
         }
     }
     let cmds = fence_and_elect(&s, 10_500, 6_000);
-    assert!(cmds.contains(&Command::FenceBroker { id: dead }));
+    assert!(cmds.contains(&Command::FenceBroker {
+        id: dead,
+        last_heartbeat_ms: Some(0)
+    }));
     for c in cmds {
         s.apply(c).unwrap();
     }
@@ -325,13 +328,21 @@ fn a_broker_is_unregistered_only_once_stopped_and_empty() {
     let why = s.unregister_blocker(4).expect("still live");
     assert!(why.contains("still live"), "{why}");
     assert!(s.clone().apply(unregister.clone()).is_err());
-    s.apply(Command::FenceBroker { id: 4 }).unwrap();
+    s.apply(Command::FenceBroker {
+        id: 4,
+        last_heartbeat_ms: None,
+    })
+    .unwrap();
     assert_eq!(s.unregister_blocker(4), None);
     s.apply(unregister.clone()).unwrap();
     assert!(!s.brokers.contains_key(&4));
     assert!(s.apply(unregister).is_err(), "unknown now");
     // A fenced broker that still holds replicas stays.
-    s.apply(Command::FenceBroker { id: 3 }).unwrap();
+    s.apply(Command::FenceBroker {
+        id: 3,
+        last_heartbeat_ms: None,
+    })
+    .unwrap();
     let why = s.unregister_blocker(3).expect("holds replicas");
     assert!(why.contains("drain it first"), "{why}");
     // One that comes back registers anew.
@@ -571,7 +582,14 @@ fn remote_segments_commit_contiguously_and_only_from_the_current_leader_epoch() 
         *topic_id = Uuid::new_v4();
     }
     assert!(s.apply(wrong_id).is_err());
-    // An offline partition takes no commits.
+    // An offline partition (every replica fenced) takes no commits.
+    for id in [1, 2, 3] {
+        s.apply(Command::FenceBroker {
+            id,
+            last_heartbeat_ms: None,
+        })
+        .unwrap();
+    }
     s.apply(Command::ElectLeader {
         topic: "t".into(),
         partition: 0,
@@ -643,4 +661,100 @@ fn remote_retention_and_topic_deletion_go_through_the_state_machine() {
     })
     .unwrap();
     assert_eq!(s.remote_deletions.len(), 0);
+}
+
+/// The data loss the fault suite found: broker 3 led `t-0` and the quorum; it was
+/// paused past its session; broker 2 took over the quorum, fenced it, led `t-0` and
+/// acknowledged writes with ISR [1, 2]. When broker 3 woke, its controller round,
+/// computed from its pre-pause view, fenced 1 and 2 and elected itself, and the new
+/// controller committed that. The state machine must refuse such decisions.
+#[test]
+fn decisions_of_a_stale_controller_are_refused_by_the_state_machine() {
+    let mut s = state_with(&[(1, ""), (2, ""), (3, "")]);
+    let a = vec![vec![3, 1, 2]];
+    s.apply(Command::CreateTopic {
+        record: topic("t", 1, 3),
+        assignment: a,
+    })
+    .unwrap();
+    assert_eq!(s.topics["t"].partitions[0].leader, 3);
+    // What broker 3 saw before its pause: everyone heartbeated at 0.
+    let stale = s.clone();
+    // Meanwhile: 1 and 2 heartbeat, 3 is fenced and 1 leads with ISR [1, 2].
+    for id in [1, 2] {
+        s.apply(Command::Heartbeat { id, now_ms: 9_000 }).unwrap();
+    }
+    let cmds = fence_and_elect(&s, 9_000, 6_000);
+    for c in cmds {
+        s.apply(c).unwrap();
+    }
+    let p = s.topics["t"].partitions[0].clone();
+    assert_eq!((p.leader, p.isr.contains(&3)), (1, false), "{p:?}");
+
+    // Broker 3 wakes and decides from its stale view at 9 500 ms (a controller
+    // counts itself alive, as controller_round does).
+    let mut stale = stale;
+    stale.brokers.get_mut(&3).unwrap().last_heartbeat_ms = 9_500;
+    let stale_cmds = fence_and_elect(&stale, 9_500, 6_000);
+    assert!(stale_cmds
+        .iter()
+        .any(|c| matches!(c, Command::FenceBroker { id: 1, .. })));
+    let mut s2 = s.clone();
+    for c in stale_cmds {
+        let _ = s2.apply(c);
+    }
+    // Nothing it decided took effect: 1 and 2 heartbeated since, and 3 is fenced
+    // and out of the ISR, so it cannot be elected.
+    assert!(s2.is_live(1) && s2.is_live(2));
+    assert_eq!(s2.topics["t"].partitions[0], p);
+    let e = s2
+        .apply(Command::ElectLeader {
+            topic: "t".into(),
+            partition: 0,
+            leader: 3,
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("fenced"), "{e}");
+    // Nor can a stale view take a partition with a live in-sync replica offline.
+    let e = s2
+        .apply(Command::ElectLeader {
+            topic: "t".into(),
+            partition: 0,
+            leader: -1,
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("live in-sync replica"), "{e}");
+}
+
+#[test]
+fn an_election_outside_the_isr_needs_unclean_election() {
+    let mut s = state_with(&[(1, ""), (2, "")]);
+    s.apply(Command::CreateTopic {
+        record: topic("t", 1, 2),
+        assignment: vec![vec![1, 2]],
+    })
+    .unwrap();
+    s.apply(Command::ChangeIsr {
+        topic: "t".into(),
+        partition: 0,
+        leader_epoch: 0,
+        isr: vec![1],
+    })
+    .unwrap();
+    let elect2 = Command::ElectLeader {
+        topic: "t".into(),
+        partition: 0,
+        leader: 2,
+    };
+    let e = s.clone().apply(elect2.clone()).unwrap_err();
+    assert!(e.to_string().contains("not in the ISR"), "{e}");
+    // With unclean election on, the out-of-sync replica may lead.
+    s.topics
+        .get_mut("t")
+        .unwrap()
+        .record
+        .configs
+        .insert("unclean.leader.election.enable".into(), "true".into());
+    s.apply(elect2).unwrap();
+    assert_eq!(s.topics["t"].partitions[0].isr, vec![2]);
 }
