@@ -108,6 +108,9 @@ pub struct Broker {
     registered: AtomicBool,
     /// Metadata log index the local replicas were last reconciled with.
     reconciled_index: AtomicU64,
+    /// When this broker sent the newest heartbeat that the quorum committed and that
+    /// this broker has applied and reconciled since: see [`Broker::holds_lease`].
+    lease_from: parking_lot::Mutex<Option<std::time::Instant>>,
     clean_start: bool,
 }
 
@@ -178,6 +181,7 @@ impl Broker {
             reconcile_lock: AsyncMutex::new(()),
             registered: AtomicBool::new(false),
             reconciled_index: AtomicU64::new(0),
+            lease_from: parking_lot::Mutex::new(None),
             clean_start: clean,
         });
         broker.metrics.register_group_lag(Arc::downgrade(&broker));
@@ -194,6 +198,41 @@ impl Broker {
     /// Whether this broker has registered with the controller and caught up.
     pub fn is_registered(&self) -> bool {
         self.registered.load(Ordering::Acquire)
+    }
+
+    /// Records that a heartbeat sent at `sent` was committed, and that this broker's
+    /// replicas and groups reflect the metadata up to it.
+    pub fn renew_lease(&self, sent: std::time::Instant) {
+        let mut lease = self.lease_from.lock();
+        if lease.is_none_or(|t| t < sent) {
+            *lease = Some(sent);
+        }
+    }
+
+    /// Whether this broker may still act on what its metadata says it owns (the
+    /// groups it coordinates). The controller fences a broker whose heartbeats stop
+    /// for `broker_session_timeout_ms` and only then moves its leaderships, so until
+    /// a session (less one heartbeat interval, for clock skew) has passed since the
+    /// last heartbeat it knows was committed, nobody else can own them. A broker
+    /// paused or cut off for longer must not answer from its old view (it served a
+    /// group's committed offsets from before the pause while a new coordinator
+    /// already had newer ones) until a new heartbeat is committed and applied, which
+    /// also brings it the elections it missed.
+    pub fn holds_lease(&self) -> bool {
+        let margin = self
+            .config
+            .broker_session_timeout_ms
+            .saturating_sub(self.config.broker_heartbeat_interval_ms as i64)
+            .max(0) as u64;
+        self.lease_from
+            .lock()
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(margin))
+    }
+
+    /// Whether this broker coordinates `group` now: it leads the group's
+    /// `__consumer_offsets` partition and holds its lease.
+    pub fn coordinates(&self, group: &str) -> bool {
+        self.holds_lease() && self.groups.is_coordinator(group)
     }
 
     /// Ready to serve clients: registered, and the group coordinator's topic exists.
@@ -385,14 +424,16 @@ impl Broker {
         Ok(())
     }
 
-    /// Waits (bounded) until the local replicas reflect metadata up to `index`.
-    pub async fn wait_reconciled(&self, index: u64) {
+    /// Waits (bounded, 5 s) until the local replicas reflect metadata up to `index`;
+    /// false when they do not yet.
+    pub async fn wait_reconciled(&self, index: u64) -> bool {
         for _ in 0..500 {
             if self.reconciled_index.load(Ordering::Acquire) >= index {
-                return;
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        false
     }
 
     /// Proposes `cmd` and waits (up to 5 s) until this broker applied it, so an

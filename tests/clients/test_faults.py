@@ -77,10 +77,9 @@ def acked(h):
     return sum(1 for op in h.ops if op["f"] == "send" and op["type"] == "ok")
 
 
-def run_and_check(c, h, tmp, writers, members, reader, plan, spare_coordinator=False):
+def run_and_check(c, h, tmp, writers, members, reader, plan):
     """Applies `plan`, stops the clients, reads everything back and checks the history."""
-    nemesis = Nemesis(c, h, [TOPIC, "__consumer_offsets"], members,
-                      spare_coordinator_of=GROUP if spare_coordinator else None)
+    nemesis = Nemesis(c, h, [TOPIC, "__consumer_offsets"], members)
     started = time.monotonic()
     try:
         nemesis.run(plan)
@@ -127,9 +126,7 @@ def random_fault_run(c, clients, tmp, seed, seconds, each_once):
     wait_for("first acknowledged writes", lambda: acked(h) > 100, 30)
     plan = schedule(seed, seconds, c.has_net, PARTITIONS, c.ids, each_once=each_once)
     print("plan:", plan)
-    # The short profile spares the group coordinator from pause-broker (known anomaly,
-    # reproduced on its own below); the long profile pauses any broker.
-    report, _ = run_and_check(c, h, tmp, writers, members, reader, plan, spare_coordinator=each_once)
+    report, _ = run_and_check(c, h, tmp, writers, members, reader, plan)
     assert report["acked"] > 1000, report
     assert report["reads"] > 0 and report["commits"] > 0, report
     return report
@@ -261,8 +258,6 @@ def test_a_member_paused_past_its_session_cannot_move_committed_offsets_back(clu
 
 
 @pytest.mark.skipif(PROFILE != "short", reason="short profile only")
-@pytest.mark.xfail(reason="known broker anomaly (docs/reliability.md): a coordinator woken from SIGSTOP "
-                          "answers OffsetFetch from its stale cache before it learns it was deposed")
 def test_a_paused_coordinator_serves_no_stale_committed_offsets(cluster, clients, tmp_path):
     """The group coordinator is stopped past the broker session timeout while a reader
     of committed offsets keeps asking it; the group moves to a new coordinator and

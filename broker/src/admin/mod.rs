@@ -171,7 +171,7 @@ impl AdminService {
 
     /// The admin client of the broker coordinating `group`, when that is not this one.
     fn coordinator_client(&self, group: &str) -> Result<Option<AdminClient<Channel>>, Status> {
-        if self.broker.groups.is_coordinator(group) {
+        if self.broker.coordinates(group) {
             return Ok(None);
         }
         let state = self.broker.cluster();

@@ -100,6 +100,9 @@ async fn read_once(
             let partition = match state {
                 None if version >= 13 => Err(ResponseError::UnknownTopicId),
                 None => Err(ResponseError::UnknownTopicOrPartition),
+                // Without a lease this broker's view may be one a pause or a network
+                // cut left behind: another broker may lead now and hold newer data.
+                Some(_) if !broker.holds_lease() => Err(ResponseError::NotLeaderOrFollower),
                 Some(s) => s.leader_of(fp.partition),
             };
             match partition {

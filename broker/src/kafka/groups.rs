@@ -127,7 +127,7 @@ pub async fn join_group(
         resp.error_code = ResponseError::InvalidGroupId.code();
         return resp;
     }
-    if !broker.groups.is_coordinator(&group_id) {
+    if !broker.coordinates(&group_id) {
         resp.error_code = ResponseError::NotCoordinator.code();
         return resp;
     }
@@ -209,7 +209,7 @@ pub async fn sync_group(
     version: i16,
 ) -> SyncGroupResponse {
     let mut resp = SyncGroupResponse::default();
-    if !broker.groups.is_coordinator(&req.group_id.0) {
+    if !broker.coordinates(&req.group_id.0) {
         resp.error_code = ResponseError::NotCoordinator.code();
         return resp;
     }
@@ -261,7 +261,7 @@ pub async fn heartbeat(
     _version: i16,
 ) -> HeartbeatResponse {
     let mut resp = HeartbeatResponse::default();
-    if !broker.groups.is_coordinator(&req.group_id.0) {
+    if !broker.coordinates(&req.group_id.0) {
         resp.error_code = ResponseError::NotCoordinator.code();
         return resp;
     }
@@ -284,7 +284,7 @@ pub async fn leave_group(
     version: i16,
 ) -> LeaveGroupResponse {
     let mut resp = LeaveGroupResponse::default();
-    if !broker.groups.is_coordinator(&req.group_id.0) {
+    if !broker.coordinates(&req.group_id.0) {
         resp.error_code = ResponseError::NotCoordinator.code();
         return resp;
     }
@@ -320,7 +320,7 @@ pub async fn describe_groups(
     for id in req.groups {
         let mut d = DescribedGroup::default();
         d.group_id = id.clone();
-        if !broker.groups.is_coordinator(&id.0) {
+        if !broker.coordinates(&id.0) {
             d.error_code = ResponseError::NotCoordinator.code();
             resp.groups.push(d);
             continue;
@@ -397,7 +397,7 @@ pub async fn delete_groups(
     let mut resp = DeleteGroupsResponse::default();
     for id in req.groups_names {
         let mut r = DeletableGroupResult::default();
-        r.error_code = if broker.groups.is_coordinator(&id.0) {
+        r.error_code = if broker.coordinates(&id.0) {
             code(broker.groups.delete_group(&id.0, now_ms()).await.err())
         } else {
             ResponseError::NotCoordinator.code()

@@ -38,6 +38,8 @@ pub async fn handle(
             pr.offset = -1;
             let partition = match &state {
                 None => Err(ResponseError::UnknownTopicOrPartition),
+                // As for Fetch: a stale leader would answer offsets a new one moved past.
+                Some(_) if !broker.holds_lease() => Err(ResponseError::NotLeaderOrFollower),
                 Some(s) => s.leader_of(lp.partition_index),
             };
             match partition {

@@ -31,7 +31,7 @@ pub async fn commit(
     let inst = req.group_instance_id.as_ref().map(|s| s.to_string());
     let group_error = if group_id.is_empty() {
         Some(ResponseError::InvalidGroupId)
-    } else if !broker.groups.is_coordinator(&group_id) {
+    } else if !broker.coordinates(&group_id) {
         Some(ResponseError::NotCoordinator)
     } else {
         match broker.groups.group(&group_id) {
@@ -167,7 +167,7 @@ pub async fn fetch(
             });
             let mut out = OffsetFetchResponseGroup::default();
             out.group_id = g.group_id.clone();
-            if !broker.groups.is_coordinator(&g.group_id.0) {
+            if !broker.coordinates(&g.group_id.0) {
                 out.error_code = ResponseError::NotCoordinator.code();
                 resp.groups.push(out);
                 continue;
@@ -195,7 +195,7 @@ pub async fn fetch(
         }
         return resp;
     }
-    if !broker.groups.is_coordinator(&req.group_id.0) {
+    if !broker.coordinates(&req.group_id.0) {
         resp.error_code = ResponseError::NotCoordinator.code();
         return resp;
     }
@@ -235,7 +235,7 @@ pub async fn delete(
 ) -> OffsetDeleteResponse {
     let mut resp = OffsetDeleteResponse::default();
     let group_id = req.group_id.0.to_string();
-    if !broker.groups.is_coordinator(&group_id) {
+    if !broker.coordinates(&group_id) {
         resp.error_code = ResponseError::NotCoordinator.code();
         return resp;
     }

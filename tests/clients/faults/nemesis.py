@@ -61,19 +61,9 @@ def schedule(seed, seconds, has_net, partitions, brokers, each_once=False):
 
 
 class Nemesis:
-    def __init__(self, cluster, history, topics, members=(), spare_coordinator_of=None):
-        """`spare_coordinator_of`: a group whose coordinator `pause-broker` never
-        pauses (it pauses the next broker instead). Only for the short profile, because
-        pausing the coordinator hits a known broker anomaly (docs/reliability.md,
-        test_a_paused_coordinator_serves_no_stale_committed_offsets) that would make
-        every CI run depend on where the coordinator happened to land."""
+    def __init__(self, cluster, history, topics, members=()):
         self.c, self.h, self.topics, self.members = cluster, history, topics, list(members)
-        self.spare = spare_coordinator_of
         self.applied = []
-
-    def coordinator(self, group):
-        d = self.c.cli("topic", "describe", "__consumer_offsets")
-        return d["partition_details"][offsets_partition(group, d["partitions"])]["leader"]
 
     def run(self, plan, recover_timeout=90):
         for kind, params in plan:
@@ -96,8 +86,6 @@ class Nemesis:
                 c.brokers[target].kill()
         elif kind == "pause-broker":
             target = params["broker"]
-            if self.spare and target == self.coordinator(self.spare):
-                target = c.ids[(c.ids.index(target) + 1) % len(c.ids)]
             c.brokers[target].pause()
         elif kind == "cut-broker":
             target = params["broker"]
