@@ -13,6 +13,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from conftest import BIN, BrokerProcess
+from faults.nemesis import offsets_partition
 
 CLI = Path(os.environ.get("STRATA_CLI_BIN", BIN.parent / "strata"))
 
@@ -380,17 +381,6 @@ def test_group_lag_covers_partitions_the_coordinator_holds_no_replica_of(cluster
         assert d["total_lag"] == 24
 
 
-def _offsets_partition(group, partitions):
-    """The __consumer_offsets partition of an ASCII group id (Java's String.hashCode
-    modulo the partition count, as the broker computes it)."""
-    h = 0
-    for ch in group:
-        h = (h * 31 + ord(ch)) & 0xFFFFFFFF
-    if h >= 1 << 31:
-        h -= 1 << 32
-    return 0 if h == -(1 << 31) else abs(h) % partitions
-
-
 def test_group_list_through_any_broker_lists_every_coordinators_groups(cluster_factory):
     """Each broker coordinates the groups of the __consumer_offsets partitions it leads;
     `strata group list` asked of any one of them lists the groups of all three."""
@@ -412,7 +402,7 @@ def test_group_list_through_any_broker_lists_every_coordinators_groups(cluster_f
     groups = {}
     for i in range(200):
         name = f"listed-{i}"
-        groups.setdefault(leader_of[_offsets_partition(name, n)], name)
+        groups.setdefault(leader_of[offsets_partition(name, n)], name)
         if len(groups) == 3:
             break
     assert len(groups) == 3, groups
