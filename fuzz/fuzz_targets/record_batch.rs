@@ -32,7 +32,9 @@ fn fix_crcs(buf: &mut [u8]) {
             buf[pos + LENGTH_AT + 2],
             buf[pos + LENGTH_AT + 3],
         ]);
-        let Ok(len) = usize::try_from(len) else { return };
+        let Ok(len) = usize::try_from(len) else {
+            return;
+        };
         let end = pos + 12 + len;
         if len < COVERED_FROM - 12 || end > buf.len() {
             return;
@@ -58,7 +60,10 @@ fuzz_target!(|data: &[u8]| {
     let mut count = 0u64;
     for h in records.batches() {
         assert!(h.records_count > 0);
-        assert_eq!(i64::from(h.last_offset_delta), i64::from(h.records_count) - 1);
+        assert_eq!(
+            i64::from(h.last_offset_delta),
+            i64::from(h.records_count) - 1
+        );
         bytes += h.total_len();
         count += h.records_count as u64;
     }
