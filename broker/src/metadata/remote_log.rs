@@ -183,7 +183,7 @@ impl RemoteLog {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn seg(base: i64, end: i64, ts: i64, size: u64) -> RemoteSegment {

@@ -134,13 +134,9 @@ impl Tier {
         }
     }
 
-    /// The first offset a client can read: the tier's start when it holds older data
-    /// than local disk.
+    /// The partition's log start offset (ListOffsets earliest): see [`log_start`].
     pub fn log_start_offset(&self, topic_id: &Uuid, p: &Partition, local_start: i64) -> i64 {
-        match self.remote_log(topic_id, p).start_offset() {
-            Some(s) if s < local_start => s,
-            _ => local_start,
-        }
+        log_start(&self.remote_log(topic_id, p), local_start)
     }
 
     /// One pass: remote data of deleted topics, then for every tiered partition led
@@ -454,9 +450,42 @@ fn is_topic_prefix(prefix: &str) -> bool {
     }
 }
 
+/// The log start offset of a tiered partition. Uploads begin at the oldest local
+/// segment and local copies are deleted only once uploaded, so the remote log's start
+/// is the log's start: lower than the local start when the tier holds older data, and
+/// higher when total retention has just removed the oldest segments from the tier
+/// while local retention, on its own schedule, has not yet deleted their local copies
+/// (as in Kafka, retention moves the log start at once; the files go later). With
+/// every remote segment expired, what retention reached bounds the start.
+pub fn log_start(remote: &RemoteLog, local_start: i64) -> i64 {
+    match (remote.start_offset(), remote.end_offset()) {
+        (Some(start), _) => start,
+        (None, Some(expired)) => local_start.max(expired),
+        (None, None) => local_start,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_starts_where_the_tier_starts_once_anything_was_uploaded() {
+        use crate::metadata::remote_log::tests::seg;
+        let mut remote = RemoteLog::default();
+        assert_eq!(log_start(&remote, 300), 300, "nothing tiered");
+        for (b, e) in [(0, 200), (200, 400), (400, 600)] {
+            remote.commit(seg(b, e, 0, 1)).unwrap();
+        }
+        assert_eq!(log_start(&remote, 300), 0, "the tier holds older data");
+        // Total retention removed the two oldest remote segments; local retention has
+        // not yet deleted the local copy that starts at 300: the log starts at 400.
+        remote.expire_through(400);
+        assert_eq!(log_start(&remote, 300), 400);
+        remote.expire_through(600);
+        assert_eq!(log_start(&remote, 300), 600, "every remote segment expired");
+        assert_eq!(log_start(&remote, 700), 700);
+    }
 
     #[test]
     fn only_whole_topic_prefixes_are_deleted() {
