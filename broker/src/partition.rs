@@ -867,10 +867,12 @@ mod tests {
         assert_eq!(leader.isr_change(now, lag_max), Some((1, vec![1])));
     }
 
-    #[test]
-    fn followers_drop_what_a_leader_checkpoint_replaced() {
-        let d1 = tempfile::tempdir().unwrap();
-        let d2 = tempfile::tempdir().unwrap();
+    /// Leader 1 and follower 2 in epoch 1, ISR [1, 2], with 200-byte segments (a few
+    /// batches each, so checkpoints and log-start moves cross segment boundaries).
+    fn small_segment_pair(
+        leader_dir: &std::path::Path,
+        follower_dir: &std::path::Path,
+    ) -> (Partition, Partition) {
         let small = LogConfig {
             segment_bytes: 200,
             ..LogConfig::default()
@@ -880,9 +882,16 @@ mod tests {
             let (appended, _) = watch::channel(0);
             Partition::new(Arc::from("t"), 0, log, me, Arc::new(appended))
         };
-        let (leader, follower) = (open(d1.path(), 1), open(d2.path(), 2));
+        let (leader, follower) = (open(leader_dir, 1), open(follower_dir, 2));
         leader.set_role(Role::Leader, 1, &[1, 2], &[1, 2], 0);
         follower.set_role(Role::Follower { leader: 1 }, 1, &[1, 2], &[1, 2], 0);
+        (leader, follower)
+    }
+
+    #[test]
+    fn followers_drop_what_a_leader_checkpoint_replaced() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (leader, follower) = small_segment_pair(d1.path(), d2.path());
         let follow = |read: FollowerRead| {
             if let FollowerRead::Data(snap) = read {
                 follower
@@ -917,20 +926,8 @@ mod tests {
 
     #[test]
     fn a_checkpoint_keeps_the_history_until_a_lagging_in_sync_follower_has_it() {
-        let d1 = tempfile::tempdir().unwrap();
-        let d2 = tempfile::tempdir().unwrap();
-        let small = LogConfig {
-            segment_bytes: 200,
-            ..LogConfig::default()
-        };
-        let open = |dir: &std::path::Path, me: i32| {
-            let log = PartitionLog::open(dir, small.clone(), true, 0).unwrap();
-            let (appended, _) = watch::channel(0);
-            Partition::new(Arc::from("t"), 0, log, me, Arc::new(appended))
-        };
-        let (leader, follower) = (open(d1.path(), 1), open(d2.path(), 2));
-        leader.set_role(Role::Leader, 1, &[1, 2], &[1, 2], 0);
-        follower.set_role(Role::Follower { leader: 1 }, 1, &[1, 2], &[1, 2], 0);
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (leader, follower) = small_segment_pair(d1.path(), d2.path());
         for i in 0..20 {
             leader.append(records(i), 0).unwrap();
             replicate(&leader, &follower, 2, 0);
