@@ -680,7 +680,7 @@ impl Broker {
         let now = now_ms();
         for t in self.all_topics() {
             for p in t.local() {
-                if let Err(e) = p.flush_if_due(now) {
+                if let Err(e) = p.sync_background(now) {
                     warn!(topic = %t.record.name, partition = p.index, error = %e, "flush failed");
                 }
             }

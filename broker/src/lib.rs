@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod alloc_guard;
 pub mod app;
+pub mod blocking;
 pub mod broker;
 pub mod config;
 pub mod group;

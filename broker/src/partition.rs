@@ -11,7 +11,8 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::log::{
-    AppendInfo, ClosedSegment, LogConfig, LogError, PartitionLog, ReadPlan, ValidatedRecords,
+    AppendInfo, ClosedSegment, LogConfig, LogError, PartitionLog, ReadMode, ReadPlan,
+    ValidatedRecords,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +110,18 @@ pub enum FollowerRead {
         epoch: i32,
         end_offset: i64,
     },
+}
+
+/// What a follower asks of one partition in a replica fetch.
+#[derive(Debug, Clone, Copy)]
+pub struct FollowerFetch {
+    pub replica: i32,
+    /// The leader epoch the follower believes in.
+    pub epoch: i32,
+    pub fetch_offset: i64,
+    /// The epoch of the follower's last batch (-1: none), to detect divergence.
+    pub last_fetched_epoch: i32,
+    pub max_bytes: usize,
 }
 
 impl Partition {
@@ -227,6 +240,11 @@ impl Partition {
             // Wake acks=all waiters and long polls so they re-check the role.
             self.high_watermark.send_modify(|_| {});
         }
+        drop(st);
+        // The new epoch's checkpoint entry, fsynced without the locks.
+        if let Err(e) = self.sync_if_wanted(now) {
+            tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "cannot fsync the leader epoch checkpoint");
+        }
     }
 
     /// Recomputes the leader's high watermark: the smallest log end offset in the
@@ -301,6 +319,7 @@ impl Partition {
         self.update_hw(&st, leo);
         drop(st);
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
+        self.sync_if_wanted(now_ms)?;
         Ok(info)
     }
 
@@ -380,8 +399,56 @@ impl Partition {
             let n = log.append_replicated(records, now_ms)?;
             (n, log.log_end_offset())
         };
+        drop(st);
         self.follower_hw(leader_hw, leo);
+        self.sync_if_wanted(now_ms)?;
         Ok(n)
+    }
+
+    /// Runs the log's pending fsyncs ([`PartitionLog::take_sync`]: rolled segments, a
+    /// changed epoch checkpoint, the active segment when `active` is set or a flush
+    /// policy asks) with no lock held, so nothing waits for the disk but the caller.
+    /// Must be called without the replica or log lock.
+    pub fn sync(&self, now_ms: i64, active: bool) -> Result<(), LogError> {
+        let job = self.log.lock().take_sync(now_ms, active)?;
+        let Some(job) = job else {
+            return Ok(());
+        };
+        let result = job.run();
+        self.log.lock().synced(&job, result.is_ok());
+        result.map_err(|source| {
+            tracing::error!(topic = %self.topic, partition = self.index, error = %source,
+                "fsync failed; this replica no longer counts anything as durable");
+            LogError::Io {
+                path: self.dir(),
+                source,
+            }
+        })
+    }
+
+    /// [`Partition::sync`] when the log asks for it (see [`PartitionLog::sync_wanted`]).
+    fn sync_if_wanted(&self, now_ms: i64) -> Result<(), LogError> {
+        if self.log.lock().sync_wanted() {
+            self.sync(now_ms, false)?;
+        }
+        Ok(())
+    }
+
+    /// The periodic flush: rolled segments, the epoch checkpoint, and the active
+    /// segment when `flush.ms` is due. Returns whether anything was fsynced.
+    pub fn sync_background(&self, now_ms: i64) -> Result<bool, LogError> {
+        let (active, wanted) = {
+            let log = self.log.lock();
+            (
+                log.flush_due(now_ms),
+                log.sync_wanted() || log.has_unsynced_segments(),
+            )
+        };
+        if !active && !wanted {
+            return Ok(false);
+        }
+        self.sync(now_ms, active)?;
+        Ok(true)
     }
 
     /// A follower's high watermark: the leader's, bounded by the local log end.
@@ -407,11 +474,18 @@ impl Partition {
     ) -> Result<(), LogError> {
         let st = self.replica.lock();
         Self::still_following(&st, leader, epoch)?;
-        self.truncate_to(offset)
+        self.truncate_locked(offset)?;
+        drop(st);
+        self.sync_if_wanted(crate::broker::now_ms())
     }
 
     /// Truncates the log at `offset`.
     pub fn truncate_to(&self, offset: i64) -> Result<(), LogError> {
+        self.truncate_locked(offset)?;
+        self.sync_if_wanted(crate::broker::now_ms())
+    }
+
+    fn truncate_locked(&self, offset: i64) -> Result<(), LogError> {
         let leo = {
             let mut log = self.log.lock();
             log.truncate_to(offset)?;
@@ -432,10 +506,10 @@ impl Partition {
     ) -> Result<(), LogError> {
         let st = self.replica.lock();
         Self::still_following(&st, leader, epoch)?;
-        let mut log = self.log.lock();
-        log.reset_to(offset, now_ms)?;
+        self.log.lock().reset_to(offset, now_ms)?;
         self.high_watermark.send_replace(offset);
-        Ok(())
+        drop(st);
+        self.sync_if_wanted(now_ms)
     }
 
     /// Drops local segments below the leader's log start
@@ -448,9 +522,20 @@ impl Partition {
         leader: i32,
         epoch: i32,
     ) -> Result<usize, LogError> {
-        let st = self.replica.lock();
-        Self::still_following(&st, leader, epoch)?;
-        self.log.lock().follow_log_start(leader_start, now_ms)
+        for attempt in 0..2 {
+            let st = self.replica.lock();
+            Self::still_following(&st, leader, epoch)?;
+            let mut log = self.log.lock();
+            let n = log.follow_log_start(leader_start)?;
+            if n > 0 || attempt == 1 || !log.sync_wanted() {
+                return Ok(n);
+            }
+            drop(log);
+            drop(st);
+            // What replaces the history is not on disk yet: fsync, then delete.
+            self.sync(now_ms, true)?;
+        }
+        Ok(0)
     }
 
     /// `(epoch, end)` of where `epoch` ends in the local log.
@@ -470,6 +555,32 @@ impl Partition {
         max_bytes: usize,
         now: i64,
     ) -> Result<FollowerRead, ResponseError> {
+        let read = FollowerFetch {
+            replica,
+            epoch,
+            fetch_offset,
+            last_fetched_epoch,
+            max_bytes,
+        };
+        self.serve_follower_with(read, now, ReadMode::Blocking)?
+            .ok_or(ResponseError::KafkaStorageError)
+    }
+
+    /// [`Partition::serve_follower`]; in `Cached` mode `None`, with nothing recorded,
+    /// when planning the read needs bytes the page cache does not hold.
+    pub fn serve_follower_with(
+        &self,
+        read: FollowerFetch,
+        now: i64,
+        mode: ReadMode,
+    ) -> Result<Option<FollowerRead>, ResponseError> {
+        let FollowerFetch {
+            replica,
+            epoch,
+            fetch_offset,
+            last_fetched_epoch,
+            max_bytes,
+        } = read;
         let mut st = self.replica.lock();
         if st.role != Role::Leader {
             return Err(ResponseError::NotLeaderOrFollower);
@@ -488,18 +599,20 @@ impl Partition {
         if last_fetched_epoch >= 0 {
             let (e, end) = log.epochs().end_offset_for(last_fetched_epoch, leo);
             if e >= 0 && (e != last_fetched_epoch || end < fetch_offset) {
-                return Ok(FollowerRead::Diverging {
+                return Ok(Some(FollowerRead::Diverging {
                     epoch: e,
                     end_offset: end,
-                });
+                }));
             }
         }
         if fetch_offset > leo || fetch_offset < log.log_start_offset() {
             return Err(ResponseError::OffsetOutOfRange);
         }
-        let plan = log
-            .plan_read(fetch_offset, max_bytes, true)
-            .map_err(|e| crate::kafka::log_error_code(&e))?;
+        let plan = match log.plan_read_with(fetch_offset, max_bytes, true, mode) {
+            Ok(plan) => plan,
+            Err(e) if e.would_block() => return Ok(None),
+            Err(e) => return Err(crate::kafka::log_error_code(&e)),
+        };
         let log_start = log.log_start_offset();
         drop(log);
         st.followers
@@ -507,11 +620,11 @@ impl Partition {
             .or_insert(FollowerProgress::new(0))
             .fetched(fetch_offset, leo, now);
         self.update_hw(&st, leo);
-        Ok(FollowerRead::Data(FetchSnapshot {
+        Ok(Some(FollowerRead::Data(FetchSnapshot {
             plan,
             high_watermark: self.high_watermark(),
             log_start_offset: log_start,
-        }))
+        })))
     }
 
     /// On the leader: the ISR this partition should have now (followers lagging more
@@ -569,9 +682,23 @@ impl Partition {
         max_bytes: usize,
         min_one: bool,
     ) -> Result<FetchSnapshot, LogError> {
+        self.fetch_with(offset, max_bytes, min_one, ReadMode::Blocking)
+    }
+
+    /// [`Partition::fetch`]; in `Cached` mode an I/O error of kind `WouldBlock`
+    /// ([`LogError::would_block`]) instead of waiting for the disk.
+    pub fn fetch_with(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+        mode: ReadMode,
+    ) -> Result<FetchSnapshot, LogError> {
         let hw = self.high_watermark();
         let log = self.log.lock();
-        let plan = log.plan_read(offset, max_bytes, min_one)?.limit(hw);
+        let plan = log
+            .plan_read_with(offset, max_bytes, min_one, mode)?
+            .limit(hw);
         Ok(FetchSnapshot {
             plan,
             high_watermark: hw,
@@ -622,10 +749,6 @@ impl Partition {
         self.log.lock().set_remote_end_offset(end)
     }
 
-    pub fn flush_if_due(&self, now_ms: i64) -> Result<bool, LogError> {
-        self.log.lock().flush_if_due(now_ms)
-    }
-
     pub fn closed_segments(&self) -> Vec<ClosedSegment> {
         self.log.lock().closed_segments()
     }
@@ -639,27 +762,49 @@ impl Partition {
     }
 
     /// Rolls, appends `records` (if any) as the new start of the live data, and
-    /// deletes every segment before them once the high watermark has passed them
-    /// (at once when this replica is the whole ISR; otherwise when the followers'
-    /// fetches move the high watermark). Returns how many segments were removed now.
+    /// deletes every segment before them once the checkpoint is on disk and the high
+    /// watermark has passed it (at once when this replica is the whole ISR; otherwise
+    /// when the followers' fetches move the high watermark). Returns how many
+    /// segments were removed now. [`Partition::write_checkpoint`] and
+    /// [`Partition::settle_checkpoint`] are its two halves, for a caller that holds a
+    /// lock of its own while writing and must not fsync under it.
     pub fn checkpoint(
         &self,
         records: Option<ValidatedRecords>,
         now_ms: i64,
     ) -> Result<usize, LogError> {
+        self.write_checkpoint(records, now_ms)?;
+        self.settle_checkpoint(now_ms)
+    }
+
+    /// Writes the checkpoint (page cache only; see [`Partition::checkpoint`]).
+    pub fn write_checkpoint(
+        &self,
+        records: Option<ValidatedRecords>,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
         let st = self.replica.lock();
         if st.role != Role::Leader {
             return Err(LogError::NotLeader);
         }
-        let leo = {
-            let mut log = self.log.lock();
-            log.checkpoint(records, st.leader_epoch, now_ms)?;
-            log.log_end_offset()
-        };
-        let removed = self.update_hw(&st, leo);
+        self.log
+            .lock()
+            .checkpoint(records, st.leader_epoch, now_ms)?;
         drop(st);
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
-        Ok(removed)
+        Ok(())
+    }
+
+    /// fsyncs a written checkpoint without any lock, then deletes the history it
+    /// replaces if the high watermark has passed it. Returns the segments removed.
+    pub fn settle_checkpoint(&self, now_ms: i64) -> Result<usize, LogError> {
+        self.sync(now_ms, true)?;
+        let st = self.replica.lock();
+        if st.role != Role::Leader {
+            return Ok(0);
+        }
+        let leo = self.log.lock().log_end_offset();
+        Ok(self.update_hw(&st, leo))
     }
 
     /// Whether a checkpoint still waits for the high watermark before its older

@@ -22,10 +22,11 @@ use uuid::Uuid;
 
 use crate::broker::{now_ms, Broker};
 use crate::group::offsets::OFFSETS_TOPIC;
+use crate::log::ReadMode;
 use crate::log::ValidatedRecords;
 use crate::metadata::cluster::{self, Command};
 use crate::metadata::TopicRecord;
-use crate::partition::{FollowerRead, Partition, Role};
+use crate::partition::{FollowerFetch, FollowerRead, Partition, Role};
 use crate::quorum::proto::internal_server::Internal;
 use crate::quorum::proto::{
     PartitionData, PartitionFetch, RaftMessage, ReplicaFetchRequest, ReplicaFetchResponse,
@@ -348,20 +349,26 @@ async fn run_fetcher(
         match reply {
             Ok(resp) => {
                 failures = 0;
-                let mut backoff = false;
-                for pd in resp.partitions {
-                    let Some((p, epoch)) = parts
-                        .iter()
-                        .zip(&epochs)
-                        .find(|(p, _)| p.index == pd.partition && *p.topic == *pd.topic)
-                    else {
-                        continue;
-                    };
-                    if let Err(code) = apply_fetched(&b, p, pd, leader, *epoch) {
-                        debug!(topic = %p.topic, partition = p.index, leader, ?code, "follower fetch error");
-                        backoff = true;
+                // Appends, truncations and their fsyncs: on the blocking pool.
+                let backoff = crate::blocking::run(move || {
+                    let mut backoff = false;
+                    for pd in resp.partitions {
+                        let Some((p, epoch)) = parts
+                            .iter()
+                            .zip(&epochs)
+                            .find(|(p, _)| p.index == pd.partition && *p.topic == *pd.topic)
+                        else {
+                            continue;
+                        };
+                        if let Err(code) = apply_fetched(&b, p, pd, leader, *epoch) {
+                            debug!(topic = %p.topic, partition = p.index, leader, ?code, "follower fetch error");
+                            backoff = true;
+                        }
                     }
-                }
+                    backoff
+                })
+                .await;
+                let Some(backoff) = backoff else { return };
                 if backoff {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -485,6 +492,41 @@ fn apply_fetched(
     Ok(())
 }
 
+/// Plans and reads one partition of a follower fetch: on this thread when the page
+/// cache holds what it needs, on the blocking pool otherwise.
+async fn serve_partition(
+    p: &Arc<Partition>,
+    read: FollowerFetch,
+    now: i64,
+) -> Result<(FollowerRead, std::io::Result<Bytes>), ResponseError> {
+    if let Some(r) = p.serve_follower_with(read, now, ReadMode::Cached)? {
+        let FollowerRead::Data(snap) = &r else {
+            return Ok((r, Ok(Bytes::new())));
+        };
+        match snap.plan.read_with(ReadMode::Cached) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            data => return Ok((r, data)),
+        }
+        let plan = snap.plan.clone();
+        let data = crate::blocking::run(move || plan.read())
+            .await
+            .unwrap_or_else(|| Err(std::io::Error::other("the broker is shutting down")));
+        return Ok((r, data));
+    }
+    let p = Arc::clone(p);
+    crate::blocking::run(move || {
+        let r = p.serve_follower_with(read, now, ReadMode::Blocking)?;
+        let r = r.ok_or(ResponseError::KafkaStorageError)?;
+        let data = match &r {
+            FollowerRead::Data(snap) => snap.plan.read(),
+            FollowerRead::Diverging { .. } => Ok(Bytes::new()),
+        };
+        Ok((r, data))
+    })
+    .await
+    .unwrap_or(Err(ResponseError::KafkaStorageError))
+}
+
 /// The leader's side of a follower fetch, long-polling up to `max_wait_ms` when
 /// there is nothing new for any of the partitions.
 pub async fn serve_fetch(b: &Arc<Broker>, req: ReplicaFetchRequest) -> ReplicaFetchResponse {
@@ -510,22 +552,22 @@ pub async fn serve_fetch(b: &Arc<Broker>, req: ReplicaFetchRequest) -> ReplicaFe
             let part = b
                 .topic(&pf.topic)
                 .and_then(|t| t.partition(pf.partition).cloned());
+            let read = FollowerFetch {
+                replica: req.replica_id,
+                epoch: pf.leader_epoch,
+                fetch_offset: pf.fetch_offset,
+                last_fetched_epoch: pf.last_fetched_epoch,
+                max_bytes: budget,
+            };
             let result = match &part {
-                Some(p) => p.serve_follower(
-                    req.replica_id,
-                    pf.leader_epoch,
-                    pf.fetch_offset,
-                    pf.last_fetched_epoch,
-                    budget,
-                    now,
-                ),
+                Some(p) => serve_partition(p, read, now).await,
                 None => Err(ResponseError::NotLeaderOrFollower),
             };
             match result {
-                Ok(FollowerRead::Data(snap)) => {
+                Ok((FollowerRead::Data(snap), data)) => {
                     pd.high_watermark = snap.high_watermark;
                     pd.log_start_offset = snap.log_start_offset;
-                    match snap.plan.read() {
+                    match data {
                         Ok(data) => {
                             budget = budget.saturating_sub(data.len());
                             if !data.is_empty() {
@@ -540,7 +582,7 @@ pub async fn serve_fetch(b: &Arc<Broker>, req: ReplicaFetchRequest) -> ReplicaFe
                         }
                     }
                 }
-                Ok(FollowerRead::Diverging { epoch, end_offset }) => {
+                Ok((FollowerRead::Diverging { epoch, end_offset }, _)) => {
                     pd.diverging_epoch = epoch;
                     pd.diverging_end_offset = end_offset;
                     ready = true;

@@ -51,7 +51,8 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct GroupCoordinator {
     pub config: CoordinatorConfig,
-    state: Mutex<CoordinatorState>,
+    /// Shared with the blocking-pool task that appends a commit.
+    state: Arc<Mutex<CoordinatorState>>,
 }
 
 /// Groups, committed offsets and the offsets partitions led here: one owner, one lock.
@@ -149,7 +150,7 @@ impl GroupCoordinator {
     pub fn new(config: CoordinatorConfig) -> Self {
         GroupCoordinator {
             config,
-            state: Mutex::new(CoordinatorState::default()),
+            state: Arc::new(Mutex::new(CoordinatorState::default())),
         }
     }
 
@@ -264,10 +265,32 @@ impl GroupCoordinator {
         changes: Vec<OffsetChange>,
         now: i64,
     ) -> Result<(), ResponseError> {
-        match self.append_changes(group, changes, now)? {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        // The file write happens on the blocking pool, off the async runtime.
+        let state = Arc::clone(&self.state);
+        let index = self.partition_of(group);
+        let group = group.to_string();
+        let appended =
+            crate::blocking::run(move || append_to_log(&state, index, &group, changes, now))
+                .await
+                .ok_or(ResponseError::CoordinatorNotAvailable)??;
+        match appended {
             Some(a) => self.await_durable(a, COMMIT_TIMEOUT).await,
             None => Ok(()),
         }
+    }
+
+    /// Appends offset changes for one group, on the calling thread; nobody waits
+    /// for them to be replicated.
+    fn append_changes(
+        &self,
+        group: &str,
+        changes: Vec<OffsetChange>,
+        now: i64,
+    ) -> Result<Option<Appended>, ResponseError> {
+        append_to_log(&self.state, self.partition_of(group), group, changes, now)
     }
 
     async fn await_durable(&self, a: Appended, timeout: Duration) -> Result<(), ResponseError> {
@@ -287,47 +310,6 @@ impl GroupCoordinator {
         }
         drop(self.settled());
         Ok(())
-    }
-
-    /// Appends offset changes for one group to its offsets partition; they become
-    /// visible once the high watermark passes them.
-    fn append_changes(
-        &self,
-        group: &str,
-        changes: Vec<OffsetChange>,
-        now: i64,
-    ) -> Result<Option<Appended>, ResponseError> {
-        if changes.is_empty() {
-            return Ok(None);
-        }
-        let raw = offsets::encode_changes(&changes, now).map_err(|e| {
-            warn!(error = %e, "cannot encode offset commit");
-            ResponseError::UnknownServerError
-        })?;
-        let records = ValidatedRecords::new(&raw, usize::MAX)
-            .map_err(|_| ResponseError::UnknownServerError)?;
-        let index = self.partition_of(group);
-        // Appending under the lock keeps `pending` in log order.
-        let mut st = self.state.lock();
-        let o = st
-            .owned
-            .get_mut(&index)
-            .filter(|o| o.partition.leader_epoch() == o.leader_epoch)
-            .ok_or(ResponseError::NotCoordinator)?;
-        let info = o.partition.append(records, now).map_err(|e| match e {
-            crate::log::LogError::NotLeader => ResponseError::NotCoordinator,
-            e => {
-                warn!(error = %e, group, "cannot write to __consumer_offsets");
-                ResponseError::KafkaStorageError
-            }
-        })?;
-        let end = info.last_offset + 1;
-        o.pending.push_back(Pending { end, changes });
-        Ok(Some(Appended {
-            partition: Arc::clone(&o.partition),
-            end,
-            leader_epoch: o.leader_epoch,
-        }))
     }
 
     pub fn committed(&self, group: &str, topic: &str, partition: i32) -> Option<CommittedOffset> {
@@ -472,7 +454,11 @@ impl GroupCoordinator {
                     None => continue,
                 }
             };
-            match p.checkpoint(records, now) {
+            let written = p.write_checkpoint(records, now);
+            // The fsync (and the deletion of what the checkpoint replaces) happen
+            // without the coordinator's lock, which every group request takes.
+            drop(st);
+            match written.and_then(|()| p.settle_checkpoint(now)) {
                 Ok(removed) => info!(
                     partition = index,
                     live = live.len(),
@@ -506,6 +492,47 @@ impl GroupCoordinator {
     pub fn group_ids(&self) -> Vec<String> {
         self.list().into_iter().map(|l| l.group_id).collect()
     }
+}
+
+/// Appends offset changes for `group` to its offsets partition `index`; they
+/// become visible once the high watermark passes them.
+fn append_to_log(
+    state: &Mutex<CoordinatorState>,
+    index: i32,
+    group: &str,
+    changes: Vec<OffsetChange>,
+    now: i64,
+) -> Result<Option<Appended>, ResponseError> {
+    if changes.is_empty() {
+        return Ok(None);
+    }
+    let raw = offsets::encode_changes(&changes, now).map_err(|e| {
+        warn!(error = %e, "cannot encode offset commit");
+        ResponseError::UnknownServerError
+    })?;
+    let records =
+        ValidatedRecords::new(&raw, usize::MAX).map_err(|_| ResponseError::UnknownServerError)?;
+    // Appending under the lock keeps `pending` in log order.
+    let mut st = state.lock();
+    let o = st
+        .owned
+        .get_mut(&index)
+        .filter(|o| o.partition.leader_epoch() == o.leader_epoch)
+        .ok_or(ResponseError::NotCoordinator)?;
+    let info = o.partition.append(records, now).map_err(|e| match e {
+        crate::log::LogError::NotLeader => ResponseError::NotCoordinator,
+        e => {
+            warn!(error = %e, group, "cannot write to __consumer_offsets");
+            ResponseError::KafkaStorageError
+        }
+    })?;
+    let end = info.last_offset + 1;
+    o.pending.push_back(Pending { end, changes });
+    Ok(Some(Appended {
+        partition: Arc::clone(&o.partition),
+        end,
+        leader_epoch: o.leader_epoch,
+    }))
 }
 
 #[cfg(test)]

@@ -20,8 +20,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::broker::{Broker, TopicState};
-use crate::log::{batch, LogError};
-use crate::partition::Partition;
+use crate::log::{batch, LogError, ReadMode};
+use crate::partition::{FetchSnapshot, Partition};
 use crate::telemetry::Metrics;
 use crate::tier::reader::{RemoteFetch, TierReadError};
 
@@ -165,19 +165,13 @@ fn log_start(broker: &Broker, topic_id: &Uuid, p: &Partition) -> i64 {
 async fn read_partition(
     broker: &Broker,
     topic_id: &Uuid,
-    p: &Partition,
+    p: &Arc<Partition>,
     offset: i64,
     budget: usize,
     min_one: bool,
 ) -> Result<(Snapshot, Bytes), ResponseError> {
-    match p.fetch(offset, budget, min_one) {
-        Ok(snap) => {
-            let data = snap.plan.read().map_err(|e| {
-                log_error_code(&LogError::Io {
-                    path: std::path::PathBuf::from(format!("{}-{}", p.topic, p.index)),
-                    source: e,
-                })
-            })?;
+    match read_local(p, offset, budget, min_one).await {
+        Ok((snap, data)) => {
             let log_start_offset = match &broker.tier {
                 Some(tier) => tier.log_start_offset(topic_id, p, snap.log_start_offset),
                 None => snap.log_start_offset,
@@ -208,6 +202,40 @@ async fn read_partition(
         }
         Err(e) => Err(log_error_code(&e)),
     }
+}
+
+/// Reads local records: on this thread when the page cache holds them (the usual
+/// case for consumers near the end of the log), on the blocking pool otherwise.
+async fn read_local(
+    p: &Arc<Partition>,
+    offset: i64,
+    budget: usize,
+    min_one: bool,
+) -> Result<(FetchSnapshot, Bytes), LogError> {
+    let cached = p
+        .fetch_with(offset, budget, min_one, ReadMode::Cached)
+        .and_then(|snap| match snap.plan.read_with(ReadMode::Cached) {
+            Ok(data) => Ok((snap, data)),
+            Err(source) => Err(LogError::Io {
+                path: p.dir(),
+                source,
+            }),
+        });
+    match cached {
+        Err(e) if e.would_block() => {}
+        other => return other,
+    }
+    let p = Arc::clone(p);
+    crate::blocking::run(move || {
+        let snap = p.fetch(offset, budget, min_one)?;
+        let data = snap.plan.read().map_err(|source| LogError::Io {
+            path: p.dir(),
+            source,
+        })?;
+        Ok((snap, data))
+    })
+    .await
+    .unwrap_or_else(|| Err(LogError::Decode("the broker is shutting down".into())))
 }
 
 /// An unreachable object store is worth retrying (clients do so on a storage

@@ -2,7 +2,8 @@
 //! the assigned base offset. acks=0 gets no response; acks=all waits until the high
 //! watermark passes the batch (every in-sync replica has it), and
 //! `min.insync.replicas` is enforced before appending and again when the wait
-//! ends (the ISR may have shrunk meanwhile).
+//! ends (the ISR may have shrunk meanwhile). The appends (file writes, rolls,
+//! fsyncs a flush policy asks for) run on the blocking pool, one hop per request.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,23 @@ pub async fn handle(
     req: ProduceRequest,
     version: i16,
 ) -> Option<ProduceResponse> {
+    let acks = req.acks;
+    let timeout = Duration::from_millis(req.timeout_ms.clamp(0, 300_000) as u64);
+    let b = Arc::clone(broker);
+    let (mut resp, waits) = crate::blocking::run(move || append_all(&b, req, version)).await?;
+    if !waits.is_empty() {
+        wait_for_replication(&mut resp, &waits, timeout, version).await;
+    }
+    if acks == 0 {
+        None
+    } else {
+        Some(resp)
+    }
+}
+
+/// Validates and appends every partition's records (blocking file I/O); returns the
+/// response so far and the acks=all writes still to wait for.
+fn append_all(broker: &Broker, req: ProduceRequest, version: i16) -> (ProduceResponse, Vec<Wait>) {
     let acks = req.acks;
     let mut resp = ProduceResponse::default();
     let mut waits: Vec<Wait> = Vec::new();
@@ -140,38 +158,40 @@ pub async fn handle(
         }
         resp.responses.push(tr);
     }
-    if !waits.is_empty() {
-        let timeout = Duration::from_millis(req.timeout_ms.clamp(0, 300_000) as u64);
-        let results = futures::future::join_all(waits.iter().map(|w| {
-            w.replica
-                .wait_for_replication(w.offset, w.epoch, w.min_isr, timeout)
-        }))
-        .await;
-        for (w, r) in waits.iter().zip(results) {
-            if let Err(e) = r {
-                let pr = &mut resp.responses[w.topic].partition_responses[w.partition];
-                pr.error_code = e.code();
-                pr.base_offset = -1;
-                if version >= 8 {
-                    let why = match e {
-                        ResponseError::NotEnoughReplicasAfterAppend => format!(
-                            "written, but the ISR shrank below min.insync.replicas={} \
-                             before it was replicated",
-                            w.min_isr
-                        ),
-                        ResponseError::NotLeaderOrFollower => {
-                            "leadership changed before the write was replicated".to_string()
-                        }
-                        _ => "not replicated to the in-sync replicas in time".to_string(),
-                    };
-                    pr.error_message = Some(s(why));
-                }
+    (resp, waits)
+}
+
+/// Waits for the acks=all writes and turns the failed ones into errors.
+async fn wait_for_replication(
+    resp: &mut ProduceResponse,
+    waits: &[Wait],
+    timeout: Duration,
+    version: i16,
+) {
+    let results = futures::future::join_all(waits.iter().map(|w| {
+        w.replica
+            .wait_for_replication(w.offset, w.epoch, w.min_isr, timeout)
+    }))
+    .await;
+    for (w, r) in waits.iter().zip(results) {
+        if let Err(e) = r {
+            let pr = &mut resp.responses[w.topic].partition_responses[w.partition];
+            pr.error_code = e.code();
+            pr.base_offset = -1;
+            if version >= 8 {
+                let why = match e {
+                    ResponseError::NotEnoughReplicasAfterAppend => format!(
+                        "written, but the ISR shrank below min.insync.replicas={} \
+                         before it was replicated",
+                        w.min_isr
+                    ),
+                    ResponseError::NotLeaderOrFollower => {
+                        "leadership changed before the write was replicated".to_string()
+                    }
+                    _ => "not replicated to the in-sync replicas in time".to_string(),
+                };
+                pr.error_message = Some(s(why));
             }
         }
-    }
-    if acks == 0 {
-        None
-    } else {
-        Some(resp)
     }
 }

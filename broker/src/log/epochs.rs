@@ -2,6 +2,12 @@
 //! the log, the first offset it wrote. A follower that rejoins after a failover asks
 //! the leader where its last epoch ends and truncates anything beyond, so a deposed
 //! leader never keeps (or serves) a divergent tail.
+//!
+//! The file is rewritten (temporary file and rename) on every change, under the log
+//! lock, but not fsynced there: the log's sync job fsyncs it after the lock is
+//! released ([`super::SyncJob`]). The batches themselves carry their leader epoch, so
+//! recovery after an unclean shutdown re-derives any entry of the active segment that
+//! a power failure took from the file.
 
 use std::fs;
 use std::io::{self, Write};
@@ -14,6 +20,8 @@ pub struct LeaderEpochCache {
     path: PathBuf,
     /// `(epoch, start_offset)`, both strictly increasing.
     entries: Vec<(i32, i64)>,
+    /// Rewritten since the last fsync.
+    dirty: bool,
 }
 
 impl LeaderEpochCache {
@@ -36,17 +44,45 @@ impl LeaderEpochCache {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        Ok(LeaderEpochCache { path, entries })
+        Ok(LeaderEpochCache {
+            path,
+            entries,
+            dirty: false,
+        })
     }
 
-    fn save(&self) -> io::Result<()> {
+    /// Rewrites the file in the page cache; [`LeaderEpochCache::take_dirty`] says
+    /// when it needs an fsync.
+    fn save(&mut self) -> io::Result<()> {
         let tmp = self.path.with_extension("tmp");
-        let mut f = fs::File::create(&tmp)?;
+        let mut text = String::new();
         for (e, o) in &self.entries {
-            writeln!(f, "{e} {o}")?;
+            text.push_str(&format!("{e} {o}\n"));
         }
-        f.sync_all()?;
-        fs::rename(&tmp, &self.path)
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        fs::rename(&tmp, &self.path)?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// The file's path if it changed since the last call: the caller fsyncs it (and
+    /// its directory, for the rename) without holding the log lock.
+    pub fn take_dirty(&mut self) -> Option<PathBuf> {
+        std::mem::take(&mut self.dirty).then(|| self.path.clone())
+    }
+
+    /// Whether the file changed since it was last handed out for an fsync.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// fsyncs the file where the lock is already held anyway (clean shutdown).
+    pub fn sync_now(&mut self) -> io::Result<()> {
+        if let Some(path) = self.take_dirty() {
+            sync_file_and_dir(&path)?;
+        }
+        Ok(())
     }
 
     pub fn entries(&self) -> &[(i32, i64)] {
@@ -98,6 +134,15 @@ impl LeaderEpochCache {
             .find(|(e, _)| *e == epoch)
             .map(|(_, o)| *o)
     }
+}
+
+/// fsyncs `path` and the directory holding it (so a rename into it is durable too).
+pub fn sync_file_and_dir(path: &Path) -> io::Result<()> {
+    fs::File::open(path)?.sync_all()?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -156,6 +156,11 @@ impl<E: Entry> IndexFile<E> {
         self.file.sync_data()
     }
 
+    /// A second handle on the file, to fsync it without the log lock.
+    pub fn handle(&self) -> io::Result<File> {
+        self.file.try_clone()
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

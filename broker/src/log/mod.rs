@@ -13,7 +13,7 @@ pub mod index;
 pub mod retention;
 pub mod segment;
 
-use std::fs;
+use std::fs::{self, File};
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 use crate::producer::{self, Check, ProducerStateTable, SequenceError};
 use batch::{BatchError, BatchHeader};
 use epochs::LeaderEpochCache;
+pub use segment::ReadMode;
 use segment::{Segment, SegmentReader};
 
 /// Per-partition log settings, resolved from topic config over broker defaults.
@@ -86,6 +87,13 @@ pub enum LogError {
     Sequence(SequenceError),
     #[error("this broker is not the leader of the partition")]
     NotLeader,
+}
+
+impl LogError {
+    /// A `Cached` read found bytes that are not in the page cache.
+    pub fn would_block(&self) -> bool {
+        matches!(self, LogError::Io { source, .. } if source.kind() == io::ErrorKind::WouldBlock)
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
@@ -192,8 +200,14 @@ impl ReadPlan {
     }
 
     pub fn read(&self) -> io::Result<Bytes> {
+        self.read_with(ReadMode::Blocking)
+    }
+
+    /// [`ReadPlan::read`]; in `Cached` mode `WouldBlock` unless the page cache holds
+    /// every byte.
+    pub fn read_with(&self, mode: ReadMode) -> io::Result<Bytes> {
         let data = match &self.reader {
-            Some(r) => r.read_batches(self.pos, self.max_bytes, self.min_one)?,
+            Some(r) => r.read_batches_with(self.pos, self.max_bytes, self.min_one, mode)?,
             None => return Ok(Bytes::new()),
         };
         if self.max_offset == i64::MAX {
@@ -229,6 +243,41 @@ pub struct PartitionLog {
     /// A checkpoint whose older segments wait for the high watermark (see
     /// [`PartitionLog::checkpoint`]).
     pending_checkpoint: Option<PendingCheckpoint>,
+    /// Base offsets of rolled segments not fsynced yet (the next [`SyncJob`] does).
+    unsynced_segments: Vec<i64>,
+    /// `flush.messages` was reached: the caller should run a sync job.
+    sync_due: bool,
+    /// Everything below this offset is known to be on disk.
+    durable_end: i64,
+    /// Bumped by truncation: a sync job taken before it proves nothing after it.
+    sync_generation: u64,
+    /// An fsync failed: the page cache may have dropped what it held, so nothing is
+    /// assumed durable any more (until a restart recovers the log).
+    sync_failed: bool,
+}
+
+/// fsyncs taken under the log lock and run after it is released, so request
+/// handlers waiting for the lock never wait for the disk
+/// ([`PartitionLog::take_sync`]).
+#[derive(Debug)]
+pub struct SyncJob {
+    files: Vec<File>,
+    epochs: Option<PathBuf>,
+    /// What is durable once the job succeeded.
+    upto: i64,
+    generation: u64,
+}
+
+impl SyncJob {
+    pub fn run(&self) -> io::Result<()> {
+        for f in &self.files {
+            f.sync_data()?;
+        }
+        if let Some(path) = &self.epochs {
+            epochs::sync_file_and_dir(path)?;
+        }
+        Ok(())
+    }
 }
 
 /// "Delete the segments below `delete_below` once the high watermark reaches
@@ -306,11 +355,31 @@ impl PartitionLog {
             remote_end_offset: -1,
             producer_batches_replayed: 0,
             pending_checkpoint: None,
+            unsynced_segments: Vec::new(),
+            sync_due: false,
+            durable_end: 0,
+            sync_generation: 0,
+            sync_failed: false,
         };
         log.rebuild_producer_state()?;
         let end = log.log_end_offset();
         // Epochs that start beyond a recovered (truncated) tail are gone with it.
         log.epochs.truncate_from(end + 1).map_err(io_err(dir))?;
+        if clean_shutdown {
+            log.durable_end = end;
+        } else {
+            log.recover_epochs_from_batches()?;
+            // What survived may still sit only in the page cache (after a kill rather
+            // than a power failure): the first sync job fsyncs every segment.
+            log.durable_end = log.log_start_offset;
+            let n = log.segments.len();
+            log.unsynced_segments = log.segments[..n - 1]
+                .iter()
+                .map(Segment::base_offset)
+                .collect();
+            log.sync_due = true;
+            log.unflushed_messages = log.unflushed_messages.max(1);
+        }
         if log.epochs.latest_epoch() < 0 && end > log.log_start_offset {
             // Data written before epochs were checkpointed: single-node epoch 0.
             log.epochs
@@ -356,6 +425,40 @@ impl PartitionLog {
         self.producer_batches_replayed = replayed;
         debug!(dir = %self.dir.display(), from, replayed, producers = self.producers.len(),
             "rebuilt producer state");
+        Ok(())
+    }
+
+    /// After an unclean shutdown: adds the leader epochs that the batches of the last
+    /// two segments carry but the checkpoint file lacks. The file is fsynced right
+    /// after each change ([`SyncJob`]), outside the log lock, so a power failure can
+    /// only take the entries of epochs whose first batch was written moments before:
+    /// those lie in the active segment, or in the one before it when a roll came in
+    /// between.
+    fn recover_epochs_from_batches(&mut self) -> Result<(), LogError> {
+        let n = self.segments.len();
+        let from_seg = n.saturating_sub(2);
+        let latest_start = self.epochs.entries().last().map(|(_, o)| *o);
+        let mut found = 0;
+        for seg in &self.segments[from_seg..] {
+            if latest_start.is_some_and(|s| seg.next_offset() <= s) {
+                continue;
+            }
+            let reader = seg.reader();
+            let mut pos = 0;
+            while let Some(h) = reader.header_at(pos).map_err(io_err(&self.dir))? {
+                if h.partition_leader_epoch > self.epochs.latest_epoch() {
+                    self.epochs
+                        .assign(h.partition_leader_epoch, h.base_offset)
+                        .map_err(io_err(&self.dir))?;
+                    found += 1;
+                }
+                pos += h.total_len() as u64;
+            }
+        }
+        if found > 0 {
+            info!(dir = %self.dir.display(), epochs = found,
+                "recovered leader epochs from the batches that the checkpoint file lacked");
+        }
         Ok(())
     }
 
@@ -477,9 +580,10 @@ impl PartitionLog {
         let dir = self.dir.clone();
         let active = self.active_mut();
         active.seal().map_err(io_err(&dir))?;
-        if self.config.flush_messages != u64::MAX || self.config.flush_ms != i64::MAX {
-            self.active().sync().map_err(io_err(&dir))?;
-        }
+        // fsynced by the next sync job, after the lock is released (as Kafka flushes
+        // a rolled segment in the background).
+        let base = self.active().base_offset();
+        self.unsynced_segments.push(base);
         let seg = Segment::create(&dir, next, self.config.index_interval_bytes, now_ms)
             .map_err(io_err(&dir))?;
         debug!(dir = %dir.display(), base = next, "rolled segment");
@@ -575,7 +679,7 @@ impl PartitionLog {
         }
         self.unflushed_messages += records.record_count();
         if self.unflushed_messages >= self.config.flush_messages {
-            self.flush(now_ms)?;
+            self.sync_due = true;
         }
         Ok(AppendInfo {
             base_offset,
@@ -627,7 +731,7 @@ impl PartitionLog {
             written += 1;
         }
         if self.unflushed_messages >= self.config.flush_messages {
-            self.flush(now_ms)?;
+            self.sync_due = true;
         }
         Ok(written)
     }
@@ -642,24 +746,90 @@ impl PartitionLog {
         self.epochs.assign(epoch, end).map_err(io_err(&self.dir))
     }
 
-    /// fsyncs the active segment if it has unflushed data.
-    pub fn flush(&mut self, now_ms: i64) -> Result<(), LogError> {
-        if self.unflushed_messages > 0 {
-            let dir = self.dir.clone();
-            self.active().sync().map_err(io_err(&dir))?;
-            self.unflushed_messages = 0;
-        }
-        self.last_flush_ms = now_ms;
-        Ok(())
+    /// Whether a sync job is wanted now: `flush.messages` was reached, or the epoch
+    /// checkpoint changed (it is fsynced as soon as the lock is released).
+    pub fn sync_wanted(&self) -> bool {
+        self.sync_due || self.epochs.is_dirty()
     }
 
-    /// Flushes when the `flush.ms` policy says it is due; called by a periodic task.
-    pub fn flush_if_due(&mut self, now_ms: i64) -> Result<bool, LogError> {
-        if self.unflushed_messages > 0 && now_ms - self.last_flush_ms >= self.config.flush_ms {
-            self.flush(now_ms)?;
-            return Ok(true);
+    /// Takes what needs an fsync: rolled segments, a changed epoch checkpoint, and
+    /// the active segment when `active` is set (`flush.messages`, `flush.ms`, or a
+    /// caller that needs everything on disk) and it holds unflushed data. The caller
+    /// runs the job without the lock and reports it with [`PartitionLog::synced`].
+    pub fn take_sync(&mut self, now_ms: i64, active: bool) -> Result<Option<SyncJob>, LogError> {
+        let dir = self.dir.clone();
+        let mut files = Vec::new();
+        for base in std::mem::take(&mut self.unsynced_segments) {
+            let i = self.segment_index_for(base);
+            // A segment deleted meanwhile needs no fsync.
+            if let Some(seg) = self.segments.get(i).filter(|s| s.base_offset() == base) {
+                files.extend(seg.sync_handles().map_err(io_err(&dir))?);
+            }
         }
-        Ok(false)
+        let with_active = (active || self.sync_due) && self.unflushed_messages > 0;
+        if with_active {
+            files.extend(self.active().sync_handles().map_err(io_err(&dir))?);
+            self.unflushed_messages = 0;
+            self.last_flush_ms = now_ms;
+        }
+        self.sync_due = false;
+        let epochs = self.epochs.take_dirty();
+        if files.is_empty() && epochs.is_none() {
+            if active {
+                self.last_flush_ms = now_ms;
+            }
+            return Ok(None);
+        }
+        let upto = if with_active || self.unflushed_messages == 0 {
+            self.log_end_offset()
+        } else {
+            self.active().base_offset()
+        };
+        Ok(Some(SyncJob {
+            files,
+            epochs,
+            upto,
+            generation: self.sync_generation,
+        }))
+    }
+
+    /// Records the outcome of a job from [`PartitionLog::take_sync`].
+    pub fn synced(&mut self, job: &SyncJob, ok: bool) {
+        if !ok {
+            self.sync_failed = true;
+        }
+        if ok && !self.sync_failed && job.generation == self.sync_generation {
+            self.durable_end = self.durable_end.max(job.upto);
+        }
+    }
+
+    /// Everything below this offset is on disk.
+    pub fn durable_end(&self) -> i64 {
+        if self.sync_failed {
+            self.log_start_offset
+        } else {
+            self.durable_end
+        }
+    }
+
+    /// Whether rolled segments wait for their fsync.
+    pub fn has_unsynced_segments(&self) -> bool {
+        !self.unsynced_segments.is_empty()
+    }
+
+    /// Whether `flush.ms` says the active segment is due for an fsync.
+    pub fn flush_due(&self, now_ms: i64) -> bool {
+        self.unflushed_messages > 0 && now_ms - self.last_flush_ms >= self.config.flush_ms
+    }
+
+    /// fsyncs everything now, under the lock (clean shutdown only).
+    fn sync_all_now(&mut self, now_ms: i64) -> Result<(), LogError> {
+        if let Some(job) = self.take_sync(now_ms, true)? {
+            let ok = job.run();
+            self.synced(&job, ok.is_ok());
+            ok.map_err(io_err(&self.dir))?;
+        }
+        Ok(())
     }
 
     fn segment_index_for(&self, offset: i64) -> usize {
@@ -674,6 +844,18 @@ impl PartitionLog {
         offset: i64,
         max_bytes: usize,
         min_one: bool,
+    ) -> Result<ReadPlan, LogError> {
+        self.plan_read_with(offset, max_bytes, min_one, ReadMode::Blocking)
+    }
+
+    /// [`PartitionLog::plan_read`]; in `Cached` mode an I/O error of kind
+    /// `WouldBlock` when a batch header it must read is not in the page cache.
+    pub fn plan_read_with(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+        mode: ReadMode,
     ) -> Result<ReadPlan, LogError> {
         let end = self.log_end_offset();
         if offset < self.log_start_offset || offset > end {
@@ -696,7 +878,10 @@ impl PartitionLog {
         let mut i = self.segment_index_for(offset);
         while i < self.segments.len() {
             let seg = &self.segments[i];
-            if let Some(pos) = seg.find_position(offset).map_err(io_err(&self.dir))? {
+            if let Some(pos) = seg
+                .find_position_with(offset, mode)
+                .map_err(io_err(&self.dir))?
+            {
                 return Ok(ReadPlan {
                     reader: Some(seg.reader()),
                     pos,
@@ -763,7 +948,9 @@ impl PartitionLog {
         if let Some(r) = records {
             self.append(r, leader_epoch, now_ms)?;
         }
-        self.flush(now_ms)?;
+        // The history goes only once the checkpoint is on disk (`durable_end`); the
+        // caller runs the sync job after releasing the lock.
+        self.sync_due = true;
         let pending = PendingCheckpoint {
             delete_below: start,
             once_hw: self.log_end_offset(),
@@ -783,7 +970,7 @@ impl PartitionLog {
         let Some(pending) = self.pending_checkpoint else {
             return Ok(0);
         };
-        if high_watermark < pending.once_hw {
+        if high_watermark < pending.once_hw || self.durable_end() < pending.once_hw {
             return Ok(0);
         }
         self.pending_checkpoint = None;
@@ -803,7 +990,7 @@ impl PartitionLog {
     /// `__consumer_offsets` (never trimmed by retention) keeps its whole history.
     /// Waits until this log holds a record at or past that start: there the leader's
     /// checkpoint begins, the only copy of the live state once the history is gone.
-    pub fn follow_log_start(&mut self, leader_start: i64, now_ms: i64) -> Result<usize, LogError> {
+    pub fn follow_log_start(&mut self, leader_start: i64) -> Result<usize, LogError> {
         if leader_start <= self.log_start_offset || leader_start >= self.log_end_offset() {
             return Ok(0);
         }
@@ -815,8 +1002,12 @@ impl PartitionLog {
         if n == 0 {
             return Ok(0);
         }
-        // What replaces the history must be on disk before the history goes.
-        self.flush(now_ms)?;
+        // What replaces the history must be on disk before the history goes: the
+        // caller syncs (without the lock) and calls again.
+        if self.durable_end() <= leader_start {
+            self.sync_due = true;
+            return Ok(0);
+        }
         let doomed: Vec<Segment> = self.segments.drain(..n).collect();
         self.log_start_offset = self.log_start_offset.max(self.segments[0].base_offset());
         for seg in doomed {
@@ -839,6 +1030,9 @@ impl PartitionLog {
         }
         self.log_start_offset = offset;
         self.pending_checkpoint = None;
+        self.sync_generation += 1;
+        self.durable_end = offset;
+        self.unsynced_segments.clear();
         self.producers = ProducerStateTable::default();
         self.epochs.truncate_from(i64::MIN).map_err(io_err(&dir))?;
         // The state restarts empty, and so must recovery: no snapshot of the old log
@@ -863,6 +1057,8 @@ impl PartitionLog {
         self.active_mut()
             .truncate_to(offset)
             .map_err(io_err(&dir))?;
+        self.sync_generation += 1;
+        self.durable_end = self.durable_end.min(self.log_end_offset());
         self.producers.truncate_to(offset);
         self.epochs.truncate_from(offset).map_err(io_err(&dir))?;
         producer::remove_snapshots_above(&dir, offset).map_err(io_err(&dir))
@@ -872,7 +1068,8 @@ impl PartitionLog {
     pub fn close(&mut self, now_ms: i64) -> Result<(), LogError> {
         let dir = self.dir.clone();
         self.active_mut().seal().map_err(io_err(&dir))?;
-        self.flush(now_ms)?;
+        self.sync_all_now(now_ms)?;
+        self.epochs.sync_now().map_err(io_err(&dir))?;
         self.active().sync().map_err(io_err(&dir))
     }
 }

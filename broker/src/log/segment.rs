@@ -5,8 +5,10 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -294,6 +296,12 @@ impl Segment {
 
     /// Byte position of the batch containing `offset`, or `None` if it is past the end.
     pub fn find_position(&self, offset: i64) -> io::Result<Option<u64>> {
+        self.find_position_with(offset, ReadMode::Blocking)
+    }
+
+    /// [`Segment::find_position`], failing with `WouldBlock` in `Cached` mode when a
+    /// header it needs is not in the page cache.
+    pub fn find_position_with(&self, offset: i64, mode: ReadMode) -> io::Result<Option<u64>> {
         if offset >= self.next_offset {
             return Ok(None);
         }
@@ -304,7 +312,7 @@ impl Segment {
             .map_or(0, |e| u64::from(e.position));
         let mut head = [0u8; HEADER_LEN];
         while pos < self.size {
-            self.log.read_exact_at(&mut head, pos)?;
+            read_exact_at(&self.log, &mut head, pos, mode)?;
             let h = BatchHeader::parse(&head)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             if h.last_offset() >= offset {
@@ -404,6 +412,16 @@ impl Segment {
         self.time_index.sync()
     }
 
+    /// Second handles on the segment's files (data, offset and time index), so they
+    /// can be fsynced after the log lock is released.
+    pub fn sync_handles(&self) -> io::Result<[File; 3]> {
+        Ok([
+            self.log.try_clone()?,
+            self.offset_index.handle()?,
+            self.time_index.handle()?,
+        ])
+    }
+
     /// Removes the segment's files.
     pub fn delete(self) -> io::Result<()> {
         let stem = self.log_path.with_extension("");
@@ -431,13 +449,27 @@ impl SegmentReader {
     /// alone is larger than `max_bytes` it is returned whole if `min_one` is set (KIP-74),
     /// so a consumer can always make progress.
     pub fn read_batches(&self, pos: u64, max_bytes: usize, min_one: bool) -> io::Result<Bytes> {
+        self.read_batches_with(pos, max_bytes, min_one, ReadMode::Blocking)
+    }
+
+    /// [`SegmentReader::read_batches`] that fails with `WouldBlock` instead of
+    /// waiting for the disk when `mode` is `Cached` and the bytes are not all in the
+    /// page cache (`RWF_NOWAIT`): the async runtime serves hot reads itself and hands
+    /// only cold ones to a blocking thread.
+    pub fn read_batches_with(
+        &self,
+        pos: u64,
+        max_bytes: usize,
+        min_one: bool,
+        mode: ReadMode,
+    ) -> io::Result<Bytes> {
         if pos >= self.size {
             return Ok(Bytes::new());
         }
         let avail = (self.size - pos) as usize;
         let want = max_bytes.min(avail);
         let mut buf = BytesMut::zeroed(want.max(LOG_OVERHEAD.min(avail)));
-        self.file.read_exact_at(&mut buf, pos)?;
+        read_exact_at(&self.file, &mut buf, pos, mode)?;
         let mut whole = 0usize;
         for (h, at) in batch::headers(&buf) {
             whole = at + h.total_len();
@@ -447,7 +479,7 @@ impl SegmentReader {
             let total = LOG_OVERHEAD + len.max(0) as usize;
             if total <= avail {
                 let mut one = BytesMut::zeroed(total);
-                self.file.read_exact_at(&mut one, pos)?;
+                read_exact_at(&self.file, &mut one, pos, mode)?;
                 return Ok(one.freeze());
             }
         }
@@ -475,6 +507,54 @@ impl SegmentReader {
     pub fn size(&self) -> u64 {
         self.size
     }
+}
+
+/// How a read may wait for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// An ordinary positional read (on a blocking thread).
+    Blocking,
+    /// Only what the page cache holds; anything else is `WouldBlock`.
+    Cached,
+}
+
+/// Set once the kernel or file system refused `RWF_NOWAIT`: every read blocks then.
+static NOWAIT_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+fn read_exact_at(file: &File, buf: &mut [u8], pos: u64, mode: ReadMode) -> io::Result<()> {
+    if mode == ReadMode::Blocking {
+        return file.read_exact_at(buf, pos);
+    }
+    if NOWAIT_UNSUPPORTED.load(Ordering::Relaxed) {
+        return Err(io::ErrorKind::WouldBlock.into());
+    }
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let Ok(offset) = libc::off_t::try_from(pos) else {
+        return Err(io::ErrorKind::WouldBlock.into());
+    };
+    // SAFETY: `iov` describes `buf`, which is valid for writes of its whole length
+    // and outlives the call; the descriptor belongs to `file`, which is borrowed.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if matches!(
+            e.raw_os_error(),
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
+        ) {
+            NOWAIT_UNSUPPORTED.store(true, Ordering::Relaxed);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        return Err(e);
+    }
+    // A short read stops where the cache does (or at the end of the file, which the
+    // blocking read reports as an error).
+    if (n as usize) < buf.len() {
+        return Err(io::ErrorKind::WouldBlock.into());
+    }
+    Ok(())
 }
 
 /// `Read` over a shared file from a starting position, using positional reads.

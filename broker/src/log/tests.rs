@@ -19,6 +19,14 @@ fn append(log: &mut PartitionLog, count: i32, ts: i64, payload: &[u8]) -> Append
     log.append(v, 0, ts).unwrap()
 }
 
+/// Runs the log's sync job the way `Partition::sync` does (without a lock here).
+fn sync(log: &mut PartitionLog) {
+    if let Some(job) = log.take_sync(0, true).unwrap() {
+        job.run().unwrap();
+        log.synced(&job, true);
+    }
+}
+
 fn read_all(log: &PartitionLog, from: i64) -> Vec<BatchHeader> {
     let mut out = Vec::new();
     let mut off = from;
@@ -321,20 +329,25 @@ fn a_follower_drops_the_segments_wholly_below_the_leaders_log_start() {
         .collect();
     assert!(bases.len() > 3);
     let leo = log.log_end_offset();
+    // Nothing goes while what replaces it may still be only in the page cache.
+    assert_eq!(log.follow_log_start(bases[2] + 1).unwrap(), 0);
+    assert_eq!(log.log_start_offset(), 0);
+    assert!(log.sync_wanted());
+    sync(&mut log);
     // A start inside the third segment: the two before it go, the third stays whole.
-    assert_eq!(log.follow_log_start(bases[2] + 1, 0).unwrap(), 2);
+    assert_eq!(log.follow_log_start(bases[2] + 1).unwrap(), 2);
     assert_eq!(log.log_start_offset(), bases[2]);
     assert_eq!(read_all(&log, bases[2])[0].base_offset, bases[2]);
-    assert_eq!(log.follow_log_start(bases[2] + 1, 0).unwrap(), 0);
-    assert_eq!(log.follow_log_start(bases[1], 0).unwrap(), 0, "never back");
+    assert_eq!(log.follow_log_start(bases[2] + 1).unwrap(), 0);
+    assert_eq!(log.follow_log_start(bases[1]).unwrap(), 0, "never back");
     // The leader's start is not below our end yet: what replaces the history is
     // still missing here, so the history stays.
-    assert_eq!(log.follow_log_start(leo, 0).unwrap(), 0);
-    assert_eq!(log.follow_log_start(leo + 100, 0).unwrap(), 0);
+    assert_eq!(log.follow_log_start(leo).unwrap(), 0);
+    assert_eq!(log.follow_log_start(leo + 100).unwrap(), 0);
     assert_eq!(log.log_start_offset(), bases[2]);
     // The active segment always stays.
     let active = log.segment_count() - 1;
-    assert_eq!(log.follow_log_start(leo - 1, 0).unwrap(), active);
+    assert_eq!(log.follow_log_start(leo - 1).unwrap(), active);
     assert_eq!(log.segment_count(), 1);
     assert_eq!(log.log_end_offset(), leo);
     // A reopened log starts where it was left.
@@ -500,4 +513,108 @@ fn a_replica_restarted_at_the_leaders_log_start_installs_the_older_producer_stat
     // The installed state is also the local snapshot at the log start.
     let mut follower = PartitionLog::open(dir.path(), cfg(), false, 0).unwrap();
     check(&mut follower);
+}
+
+#[test]
+fn appends_leave_fsyncs_to_a_sync_job_run_outside_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        flush_messages: 1,
+        ..cfg()
+    };
+    let mut log = PartitionLog::open(dir.path(), config, true, 0).unwrap();
+    assert_eq!(log.durable_end(), 0);
+    for i in 0..40 {
+        append(&mut log, 2, 1000 + i, &[7u8; 40]);
+    }
+    assert!(log.segment_count() > 2, "rolled");
+    // flush.messages=1 asks for a sync; the append itself did none.
+    assert!(log.sync_wanted());
+    assert_eq!(log.durable_end(), 0);
+    let job = log.take_sync(0, false).unwrap().expect("a job");
+    assert!(!log.sync_wanted());
+    // A job taken before a truncation proves nothing about what follows it.
+    let leo = log.log_end_offset();
+    log.truncate_to(leo - 2).unwrap();
+    job.run().unwrap();
+    log.synced(&job, true);
+    assert_eq!(log.durable_end(), 0);
+    append(&mut log, 2, 2000, &[7u8; 40]);
+    sync(&mut log);
+    assert_eq!(log.durable_end(), log.log_end_offset());
+    // A failed fsync means nothing is known to be durable any more.
+    append(&mut log, 2, 2001, &[7u8; 40]);
+    let job = log.take_sync(0, true).unwrap().expect("a job");
+    log.synced(&job, false);
+    assert_eq!(log.durable_end(), log.log_start_offset());
+}
+
+#[test]
+fn a_checkpoint_deletes_the_history_only_once_it_is_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), cfg(), true, 0).unwrap();
+    for i in 0..30 {
+        append(&mut log, 2, 1000 + i, &[1u8; 60]);
+    }
+    let live = ValidatedRecords::new(&make_batch(0, 3, 5000, b"live"), 1 << 20).unwrap();
+    let pending = log.checkpoint(Some(live), 0, 5000).unwrap();
+    let segments = log.segment_count();
+    // Replicated (the high watermark is past it) but not fsynced: everything stays.
+    assert_eq!(log.apply_committed_checkpoint(i64::MAX).unwrap(), 0);
+    assert_eq!(log.segment_count(), segments);
+    sync(&mut log);
+    assert!(log.apply_committed_checkpoint(i64::MAX).unwrap() > 0);
+    assert_eq!(log.log_start_offset(), pending.delete_below);
+}
+
+#[test]
+fn unclean_recovery_restores_leader_epochs_the_checkpoint_file_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = PartitionLog::open(dir.path(), cfg(), true, 0).unwrap();
+        for (epoch, n) in [(1, 10), (4, 10), (6, 3)] {
+            log.start_epoch(epoch).unwrap();
+            for i in 0..n {
+                let b = make_batch(0, 2, 1000 + i, &[3u8; 50]);
+                log.append(ValidatedRecords::new(&b, 1 << 20).unwrap(), epoch, 1000 + i)
+                    .unwrap();
+            }
+        }
+        assert!(log.segment_count() > 2);
+    }
+    let want = {
+        let log = PartitionLog::open(dir.path(), cfg(), true, 0).unwrap();
+        log.epochs().entries().to_vec()
+    };
+    assert_eq!(want.len(), 3);
+    // A power failure took the file's newest entry (the rename reached the disk, its
+    // last write did not): epoch 6 is in the batches of the active segment only.
+    let path = dir.path().join(epochs::EPOCH_FILE);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let kept: Vec<&str> = text.lines().take(2).collect();
+    std::fs::write(&path, kept.join("\n") + "\n").unwrap();
+    let log = PartitionLog::open(dir.path(), cfg(), false, 0).unwrap();
+    assert_eq!(log.epochs().entries(), &want[..]);
+    // After an unclean open nothing is assumed durable until a sync job ran.
+    assert_eq!(log.durable_end(), log.log_start_offset());
+    assert!(log.sync_wanted());
+}
+
+#[test]
+fn cached_reads_serve_what_the_page_cache_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), cfg(), true, 0).unwrap();
+    for i in 0..10 {
+        append(&mut log, 2, 1000 + i, &[5u8; 30]);
+    }
+    // Just written, so cached: the RWF_NOWAIT path returns the same bytes as a
+    // blocking read (or, on a file system without RWF_NOWAIT, says WouldBlock).
+    let blocking = log.plan_read(4, 1 << 20, true).unwrap().read().unwrap();
+    match log.plan_read_with(4, 1 << 20, true, ReadMode::Cached) {
+        Ok(plan) => match plan.read_with(ReadMode::Cached) {
+            Ok(cached) => assert_eq!(cached, blocking),
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::WouldBlock),
+        },
+        Err(e) => assert!(e.would_block(), "{e}"),
+    }
 }
