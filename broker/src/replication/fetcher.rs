@@ -1,0 +1,269 @@
+//! Follower fetchers: one task per leader broker fetches every partition this
+//! broker follows there in one internal RPC, and applies the answer partition by
+//! partition on the blocking pool: appending the batches, truncating a divergent
+//! tail, restarting a replica that fell behind the leader's log start (with the
+//! producer state from the tier when there is one), and following the leader's log
+//! start.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use parking_lot::Mutex;
+use tokio::task::JoinHandle;
+use tonic::{Request, Status};
+use tracing::{debug, info, warn};
+
+use crate::broker::{now_ms, Broker};
+use crate::log::ValidatedRecords;
+use crate::partition::{Partition, Role};
+use crate::quorum::proto::{PartitionData, PartitionFetch, ReplicaFetchRequest};
+
+/// The follower fetchers of this broker, one per leader broker.
+#[derive(Default)]
+pub struct Fetchers {
+    by_leader: Mutex<HashMap<i32, Fetcher>>,
+}
+
+struct Fetcher {
+    partitions: Arc<Mutex<Vec<Arc<Partition>>>>,
+    task: JoinHandle<()>,
+}
+
+impl Fetchers {
+    /// Points the fetchers at the partitions this broker now follows, per leader.
+    pub fn update(&self, broker: &Arc<Broker>, followed: HashMap<i32, Vec<Arc<Partition>>>) {
+        let mut by_leader = self.by_leader.lock();
+        by_leader.retain(|leader, f| {
+            if followed.contains_key(leader) && !f.task.is_finished() {
+                true
+            } else {
+                f.task.abort();
+                false
+            }
+        });
+        for (leader, parts) in followed {
+            match by_leader.get(&leader) {
+                Some(f) => *f.partitions.lock() = parts,
+                None => {
+                    let partitions = Arc::new(Mutex::new(parts));
+                    let task = tokio::spawn(run_fetcher(
+                        Arc::downgrade(broker),
+                        leader,
+                        Arc::clone(&partitions),
+                    ));
+                    by_leader.insert(leader, Fetcher { partitions, task });
+                }
+            }
+        }
+    }
+
+    pub fn stop_all(&self) {
+        for (_, f) in self.by_leader.lock().drain() {
+            f.task.abort();
+        }
+    }
+}
+
+async fn run_fetcher(
+    broker: Weak<Broker>,
+    leader: i32,
+    partitions: Arc<Mutex<Vec<Arc<Partition>>>>,
+) {
+    let mut failures: u32 = 0;
+    loop {
+        let Some(b) = broker.upgrade() else { return };
+        let parts: Vec<Arc<Partition>> = partitions
+            .lock()
+            .iter()
+            .filter(|p| p.role() == Role::Follower { leader })
+            .cloned()
+            .collect();
+        let addr = b
+            .cluster()
+            .brokers
+            .get(&leader)
+            .map(|x| x.internal.clone())
+            .unwrap_or_default();
+        if parts.is_empty() || addr.is_empty() {
+            drop(b);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let request = ReplicaFetchRequest {
+            replica_id: b.node_id(),
+            max_wait_ms: b.config.replica_fetch_max_wait_ms,
+            max_bytes: b.config.replica_fetch_max_bytes,
+            partitions: parts
+                .iter()
+                .map(|p| {
+                    let (last_epoch, leo) = p.last_epoch_and_end();
+                    PartitionFetch {
+                        topic: p.topic.to_string(),
+                        partition: p.index,
+                        leader_epoch: p.leader_epoch(),
+                        fetch_offset: leo,
+                        last_fetched_epoch: last_epoch,
+                    }
+                })
+                .collect(),
+        };
+        let epochs: Vec<i32> = request.partitions.iter().map(|f| f.leader_epoch).collect();
+        let client = b.quorum.peers().client(&addr);
+        let wait = Duration::from_millis(b.config.replica_fetch_max_wait_ms.max(0) as u64);
+        drop(b);
+        let reply = match client {
+            Ok(mut c) => {
+                let mut req = Request::new(request);
+                req.set_timeout(wait + Duration::from_secs(5));
+                c.replica_fetch(req).await.map(|r| r.into_inner())
+            }
+            Err(e) => Err(Status::invalid_argument(e.to_string())),
+        };
+        let Some(b) = broker.upgrade() else { return };
+        match reply {
+            Ok(resp) => {
+                failures = 0;
+                // Appends, truncations and their fsyncs: on the blocking pool.
+                let backoff = crate::blocking::run(move || {
+                    let mut backoff = false;
+                    for pd in resp.partitions {
+                        let Some((p, epoch)) = parts
+                            .iter()
+                            .zip(&epochs)
+                            .find(|(p, _)| p.index == pd.partition && *p.topic == *pd.topic)
+                        else {
+                            continue;
+                        };
+                        if let Err(code) = apply_fetched(&b, p, pd, leader, *epoch) {
+                            debug!(topic = %p.topic, partition = p.index, leader, ?code, "follower fetch error");
+                            backoff = true;
+                        }
+                    }
+                    backoff
+                })
+                .await;
+                let Some(backoff) = backoff else { return };
+                if backoff {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(50) {
+                    warn!(leader, error = %e.message(), failures, "follower fetch failed; retrying");
+                }
+                drop(b);
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(5)))).await;
+            }
+        }
+    }
+}
+
+/// After a replica restarted empty at `offset` (its leader's log start), fetches the
+/// producer state as of `offset` from the tier, if a tiered segment ends there, and
+/// installs it under what was replicated since; in the background, so fetching goes
+/// on meanwhile. Without it the replica only knows producers that write again.
+fn restore_producer_state_from_tier(b: &Broker, p: &Partition, offset: i64) {
+    let Some(tier) = b.tier.clone() else {
+        return;
+    };
+    let Some(topic) = b.topic(&p.topic) else {
+        return;
+    };
+    let Some(part) = topic.partition(p.index).cloned() else {
+        return;
+    };
+    let topic_id = topic.record.id;
+    tokio::spawn(async move {
+        let Some(table) = tier.producer_snapshot_at(&topic_id, &part, offset).await else {
+            return;
+        };
+        let producers = table.len();
+        let installed =
+            tokio::task::spawn_blocking(move || part.install_producer_snapshot(offset, table))
+                .await;
+        match installed {
+            Ok(Ok(true)) => {
+                info!(
+                    offset,
+                    producers, "restored the producer state from the tier's snapshot"
+                )
+            }
+            Ok(Ok(false)) => debug!(offset, "log start moved on; tier snapshot not used"),
+            Ok(Err(e)) => warn!(offset, error = %e, "cannot install the tier's producer snapshot"),
+            Err(e) => warn!(offset, error = %e, "producer snapshot task failed"),
+        }
+    });
+}
+
+/// Applies one partition of a fetch response on the follower.
+fn apply_fetched(
+    b: &Broker,
+    p: &Partition,
+    pd: PartitionData,
+    leader: i32,
+    epoch: i32,
+) -> Result<(), ResponseError> {
+    let now = now_ms();
+    let code = ResponseError::try_from_code(pd.error_code as i16);
+    if let Some(err) = code {
+        if err == ResponseError::OffsetOutOfRange {
+            let (_, leo) = p.last_epoch_and_end();
+            if leo < pd.log_start_offset {
+                info!(topic = %p.topic, partition = p.index, start = pd.log_start_offset, "follower fell behind the leader's log start; restarting the replica there");
+                p.reset_to(pd.log_start_offset, now, leader, epoch)
+                    .map_err(|e| crate::kafka::log_error_code(&e))?;
+                restore_producer_state_from_tier(b, p, pd.log_start_offset);
+                return Ok(());
+            }
+            if pd.high_watermark >= 0 && leo > pd.high_watermark {
+                warn!(topic = %p.topic, partition = p.index, leo, hw = pd.high_watermark, "follower ahead of the leader; truncating to its high watermark");
+                p.truncate_as_follower(pd.high_watermark, leader, epoch)
+                    .map_err(|e| crate::kafka::log_error_code(&e))?;
+                return Ok(());
+            }
+        }
+        return Err(err);
+    }
+    if pd.diverging_epoch >= 0 {
+        let (_, own_end) = p.end_offset_for_epoch(pd.diverging_epoch);
+        let to = if own_end >= 0 {
+            pd.diverging_end_offset.min(own_end)
+        } else {
+            pd.diverging_end_offset
+        };
+        let (_, before) = p.last_epoch_and_end();
+        p.truncate_as_follower(to, leader, epoch)
+            .map_err(|e| crate::kafka::log_error_code(&e))?;
+        info!(topic = %p.topic, partition = p.index, epoch = pd.diverging_epoch, from = before, to, "truncated a divergent log tail");
+        b.metrics.replica_truncations.add(1, &[]);
+        return Ok(());
+    }
+    if pd.records.is_empty() {
+        let (_, leo) = p.last_epoch_and_end();
+        p.follower_hw(pd.high_watermark, leo);
+    } else {
+        let records = ValidatedRecords::new(&pd.records, usize::MAX).map_err(|e| {
+            warn!(topic = %p.topic, partition = p.index, error = %e, "corrupt replicated data");
+            ResponseError::CorruptMessage
+        })?;
+        p.append_replicated(records, pd.high_watermark, now, leader, epoch)
+            .map_err(|e| {
+                warn!(topic = %p.topic, partition = p.index, error = %e, "cannot append replicated data");
+                crate::kafka::log_error_code(&e)
+            })?;
+    }
+    match p.follow_log_start(pd.log_start_offset, now, leader, epoch) {
+        Ok(0) => {}
+        Ok(n) => {
+            debug!(topic = %p.topic, partition = p.index, start = pd.log_start_offset, segments = n, "dropped segments below the leader's log start")
+        }
+        // The data is only redundant, so the next fetch may retry.
+        Err(e) => {
+            warn!(topic = %p.topic, partition = p.index, error = %e, "cannot follow the leader's log start")
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! The leader's side of a follower fetch: for each partition, fence stale epochs,
+//! detect a divergent follower log, record the follower's progress (which moves the
+//! high watermark) and read what follows its offset, long-polling while there is
+//! nothing new. Reads the page cache holds are served inline; cold ones go to the
+//! blocking pool.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use tracing::warn;
+
+use crate::broker::{now_ms, Broker};
+use crate::log::ReadMode;
+use crate::partition::{FollowerFetch, FollowerRead, Partition};
+use crate::quorum::proto::{PartitionData, ReplicaFetchRequest, ReplicaFetchResponse};
+
+/// Plans and reads one partition of a follower fetch: on this thread when the page
+/// cache holds what it needs, on the blocking pool otherwise.
+async fn serve_partition(
+    p: &Arc<Partition>,
+    read: FollowerFetch,
+    now: i64,
+) -> Result<(FollowerRead, std::io::Result<Bytes>), ResponseError> {
+    if let Some(r) = p.serve_follower_with(read, now, ReadMode::Cached)? {
+        let FollowerRead::Data(snap) = &r else {
+            return Ok((r, Ok(Bytes::new())));
+        };
+        match snap.plan.read_with(ReadMode::Cached) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            data => return Ok((r, data)),
+        }
+        let plan = snap.plan.clone();
+        let data = crate::blocking::run(move || plan.read())
+            .await
+            .unwrap_or_else(|| Err(std::io::Error::other("the broker is shutting down")));
+        return Ok((r, data));
+    }
+    let p = Arc::clone(p);
+    crate::blocking::run(move || {
+        let r = p.serve_follower_with(read, now, ReadMode::Blocking)?;
+        let r = r.ok_or(ResponseError::KafkaStorageError)?;
+        let data = match &r {
+            FollowerRead::Data(snap) => snap.plan.read(),
+            FollowerRead::Diverging { .. } => Ok(Bytes::new()),
+        };
+        Ok((r, data))
+    })
+    .await
+    .unwrap_or(Err(ResponseError::KafkaStorageError))
+}
+
+/// The leader's side of a follower fetch, long-polling up to `max_wait_ms` when
+/// there is nothing new for any of the partitions.
+pub async fn serve_fetch(b: &Arc<Broker>, req: ReplicaFetchRequest) -> ReplicaFetchResponse {
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_millis(req.max_wait_ms.clamp(0, 30_000) as u64);
+    let mut rx = b.appended.subscribe();
+    loop {
+        rx.borrow_and_update();
+        let now = now_ms();
+        let mut budget = req.max_bytes.max(1024) as usize;
+        let mut out = Vec::with_capacity(req.partitions.len());
+        let mut ready = false;
+        for pf in &req.partitions {
+            let mut pd = PartitionData {
+                topic: pf.topic.clone(),
+                partition: pf.partition,
+                high_watermark: -1,
+                log_start_offset: -1,
+                diverging_epoch: -1,
+                diverging_end_offset: -1,
+                ..Default::default()
+            };
+            let part = b
+                .topic(&pf.topic)
+                .and_then(|t| t.partition(pf.partition).cloned());
+            let read = FollowerFetch {
+                replica: req.replica_id,
+                epoch: pf.leader_epoch,
+                fetch_offset: pf.fetch_offset,
+                last_fetched_epoch: pf.last_fetched_epoch,
+                max_bytes: budget,
+            };
+            let result = match &part {
+                Some(p) => serve_partition(p, read, now).await,
+                None => Err(ResponseError::NotLeaderOrFollower),
+            };
+            match result {
+                Ok((FollowerRead::Data(snap), data)) => {
+                    pd.high_watermark = snap.high_watermark;
+                    pd.log_start_offset = snap.log_start_offset;
+                    match data {
+                        Ok(data) => {
+                            budget = budget.saturating_sub(data.len());
+                            if !data.is_empty() {
+                                ready = true;
+                            }
+                            pd.records = data;
+                        }
+                        Err(e) => {
+                            warn!(topic = %pf.topic, partition = pf.partition, error = %e, "cannot read for a follower");
+                            pd.error_code = ResponseError::KafkaStorageError.code() as i32;
+                            ready = true;
+                        }
+                    }
+                }
+                Ok((FollowerRead::Diverging { epoch, end_offset }, _)) => {
+                    pd.diverging_epoch = epoch;
+                    pd.diverging_end_offset = end_offset;
+                    ready = true;
+                }
+                Err(e) => {
+                    if let Some(p) = &part {
+                        pd.high_watermark = p.high_watermark();
+                        pd.log_start_offset = p.log_start_offset();
+                    }
+                    pd.error_code = e.code() as i32;
+                    ready = true;
+                }
+            }
+            out.push(pd);
+        }
+        if ready || tokio::time::Instant::now() >= deadline || budget == 0 {
+            return ReplicaFetchResponse { partitions: out };
+        }
+        if tokio::time::timeout_at(deadline, rx.changed())
+            .await
+            .is_err()
+        {
+            // Timed out: answer with the (empty) reads, which also carry the HW.
+            continue;
+        }
+    }
+}
