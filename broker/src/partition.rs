@@ -275,7 +275,7 @@ impl Partition {
         });
         let hw = self.high_watermark();
         let mut log = self.log.lock();
-        match log.apply_committed_checkpoint(hw) {
+        match log.apply_committed_replacement(hw) {
             Ok(0) => 0,
             Ok(n) => {
                 tracing::info!(topic = %self.topic, partition = self.index, hw,
@@ -765,20 +765,20 @@ impl Partition {
     /// deletes every segment before them once the checkpoint is on disk and the high
     /// watermark has passed it (at once when this replica is the whole ISR; otherwise
     /// when the followers' fetches move the high watermark). Returns how many
-    /// segments were removed now. [`Partition::write_checkpoint`] and
-    /// [`Partition::settle_checkpoint`] are its two halves, for a caller that holds a
+    /// segments were removed now. [`Partition::write_replacement`] and
+    /// [`Partition::settle_replacement`] are its two halves, for a caller that holds a
     /// lock of its own while writing and must not fsync under it.
-    pub fn checkpoint(
+    pub fn replace_history(
         &self,
         records: Option<ValidatedRecords>,
         now_ms: i64,
     ) -> Result<usize, LogError> {
-        self.write_checkpoint(records, now_ms)?;
-        self.settle_checkpoint(now_ms)
+        self.write_replacement(records, now_ms)?;
+        self.settle_replacement(now_ms)
     }
 
-    /// Writes the checkpoint (page cache only; see [`Partition::checkpoint`]).
-    pub fn write_checkpoint(
+    /// Writes the checkpoint (page cache only; see [`Partition::replace_history`]).
+    pub fn write_replacement(
         &self,
         records: Option<ValidatedRecords>,
         now_ms: i64,
@@ -789,7 +789,7 @@ impl Partition {
         }
         self.log
             .lock()
-            .checkpoint(records, st.leader_epoch, now_ms)?;
+            .replace_history(records, st.leader_epoch, now_ms)?;
         drop(st);
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
         Ok(())
@@ -797,7 +797,7 @@ impl Partition {
 
     /// fsyncs a written checkpoint without any lock, then deletes the history it
     /// replaces if the high watermark has passed it. Returns the segments removed.
-    pub fn settle_checkpoint(&self, now_ms: i64) -> Result<usize, LogError> {
+    pub fn settle_replacement(&self, now_ms: i64) -> Result<usize, LogError> {
         self.sync(now_ms, true)?;
         let st = self.replica.lock();
         if st.role != Role::Leader {
@@ -809,8 +809,8 @@ impl Partition {
 
     /// Whether a checkpoint still waits for the high watermark before its older
     /// segments go (another checkpoint meanwhile would only add data).
-    pub fn checkpoint_pending(&self) -> bool {
-        self.log.lock().pending_checkpoint().is_some()
+    pub fn replacement_pending(&self) -> bool {
+        self.log.lock().pending_replacement().is_some()
     }
 
     pub fn size_bytes(&self) -> u64 {
@@ -823,310 +823,4 @@ impl Partition {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::log::batch::tests::make_batch;
-
-    fn replica(dir: &std::path::Path, me: i32) -> Partition {
-        let log = PartitionLog::open(dir, LogConfig::default(), true, 0).unwrap();
-        let (appended, _) = watch::channel(0);
-        Partition::new(Arc::from("t"), 0, log, me, Arc::new(appended))
-    }
-
-    fn records(n: i64) -> ValidatedRecords {
-        ValidatedRecords::new(&make_batch(0, 2, 1000 + n, b"v"), 1 << 20).unwrap()
-    }
-
-    /// Reads everything the follower should get from `leader` and appends it.
-    fn replicate(leader: &Partition, follower: &Partition, id: i32, now: i64) -> FollowerRead {
-        let (last_epoch, leo) = follower.last_epoch_and_end();
-        let read = leader
-            .serve_follower(id, leader.leader_epoch(), leo, last_epoch, 1 << 20, now)
-            .unwrap();
-        if let FollowerRead::Data(snap) = &read {
-            let data = snap.plan.read().unwrap();
-            if data.is_empty() {
-                follower.follower_hw(snap.high_watermark, leo);
-            } else {
-                let epoch = follower.leader_epoch();
-                follower
-                    .append_replicated(
-                        ValidatedRecords::new(&data, usize::MAX).unwrap(),
-                        snap.high_watermark,
-                        now,
-                        1,
-                        epoch,
-                    )
-                    .unwrap();
-            }
-        }
-        read
-    }
-
-    #[test]
-    fn high_watermark_is_the_isr_minimum_and_a_deposed_leader_truncates() {
-        let d1 = tempfile::tempdir().unwrap();
-        let d2 = tempfile::tempdir().unwrap();
-        let leader = replica(d1.path(), 1);
-        let follower = replica(d2.path(), 2);
-        leader.set_role(Role::Leader, 1, &[1, 2], &[1, 2], 0);
-        follower.set_role(Role::Follower { leader: 1 }, 1, &[1, 2], &[1, 2], 0);
-        for i in 0..3 {
-            leader.append(records(i), 0).unwrap();
-        }
-        // Nothing is committed until the follower has fetched past it.
-        assert_eq!(leader.high_watermark(), 0);
-        assert!(matches!(
-            leader.check_leader(3),
-            Err(ResponseError::NotEnoughReplicas)
-        ));
-        replicate(&leader, &follower, 2, 1);
-        assert_eq!(
-            leader.high_watermark(),
-            0,
-            "the follower's next fetch reports progress"
-        );
-        assert_eq!(follower.high_watermark(), 0);
-        replicate(&leader, &follower, 2, 2);
-        assert_eq!(leader.high_watermark(), 6);
-        assert_eq!(follower.high_watermark(), 6);
-
-        // A stale role: answers for the old epoch are refused, not applied.
-        assert!(follower.append_replicated(records(9), 6, 4, 1, 0).is_err());
-        assert!(matches!(
-            leader.serve_follower(2, 0, 6, 1, 1 << 20, 4),
-            Err(ResponseError::FencedLeaderEpoch)
-        ));
-
-        // The old leader writes two batches nobody replicates, then loses leadership
-        // to the follower (epoch 2), which writes one batch of its own.
-        leader.append(records(10), 5).unwrap();
-        leader.append(records(11), 5).unwrap();
-        assert_eq!(leader.log_end_offset(), 10);
-        follower.set_role(Role::Leader, 2, &[2], &[1, 2], 6);
-        follower.append(records(20), 6).unwrap();
-        leader.set_role(Role::Follower { leader: 2 }, 2, &[2], &[1, 2], 6);
-        // Its last epoch (1) ends at 6 on the new leader: truncate there.
-        let (last_epoch, leo) = leader.last_epoch_and_end();
-        assert_eq!((last_epoch, leo), (1, 10));
-        match follower
-            .serve_follower(1, 2, leo, last_epoch, 1 << 20, 7)
-            .unwrap()
-        {
-            FollowerRead::Diverging { epoch, end_offset } => {
-                assert_eq!((epoch, end_offset), (1, 6));
-                leader.truncate_as_follower(end_offset, 2, 2).unwrap();
-            }
-            FollowerRead::Data(_) => panic!("divergence not detected"),
-        }
-        assert_eq!(leader.log_end_offset(), 6);
-        // Then it copies the new leader's batch and both logs agree.
-        let (last_epoch, leo) = leader.last_epoch_and_end();
-        let FollowerRead::Data(snap) = follower
-            .serve_follower(1, 2, leo, last_epoch, 1 << 20, 8)
-            .unwrap()
-        else {
-            panic!("expected data");
-        };
-        let data = snap.plan.read().unwrap();
-        leader
-            .append_replicated(
-                ValidatedRecords::new(&data, usize::MAX).unwrap(),
-                8,
-                8,
-                2,
-                2,
-            )
-            .unwrap();
-        assert_eq!(leader.last_epoch_and_end(), (2, 8));
-        assert_eq!(follower.last_epoch_and_end(), (2, 8));
-    }
-
-    /// A leader with ISR [1, 2] and one batch appended in epoch 1.
-    fn leader_with_one_batch(dir: &std::path::Path) -> (Partition, i64, i32) {
-        let leader = replica(dir, 1);
-        leader.set_role(Role::Leader, 1, &[1, 2], &[1, 2], 0);
-        let info = leader.append(records(0), 0).unwrap();
-        (leader, info.last_offset + 1, info.leader_epoch)
-    }
-
-    #[tokio::test]
-    async fn acks_all_fails_after_append_when_the_isr_shrinks_below_min_isr() {
-        let d = tempfile::tempdir().unwrap();
-        let (leader, end, epoch) = leader_with_one_batch(d.path());
-        assert_eq!(epoch, 1);
-        let t = Duration::from_secs(5);
-        let wait = leader.wait_for_replication(end, epoch, 2, t);
-        // The follower never fetched: the controller shrinks the ISR to the leader
-        // alone, and the high watermark jumps to the log end with a single copy.
-        let shrink = async {
-            tokio::task::yield_now().await;
-            leader.set_role(Role::Leader, 1, &[1], &[1, 2], 1);
-        };
-        let (r, ()) = tokio::join!(wait, shrink);
-        assert_eq!(leader.high_watermark(), end);
-        assert_eq!(r, Err(ResponseError::NotEnoughReplicasAfterAppend));
-        // With min.insync.replicas=1 the same single copy is enough.
-        assert_eq!(leader.wait_for_replication(end, epoch, 1, t).await, Ok(()));
-    }
-
-    #[tokio::test]
-    async fn acks_all_fails_when_the_leader_epoch_changed_since_the_append() {
-        let d = tempfile::tempdir().unwrap();
-        let (leader, end, epoch) = leader_with_one_batch(d.path());
-        // Re-elected in a new epoch (another replica may have led in between and
-        // this broker truncated): the wait must not adopt the new epoch.
-        leader.set_role(Role::Leader, 2, &[1], &[1, 2], 1);
-        assert_eq!(leader.high_watermark(), end);
-        let r = leader
-            .wait_for_replication(end, epoch, 1, Duration::from_secs(5))
-            .await;
-        assert_eq!(r, Err(ResponseError::NotLeaderOrFollower));
-    }
-
-    #[test]
-    fn a_follower_that_keeps_up_under_continuous_appends_stays_in_the_isr() {
-        let d1 = tempfile::tempdir().unwrap();
-        let d2 = tempfile::tempdir().unwrap();
-        let leader = replica(d1.path(), 1);
-        let follower = replica(d2.path(), 2);
-        leader.set_role(Role::Leader, 1, &[1, 2], &[1, 2], 0);
-        follower.set_role(Role::Follower { leader: 1 }, 1, &[1, 2], &[1, 2], 0);
-        let lag_max = 10_000;
-        // 60 s of a fetch every 100 ms, with a new batch appended before every
-        // fetch: the follower always reaches the end the leader had at its
-        // previous fetch, never the current one.
-        for step in 1..=600i64 {
-            let now = step * 100;
-            leader.append(records(step), now).unwrap();
-            // Each fetch starts behind the leader's current end.
-            assert!(follower.log_end_offset() < leader.log_end_offset());
-            replicate(&leader, &follower, 2, now);
-            assert_eq!(leader.isr_change(now, lag_max), None, "at {now} ms");
-        }
-        assert_eq!(leader.isr(), vec![1, 2]);
-
-        // A follower that stops fetching still leaves after the lag period.
-        let now = 60_000 + lag_max + 1;
-        leader.append(records(0), now).unwrap();
-        assert_eq!(leader.isr_change(now, lag_max), Some((1, vec![1])));
-    }
-
-    /// Leader 1 and follower 2 in epoch 1, ISR [1, 2], with 200-byte segments (a few
-    /// batches each, so checkpoints and log-start moves cross segment boundaries).
-    fn small_segment_pair(
-        leader_dir: &std::path::Path,
-        follower_dir: &std::path::Path,
-    ) -> (Partition, Partition) {
-        let small = LogConfig {
-            segment_bytes: 200,
-            ..LogConfig::default()
-        };
-        let open = |dir: &std::path::Path, me: i32| {
-            let log = PartitionLog::open(dir, small.clone(), true, 0).unwrap();
-            let (appended, _) = watch::channel(0);
-            Partition::new(Arc::from("t"), 0, log, me, Arc::new(appended))
-        };
-        let (leader, follower) = (open(leader_dir, 1), open(follower_dir, 2));
-        leader.set_role(Role::Leader, 1, &[1, 2], &[1, 2], 0);
-        follower.set_role(Role::Follower { leader: 1 }, 1, &[1, 2], &[1, 2], 0);
-        (leader, follower)
-    }
-
-    #[test]
-    fn followers_drop_what_a_leader_checkpoint_replaced() {
-        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (leader, follower) = small_segment_pair(d1.path(), d2.path());
-        let follow = |read: FollowerRead| {
-            if let FollowerRead::Data(snap) = read {
-                follower
-                    .follow_log_start(snap.log_start_offset, 0, 1, 1)
-                    .unwrap();
-            }
-        };
-        for i in 0..20 {
-            leader.append(records(i), 0).unwrap();
-            follow(replicate(&leader, &follower, 2, 0));
-        }
-        assert!(follower.segment_count() > 3);
-        leader.checkpoint(Some(records(99)), 0).unwrap();
-        // The first fetch brings the checkpoint, the next reports it and moves the
-        // high watermark past it: only then does the leader drop the history.
-        follow(replicate(&leader, &follower, 2, 0));
-        assert_eq!(leader.log_start_offset(), 0);
-        follow(replicate(&leader, &follower, 2, 0));
-        let start = leader.log_start_offset();
-        assert!(start > 0);
-        // The fetch after that drops the history on the follower too; only the
-        // follower's own segment holding the checkpoint's start may reach below it.
-        follow(replicate(&leader, &follower, 2, 0));
-        assert_eq!(follower.log_end_offset(), leader.log_end_offset());
-        assert!(follower.log_start_offset() > 0 && follower.log_start_offset() <= start);
-        assert!(
-            follower.segment_count() <= 2,
-            "{}",
-            follower.segment_count()
-        );
-    }
-
-    #[test]
-    fn a_checkpoint_keeps_the_history_until_a_lagging_in_sync_follower_has_it() {
-        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (leader, follower) = small_segment_pair(d1.path(), d2.path());
-        for i in 0..20 {
-            leader.append(records(i), 0).unwrap();
-            replicate(&leader, &follower, 2, 0);
-        }
-        // In sync, but one batch behind when the coordinator checkpoints.
-        leader.append(records(20), 0).unwrap();
-        let behind = follower.log_end_offset();
-        assert!(behind < leader.log_end_offset());
-        assert_eq!(leader.isr(), vec![1, 2]);
-        leader.checkpoint(Some(records(99)), 0).unwrap();
-        let checkpoint_end = leader.log_end_offset();
-        // Nothing is deleted while the only other copy lacks the checkpoint: the
-        // follower could be elected now, and would still have every commit.
-        assert_eq!(leader.log_start_offset(), 0);
-        assert!(leader.checkpoint_pending());
-        // Its fetches from where it is get data, not OFFSET_OUT_OF_RANGE (which made it
-        // restart empty at the new log start); one fetch reads up to a segment's end.
-        for _ in 0..10 {
-            if follower.log_end_offset() == checkpoint_end {
-                break;
-            }
-            assert!(matches!(
-                replicate(&leader, &follower, 2, 1),
-                FollowerRead::Data(_)
-            ));
-            assert_eq!(
-                leader.log_start_offset(),
-                0,
-                "the checkpoint is not replicated"
-            );
-        }
-        assert_eq!(follower.log_start_offset(), 0);
-        assert_eq!(follower.log_end_offset(), checkpoint_end);
-        // The next fetch reports the follower's new end: the high watermark passes the
-        // checkpoint and the leader drops what it replaces.
-        replicate(&leader, &follower, 2, 2);
-        assert_eq!(leader.high_watermark(), checkpoint_end);
-        assert!(leader.log_start_offset() > 0);
-        assert!(!leader.checkpoint_pending());
-        // Fetches from now on tell the follower the new start.
-        let FollowerRead::Data(snap) = replicate(&leader, &follower, 2, 3) else {
-            panic!("expected data");
-        };
-        assert_eq!(snap.log_start_offset, leader.log_start_offset());
-        // A truncation that cuts a checkpoint away cancels its deletion: the
-        // history it would replace is all there is.
-        leader.append(records(30), 3).unwrap();
-        leader.checkpoint(Some(records(31)), 3).unwrap();
-        assert!(leader.checkpoint_pending());
-        let start = leader.log_start_offset();
-        leader.truncate_to(leader.log_end_offset() - 2).unwrap();
-        assert!(!leader.checkpoint_pending());
-        replicate(&leader, &follower, 2, 4);
-        replicate(&leader, &follower, 2, 5);
-        assert_eq!(leader.log_start_offset(), start);
-    }
-}
+mod tests;

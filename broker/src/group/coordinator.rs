@@ -439,7 +439,7 @@ impl GroupCoordinator {
             };
             // A checkpoint still waiting for its followers keeps the segments it
             // replaces; another one now would only add a copy of the live state.
-            if p.segment_count() < self.config.compact_after_segments || p.checkpoint_pending() {
+            if p.segment_count() < self.config.compact_after_segments || p.replacement_pending() {
                 continue;
             }
             let live = st.logged(index, n).entries_for_partition(index, n);
@@ -454,11 +454,11 @@ impl GroupCoordinator {
                     None => continue,
                 }
             };
-            let written = p.write_checkpoint(records, now);
+            let written = p.write_replacement(records, now);
             // The fsync (and the deletion of what the checkpoint replaces) happen
             // without the coordinator's lock, which every group request takes.
             drop(st);
-            match written.and_then(|()| p.settle_checkpoint(now)) {
+            match written.and_then(|()| p.settle_replacement(now)) {
                 Ok(removed) => info!(
                     partition = index,
                     live = live.len(),

@@ -4,6 +4,7 @@
 use super::batch::tests::{make_batch, make_idempotent_batch};
 use super::*;
 use proptest::prelude::*;
+use std::fs;
 
 fn cfg() -> LogConfig {
     LogConfig {
@@ -557,13 +558,13 @@ fn a_checkpoint_deletes_the_history_only_once_it_is_on_disk() {
         append(&mut log, 2, 1000 + i, &[1u8; 60]);
     }
     let live = ValidatedRecords::new(&make_batch(0, 3, 5000, b"live"), 1 << 20).unwrap();
-    let pending = log.checkpoint(Some(live), 0, 5000).unwrap();
+    let pending = log.replace_history(Some(live), 0, 5000).unwrap();
     let segments = log.segment_count();
     // Replicated (the high watermark is past it) but not fsynced: everything stays.
-    assert_eq!(log.apply_committed_checkpoint(i64::MAX).unwrap(), 0);
+    assert_eq!(log.apply_committed_replacement(i64::MAX).unwrap(), 0);
     assert_eq!(log.segment_count(), segments);
     sync(&mut log);
-    assert!(log.apply_committed_checkpoint(i64::MAX).unwrap() > 0);
+    assert!(log.apply_committed_replacement(i64::MAX).unwrap() > 0);
     assert_eq!(log.log_start_offset(), pending.delete_below);
 }
 

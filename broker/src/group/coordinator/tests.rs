@@ -211,7 +211,7 @@ fn compaction_keeps_commits_still_waiting_for_replicas() {
     c.maintain(0);
     // The history stays until the follower has the checkpoint.
     assert_eq!(p.log_start_offset(), 0, "not yet replicated");
-    assert!(p.checkpoint_pending());
+    assert!(p.replacement_pending());
     let checkpoint_end = p.log_end_offset();
     let replay = || {
         let (replayed, _) = offsets::replay(&p, &|| {}).unwrap();
