@@ -347,20 +347,8 @@ impl Partition {
         let wait = async {
             loop {
                 rx.borrow_and_update();
-                {
-                    // The high watermark moves under the replica lock, so the ISR read
-                    // here is the one it was computed from.
-                    let st = self.replica.lock();
-                    if st.role != Role::Leader || st.leader_epoch != epoch {
-                        return Err(ResponseError::NotLeaderOrFollower);
-                    }
-                    if self.high_watermark() >= offset {
-                        return if st.isr.len() >= min_isr {
-                            Ok(())
-                        } else {
-                            Err(ResponseError::NotEnoughReplicasAfterAppend)
-                        };
-                    }
+                if let Some(outcome) = self.replication_outcome(offset, epoch, min_isr) {
+                    return outcome;
                 }
                 if rx.changed().await.is_err() {
                     return Err(ResponseError::NotLeaderOrFollower);
@@ -370,6 +358,32 @@ impl Partition {
         tokio::time::timeout(timeout, wait)
             .await
             .unwrap_or(Err(ResponseError::RequestTimedOut))
+    }
+
+    /// How an acks=all write of everything below `offset`, appended in `epoch`, stands
+    /// now: `None` while it waits for the high watermark; an error once leadership
+    /// moved on (the records may be truncated away) or when the ISR that replicated it
+    /// is smaller than `min_isr`.
+    pub fn replication_outcome(
+        &self,
+        offset: i64,
+        epoch: i32,
+        min_isr: usize,
+    ) -> Option<Result<(), ResponseError>> {
+        // The high watermark moves under the replica lock, so the ISR read here is
+        // the one it was computed from.
+        let st = self.replica.lock();
+        if st.role != Role::Leader || st.leader_epoch != epoch {
+            return Some(Err(ResponseError::NotLeaderOrFollower));
+        }
+        if self.high_watermark() < offset {
+            return None;
+        }
+        Some(if st.isr.len() >= min_isr {
+            Ok(())
+        } else {
+            Err(ResponseError::NotEnoughReplicasAfterAppend)
+        })
     }
 
     /// Checks that this replica still follows `leader` in `epoch` (a fetch response

@@ -136,9 +136,16 @@ async fn run_fetcher(
                         else {
                             continue;
                         };
-                        if let Err(code) = apply_fetched(&b, p, pd, leader, *epoch) {
-                            debug!(topic = %p.topic, partition = p.index, leader, ?code, "follower fetch error");
-                            backoff = true;
+                        match apply_fetched(p, pd, leader, *epoch, now_ms()) {
+                            Ok(Applied::Reset { offset }) => {
+                                restore_producer_state_from_tier(&b, p, offset)
+                            }
+                            Ok(Applied::Truncated) => b.metrics.replica_truncations.add(1, &[]),
+                            Ok(Applied::Data) => {}
+                            Err(code) => {
+                                debug!(topic = %p.topic, partition = p.index, leader, ?code, "follower fetch error");
+                                backoff = true;
+                            }
                         }
                     }
                     backoff
@@ -198,15 +205,28 @@ fn restore_producer_state_from_tier(b: &Broker, p: &Partition, offset: i64) {
     });
 }
 
-/// Applies one partition of a fetch response on the follower.
-fn apply_fetched(
-    b: &Broker,
+/// What applying one partition of a fetch response did, for the caller's own
+/// follow-up (metrics, the tier's producer snapshot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Applied {
+    /// Records appended (or none were new); the high watermark followed the leader's.
+    Data,
+    /// A divergent tail was cut off, or a tail beyond the leader's high watermark.
+    Truncated,
+    /// The replica fell behind the leader's log start and restarted empty there.
+    Reset { offset: i64 },
+}
+
+/// Applies one partition of a fetch response from `leader`, made in `epoch`, on the
+/// follower: the follower's whole side of replication, with no dependency on the
+/// rest of the broker (the replication simulation drives it directly).
+pub(crate) fn apply_fetched(
     p: &Partition,
     pd: PartitionData,
     leader: i32,
     epoch: i32,
-) -> Result<(), ResponseError> {
-    let now = now_ms();
+    now: i64,
+) -> Result<Applied, ResponseError> {
     let code = ResponseError::try_from_code(pd.error_code as i16);
     if let Some(err) = code {
         if err == ResponseError::OffsetOutOfRange {
@@ -215,14 +235,15 @@ fn apply_fetched(
                 info!(topic = %p.topic, partition = p.index, start = pd.log_start_offset, "follower fell behind the leader's log start; restarting the replica there");
                 p.reset_to(pd.log_start_offset, now, leader, epoch)
                     .map_err(|e| crate::kafka::log_error_code(&e))?;
-                restore_producer_state_from_tier(b, p, pd.log_start_offset);
-                return Ok(());
+                return Ok(Applied::Reset {
+                    offset: pd.log_start_offset,
+                });
             }
             if pd.high_watermark >= 0 && leo > pd.high_watermark {
                 warn!(topic = %p.topic, partition = p.index, leo, hw = pd.high_watermark, "follower ahead of the leader; truncating to its high watermark");
                 p.truncate_as_follower(pd.high_watermark, leader, epoch)
                     .map_err(|e| crate::kafka::log_error_code(&e))?;
-                return Ok(());
+                return Ok(Applied::Truncated);
             }
         }
         return Err(err);
@@ -238,8 +259,7 @@ fn apply_fetched(
         p.truncate_as_follower(to, leader, epoch)
             .map_err(|e| crate::kafka::log_error_code(&e))?;
         info!(topic = %p.topic, partition = p.index, epoch = pd.diverging_epoch, from = before, to, "truncated a divergent log tail");
-        b.metrics.replica_truncations.add(1, &[]);
-        return Ok(());
+        return Ok(Applied::Truncated);
     }
     if pd.records.is_empty() {
         let (_, leo) = p.last_epoch_and_end();
@@ -265,5 +285,5 @@ fn apply_fetched(
             warn!(topic = %p.topic, partition = p.index, error = %e, "cannot follow the leader's log start")
         }
     }
-    Ok(())
+    Ok(Applied::Data)
 }

@@ -51,6 +51,85 @@ async fn serve_partition(
     .unwrap_or(Err(ResponseError::KafkaStorageError))
 }
 
+/// A partition's answer before anything is known.
+fn empty_answer(topic: &str, partition: i32) -> PartitionData {
+    PartitionData {
+        topic: topic.to_string(),
+        partition,
+        high_watermark: -1,
+        log_start_offset: -1,
+        diverging_epoch: -1,
+        diverging_end_offset: -1,
+        ..Default::default()
+    }
+}
+
+/// Fills a partition's answer from what serving it gave. Returns the record bytes
+/// in it and whether it is worth answering at once (records, divergence, an error).
+fn answer(
+    pd: &mut PartitionData,
+    part: Option<&Partition>,
+    result: Result<(FollowerRead, std::io::Result<Bytes>), ResponseError>,
+) -> (usize, bool) {
+    match result {
+        Ok((FollowerRead::Data(snap), data)) => {
+            pd.high_watermark = snap.high_watermark;
+            pd.log_start_offset = snap.log_start_offset;
+            match data {
+                Ok(data) => {
+                    let n = data.len();
+                    pd.records = data;
+                    (n, n > 0)
+                }
+                Err(e) => {
+                    warn!(topic = %pd.topic, partition = pd.partition, error = %e, "cannot read for a follower");
+                    pd.error_code = ResponseError::KafkaStorageError.code() as i32;
+                    (0, true)
+                }
+            }
+        }
+        Ok((FollowerRead::Diverging { epoch, end_offset }, _)) => {
+            pd.diverging_epoch = epoch;
+            pd.diverging_end_offset = end_offset;
+            (0, true)
+        }
+        Err(e) => {
+            if let Some(p) = part {
+                pd.high_watermark = p.high_watermark();
+                pd.log_start_offset = p.log_start_offset();
+            }
+            pd.error_code = e.code() as i32;
+            (0, true)
+        }
+    }
+}
+
+/// Serves one partition of a follower fetch on the calling thread, blocking on the
+/// disk: the leader's whole side of replication for one partition, as the
+/// replication simulation drives it.
+#[cfg(test)]
+pub(crate) fn serve_blocking(p: &Partition, read: FollowerFetch, now: i64) -> PartitionData {
+    let mut pd = empty_answer(&p.topic, p.index);
+    let result = p
+        .serve_follower(
+            read.replica,
+            read.epoch,
+            read.fetch_offset,
+            read.last_fetched_epoch,
+            read.max_bytes,
+            now,
+        )
+        .map(|r| {
+            let data = match &r {
+                FollowerRead::Data(snap) => snap.plan.read(),
+                FollowerRead::Diverging { .. } => Ok(Bytes::new()),
+            };
+            (r, data)
+        });
+    answer(&mut pd, Some(p), result);
+    pd
+}
+
 /// The leader's side of a follower fetch, long-polling up to `max_wait_ms` when
 /// there is nothing new for any of the partitions.
 pub async fn serve_fetch(b: &Arc<Broker>, req: ReplicaFetchRequest) -> ReplicaFetchResponse {
@@ -64,15 +143,7 @@ pub async fn serve_fetch(b: &Arc<Broker>, req: ReplicaFetchRequest) -> ReplicaFe
         let mut out = Vec::with_capacity(req.partitions.len());
         let mut ready = false;
         for pf in &req.partitions {
-            let mut pd = PartitionData {
-                topic: pf.topic.clone(),
-                partition: pf.partition,
-                high_watermark: -1,
-                log_start_offset: -1,
-                diverging_epoch: -1,
-                diverging_end_offset: -1,
-                ..Default::default()
-            };
+            let mut pd = empty_answer(&pf.topic, pf.partition);
             let part = b
                 .topic(&pf.topic)
                 .and_then(|t| t.partition(pf.partition).cloned());
@@ -87,39 +158,9 @@ pub async fn serve_fetch(b: &Arc<Broker>, req: ReplicaFetchRequest) -> ReplicaFe
                 Some(p) => serve_partition(p, read, now).await,
                 None => Err(ResponseError::NotLeaderOrFollower),
             };
-            match result {
-                Ok((FollowerRead::Data(snap), data)) => {
-                    pd.high_watermark = snap.high_watermark;
-                    pd.log_start_offset = snap.log_start_offset;
-                    match data {
-                        Ok(data) => {
-                            budget = budget.saturating_sub(data.len());
-                            if !data.is_empty() {
-                                ready = true;
-                            }
-                            pd.records = data;
-                        }
-                        Err(e) => {
-                            warn!(topic = %pf.topic, partition = pf.partition, error = %e, "cannot read for a follower");
-                            pd.error_code = ResponseError::KafkaStorageError.code() as i32;
-                            ready = true;
-                        }
-                    }
-                }
-                Ok((FollowerRead::Diverging { epoch, end_offset }, _)) => {
-                    pd.diverging_epoch = epoch;
-                    pd.diverging_end_offset = end_offset;
-                    ready = true;
-                }
-                Err(e) => {
-                    if let Some(p) = &part {
-                        pd.high_watermark = p.high_watermark();
-                        pd.log_start_offset = p.log_start_offset();
-                    }
-                    pd.error_code = e.code() as i32;
-                    ready = true;
-                }
-            }
+            let (bytes, now_ready) = answer(&mut pd, part.as_deref(), result);
+            budget = budget.saturating_sub(bytes);
+            ready |= now_ready;
             out.push(pd);
         }
         if ready || tokio::time::Instant::now() >= deadline || budget == 0 {
