@@ -32,6 +32,7 @@ use crate::metadata::{topic_config, validate_topic_name, MetadataError, TopicRec
 use crate::partition::{Partition, Role};
 use crate::producer::id_allocator::ProducerIdAllocator;
 use crate::quorum::{Quorum, QuorumConfig};
+use crate::replica_removal::{self, RemovedReplica};
 use crate::replication::Fetchers;
 use crate::telemetry::Metrics;
 use crate::tier::Tier;
@@ -135,7 +136,7 @@ impl Broker {
         } else {
             info!("no clean-shutdown marker: validating the tail of every partition log");
         }
-        remove_deleted_dirs(&data_dir);
+        replica_removal::sweep(&data_dir);
         let quorum = Quorum::start(QuorumConfig {
             node_id: config.node_id as u64,
             dir: data_dir.join("meta").join("raft"),
@@ -489,16 +490,27 @@ impl Broker {
 
     /// Brings the local replicas in line with the metadata: opens, removes and
     /// re-roles partitions, and restarts fetchers and group coordination to match.
+    /// The files of removed replicas are deleted afterwards, on a blocking thread of
+    /// their own, so a large deleted topic does not hold up the next reconcile.
     pub async fn reconcile(self: &Arc<Self>) {
         let _g = self.reconcile_lock.lock().await;
         let b = Arc::clone(self);
         match tokio::task::spawn_blocking(move || b.reconcile_blocking()).await {
-            Ok(followed) => self.fetchers.update(self, followed),
+            Ok((followed, removed)) => {
+                self.fetchers.update(self, followed);
+                if !removed.is_empty() {
+                    tokio::task::spawn_blocking(move || replica_removal::remove(&removed));
+                }
+            }
             Err(e) => warn!(error = %e, "reconcile task failed"),
         }
     }
 
-    fn reconcile_blocking(self: &Arc<Self>) -> HashMap<i32, Vec<Arc<Partition>>> {
+    /// The reconcile's work on the runtime's blocking pool: returns the replicas to
+    /// fetch, by leader, and the removed replicas whose files are to be deleted.
+    fn reconcile_blocking(
+        self: &Arc<Self>,
+    ) -> (HashMap<i32, Vec<Arc<Partition>>>, Vec<RemovedReplica>) {
         let published = self.quorum.published();
         let state = published.state;
         let me = self.node_id();
@@ -508,6 +520,7 @@ impl Broker {
         let mut next = Topics::default();
         let mut followed: HashMap<i32, Vec<Arc<Partition>>> = HashMap::new();
         let mut offsets_led: HashSet<i32> = HashSet::new();
+        let mut removed: Vec<RemovedReplica> = Vec::new();
         for (name, meta) in &state.topics {
             let prev = old.get(name).filter(|t| t.record.id == meta.record.id);
             let log_config = topic_config::log_config(&meta.record.configs, &self.config);
@@ -520,7 +533,7 @@ impl Broker {
                 if !p.replicas.contains(&me) {
                     if let Some(part) = existing {
                         if registered {
-                            self.remove_replica(&part, &meta.record.id);
+                            removed.push(self.remove_replica(&part, &meta.record.id));
                         } else {
                             partitions.push(Some(part));
                             continue;
@@ -588,7 +601,7 @@ impl Broker {
                 continue;
             }
             for p in t.local() {
-                self.remove_replica(p, &t.record.id);
+                removed.push(self.remove_replica(p, &t.record.id));
             }
             info!(topic = %name, "removed local replicas of a deleted topic");
         }
@@ -598,7 +611,7 @@ impl Broker {
         }
         self.reconciled_index
             .fetch_max(published.applied_index, Ordering::AcqRel);
-        followed
+        (followed, removed)
     }
 
     fn open_replica(
@@ -633,21 +646,12 @@ impl Broker {
         )))
     }
 
-    fn remove_replica(&self, p: &Arc<Partition>, topic_id: &Uuid) {
+    /// Stops serving a replica and moves its directory aside; the reconcile
+    /// deletes the files once it is done (see [`replica_removal`]).
+    fn remove_replica(&self, p: &Arc<Partition>, topic_id: &Uuid) -> RemovedReplica {
         p.set_role(Role::None, p.leader_epoch(), &[], &[], now_ms());
         let dir = partition_dir(&self.config.data_dir, &p.topic, p.index);
-        let doomed = self.config.data_dir.join(format!(
-            "{}-{}.{}-delete",
-            p.topic,
-            p.index,
-            topic_id.simple()
-        ));
-        if let Err(e) = fs::rename(&dir, &doomed) {
-            warn!(dir = %dir.display(), error = %e, "could not move a removed replica aside");
-        }
-        let data_dir = self.config.data_dir.clone();
-        std::thread::spawn(move || remove_deleted_dirs(&data_dir));
-        info!(topic = %p.topic, partition = p.index, "removed local replica");
+        replica_removal::move_aside(&self.config.data_dir, &dir, &p.topic, p.index, topic_id)
     }
 
     /// Runs retention on every partition, and forgets producers idle for longer than
@@ -774,18 +778,5 @@ impl Broker {
         self.fetchers.stop_all();
         self.quorum.shutdown().await;
         debug!("metadata quorum stopped");
-    }
-}
-
-fn remove_deleted_dirs(data_dir: &Path) {
-    let Ok(entries) = fs::read_dir(data_dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        if e.file_name().to_string_lossy().ends_with("-delete") {
-            if let Err(err) = fs::remove_dir_all(e.path()) {
-                warn!(dir = %e.path().display(), error = %err, "could not remove deleted partition");
-            }
-        }
     }
 }

@@ -17,6 +17,7 @@ pub mod metadata;
 pub mod partition;
 pub mod producer;
 pub mod quorum;
+pub mod replica_removal;
 pub mod replication;
 pub mod telemetry;
 pub mod tier;

@@ -1,43 +1,30 @@
-//! Logs (`tracing`), metrics (OpenTelemetry, exported in Prometheus text format) and
-//! the HTTP endpoints `/metrics`, `/healthz` and `/readyz`.
+//! The broker's instruments (OpenTelemetry, exported in Prometheus text format) and
+//! its log setup. The registry, the `/metrics`, `/healthz` and `/readyz` endpoints and
+//! the subscriber itself are `strata_telemetry`'s, shared with the operator.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
-use opentelemetry::metrics::{Counter, Histogram, MeterProvider, UpDownCounter};
+use opentelemetry::metrics::{Counter, Histogram, UpDownCounter};
 use opentelemetry::KeyValue;
-use opentelemetry_sdk::metrics::SdkMeterProvider;
-use prometheus::{Encoder, TextEncoder};
-use tokio::net::TcpListener;
+use strata_telemetry::registry::RenderError;
+use strata_telemetry::{LogFormat, LogOutput, MetricsRegistry};
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global tracing subscriber. `RUST_LOG` overrides the default level.
+pub use strata_telemetry::Readiness;
+
+/// Installs the global tracing subscriber, logging to stderr. `RUST_LOG` overrides
+/// the default level.
 pub fn init_logging(format: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        // Colours only on a terminal: log files and `kubectl logs` stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _ = if format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    let _ =
+        strata_telemetry::logging::init(filter, LogFormat::from_name(format), LogOutput::Stderr);
 }
 
 /// The broker's instruments.
 #[derive(Clone)]
 pub struct Metrics {
-    registry: prometheus::Registry,
-    provider: SdkMeterProvider,
+    registry: MetricsRegistry,
     pub bytes_in: Counter<u64>,
     pub records_in: Counter<u64>,
     pub bytes_out: Counter<u64>,
@@ -53,15 +40,9 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> anyhow::Result<Self> {
-        let registry = prometheus::Registry::new();
-        let exporter = opentelemetry_prometheus::exporter()
-            .with_registry(registry.clone())
-            .without_target_info()
-            .build()?;
-        let provider = SdkMeterProvider::builder().with_reader(exporter).build();
-        let meter = provider.meter("strata-broker");
+        let registry = MetricsRegistry::new("strata-broker")?;
+        let meter = registry.meter();
         let metrics = Metrics {
-            registry,
             bytes_in: meter
                 .u64_counter("strata_topic_bytes_in")
                 .with_description("Record bytes appended, per topic")
@@ -111,7 +92,7 @@ impl Metrics {
                 .u64_counter("strata_replica_truncations")
                 .with_description("Divergent follower log tails truncated after a leader change")
                 .build(),
-            provider,
+            registry,
         };
         // Counters of rare events exist at 0 from the start: Prometheus' rate() and
         // increase() cannot see the first event of a series that appears with it, and
@@ -134,7 +115,7 @@ impl Metrics {
     /// Registers `strata_consumergroup_lag{group,topic,partition}`, computed at scrape
     /// time from committed offsets and high watermarks.
     pub fn register_group_lag(&self, broker: std::sync::Weak<crate::broker::Broker>) {
-        let meter = self.provider.meter("strata-broker");
+        let meter = self.registry.meter();
         let cluster_weak = broker.clone();
         let controller_weak = broker.clone();
         let _gauge = meter
@@ -199,7 +180,7 @@ impl Metrics {
     /// usage is otherwise only visible through kubelet metrics that not every
     /// Prometheus scrapes.
     pub fn register_data_dir(&self, data_dir: std::path::PathBuf) {
-        let meter = self.provider.meter("strata-broker");
+        let meter = self.registry.meter();
         let free_dir = data_dir.clone();
         let _gauge = meter
             .u64_observable_gauge("strata_data_dir_free_bytes")
@@ -225,7 +206,7 @@ impl Metrics {
 
     /// The meter further instruments (the tier's) are created from.
     pub fn meter(&self) -> opentelemetry::metrics::Meter {
-        self.provider.meter("strata-broker")
+        self.registry.meter()
     }
 
     pub fn topic(topic: &str) -> [KeyValue; 1] {
@@ -233,10 +214,8 @@ impl Metrics {
     }
 
     /// Prometheus text exposition of every instrument.
-    pub fn render(&self) -> Result<String, prometheus::Error> {
-        let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
-        Ok(String::from_utf8_lossy(&out).into_owned())
+    pub fn render(&self) -> Result<String, RenderError> {
+        self.registry.render()
     }
 }
 
@@ -273,45 +252,6 @@ pub fn filesystem_space(path: &std::path::Path) -> std::io::Result<FilesystemSpa
     })
 }
 
-/// Readiness switch flipped once the broker has opened its logs and bound its listener.
-#[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
-    }
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-#[derive(Clone)]
-struct HttpState {
-    metrics: Metrics,
-    ready: Readiness,
-}
-
-async fn metrics_handler(State(s): State<HttpState>) -> impl IntoResponse {
-    match s.metrics.render() {
-        Ok(body) => (
-            StatusCode::OK,
-            [("content-type", "text/plain; version=0.0.4")],
-            body,
-        )
-            .into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
-}
-
-async fn ready_handler(State(s): State<HttpState>) -> impl IntoResponse {
-    if s.ready.get() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-    }
-}
-
 /// Binds the HTTP listener; the returned future serves until `shutdown` resolves.
 pub async fn serve_http(
     addr: SocketAddr,
@@ -319,17 +259,11 @@ pub async fn serve_http(
     ready: Readiness,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<impl std::future::Future<Output = std::io::Result<()>>> {
-    let app = Router::new()
-        .route("/metrics", get(metrics_handler))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready_handler))
-        .with_state(HttpState { metrics, ready });
-    let listener = TcpListener::bind(addr)
+    let server = strata_telemetry::http::bind(addr, metrics.registry, ready, shutdown)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind metrics listener {addr}: {e}"))?;
     info!(%addr, "metrics and health endpoints listening");
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
-    Ok(async move { server.await })
+    Ok(server)
 }
 
 #[cfg(test)]

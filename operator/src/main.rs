@@ -79,15 +79,12 @@ async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log)?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        // Colours only on a terminal: `kubectl logs` stays plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
-    if args.log_format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    strata_telemetry::logging::init(
+        filter,
+        strata_telemetry::LogFormat::from_name(&args.log_format),
+        strata_telemetry::LogOutput::Stdout,
+    )
+    .map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))?;
     let identity = std::env::var("POD_NAME")
         .unwrap_or_else(|_| format!("strata-operator-{}", std::process::id()));
     let opts = Options {

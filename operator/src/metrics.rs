@@ -4,16 +4,15 @@
 
 use std::time::Instant;
 
-use opentelemetry::metrics::{Counter, Histogram, MeterProvider};
+use opentelemetry::metrics::{Counter, Histogram};
 use opentelemetry::KeyValue;
-use opentelemetry_sdk::metrics::SdkMeterProvider;
-use prometheus::{Encoder, TextEncoder};
+use strata_telemetry::registry::RenderError;
+use strata_telemetry::MetricsRegistry;
 
 /// The operator's instruments.
 #[derive(Clone)]
 pub struct Metrics {
-    registry: prometheus::Registry,
-    _provider: SdkMeterProvider,
+    registry: MetricsRegistry,
     pub reconciles: Counter<u64>,
     pub failures: Counter<u64>,
     pub duration: Histogram<f64>,
@@ -23,15 +22,9 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> anyhow::Result<Self> {
-        let registry = prometheus::Registry::new();
-        let exporter = opentelemetry_prometheus::exporter()
-            .with_registry(registry.clone())
-            .without_target_info()
-            .build()?;
-        let provider = SdkMeterProvider::builder().with_reader(exporter).build();
-        let meter = provider.meter("strata-operator");
+        let registry = MetricsRegistry::new("strata-operator")?;
+        let meter = registry.meter();
         Ok(Metrics {
-            registry,
             reconciles: meter
                 .u64_counter("strata_operator_reconciles")
                 .with_description("Reconcile runs, per controller")
@@ -56,7 +49,7 @@ impl Metrics {
                 .u64_counter("strata_operator_external_metric_requests")
                 .with_description("external.metrics.k8s.io requests served, per result")
                 .build(),
-            _provider: provider,
+            registry,
         })
     }
 
@@ -87,10 +80,13 @@ impl Metrics {
     }
 
     /// Prometheus text exposition of every instrument.
-    pub fn render(&self) -> Result<String, prometheus::Error> {
-        let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
-        Ok(String::from_utf8_lossy(&out).into_owned())
+    pub fn render(&self) -> Result<String, RenderError> {
+        self.registry.render()
+    }
+
+    /// The registry `/metrics` renders.
+    pub fn registry(&self) -> &MetricsRegistry {
+        &self.registry
     }
 }
 

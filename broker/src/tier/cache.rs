@@ -20,8 +20,8 @@ use parking_lot::Mutex;
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, warn};
 
+use super::error::TierReadError;
 use super::metrics::TierMetrics;
-use super::reader::TierReadError;
 use super::store::TierStore;
 
 /// Least-recently-used bookkeeping over sized entries (pure; no I/O).

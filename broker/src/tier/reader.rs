@@ -17,6 +17,8 @@ use bytes::Bytes;
 use opentelemetry::KeyValue;
 use tracing::warn;
 
+// `kafka::fetch` imports the error from here.
+pub use super::error::TierReadError;
 use super::service::Tier;
 use crate::log::batch::{self, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
 use crate::log::index::{self, OffsetEntry, TimeEntry};
@@ -25,47 +27,6 @@ use crate::partition::Partition;
 
 /// Longest a fetch waits for the tier, well inside clients' request timeout (30 s).
 const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
-
-/// Why a read from the tier failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TierReadError {
-    #[error("object store unavailable reading {key}: {reason}")]
-    Unavailable { key: String, reason: String },
-    #[error("remote object {key} is missing")]
-    Missing { key: String },
-    #[error("remote object {key} is corrupt: {reason}")]
-    Corrupt { key: String, reason: String },
-}
-
-impl TierReadError {
-    pub fn from_store(key: &str, e: object_store::Error) -> Self {
-        match e {
-            object_store::Error::NotFound { .. } => TierReadError::Missing {
-                key: key.to_string(),
-            },
-            e => TierReadError::Unavailable {
-                key: key.to_string(),
-                reason: e.to_string(),
-            },
-        }
-    }
-
-    /// Metric label.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            TierReadError::Unavailable { .. } => "unavailable",
-            TierReadError::Missing { .. } => "missing",
-            TierReadError::Corrupt { .. } => "corrupt",
-        }
-    }
-
-    fn corrupt(seg: &RemoteSegment, reason: impl Into<String>) -> Self {
-        TierReadError::Corrupt {
-            key: seg.log_key.clone(),
-            reason: reason.into(),
-        }
-    }
-}
 
 /// Outcome of a fetch that fell below the local log start.
 #[derive(Debug)]
