@@ -15,7 +15,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use parking_lot::RwLock;
 use tokio::sync::{watch, Mutex as AsyncMutex};
@@ -36,14 +36,7 @@ use crate::replica_removal::{self, RemovedReplica};
 use crate::replication::Fetchers;
 use crate::telemetry::Metrics;
 use crate::tier::Tier;
-
-/// Current wall-clock time in milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use crate::clock::now_ms;
 
 /// A topic and the replicas of its partitions hosted here, as an immutable snapshot;
 /// changes swap in a new one.

@@ -9,6 +9,7 @@ pub mod alloc_guard;
 pub mod app;
 pub mod blocking;
 pub mod broker;
+pub mod clock;
 pub mod config;
 pub mod group;
 pub mod kafka;

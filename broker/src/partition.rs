@@ -490,13 +490,13 @@ impl Partition {
         Self::still_following(&st, leader, epoch)?;
         self.truncate_locked(offset)?;
         drop(st);
-        self.sync_if_wanted(crate::broker::now_ms())
+        self.sync_if_wanted(crate::clock::now_ms())
     }
 
     /// Truncates the log at `offset`.
     pub fn truncate_to(&self, offset: i64) -> Result<(), LogError> {
         self.truncate_locked(offset)?;
-        self.sync_if_wanted(crate::broker::now_ms())
+        self.sync_if_wanted(crate::clock::now_ms())
     }
 
     fn truncate_locked(&self, offset: i64) -> Result<(), LogError> {

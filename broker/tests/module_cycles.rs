@@ -23,10 +23,14 @@ use std::path::{Path, PathBuf};
 const ALLOWED: &[(&str, &str)] = &[
     ("broker", "group::coordinator"),
     ("broker", "replication"),
+    // The same cycle as broker <-> replication, since the follower fetcher is a
+    // module of its own.
+    ("broker", "replication::fetcher"),
     ("broker", "telemetry"),
     ("broker", "tier::service"),
     ("group::coordinator", "broker"),
     ("replication", "broker"),
+    ("replication::fetcher", "broker"),
     ("telemetry", "broker"),
     ("tier::service", "broker"),
     ("tier::service", "telemetry"),

@@ -474,7 +474,7 @@ impl Admin for AdminService {
                 r.group_id
             )));
         }
-        let now = crate::broker::now_ms();
+        let now = crate::clock::now_ms();
         let mut changes = Vec::new();
         for name in &topics {
             let t = self.topic(name)?;

@@ -18,7 +18,8 @@ use kafka_protocol::protocol::StrBytes;
 use tokio::sync::oneshot;
 
 use super::s;
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
+use crate::clock::now_ms;
 use crate::group::offsets::{partition_for, OFFSETS_TOPIC};
 use crate::group::state::{JoinRequest, JoinResult, Reply, SyncResult};
 

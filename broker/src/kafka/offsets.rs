@@ -17,7 +17,8 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::*;
 
 use super::s;
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
+use crate::clock::now_ms;
 use crate::group::offsets::{CommittedOffset, OffsetChange};
 
 pub async fn commit(

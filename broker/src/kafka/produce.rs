@@ -13,7 +13,8 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{log_error_code, s};
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
+use crate::clock::now_ms;
 use crate::log::ValidatedRecords;
 use crate::partition::Partition;
 use crate::telemetry::Metrics;

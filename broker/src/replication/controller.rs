@@ -10,7 +10,8 @@ use std::sync::Arc;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
+use crate::clock::now_ms;
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::metadata::cluster::{self, Command};
 use crate::metadata::TopicRecord;

@@ -15,7 +15,8 @@ use tokio::task::JoinHandle;
 use tonic::{Request, Status};
 use tracing::{debug, info, warn};
 
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
+use crate::clock::now_ms;
 use crate::log::ValidatedRecords;
 use crate::partition::{Partition, Role};
 use crate::quorum::proto::{PartitionData, PartitionFetch, ReplicaFetchRequest};

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use tracing::{debug, info};
 
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
+use crate::clock::now_ms;
 use crate::metadata::cluster::Command;
 
 /// Leaders propose ISR shrinks and expansions their followers' progress calls for.

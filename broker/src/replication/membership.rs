@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use tracing::debug;
 
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
+use crate::clock::now_ms;
 use crate::metadata::cluster::Command;
 
 /// Registers this broker (first time, or after being forgotten) or heartbeats.

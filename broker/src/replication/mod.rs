@@ -16,7 +16,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
+use crate::clock::now_ms;
 
 mod controller;
 mod fetcher;

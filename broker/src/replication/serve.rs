@@ -11,7 +11,8 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use tracing::warn;
 
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
+use crate::clock::now_ms;
 use crate::log::ReadMode;
 use crate::partition::{FollowerFetch, FollowerRead, Partition};
 use crate::quorum::proto::{PartitionData, ReplicaFetchRequest, ReplicaFetchResponse};
