@@ -22,6 +22,7 @@ use tokio::sync::{watch, Mutex as AsyncMutex};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
+use crate::clock::now_ms;
 use crate::config::BrokerConfig;
 use crate::group::coordinator::{CoordinatorConfig, GroupCoordinator};
 use crate::group::offsets::OFFSETS_TOPIC;
@@ -36,7 +37,6 @@ use crate::replica_removal::{self, RemovedReplica};
 use crate::replication::Fetchers;
 use crate::telemetry::Metrics;
 use crate::tier::Tier;
-use crate::clock::now_ms;
 
 /// A topic and the replicas of its partitions hosted here, as an immutable snapshot;
 /// changes swap in a new one.

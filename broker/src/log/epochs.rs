@@ -115,12 +115,18 @@ impl LeaderEpochCache {
     }
 
     /// Where `epoch` ends in this log: `(the largest known epoch <= epoch, the start
-    /// offset of the next epoch or the log end offset)`. `(-1, -1)` when the log has
-    /// no epoch that old.
+    /// offset of the next epoch or the log end offset)`. For an epoch older than every
+    /// epoch here, `(epoch, where the first one starts)`, as in Kafka: this log has
+    /// nothing of it, so a follower must drop whatever it wrote in it past that point
+    /// (a leader that crashed before replicating its first writes). `(-1, -1)` when
+    /// the log knows no epoch at all.
     pub fn end_offset_for(&self, epoch: i32, log_end: i64) -> (i32, i64) {
         let i = self.entries.partition_point(|(e, _)| *e <= epoch);
         if i == 0 {
-            return (-1, -1);
+            return match self.entries.first() {
+                Some((_, start)) if epoch >= 0 => (epoch, *start),
+                _ => (-1, -1),
+            };
         }
         let found = self.entries[i - 1].0;
         let end = self.entries.get(i).map(|(_, o)| *o).unwrap_or(log_end);
@@ -164,6 +170,11 @@ mod tests {
         assert_eq!(c.end_offset_for(3, 30), (2, 20));
         assert_eq!(c.end_offset_for(4, 30), (4, 30));
         assert_eq!(c.end_offset_for(9, 30), (4, 30));
+        let other = tempfile::tempdir().unwrap();
+        let mut later = LeaderEpochCache::open(other.path()).unwrap();
+        later.assign(3, 7).unwrap();
+        // Older than anything here: it ends where this log's first epoch starts.
+        assert_eq!(later.end_offset_for(1, 30), (1, 7));
         let reopened = LeaderEpochCache::open(dir.path()).unwrap();
         assert_eq!(reopened.entries(), c.entries());
         c.truncate_from(15).unwrap();

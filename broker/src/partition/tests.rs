@@ -307,3 +307,36 @@ fn a_checkpoint_keeps_the_history_until_a_lagging_in_sync_follower_has_it() {
     replicate(&leader, &follower, 2, 5);
     assert_eq!(leader.log_start_offset(), start);
 }
+
+#[test]
+fn a_leader_that_crashed_before_replicating_its_first_writes_drops_them_when_it_follows() {
+    let d1 = tempfile::tempdir().unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    let old = replica(d1.path(), 1);
+    let new = replica(d2.path(), 2);
+    old.set_role(Role::Leader, 1, &[1, 2], &[1, 2], 0);
+    new.set_role(Role::Follower { leader: 1 }, 1, &[1, 2], &[1, 2], 0);
+    // Written in epoch 1, never fetched by 2 (never acknowledged with acks=all).
+    old.append(records(0), 0).unwrap();
+    // 2 leads in epoch 2 and takes an acknowledged write at the same offset.
+    new.set_role(Role::Leader, 2, &[2], &[1, 2], 1);
+    new.append(records(1), 1).unwrap();
+    old.set_role(Role::Follower { leader: 2 }, 2, &[2], &[1, 2], 2);
+    let (last_epoch, leo) = old.last_epoch_and_end();
+    assert_eq!((last_epoch, leo), (1, 2));
+    // The new leader has no epoch 1 at all: epoch 1 ends where its first epoch
+    // starts (Kafka's answer), so the old leader's tail from offset 0 diverges.
+    let read = new
+        .serve_follower(1, 2, leo, last_epoch, 1 << 20, 3)
+        .unwrap();
+    assert!(
+        matches!(
+            read,
+            FollowerRead::Diverging {
+                epoch: 1,
+                end_offset: 0
+            }
+        ),
+        "{read:?}"
+    );
+}

@@ -25,6 +25,8 @@ mod isr;
 mod membership;
 mod rpc;
 mod serve;
+#[cfg(test)]
+mod sim;
 
 pub use crate::quorum::proto::internal_server::InternalServer;
 pub use fetcher::Fetchers;
