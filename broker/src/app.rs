@@ -13,7 +13,7 @@ use crate::admin::{AdminServer, AdminService};
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::kafka::server;
-use crate::replication::{InternalServer, InternalService};
+use crate::replication::{self, InternalServer, InternalService};
 use crate::telemetry::{self, Metrics, Readiness};
 
 /// Runs a broker until `shutdown` resolves.
@@ -40,6 +40,10 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("cannot bind Kafka listener {kafka_addr}: {e}"))?;
     let (host, port) = config.advertised();
     info!(listen = %kafka_addr, advertised = %format!("{host}:{port}"), node_id = config.node_id, "Kafka listener ready");
+    // The composition root: the broker's services are built; the replication
+    // tasks (metadata following, heartbeats, the controller, ISR changes) and the
+    // housekeeping start on top of them.
+    let reconciler = replication::spawn_cluster_tasks(&broker);
     broker.spawn_background();
     let admin_addr = config.admin_listen;
     let admin_listener = TcpListener::bind(admin_addr)
@@ -103,6 +107,7 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(5), admin_task).await;
     // Give in-flight requests a moment to finish their appends.
     tokio::time::sleep(Duration::from_millis(100)).await;
+    reconciler.stop();
     broker.shutdown().await;
     tokio::task::spawn_blocking(move || broker.close()).await??;
     Ok(())

@@ -1,25 +1,23 @@
-//! The broker's shared state: configuration, the metadata quorum, the partition
-//! replicas hosted here, plus the lifecycle (open, register with the controller,
-//! follow metadata, periodic retention and flushing, clean close). Protocol handlers
-//! reach everything through [`Broker`].
+//! The broker's services and its lifecycle: configuration, the metadata quorum,
+//! the replica manager ([`ReplicaManager`], the partitions hosted here), the group
+//! coordinator, the tier and the producer-id allocator, built by [`Broker::open`];
+//! registration state and the lease; the topic admin operations (proposed to the
+//! quorum); periodic housekeeping; clean close. The application (`app.rs`) is the
+//! composition root that starts the replication tasks and the listeners on top.
 //!
 //! Metadata flows one way: every change is a [`Command`] proposed to the quorum; each
 //! broker applies the committed commands to its copy of [`ClusterState`] and then
-//! *reconciles* — opens the logs of partitions assigned to it, gives each replica the
-//! role (leader or follower, with its epoch and ISR) the state says, starts or stops
-//! follower fetchers, and moves group coordination with `__consumer_offsets`
-//! leadership.
+//! *reconciles* ([`Broker::reconcile_blocking`], driven by `replication`): the replica
+//! manager opens, re-roles and removes replicas, the group coordinator follows
+//! `__consumer_offsets` leadership, and the follower fetchers follow the leaders.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::RwLock;
-use tokio::sync::{watch, Mutex as AsyncMutex};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 use uuid::Uuid;
 
 use crate::clock::now_ms;
@@ -27,76 +25,25 @@ use crate::config::BrokerConfig;
 use crate::group::coordinator::{CoordinatorConfig, GroupCoordinator};
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::group::state::GroupConfig;
-use crate::log::PartitionLog;
 use crate::metadata::cluster::{self, ClusterState, Command};
 use crate::metadata::{topic_config, validate_topic_name, MetadataError, TopicRecord};
-use crate::partition::{Partition, Role};
 use crate::producer::id_allocator::ProducerIdAllocator;
 use crate::quorum::{Quorum, QuorumConfig};
-use crate::replica_removal::{self, RemovedReplica};
-use crate::replication::Fetchers;
+use crate::replica_removal;
+use crate::replicas::{Applied, ReplicaManager, TopicState};
 use crate::telemetry::Metrics;
 use crate::tier::Tier;
-
-/// A topic and the replicas of its partitions hosted here, as an immutable snapshot;
-/// changes swap in a new one.
-#[derive(Debug)]
-pub struct TopicState {
-    pub record: TopicRecord,
-    /// Indexed by partition; `None` where this broker holds no replica.
-    pub partitions: Vec<Option<Arc<Partition>>>,
-}
-
-impl TopicState {
-    /// The local replica of partition `index`, whatever its role.
-    pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
-        usize::try_from(index)
-            .ok()
-            .and_then(|i| self.partitions.get(i))
-            .and_then(Option::as_ref)
-    }
-
-    /// Every local replica.
-    pub fn local(&self) -> impl Iterator<Item = &Arc<Partition>> {
-        self.partitions.iter().flatten()
-    }
-
-    /// The local replica of `index` if it leads the partition; otherwise the Kafka
-    /// error a client should see (unknown partition, or not the leader).
-    pub fn leader_of(
-        &self,
-        index: i32,
-    ) -> Result<&Arc<Partition>, kafka_protocol::error::ResponseError> {
-        use kafka_protocol::error::ResponseError;
-        if index < 0 || index >= self.record.partitions {
-            return Err(ResponseError::UnknownTopicOrPartition);
-        }
-        match self.partition(index) {
-            Some(p) if p.is_leader() => Ok(p),
-            _ => Err(ResponseError::NotLeaderOrFollower),
-        }
-    }
-}
-
-#[derive(Default)]
-struct Topics {
-    by_name: HashMap<String, Arc<TopicState>>,
-    by_id: HashMap<Uuid, Arc<TopicState>>,
-}
 
 pub struct Broker {
     pub config: BrokerConfig,
     pub metrics: Metrics,
     pub producer_ids: ProducerIdAllocator,
-    pub groups: GroupCoordinator,
+    pub groups: Arc<GroupCoordinator>,
     /// The tier (object store, chunk cache), when one is configured.
     pub tier: Option<Arc<Tier>>,
     pub quorum: Arc<Quorum>,
-    topics: RwLock<Topics>,
-    /// Bumped on every leader append; follower fetches long-poll on it.
-    pub appended: Arc<watch::Sender<u64>>,
-    fetchers: Fetchers,
-    reconcile_lock: AsyncMutex<()>,
+    /// The partitions hosted here.
+    pub replicas: Arc<ReplicaManager>,
     /// Set once this broker registered and applied the metadata log up to its
     /// registration: before that its copy may be stale, so it leads nothing.
     registered: AtomicBool,
@@ -105,15 +52,9 @@ pub struct Broker {
     /// When this broker sent the newest heartbeat that the quorum committed and that
     /// this broker has applied and reconciled since: see [`Broker::holds_lease`].
     lease_from: parking_lot::Mutex<Option<std::time::Instant>>,
-    clean_start: bool,
 }
 
 const CLEAN_SHUTDOWN: &str = ".clean-shutdown";
-const TOPIC_ID_FILE: &str = "topic-id";
-
-fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
-    data_dir.join(format!("{topic}-{index}"))
-}
 
 impl Broker {
     /// Opens the data directory and joins the metadata quorum. Partition logs are
@@ -161,7 +102,14 @@ impl Broker {
             }
             None => None,
         };
-        let (appended, _) = watch::channel(0u64);
+        let replicas = Arc::new(ReplicaManager::new(config.clone(), clean));
+        let groups = Arc::new(groups);
+        metrics.register_cluster_gauges(crate::telemetry::ClusterView {
+            groups: Arc::downgrade(&groups),
+            replicas: Arc::downgrade(&replicas),
+            quorum: Arc::downgrade(&quorum),
+            node_id: config.node_id,
+        });
         let broker = Arc::new(Broker {
             config,
             metrics,
@@ -169,16 +117,11 @@ impl Broker {
             groups,
             tier,
             quorum,
-            topics: RwLock::new(Topics::default()),
-            appended: Arc::new(appended),
-            fetchers: Fetchers::default(),
-            reconcile_lock: AsyncMutex::new(()),
+            replicas,
             registered: AtomicBool::new(false),
             reconciled_index: AtomicU64::new(0),
             lease_from: parking_lot::Mutex::new(None),
-            clean_start: clean,
         });
-        broker.metrics.register_group_lag(Arc::downgrade(&broker));
         broker
             .metrics
             .register_data_dir(broker.config.data_dir.clone());
@@ -231,26 +174,11 @@ impl Broker {
 
     /// Ready to serve clients: registered, and the group coordinator's topic exists.
     pub fn is_ready(&self) -> bool {
-        self.is_registered() && self.topic(OFFSETS_TOPIC).is_some()
+        self.is_registered() && self.replicas.topic(OFFSETS_TOPIC).is_some()
     }
 
     pub fn cluster(&self) -> Arc<ClusterState> {
         self.quorum.state()
-    }
-
-    pub fn topic(&self, name: &str) -> Option<Arc<TopicState>> {
-        self.topics.read().by_name.get(name).cloned()
-    }
-
-    pub fn topic_by_id(&self, id: &Uuid) -> Option<Arc<TopicState>> {
-        self.topics.read().by_id.get(id).cloned()
-    }
-
-    /// All topics, sorted by name.
-    pub fn all_topics(&self) -> Vec<Arc<TopicState>> {
-        let mut v: Vec<_> = self.topics.read().by_name.values().cloned().collect();
-        v.sort_by(|a, b| a.record.name.cmp(&b.record.name));
-        v
     }
 
     /// Creates a topic (or only validates it with `validate_only`). `partitions` or
@@ -323,7 +251,7 @@ impl Broker {
         index: u64,
     ) -> Result<Arc<TopicState>, MetadataError> {
         self.wait_reconciled(index).await;
-        if let Some(t) = self.topic(name) {
+        if let Some(t) = self.replicas.topic(name) {
             if id.is_none_or(|id| t.record.id == id) {
                 return Ok(t);
             }
@@ -481,212 +409,33 @@ impl Broker {
         .await
     }
 
-    /// Brings the local replicas in line with the metadata: opens, removes and
-    /// re-roles partitions, and restarts fetchers and group coordination to match.
-    /// The files of removed replicas are deleted afterwards, on a blocking thread of
-    /// their own, so a large deleted topic does not hold up the next reconcile.
-    pub async fn reconcile(self: &Arc<Self>) {
-        let _g = self.reconcile_lock.lock().await;
-        let b = Arc::clone(self);
-        match tokio::task::spawn_blocking(move || b.reconcile_blocking()).await {
-            Ok((followed, removed)) => {
-                self.fetchers.update(self, followed);
-                if !removed.is_empty() {
-                    tokio::task::spawn_blocking(move || replica_removal::remove(&removed));
-                }
-            }
-            Err(e) => warn!(error = %e, "reconcile task failed"),
-        }
-    }
-
-    /// The reconcile's work on the runtime's blocking pool: returns the replicas to
-    /// fetch, by leader, and the removed replicas whose files are to be deleted.
-    fn reconcile_blocking(
-        self: &Arc<Self>,
-    ) -> (HashMap<i32, Vec<Arc<Partition>>>, Vec<RemovedReplica>) {
+    /// Applies the published metadata to the hosted replicas and to group
+    /// coordination (blocking file I/O: on the blocking pool). Returns what changed,
+    /// for the follower fetchers and the deletion of removed replicas' files.
+    pub fn reconcile_blocking(&self) -> Applied {
         let published = self.quorum.published();
-        let state = published.state;
-        let me = self.node_id();
         let registered = self.is_registered();
-        let now = now_ms();
-        let old: HashMap<String, Arc<TopicState>> = self.topics.read().by_name.clone();
-        let mut next = Topics::default();
-        let mut followed: HashMap<i32, Vec<Arc<Partition>>> = HashMap::new();
-        let mut offsets_led: HashSet<i32> = HashSet::new();
-        let mut removed: Vec<RemovedReplica> = Vec::new();
-        for (name, meta) in &state.topics {
-            let prev = old.get(name).filter(|t| t.record.id == meta.record.id);
-            let log_config = topic_config::log_config(&meta.record.configs, &self.config);
-            let configs_changed = prev.is_some_and(|t| t.record.configs != meta.record.configs);
-            let topic: Arc<str> = Arc::from(name.as_str());
-            let mut partitions = Vec::with_capacity(meta.partitions.len());
-            for (i, p) in meta.partitions.iter().enumerate() {
-                let index = i as i32;
-                let existing = prev.and_then(|t| t.partition(index)).cloned();
-                if !p.replicas.contains(&me) {
-                    if let Some(part) = existing {
-                        if registered {
-                            removed.push(self.remove_replica(&part, &meta.record.id));
-                        } else {
-                            partitions.push(Some(part));
-                            continue;
-                        }
-                    }
-                    partitions.push(None);
-                    continue;
-                }
-                let part = match existing {
-                    Some(part) => {
-                        if configs_changed {
-                            part.set_log_config(log_config.clone());
-                        }
-                        part
-                    }
-                    None => {
-                        match self.open_replica(&topic, index, &meta.record.id, &log_config, now) {
-                            Ok(part) => part,
-                            Err(e) => {
-                                warn!(topic = %name, partition = index, error = %e, "cannot open partition replica");
-                                partitions.push(None);
-                                continue;
-                            }
-                        }
-                    }
-                };
-                let role = if !registered {
-                    Role::None
-                } else if p.leader == me {
-                    Role::Leader
-                } else if p.leader >= 0 {
-                    Role::Follower { leader: p.leader }
-                } else {
-                    Role::None
-                };
-                part.set_role(role, p.leader_epoch, &p.isr, &p.replicas, now);
-                match role {
-                    Role::Follower { leader } => {
-                        followed.entry(leader).or_default().push(Arc::clone(&part))
-                    }
-                    Role::Leader if name == OFFSETS_TOPIC => {
-                        offsets_led.insert(index);
-                    }
-                    _ => {}
-                }
-                partitions.push(Some(part));
-            }
-            let ts = Arc::new(TopicState {
-                record: meta.record.clone(),
-                partitions,
-            });
-            next.by_id.insert(meta.record.id, Arc::clone(&ts));
-            next.by_name.insert(name.clone(), ts);
-        }
-        // Topics gone from the metadata (deleted, or recreated under a new id).
-        for (name, t) in &old {
-            if next.by_id.contains_key(&t.record.id) {
-                continue;
-            }
-            if !registered {
-                if !next.by_name.contains_key(name) {
-                    next.by_id.insert(t.record.id, Arc::clone(t));
-                    next.by_name.insert(name.clone(), Arc::clone(t));
-                }
-                continue;
-            }
-            for p in t.local() {
-                removed.push(self.remove_replica(p, &t.record.id));
-            }
-            info!(topic = %name, "removed local replicas of a deleted topic");
-        }
-        *self.topics.write() = next;
+        let applied = self.replicas.apply(&published.state, registered, now_ms());
         if registered {
-            self.groups.set_owned(self, &offsets_led);
+            self.groups.set_owned(&self.replicas, &applied.offsets_led);
         }
         self.reconciled_index
             .fetch_max(published.applied_index, Ordering::AcqRel);
-        (followed, removed)
+        applied
     }
 
-    fn open_replica(
-        &self,
-        topic: &Arc<str>,
-        index: i32,
-        topic_id: &Uuid,
-        log_config: &crate::log::LogConfig,
-        now: i64,
-    ) -> anyhow::Result<Arc<Partition>> {
-        let dir = partition_dir(&self.config.data_dir, topic, index);
-        let id_file = dir.join(TOPIC_ID_FILE);
-        match fs::read_to_string(&id_file) {
-            Ok(existing) if existing.trim() != topic_id.to_string() => {
-                // Data of an older topic with the same name: not ours.
-                info!(dir = %dir.display(), "discarding the data of a previous topic with the same name");
-                fs::remove_dir_all(&dir)?;
-            }
-            _ => {}
-        }
-        let log = PartitionLog::open(&dir, log_config.clone(), self.clean_start, now)
-            .map_err(|e| anyhow::anyhow!("cannot open partition {topic}-{index}: {e}"))?;
-        if !id_file.exists() {
-            fs::write(&id_file, topic_id.to_string())?;
-        }
-        Ok(Arc::new(Partition::new(
-            Arc::clone(topic),
-            index,
-            log,
-            self.node_id(),
-            Arc::clone(&self.appended),
-        )))
-    }
-
-    /// Stops serving a replica and moves its directory aside; the reconcile
-    /// deletes the files once it is done (see [`replica_removal`]).
-    fn remove_replica(&self, p: &Arc<Partition>, topic_id: &Uuid) -> RemovedReplica {
-        p.set_role(Role::None, p.leader_epoch(), &[], &[], now_ms());
-        let dir = partition_dir(&self.config.data_dir, &p.topic, p.index);
-        replica_removal::move_aside(&self.config.data_dir, &dir, &p.topic, p.index, topic_id)
-    }
-
-    /// Runs retention on every partition, and forgets producers idle for longer than
-    /// `producer_id_expiration_ms` (Kafka checks every 10 minutes; this period is of
-    /// the same order and needs no timer of its own).
+    /// Runs retention on every replica, counting the deleted segments.
     pub fn run_retention(&self) {
-        let now = now_ms();
-        for t in self.all_topics() {
-            for p in t.local() {
-                let expired = p.expire_producers(now, self.config.producer_id_expiration_ms);
-                if expired > 0 {
-                    debug!(topic = %t.record.name, partition = p.index, expired, "expired idle producer ids");
-                }
-                match p.apply_retention(now) {
-                    Ok(0) => {}
-                    Ok(n) => self
-                        .metrics
-                        .segments_deleted
-                        .add(n as u64, &Metrics::topic(&t.record.name)),
-                    Err(e) => {
-                        warn!(topic = %t.record.name, partition = p.index, error = %e, "retention failed")
-                    }
-                }
-            }
+        for (topic, n) in self.replicas.run_retention(now_ms()) {
+            self.metrics
+                .segments_deleted
+                .add(n as u64, &Metrics::topic(&topic));
         }
     }
 
-    /// fsyncs partitions whose `flush.ms` is due.
-    pub fn run_flush(&self) {
-        let now = now_ms();
-        for t in self.all_topics() {
-            for p in t.local() {
-                if let Err(e) = p.sync_background(now) {
-                    warn!(topic = %t.record.name, partition = p.index, error = %e, "flush failed");
-                }
-            }
-        }
-    }
-
-    /// Starts the background tasks; they stop when the broker is dropped.
+    /// Starts the periodic housekeeping (retention, group timers and offset expiry,
+    /// the tier pass, flushing); the tasks stop when the broker is dropped.
     pub fn spawn_background(self: &Arc<Self>) {
-        crate::replication::spawn_cluster_tasks(self);
         let weak = Arc::downgrade(self);
         let every = Duration::from_millis(self.config.retention_check_interval_ms);
         tokio::spawn(async move {
@@ -732,7 +481,7 @@ impl Broker {
             loop {
                 tick.tick().await;
                 let Some(b) = weak.upgrade() else { return };
-                let _ = tokio::task::spawn_blocking(move || b.run_flush()).await;
+                let _ = tokio::task::spawn_blocking(move || b.replicas.run_flush(now_ms())).await;
             }
         });
     }
@@ -749,18 +498,13 @@ impl Broker {
     /// One tier pass: uploads, remote retention, deleted topics' remote data.
     pub async fn run_tier_upload(&self) {
         if let Some(tier) = &self.tier {
-            tier.run_pass(self).await;
+            tier.run_pass(&self.replicas, &self.config).await;
         }
     }
 
     /// Flushes every log and leaves the clean-shutdown marker.
     pub fn close(&self) -> anyhow::Result<()> {
-        let now = now_ms();
-        for t in self.all_topics() {
-            for p in t.local() {
-                p.close(now)?;
-            }
-        }
+        self.replicas.close(now_ms())?;
         fs::write(self.config.data_dir.join(CLEAN_SHUTDOWN), b"")?;
         info!("broker storage closed cleanly");
         Ok(())
@@ -768,7 +512,6 @@ impl Broker {
 
     /// Stops the quorum member (after the listeners stopped).
     pub async fn shutdown(&self) {
-        self.fetchers.stop_all();
         self.quorum.shutdown().await;
         debug!("metadata quorum stopped");
     }

@@ -19,6 +19,7 @@ pub mod partition;
 pub mod producer;
 pub mod quorum;
 pub mod replica_removal;
+pub mod replicas;
 pub mod replication;
 pub mod telemetry;
 pub mod tier;

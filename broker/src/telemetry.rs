@@ -3,6 +3,7 @@
 //! the subscriber itself are `strata_telemetry`'s, shared with the operator.
 
 use std::net::SocketAddr;
+use std::sync::Weak;
 
 use opentelemetry::metrics::{Counter, Histogram, UpDownCounter};
 use opentelemetry::KeyValue;
@@ -13,12 +14,25 @@ use tracing_subscriber::EnvFilter;
 
 pub use strata_telemetry::Readiness;
 
+use crate::group::coordinator::GroupCoordinator;
+use crate::quorum::Quorum;
+use crate::replicas::ReplicaManager;
+
 /// Installs the global tracing subscriber, logging to stderr. `RUST_LOG` overrides
 /// the default level.
 pub fn init_logging(format: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let _ =
         strata_telemetry::logging::init(filter, LogFormat::from_name(format), LogOutput::Stderr);
+}
+
+/// What the scrape-time gauges read, held weakly so the metrics never keep the
+/// services alive.
+pub struct ClusterView {
+    pub groups: Weak<GroupCoordinator>,
+    pub replicas: Weak<ReplicaManager>,
+    pub quorum: Weak<Quorum>,
+    pub node_id: i32,
 }
 
 /// The broker's instruments.
@@ -112,21 +126,30 @@ impl Metrics {
         Ok(metrics)
     }
 
-    /// Registers `strata_consumergroup_lag{group,topic,partition}`, computed at scrape
-    /// time from committed offsets and high watermarks.
-    pub fn register_group_lag(&self, broker: std::sync::Weak<crate::broker::Broker>) {
+    /// Registers the gauges computed at scrape time from the services' state:
+    /// `strata_consumergroup_lag{group,topic,partition}` (committed offsets against
+    /// high watermarks), `strata_cluster_partitions{state}` and
+    /// `strata_controller_active`.
+    pub fn register_cluster_gauges(&self, view: ClusterView) {
         let meter = self.registry.meter();
-        let cluster_weak = broker.clone();
-        let controller_weak = broker.clone();
+        let ClusterView {
+            groups,
+            replicas,
+            quorum,
+            node_id,
+        } = view;
+        let cluster_quorum = quorum.clone();
         let _gauge = meter
             .i64_observable_gauge("strata_consumergroup_lag")
             .with_description(
                 "Records between a group's committed offset and the partition end, per partition",
             )
             .with_callback(move |obs| {
-                let Some(b) = broker.upgrade() else { return };
-                for g in b.groups.group_ids() {
-                    for l in b.groups.lag(&b, &g) {
+                let (Some(groups), Some(replicas)) = (groups.upgrade(), replicas.upgrade()) else {
+                    return;
+                };
+                for g in groups.group_ids() {
+                    for l in groups.lag(&replicas, &g) {
                         obs.observe(
                             l.lag,
                             &[
@@ -147,13 +170,13 @@ impl Metrics {
                  under_min_isr (acks=all refused), led_here",
             )
             .with_callback(move |obs| {
-                let Some(b) = cluster_weak.upgrade() else { return };
-                let state = b.cluster();
+                let Some(q) = cluster_quorum.upgrade() else { return };
+                let state = q.state();
                 let led = state
                     .topics
                     .values()
                     .flat_map(|t| &t.partitions)
-                    .filter(|p| p.leader == b.node_id())
+                    .filter(|p| p.leader == node_id)
                     .count();
                 obs.observe(state.under_replicated() as i64, &[KeyValue::new("state", "under_replicated")]);
                 obs.observe(state.offline() as i64, &[KeyValue::new("state", "offline")]);
@@ -166,10 +189,10 @@ impl Metrics {
             .i64_observable_gauge("strata_controller_active")
             .with_description("1 when this broker is the metadata quorum leader (controller)")
             .with_callback(move |obs| {
-                let Some(b) = controller_weak.upgrade() else {
+                let Some(q) = quorum.upgrade() else {
                     return;
                 };
-                obs.observe(i64::from(b.quorum.is_leader()), &[]);
+                obs.observe(i64::from(q.is_leader()), &[]);
             })
             .build();
     }

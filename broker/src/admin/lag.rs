@@ -26,6 +26,7 @@ pub async fn group_lag(broker: &Broker, group: &str) -> Vec<PartitionLag> {
     let mut out = Vec::new();
     for ((topic, partition), committed) in broker.groups.group_offsets(group) {
         let local = broker
+            .replicas
             .topic(&topic)
             .and_then(|t| t.partition(partition).map(|p| p.high_watermark()));
         let end = match local {

@@ -18,11 +18,12 @@ use kafka_protocol::protocol::Decodable;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use crate::broker::{Broker, TopicState};
+use crate::broker::Broker;
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::group::state::GroupState;
 use crate::metadata::cluster::{BrokerInfo, BrokerStatus, ClusterState};
 use crate::metadata::MetadataError;
+use crate::replicas::TopicState;
 use pb::admin_client::AdminClient;
 use pb::admin_server::Admin;
 use pb::*;
@@ -192,6 +193,7 @@ impl AdminService {
 
     fn topic(&self, name: &str) -> Result<Arc<TopicState>, Status> {
         self.broker
+            .replicas
             .topic(name)
             .ok_or_else(|| Status::not_found(format!("unknown topic `{name}`")))
     }
@@ -288,6 +290,7 @@ impl Admin for AdminService {
         let include_internal = r.into_inner().include_internal;
         let topics = self
             .broker
+            .replicas
             .all_topics()
             .iter()
             .filter(|t| include_internal || !t.record.internal)

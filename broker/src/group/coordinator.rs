@@ -19,9 +19,9 @@ use tracing::{info, warn};
 
 use super::offsets::{self, CommittedOffset, OffsetCache, OffsetChange, OFFSETS_TOPIC};
 use super::state::{Group, GroupConfig, GroupState};
-use crate::broker::Broker;
 use crate::log::ValidatedRecords;
 use crate::partition::Partition;
+use crate::replicas::ReplicaManager;
 
 /// Coordinator settings.
 #[derive(Debug, Clone, Copy)]
@@ -174,8 +174,8 @@ impl GroupCoordinator {
 
     /// Follows `__consumer_offsets` leadership: loads the partitions this broker now
     /// leads, forgets the groups of partitions it no longer leads.
-    pub fn set_owned(&self, broker: &Broker, led: &HashSet<i32>) {
-        let topic = broker.topic(OFFSETS_TOPIC);
+    pub fn set_owned(&self, replicas: &ReplicaManager, led: &HashSet<i32>) {
+        let topic = replicas.topic(OFFSETS_TOPIC);
         let led: HashMap<i32, Arc<Partition>> = led
             .iter()
             .filter_map(|i| Some((*i, Arc::clone(topic.as_ref()?.partition(*i)?))))
@@ -472,11 +472,14 @@ impl GroupCoordinator {
     }
 
     /// Lag of every partition the group has committed offsets for.
-    pub fn lag(&self, broker: &Broker, group: &str) -> Vec<PartitionLag> {
+    pub fn lag(&self, replicas: &ReplicaManager, group: &str) -> Vec<PartitionLag> {
         self.group_offsets(group)
             .into_iter()
             .filter_map(|((topic, partition), c)| {
-                let end = broker.topic(&topic)?.partition(partition)?.high_watermark();
+                let end = replicas
+                    .topic(&topic)?
+                    .partition(partition)?
+                    .high_watermark();
                 Some(PartitionLag {
                     topic,
                     partition,

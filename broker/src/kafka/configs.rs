@@ -49,7 +49,7 @@ pub async fn describe(
             c
         };
         match res.resource_type {
-            RESOURCE_TOPIC => match broker.topic(res.resource_name.as_str()) {
+            RESOURCE_TOPIC => match broker.replicas.topic(res.resource_name.as_str()) {
                 None => {
                     out.error_code = ResponseError::UnknownTopicOrPartition.code();
                     out.error_message = Some(s(format!("unknown topic `{}`", res.resource_name)));

@@ -19,9 +19,10 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::broker::{Broker, TopicState};
+use crate::broker::Broker;
 use crate::log::{batch, LogError, ReadMode};
 use crate::partition::{FetchSnapshot, Partition};
+use crate::replicas::TopicState;
 use crate::telemetry::Metrics;
 use crate::tier::reader::{RemoteFetch, TierReadError};
 
@@ -45,9 +46,9 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
         .iter()
         .map(|t| {
             if version >= 13 {
-                broker.topic_by_id(&t.topic_id)
+                broker.replicas.topic_by_id(&t.topic_id)
             } else {
-                broker.topic(&t.topic.0)
+                broker.replicas.topic(&t.topic.0)
             }
         })
         .collect();
@@ -254,6 +255,7 @@ fn account(broker: &Broker, resp: &FetchResponse) {
     for t in &resp.responses {
         let name = if t.topic.0.is_empty() {
             broker
+                .replicas
                 .topic_by_id(&t.topic_id)
                 .map(|s| s.record.name.clone())
                 .unwrap_or_default()

@@ -30,7 +30,7 @@ pub async fn handle(
     for t in req.topics {
         let mut tr = ListOffsetsTopicResponse::default();
         tr.name = t.name.clone();
-        let state = broker.topic(&t.name.0);
+        let state = broker.replicas.topic(&t.name.0);
         for lp in t.partitions {
             let mut pr = ListOffsetsPartitionResponse::default();
             pr.partition_index = lp.partition_index;

@@ -56,7 +56,7 @@ pub async fn commit(
     for (ti, t) in req.topics.iter().enumerate() {
         let mut tr = OffsetCommitResponseTopic::default();
         tr.name = t.name.clone();
-        let topic = broker.topic(&t.name.0);
+        let topic = broker.replicas.topic(&t.name.0);
         for (pi, p) in t.partitions.iter().enumerate() {
             let mut pr = OffsetCommitResponsePartition::default();
             pr.partition_index = p.partition_index;
@@ -266,6 +266,7 @@ pub async fn delete(
             if subscribed.contains(t.name.0.as_str()) {
                 pr.error_code = ResponseError::GroupSubscribedToTopic.code();
             } else if !broker
+                .replicas
                 .topic(&t.name.0)
                 .is_some_and(|tp| (0..tp.record.partitions).contains(&p.partition_index))
             {

@@ -59,7 +59,7 @@ fn append_all(broker: &Broker, req: ProduceRequest, version: i16) -> (ProduceRes
     for topic in req.topic_data {
         let mut tr = TopicProduceResponse::default();
         tr.name = topic.name.clone();
-        let state = broker.topic(&topic.name.0);
+        let state = broker.replicas.topic(&topic.name.0);
         for pd in topic.partition_data {
             let mut pr = PartitionProduceResponse::default();
             pr.index = pd.index;

@@ -143,7 +143,10 @@ pub async fn delete_topics(
         let mut r = DeletableTopicResult::default();
         let resolved = match &name {
             Some(n) => Some(n.clone()),
-            None => broker.topic_by_id(&id).map(|t| t.record.name.clone()),
+            None => broker
+                .replicas
+                .topic_by_id(&id)
+                .map(|t| t.record.name.clone()),
         };
         if version >= 6 {
             r.topic_id = id;

@@ -177,7 +177,7 @@ fn restore_producer_state_from_tier(b: &Broker, p: &Partition, offset: i64) {
     let Some(tier) = b.tier.clone() else {
         return;
     };
-    let Some(topic) = b.topic(&p.topic) else {
+    let Some(topic) = b.replicas.topic(&p.topic) else {
         return;
     };
     let Some(part) = topic.partition(p.index).cloned() else {

@@ -15,7 +15,7 @@ use crate::metadata::cluster::Command;
 pub(super) async fn propose_isr_changes(b: &Arc<Broker>) {
     let now = now_ms();
     let lag = b.config.replica_lag_time_max_ms;
-    for t in b.all_topics() {
+    for t in b.replicas.all_topics() {
         for p in t.local() {
             let Some((leader_epoch, isr)) = p.isr_change(now, lag) else {
                 continue;

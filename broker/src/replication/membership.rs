@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use tracing::debug;
 
+use super::Reconciler;
 use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::metadata::cluster::Command;
 
 /// Registers this broker (first time, or after being forgotten) or heartbeats.
-pub(super) async fn heartbeat(b: &Arc<Broker>) {
+pub(super) async fn heartbeat(b: &Arc<Broker>, reconciler: &Reconciler) {
     let now = now_ms();
     let me = b.node_id();
     let state = b.cluster();
@@ -43,7 +44,7 @@ pub(super) async fn heartbeat(b: &Arc<Broker>) {
         Ok((index, _)) => {
             if !b.is_registered() && b.quorum.wait_applied(index, Duration::from_secs(10)).await {
                 b.set_registered();
-                b.reconcile().await;
+                reconciler.reconcile(b).await;
             }
             if b.is_registered() && b.wait_reconciled(index).await {
                 b.renew_lease(sent);

@@ -23,6 +23,7 @@ mod controller;
 mod fetcher;
 mod isr;
 mod membership;
+mod reconcile;
 mod rpc;
 mod serve;
 #[cfg(test)]
@@ -30,18 +31,22 @@ mod sim;
 
 pub use crate::quorum::proto::internal_server::InternalServer;
 pub use fetcher::Fetchers;
+pub use reconcile::Reconciler;
 pub use rpc::InternalService;
 
-/// Spawns the reconcile-on-change, heartbeat, controller and ISR tasks.
-pub fn spawn_cluster_tasks(broker: &Arc<Broker>) {
+/// Spawns the reconcile-on-change, heartbeat, controller and ISR tasks. The
+/// returned reconciler owns the follower fetchers; stop it at shutdown.
+pub fn spawn_cluster_tasks(broker: &Arc<Broker>) -> Arc<Reconciler> {
+    let reconciler = Arc::new(Reconciler::default());
     // Reconcile whenever the applied metadata changes.
     let weak = Arc::downgrade(broker);
     let mut rx = broker.quorum.subscribe();
+    let r = Arc::clone(&reconciler);
     tokio::spawn(async move {
         loop {
             {
                 let Some(b) = weak.upgrade() else { return };
-                b.reconcile().await;
+                r.reconcile(&b).await;
             }
             if rx.changed().await.is_err() {
                 return;
@@ -50,13 +55,14 @@ pub fn spawn_cluster_tasks(broker: &Arc<Broker>) {
     });
     let weak = Arc::downgrade(broker);
     let every = Duration::from_millis(broker.config.broker_heartbeat_interval_ms.max(50));
+    let r = Arc::clone(&reconciler);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             let Some(b) = weak.upgrade() else { return };
-            membership::heartbeat(&b).await;
+            membership::heartbeat(&b, &r).await;
         }
     });
     let weak = Arc::downgrade(broker);
@@ -85,4 +91,5 @@ pub fn spawn_cluster_tasks(broker: &Arc<Broker>) {
             isr::propose_isr_changes(&b).await;
         }
     });
+    reconciler
 }

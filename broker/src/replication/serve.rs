@@ -136,7 +136,7 @@ pub(crate) fn serve_blocking(p: &Partition, read: FollowerFetch, now: i64) -> Pa
 pub async fn serve_fetch(b: &Arc<Broker>, req: ReplicaFetchRequest) -> ReplicaFetchResponse {
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(req.max_wait_ms.clamp(0, 30_000) as u64);
-    let mut rx = b.appended.subscribe();
+    let mut rx = b.replicas.subscribe_appends();
     loop {
         rx.borrow_and_update();
         let now = now_ms();
@@ -146,6 +146,7 @@ pub async fn serve_fetch(b: &Arc<Broker>, req: ReplicaFetchRequest) -> ReplicaFe
         for pf in &req.partitions {
             let mut pd = empty_answer(&pf.topic, pf.partition);
             let part = b
+                .replicas
                 .topic(&pf.topic)
                 .and_then(|t| t.partition(pf.partition).cloned());
             let read = FollowerFetch {

@@ -28,7 +28,6 @@ use super::metrics::TierMetrics;
 use super::store::{TierBackend, TierStore};
 use super::sweeper;
 use super::uploader::{self, MANIFEST_FILE};
-use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::config::BrokerConfig;
 use crate::log::index::OffsetEntry;
@@ -37,6 +36,7 @@ use crate::metadata::remote_log::RemoteLog;
 use crate::metadata::{topic_config, TopicRecord};
 use crate::partition::Partition;
 use crate::producer::ProducerStateTable;
+use crate::replicas::ReplicaManager;
 use crate::telemetry::Metrics;
 
 /// Bytes of decoded remote offset indexes kept in memory.
@@ -143,12 +143,11 @@ impl Tier {
     /// One pass: remote data of deleted topics, then for every tiered partition led
     /// here upload, total retention of the remote copy and upload lag; and on every
     /// replica the local-deletion bound from the committed remote log.
-    pub async fn run_pass(&self, broker: &Broker) {
+    pub async fn run_pass(&self, replicas: &ReplicaManager, config: &BrokerConfig) {
         self.remove_deleted_topics().await;
         let mut led = Vec::new();
-        for t in broker.all_topics() {
-            if t.record.internal
-                || !topic_config::remote_storage_enabled(&t.record.configs, &broker.config)
+        for t in replicas.all_topics() {
+            if t.record.internal || !topic_config::remote_storage_enabled(&t.record.configs, config)
             {
                 continue;
             }
