@@ -8,6 +8,7 @@ pub mod configs;
 pub mod dispatch;
 pub mod fetch;
 pub mod groups;
+pub mod leader_epoch;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offsets;

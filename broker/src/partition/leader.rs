@@ -203,4 +203,27 @@ impl Partition {
         st.isr_proposed_at = Some(now);
         Some((st.leader_epoch, isr))
     }
+
+    /// OffsetForLeaderEpoch on the leader (KIP-320: a client checks whether its
+    /// position survived a leader change): where `epoch` ends here, `(the largest
+    /// epoch <= it, its end offset)`, after fencing a caller that believes in another
+    /// leader epoch (`current_leader_epoch`, -1 for none).
+    pub fn epoch_end_offset(
+        &self,
+        current_leader_epoch: i32,
+        epoch: i32,
+    ) -> Result<(i32, i64), ResponseError> {
+        let st = self.replica.lock();
+        if st.role != Role::Leader {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
+        if current_leader_epoch >= 0 && current_leader_epoch < st.leader_epoch {
+            return Err(ResponseError::FencedLeaderEpoch);
+        }
+        if current_leader_epoch > st.leader_epoch {
+            return Err(ResponseError::UnknownLeaderEpoch);
+        }
+        let log = self.log.lock();
+        Ok(log.epochs().end_offset_for(epoch, log.log_end_offset()))
+    }
 }

@@ -1,0 +1,70 @@
+//! OffsetForLeaderEpoch against a real broker: where the current epoch ends, an
+//! epoch older than any in the log, fencing by the caller's current leader epoch,
+//! and unknown topics.
+
+mod common;
+#[allow(dead_code)]
+mod tier_support;
+
+use common::{Client, TestBroker};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::*;
+use tier_support::{create_topic, produce, s, RECORDS};
+
+async fn ask(c: &mut Client, topic: &str, current: i32, epoch: i32) -> (i16, i32, i64) {
+    let mut p = OffsetForLeaderPartition::default();
+    p.partition = 0;
+    p.current_leader_epoch = current;
+    p.leader_epoch = epoch;
+    let mut t = OffsetForLeaderTopic::default();
+    t.topic = TopicName(s(topic));
+    t.partitions = vec![p];
+    let mut req = OffsetForLeaderEpochRequest::default();
+    req.replica_id = BrokerId(-1);
+    req.topics = vec![t];
+    let resp: OffsetForLeaderEpochResponse = c.call(ApiKey::OffsetForLeaderEpoch, 4, &req).await;
+    let e = &resp.topics[0].partitions[0];
+    (e.error_code, e.leader_epoch, e.end_offset)
+}
+
+async fn leader_epoch(c: &mut Client, topic: &str) -> i32 {
+    let mut t = metadata_request::MetadataRequestTopic::default();
+    t.name = Some(TopicName(s(topic)));
+    let mut req = MetadataRequest::default();
+    req.topics = Some(vec![t]);
+    let resp: MetadataResponse = c.call(ApiKey::Metadata, 12, &req).await;
+    resp.topics[0].partitions[0].leader_epoch
+}
+
+#[tokio::test]
+async fn offset_for_leader_epoch_answers_from_the_epoch_checkpoint() {
+    let broker = TestBroker::start().await;
+    let mut c = Client::connect(broker.addr).await;
+    create_topic(&mut c, "epochs", &[]).await;
+    assert_eq!(produce(&mut c, "epochs", (0, 3), 1, 20).await, 0);
+    let end = 3 * RECORDS;
+    let epoch = leader_epoch(&mut c, "epochs").await;
+    assert!(epoch >= 0);
+    // The current epoch ends at the log end.
+    assert_eq!(ask(&mut c, "epochs", epoch, epoch).await, (0, epoch, end));
+    assert_eq!(ask(&mut c, "epochs", -1, epoch).await, (0, epoch, end));
+    // An epoch newer than the log's is answered with the latest one.
+    assert_eq!(ask(&mut c, "epochs", epoch, epoch + 5).await, (0, epoch, end));
+    if epoch > 0 {
+        // Older than every epoch here: it ends where the first one starts.
+        assert_eq!(ask(&mut c, "epochs", epoch, epoch - 1).await, (0, epoch - 1, 0));
+    }
+    // A caller with another idea of the leader epoch is fenced.
+    let (code, _, _) = ask(&mut c, "epochs", epoch + 1, epoch).await;
+    assert_eq!(code, ResponseError::UnknownLeaderEpoch.code());
+    if epoch > 0 {
+        let (code, _, _) = ask(&mut c, "epochs", epoch - 1, epoch).await;
+        assert_eq!(code, ResponseError::FencedLeaderEpoch.code());
+    }
+    let (code, _, _) = ask(&mut c, "no-such-topic", -1, 0).await;
+    assert_eq!(code, ResponseError::UnknownTopicOrPartition.code());
+    broker.stop().await;
+}
