@@ -3,7 +3,6 @@
 //! and unknown topics.
 
 mod common;
-#[allow(dead_code)]
 mod tier_support;
 
 use common::{Client, TestBroker};
