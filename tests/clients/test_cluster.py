@@ -519,3 +519,59 @@ def test_replication_factor_changes_under_load_lose_nothing(cluster_factory):
     values = read_partition(c.bootstrap(), "grow")
     missing = set(acked) - set(values)
     assert not missing, f"{len(missing)} acknowledged records lost"
+
+
+def test_a_consumer_validates_its_position_after_a_leader_change(cluster_factory):
+    """KIP-320: after a leader change librdkafka asks the new leader where the epoch
+    of its position ends (OffsetForLeaderEpoch) before fetching on; nothing is lost or
+    read twice across the change."""
+    c = cluster_factory(3)
+    create_topic(c, "validate")
+    prod = NumberedProducer(c.bootstrap(), "validate")
+    prod.wait_more(200)
+    consumer = Consumer({
+        "bootstrap.servers": c.bootstrap(),
+        "group.id": f"validate-{time.time()}",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "topic.metadata.refresh.interval.ms": 1000,
+    })
+    seen = []
+
+    def read_until(done, what, timeout=60):
+        deadline = time.time() + timeout
+        while not done() and time.time() < deadline:
+            m = consumer.poll(0.5)
+            if m is not None and not m.error():
+                seen.append(int(m.value()))
+        assert done(), f"{what}: read {len(seen)} records"
+
+    try:
+        consumer.assign([TopicPartition("validate", 0, 0)])
+        read_until(lambda: len(seen) >= 100, "the first 100")
+        leader = c.partition("validate")["leader"]
+        c.nodes[leader].kill()
+        wait_until(f"a new leader after killing {leader}",
+                   lambda: c.partition("validate")["leader"] not in (-1, leader), timeout=30)
+        prod.wait_more(100)
+        acked, errors = prod.stop()
+        assert not errors, errors[:5]
+        read_until(lambda: set(acked) <= set(seen), "every acknowledged record", timeout=90)
+    finally:
+        consumer.close()
+    assert len(seen) == len(set(seen)), "a record was read twice"
+    missing = set(acked) - set(seen)
+    assert not missing, f"{len(missing)} acknowledged records not read, e.g. {sorted(missing)[:10]}"
+
+    def validations():
+        total = 0.0
+        for n in c.nodes.values():
+            if not n.alive():
+                continue
+            for line in n.metrics().splitlines():
+                if line.startswith("strata_request_duration") and "_count" in line.split("{")[0] \
+                        and 'api="OffsetForLeaderEpoch"' in line:
+                    total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    assert validations() > 0, "the consumer never asked OffsetForLeaderEpoch"
