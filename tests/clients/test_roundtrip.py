@@ -133,3 +133,15 @@ def test_kafka_python_round_trip(broker, codec):
                 got += 1
     c.close()
     check(received)
+
+
+def test_confluent_admin_describe_cluster(broker):
+    """librdkafka's DescribeCluster (KIP-700): cluster id, controller, brokers."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    d = admin.describe_cluster(request_timeout=30).result(30)
+    assert d.cluster_id
+    assert [n.id for n in d.nodes] == [1]
+    assert d.nodes[0].port == int(broker.bootstrap.rsplit(":", 1)[1])
+    assert d.controller is not None and d.controller.id == 1

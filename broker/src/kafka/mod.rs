@@ -5,6 +5,7 @@
 
 pub mod api_versions;
 pub mod configs;
+pub mod describe_cluster;
 pub mod dispatch;
 pub mod fetch;
 pub mod groups;

@@ -1,6 +1,7 @@
-//! OffsetForLeaderEpoch against a real broker: where the current epoch ends, an
-//! epoch older than any in the log, fencing by the caller's current leader epoch,
-//! and unknown topics.
+//! Kafka APIs answered from the metadata and the epoch checkpoint, against a real
+//! broker: OffsetForLeaderEpoch (where the current epoch ends, an epoch older than
+//! any in the log, fencing by the caller's current leader epoch, unknown topics) and
+//! DescribeCluster.
 
 mod common;
 mod tier_support;
@@ -51,10 +52,16 @@ async fn offset_for_leader_epoch_answers_from_the_epoch_checkpoint() {
     assert_eq!(ask(&mut c, "epochs", epoch, epoch).await, (0, epoch, end));
     assert_eq!(ask(&mut c, "epochs", -1, epoch).await, (0, epoch, end));
     // An epoch newer than the log's is answered with the latest one.
-    assert_eq!(ask(&mut c, "epochs", epoch, epoch + 5).await, (0, epoch, end));
+    assert_eq!(
+        ask(&mut c, "epochs", epoch, epoch + 5).await,
+        (0, epoch, end)
+    );
     if epoch > 0 {
         // Older than every epoch here: it ends where the first one starts.
-        assert_eq!(ask(&mut c, "epochs", epoch, epoch - 1).await, (0, epoch - 1, 0));
+        assert_eq!(
+            ask(&mut c, "epochs", epoch, epoch - 1).await,
+            (0, epoch - 1, 0)
+        );
     }
     // A caller with another idea of the leader epoch is fenced.
     let (code, _, _) = ask(&mut c, "epochs", epoch + 1, epoch).await;
@@ -65,5 +72,30 @@ async fn offset_for_leader_epoch_answers_from_the_epoch_checkpoint() {
     }
     let (code, _, _) = ask(&mut c, "no-such-topic", -1, 0).await;
     assert_eq!(code, ResponseError::UnknownTopicOrPartition.code());
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn describe_cluster_names_the_cluster_the_controller_and_the_brokers() {
+    let broker = TestBroker::start().await;
+    let mut c = Client::connect(broker.addr).await;
+    for version in 0..=2 {
+        let mut req = DescribeClusterRequest::default();
+        req.endpoint_type = 1;
+        req.include_fenced_brokers = version >= 2;
+        let resp: DescribeClusterResponse = c.call(ApiKey::DescribeCluster, version, &req).await;
+        assert_eq!(resp.error_code, 0, "v{version}");
+        assert!(!resp.cluster_id.is_empty());
+        assert_eq!(resp.controller_id, BrokerId(1), "the only voter leads");
+        assert_eq!(resp.brokers.len(), 1);
+        let b = &resp.brokers[0];
+        assert_eq!((b.broker_id, b.port), (BrokerId(1), i32::from(broker.addr.port())));
+        assert!(!b.is_fenced);
+    }
+    // The controllers' endpoint type is not served by a broker.
+    let mut req = DescribeClusterRequest::default();
+    req.endpoint_type = 2;
+    let resp: DescribeClusterResponse = c.call(ApiKey::DescribeCluster, 1, &req).await;
+    assert_eq!(resp.error_code, ResponseError::UnsupportedEndpointType.code());
     broker.stop().await;
 }

@@ -1,0 +1,63 @@
+//! DescribeCluster (KIP-700): the cluster id, the controller (the metadata quorum's
+//! leader) and the brokers, which the Java AdminClient's `describeCluster` and the
+//! tools built on it use instead of Metadata. Brokers the controller fenced are
+//! listed only when asked for (v2), marked fenced. Only the broker endpoint type is
+//! served: clients reach the controllers through the brokers here.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+
+use super::s;
+use crate::broker::Broker;
+use crate::metadata::cluster::BrokerStatus;
+
+/// `endpoint_type` of a request for the brokers (1) or the controllers (2).
+const BROKERS: i8 = 1;
+/// Authorized operations not computed (the request did not ask, or no ACLs here).
+const OPERATIONS_OMITTED: i32 = i32::MIN;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: DescribeClusterRequest,
+    version: i16,
+) -> DescribeClusterResponse {
+    let mut resp = DescribeClusterResponse::default();
+    resp.endpoint_type = BROKERS;
+    resp.cluster_authorized_operations = OPERATIONS_OMITTED;
+    if version >= 1 && req.endpoint_type != BROKERS {
+        resp.error_code = ResponseError::UnsupportedEndpointType.code();
+        resp.error_message = Some(s(
+            "only the broker endpoint type is served; the controllers are reached through the brokers"
+                .to_string(),
+        ));
+        return resp;
+    }
+    let state = broker.cluster();
+    resp.cluster_id = s(broker.config.cluster_id.clone());
+    resp.controller_id = BrokerId(
+        broker
+            .quorum
+            .leader()
+            .and_then(|l| i32::try_from(l).ok())
+            .unwrap_or(-1),
+    );
+    let with_fenced = version >= 2 && req.include_fenced_brokers;
+    resp.brokers = state
+        .brokers
+        .values()
+        .filter(|b| with_fenced || state.is_live(b.id))
+        .map(|info| {
+            let mut b = DescribeClusterBroker::default();
+            b.broker_id = BrokerId(info.id);
+            b.host = s(info.host.clone());
+            b.port = info.port;
+            b.rack = info.rack.clone().map(s);
+            b.is_fenced = info.status == BrokerStatus::Fenced;
+            b
+        })
+        .collect();
+    resp
+}
