@@ -63,6 +63,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_api_reference_lists_exactly_what_is_served() {
+        let doc = include_str!("../../../docs/kafka-api.md");
+        let mut listed = Vec::new();
+        for line in doc.lines().filter(|l| l.starts_with("| ")) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let (Ok(key), Some((lo, hi))) = (cells[2].parse::<i16>(), cells[3].split_once('–'))
+            else {
+                continue;
+            };
+            listed.push((key, lo.parse::<i16>().unwrap(), hi.parse::<i16>().unwrap()));
+        }
+        let mut served: Vec<(i16, i16, i16)> =
+            SUPPORTED.iter().map(|(k, lo, hi)| (*k as i16, *lo, *hi)).collect();
+        served.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(listed, served, "docs/kafka-api.md is out of date");
+    }
+
+    #[test]
     fn advertised_ranges_are_within_what_the_codec_supports() {
         for (k, lo, hi) in SUPPORTED {
             let codec = k.valid_versions();
