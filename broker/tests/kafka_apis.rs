@@ -89,13 +89,61 @@ async fn describe_cluster_names_the_cluster_the_controller_and_the_brokers() {
         assert_eq!(resp.controller_id, BrokerId(1), "the only voter leads");
         assert_eq!(resp.brokers.len(), 1);
         let b = &resp.brokers[0];
-        assert_eq!((b.broker_id, b.port), (BrokerId(1), i32::from(broker.addr.port())));
+        assert_eq!(
+            (b.broker_id, b.port),
+            (BrokerId(1), i32::from(broker.addr.port()))
+        );
         assert!(!b.is_fenced);
     }
     // The controllers' endpoint type is not served by a broker.
     let mut req = DescribeClusterRequest::default();
     req.endpoint_type = 2;
     let resp: DescribeClusterResponse = c.call(ApiKey::DescribeCluster, 1, &req).await;
-    assert_eq!(resp.error_code, ResponseError::UnsupportedEndpointType.code());
+    assert_eq!(
+        resp.error_code,
+        ResponseError::UnsupportedEndpointType.code()
+    );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn describe_log_dirs_reports_replica_sizes_and_the_filesystem() {
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    let broker = TestBroker::start().await;
+    let mut c = Client::connect(broker.addr).await;
+    create_topic(&mut c, "sized", &[]).await;
+    create_topic(&mut c, "other", &[]).await;
+    assert_eq!(produce(&mut c, "sized", (0, 4), 2, 100).await, 0);
+    // Every topic (null topics; an empty list asks for none).
+    let mut all = DescribeLogDirsRequest::default();
+    all.topics = None;
+    let resp: DescribeLogDirsResponse = c.call(ApiKey::DescribeLogDirs, 4, &all).await;
+    assert_eq!(resp.results.len(), 1, "no tier: one log dir");
+    let dir = &resp.results[0];
+    assert_eq!(dir.error_code, 0);
+    assert_eq!(
+        dir.log_dir.as_str(),
+        broker.data_dir().display().to_string()
+    );
+    assert!(dir.total_bytes > 0 && dir.usable_bytes > 0 && dir.usable_bytes <= dir.total_bytes);
+    let size = |dir: &describe_log_dirs_response::DescribeLogDirsResult, topic: &str| {
+        dir.topics
+            .iter()
+            .find(|t| t.name.0.as_str() == topic)
+            .map(|t| t.partitions[0].partition_size)
+    };
+    assert!(size(dir, "sized").is_some_and(|n| n > 4 * RECORDS * 100));
+    assert_eq!(size(dir, "other"), Some(0));
+    // Only what was asked for.
+    let mut t = DescribableLogDirTopic::default();
+    t.topic = TopicName(s("sized"));
+    t.partitions = vec![0];
+    let mut req = DescribeLogDirsRequest::default();
+    req.topics = Some(vec![t]);
+    let resp: DescribeLogDirsResponse = c.call(ApiKey::DescribeLogDirs, 1, &req).await;
+    let dir = &resp.results[0];
+    assert_eq!(dir.topics.len(), 1);
+    assert!(size(dir, "sized").is_some());
+    assert_eq!(dir.total_bytes, -1, "v1 has no filesystem sizes");
     broker.stop().await;
 }

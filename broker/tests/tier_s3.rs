@@ -8,6 +8,7 @@ mod tier_support;
 
 use std::time::Duration;
 
+use kafka_protocol::messages::{ApiKey, DescribeLogDirsRequest, DescribeLogDirsResponse};
 use strata_e2e::binaries::Binaries;
 use strata_e2e::s3::S3Server;
 use strata_e2e::testing;
@@ -85,6 +86,27 @@ async fn closed_segments_reach_s3_in_order_and_resume_after_restart() {
             seg.base_offset
         );
     }
+
+    // DescribeLogDirs shows the uploaded bytes under the tier's entry.
+    let mut all = DescribeLogDirsRequest::default();
+    all.topics = None;
+    let dirs: DescribeLogDirsResponse = c.call(ApiKey::DescribeLogDirs, 4, &all).await;
+    let tier_dir = dirs
+        .results
+        .iter()
+        .find(|d| d.log_dir.starts_with("tier://"))
+        .expect("a tier entry");
+    let uploaded: i64 = m.segments().iter().map(|s| s.size_bytes as i64).sum();
+    let reported = tier_dir
+        .topics
+        .iter()
+        .find(|t| t.name.0.as_str() == "tiered")
+        .map(|t| t.partitions[0].partition_size)
+        .unwrap_or(0);
+    assert!(
+        reported >= uploaded,
+        "tier reports {reported}, uploaded {uploaded}"
+    );
 
     // Restart; more data; the uploader continues where it stopped.
     broker.stop().await;

@@ -29,6 +29,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::DescribeCluster, 0, 2),
 ];
 
@@ -74,8 +75,10 @@ mod tests {
             };
             listed.push((key, lo.parse::<i16>().unwrap(), hi.parse::<i16>().unwrap()));
         }
-        let mut served: Vec<(i16, i16, i16)> =
-            SUPPORTED.iter().map(|(k, lo, hi)| (*k as i16, *lo, *hi)).collect();
+        let mut served: Vec<(i16, i16, i16)> = SUPPORTED
+            .iter()
+            .map(|(k, lo, hi)| (*k as i16, *lo, *hi))
+            .collect();
         served.sort_unstable();
         listed.sort_unstable();
         assert_eq!(listed, served, "docs/kafka-api.md is out of date");

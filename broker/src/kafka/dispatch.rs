@@ -14,8 +14,8 @@ use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
 use opentelemetry::KeyValue;
 
 use super::{
-    api_versions, configs, describe_cluster, fetch, groups, leader_epoch, list_offsets, metadata,
-    offsets, produce, producer_id, topics,
+    api_versions, configs, describe_cluster, fetch, groups, leader_epoch, list_offsets, log_dirs,
+    metadata, offsets, produce, producer_id, topics,
 };
 use crate::broker::Broker;
 
@@ -194,6 +194,7 @@ async fn route(broker: &Arc<Broker>, req: Request) -> Outcome {
         RequestKind::Fetch(r) => respond!(fetch::handle(broker, r, version)),
         RequestKind::ListOffsets(r) => respond!(list_offsets::handle(broker, r, version)),
         RequestKind::DescribeCluster(r) => respond!(describe_cluster::handle(broker, r, version)),
+        RequestKind::DescribeLogDirs(r) => respond!(log_dirs::handle(broker, r, version)),
         RequestKind::OffsetForLeaderEpoch(r) => {
             respond!(leader_epoch::handle(broker, r, version))
         }

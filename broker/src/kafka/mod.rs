@@ -11,6 +11,7 @@ pub mod fetch;
 pub mod groups;
 pub mod leader_epoch;
 pub mod list_offsets;
+pub mod log_dirs;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
