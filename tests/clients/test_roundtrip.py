@@ -145,3 +145,50 @@ def test_confluent_admin_describe_cluster(broker):
     assert [n.id for n in d.nodes] == [1]
     assert d.nodes[0].port == int(broker.bootstrap.rsplit(":", 1)[1])
     assert d.controller is not None and d.controller.id == 1
+
+
+def test_confluent_admin_alters_topic_configs(broker):
+    """IncrementalAlterConfigs (SET, DELETE, APPEND) and AlterConfigs through
+    librdkafka's AdminClient, read back with DescribeConfigs; bad values and broker
+    settings are refused with the broker's reason."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry,
+                                       ConfigResource, ResourceType)
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    create_topic_confluent(broker.bootstrap, "altered")
+
+    def incremental(*entries, resource_type=ResourceType.TOPIC, name="altered"):
+        res = ConfigResource(resource_type, name, incremental_configs=list(entries))
+        return admin.incremental_alter_configs([res])[res].result(30)
+
+    def current():
+        res = ConfigResource(ResourceType.TOPIC, "altered")
+        return {k: v.value for k, v in admin.describe_configs([res])[res].result(30).items()}
+
+    incremental(ConfigEntry("retention.ms", "3600000", incremental_operation=AlterConfigOpType.SET),
+                ConfigEntry("max.message.bytes", "2000000", incremental_operation=AlterConfigOpType.SET))
+    assert current()["retention.ms"] == "3600000"
+    assert current()["max.message.bytes"] == "2000000"
+    incremental(ConfigEntry("max.message.bytes", None, incremental_operation=AlterConfigOpType.DELETE),
+                ConfigEntry("cleanup.policy", "delete", incremental_operation=AlterConfigOpType.APPEND))
+    after = current()
+    assert after["retention.ms"] == "3600000"
+    assert after["max.message.bytes"] != "2000000", "deleted: back to the default"
+    assert after["cleanup.policy"] == "delete"
+    # A bad value is refused whole, with the broker's reason.
+    with pytest.raises(KafkaException) as bad:
+        incremental(ConfigEntry("retention.ms", "soon", incremental_operation=AlterConfigOpType.SET))
+    assert "retention.ms" in str(bad.value)
+    assert current()["retention.ms"] == "3600000"
+    # Broker settings are static.
+    with pytest.raises(KafkaException) as static:
+        incremental(ConfigEntry("log.retention.ms", "1", incremental_operation=AlterConfigOpType.SET),
+                    resource_type=ResourceType.BROKER, name="1")
+    assert "dynamically" in str(static.value)
+    # AlterConfigs replaces the whole set.
+    res = ConfigResource(ResourceType.TOPIC, "altered", set_config={"segment.ms": "600000"})
+    admin.alter_configs([res])[res].result(30)
+    after = current()
+    assert after["segment.ms"] == "600000"
+    assert after["retention.ms"] != "3600000", "left out of AlterConfigs: back to the default"

@@ -14,8 +14,8 @@ use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
 use opentelemetry::KeyValue;
 
 use super::{
-    api_versions, configs, describe_cluster, fetch, groups, leader_epoch, list_offsets, log_dirs,
-    metadata, offsets, produce, producer_id, topics,
+    alter_configs, api_versions, configs, describe_cluster, fetch, groups, leader_epoch,
+    list_offsets, log_dirs, metadata, offsets, produce, producer_id, topics,
 };
 use crate::broker::Broker;
 
@@ -204,6 +204,10 @@ async fn route(broker: &Arc<Broker>, req: Request) -> Outcome {
             respond!(topics::create_partitions(broker, r, version))
         }
         RequestKind::DescribeConfigs(r) => respond!(configs::describe(broker, r, version)),
+        RequestKind::AlterConfigs(r) => respond!(alter_configs::alter(broker, r, version)),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            respond!(alter_configs::incremental(broker, r, version))
+        }
         RequestKind::InitProducerId(r) => respond!(producer_id::handle(broker, r, version)),
         RequestKind::FindCoordinator(r) => respond!(groups::find_coordinator(broker, r, version)),
         RequestKind::JoinGroup(r) => {

@@ -3,6 +3,7 @@
 //! per API group. `kafka-protocol` encodes and decodes message bodies; framing,
 //! limits and semantics are ours.
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod configs;
 pub mod describe_cluster;
