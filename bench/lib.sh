@@ -3,13 +3,9 @@
 # JVM tools, and a port wait. Expects ROOT and WORK to be set.
 CACHE="${STRATA_CACHE:-$HOME/.cache/strata}"
 KVER=4.1.1
-LIBS="$CACHE/kafka-$KVER/libs"
-
-if [ ! -f "$LIBS/kafka_2.13-$KVER.jar" ]; then
-  echo "fetching Kafka $KVER jars into $LIBS" >&2
-  mvn -q -f "$ROOT/bench/pom.xml" dependency:copy-dependencies -DoutputDirectory="$LIBS" >&2
-fi
+# scripts/setup.sh fetches Kafka's jars (and the Python clients) into the cache.
 bash "$ROOT/scripts/setup.sh" >&2
+LIBS="$(cat "$CACHE/current-kafka-libs")"
 VENV="$(cat "$CACHE/current-venv")"
 (cd "$ROOT" && cargo build --release -p strata-broker >&2)
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"

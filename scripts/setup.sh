@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, idempotently and quickly when already done:
-# kcat and protoc (Debian), and a Python virtualenv with the Kafka clients, kept
-# outside the clone under $STRATA_CACHE keyed by the requirements' hash.
+# kcat, protoc, a JRE and Maven (Debian), a Python virtualenv with the Kafka clients,
+# and Kafka's jars (its command-line tools, also the benchmarks' broker), kept outside
+# the clone under $STRATA_CACHE, keyed by the requirements' hash and Kafka's version.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CACHE="${STRATA_CACHE:-$HOME/.cache/strata}"
@@ -12,6 +13,9 @@ command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
 # nft: the fault suite cuts links and drops packets between brokers with it.
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+# Kafka's own tools (kafka-topics, kafka-configs, ...) run in the client tests.
+command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} with apt-get"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -29,6 +33,14 @@ if [ ! -x "$VENV/bin/pytest" ]; then
   "$VENV/bin/pip" install -q -r "$ROOT/tests/requirements.txt"
 fi
 echo "$VENV" > "$CACHE/current-venv"
+
+KAFKA_VERSION=4.1.1
+KAFKA_LIBS="$CACHE/kafka-$KAFKA_VERSION/libs"
+if [ ! -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ]; then
+  echo "setup: fetching Kafka $KAFKA_VERSION jars from Maven Central into $KAFKA_LIBS"
+  mvn -q -f "$ROOT/bench/pom.xml" dependency:copy-dependencies -DoutputDirectory="$KAFKA_LIBS"
+fi
+echo "$KAFKA_LIBS" > "$CACHE/current-kafka-libs"
 
 # The e2e harness: Kubernetes control plane binaries, helm and SeaweedFS, built or
 # installed once into $CACHE (the first run takes 10-20 minutes, later runs seconds).

@@ -1,0 +1,127 @@
+"""Apache Kafka's own command-line tools (4.1.1, the jars scripts/setup.sh fetches
+from Maven Central) against a Strata broker, run as their kafka-*.sh wrappers would
+run them: topics, configs, log dirs, offsets, consumer groups, cluster id and API
+versions. Each asserts on what the tool prints."""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+CACHE = Path(os.environ.get("STRATA_CACHE", Path.home() / ".cache" / "strata"))
+
+
+def kafka_libs():
+    pointer = CACHE / "current-kafka-libs"
+    libs = Path(pointer.read_text().strip()) if pointer.exists() else None
+    if not libs or not any(libs.glob("kafka-tools-*.jar")):
+        pytest.fail("Kafka's jars are missing: run scripts/setup.sh")
+    return libs
+
+
+def tool(main_class, *args, check=True, tmp=None):
+    """Runs one Kafka tool; returns its stdout, or with check=False the whole
+    completed process."""
+    log4j = tmp / "log4j2.properties"
+    log4j.write_text("rootLogger.level = ERROR\n")
+    cmd = ["java", "-Xmx256m", f"-Dlog4j2.configurationFile={log4j}",
+           "-cp", f"{kafka_libs()}/*", main_class, *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if not check:
+        return out
+    if out.returncode != 0:
+        raise AssertionError(f"{main_class} {' '.join(args)} failed ({out.returncode}):\n"
+                             f"{out.stdout}\n{out.stderr}")
+    return out.stdout
+
+
+def produce(bootstrap, topic, n):
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    for i in range(n):
+        p.produce(topic, value=str(i).encode(), partition=i % 2)
+    assert p.flush(30) == 0
+
+
+def test_kafka_command_line_tools(broker, tmp_path):
+    bs = broker.bootstrap
+    run = lambda cls, *a, **kw: tool(cls, *a, tmp=tmp_path, **kw)  # noqa: E731
+
+    # kafka-topics: create, list, describe.
+    run("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", bs, "--create",
+        "--topic", "tools", "--partitions", "2", "--replication-factor", "1",
+        "--config", "retention.ms=7200000")
+    assert "tools" in run("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", bs,
+                          "--list").split()
+    described = run("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", bs,
+                    "--describe", "--topic", "tools")
+    assert "PartitionCount: 2" in described and "Leader: 1" in described, described
+
+    # kafka-configs: alter (IncrementalAlterConfigs) and describe.
+    run("kafka.admin.ConfigCommand", "--bootstrap-server", bs, "--entity-type", "topics",
+        "--entity-name", "tools", "--alter", "--add-config", "retention.ms=3600000,segment.ms=600000")
+    configs = run("kafka.admin.ConfigCommand", "--bootstrap-server", bs, "--entity-type", "topics",
+                  "--entity-name", "tools", "--describe")
+    assert "retention.ms=3600000" in configs and "segment.ms=600000" in configs, configs
+    run("kafka.admin.ConfigCommand", "--bootstrap-server", bs, "--entity-type", "topics",
+        "--entity-name", "tools", "--alter", "--delete-config", "segment.ms")
+    configs = run("kafka.admin.ConfigCommand", "--bootstrap-server", bs, "--entity-type", "topics",
+                  "--entity-name", "tools", "--describe")
+    assert "segment.ms=600000" not in configs, configs
+    refused = tool("kafka.admin.ConfigCommand", "--bootstrap-server", bs, "--entity-type", "brokers",
+                   "--entity-name", "1", "--alter", "--add-config", "log.retention.ms=1",
+                   check=False, tmp=tmp_path)
+    # Broker settings are static: refused with the broker's reason.
+    assert refused.returncode != 0
+    assert "dynamically" in refused.stdout + refused.stderr, refused.stderr
+
+    produce(bs, "tools", 100)
+
+    # kafka-get-offsets: the end offset of each partition.
+    offsets = run("org.apache.kafka.tools.GetOffsetShell", "--bootstrap-server", bs,
+                  "--topic", "tools")
+    ends = {line.split(":")[1]: int(line.split(":")[2]) for line in offsets.split() if line}
+    assert ends == {"0": 50, "1": 50}, offsets
+
+    # kafka-log-dirs: DescribeCluster for the broker list, then DescribeLogDirs.
+    dirs = run("org.apache.kafka.tools.LogDirsCommand", "--bootstrap-server", bs, "--describe",
+               "--topic-list", "tools")
+    report = json.loads(dirs.strip().splitlines()[-1])
+    [b] = report["brokers"]
+    assert b["broker"] == 1
+    [d] = b["logDirs"]
+    sizes = {p["partition"]: p["size"] for p in d["partitions"]}
+    assert set(sizes) == {"tools-0", "tools-1"} and all(s > 0 for s in sizes.values()), sizes
+
+    # kafka-consumer-groups: a group that consumed and committed.
+    c = Consumer({"bootstrap.servers": bs, "group.id": "tools-group", "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition("tools", 0, 0), TopicPartition("tools", 1, 0)])
+    seen = 0
+    while seen < 100:
+        m = c.poll(5)
+        assert m is not None, f"consumed {seen} of 100"
+        if not m.error():
+            seen += 1
+    c.commit(asynchronous=False)
+    c.close()
+    groups = run("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand", "--bootstrap-server", bs,
+                 "--describe", "--group", "tools-group")
+    rows = [line.split() for line in groups.splitlines() if line.startswith("tools-group")]
+    assert sorted((r[1], r[2], r[3], r[4], r[5]) for r in rows) == [
+        ("tools", "0", "50", "50", "0"), ("tools", "1", "50", "50", "0")], groups
+
+    # kafka-cluster: the cluster id (DescribeCluster).
+    cluster_id = run("org.apache.kafka.tools.ClusterTool", "cluster-id", "--bootstrap-server", bs)
+    assert cluster_id.startswith("Cluster ID: ") and len(cluster_id.split()[-1]) > 0, cluster_id
+
+    # kafka-broker-api-versions: what ApiVersions advertises.
+    versions = run("org.apache.kafka.tools.BrokerApiVersionsCommand", "--bootstrap-server", bs)
+    for api in ("OffsetForLeaderEpoch", "IncrementalAlterConfigs", "DescribeLogDirs", "DescribeCluster"):
+        assert api in versions and f"{api}(" in versions.replace(" ", ""), versions
+
+    # kafka-topics: delete.
+    run("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", bs, "--delete", "--topic", "tools")
+    assert "tools" not in run("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", bs,
+                              "--list").split()
