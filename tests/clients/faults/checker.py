@@ -13,6 +13,9 @@ Operations it reads (others are ignored):
   final-end info {topic, partition, high} - the high watermark the final read reached
   commit   invoke / ok / fail {group, topic, offsets: {partition: offset}}
   committed ok {group, topic, offsets, invoke_time} - a committed-offsets read
+  tier-state ok {broker, topic, partition, local_start, remote_end} - one broker's
+           local log start of a tiered partition and the committed remote log end
+           (one past its last offset, -1 when nothing was uploaded), as it saw them
 
 Anomaly classes (the keys of the result):
   lost                  an acknowledged write is not in the final read
@@ -29,6 +32,9 @@ Anomaly classes (the keys of the result):
                         final read shows exist (it missed records)
   commit-backwards      committed offsets read later were lower than ones read or
                         acknowledged earlier
+  tier-gap              a broker's local log of a tiered partition started above
+                        the end of the committed remote log it showed next: offsets
+                        were deleted locally before their upload was committed
 """
 from collections import defaultdict
 
@@ -42,6 +48,7 @@ ANOMALIES = (
     "consumer-backwards",
     "consumer-skip",
     "commit-backwards",
+    "tier-gap",
 )
 
 # Enough examples per class to debug from; the counts stay exact.
@@ -84,6 +91,7 @@ def check(ops):
     _check_log(ops, r)
     _check_reads(ops, r)
     _check_commits(ops, r)
+    _check_tier(ops, r)
     return r
 
 
@@ -243,3 +251,26 @@ def _check_commits(ops, r):
                 floor[key] = (o, f"{kind}:{op['process']}", t)
     r.stats.update(commits=commits, commits_rejected=rejected,
                    committed_reads=sum(1 for e in events if e[2] == "read" and e[1] == 0))
+
+
+def _check_tier(ops, r):
+    """A local segment of a tiered partition is deleted only after its upload is
+    committed, so the offsets below a broker's local log start are in the committed
+    remote log. The two numbers of one sample are read one after the other (the
+    remote end first), so a local start is compared with the remote end of the next
+    sample from the same broker: the remote end only grows, and by then it covers
+    whatever allowed the deletion."""
+    samples = defaultdict(list)  # (broker, topic, partition) -> [op]
+    for op in ops:
+        if op["f"] == "tier-state" and op["type"] == "ok":
+            samples[(op["broker"], op["topic"], op["partition"])].append(op)
+    for (broker, topic, p), seq in samples.items():
+        for a, b in zip(seq, seq[1:]):
+            if a["local_start"] > max(b["remote_end"], 0):
+                r.add("tier-gap", broker=broker, topic=topic, partition=p, local_start=a["local_start"],
+                      remote_end_next=b["remote_end"], at=a["time"])
+    r.stats["tier_samples"] = sum(len(v) for v in samples.values())
+    ends = [op["remote_end"] for seq in samples.values() for op in seq]
+    r.stats["tier_max_remote_end"] = max(ends) if ends else -1
+    starts = [op["local_start"] for seq in samples.values() for op in seq]
+    r.stats["tier_max_local_start"] = max(starts) if starts else -1
