@@ -1,9 +1,11 @@
 """Fault injection with a history checker (docs/reliability.md).
 
 A 3-broker cluster, each broker in its own network namespace when this host allows
-it, is driven by idempotent acks=all producers and a consumer group while a nemesis
-kills, pauses, cuts off and degrades brokers and pauses group members on a schedule
-drawn from a seed. Every operation goes into a history; after healing, a fresh
+it (and, in the seeded and long runs, on its own tmpfs, with a tiered topic on a
+SeaweedFS S3 server), is driven by idempotent acks=all producers and a consumer group
+while a nemesis kills, pauses, cuts off and degrades brokers, fills a broker's disk,
+stops, takes down or slows the object store, adds a broker and drains it away again,
+and pauses group members, on a schedule drawn from a seed. Every operation goes into a history; after healing, a fresh
 consumer reads every partition from offset 0 and faults/checker.py looks for lost,
 duplicated, reordered or inconsistent records and for offsets moving backwards.
 
@@ -200,7 +202,7 @@ SHORT_SEEDS = [int(s) for s in os.environ.get("STRATA_FAULT_SEED", "20240501").s
 @pytest.mark.skipif(PROFILE != "short", reason="short profile only")
 @pytest.mark.parametrize("seed", SHORT_SEEDS)
 def test_seeded_faults_lose_duplicate_or_reorder_nothing(full_cluster, clients, tmp_path, seed):
-    # Every fault kind once (10 with namespaces, tmpfs and SeaweedFS, each ~2-12 s
+    # Every fault kind once (11 with namespaces, tmpfs and SeaweedFS, each ~2-12 s
     # plus recovery).
     random_fault_run(full_cluster, clients, tmp_path, seed, seconds=40, each_once=True)
 

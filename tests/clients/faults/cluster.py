@@ -7,7 +7,12 @@ broker's namespace while the clients, on the host, still reach every broker. Whe
 namespaces or nft are not usable the cluster falls back to loopback addresses
 (127.0.0.N) and only process faults are available; `net.reason` says why.
 
-Everything created here is removed by `close()` (namespaces, bridge, processes)."""
+Optionally each broker's data dir is on its own small tmpfs (`Disk`, the disk-full
+fault), the tier is a SeaweedFS server behind a delaying proxy (`faults/s3.py`, the
+object-store faults), and brokers join and leave (`add_broker`, `remove_broker`).
+
+Everything created here is removed by `close()` (namespaces, bridge, processes,
+mounts, the S3 server), also when the cluster failed half-way through being built."""
 import errno
 import json
 import os

@@ -17,7 +17,9 @@ MEMBERSHIP_FAULTS = ("join-leave-broker",)
 # Brokers' data dirs on tmpfs (root).
 DISK_FAULTS = ("disk-full",)
 # The tier on SeaweedFS behind the delaying proxy.
-TIER_FAULTS = ("s3-outage", "s3-slow")
+# s3-outage: the server stopped (requests hang); s3-down: connections refused (requests
+# fail at once); s3-slow: every chunk delayed.
+TIER_FAULTS = ("s3-outage", "s3-slow", "s3-down")
 
 
 def offsets_partition(group, partitions):
@@ -83,6 +85,7 @@ class Nemesis:
         self.applied = []
         self.joined = None
         self.filled = None
+        self.probes = 0
 
     def run(self, plan, recover_timeout=90):
         for kind, params in plan:
@@ -128,6 +131,9 @@ class Nemesis:
         elif kind == "s3-outage":
             c.s3.pause()
             target = "s3"
+        elif kind == "s3-down":
+            c.s3.refuse()
+            target = "s3"
         elif kind == "s3-slow":
             c.s3.slow(params["delay"])
             target = "s3"
@@ -161,12 +167,12 @@ class Nemesis:
         """Mid-hold: a read of tiered offsets while the object store is out or slow.
         Its outcome is recorded, not judged (the chunk cache may serve it); what it
         reads is checked against the final read like any read."""
-        if kind in ("s3-outage", "s3-slow") and self.tier_topic:
+        if kind in TIER_FAULTS and self.tier_topic:
             self._probe(params, timeout=3.0)
 
     def after(self, kind, params):
         """After healing: tiered offsets must be readable again (bounded)."""
-        if kind in ("s3-outage", "s3-slow") and self.tier_topic:
+        if kind in TIER_FAULTS and self.tier_topic:
             deadline = time.monotonic() + 60
             while self._probe(params, timeout=5.0) == 0:
                 if time.monotonic() > deadline:
@@ -187,7 +193,8 @@ class Nemesis:
         # A seeded offset that only the tier holds (below the leader's local start), so
         # the read needs the object store unless the chunk cache has it already.
         span = below - start
-        offset = start + (params["member"] * 7919 + int(time.monotonic())) % span if span > 0 else 0
+        self.probes += 1
+        offset = start + (params["member"] * 7919 + self.probes * 104729) % span if span > 0 else 0
         got = tier_probe(self.h, c.bootstrap(), self.tier_topic, p, offset, timeout=timeout)
         self.h.record("nemesis", "info", "tier-probe-range", partition=p, offset=offset, local_start=below,
                       remote_start=start, got=got)

@@ -1,7 +1,8 @@
 """The tier's object store for a fault run: a real SeaweedFS S3 server (`weed server`,
 master + volume + filer + S3 gateway in one process) on 127.0.0.1, reached by the
 brokers only through a delaying TCP proxy written here, so the nemesis can stop the
-store (SIGSTOP of the weed process: connections hang, nothing is refused) or slow
+store (SIGSTOP of the weed processes: connections hang, nothing is refused), take it
+down (the proxy drops and refuses every connection: requests fail at once) or slow
 every response down (the proxy holds each chunk it forwards for `delay` seconds).
 
 Where brokers run in network namespaces the proxy listens on the bridge address of
@@ -32,11 +33,14 @@ def weed_available():
 class DelayProxy:
     """A TCP proxy adding `delay` seconds before every chunk it forwards, in both
     directions. One thread per connection and direction; bounded by the connections
-    the brokers open. `delay` can be changed at any time (0: a plain relay)."""
+    the brokers open. `delay` can be changed at any time (0: a plain relay). With
+    `refuse(True)` it drops every connection it has and closes each new one at once:
+    the store is down, and requests fail fast instead of hanging."""
 
     def __init__(self, listen_host, upstream):
         self.upstream = upstream
         self.delay = 0.0
+        self.refusing = False
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((listen_host, free_port(listen_host)))
@@ -57,6 +61,9 @@ class DelayProxy:
             try:
                 client, _ = self.sock.accept()
             except OSError:
+                continue
+            if self.refusing:
+                client.close()
                 continue
             try:
                 server = socket.create_connection(self.upstream, timeout=5)
@@ -97,6 +104,17 @@ class DelayProxy:
             with self.lock:
                 self.conns.discard(src)
                 self.conns.discard(dst)
+
+    def refuse(self, on):
+        self.refusing = on
+        if on:
+            with self.lock:
+                conns = list(self.conns)
+            for c in conns:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def close(self):
         self.stop_flag.set()
@@ -203,11 +221,16 @@ class SeaweedS3:
     def slow(self, delay):
         self.proxy.delay = delay
 
+    def refuse(self):
+        """The outage as a store that is down: connections fail at once."""
+        self.proxy.refuse(True)
+
     def heal(self):
         if self.paused:
             self.resume()
         if self.proxy:
             self.proxy.delay = 0.0
+            self.proxy.refuse(False)
 
     def close(self):
         if self.proxy:
