@@ -212,3 +212,26 @@ def test_a_local_log_start_above_zero_with_nothing_uploaded_is_a_tier_gap():
     tier(h, 3, 20, -1)
     tier(h, 3, 20, -1)
     assert found(h) == {"tier-gap": 1}
+
+
+def test_a_broker_whose_metadata_lags_is_judged_by_what_the_quorum_committed():
+    # Broker 1 reconnects, deletes what its leader deleted (its local start follows
+    # the leader's) before it has applied the commits of those uploads: its own view
+    # shows a remote end below its local start, the others show the upload.
+    h = clean()
+    tier(h, 2, 70, 80)
+    tier(h, 1, 80, 60)
+    tier(h, 1, 80, 60)
+    assert check(h.ops).ok
+
+
+def test_an_acknowledged_write_without_an_offset_must_be_in_the_log():
+    h = H()
+    h.op("a", "invoke", "send", topic=T, value="a:0", seq=0, idempotent=True)
+    h.op("a", "ok", "send", topic=T, value="a:0", partition=0, offset=None)
+    h.op("a", "invoke", "send", topic=T, value="a:1", seq=1, idempotent=True)
+    h.op("a", "ok", "send", topic=T, value="a:1", partition=0, offset=None)
+    h.final(0, ["a:0"])
+    r = check(h.ops)
+    assert r.found() == {"lost": 1}, r.summary()
+    assert r.stats["acked_without_offset"] == 2

@@ -4,7 +4,10 @@ test_fault_checker.py feeds it hand-written histories holding each anomaly.
 
 Operations it reads (others are ignored):
   send     invoke {value, seq, idempotent}; ok {topic, partition, offset, value};
-           fail / info {value, error} (info: may or may not have been written)
+           fail / info {value, error} (info: may or may not have been written). An
+           ok whose offset is None was acknowledged without an offset (librdkafka
+           reports a retry answered DUPLICATE_SEQUENCE_NUMBER so: written before, at
+           an offset it does not know): it must be in the log, at any offset
   read     ok {process, topic, partition, offset, value, assignment} - a group
            member's poll; `assignment` counts the member's assignments, so offsets are
            compared only within one assignment
@@ -33,9 +36,11 @@ Anomaly classes (the keys of the result):
   commit-backwards      committed offsets read later were lower than ones read or
                         acknowledged earlier
   tier-gap              a broker's local log of a tiered partition started above
-                        the end of the committed remote log it showed next: offsets
-                        were deleted locally before their upload was committed
+                        the end of the committed remote log that any broker showed
+                        up to that broker's next sample: offsets were deleted locally
+                        before their upload was committed
 """
+import bisect
 from collections import defaultdict
 
 ANOMALIES = (
@@ -124,7 +129,8 @@ def _check_log(ops, r):
     for v, ok in acked.items():
         log = final.get((ok["topic"], ok["partition"]), {})
         at = log.get(ok["offset"])
-        if at == v:
+        if at == v or (ok["offset"] is None and any(
+                (t, p) == (ok["topic"], ok["partition"]) for t, p, _ in where.get(v, ()))):
             continue
         if not where.get(v):
             r.add("lost", value=v, topic=ok["topic"], partition=ok["partition"], offset=ok["offset"],
@@ -158,6 +164,7 @@ def _check_log(ops, r):
 
     r.stats.update(
         sends=len(invoked), acked=len(acked), unknown=unknown, failed=failed,
+        acked_without_offset=sum(1 for ok in acked.values() if ok["offset"] is None),
         final_records=sum(len(log) for log in final.values()),
     )
 
@@ -179,7 +186,8 @@ def _check_reads(ops, r):
         if op["type"] != "ok":
             continue
         if op["f"] == "send":
-            observe(op["topic"], op["partition"], op["offset"], op["value"], f"ack:{op['process']}")
+            if op["offset"] is not None:
+                observe(op["topic"], op["partition"], op["offset"], op["value"], f"ack:{op['process']}")
         elif op["f"] == "final":
             observe(op["topic"], op["partition"], op["offset"], op["value"], "final")
             final_offsets[(op["topic"], op["partition"])].add(op["offset"])
@@ -256,21 +264,36 @@ def _check_commits(ops, r):
 def _check_tier(ops, r):
     """A local segment of a tiered partition is deleted only after its upload is
     committed, so the offsets below a broker's local log start are in the committed
-    remote log. The two numbers of one sample are read one after the other (the
-    remote end first), so a local start is compared with the remote end of the next
-    sample from the same broker: the remote end only grows, and by then it covers
-    whatever allowed the deletion."""
+    remote log. The committed remote end is only ever read through some broker's
+    applied metadata, which may lag (a broker just reconnected deletes what its
+    leader deleted before it has applied the upload's commit), and one sample reads
+    the remote end before the local start. So a local start is judged against the
+    largest remote end any broker showed up to the next sample of the same broker:
+    the committed remote end only grows, and no broker shows one not committed."""
     samples = defaultdict(list)  # (broker, topic, partition) -> [op]
+    ends = defaultdict(list)  # (topic, partition) -> [(time, remote_end)] of every broker
     for op in ops:
         if op["f"] == "tier-state" and op["type"] == "ok":
             samples[(op["broker"], op["topic"], op["partition"])].append(op)
+            ends[(op["topic"], op["partition"])].append((op["time"], op["remote_end"]))
+    known = {}  # (topic, partition) -> (times, running max of remote_end)
+    for key, seq in ends.items():
+        seq.sort()
+        running, best = [], -1
+        for _, e in seq:
+            best = max(best, e)
+            running.append(best)
+        known[key] = ([t for t, _ in seq], running)
     for (broker, topic, p), seq in samples.items():
+        times, running = known[(topic, p)]
         for a, b in zip(seq, seq[1:]):
-            if a["local_start"] > max(b["remote_end"], 0):
+            i = bisect.bisect_right(times, b["time"]) - 1
+            bound = running[i] if i >= 0 else -1
+            if a["local_start"] > max(bound, 0):
                 r.add("tier-gap", broker=broker, topic=topic, partition=p, local_start=a["local_start"],
-                      remote_end_next=b["remote_end"], at=a["time"])
+                      remote_end_known=bound, at=a["time"])
     r.stats["tier_samples"] = sum(len(v) for v in samples.values())
-    ends = [op["remote_end"] for seq in samples.values() for op in seq]
-    r.stats["tier_max_remote_end"] = max(ends) if ends else -1
+    all_ends = [e for seq in ends.values() for _, e in seq]
+    r.stats["tier_max_remote_end"] = max(all_ends) if all_ends else -1
     starts = [op["local_start"] for seq in samples.values() for op in seq]
     r.stats["tier_max_local_start"] = max(starts) if starts else -1
