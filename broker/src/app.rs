@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::admin::{AdminServer, AdminService};
 use crate::broker::Broker;
@@ -93,7 +93,22 @@ pub async fn run(
         }
     });
 
-    shutdown.await;
+    // A metadata quorum that stopped on a storage error cannot come back in this
+    // process: exit with the reason (no clean-shutdown marker, so the next start
+    // validates every log tail) and let the supervisor restart the broker.
+    let quorum = Arc::clone(&broker.quorum);
+    tokio::select! {
+        () = shutdown => {}
+        why = quorum.stopped() => {
+            ready.set(false);
+            error!(reason = %why, "the metadata quorum stopped on its own; exiting");
+            let _ = stop_tx.send(true);
+            return Err(anyhow::anyhow!(
+                "the metadata quorum stopped ({why}); restart the broker once its data directory ({}) is writable",
+                config.data_dir.display()
+            ));
+        }
+    }
     info!("shutting down");
     ready.set(false);
     let _ = stop_tx.send(true);

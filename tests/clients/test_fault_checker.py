@@ -169,3 +169,69 @@ def test_a_commit_begun_after_a_read_completed_must_not_be_lower():
     h = H().send("a", 0, 0, 0).final(0, ["a:0"])
     h.committed({"0": 7}).commit("m1", {"0": 5})
     assert found(h) == {"commit-backwards": 1}
+
+
+def tier(h, broker, local_start, remote_end, p=0):
+    return h.op("tier-sampler", "ok", "tier-state", topic=T, broker=broker, partition=p,
+                local_start=local_start, remote_end=remote_end)
+
+
+def test_a_local_log_starting_inside_the_tier_is_not_a_gap():
+    h = clean()
+    tier(h, 1, 0, -1)  # nothing uploaded, nothing deleted
+    tier(h, 1, 0, 40)
+    tier(h, 1, 40, 40)  # deleted up to what is uploaded
+    tier(h, 1, 40, 90)
+    tier(h, 2, 30, 90)  # another broker deletes on its own schedule
+    tier(h, 2, 90, 90)
+    r = check(h.ops)
+    assert r.ok, r.summary()
+    assert r.stats["tier_samples"] == 6 and r.stats["tier_max_remote_end"] == 90
+
+
+def test_a_local_start_read_before_the_remote_end_caught_up_is_judged_by_the_next_sample():
+    # One sample reads the remote end, then the local start; a deletion allowed by an
+    # upload committed in between shows up as local start > remote end of the same
+    # sample, and is legitimate when the next sample's remote end covers it.
+    h = clean()
+    tier(h, 1, 50, 40)
+    tier(h, 1, 50, 60)
+    assert check(h.ops).ok
+
+
+def test_offsets_deleted_locally_before_they_were_uploaded_are_a_tier_gap():
+    h = clean()
+    tier(h, 1, 0, 40)
+    tier(h, 1, 70, 40)  # 40..69 neither local nor remote
+    tier(h, 1, 70, 40)
+    assert found(h) == {"tier-gap": 1}
+
+
+def test_a_local_log_start_above_zero_with_nothing_uploaded_is_a_tier_gap():
+    h = clean()
+    tier(h, 3, 20, -1)
+    tier(h, 3, 20, -1)
+    assert found(h) == {"tier-gap": 1}
+
+
+def test_a_broker_whose_metadata_lags_is_judged_by_what_the_quorum_committed():
+    # Broker 1 reconnects, deletes what its leader deleted (its local start follows
+    # the leader's) before it has applied the commits of those uploads: its own view
+    # shows a remote end below its local start, the others show the upload.
+    h = clean()
+    tier(h, 2, 70, 80)
+    tier(h, 1, 80, 60)
+    tier(h, 1, 80, 60)
+    assert check(h.ops).ok
+
+
+def test_an_acknowledged_write_without_an_offset_must_be_in_the_log():
+    h = H()
+    h.op("a", "invoke", "send", topic=T, value="a:0", seq=0, idempotent=True)
+    h.op("a", "ok", "send", topic=T, value="a:0", partition=0, offset=None)
+    h.op("a", "invoke", "send", topic=T, value="a:1", seq=1, idempotent=True)
+    h.op("a", "ok", "send", topic=T, value="a:1", partition=0, offset=None)
+    h.final(0, ["a:0"])
+    r = check(h.ops)
+    assert r.found() == {"lost": 1}, r.summary()
+    assert r.stats["acked_without_offset"] == 2

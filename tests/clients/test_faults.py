@@ -1,9 +1,11 @@
 """Fault injection with a history checker (docs/reliability.md).
 
 A 3-broker cluster, each broker in its own network namespace when this host allows
-it, is driven by idempotent acks=all producers and a consumer group while a nemesis
-kills, pauses, cuts off and degrades brokers and pauses group members on a schedule
-drawn from a seed. Every operation goes into a history; after healing, a fresh
+it (and, in the seeded and long runs, on its own tmpfs, with a tiered topic on a
+SeaweedFS S3 server), is driven by idempotent acks=all producers and a consumer group
+while a nemesis kills, pauses, cuts off and degrades brokers, fills a broker's disk,
+stops, takes down or slows the object store, adds a broker and drains it away again,
+and pauses group members, on a schedule drawn from a seed. Every operation goes into a history; after healing, a fresh
 consumer reads every partition from offset 0 and faults/checker.py looks for lost,
 duplicated, reordered or inconsistent records and for offsets moving backwards.
 
@@ -21,7 +23,7 @@ from faults import history as hist
 from faults.checker import check
 from faults.cluster import FaultCluster
 from faults.nemesis import Nemesis, offsets_partition, schedule
-from faults.workload import CommittedReader, Member, Writer, final_read
+from faults.workload import CommittedReader, Member, TierSampler, Writer, final_read
 
 PROFILE = os.environ.get("STRATA_FAULT_PROFILE", "short")
 TOPIC = "faults"
@@ -41,11 +43,38 @@ def cluster(tmp_path):
         c.close()
 
 
+# Per broker: the data dir's tmpfs (the disk-full fault fills it). A long run keeps
+# well below it: the tiered topic keeps little locally.
+DISK_MB = int(os.environ.get("STRATA_FAULT_DISK_MB", "256"))
+# The tiered topic: segments roll every 4 s or 64 KiB, so uploads happen all the
+# time, and only the newest 128 KiB stay local, so the final read from offset 0 reads
+# mostly from the tier.
+TIERED = ["remote.storage.enable=true", "segment.ms=4000", f"segment.bytes={64 << 10}",
+          f"local.retention.bytes={128 << 10}", "local.retention.ms=2000"]
+
+
 @pytest.fixture
-def clients(cluster):
+def full_cluster(tmp_path):
+    """The cluster of the seeded and long runs: also each broker on a tmpfs, the tier
+    on SeaweedFS behind a delaying proxy, and brokers joining and leaving."""
+    c = FaultCluster(tmp_path / "cluster", 3, use_netns=os.environ.get("STRATA_FAULT_NETNS", "1") != "0",
+                     disk_mb=DISK_MB, tier=os.environ.get("STRATA_FAULT_TIER", "1") != "0")
+    try:
+        c.start()
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def clients(request):
     """Producers, members and readers a test made: stopped before the cluster goes,
     also when the test failed half-way (a member left running would keep dialling
     addresses that no longer exist)."""
+    # Whichever cluster fixture the test uses is set up first.
+    for name in ("cluster", "full_cluster"):
+        if name in request.fixturenames:
+            request.getfixturevalue(name)
     made = []
     yield made
     for x in reversed(made):
@@ -55,9 +84,9 @@ def clients(cluster):
             print("teardown:", x, e)
 
 
-def create_topic(c, name=TOPIC, partitions=PARTITIONS):
-    c.cli("topic", "create", name, "--partitions", str(partitions), "--replication-factor", "3",
-          "--config", "min.insync.replicas=2")
+def create_topic(c, name=TOPIC, partitions=PARTITIONS, configs=()):
+    args = [a for kv in ["min.insync.replicas=2", *configs] for a in ("--config", kv)]
+    c.cli("topic", "create", name, "--partitions", str(partitions), "--replication-factor", "3", *args)
     deadline = time.monotonic() + 30
     while not c.fully_replicated([name]):
         assert time.monotonic() < deadline, "topic never fully replicated"
@@ -77,9 +106,19 @@ def acked(h):
     return sum(1 for op in h.ops if op["f"] == "send" and op["type"] == "ok")
 
 
-def run_and_check(c, h, tmp, writers, members, reader, plan):
+def panicked(c):
+    """Broker logs (of this run) that show a panic."""
+    out = []
+    for b in c.all_brokers().values():
+        if b.log_path.exists() and "panicked at" in b.log_path.read_text(errors="replace"):
+            out.append(str(b.log_path))
+    return out
+
+
+def run_and_check(c, h, tmp, writers, members, reader, plan, sampler=None):
     """Applies `plan`, stops the clients, reads everything back and checks the history."""
-    nemesis = Nemesis(c, h, [TOPIC, "__consumer_offsets"], members)
+    nemesis = Nemesis(c, h, [TOPIC, "__consumer_offsets"], members,
+                      tier_topic=TOPIC if getattr(c, "has_tier", False) else None)
     started = time.monotonic()
     try:
         nemesis.run(plan)
@@ -96,6 +135,13 @@ def run_and_check(c, h, tmp, writers, members, reader, plan):
         m.stop()
     if reader:
         reader.stop()
+    if sampler:
+        sampler.stop()
+    tiered = {}
+    if getattr(c, "has_tier", False):
+        # What the final read has to fetch from the tier: below every local start.
+        d = c.cli("topic", "describe", TOPIC)["partition_details"]
+        tiered = {p["partition"]: p.get("remote_end_offset", -1) for p in d}
     final_read(h, c.bootstrap(), TOPIC, PARTITIONS)
     ops = hist.load(h.path, *[m.history_path for m in members])
     result = check(ops)
@@ -106,29 +152,47 @@ def run_and_check(c, h, tmp, writers, members, reader, plan):
         "netns": c.has_net or c.netns_reason,
         "fatal_producer_errors": [f for w in writers for f in w.fatal],
         **result.stats,
+        "tiered_end_offsets": tiered,
+        # (partition, offset, the leader's local start, records read) of every read of
+        # tiered offsets during and after an object-store fault.
+        "tier_probes": [(op["partition"], op["offset"], op["local_start"], op["got"])
+                        for op in ops if op["f"] == "tier-probe-range"],
+        "panics": panicked(c),
         "anomalies": result.found(),
     }
     (tmp / "report.json").write_text(json.dumps(report, indent=1))
     print("fault run:", json.dumps(report))
     assert result.ok, f"anomalies (history {h.path}):\n{result.summary()}"
+    assert not report["panics"], f"a broker panicked: {report['panics']}"
     return report, result
 
 
 def random_fault_run(c, clients, tmp, seed, seconds, each_once):
     print(f"fault seed {seed} (replay: STRATA_FAULT_SEED={seed}), {seconds}s of faults, netns: "
           f"{c.has_net or c.netns_reason}")
-    create_topic(c)
+    print(f"disk faults: {c.has_disk or c.disk_reason}, tier faults: {c.has_tier or c.tier_reason}")
+    create_topic(c, configs=TIERED if c.has_tier else ())
     h = hist.History(tmp / "history.jsonl")
     writers = [Writer(h, f"w{i}", c.bootstrap(), TOPIC, PARTITIONS, rate=150).start() for i in range(2)]
     members = [Member(tmp, f"m{i}", c.bootstrap(), TOPIC, GROUP) for i in range(2)]
     reader = CommittedReader(h, c.bootstrap(), TOPIC, PARTITIONS, GROUP).start()
-    clients += [*writers, *members, reader]
+    sampler = TierSampler(h, c, TOPIC).start() if c.has_tier else None
+    clients += [*writers, *members, reader, *([sampler] if sampler else [])]
     wait_for("first acknowledged writes", lambda: acked(h) > 100, 30)
-    plan = schedule(seed, seconds, c.has_net, PARTITIONS, c.ids, each_once=each_once)
+    plan = schedule(seed, seconds, c.has_net, PARTITIONS, c.ids, each_once=each_once, has_disk=c.has_disk,
+                    has_tier=c.has_tier, membership=True)
     print("plan:", plan)
-    report, _ = run_and_check(c, h, tmp, writers, members, reader, plan)
+    report, _ = run_and_check(c, h, tmp, writers, members, reader, plan, sampler)
     assert report["acked"] > 1000, report
     assert report["reads"] > 0 and report["commits"] > 0, report
+    if c.has_tier:
+        # Segments were uploaded (and the final read from 0 went through them), and
+        # the local-versus-remote check had samples to judge.
+        assert any(e > 0 for e in report["tiered_end_offsets"].values()), report
+        assert report["tier_samples"] > 0, report
+        # Uploaded segments left the local disks: the final read from offset 0 read
+        # records that only the tier held.
+        assert report["tier_max_local_start"] > 0, report
     return report
 
 
@@ -137,16 +201,17 @@ SHORT_SEEDS = [int(s) for s in os.environ.get("STRATA_FAULT_SEED", "20240501").s
 
 @pytest.mark.skipif(PROFILE != "short", reason="short profile only")
 @pytest.mark.parametrize("seed", SHORT_SEEDS)
-def test_seeded_faults_lose_duplicate_or_reorder_nothing(cluster, clients, tmp_path, seed):
-    # Every fault kind once (7 with namespaces, each ~2-11 s plus recovery).
-    random_fault_run(cluster, clients, tmp_path, seed, seconds=40, each_once=True)
+def test_seeded_faults_lose_duplicate_or_reorder_nothing(full_cluster, clients, tmp_path, seed):
+    # Every fault kind once (11 with namespaces, tmpfs and SeaweedFS, each ~2-12 s
+    # plus recovery).
+    random_fault_run(full_cluster, clients, tmp_path, seed, seconds=40, each_once=True)
 
 
 @pytest.mark.skipif(PROFILE != "long", reason="long profile: STRATA_FAULT_PROFILE=long")
-def test_long_random_faults(cluster, clients, tmp_path):
+def test_long_random_faults(full_cluster, clients, tmp_path):
     seed = int(os.environ.get("STRATA_FAULT_SEED", random.SystemRandom().randrange(1 << 31)))
     minutes = float(os.environ.get("STRATA_FAULT_MINUTES", "30"))
-    random_fault_run(cluster, clients, tmp_path, seed, seconds=minutes * 60, each_once=False)
+    random_fault_run(full_cluster, clients, tmp_path, seed, seconds=minutes * 60, each_once=False)
 
 
 @pytest.mark.skipif(PROFILE != "short", reason="short profile only")

@@ -101,7 +101,14 @@ impl LeaderEpochCache {
             return Ok(());
         }
         self.entries.push((epoch, offset));
-        self.save()
+        // Only what is on disk counts: an epoch kept in memory after a failed save
+        // (a full disk) would let later appends of that epoch succeed without ever
+        // checkpointing where it starts, so a restart would not know it.
+        if let Err(e) = self.save() {
+            self.entries.pop();
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Forgets epochs that start at or after `offset` (the log was truncated there).
@@ -182,6 +189,30 @@ mod tests {
         assert_eq!(
             LeaderEpochCache::open(dir.path()).unwrap().latest_epoch(),
             2
+        );
+    }
+
+    #[test]
+    fn an_epoch_whose_checkpoint_failed_is_not_kept_and_is_saved_by_the_next_assign() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = LeaderEpochCache::open(dir.path()).unwrap();
+        c.assign(1, 0).unwrap();
+        // The checkpoint cannot be written (as on a full disk): a directory where
+        // its temporary file goes.
+        let tmp = dir.path().join(EPOCH_FILE).with_extension("tmp");
+        fs::create_dir(&tmp).unwrap();
+        assert!(c.assign(2, 10).is_err());
+        assert_eq!(
+            c.latest_epoch(),
+            1,
+            "an epoch that is not on disk is not known"
+        );
+        fs::remove_dir(&tmp).unwrap();
+        // The next append of epoch 2 assigns it again, and this time it is saved.
+        c.assign(2, 10).unwrap();
+        assert_eq!(
+            LeaderEpochCache::open(dir.path()).unwrap().entries(),
+            &[(1, 0), (2, 10)]
         );
     }
 }

@@ -5,7 +5,7 @@
 //! segment so a restart does not need to rescan closed segments.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// Offset index entry: (offset relative to the segment base, byte position).
@@ -149,6 +149,25 @@ impl<E: Entry> IndexFile<E> {
         if self.entries.len() != before {
             self.file.set_len((self.entries.len() * E::SIZE) as u64)?;
         }
+        Ok(())
+    }
+
+    /// Keeps the first `len` entries, in memory and in the file, where it also cuts
+    /// off the bytes an append that failed half-way may have left, so the next
+    /// append follows the last whole entry.
+    pub fn truncate_to_len(&mut self, len: usize) -> io::Result<()> {
+        self.entries.truncate(len);
+        self.file.set_len((self.entries.len() * E::SIZE) as u64)?;
+        // A file from `create` is written at its cursor, not appended to.
+        self.file.seek(SeekFrom::End(0))?;
+        Ok(())
+    }
+
+    /// Test seam: from now on every write to the file fails (the handle becomes
+    /// read-only), as on a full or failing disk.
+    #[cfg(test)]
+    pub(crate) fn fail_writes(&mut self) -> io::Result<()> {
+        self.file = File::open(&self.path)?;
         Ok(())
     }
 

@@ -280,9 +280,45 @@ impl Segment {
     }
 
     /// Appends one validated batch whose base offset has already been assigned.
+    ///
+    /// A failed append leaves nothing behind. Its bytes (some or all of them) would
+    /// sit past `size`, where no reader looks, but opening the segment again scans
+    /// past the last index entry and would take a whole batch found there as part
+    /// of the log: a write answered as failed (`KAFKA_STORAGE_ERROR`, which clients
+    /// retry as *not* written) would come back after a restart, beside its retry.
     pub fn append(&mut self, bytes: &[u8], h: &BatchHeader) -> io::Result<()> {
-        self.log.write_all_at(bytes, self.size)?;
-        self.index_batch(h, bytes.len() as u64)
+        let before = (
+            self.offset_index.entries().len(),
+            self.time_index.entries().len(),
+            self.bytes_since_offset_entry,
+            self.bytes_since_time_entry,
+            self.max_timestamp,
+            self.max_timestamp_rel,
+        );
+        let result = self
+            .log
+            .write_all_at(bytes, self.size)
+            .and_then(|()| self.index_batch(h, bytes.len() as u64));
+        if let Err(e) = result {
+            let (offsets, times, since_offset, since_time, max_ts, max_ts_rel) = before;
+            self.bytes_since_offset_entry = since_offset;
+            self.bytes_since_time_entry = since_time;
+            self.max_timestamp = max_ts;
+            self.max_timestamp_rel = max_ts_rel;
+            // `index_batch` moves `size` and `next_offset` only once everything is
+            // written, so they still describe the log without this batch.
+            let undone = self
+                .log
+                .set_len(self.size)
+                .and_then(|()| self.offset_index.truncate_to_len(offsets))
+                .and_then(|()| self.time_index.truncate_to_len(times));
+            if let Err(undo) = undone {
+                warn!(segment = %self.log_path.display(), error = %undo, append_error = %e,
+                    "cannot cut off a failed append");
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Called when the segment stops being the active one: records the final max
@@ -620,6 +656,64 @@ mod tests {
         assert_eq!(
             r.read_batches(one as u64 * 9, 1 << 20, true).unwrap().len(),
             one
+        );
+    }
+
+    #[test]
+    fn a_failed_append_leaves_nothing_that_a_reopen_would_find() {
+        let dir = tempfile::tempdir().unwrap();
+        // An index interval of one byte: every batch adds an offset index entry.
+        let mut seg = Segment::create(dir.path(), 0, 1, 0).unwrap();
+        append_n(&mut seg, 0, 3, 0);
+        let (size, next) = (seg.size(), seg.next_offset());
+        // The batch's bytes are written, then its index entry cannot be (a full disk
+        // refuses the index file's next page while the log's last page has room).
+        seg.offset_index.fail_writes().unwrap();
+        let mut b = make_batch(0, 2, 10, &[7u8; 100]);
+        batch::set_base_offset(&mut b, next);
+        let h = batch::validate(&b).unwrap();
+        assert!(seg.append(&b, &h).is_err());
+        assert_eq!((seg.size(), seg.next_offset()), (size, next));
+        drop(seg);
+        for full in [false, true] {
+            let (seg, _) = Segment::open(dir.path(), 0, 1, full, 0).unwrap();
+            assert_eq!(
+                (seg.size(), seg.next_offset()),
+                (size, next),
+                "the refused batch is back after a reopen (full recovery: {full})"
+            );
+        }
+    }
+
+    #[test]
+    fn an_index_cut_back_is_appended_to_after_its_last_whole_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.index");
+        let mut index = IndexFile::<OffsetEntry>::create(&path).unwrap();
+        for i in 0..4 {
+            index
+                .append(OffsetEntry {
+                    relative_offset: i,
+                    position: i * 10,
+                })
+                .unwrap();
+        }
+        index.truncate_to_len(2).unwrap();
+        index
+            .append(OffsetEntry {
+                relative_offset: 2,
+                position: 25,
+            })
+            .unwrap();
+        drop(index);
+        let loaded = IndexFile::<OffsetEntry>::load(&path).unwrap().unwrap();
+        assert_eq!(
+            loaded
+                .entries()
+                .iter()
+                .map(|e| e.position)
+                .collect::<Vec<_>>(),
+            [0, 10, 25]
         );
     }
 

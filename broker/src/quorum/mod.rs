@@ -395,6 +395,25 @@ impl Quorum {
             .any(|(m, _, voter)| *m == id && *voter)
     }
 
+    /// Resolves when the Raft core has stopped by itself, with the reason: openraft
+    /// stops at the first error of its log or state machine storage (a full or
+    /// failing disk), and never starts again in this process. A broker left running
+    /// without it can commit no heartbeat, is fenced, and stays fenced after the disk
+    /// recovers, so the caller exits instead and a restart recovers (as Kafka halts
+    /// when its metadata log cannot be written).
+    pub async fn stopped(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let state = metrics.borrow().running_state.clone();
+            if let Err(fatal) = state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "the Raft core task ended".into();
+            }
+        }
+    }
+
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
             warn!(error = %e, "metadata quorum did not shut down cleanly");

@@ -4,7 +4,10 @@ test_fault_checker.py feeds it hand-written histories holding each anomaly.
 
 Operations it reads (others are ignored):
   send     invoke {value, seq, idempotent}; ok {topic, partition, offset, value};
-           fail / info {value, error} (info: may or may not have been written)
+           fail / info {value, error} (info: may or may not have been written). An
+           ok whose offset is None was acknowledged without an offset (librdkafka
+           reports a retry answered DUPLICATE_SEQUENCE_NUMBER so: written before, at
+           an offset it does not know): it must be in the log, at any offset
   read     ok {process, topic, partition, offset, value, assignment} - a group
            member's poll; `assignment` counts the member's assignments, so offsets are
            compared only within one assignment
@@ -13,6 +16,9 @@ Operations it reads (others are ignored):
   final-end info {topic, partition, high} - the high watermark the final read reached
   commit   invoke / ok / fail {group, topic, offsets: {partition: offset}}
   committed ok {group, topic, offsets, invoke_time} - a committed-offsets read
+  tier-state ok {broker, topic, partition, local_start, remote_end} - one broker's
+           local log start of a tiered partition and the committed remote log end
+           (one past its last offset, -1 when nothing was uploaded), as it saw them
 
 Anomaly classes (the keys of the result):
   lost                  an acknowledged write is not in the final read
@@ -29,7 +35,12 @@ Anomaly classes (the keys of the result):
                         final read shows exist (it missed records)
   commit-backwards      committed offsets read later were lower than ones read or
                         acknowledged earlier
+  tier-gap              a broker's local log of a tiered partition started above
+                        the end of the committed remote log that any broker showed
+                        up to that broker's next sample: offsets were deleted locally
+                        before their upload was committed
 """
+import bisect
 from collections import defaultdict
 
 ANOMALIES = (
@@ -42,6 +53,7 @@ ANOMALIES = (
     "consumer-backwards",
     "consumer-skip",
     "commit-backwards",
+    "tier-gap",
 )
 
 # Enough examples per class to debug from; the counts stay exact.
@@ -84,6 +96,7 @@ def check(ops):
     _check_log(ops, r)
     _check_reads(ops, r)
     _check_commits(ops, r)
+    _check_tier(ops, r)
     return r
 
 
@@ -116,7 +129,8 @@ def _check_log(ops, r):
     for v, ok in acked.items():
         log = final.get((ok["topic"], ok["partition"]), {})
         at = log.get(ok["offset"])
-        if at == v:
+        if at == v or (ok["offset"] is None and any(
+                (t, p) == (ok["topic"], ok["partition"]) for t, p, _ in where.get(v, ()))):
             continue
         if not where.get(v):
             r.add("lost", value=v, topic=ok["topic"], partition=ok["partition"], offset=ok["offset"],
@@ -150,6 +164,7 @@ def _check_log(ops, r):
 
     r.stats.update(
         sends=len(invoked), acked=len(acked), unknown=unknown, failed=failed,
+        acked_without_offset=sum(1 for ok in acked.values() if ok["offset"] is None),
         final_records=sum(len(log) for log in final.values()),
     )
 
@@ -171,7 +186,8 @@ def _check_reads(ops, r):
         if op["type"] != "ok":
             continue
         if op["f"] == "send":
-            observe(op["topic"], op["partition"], op["offset"], op["value"], f"ack:{op['process']}")
+            if op["offset"] is not None:
+                observe(op["topic"], op["partition"], op["offset"], op["value"], f"ack:{op['process']}")
         elif op["f"] == "final":
             observe(op["topic"], op["partition"], op["offset"], op["value"], "final")
             final_offsets[(op["topic"], op["partition"])].add(op["offset"])
@@ -243,3 +259,41 @@ def _check_commits(ops, r):
                 floor[key] = (o, f"{kind}:{op['process']}", t)
     r.stats.update(commits=commits, commits_rejected=rejected,
                    committed_reads=sum(1 for e in events if e[2] == "read" and e[1] == 0))
+
+
+def _check_tier(ops, r):
+    """A local segment of a tiered partition is deleted only after its upload is
+    committed, so the offsets below a broker's local log start are in the committed
+    remote log. The committed remote end is only ever read through some broker's
+    applied metadata, which may lag (a broker just reconnected deletes what its
+    leader deleted before it has applied the upload's commit), and one sample reads
+    the remote end before the local start. So a local start is judged against the
+    largest remote end any broker showed up to the next sample of the same broker:
+    the committed remote end only grows, and no broker shows one not committed."""
+    samples = defaultdict(list)  # (broker, topic, partition) -> [op]
+    ends = defaultdict(list)  # (topic, partition) -> [(time, remote_end)] of every broker
+    for op in ops:
+        if op["f"] == "tier-state" and op["type"] == "ok":
+            samples[(op["broker"], op["topic"], op["partition"])].append(op)
+            ends[(op["topic"], op["partition"])].append((op["time"], op["remote_end"]))
+    known = {}  # (topic, partition) -> (times, running max of remote_end)
+    for key, seq in ends.items():
+        seq.sort()
+        running, best = [], -1
+        for _, e in seq:
+            best = max(best, e)
+            running.append(best)
+        known[key] = ([t for t, _ in seq], running)
+    for (broker, topic, p), seq in samples.items():
+        times, running = known[(topic, p)]
+        for a, b in zip(seq, seq[1:]):
+            i = bisect.bisect_right(times, b["time"]) - 1
+            bound = running[i] if i >= 0 else -1
+            if a["local_start"] > max(bound, 0):
+                r.add("tier-gap", broker=broker, topic=topic, partition=p, local_start=a["local_start"],
+                      remote_end_known=bound, at=a["time"])
+    r.stats["tier_samples"] = sum(len(v) for v in samples.values())
+    all_ends = [e for seq in ends.values() for _, e in seq]
+    r.stats["tier_max_remote_end"] = max(all_ends) if all_ends else -1
+    starts = [op["local_start"] for seq in samples.values() for op in seq]
+    r.stats["tier_max_local_start"] = max(starts) if starts else -1

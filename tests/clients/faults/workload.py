@@ -212,3 +212,73 @@ def final_read(history, bootstrap, topic, partitions, timeout=120):
         return highs
     finally:
         c.close()
+
+
+class TierSampler:
+    """Every `interval` s asks each live broker for its own view of `topic` and records,
+    per partition it holds a replica of, its local log start and the committed remote
+    log end (`tier-state`). The checker pairs each sample with the next one of the same
+    broker: offsets below a local start must be in the tier by then, or a local
+    segment was deleted before its upload was committed."""
+
+    def __init__(self, history, cluster, topic, interval=3.0):
+        self.h, self.c, self.topic, self.interval = history, cluster, topic, interval
+        self.stop_flag = threading.Event()
+        self.samples = 0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def run(self):
+        while not self.stop_flag.wait(self.interval):
+            for b in list(self.c.all_brokers().values()):
+                if self.stop_flag.is_set() or not b.alive() or b.paused:
+                    continue
+                try:
+                    d = self.c.cli_at(b, "topic", "describe", self.topic, timeout=5)
+                except (RuntimeError, subprocess.TimeoutExpired, ValueError):
+                    continue
+                for p in d["partition_details"]:
+                    if p.get("log_start_offset", -1) < 0:
+                        continue  # no local replica there
+                    self.h.record("tier-sampler", "ok", "tier-state", topic=self.topic, broker=b.id,
+                                  partition=p.get("partition", 0), local_start=p.get("local_start_offset", 0),
+                                  remote_start=p.get("remote_start_offset", -1),
+                                  remote_end=p.get("remote_end_offset", -1))
+                    self.samples += 1
+
+    def stop(self):
+        self.stop_flag.set()
+        self.thread.join(30)
+
+
+_probes = [0]
+
+
+def tier_probe(history, bootstrap, topic, partition, offset, timeout=3.0, want=50):
+    """Reads up to `want` records of `partition` from `offset` with a fresh consumer
+    (no group) for at most `timeout` s, recording each as a `read` of its own process
+    (so the checker compares the values with the final read). Returns how many."""
+    _probes[0] += 1
+    name = f"tier-probe-{_probes[0]}"
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": name, "enable.auto.commit": False,
+                  "fetch.wait.max.ms": 200})
+    got, errors = 0, []
+    try:
+        c.assign([TopicPartition(topic, partition, offset)])
+        deadline = time.monotonic() + timeout
+        while got < want and time.monotonic() < deadline:
+            for m in c.consume(num_messages=want, timeout=min(0.5, max(0.05, deadline - time.monotonic()))):
+                if m.error():
+                    errors.append(str(m.error()))
+                    continue
+                history.record(name, "ok", "read", topic=topic, partition=m.partition(), offset=m.offset(),
+                               value=m.value().decode(), assignment=0)
+                got += 1
+    finally:
+        c.close()
+    history.record(name, "info", "tier-probe", topic=topic, partition=partition, offset=offset, got=got,
+                   errors=errors[:3])
+    return got
