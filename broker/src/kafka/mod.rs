@@ -27,7 +27,7 @@ use crate::log::LogError;
 use crate::metadata::MetadataError;
 
 /// Builds a protocol string.
-pub fn s(v: impl Into<String>) -> StrBytes {
+pub fn str_bytes(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
 }
 
