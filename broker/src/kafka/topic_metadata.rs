@@ -1,5 +1,6 @@
-//! Metadata: brokers, topics and partition leadership, with topic auto-creation when
-//! the broker and the request both allow it.
+//! The Metadata API: brokers, topics and partition leadership (from
+//! `metadata::cluster`), with topic auto-creation when the broker and the request
+//! both allow it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,4 +1,6 @@
-//! OffsetCommit, OffsetFetch and OffsetDelete over the group coordinator's store.
+//! OffsetCommit, OffsetFetch and OffsetDelete: the Kafka APIs over consumers' committed
+//! offsets, served from the group coordinator's store (`group::offsets`, the
+//! `__consumer_offsets` records and their cache).
 
 use std::collections::HashSet;
 use std::sync::Arc;
