@@ -471,7 +471,7 @@ impl Broker {
                 loop {
                     tick.tick().await;
                     let Some(b) = weak.upgrade() else { return };
-                    b.run_tier_upload().await;
+                    b.run_tier_pass().await;
                 }
             });
         }
@@ -496,7 +496,7 @@ impl Broker {
     }
 
     /// One tier pass: uploads, remote retention, deleted topics' remote data.
-    pub async fn run_tier_upload(&self) {
+    pub async fn run_tier_pass(&self) {
         if let Some(tier) = &self.tier {
             tier.run_pass(&self.replicas, &self.config).await;
         }

@@ -18,7 +18,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::{metadata_error_code, s};
+use super::{metadata_error_code, str_bytes};
 use crate::broker::Broker;
 use crate::metadata::topic_config;
 
@@ -147,7 +147,7 @@ fn refuse(resource_type: i8, keys: &[String]) -> (ResponseError, String) {
 fn outcome(r: Result<(), (ResponseError, String)>) -> (i16, Option<StrBytes>) {
     match r {
         Ok(()) => (0, None),
-        Err((code, message)) => (code.code(), Some(s(message))),
+        Err((code, message)) => (code.code(), Some(str_bytes(message))),
     }
 }
 

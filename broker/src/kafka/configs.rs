@@ -9,7 +9,7 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
-use super::s;
+use super::str_bytes;
 use crate::broker::Broker;
 use crate::metadata::topic_config::{self, TOPIC_KEYS};
 
@@ -36,14 +36,14 @@ pub async fn describe(
         };
         let entry = |name: &str, value: String, source: i8, read_only: bool, doc: &str| {
             let mut c = DescribeConfigsResourceResult::default();
-            c.name = s(name);
-            c.value = Some(s(value));
+            c.name = str_bytes(name);
+            c.value = Some(str_bytes(value));
             c.read_only = read_only;
             c.config_source = source;
             if version >= 3 {
                 c.config_type = 2; // STRING: values are reported verbatim
                 if req.include_documentation {
-                    c.documentation = Some(s(doc));
+                    c.documentation = Some(str_bytes(doc));
                 }
             }
             c
@@ -52,7 +52,8 @@ pub async fn describe(
             RESOURCE_TOPIC => match broker.replicas.topic(res.resource_name.as_str()) {
                 None => {
                     out.error_code = ResponseError::UnknownTopicOrPartition.code();
-                    out.error_message = Some(s(format!("unknown topic `{}`", res.resource_name)));
+                    out.error_message =
+                        Some(str_bytes(format!("unknown topic `{}`", res.resource_name)));
                 }
                 Some(t) => {
                     for (k, v, default) in
@@ -103,7 +104,8 @@ pub async fn describe(
             }
             other => {
                 out.error_code = ResponseError::InvalidRequest.code();
-                out.error_message = Some(s(format!("resource type {other} is not supported")));
+                out.error_message =
+                    Some(str_bytes(format!("resource type {other} is not supported")));
             }
         }
         resp.results.push(out);

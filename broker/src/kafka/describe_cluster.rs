@@ -10,7 +10,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
-use super::s;
+use super::str_bytes;
 use crate::broker::Broker;
 use crate::metadata::cluster::BrokerStatus;
 
@@ -29,14 +29,14 @@ pub async fn handle(
     resp.cluster_authorized_operations = OPERATIONS_OMITTED;
     if version >= 1 && req.endpoint_type != BROKERS {
         resp.error_code = ResponseError::UnsupportedEndpointType.code();
-        resp.error_message = Some(s(
+        resp.error_message = Some(str_bytes(
             "only the broker endpoint type is served; the controllers are reached through the brokers"
                 .to_string(),
         ));
         return resp;
     }
     let state = broker.cluster();
-    resp.cluster_id = s(broker.config.cluster_id.clone());
+    resp.cluster_id = str_bytes(broker.config.cluster_id.clone());
     resp.controller_id = BrokerId(
         broker
             .quorum
@@ -52,9 +52,9 @@ pub async fn handle(
         .map(|info| {
             let mut b = DescribeClusterBroker::default();
             b.broker_id = BrokerId(info.id);
-            b.host = s(info.host.clone());
+            b.host = str_bytes(info.host.clone());
             b.port = info.port;
-            b.rack = info.rack.clone().map(s);
+            b.rack = info.rack.clone().map(str_bytes);
             b.is_fenced = info.status == BrokerStatus::Fenced;
             b
         })

@@ -14,8 +14,8 @@ use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
 use opentelemetry::KeyValue;
 
 use super::{
-    alter_configs, api_versions, configs, describe_cluster, fetch, groups, leader_epoch,
-    list_offsets, log_dirs, metadata, offsets, produce, producer_id, topics,
+    alter_configs, api_versions, committed_offsets, configs, describe_cluster, fetch, groups,
+    leader_epoch, list_offsets, log_dirs, produce, producer_id, topic_metadata, topics,
 };
 use crate::broker::Broker;
 
@@ -186,7 +186,7 @@ async fn route(broker: &Arc<Broker>, req: Request) -> Outcome {
     }
     match body {
         RequestKind::ApiVersions(_) => respond!(async { api_versions::response(None) }),
-        RequestKind::Metadata(r) => respond!(metadata::handle(broker, r, version)),
+        RequestKind::Metadata(r) => respond!(topic_metadata::handle(broker, r, version)),
         RequestKind::Produce(r) => match produce::handle(broker, r, version).await {
             Some(resp) => reply(encode(api, version, correlation_id, &resp)),
             None => Outcome::Silent,
@@ -220,9 +220,9 @@ async fn route(broker: &Arc<Broker>, req: Request) -> Outcome {
         RequestKind::DescribeGroups(r) => respond!(groups::describe_groups(broker, r, version)),
         RequestKind::ListGroups(r) => respond!(groups::list_groups(broker, r, version)),
         RequestKind::DeleteGroups(r) => respond!(groups::delete_groups(broker, r, version)),
-        RequestKind::OffsetCommit(r) => respond!(offsets::commit(broker, r, version)),
-        RequestKind::OffsetFetch(r) => respond!(offsets::fetch(broker, r, version)),
-        RequestKind::OffsetDelete(r) => respond!(offsets::delete(broker, r, version)),
+        RequestKind::OffsetCommit(r) => respond!(committed_offsets::commit(broker, r, version)),
+        RequestKind::OffsetFetch(r) => respond!(committed_offsets::fetch(broker, r, version)),
+        RequestKind::OffsetDelete(r) => respond!(committed_offsets::delete(broker, r, version)),
         _ => Outcome::Close(format!("API {api:?} is not served by this broker")),
     }
 }

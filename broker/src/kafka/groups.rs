@@ -17,7 +17,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::oneshot;
 
-use super::s;
+use super::str_bytes;
 use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::group::offsets::{partition_for, OFFSETS_TOPIC};
@@ -73,7 +73,7 @@ pub async fn find_coordinator(
                 match lookup(k) {
                     Ok((id, host, port)) => {
                         c.node_id = BrokerId(id);
-                        c.host = s(host);
+                        c.host = str_bytes(host);
                         c.port = port;
                     }
                     Err(e) => {
@@ -82,7 +82,7 @@ pub async fn find_coordinator(
                         c.port = -1;
                         if !supported {
                             c.error_message =
-                                Some(s("transaction coordinators are not supported yet"));
+                                Some(str_bytes("transaction coordinators are not supported yet"));
                         }
                     }
                 }
@@ -93,7 +93,7 @@ pub async fn find_coordinator(
         match lookup(&req.key) {
             Ok((id, host, port)) => {
                 resp.node_id = BrokerId(id);
-                resp.host = s(host);
+                resp.host = str_bytes(host);
                 resp.port = port;
             }
             Err(e) => {
@@ -178,24 +178,24 @@ pub async fn join_group(
     resp.error_code = code(result.error);
     resp.generation_id = result.generation;
     if version >= 7 {
-        resp.protocol_type = result.protocol_type.map(s);
-        resp.protocol_name = result.protocol_name.map(s);
+        resp.protocol_type = result.protocol_type.map(str_bytes);
+        resp.protocol_name = result.protocol_name.map(str_bytes);
     } else {
-        resp.protocol_name = Some(s(result.protocol_name.unwrap_or_default()));
+        resp.protocol_name = Some(str_bytes(result.protocol_name.unwrap_or_default()));
     }
     if version >= 9 {
         resp.skip_assignment = result.skip_assignment;
     }
-    resp.leader = s(result.leader);
-    resp.member_id = s(result.member_id);
+    resp.leader = str_bytes(result.leader);
+    resp.member_id = str_bytes(result.member_id);
     resp.members = result
         .members
         .into_iter()
         .map(|(id, inst, meta)| {
             let mut m = JoinGroupResponseMember::default();
-            m.member_id = s(id);
+            m.member_id = str_bytes(id);
             if version >= 5 {
-                m.group_instance_id = inst.map(s);
+                m.group_instance_id = inst.map(str_bytes);
             }
             m.metadata = meta;
             m
@@ -250,8 +250,8 @@ pub async fn sync_group(
     resp.error_code = code(result.error);
     resp.assignment = result.assignment;
     if version >= 5 {
-        resp.protocol_type = result.protocol_type.map(s);
-        resp.protocol_name = result.protocol_name.map(s);
+        resp.protocol_type = result.protocol_type.map(str_bytes);
+        resp.protocol_name = result.protocol_name.map(str_bytes);
     }
     resp
 }
@@ -329,20 +329,20 @@ pub async fn describe_groups(
         match broker.groups.group(&id.0) {
             Some(g) => {
                 let g = g.lock();
-                d.group_state = s(g.state().name());
-                d.protocol_type = s(g.protocol_type().unwrap_or(""));
-                d.protocol_data = s(g.protocol().unwrap_or(""));
+                d.group_state = str_bytes(g.state().name());
+                d.protocol_type = str_bytes(g.protocol_type().unwrap_or(""));
+                d.protocol_data = str_bytes(g.protocol().unwrap_or(""));
                 let protocol = g.protocol().unwrap_or("").to_string();
                 d.members = g
                     .members()
                     .map(|m| {
                         let mut dm = DescribedGroupMember::default();
-                        dm.member_id = s(m.id.clone());
+                        dm.member_id = str_bytes(m.id.clone());
                         if version >= 4 {
-                            dm.group_instance_id = m.instance_id.clone().map(s);
+                            dm.group_instance_id = m.instance_id.clone().map(str_bytes);
                         }
-                        dm.client_id = s(m.client_id.clone());
-                        dm.client_host = s(m.client_host.clone());
+                        dm.client_id = str_bytes(m.client_id.clone());
+                        dm.client_host = str_bytes(m.client_host.clone());
                         dm.member_metadata = m.metadata(&protocol);
                         dm.member_assignment = m.assignment.clone();
                         dm
@@ -350,11 +350,11 @@ pub async fn describe_groups(
                     .collect();
             }
             None if !broker.groups.group_offsets(&id.0).is_empty() => {
-                d.group_state = s("Empty");
-                d.protocol_type = s("consumer");
+                d.group_state = str_bytes("Empty");
+                d.protocol_type = str_bytes("consumer");
             }
             None => {
-                d.group_state = s("Dead");
+                d.group_state = str_bytes("Dead");
                 if version >= 6 {
                     d.error_code = ResponseError::GroupIdNotFound.code();
                 }
@@ -377,13 +377,13 @@ pub async fn list_groups(
             continue;
         }
         let mut g = ListedGroup::default();
-        g.group_id = GroupId(s(l.group_id));
-        g.protocol_type = s(l.protocol_type);
+        g.group_id = GroupId(str_bytes(l.group_id));
+        g.protocol_type = str_bytes(l.protocol_type);
         if version >= 4 {
-            g.group_state = s(l.state.name());
+            g.group_state = str_bytes(l.state.name());
         }
         if version >= 5 {
-            g.group_type = s("classic");
+            g.group_type = str_bytes("classic");
         }
         resp.groups.push(g);
     }

@@ -13,7 +13,7 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 };
 use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse, TopicName};
 
-use super::s;
+use super::str_bytes;
 use crate::broker::Broker;
 use crate::replicas::TopicState;
 use crate::telemetry::filesystem_space;
@@ -45,7 +45,7 @@ pub async fn handle(
             .is_none_or(|w| w.get(&t.record.name).is_some_and(|ps| ps.contains(&index)))
     };
     let mut local = DescribeLogDirsResult::default();
-    local.log_dir = s(broker.config.data_dir.display().to_string());
+    local.log_dir = str_bytes(broker.config.data_dir.display().to_string());
     local.total_bytes = -1;
     local.usable_bytes = -1;
     if version >= 4 {
@@ -59,7 +59,7 @@ pub async fn handle(
     remote.usable_bytes = -1;
     for t in &topics {
         let mut lt = DescribeLogDirsTopic::default();
-        lt.name = TopicName(s(t.record.name.clone()));
+        lt.name = TopicName(str_bytes(t.record.name.clone()));
         let mut rt = lt.clone();
         for p in t.local().filter(|p| included(t, p.index)) {
             let mut lp = DescribeLogDirsPartition::default();
@@ -92,7 +92,7 @@ pub async fn handle(
     resp.results.push(local);
     if !remote.topics.is_empty() {
         let cfg = &broker.config;
-        remote.log_dir = s(format!("tier://{}/{}", cfg.tier_bucket, cfg.tier_prefix));
+        remote.log_dir = str_bytes(format!("tier://{}/{}", cfg.tier_bucket, cfg.tier_prefix));
         resp.results.push(remote);
     }
     resp

@@ -5,6 +5,7 @@
 
 pub mod alter_configs;
 pub mod api_versions;
+pub mod committed_offsets;
 pub mod configs;
 pub mod describe_cluster;
 pub mod dispatch;
@@ -13,11 +14,10 @@ pub mod groups;
 pub mod leader_epoch;
 pub mod list_offsets;
 pub mod log_dirs;
-pub mod metadata;
-pub mod offsets;
 pub mod produce;
 pub mod producer_id;
 pub mod server;
+pub mod topic_metadata;
 pub mod topics;
 
 use kafka_protocol::error::ResponseError;
@@ -27,7 +27,7 @@ use crate::log::LogError;
 use crate::metadata::MetadataError;
 
 /// Builds a protocol string.
-pub fn s(v: impl Into<String>) -> StrBytes {
+pub fn str_bytes(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
 }
 

@@ -12,7 +12,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
-use super::{log_error_code, s};
+use super::{log_error_code, str_bytes};
 use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::log::ValidatedRecords;
@@ -146,7 +146,7 @@ fn append_all(broker: &Broker, req: ProduceRequest, version: i16) -> (ProduceRes
                 Err((code, message)) => {
                     pr.error_code = code.code();
                     if version >= 8 {
-                        pr.error_message = Some(s(message.clone()));
+                        pr.error_message = Some(str_bytes(message.clone()));
                     }
                     broker
                         .metrics
@@ -191,7 +191,7 @@ async fn wait_for_replication(
                     }
                     _ => "not replicated to the in-sync replicas in time".to_string(),
                 };
-                pr.error_message = Some(s(why));
+                pr.error_message = Some(str_bytes(why));
             }
         }
     }

@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
     DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
 };
 
-use super::{metadata_error_code, s};
+use super::{metadata_error_code, str_bytes};
 use crate::broker::Broker;
 use crate::metadata::topic_config;
 
@@ -38,7 +38,7 @@ pub async fn create_topics(
         let fail = |r: &mut CreatableTopicResult, code: ResponseError, msg: String| {
             r.error_code = code.code();
             if version >= 1 {
-                r.error_message = Some(s(msg));
+                r.error_message = Some(str_bytes(msg));
             }
         };
         if dupes.contains(&name) {
@@ -105,8 +105,8 @@ pub async fn create_topics(
                             .into_iter()
                             .map(|(k, v, default)| {
                                 let mut c = CreatableTopicConfigs::default();
-                                c.name = s(k);
-                                c.value = Some(s(v));
+                                c.name = str_bytes(k);
+                                c.value = Some(str_bytes(v));
                                 c.config_source = if default { 5 } else { 1 };
                                 c
                             })
@@ -151,7 +151,10 @@ pub async fn delete_topics(
         if version >= 6 {
             r.topic_id = id;
         }
-        r.name = resolved.clone().or(name.clone()).map(|n| TopicName(s(n)));
+        r.name = resolved
+            .clone()
+            .or(name.clone())
+            .map(|n| TopicName(str_bytes(n)));
         match resolved {
             None => {
                 r.error_code = ResponseError::UnknownTopicId.code();
@@ -165,7 +168,7 @@ pub async fn delete_topics(
                 Err(e) => {
                     r.error_code = metadata_error_code(&e).code();
                     if version >= 5 {
-                        r.error_message = Some(s(e.to_string()));
+                        r.error_message = Some(str_bytes(e.to_string()));
                     }
                 }
             },
@@ -189,7 +192,7 @@ pub async fn create_partitions(
             .await
         {
             r.error_code = metadata_error_code(&e).code();
-            r.error_message = Some(s(e.to_string()));
+            r.error_message = Some(str_bytes(e.to_string()));
         }
         resp.results.push(r);
     }

@@ -4,6 +4,10 @@
 //! broker can answer Metadata from its copy. Applying is pure and deterministic (time
 //! comes in the commands); the controller's decisions — replica placement, fencing,
 //! leader election — are pure functions over this state, unit- and property-tested.
+//!
+//! The commands are in `command`, the controller's decisions in `controller`, the
+//! checks of the tier's commands in `remote`, and the partition-health counts the
+//! metrics and the admin API report in `health`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -11,15 +15,19 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::remote_log::{RemoteLog, RemoteSegment};
+use super::remote_log::RemoteLog;
 use super::{MetadataError, TopicRecord};
 
+mod command;
 mod controller;
+mod health;
 mod remote;
 
+pub use command::{Applied, Command};
 pub use controller::{
     assign_replicas, fence_and_elect, progress_actions, replication_factor_moves,
 };
+pub use health::min_insync_replicas;
 
 /// Producer ids are handed out to brokers in blocks of this size.
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
@@ -67,132 +75,6 @@ pub struct TopicMeta {
     pub partitions: Vec<PartitionState>,
 }
 
-/// Every change to cluster metadata.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Command {
-    RegisterBroker {
-        id: i32,
-        host: String,
-        port: i32,
-        rack: Option<String>,
-        #[serde(default)]
-        internal: String,
-        now_ms: i64,
-    },
-    Heartbeat {
-        id: i32,
-        now_ms: i64,
-    },
-    FenceBroker {
-        id: i32,
-        /// The broker's last heartbeat as the controller saw it when it decided:
-        /// refused if the broker heartbeated since (a decision made from a stale
-        /// view, e.g. by a controller that was paused and has not yet noticed that it
-        /// was replaced). Absent in commands logged before this check existed.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        last_heartbeat_ms: Option<i64>,
-    },
-    SetDraining {
-        id: i32,
-        draining: bool,
-    },
-    /// Forgets a broker that left the cluster for good (after a scale-in); refused
-    /// while it is live or any partition still names it. A broker that comes back
-    /// registers anew.
-    UnregisterBroker {
-        id: i32,
-    },
-    CreateTopic {
-        record: TopicRecord,
-        assignment: Vec<Vec<i32>>,
-    },
-    DeleteTopic {
-        name: String,
-    },
-    AddPartitions {
-        name: String,
-        assignment: Vec<Vec<i32>>,
-    },
-    SetTopicConfigs {
-        name: String,
-        configs: BTreeMap<String, String>,
-    },
-    /// A leader shrinks or expands the ISR; refused unless `leader_epoch` is current.
-    ChangeIsr {
-        topic: String,
-        partition: i32,
-        leader_epoch: i32,
-        isr: Vec<i32>,
-    },
-    /// The controller moves leadership (or marks the partition offline with -1).
-    ElectLeader {
-        topic: String,
-        partition: i32,
-        leader: i32,
-    },
-    /// Changes a topic's replication factor: records it and starts moving each
-    /// listed partition to its new replica list (a reassignment each), all at once.
-    SetReplicationFactor {
-        name: String,
-        replication_factor: i16,
-        moves: Vec<(i32, Vec<i32>)>,
-    },
-    /// Starts moving a partition to `target` replicas.
-    Reassign {
-        topic: String,
-        partition: i32,
-        target: Vec<i32>,
-    },
-    /// Finishes a reassignment: replicas become the target.
-    CompleteReassignment {
-        topic: String,
-        partition: i32,
-    },
-    AllocateProducerIds {
-        broker: i32,
-    },
-    /// The partition leader uploaded `segment`; accepted only from the current leader
-    /// epoch and when it continues the remote log (a re-commit of an identical entry is
-    /// a no-op).
-    CommitRemoteSegment {
-        topic: String,
-        topic_id: Uuid,
-        partition: i32,
-        leader_epoch: i32,
-        segment: RemoteSegment,
-    },
-    /// Total retention: the leader drops the oldest remote segments ending at or
-    /// before `through` (their objects are deleted afterwards).
-    ExpireRemoteSegments {
-        topic: String,
-        topic_id: Uuid,
-        partition: i32,
-        leader_epoch: i32,
-        through: i64,
-    },
-    /// Migration: the leader hands over a remote log recorded before the quorum
-    /// carried it (a former `remote-manifest.json`); accepted only while the
-    /// partition's remote log is still empty.
-    AdoptRemoteLog {
-        topic: String,
-        topic_id: Uuid,
-        partition: i32,
-        leader_epoch: i32,
-        log: RemoteLog,
-    },
-    /// The remote objects of a deleted topic are gone.
-    ForgetRemoteTopic {
-        topic_id: Uuid,
-    },
-}
-
-/// What applying a command produced, beyond the state change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Applied {
-    Done,
-    ProducerIdBlock { start: i64, len: i64 },
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
     pub brokers: BTreeMap<i32, BrokerInfo>,
@@ -212,15 +94,6 @@ fn start_reassignment(p: &mut PartitionState, target: Vec<i32>) {
         }
     }
     p.target = Some(target);
-}
-
-/// A topic's `min.insync.replicas` (1 when unset or unreadable, as the broker default).
-pub fn min_insync_replicas(record: &TopicRecord) -> usize {
-    record
-        .configs
-        .get("min.insync.replicas")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(1)
 }
 
 fn unknown_partition(topic: &str, partition: i32) -> MetadataError {
@@ -299,66 +172,6 @@ impl ClusterState {
         (hosted > 0).then(|| {
             format!("broker {id} still holds replicas of {hosted} partition(s); drain it first")
         })
-    }
-
-    /// Partitions that would fall below their topic's `min.insync.replicas` if
-    /// `broker` stopped, although they have a replica to spare: it is in their ISR,
-    /// the ISR is no larger than that minimum, and the replication factor is above
-    /// it (so waiting for the other replicas to catch up helps). Partitions with no
-    /// replica to spare are [`min_isr_no_spare`](Self::min_isr_no_spare) instead.
-    pub fn min_isr_at_risk(&self, broker: i32) -> usize {
-        self.topics
-            .values()
-            .flat_map(|t| {
-                let min = min_insync_replicas(&t.record);
-                t.partitions.iter().filter(move |p| {
-                    p.replicas.len() > min && p.isr.contains(&broker) && p.isr.len() <= min
-                })
-            })
-            .count()
-    }
-
-    /// Partitions whose ISR has shrunk to exactly their topic's `min.insync.replicas`
-    /// although they have more replicas: acks=all writes still succeed, but one more
-    /// replica falling out of the ISR stops them. Topics whose replication factor is at
-    /// or below the minimum sit there by design and are left out (see
-    /// [`min_isr_no_spare`](Self::min_isr_no_spare)), so this is worth an alert.
-    pub fn at_min_isr(&self) -> usize {
-        self.topics
-            .values()
-            .flat_map(|t| {
-                let min = min_insync_replicas(&t.record);
-                t.partitions
-                    .iter()
-                    .filter(move |p| p.replicas.len() > min && p.isr.len() == min)
-            })
-            .count()
-    }
-
-    /// Partitions whose ISR is smaller than their topic's `min.insync.replicas`: the
-    /// leader refuses acks=all writes with NOT_ENOUGH_REPLICAS (the rule of
-    /// `Partition::check_leader`).
-    pub fn under_min_isr(&self) -> usize {
-        self.topics
-            .values()
-            .flat_map(|t| {
-                let min = min_insync_replicas(&t.record);
-                t.partitions.iter().filter(move |p| p.isr.len() < min)
-            })
-            .count()
-    }
-
-    /// Topics whose replication factor is at or below their `min.insync.replicas`:
-    /// acks=all writes fail while any of their brokers is down (or always, below).
-    pub fn min_isr_no_spare(&self) -> Vec<String> {
-        self.topics
-            .values()
-            .filter(|t| {
-                let min = min_insync_replicas(&t.record);
-                t.partitions.iter().any(|p| p.replicas.len() <= min)
-            })
-            .map(|t| t.record.name.clone())
-            .collect()
     }
 
     pub fn is_live(&self, broker: i32) -> bool {
@@ -674,24 +487,6 @@ impl ClusterState {
             }
         }
         Ok(Applied::Done)
-    }
-
-    /// Partitions whose ISR is smaller than their replica set.
-    pub fn under_replicated(&self) -> usize {
-        self.topics
-            .values()
-            .flat_map(|t| &t.partitions)
-            .filter(|p| p.isr.len() < p.replicas.len())
-            .count()
-    }
-
-    /// Partitions without a leader.
-    pub fn offline(&self) -> usize {
-        self.topics
-            .values()
-            .flat_map(|t| &t.partitions)
-            .filter(|p| p.leader < 0)
-            .count()
     }
 }
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::metadata::remote_log::RemoteSegment;
 use proptest::prelude::*;
 use uuid::Uuid;
 

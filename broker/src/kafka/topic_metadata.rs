@@ -1,5 +1,6 @@
-//! Metadata: brokers, topics and partition leadership, with topic auto-creation when
-//! the broker and the request both allow it.
+//! The Metadata API: brokers, topics and partition leadership (from
+//! `metadata::cluster`), with topic auto-creation when the broker and the request
+//! both allow it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 
-use super::{metadata_error_code, s};
+use super::{metadata_error_code, str_bytes};
 use crate::broker::Broker;
 use crate::metadata::cluster::{ClusterState, TopicMeta};
 use crate::metadata::validate_topic_name;
@@ -26,16 +27,16 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
         .map(|info| {
             let mut b = MetadataResponseBroker::default();
             b.node_id = BrokerId(info.id);
-            b.host = s(info.host.clone());
+            b.host = str_bytes(info.host.clone());
             b.port = info.port;
             if version >= 1 {
-                b.rack = info.rack.clone().map(s);
+                b.rack = info.rack.clone().map(str_bytes);
             }
             b
         })
         .collect();
     if version >= 2 {
-        resp.cluster_id = Some(s(cfg.cluster_id.clone()));
+        resp.cluster_id = Some(str_bytes(cfg.cluster_id.clone()));
     }
     if version >= 1 {
         resp.controller_id = BrokerId(
@@ -93,7 +94,7 @@ async fn lookup_or_create(
         return describe(&state, t, version);
     }
     let mut e = MetadataResponseTopic::default();
-    e.name = Some(TopicName(s(name)));
+    e.name = Some(TopicName(str_bytes(name)));
     if let Err(err) = validate_topic_name(name) {
         e.error_code = metadata_error_code(&err).code();
         return e;
@@ -126,7 +127,7 @@ async fn lookup_or_create(
 
 fn describe(state: &ClusterState, t: &TopicMeta, version: i16) -> MetadataResponseTopic {
     let mut r = MetadataResponseTopic::default();
-    r.name = Some(TopicName(s(t.record.name.clone())));
+    r.name = Some(TopicName(str_bytes(t.record.name.clone())));
     if version >= 10 {
         r.topic_id = t.record.id;
     }

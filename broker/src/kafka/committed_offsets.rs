@@ -1,4 +1,6 @@
-//! OffsetCommit, OffsetFetch and OffsetDelete over the group coordinator's store.
+//! OffsetCommit, OffsetFetch and OffsetDelete: the Kafka APIs over consumers' committed
+//! offsets, served from the group coordinator's store (`group::offsets`, the
+//! `__consumer_offsets` records and their cache).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::*;
 
-use super::s;
+use super::str_bytes;
 use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::group::offsets::{CommittedOffset, OffsetChange};
@@ -145,7 +147,7 @@ fn fetch_group(
                 );
                 match out.last_mut() {
                     Some((name, rows)) if name.0.as_str() == t => rows.push(row),
-                    _ => out.push((TopicName(s(t)), vec![row])),
+                    _ => out.push((TopicName(str_bytes(t)), vec![row])),
                 }
             }
             out
@@ -185,7 +187,7 @@ pub async fn fetch(
                             r.partition_index = p;
                             r.committed_offset = o;
                             r.committed_leader_epoch = e;
-                            r.metadata = Some(s(m));
+                            r.metadata = Some(str_bytes(m));
                             r
                         })
                         .collect();
@@ -219,7 +221,7 @@ pub async fn fetch(
                     if version >= 5 {
                         r.committed_leader_epoch = e;
                     }
-                    r.metadata = Some(s(m));
+                    r.metadata = Some(str_bytes(m));
                     r
                 })
                 .collect();

@@ -1,0 +1,139 @@
+//! The commands of the metadata log: every change to cluster metadata, as the quorum
+//! replicates it and every broker applies it
+//! ([`ClusterState::apply`](super::ClusterState::apply)), and what applying one
+//! produced. Commands are stored as JSON entries of the Raft log, so their serde shape
+//! is a storage format (fields added later carry `#[serde(default)]`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::metadata::remote_log::{RemoteLog, RemoteSegment};
+use crate::metadata::TopicRecord;
+
+/// Every change to cluster metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    RegisterBroker {
+        id: i32,
+        host: String,
+        port: i32,
+        rack: Option<String>,
+        #[serde(default)]
+        internal: String,
+        now_ms: i64,
+    },
+    Heartbeat {
+        id: i32,
+        now_ms: i64,
+    },
+    FenceBroker {
+        id: i32,
+        /// The broker's last heartbeat as the controller saw it when it decided:
+        /// refused if the broker heartbeated since (a decision made from a stale
+        /// view, e.g. by a controller that was paused and has not yet noticed that it
+        /// was replaced). Absent in commands logged before this check existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_heartbeat_ms: Option<i64>,
+    },
+    SetDraining {
+        id: i32,
+        draining: bool,
+    },
+    /// Forgets a broker that left the cluster for good (after a scale-in); refused
+    /// while it is live or any partition still names it. A broker that comes back
+    /// registers anew.
+    UnregisterBroker {
+        id: i32,
+    },
+    CreateTopic {
+        record: TopicRecord,
+        assignment: Vec<Vec<i32>>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    AddPartitions {
+        name: String,
+        assignment: Vec<Vec<i32>>,
+    },
+    SetTopicConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
+    /// A leader shrinks or expands the ISR; refused unless `leader_epoch` is current.
+    ChangeIsr {
+        topic: String,
+        partition: i32,
+        leader_epoch: i32,
+        isr: Vec<i32>,
+    },
+    /// The controller moves leadership (or marks the partition offline with -1).
+    ElectLeader {
+        topic: String,
+        partition: i32,
+        leader: i32,
+    },
+    /// Changes a topic's replication factor: records it and starts moving each
+    /// listed partition to its new replica list (a reassignment each), all at once.
+    SetReplicationFactor {
+        name: String,
+        replication_factor: i16,
+        moves: Vec<(i32, Vec<i32>)>,
+    },
+    /// Starts moving a partition to `target` replicas.
+    Reassign {
+        topic: String,
+        partition: i32,
+        target: Vec<i32>,
+    },
+    /// Finishes a reassignment: replicas become the target.
+    CompleteReassignment {
+        topic: String,
+        partition: i32,
+    },
+    AllocateProducerIds {
+        broker: i32,
+    },
+    /// The partition leader uploaded `segment`; accepted only from the current leader
+    /// epoch and when it continues the remote log (a re-commit of an identical entry is
+    /// a no-op).
+    CommitRemoteSegment {
+        topic: String,
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+        segment: RemoteSegment,
+    },
+    /// Total retention: the leader drops the oldest remote segments ending at or
+    /// before `through` (their objects are deleted afterwards).
+    ExpireRemoteSegments {
+        topic: String,
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+        through: i64,
+    },
+    /// Migration: the leader hands over a remote log recorded before the quorum
+    /// carried it (a former `remote-manifest.json`); accepted only while the
+    /// partition's remote log is still empty.
+    AdoptRemoteLog {
+        topic: String,
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+        log: RemoteLog,
+    },
+    /// The remote objects of a deleted topic are gone.
+    ForgetRemoteTopic {
+        topic_id: Uuid,
+    },
+}
+
+/// What applying a command produced, beyond the state change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    Done,
+    ProducerIdBlock { start: i64, len: i64 },
+}
