@@ -226,6 +226,11 @@ impl Partition {
         }
     }
 
+    /// See [`PartitionLog::append_stays_in_memory`].
+    pub fn append_stays_in_memory(&self, bytes: u64, now_ms: i64) -> bool {
+        self.log.lock().append_stays_in_memory(bytes, now_ms)
+    }
+
     /// Checks that this replica may accept produce requests needing `min_isr` in-sync
     /// replicas (`acks=all`) or none (`min_isr` = 0).
     pub fn check_leader(&self, min_isr: usize) -> Result<(), ResponseError> {

@@ -2,8 +2,11 @@
 //! the assigned base offset. acks=0 gets no response; acks=all waits until the high
 //! watermark passes the batch (every in-sync replica has it), and
 //! `min.insync.replicas` is enforced before appending and again when the wait
-//! ends (the ISR may have shrunk meanwhile). The appends (file writes, rolls,
-//! fsyncs a flush policy asks for) run on the blocking pool, one hop per request.
+//! ends (the ISR may have shrunk meanwhile). Appends that stay page-cache writes
+//! run on the request's own thread; a request whose append may block (a segment
+//! roll, an fsync a flush policy or a new epoch asks for) runs on the blocking pool.
+//! A thread hop on every request cost a third of Kafka ProducerPerformance's
+//! throughput on a busy 2-core machine (bench/RESULTS.md, 2026-12-01 20:30).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,8 +41,12 @@ pub async fn handle(
 ) -> Option<ProduceResponse> {
     let acks = req.acks;
     let timeout = Duration::from_millis(req.timeout_ms.clamp(0, 300_000) as u64);
-    let b = Arc::clone(broker);
-    let (mut resp, waits) = crate::blocking::run(move || append_all(&b, req, version)).await?;
+    let (mut resp, waits) = if appends_stay_in_memory(broker, &req) {
+        append_all(broker, req, version)
+    } else {
+        let b = Arc::clone(broker);
+        crate::blocking::run(move || append_all(&b, req, version)).await?
+    };
     if !waits.is_empty() {
         wait_for_replication(&mut resp, &waits, timeout, version).await;
     }
@@ -48,6 +55,23 @@ pub async fn handle(
     } else {
         Some(resp)
     }
+}
+
+/// Whether every append of the request stays a page-cache write (unknown topics and
+/// partitions led elsewhere are answered without I/O).
+fn appends_stay_in_memory(broker: &Broker, req: &ProduceRequest) -> bool {
+    let now = now_ms();
+    req.topic_data.iter().all(|t| {
+        let Some(state) = broker.replicas.topic(&t.name.0) else {
+            return true;
+        };
+        t.partition_data.iter().all(|pd| {
+            let bytes = pd.records.as_ref().map_or(0, |r| r.len() as u64);
+            state
+                .leader_of(pd.index)
+                .map_or(true, |p| p.append_stays_in_memory(bytes, now))
+        })
+    })
 }
 
 /// Validates and appends every partition's records (blocking file I/O); returns the

@@ -290,14 +290,30 @@ impl PartitionLog {
         &mut self.segments[n - 1]
     }
 
+    /// Whether appending `bytes` now stays a page-cache write: no segment roll (which
+    /// creates files), no fsync asked for by a flush policy or a pending sync. The
+    /// produce path appends such writes on the request's own thread and hands the
+    /// others to the blocking pool; a roll that a concurrent append makes necessary
+    /// in between is done inline, rarely.
+    pub fn append_stays_in_memory(&self, bytes: u64, now_ms: i64) -> bool {
+        let active = self.active();
+        let roll = !active.is_empty()
+            && (active.size() + bytes > self.config.segment_bytes
+                || now_ms - active.created_at_ms() >= self.config.segment_ms
+                // Far from the offset bound in practice; a margin instead of the span.
+                || self.log_end_offset() - active.base_offset() > MAX_SEGMENT_OFFSETS / 2);
+        !roll && !self.sync_wanted() && !self.has_flush_policy()
+    }
+
     fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
         let next = self.log_end_offset();
         let dir = self.dir.clone();
         let active = self.active_mut();
         active.seal().map_err(io_err(&dir))?;
-        // fsynced by the next sync job, after the lock is released (as Kafka flushes
-        // a rolled segment in the background).
+        // fsynced by a later sync job, after the lock is released (see `take_sync`).
         let base = self.active().base_offset();
+        let start = self.log_start_offset;
+        self.unsynced_segments.retain(|b| *b >= start);
         self.unsynced_segments.push(base);
         let seg = Segment::create(&dir, next, self.config.index_interval_bytes, now_ms)
             .map_err(io_err(&dir))?;

@@ -42,18 +42,32 @@ impl PartitionLog {
         self.sync_due || self.epochs.is_dirty()
     }
 
-    /// Takes what needs an fsync: rolled segments, a changed epoch checkpoint, and
-    /// the active segment when `active` is set (`flush.messages`, `flush.ms`, or a
-    /// caller that needs everything on disk) and it holds unflushed data. The caller
-    /// runs the job without the lock and reports it with [`PartitionLog::synced`].
+    /// Whether the topic asks for fsyncs (`flush.messages` or `flush.ms`); without
+    /// them durability comes from replication and the page cache, as in Kafka.
+    pub fn has_flush_policy(&self) -> bool {
+        self.config.flush_messages != u64::MAX || self.config.flush_ms != i64::MAX
+    }
+
+    /// Takes what needs an fsync: a changed epoch checkpoint always; rolled segments
+    /// and the active segment (when it holds unflushed data) when `active` is set (a
+    /// caller that needs everything on disk, or `flush.ms` due) or `flush.messages`
+    /// was reached, and rolled segments also whenever the topic has a flush policy.
+    /// Without a policy, closed segments are fsynced only when something depends on
+    /// it (a history replacement, a follower dropping segments): a background fsync
+    /// of every rolled segment made every roll a burst of writeback, which cost
+    /// produce throughput on a busy machine. The caller runs the job without the
+    /// lock and reports it with [`PartitionLog::synced`].
     pub fn take_sync(&mut self, now_ms: i64, active: bool) -> Result<Option<SyncJob>, LogError> {
         let dir = self.dir.clone();
+        let durable = active || self.sync_due || self.has_flush_policy();
         let mut files = Vec::new();
-        for base in std::mem::take(&mut self.unsynced_segments) {
-            let i = self.segment_index_for(base);
-            // A segment deleted meanwhile needs no fsync.
-            if let Some(seg) = self.segments.get(i).filter(|s| s.base_offset() == base) {
-                files.extend(seg.sync_handles().map_err(io_err(&dir))?);
+        if durable {
+            for base in std::mem::take(&mut self.unsynced_segments) {
+                let i = self.segment_index_for(base);
+                // A segment deleted meanwhile needs no fsync.
+                if let Some(seg) = self.segments.get(i).filter(|s| s.base_offset() == base) {
+                    files.extend(seg.sync_handles().map_err(io_err(&dir))?);
+                }
             }
         }
         let with_active = (active || self.sync_due) && self.unflushed_messages > 0;
@@ -70,7 +84,9 @@ impl PartitionLog {
             }
             return Ok(None);
         }
-        let upto = if with_active || self.unflushed_messages == 0 {
+        let upto = if !durable {
+            self.durable_end
+        } else if with_active || self.unflushed_messages == 0 {
             self.log_end_offset()
         } else {
             self.active().base_offset()

@@ -42,7 +42,7 @@ impl Partition {
             let log = self.log.lock();
             (
                 log.flush_due(now_ms),
-                log.sync_wanted() || log.has_unsynced_segments(),
+                log.sync_wanted() || (log.has_flush_policy() && log.has_unsynced_segments()),
             )
         };
         if !active && !wanted {
