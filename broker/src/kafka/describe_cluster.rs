@@ -11,6 +11,7 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
 use super::str_bytes;
+use super::topic_metadata::controller_id;
 use crate::broker::Broker;
 use crate::metadata::cluster::BrokerStatus;
 
@@ -37,13 +38,7 @@ pub async fn handle(
     }
     let state = broker.cluster();
     resp.cluster_id = str_bytes(broker.config.cluster_id.clone());
-    resp.controller_id = BrokerId(
-        broker
-            .quorum
-            .leader()
-            .and_then(|l| i32::try_from(l).ok())
-            .unwrap_or(-1),
-    );
+    resp.controller_id = controller_id(broker);
     let with_fenced = version >= 2 && req.include_fenced_brokers;
     resp.brokers = state
         .brokers

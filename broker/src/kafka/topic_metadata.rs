@@ -16,6 +16,18 @@ use crate::broker::Broker;
 use crate::metadata::cluster::{ClusterState, TopicMeta};
 use crate::metadata::validate_topic_name;
 
+/// The controller as clients see it: the metadata quorum's leader, -1 when there is
+/// none.
+pub fn controller_id(broker: &Broker) -> BrokerId {
+    BrokerId(
+        broker
+            .quorum
+            .leader()
+            .and_then(|l| i32::try_from(l).ok())
+            .unwrap_or(-1),
+    )
+}
+
 pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
     let cfg = &broker.config;
     let mut resp = MetadataResponse::default();
@@ -39,13 +51,7 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
         resp.cluster_id = Some(str_bytes(cfg.cluster_id.clone()));
     }
     if version >= 1 {
-        resp.controller_id = BrokerId(
-            broker
-                .quorum
-                .leader()
-                .and_then(|l| i32::try_from(l).ok())
-                .unwrap_or(-1),
-        );
+        resp.controller_id = controller_id(broker);
     }
     // v0 uses an empty list for "all topics"; v1+ uses null.
     let wanted = match req.topics {

@@ -103,6 +103,18 @@ fn open(dir: &Path, me: i32, clean: bool, now: i64) -> Partition {
     Partition::new(Arc::from("sim"), 0, log, me, Arc::new(appended))
 }
 
+/// The fetch follower `id` sends next: from its log end, with its last epoch.
+fn fetch_of(p: &Partition, id: i32) -> FollowerFetch {
+    let (last_fetched_epoch, fetch_offset) = p.last_epoch_and_end();
+    FollowerFetch {
+        replica: id,
+        epoch: p.leader_epoch(),
+        fetch_offset,
+        last_fetched_epoch,
+        max_bytes: 1 << 12,
+    }
+}
+
 /// The id a batch carries: its first timestamp.
 fn batch_at(p: &Partition, offset: i64) -> Option<i64> {
     let data = p.fetch_local(offset, 1 << 16).ok()?.read().ok()?;
@@ -145,6 +157,15 @@ impl Sim {
     fn node(&self, id: i32) -> Option<Arc<Partition>> {
         let i = usize::try_from(id - 1).ok()?;
         self.nodes.get(i)?.clone()
+    }
+
+    /// The live replica on `id` and the leader it follows, if it follows one.
+    fn follower(&self, id: i32) -> Option<(Arc<Partition>, i32)> {
+        let p = self.node(id)?;
+        match p.role() {
+            Role::Follower { leader } => Some((p, leader)),
+            _ => None,
+        }
     }
 
     /// Every live broker applies the controller's current view (the metadata log is
@@ -218,21 +239,13 @@ impl Sim {
 
     fn send_fetches(&mut self) {
         for id in REPLICAS {
-            let Some(p) = self.node(id) else { continue };
-            let Role::Follower { leader } = p.role() else {
+            let Some((p, leader)) = self.follower(id) else {
                 continue;
             };
             if self.in_flight[(id - 1) as usize] >= 2 || self.rng.chance(30) {
                 continue;
             }
-            let (last_fetched_epoch, fetch_offset) = p.last_epoch_and_end();
-            let read = FollowerFetch {
-                replica: id,
-                epoch: p.leader_epoch(),
-                fetch_offset,
-                last_fetched_epoch,
-                max_bytes: 1 << 12,
-            };
+            let read = fetch_of(&p, id);
             self.in_flight[(id - 1) as usize] += 1;
             self.net.push(Msg::Fetch { to: leader, read });
         }
@@ -387,18 +400,10 @@ impl Sim {
 
     fn send_fetches_reliably(&mut self) {
         for id in REPLICAS {
-            let Some(p) = self.node(id) else { continue };
-            let Role::Follower { leader } = p.role() else {
+            let Some((p, leader)) = self.follower(id) else {
                 continue;
             };
-            let (last_fetched_epoch, fetch_offset) = p.last_epoch_and_end();
-            let read = FollowerFetch {
-                replica: id,
-                epoch: p.leader_epoch(),
-                fetch_offset,
-                last_fetched_epoch,
-                max_bytes: 1 << 12,
-            };
+            let read = fetch_of(&p, id);
             if let Some(l) = self.node(leader) {
                 let pd = serve_blocking(&l, read, self.now);
                 let _ = apply_fetched(&p, pd, leader, read.epoch, self.now);
