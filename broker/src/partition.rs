@@ -251,15 +251,18 @@ impl Partition {
         if st.role != Role::Leader {
             return Err(LogError::NotLeader);
         }
-        let (info, leo) = {
+        let (info, leo, sync) = {
             let mut log = self.log.lock();
             let info = log.append(records, st.leader_epoch, now_ms)?;
-            (info, log.log_end_offset())
+            (info, log.log_end_offset(), log.sync_wanted())
         };
         self.update_hw(&st, leo);
         drop(st);
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
-        self.sync_if_wanted(now_ms)?;
+        // Asked under the lock already taken: the common append locks the log once.
+        if sync {
+            self.sync(now_ms, false)?;
+        }
         Ok(info)
     }
 

@@ -32,14 +32,16 @@ impl Partition {
     ) -> Result<usize, LogError> {
         let st = self.replica.lock();
         Self::still_following(&st, leader, epoch)?;
-        let (n, leo) = {
+        let (n, leo, sync) = {
             let mut log = self.log.lock();
             let n = log.append_replicated(records, now_ms)?;
-            (n, log.log_end_offset())
+            (n, log.log_end_offset(), log.sync_wanted())
         };
         drop(st);
         self.follower_hw(leader_hw, leo);
-        self.sync_if_wanted(now_ms)?;
+        if sync {
+            self.sync(now_ms, false)?;
+        }
         Ok(n)
     }
 
