@@ -161,6 +161,15 @@ pub async fn fetch(
     version: i16,
 ) -> OffsetFetchResponse {
     let mut resp = OffsetFetchResponse::default();
+    // A consumer that asks for stable offsets is told to retry while a transaction
+    // holds a commit for the partition that its marker has not decided yet.
+    let unstable = |group: &str, topic: &TopicName, partition: i32| {
+        version >= 7
+            && req.require_stable
+            && broker
+                .groups
+                .has_unstable_offset(group, &topic.0, partition)
+    };
     if version >= 8 {
         for g in req.groups {
             let wanted = g.topics.map(|ts| {
@@ -179,7 +188,6 @@ pub async fn fetch(
                 .into_iter()
                 .map(|(name, rows)| {
                     let mut t = OffsetFetchResponseTopics::default();
-                    t.name = name;
                     t.partitions = rows
                         .into_iter()
                         .map(|(p, o, e, m)| {
@@ -188,9 +196,14 @@ pub async fn fetch(
                             r.committed_offset = o;
                             r.committed_leader_epoch = e;
                             r.metadata = Some(str_bytes(m));
+                            if unstable(&g.group_id.0, &name, p) {
+                                r.error_code = ResponseError::UnstableOffsetCommit.code();
+                                r.committed_offset = -1;
+                            }
                             r
                         })
                         .collect();
+                    t.name = name;
                     t
                 })
                 .collect();
@@ -211,7 +224,6 @@ pub async fn fetch(
         .into_iter()
         .map(|(name, rows)| {
             let mut t = OffsetFetchResponseTopic::default();
-            t.name = name;
             t.partitions = rows
                 .into_iter()
                 .map(|(p, o, e, m)| {
@@ -222,9 +234,14 @@ pub async fn fetch(
                         r.committed_leader_epoch = e;
                     }
                     r.metadata = Some(str_bytes(m));
+                    if unstable(&req.group_id.0, &name, p) {
+                        r.error_code = ResponseError::UnstableOffsetCommit.code();
+                        r.committed_offset = -1;
+                    }
                     r
                 })
                 .collect();
+            t.name = name;
             t
         })
         .collect();

@@ -16,6 +16,7 @@ use opentelemetry::KeyValue;
 use super::{
     alter_configs, api_versions, committed_offsets, configs, describe_cluster, fetch, groups,
     leader_epoch, list_offsets, log_dirs, produce, producer_id, topic_metadata, topics,
+    transactions, txn_markers,
 };
 use crate::broker::Broker;
 
@@ -223,6 +224,15 @@ async fn route(broker: &Arc<Broker>, req: Request) -> Outcome {
         RequestKind::OffsetCommit(r) => respond!(committed_offsets::commit(broker, r, version)),
         RequestKind::OffsetFetch(r) => respond!(committed_offsets::fetch(broker, r, version)),
         RequestKind::OffsetDelete(r) => respond!(committed_offsets::delete(broker, r, version)),
+        RequestKind::AddPartitionsToTxn(r) => {
+            respond!(transactions::add_partitions(broker, r, version))
+        }
+        RequestKind::AddOffsetsToTxn(r) => respond!(transactions::add_offsets(broker, r, version)),
+        RequestKind::EndTxn(r) => respond!(transactions::end_txn(broker, r, version)),
+        RequestKind::TxnOffsetCommit(r) => {
+            respond!(transactions::txn_offset_commit(broker, r, version))
+        }
+        RequestKind::WriteTxnMarkers(r) => respond!(txn_markers::handle(broker, r, version)),
         _ => Outcome::Close(format!("API {api:?} is not served by this broker")),
     }
 }

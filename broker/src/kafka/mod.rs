@@ -19,6 +19,8 @@ pub mod producer_id;
 pub mod server;
 pub mod topic_metadata;
 pub mod topics;
+pub mod transactions;
+pub mod txn_markers;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::protocol::StrBytes;
@@ -45,6 +47,10 @@ pub fn log_error_code(e: &LogError) -> ResponseError {
         LogError::Sequence(crate::producer::SequenceError::OutOfOrder { .. }) => {
             ResponseError::OutOfOrderSequenceNumber
         }
+        LogError::Sequence(crate::producer::SequenceError::CoordinatorFenced { .. }) => {
+            ResponseError::TransactionCoordinatorFenced
+        }
+        LogError::BadControlBatch(_) => ResponseError::InvalidRecord,
     }
 }
 

@@ -7,6 +7,8 @@
 //! roll, an fsync a flush policy or a new epoch asks for) runs on the blocking pool.
 //! A thread hop on every request cost a third of Kafka ProducerPerformance's
 //! throughput on a busy 2-core machine (bench/RESULTS.md, 2026-12-01 20:30).
+//! Transactional batches (a request with a `transactional.id`) are appended like
+//! any other; the log opens the producer's transaction on the partition.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,12 +99,6 @@ fn append_all(broker: &Broker, req: ProduceRequest, version: i16) -> (ProduceRes
                         format!("acks={acks} is not -1, 0 or 1"),
                     ));
                 }
-                if req.transactional_id.is_some() {
-                    return Err((
-                        ResponseError::TransactionalIdAuthorizationFailed,
-                        "transactions are not supported yet".to_string(),
-                    ));
-                }
                 let Some(state) = &state else {
                     return Err((
                         ResponseError::UnknownTopicOrPartition,
@@ -135,6 +131,7 @@ fn append_all(broker: &Broker, req: ProduceRequest, version: i16) -> (ProduceRes
                 let max = partition.log_config().max_message_bytes;
                 let validated = ValidatedRecords::new(records, max)
                     .map_err(|e| (log_error_code(&e), e.to_string()))?;
+                check_transactional(&validated, req.transactional_id.is_some())?;
                 let (bytes, count) = (validated.byte_len() as u64, validated.record_count());
                 let info = partition
                     .append(validated, now_ms())
@@ -184,6 +181,31 @@ fn append_all(broker: &Broker, req: ProduceRequest, version: i16) -> (ProduceRes
         resp.responses.push(tr);
     }
     (resp, waits)
+}
+
+/// Control batches are the coordinator's alone; transactional batches come only in
+/// requests that name their `transactional.id`, and such requests carry nothing else.
+fn check_transactional(
+    records: &ValidatedRecords,
+    transactional: bool,
+) -> Result<(), (ResponseError, String)> {
+    for h in records.batches() {
+        if h.is_control() {
+            return Err((
+                ResponseError::InvalidRecord,
+                "control batches may not be produced".to_string(),
+            ));
+        }
+        if h.is_transactional() != transactional {
+            let why = if transactional {
+                "a request with a transactional.id holds a non-transactional batch"
+            } else {
+                "a transactional batch in a request without a transactional.id"
+            };
+            return Err((ResponseError::InvalidRecord, why.to_string()));
+        }
+    }
+    Ok(())
 }
 
 /// Waits for the acks=all writes and turns the failed ones into errors.

@@ -1,0 +1,257 @@
+//! The transactional producer's APIs: InitProducerId with a `transactional.id`,
+//! AddPartitionsToTxn, AddOffsetsToTxn and EndTxn (served by the transaction
+//! coordinator, `txn`), and TxnOffsetCommit (served by the group coordinator, which
+//! holds the commits until the transaction's marker decides them).
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::*;
+use tracing::warn;
+
+use crate::broker::Broker;
+use crate::clock::now_ms;
+use crate::group::offsets::{self, CommittedOffset, OffsetChange, OFFSETS_TOPIC};
+
+/// InitProducerId for a transactional producer: `(producer id, epoch)`.
+pub async fn init_producer_id(
+    broker: &Arc<Broker>,
+    transactional_id: &str,
+    timeout_ms: i32,
+    expected: Option<(i64, i16)>,
+) -> Result<(i64, i16), ResponseError> {
+    if !broker.coordinates_txn(transactional_id) {
+        return Err(ResponseError::NotCoordinator);
+    }
+    broker
+        .txns
+        .init_producer_id(transactional_id, timeout_ms, expected, now_ms(), || async {
+            match broker
+                .producer_ids
+                .next(&broker.quorum, broker.config.node_id)
+                .await
+            {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    warn!(error = %e, "cannot allocate a producer id");
+                    None
+                }
+            }
+        })
+        .await
+}
+
+pub async fn add_partitions(
+    broker: &Arc<Broker>,
+    req: AddPartitionsToTxnRequest,
+    _version: i16,
+) -> AddPartitionsToTxnResponse {
+    let mut resp = AddPartitionsToTxnResponse::default();
+    let txn_id = req.v3_and_below_transactional_id.0.to_string();
+    let topics = &req.v3_and_below_topics;
+    // Unknown partitions fail the request; the others are then not attempted.
+    let mut unknown = Vec::new();
+    let mut wanted = Vec::new();
+    for t in topics {
+        let state = broker.replicas.topic(&t.name.0);
+        for p in &t.partitions {
+            let exists = state
+                .as_ref()
+                .is_some_and(|s| (0..s.record.partitions).contains(p));
+            if exists {
+                wanted.push((t.name.0.to_string(), *p));
+            } else {
+                unknown.push((t.name.0.to_string(), *p));
+            }
+        }
+    }
+    let outcome = if !unknown.is_empty() {
+        Err(ResponseError::UnknownTopicOrPartition)
+    } else if !broker.coordinates_txn(&txn_id) {
+        Err(ResponseError::NotCoordinator)
+    } else {
+        broker
+            .txns
+            .add_partitions(
+                &txn_id,
+                req.v3_and_below_producer_id.0,
+                req.v3_and_below_producer_epoch,
+                &wanted,
+                now_ms(),
+            )
+            .await
+    };
+    let code_of = |name: &str, p: i32| -> i16 {
+        match &outcome {
+            Ok(()) => 0,
+            Err(ResponseError::UnknownTopicOrPartition) => {
+                if unknown.iter().any(|(t, i)| t == name && *i == p) {
+                    ResponseError::UnknownTopicOrPartition.code()
+                } else {
+                    ResponseError::OperationNotAttempted.code()
+                }
+            }
+            Err(e) => e.code(),
+        }
+    };
+    let mut results = Vec::new();
+    for t in topics {
+        let mut tr = AddPartitionsToTxnTopicResult::default();
+        tr.name = t.name.clone();
+        for p in &t.partitions {
+            let mut pr = AddPartitionsToTxnPartitionResult::default();
+            pr.partition_index = *p;
+            pr.partition_error_code = code_of(&t.name.0, *p);
+            tr.results_by_partition.push(pr);
+        }
+        results.push(tr);
+    }
+    resp.results_by_topic_v3_and_below = results;
+    resp
+}
+
+pub async fn add_offsets(
+    broker: &Arc<Broker>,
+    req: AddOffsetsToTxnRequest,
+    _version: i16,
+) -> AddOffsetsToTxnResponse {
+    let mut resp = AddOffsetsToTxnResponse::default();
+    let txn_id = req.transactional_id.0.to_string();
+    let n = broker.groups.config.offsets_partitions;
+    let partition = (
+        OFFSETS_TOPIC.to_string(),
+        offsets::partition_for(&req.group_id.0, n),
+    );
+    let outcome = if !broker.coordinates_txn(&txn_id) {
+        Err(ResponseError::NotCoordinator)
+    } else {
+        broker
+            .txns
+            .add_partitions(
+                &txn_id,
+                req.producer_id.0,
+                req.producer_epoch,
+                &[partition],
+                now_ms(),
+            )
+            .await
+    };
+    resp.error_code = outcome.err().map_or(0, |e| e.code());
+    resp
+}
+
+pub async fn end_txn(broker: &Arc<Broker>, req: EndTxnRequest, _version: i16) -> EndTxnResponse {
+    let mut resp = EndTxnResponse::default();
+    resp.producer_id = ProducerId(-1);
+    resp.producer_epoch = -1;
+    let txn_id = req.transactional_id.0.to_string();
+    let outcome = if !broker.coordinates_txn(&txn_id) {
+        Err(ResponseError::NotCoordinator)
+    } else {
+        broker
+            .txns
+            .end_txn(
+                &txn_id,
+                req.producer_id.0,
+                req.producer_epoch,
+                req.committed,
+                now_ms(),
+            )
+            .await
+    };
+    resp.error_code = outcome.err().map_or(0, |e| e.code());
+    resp
+}
+
+pub async fn txn_offset_commit(
+    broker: &Arc<Broker>,
+    req: TxnOffsetCommitRequest,
+    version: i16,
+) -> TxnOffsetCommitResponse {
+    let mut resp = TxnOffsetCommitResponse::default();
+    let group_id = req.group_id.0.to_string();
+    let now = now_ms();
+    let inst = req.group_instance_id.as_ref().map(|s| s.to_string());
+    // KIP-447: a producer that commits for a consumer of an older generation (a
+    // zombie after a rebalance) is refused like that consumer would be.
+    let group_error = if group_id.is_empty() {
+        Some(ResponseError::InvalidGroupId)
+    } else if !broker.coordinates(&group_id) {
+        Some(ResponseError::NotCoordinator)
+    } else if version >= 3 && req.generation_id >= 0 {
+        match broker.groups.group(&group_id) {
+            Some(g) => g
+                .lock()
+                .validate_commit(&req.member_id, inst.as_deref(), req.generation_id)
+                .err(),
+            None => Some(ResponseError::IllegalGeneration),
+        }
+    } else {
+        None
+    };
+    let max_meta = broker.groups.config.max_metadata_bytes;
+    let mut changes: Vec<OffsetChange> = Vec::new();
+    let mut written: Vec<(usize, usize)> = Vec::new();
+    for (ti, t) in req.topics.iter().enumerate() {
+        let mut tr = TxnOffsetCommitResponseTopic::default();
+        tr.name = t.name.clone();
+        let topic = broker.replicas.topic(&t.name.0);
+        for (pi, p) in t.partitions.iter().enumerate() {
+            let mut pr = TxnOffsetCommitResponsePartition::default();
+            pr.partition_index = p.partition_index;
+            let meta_len = p.committed_metadata.as_ref().map_or(0, |m| m.len());
+            let err = if let Some(e) = group_error {
+                Some(e)
+            } else if !topic
+                .as_ref()
+                .is_some_and(|tp| (0..tp.record.partitions).contains(&p.partition_index))
+            {
+                Some(ResponseError::UnknownTopicOrPartition)
+            } else if meta_len > max_meta {
+                Some(ResponseError::OffsetMetadataTooLarge)
+            } else {
+                None
+            };
+            match err {
+                Some(e) => pr.error_code = e.code(),
+                None => {
+                    changes.push((
+                        group_id.clone(),
+                        t.name.0.to_string(),
+                        p.partition_index,
+                        Some(CommittedOffset {
+                            offset: p.committed_offset,
+                            leader_epoch: if version >= 2 {
+                                p.committed_leader_epoch
+                            } else {
+                                -1
+                            },
+                            metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                            commit_timestamp: now,
+                        }),
+                    ));
+                    written.push((ti, pi));
+                }
+            }
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    let producer = (req.producer_id.0, req.producer_epoch);
+    if let Err(e) = broker
+        .groups
+        .write_txn_offsets(&group_id, producer, changes, now)
+        .await
+    {
+        for (ti, pi) in written {
+            resp.topics[ti].partitions[pi].error_code = e.code();
+        }
+    }
+    resp
+}
