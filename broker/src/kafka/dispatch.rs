@@ -14,8 +14,8 @@ use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
 use opentelemetry::KeyValue;
 
 use super::{
-    alter_configs, api_versions, committed_offsets, configs, describe_cluster, fetch, groups,
-    leader_epoch, list_offsets, log_dirs, produce, producer_id, topic_metadata, topics,
+    alter_configs, api_versions, committed_offsets, configs, describe_cluster, describe_txn, fetch,
+    groups, leader_epoch, list_offsets, log_dirs, produce, producer_id, topic_metadata, topics,
     transactions, txn_markers,
 };
 use crate::broker::Broker;
@@ -233,6 +233,15 @@ async fn route(broker: &Arc<Broker>, req: Request) -> Outcome {
             respond!(transactions::txn_offset_commit(broker, r, version))
         }
         RequestKind::WriteTxnMarkers(r) => respond!(txn_markers::handle(broker, r, version)),
+        RequestKind::DescribeTransactions(r) => {
+            respond!(describe_txn::describe_transactions(broker, r, version))
+        }
+        RequestKind::ListTransactions(r) => {
+            respond!(describe_txn::list_transactions(broker, r, version))
+        }
+        RequestKind::DescribeProducers(r) => {
+            respond!(describe_txn::describe_producers(broker, r, version))
+        }
         _ => Outcome::Close(format!("API {api:?} is not served by this broker")),
     }
 }

@@ -8,6 +8,7 @@ pub mod api_versions;
 pub mod committed_offsets;
 pub mod configs;
 pub mod describe_cluster;
+pub mod describe_txn;
 pub mod dispatch;
 pub mod fetch;
 pub mod groups;
