@@ -2,7 +2,9 @@
 to read_committed consumers, aborted ones only to read_uncommitted ones, interleaved
 transactions on shared partitions stay separate, a new producer instance fences the
 old one, and offsets sent to a transaction become the group's only when it commits."""
+import re
 import time
+import urllib.request
 import uuid
 
 import pytest
@@ -97,6 +99,12 @@ def test_committed_transactions_are_visible_and_aborted_ones_are_not(broker):
     uncommitted = read_all(broker.bootstrap, topic, "read_uncommitted", expect_at_least=60)
     assert len(uncommitted) == 60
     assert sum(1 for _, _, v in uncommitted if v.startswith(b"aborted-")) == 20
+
+    # The coordinator counted them.
+    text = urllib.request.urlopen(f"http://{broker.host}:{broker.metrics_port}/metrics").read().decode()
+    counts = dict(re.findall(r'strata_transactions_total\{[^}]*outcome="(\w+)"[^}]*\} (\d+)', text))
+    assert counts.get("committed") == "2" and counts.get("aborted") == "1", counts
+    assert counts.get("started") == "3", counts
 
 
 def test_an_open_transaction_holds_read_committed_consumers_back(broker):

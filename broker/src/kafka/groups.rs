@@ -32,7 +32,7 @@ fn code(e: Option<ResponseError>) -> i16 {
 
 /// The broker leading the partition of `key` in `internal_topic`
 /// (`__consumer_offsets` or `__transaction_state`): `(id, host, port)`.
-fn coordinator_for(
+pub fn coordinator_for(
     broker: &Broker,
     internal_topic: &str,
     key: &str,

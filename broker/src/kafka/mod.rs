@@ -15,6 +15,7 @@ pub mod groups;
 pub mod leader_epoch;
 pub mod list_offsets;
 pub mod log_dirs;
+pub mod peer;
 pub mod produce;
 pub mod producer_id;
 pub mod server;

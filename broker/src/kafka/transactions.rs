@@ -6,8 +6,11 @@
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::add_partitions_to_txn_request::{
+    AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+};
 use kafka_protocol::messages::add_partitions_to_txn_response::{
-    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
 };
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
@@ -47,14 +50,53 @@ pub async fn init_producer_id(
         .await
 }
 
+/// AddPartitionsToTxn: v0-3 from producers (one transaction); v4 between brokers
+/// (a batch of transactions), where `verify_only` asks whether partitions are
+/// already part of the transaction (a partition leader verifying a producer's first
+/// transactional write, KIP-890 part 1) without adding them.
 pub async fn add_partitions(
     broker: &Arc<Broker>,
     req: AddPartitionsToTxnRequest,
-    _version: i16,
+    version: i16,
 ) -> AddPartitionsToTxnResponse {
     let mut resp = AddPartitionsToTxnResponse::default();
-    let txn_id = req.v3_and_below_transactional_id.0.to_string();
-    let topics = &req.v3_and_below_topics;
+    if version <= 3 {
+        resp.results_by_topic_v3_and_below = add_one(
+            broker,
+            &req.v3_and_below_transactional_id.0,
+            (
+                req.v3_and_below_producer_id.0,
+                req.v3_and_below_producer_epoch,
+            ),
+            &req.v3_and_below_topics,
+            false,
+        )
+        .await;
+        return resp;
+    }
+    for t in &req.transactions {
+        let mut r = AddPartitionsToTxnResult::default();
+        r.transactional_id = t.transactional_id.clone();
+        r.topic_results = add_one(
+            broker,
+            &t.transactional_id.0,
+            (t.producer_id.0, t.producer_epoch),
+            &t.topics,
+            t.verify_only,
+        )
+        .await;
+        resp.results_by_transaction.push(r);
+    }
+    resp
+}
+
+async fn add_one(
+    broker: &Arc<Broker>,
+    txn_id: &str,
+    (producer_id, epoch): (i64, i16),
+    topics: &[AddPartitionsToTxnTopic],
+    verify_only: bool,
+) -> Vec<AddPartitionsToTxnTopicResult> {
     // Unknown partitions fail the request; the others are then not attempted.
     let mut unknown = Vec::new();
     let mut wanted = Vec::new();
@@ -71,49 +113,136 @@ pub async fn add_partitions(
             }
         }
     }
+    let mut not_added = Vec::new();
     let outcome = if !unknown.is_empty() {
         Err(ResponseError::UnknownTopicOrPartition)
-    } else if !broker.coordinates_txn(&txn_id) {
+    } else if !broker.coordinates_txn(txn_id) {
         Err(ResponseError::NotCoordinator)
+    } else if verify_only {
+        let mut outcome = Ok(());
+        for p in &wanted {
+            match broker
+                .txns
+                .verify_partition(txn_id, producer_id, epoch, p)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => not_added.push(p.clone()),
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+        }
+        outcome
     } else {
         broker
             .txns
-            .add_partitions(
-                &txn_id,
-                req.v3_and_below_producer_id.0,
-                req.v3_and_below_producer_epoch,
-                &wanted,
-                now_ms(),
-            )
+            .add_partitions(txn_id, producer_id, epoch, &wanted, now_ms())
             .await
     };
     let code_of = |name: &str, p: i32| -> i16 {
+        let is = |list: &[(String, i32)]| list.iter().any(|(t, i)| t == name && *i == p);
         match &outcome {
+            Ok(()) if is(&not_added) => ResponseError::InvalidTxnState.code(),
             Ok(()) => 0,
+            Err(ResponseError::UnknownTopicOrPartition) if is(&unknown) => {
+                ResponseError::UnknownTopicOrPartition.code()
+            }
             Err(ResponseError::UnknownTopicOrPartition) => {
-                if unknown.iter().any(|(t, i)| t == name && *i == p) {
-                    ResponseError::UnknownTopicOrPartition.code()
-                } else {
-                    ResponseError::OperationNotAttempted.code()
-                }
+                ResponseError::OperationNotAttempted.code()
             }
             Err(e) => e.code(),
         }
     };
-    let mut results = Vec::new();
-    for t in topics {
-        let mut tr = AddPartitionsToTxnTopicResult::default();
-        tr.name = t.name.clone();
-        for p in &t.partitions {
-            let mut pr = AddPartitionsToTxnPartitionResult::default();
-            pr.partition_index = *p;
-            pr.partition_error_code = code_of(&t.name.0, *p);
-            tr.results_by_partition.push(pr);
+    topics
+        .iter()
+        .map(|t| {
+            let mut tr = AddPartitionsToTxnTopicResult::default();
+            tr.name = t.name.clone();
+            for p in &t.partitions {
+                let mut pr = AddPartitionsToTxnPartitionResult::default();
+                pr.partition_index = *p;
+                pr.partition_error_code = code_of(&t.name.0, *p);
+                tr.results_by_partition.push(pr);
+            }
+            tr
+        })
+        .collect()
+}
+
+/// KIP-890 part 1: before a partition leader appends a producer's first
+/// transactional batch, it asks the transaction's coordinator whether the partition
+/// was added to the transaction (AddPartitionsToTxn v4, `verify_only`), so a late
+/// write of a transaction that already ended (a zombie's retry) cannot open a
+/// transaction no coordinator will ever close. `Ok` when verified.
+pub async fn verify_first_write(
+    broker: &Arc<Broker>,
+    txn_id: &str,
+    producer: (i64, i16),
+    partition: &(String, i32),
+) -> Result<(), ResponseError> {
+    let (coordinator, host, port) =
+        super::groups::coordinator_for(broker, crate::txn::TXN_STATE_TOPIC, txn_id)
+            .map_err(|_| ResponseError::NotEnoughReplicas)?;
+    if coordinator == broker.node_id() {
+        if !broker.coordinates_txn(txn_id) {
+            return Err(ResponseError::NotEnoughReplicas);
         }
-        results.push(tr);
+        return match broker
+            .txns
+            .verify_partition(txn_id, producer.0, producer.1, partition)
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ResponseError::InvalidTxnState),
+            Err(e @ (ResponseError::ProducerFenced | ResponseError::InvalidProducerEpoch)) => {
+                Err(e)
+            }
+            Err(_) => Err(ResponseError::NotEnoughReplicas),
+        };
     }
-    resp.results_by_topic_v3_and_below = results;
-    resp
+    let mut topic = AddPartitionsToTxnTopic::default();
+    topic.name = TopicName(super::str_bytes(partition.0.clone()));
+    topic.partitions = vec![partition.1];
+    let mut t = AddPartitionsToTxnTransaction::default();
+    t.transactional_id = TransactionalId(super::str_bytes(txn_id.to_string()));
+    t.producer_id = ProducerId(producer.0);
+    t.producer_epoch = producer.1;
+    t.verify_only = true;
+    t.topics = vec![topic];
+    let mut req = AddPartitionsToTxnRequest::default();
+    req.transactions = vec![t];
+    let resp: AddPartitionsToTxnResponse = super::peer::call(
+        &host,
+        port,
+        ApiKey::AddPartitionsToTxn,
+        4,
+        &req,
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .map_err(|e| {
+        tracing::debug!(error = %e, "cannot verify a transactional write with its coordinator");
+        ResponseError::NotEnoughReplicas
+    })?;
+    let code = resp
+        .results_by_transaction
+        .iter()
+        .flat_map(|r| &r.topic_results)
+        .flat_map(|t| &t.results_by_partition)
+        .map(|p| p.partition_error_code)
+        .next()
+        .unwrap_or(resp.error_code);
+    match ResponseError::try_from_code(code) {
+        None => Ok(()),
+        Some(
+            e @ (ResponseError::InvalidTxnState
+            | ResponseError::ProducerFenced
+            | ResponseError::InvalidProducerEpoch),
+        ) => Err(e),
+        Some(_) => Err(ResponseError::NotEnoughReplicas),
+    }
 }
 
 pub async fn add_offsets(

@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
@@ -19,11 +18,8 @@ use kafka_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
 };
 use kafka_protocol::messages::{
-    ApiKey, ProducerId, RequestHeader, ResponseHeader, TopicName, WriteTxnMarkersRequest,
-    WriteTxnMarkersResponse,
+    ApiKey, ProducerId, TopicName, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
-use kafka_protocol::protocol::{encode_request_header_into_buffer, Decodable, Encodable, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -261,7 +257,6 @@ async fn send_markers(
     c: &Completion,
     parts: &[(String, i32)],
 ) -> anyhow::Result<Vec<(String, i32)>> {
-    const VERSION: i16 = 1;
     let mut topics: HashMap<&str, Vec<i32>> = HashMap::new();
     for (t, p) in parts {
         topics.entry(t.as_str()).or_default().push(*p);
@@ -282,35 +277,8 @@ async fn send_markers(
         .collect();
     let mut req = WriteTxnMarkersRequest::default();
     req.markers = vec![marker];
-    let mut header = RequestHeader::default();
-    header.request_api_key = ApiKey::WriteTxnMarkers as i16;
-    header.request_api_version = VERSION;
-    header.correlation_id = 1;
-    header.client_id = Some(StrBytes::from_static_str("strata-txn-coordinator"));
-    let mut body = BytesMut::new();
-    encode_request_header_into_buffer(&mut body, &header)?;
-    req.encode(&mut body, VERSION)?;
-    let mut frame = BytesMut::with_capacity(body.len() + 4);
-    frame.put_i32(i32::try_from(body.len())?);
-    frame.extend_from_slice(&body);
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect((host, u16::try_from(port)?)).await?;
-        stream.write_all(&frame).await?;
-        let mut len = [0u8; 4];
-        stream.read_exact(&mut len).await?;
-        let n = usize::try_from(i32::from_be_bytes(len))?;
-        anyhow::ensure!(n <= 16 << 20, "WriteTxnMarkers response of {n} bytes");
-        let mut buf = vec![0u8; n];
-        stream.read_exact(&mut buf).await?;
-        anyhow::Ok(Bytes::from(buf))
-    };
-    let mut buf = tokio::time::timeout(RPC_TIMEOUT, exchange).await??;
-    let _ = ResponseHeader::decode(
-        &mut buf,
-        ApiKey::WriteTxnMarkers.response_header_version(VERSION),
-    )?;
-    let resp = WriteTxnMarkersResponse::decode(&mut buf, VERSION)?;
-    let _ = buf.remaining();
+    let resp: WriteTxnMarkersResponse =
+        super::peer::call(host, port, ApiKey::WriteTxnMarkers, 1, &req, RPC_TIMEOUT).await?;
     let mut failed = Vec::new();
     let mut answered = 0usize;
     for m in resp.markers {

@@ -203,6 +203,13 @@ impl ProducerStateTable {
         Some(first)
     }
 
+    /// Whether `producer_id` has a transaction open on this partition.
+    pub fn has_open_txn(&self, producer_id: i64) -> bool {
+        self.producers
+            .get(&producer_id)
+            .is_some_and(|e| e.txn_first_offset.is_some())
+    }
+
     /// First offset of the oldest open transaction.
     pub fn first_open_txn_offset(&self) -> Option<i64> {
         self.open_txns.first().map(|(o, _)| *o)
