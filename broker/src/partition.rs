@@ -428,6 +428,30 @@ impl Partition {
         self.log.lock().plan_read(offset, max_bytes, true)
     }
 
+    /// Reads every batch of the local log, committed or not, from its start to its
+    /// end, calling `f` with each one and `after_chunk` after each read (a
+    /// coordinator replaying its internal partition; tests pause there).
+    pub fn replay_local(
+        &self,
+        mut f: impl FnMut(crate::log::batch::BatchHeader, bytes::Bytes),
+        after_chunk: &dyn Fn(),
+    ) -> anyhow::Result<()> {
+        let mut offset = self.log_start_offset();
+        loop {
+            let data = self.fetch_local(offset, 1 << 20)?.read()?;
+            if data.is_empty() {
+                return Ok(());
+            }
+            let mut last = offset;
+            for (h, one) in crate::log::records::split_stored(&data) {
+                last = h.last_offset();
+                f(h, one);
+            }
+            offset = last + 1;
+            after_chunk();
+        }
+    }
+
     /// Subscribes to high watermark changes (for long-poll fetches).
     pub fn subscribe(&self) -> watch::Receiver<i64> {
         self.high_watermark.subscribe()

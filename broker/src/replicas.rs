@@ -329,3 +329,31 @@ impl ReplicaManager {
         Ok(())
     }
 }
+
+/// How a coordinator's loaded partitions (`owned`: index → the replica and the
+/// leader epoch it was loaded in) compare with the partitions this broker leads
+/// now: the ones to forget (no longer led, or led in another epoch, whose log may
+/// have been truncated) and the ones to load.
+pub fn leadership_delta(
+    owned: impl Iterator<Item = (i32, Arc<Partition>, i32)>,
+    led: &HashMap<i32, Arc<Partition>>,
+) -> (Vec<i32>, Vec<(i32, Arc<Partition>)>) {
+    let mut kept = HashSet::new();
+    let mut lost = Vec::new();
+    for (i, partition, epoch) in owned {
+        let same = led
+            .get(&i)
+            .is_some_and(|p| Arc::ptr_eq(p, &partition) && p.leader_epoch() == epoch);
+        if same {
+            kept.insert(i);
+        } else {
+            lost.push(i);
+        }
+    }
+    let gained = led
+        .iter()
+        .filter(|(i, _)| !kept.contains(i))
+        .map(|(i, p)| (*i, Arc::clone(p)))
+        .collect();
+    (lost, gained)
+}

@@ -194,24 +194,16 @@ impl GroupCoordinator {
         let n = self.config.offsets_partitions;
         let gained: Vec<(i32, Arc<Partition>)> = {
             let mut st = self.state.lock();
-            let lost: Vec<i32> = st
+            let owned = st
                 .owned
                 .iter()
-                .filter(|(i, o)| {
-                    !led.get(i).is_some_and(|p| {
-                        Arc::ptr_eq(p, &o.partition) && p.leader_epoch() == o.leader_epoch
-                    })
-                })
-                .map(|(i, _)| *i)
-                .collect();
+                .map(|(i, o)| (*i, Arc::clone(&o.partition), o.leader_epoch));
+            let (lost, gained) = crate::replicas::leadership_delta(owned, led);
             if !lost.is_empty() {
                 st.forget(&lost, n);
                 info!(partitions = ?lost, "no longer coordinating groups of these offsets partitions");
             }
-            led.iter()
-                .filter(|(i, _)| !st.owned.contains_key(i))
-                .map(|(i, p)| (*i, Arc::clone(p)))
-                .collect()
+            gained
         };
         // Not owned yet, so nothing appends to these partitions while they replay.
         for (index, p) in gained {
@@ -271,15 +263,26 @@ impl GroupCoordinator {
         changes: Vec<OffsetChange>,
         now: i64,
     ) -> Result<(), ResponseError> {
+        self.write_replicated(group, changes, now, None).await
+    }
+
+    /// Appends changes (inside `txn`'s transaction, if given) on the blocking pool,
+    /// off the async runtime, and waits until the ISR has them.
+    async fn write_replicated(
+        &self,
+        group: &str,
+        changes: Vec<OffsetChange>,
+        now: i64,
+        txn: Option<(i64, i16)>,
+    ) -> Result<(), ResponseError> {
         if changes.is_empty() {
             return Ok(());
         }
-        // The file write happens on the blocking pool, off the async runtime.
         let state = Arc::clone(&self.state);
         let index = self.partition_of(group);
         let group = group.to_string();
         let appended =
-            crate::blocking::run(move || append_to_log(&state, index, &group, changes, now, None))
+            crate::blocking::run(move || append_to_log(&state, index, &group, changes, now, txn))
                 .await
                 .ok_or(ResponseError::CoordinatorNotAvailable)??;
         match appended {
@@ -316,21 +319,8 @@ impl GroupCoordinator {
         changes: Vec<OffsetChange>,
         now: i64,
     ) -> Result<(), ResponseError> {
-        if changes.is_empty() {
-            return Ok(());
-        }
-        let state = Arc::clone(&self.state);
-        let index = self.partition_of(group);
-        let group = group.to_string();
-        let appended = crate::blocking::run(move || {
-            append_to_log(&state, index, &group, changes, now, Some(producer))
-        })
-        .await
-        .ok_or(ResponseError::CoordinatorNotAvailable)??;
-        match appended {
-            Some(a) => self.await_durable(a, COMMIT_TIMEOUT).await,
-            None => Ok(()),
-        }
+        self.write_replicated(group, changes, now, Some(producer))
+            .await
     }
 
     /// A transaction marker of `producer_id` was written (and replicated) to offsets

@@ -124,15 +124,8 @@ pub fn replay(
     let mut cache = OffsetCache::default();
     let mut open = PendingTxnOffsets::new();
     let mut records = 0usize;
-    let mut offset = p.log_start_offset();
-    loop {
-        let data = p.fetch_local(offset, 1 << 20)?.read()?;
-        if data.is_empty() {
-            break;
-        }
-        let mut last = offset;
-        for (h, one) in records::split_stored(&data) {
-            last = h.last_offset();
+    p.replay_local(
+        |h, one| {
             if h.is_control() {
                 let committed =
                     batch::control_record(&one).is_some_and(|c| c.marker == batch::Marker::Commit);
@@ -141,7 +134,7 @@ pub fn replay(
                         cache.apply(changes);
                     }
                 }
-                continue;
+                return;
             }
             let changes = decode_batch(&h, &one);
             records += changes.len();
@@ -150,10 +143,9 @@ pub fn replay(
             } else {
                 cache.apply(changes);
             }
-        }
-        offset = last + 1;
-        on_batch();
-    }
+        },
+        on_batch,
+    )?;
     Ok((cache, open, records))
 }
 

@@ -62,37 +62,22 @@ pub async fn commit(
         for (pi, p) in t.partitions.iter().enumerate() {
             let mut pr = OffsetCommitResponsePartition::default();
             pr.partition_index = p.partition_index;
-            let meta_len = p.committed_metadata.as_ref().map_or(0, |m| m.len());
-            let err = if let Some(e) = group_error {
-                Some(e)
-            } else if !topic
-                .as_ref()
-                .is_some_and(|tp| (0..tp.record.partitions).contains(&p.partition_index))
-            {
-                Some(ResponseError::UnknownTopicOrPartition)
-            } else if meta_len > max_meta {
-                Some(ResponseError::OffsetMetadataTooLarge)
-            } else {
-                None
+            let commit = Commit {
+                group: &group_id,
+                topic: &t.name,
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: if version >= 6 {
+                    p.committed_leader_epoch
+                } else {
+                    -1
+                },
+                metadata: p.committed_metadata.as_ref(),
             };
-            match err {
-                Some(e) => pr.error_code = e.code(),
-                None => {
-                    changes.push((
-                        group_id.clone(),
-                        t.name.0.to_string(),
-                        p.partition_index,
-                        Some(CommittedOffset {
-                            offset: p.committed_offset,
-                            leader_epoch: if version >= 6 {
-                                p.committed_leader_epoch
-                            } else {
-                                -1
-                            },
-                            metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-                            commit_timestamp: now,
-                        }),
-                    ));
+            match commit.change(group_error, topic.as_deref(), max_meta, now) {
+                Err(e) => pr.error_code = e.code(),
+                Ok(change) => {
+                    changes.push(change);
                     pending.push((ti, pi));
                 }
             }
@@ -106,6 +91,49 @@ pub async fn commit(
         }
     }
     resp
+}
+
+/// One partition's commit as a request states it (OffsetCommit, TxnOffsetCommit).
+pub(super) struct Commit<'a> {
+    pub group: &'a str,
+    pub topic: &'a TopicName,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<&'a kafka_protocol::protocol::StrBytes>,
+}
+
+impl Commit<'_> {
+    /// The change to store, or why this partition's commit is refused: the group's
+    /// own error, an unknown partition, metadata over `max_metadata` bytes.
+    pub(super) fn change(
+        &self,
+        group_error: Option<ResponseError>,
+        topic: Option<&crate::replicas::TopicState>,
+        max_metadata: usize,
+        now: i64,
+    ) -> Result<OffsetChange, ResponseError> {
+        if let Some(e) = group_error {
+            return Err(e);
+        }
+        if !topic.is_some_and(|tp| (0..tp.record.partitions).contains(&self.partition)) {
+            return Err(ResponseError::UnknownTopicOrPartition);
+        }
+        if self.metadata.map_or(0, |m| m.len()) > max_metadata {
+            return Err(ResponseError::OffsetMetadataTooLarge);
+        }
+        Ok((
+            self.group.to_string(),
+            self.topic.0.to_string(),
+            self.partition,
+            Some(CommittedOffset {
+                offset: self.offset,
+                leader_epoch: self.leader_epoch,
+                metadata: self.metadata.map(|m| m.to_string()),
+                commit_timestamp: now,
+            }),
+        ))
+    }
 }
 
 /// Committed rows of one topic: (partition, offset, leader epoch, metadata).

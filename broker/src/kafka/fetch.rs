@@ -209,12 +209,6 @@ async fn read_partition(
     p: &Arc<Partition>,
     read: Read,
 ) -> Result<(Snapshot, Bytes), ResponseError> {
-    let Read {
-        offset,
-        budget,
-        min_one,
-        isolation,
-    } = read;
     match read_local(p, read).await {
         Ok((snap, data)) => {
             let log_start_offset = match &broker.tier {
@@ -231,11 +225,14 @@ async fn read_partition(
                 data,
             ))
         }
-        Err(LogError::OffsetOutOfRange { start, .. }) if offset < start => {
+        Err(LogError::OffsetOutOfRange { start, .. }) if read.offset < start => {
             let Some(tier) = &broker.tier else {
                 return Err(ResponseError::OffsetOutOfRange);
             };
-            match tier.fetch(topic_id, p, offset, budget, min_one).await {
+            match tier
+                .fetch(topic_id, p, read.offset, read.budget, read.min_one)
+                .await
+            {
                 // Tiered segments lie below the local log start, which never passes
                 // the last stable offset: all of them are decided.
                 Ok(RemoteFetch::Records(data)) => Ok((
@@ -243,9 +240,9 @@ async fn read_partition(
                         high_watermark: p.high_watermark(),
                         last_stable_offset: p.last_stable_offset(),
                         log_start_offset: tier.log_start_offset(topic_id, p, start),
-                        aborted: match isolation {
+                        aborted: match read.isolation {
                             Isolation::ReadCommitted => {
-                                aborted_list(p.aborted_transactions(offset, start))
+                                aborted_list(p.aborted_transactions(read.offset, start))
                             }
                             Isolation::ReadUncommitted => Vec::new(),
                         },
@@ -269,6 +266,7 @@ async fn read_local(p: &Arc<Partition>, read: Read) -> Result<(FetchSnapshot, By
         min_one,
         isolation,
     } = read;
+    // The page cache first; the blocking pool only when the disk must be read.
     let cached = p
         .fetch_with(offset, budget, min_one, ReadMode::Cached, isolation)
         .and_then(|snap| match snap.plan.read_with(ReadMode::Cached) {

@@ -18,9 +18,10 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 use kafka_protocol::messages::*;
 use tracing::warn;
 
+use super::committed_offsets::Commit;
 use crate::broker::Broker;
 use crate::clock::now_ms;
-use crate::group::offsets::{self, CommittedOffset, OffsetChange, OFFSETS_TOPIC};
+use crate::group::offsets::{self, OffsetChange, OFFSETS_TOPIC};
 
 /// InitProducerId for a transactional producer: `(producer id, epoch)`.
 pub async fn init_producer_id(
@@ -334,37 +335,22 @@ pub async fn txn_offset_commit(
         for (pi, p) in t.partitions.iter().enumerate() {
             let mut pr = TxnOffsetCommitResponsePartition::default();
             pr.partition_index = p.partition_index;
-            let meta_len = p.committed_metadata.as_ref().map_or(0, |m| m.len());
-            let err = if let Some(e) = group_error {
-                Some(e)
-            } else if !topic
-                .as_ref()
-                .is_some_and(|tp| (0..tp.record.partitions).contains(&p.partition_index))
-            {
-                Some(ResponseError::UnknownTopicOrPartition)
-            } else if meta_len > max_meta {
-                Some(ResponseError::OffsetMetadataTooLarge)
-            } else {
-                None
+            let commit = Commit {
+                group: &group_id,
+                topic: &t.name,
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: if version >= 2 {
+                    p.committed_leader_epoch
+                } else {
+                    -1
+                },
+                metadata: p.committed_metadata.as_ref(),
             };
-            match err {
-                Some(e) => pr.error_code = e.code(),
-                None => {
-                    changes.push((
-                        group_id.clone(),
-                        t.name.0.to_string(),
-                        p.partition_index,
-                        Some(CommittedOffset {
-                            offset: p.committed_offset,
-                            leader_epoch: if version >= 2 {
-                                p.committed_leader_epoch
-                            } else {
-                                -1
-                            },
-                            metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-                            commit_timestamp: now,
-                        }),
-                    ));
+            match commit.change(group_error, topic.as_deref(), max_meta, now) {
+                Err(e) => pr.error_code = e.code(),
+                Ok(change) => {
+                    changes.push(change);
                     written.push((ti, pi));
                 }
             }

@@ -128,16 +128,11 @@ impl TransactionCoordinator {
         let n = self.config.partitions;
         let gained: Vec<(i32, Arc<Partition>)> = {
             let mut st = self.state.lock();
-            let lost: Vec<i32> = st
+            let owned = st
                 .owned
                 .iter()
-                .filter(|(i, o)| {
-                    !led.get(i).is_some_and(|p| {
-                        Arc::ptr_eq(p, &o.partition) && p.leader_epoch() == o.leader_epoch
-                    })
-                })
-                .map(|(i, _)| *i)
-                .collect();
+                .map(|(i, o)| (*i, Arc::clone(&o.partition), o.leader_epoch));
+            let (lost, gained) = crate::replicas::leadership_delta(owned, &led);
             if !lost.is_empty() {
                 for i in &lost {
                     st.owned.remove(i);
@@ -146,10 +141,7 @@ impl TransactionCoordinator {
                     .retain(|id, _| !lost.contains(&partition_for(id, n)));
                 info!(partitions = ?lost, "no longer coordinating the transactions of these partitions");
             }
-            led.iter()
-                .filter(|(i, _)| !st.owned.contains_key(i))
-                .map(|(i, p)| (*i, Arc::clone(p)))
-                .collect()
+            gained
         };
         for (index, p) in gained {
             let epoch = p.leader_epoch();
@@ -430,16 +422,20 @@ impl TransactionCoordinator {
         Ok(())
     }
 
-    /// Aborts open transactions past their timeout (fencing their producer) and
-    /// forgets ids idle for `id_expiration_ms`. Runs every second or so.
-    pub async fn tick(&self, now: i64) {
-        let slots: Vec<(String, Slot)> = self
-            .state
+    /// Every id's slot, taken out of the map's lock.
+    fn slots(&self) -> Vec<(String, Slot)> {
+        self.state
             .lock()
             .txns
             .iter()
             .map(|(id, s)| (id.clone(), Arc::clone(s)))
-            .collect();
+            .collect()
+    }
+
+    /// Aborts open transactions past their timeout (fencing their producer) and
+    /// forgets ids idle for `id_expiration_ms`. Runs every second or so.
+    pub async fn tick(&self, now: i64) {
+        let slots = self.slots();
         for (id, slot) in slots {
             let Ok(mut cur) = slot.try_lock() else {
                 continue; // a request is changing it right now
@@ -503,13 +499,7 @@ impl TransactionCoordinator {
 
     /// Every id coordinated here with its state.
     pub async fn list(&self) -> Vec<(String, TxnMetadata)> {
-        let slots: Vec<(String, Slot)> = self
-            .state
-            .lock()
-            .txns
-            .iter()
-            .map(|(id, s)| (id.clone(), Arc::clone(s)))
-            .collect();
+        let slots = self.slots();
         let mut out = Vec::new();
         for (id, s) in slots {
             if let Some(m) = s.lock().await.clone() {

@@ -39,21 +39,11 @@ pub fn encode(
 /// of every id it holds. Undecodable records are skipped with a warning.
 pub fn replay(p: &Partition) -> anyhow::Result<HashMap<String, TxnMetadata>> {
     let mut out = HashMap::new();
-    let mut offset = p.log_start_offset();
-    loop {
-        let data = p.fetch_local(offset, 1 << 20)?.read()?;
-        if data.is_empty() {
-            break;
-        }
-        let mut last = offset;
-        for (h, one) in records::split_stored(&data) {
-            last = h.last_offset();
+    p.replay_local(
+        |h, one| {
             let Some(kvs) = records::decode_key_values(&one) else {
-                tracing::warn!(
-                    offset = h.base_offset,
-                    "skipping undecodable batch in __transaction_state"
-                );
-                continue;
+                tracing::warn!(offset = h.base_offset, "skipping undecodable batch in __transaction_state");
+                return;
             };
             for (k, v) in kvs {
                 let Ok(key) = serde_json::from_slice::<Key>(&k) else {
@@ -71,8 +61,8 @@ pub fn replay(p: &Partition) -> anyhow::Result<HashMap<String, TxnMetadata>> {
                     }
                 }
             }
-        }
-        offset = last + 1;
-    }
+        },
+        &|| {},
+    )?;
     Ok(out)
 }
