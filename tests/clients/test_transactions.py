@@ -234,3 +234,45 @@ def test_offsets_sent_to_a_transaction_count_only_when_it_commits(broker):
     assert committed_offsets(broker.bootstrap, group, src, 1)[0] == 20
     seen = read_all(broker.bootstrap, dst, "read_committed", expect_at_least=20)
     assert [v for _, _, v in seen] == [b"in-%d" % i for i in range(20)]
+
+
+def test_read_committed_from_the_tier_skips_aborted_transactions_the_replica_never_saw(broker_factory):
+    """The aborted transactions of a tiered segment travel with it: a replica whose
+    local list lacks them (here: deleted while the broker was down, as a replica
+    started from the tier never had them) still hides aborted records."""
+    b = broker_factory({"STRATA_TIER_UPLOAD_INTERVAL_MS": "200",
+                        "STRATA_RETENTION_CHECK_INTERVAL_MS": "200"})
+    topic = f"txn-tier-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    cfg = {"remote.storage.enable": "true", "segment.bytes": "16384",
+           "local.retention.bytes": "16384", "local.retention.ms": "100"}
+    admin.create_topics([NewTopic(topic, 1, 1, config=cfg)])[topic].result(30)
+    p = txn_producer(b.bootstrap, f"tx-{uuid.uuid4()}")
+    for t in range(12):
+        p.begin_transaction()
+        for i in range(20):
+            p.produce(topic, value=b"%s-%d-%d" % (b"abort" if t % 3 == 0 else b"keep", t, i) + b"." * 200,
+                      partition=0)
+        if t % 3 == 0:
+            p.flush(30)
+            p.abort_transaction(30)
+        else:
+            p.commit_transaction(30)
+    plain = Producer({"bootstrap.servers": b.bootstrap})
+    # Fill and roll a few more segments so the transactional ones are tiered and
+    # deleted locally.
+    for i in range(300):
+        plain.produce(topic, value=b"filler-%d" % i + b"." * 200, partition=0)
+    plain.flush(30)
+    part = next(b.data_dir.rglob(f"{topic}-0"))
+    deadline = time.time() + 60
+    while time.time() < deadline and (part / "00000000000000000000.log").exists():
+        time.sleep(0.2)
+    assert not (part / "00000000000000000000.log").exists(), "the first segment was never tiered away"
+    b.stop()
+    (part / "aborted-transactions").unlink()
+    b.start()
+    seen = read_all(b.bootstrap, topic, "read_committed", expect_at_least=160 + 300)
+    values = [v for _, _, v in seen]
+    assert not [v for v in values if v.startswith(b"abort")], "aborted records read from the tier"
+    assert sum(1 for v in values if v.startswith(b"keep")) == 8 * 20

@@ -233,22 +233,34 @@ async fn read_partition(
                 .fetch(topic_id, p, read.offset, read.budget, read.min_one)
                 .await
             {
-                // Tiered segments lie below the local log start, which never passes
-                // the last stable offset: all of them are decided.
-                Ok(RemoteFetch::Records(data)) => Ok((
-                    Snapshot {
-                        high_watermark: p.high_watermark(),
-                        last_stable_offset: p.last_stable_offset(),
-                        log_start_offset: tier.log_start_offset(topic_id, p, start),
-                        aborted: match read.isolation {
-                            Isolation::ReadCommitted => {
-                                aborted_list(p.aborted_transactions(read.offset, start))
-                            }
-                            Isolation::ReadUncommitted => Vec::new(),
+                // Tiered segments were uploaded only once below the last stable
+                // offset: every transaction in them is decided, and the aborted ones
+                // were uploaded with them (this replica may never have seen their
+                // markers: it may have started from the tier).
+                Ok(RemoteFetch::Records(data)) => {
+                    let aborted = match read.isolation {
+                        Isolation::ReadCommitted => {
+                            let mut all = tier
+                                .aborted_transactions(topic_id, p, read.offset)
+                                .await
+                                .map_err(|e| tier_error_code(&e))?;
+                            all.extend(p.aborted_transactions(read.offset, start));
+                            all.sort_by_key(|a| (a.producer_id, a.first_offset));
+                            all.dedup();
+                            aborted_list(all)
+                        }
+                        Isolation::ReadUncommitted => Vec::new(),
+                    };
+                    Ok((
+                        Snapshot {
+                            high_watermark: p.high_watermark(),
+                            last_stable_offset: p.last_stable_offset(),
+                            log_start_offset: tier.log_start_offset(topic_id, p, start),
+                            aborted,
                         },
-                    },
-                    data,
-                )),
+                        data,
+                    ))
+                }
                 Ok(RemoteFetch::OutOfRange) => Err(ResponseError::OffsetOutOfRange),
                 Err(e) => Err(tier_error_code(&e)),
             }

@@ -17,7 +17,7 @@ mod replace;
 pub mod retention;
 pub mod segment;
 mod sync;
-mod txn_index;
+pub mod txn_index;
 
 pub(crate) use read::first_record_at_or_after;
 pub use read::ReadPlan;

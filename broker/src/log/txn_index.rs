@@ -28,6 +28,41 @@ pub struct AbortedTxn {
     pub last_offset: i64,
 }
 
+/// The file format (also the tier's per-segment object): one aborted transaction a
+/// line, `producer_id first_offset last_offset`.
+pub fn encode(aborted: &[AbortedTxn]) -> String {
+    let mut text = String::with_capacity(aborted.len() * 40);
+    for a in aborted {
+        text.push_str(&format!(
+            "{} {} {}\n",
+            a.producer_id, a.first_offset, a.last_offset
+        ));
+    }
+    text
+}
+
+/// Parses [`encode`]'s format, sorted by marker offset; damaged lines are skipped.
+pub fn decode(text: &str) -> Vec<AbortedTxn> {
+    let mut aborted: Vec<AbortedTxn> = text
+        .lines()
+        .filter_map(|line| {
+            let mut it = line.split_whitespace().map(str::parse::<i64>);
+            match (it.next(), it.next(), it.next()) {
+                (Some(Ok(producer_id)), Some(Ok(first_offset)), Some(Ok(last_offset))) => {
+                    Some(AbortedTxn {
+                        producer_id,
+                        first_offset,
+                        last_offset,
+                    })
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    aborted.sort_by_key(|a| a.last_offset);
+    aborted
+}
+
 #[derive(Debug)]
 pub struct TxnIndex {
     path: PathBuf,
@@ -44,26 +79,11 @@ impl TxnIndex {
     /// skipped with the rest of the file kept).
     pub fn open(dir: &Path) -> io::Result<Self> {
         let path = dir.join(ABORTED_FILE);
-        let mut aborted = Vec::new();
-        match fs::read_to_string(&path) {
-            Ok(text) => {
-                for line in text.lines() {
-                    let mut it = line.split_whitespace().map(str::parse::<i64>);
-                    if let (Some(Ok(producer_id)), Some(Ok(first_offset)), Some(Ok(last_offset))) =
-                        (it.next(), it.next(), it.next())
-                    {
-                        aborted.push(AbortedTxn {
-                            producer_id,
-                            first_offset,
-                            last_offset,
-                        });
-                    }
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        let aborted = match fs::read_to_string(&path) {
+            Ok(text) => decode(&text),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
-        }
-        aborted.sort_by_key(|a| a.last_offset);
+        };
         Ok(TxnIndex {
             path,
             aborted,
@@ -74,15 +94,8 @@ impl TxnIndex {
 
     fn save(&mut self) -> io::Result<()> {
         let tmp = self.path.with_extension("tmp");
-        let mut text = String::with_capacity(self.aborted.len() * 40);
-        for a in &self.aborted {
-            text.push_str(&format!(
-                "{} {} {}\n",
-                a.producer_id, a.first_offset, a.last_offset
-            ));
-        }
         let mut f = fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
+        f.write_all(encode(&self.aborted).as_bytes())?;
         drop(f);
         fs::rename(&tmp, &self.path)?;
         self.dirty = true;

@@ -20,7 +20,8 @@ pub struct RemoteSegment {
     pub size_bytes: u64,
     /// Leader epoch that uploaded it.
     pub leader_epoch: i32,
-    /// Object key of the `.log` data; `.index`, `.timeindex` and `.snapshot` share its stem.
+    /// Object key of the `.log` data; `.index`, `.timeindex`, `.snapshot` and
+    /// `.txnindex` share its stem.
     pub log_key: String,
 }
 
@@ -34,13 +35,18 @@ impl RemoteSegment {
     pub fn snapshot_key(&self) -> String {
         sibling(&self.log_key, "snapshot")
     }
+    /// The aborted transactions with records in the segment (absent when none).
+    pub fn txn_index_key(&self) -> String {
+        sibling(&self.log_key, "txnindex")
+    }
     /// Every object of the segment.
-    pub fn keys(&self) -> [String; 4] {
+    pub fn keys(&self) -> [String; 5] {
         [
             self.log_key.clone(),
             self.index_key(),
             self.time_index_key(),
             self.snapshot_key(),
+            self.txn_index_key(),
         ]
     }
 }

@@ -89,6 +89,36 @@ impl Tier {
         result
     }
 
+    /// The aborted transactions with records in the remote segment holding `offset`
+    /// (what a `read_committed` fetch of it must list), from the segment's
+    /// `.txnindex` object; none when it has no such object.
+    pub async fn aborted_transactions(
+        &self,
+        topic_id: &uuid::Uuid,
+        p: &Partition,
+        offset: i64,
+    ) -> Result<Vec<crate::log::AbortedTxn>, TierReadError> {
+        let remote = self.remote_log(topic_id, p);
+        let Some(seg) = remote.find(offset) else {
+            return Ok(Vec::new());
+        };
+        let key: Arc<str> = Arc::from(seg.txn_index_key().as_str());
+        if let Some(cached) = self.txn_indexes.lock().get(&key) {
+            return Ok(cached.to_vec());
+        }
+        let aborted = match self.store.get(&key).await {
+            Ok(raw) => crate::log::txn_index::decode(&String::from_utf8_lossy(&raw)),
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(TierReadError::from_store(&key, e)),
+        };
+        let aborted = Arc::new(aborted);
+        let size = 64 + 24 * aborted.len() as u64;
+        self.txn_indexes
+            .lock()
+            .insert(key, Arc::clone(&aborted), size);
+        Ok(aborted.to_vec())
+    }
+
     fn count_error(&self, topic: &str, e: &TierReadError) {
         self.metrics.read_errors.add(
             1,

@@ -47,6 +47,8 @@ pub struct Tier {
     pub(super) cache: Arc<ChunkCache>,
     /// Decoded offset indexes of remote segments, by object key.
     pub(super) indexes: Mutex<Lru<Arc<str>, Arc<Vec<OffsetEntry>>>>,
+    /// Aborted transactions of remote segments (`.txnindex`), by object key.
+    pub(super) txn_indexes: Mutex<Lru<Arc<str>, Arc<Vec<crate::log::AbortedTxn>>>>,
     pub(super) read_ahead: u32,
     pub metrics: TierMetrics,
     catalog: Arc<dyn Catalog>,
@@ -90,6 +92,7 @@ impl Tier {
             store,
             cache: Arc::new(cache),
             indexes: Mutex::new(Lru::new(INDEX_CACHE_BYTES)),
+            txn_indexes: Mutex::new(Lru::new(INDEX_CACHE_BYTES)),
             read_ahead: config.tier_read_ahead_chunks,
             metrics: tm,
             catalog,

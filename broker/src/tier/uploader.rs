@@ -60,18 +60,21 @@ pub enum NextUpload<'a> {
         segment: &'a ClosedSegment,
         from: i64,
     },
-    /// Nothing closed below the high watermark continues the remote log yet.
+    /// Nothing closed below the last stable offset continues the remote log yet.
     Nothing,
     /// The local log starts after the remote end: the replica lacks the data between.
     Gap { remote_end: i64, local_start: i64 },
 }
 
 /// Picks the next upload: the closed segment holding `remote_end` (the first closed
-/// segment when nothing was ever remote), if it lies wholly below `high_watermark`.
+/// segment when nothing was ever remote), if it lies wholly below `stable_end`: the
+/// last stable offset, which never passes the high watermark, so what is uploaded is
+/// replicated and every transaction with records in it is decided (its aborted
+/// transactions go with it).
 pub fn next_upload(
     closed: &[ClosedSegment],
     remote_end: Option<i64>,
-    high_watermark: i64,
+    stable_end: i64,
 ) -> NextUpload<'_> {
     let found = match remote_end {
         None => closed.first().map(|s| (s, s.base_offset)),
@@ -89,7 +92,7 @@ pub fn next_upload(
         }
     };
     match found {
-        Some((segment, from)) if segment.end_offset <= high_watermark => {
+        Some((segment, from)) if segment.end_offset <= stable_end => {
             NextUpload::Segment { segment, from }
         }
         _ => NextUpload::Nothing,
@@ -231,7 +234,7 @@ pub async fn upload_partition(
         .filter(|s| end.is_none_or(|e| s.end_offset > e))
         .count();
     loop {
-        let (seg, from) = match next_upload(&closed, end, partition.high_watermark()) {
+        let (seg, from) = match next_upload(&closed, end, partition.last_stable_offset()) {
             NextUpload::Segment { segment, from } => (segment, from),
             NextUpload::Nothing => break,
             NextUpload::Gap {
@@ -266,7 +269,13 @@ pub async fn upload_partition(
             log_key: log_key.clone(),
         };
         store.put(&log_key, up.log).await?;
+        // Every transaction with records here is decided (the segment ends below the
+        // last stable offset), so its aborted ones are all known now.
+        let aborted = partition.aborted_transactions(from, seg.end_offset);
+        let txn_index =
+            (!aborted.is_empty()).then(|| Bytes::from(crate::log::txn_index::encode(&aborted)));
         for (data, key) in [
+            (txn_index, segment.txn_index_key()),
             (up.index, segment.index_key()),
             (up.time_index, segment.time_index_key()),
             (
