@@ -424,6 +424,7 @@ impl Partition {
     }
 }
 
+mod delete_records;
 mod durability;
 mod follower;
 mod leader;

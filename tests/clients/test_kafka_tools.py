@@ -125,3 +125,45 @@ def test_kafka_command_line_tools(broker, tmp_path):
     run("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", bs, "--delete", "--topic", "tools")
     assert "tools" not in run("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", bs,
                               "--list").split()
+
+
+def test_kafka_delete_records_tool(broker, tmp_path):
+    """kafka-delete-records moves the log start; a consumer from earliest starts
+    there, kafka-get-offsets reports it, and past the high watermark is an error."""
+    bs = broker.bootstrap
+    run = lambda cls, *a, **kw: tool(cls, *a, tmp=tmp_path, **kw)  # noqa: E731
+    run("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", bs, "--create",
+        "--topic", "trim", "--partitions", "2", "--replication-factor", "1")
+    produce(bs, "trim", 200)
+    spec = tmp_path / "offsets.json"
+    spec.write_text(json.dumps({"version": 1, "partitions": [
+        {"topic": "trim", "partition": 0, "offset": 30},
+        {"topic": "trim", "partition": 1, "offset": -1}]}))
+    out = run("org.apache.kafka.tools.DeleteRecordsCommand", "--bootstrap-server", bs,
+              "--offset-json-file", str(spec))
+    lines = out.splitlines()
+    assert lines[:2] == ["Executing records delete operation", "Records delete operation completed:"], out
+    assert sorted(lines[2:]) == ["partition: trim-0\tlow_watermark: 30",
+                                 "partition: trim-1\tlow_watermark: 100"], out
+
+    earliest = run("org.apache.kafka.tools.GetOffsetShell", "--bootstrap-server", bs,
+                   "--topic", "trim", "--time", "-2")
+    assert sorted(earliest.split()) == ["trim:0:30", "trim:1:100"], earliest
+
+    c = Consumer({"bootstrap.servers": bs, "group.id": "trim-reader", "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False})
+    c.subscribe(["trim"])
+    first = {}
+    while 0 not in first:
+        m = c.poll(10)
+        assert m is not None, "nothing consumed from trim"
+        if not m.error():
+            first.setdefault(m.partition(), m.offset())
+    c.close()
+    assert first[0] == 30 and 1 not in first, first
+
+    spec.write_text(json.dumps({"version": 1, "partitions": [
+        {"topic": "trim", "partition": 0, "offset": 101}]}))
+    past = run("org.apache.kafka.tools.DeleteRecordsCommand", "--bootstrap-server", bs,
+               "--offset-json-file", str(spec))
+    assert "partition: trim-0\terror: org.apache.kafka.common.errors.OffsetOutOfRangeException" in past, past

@@ -14,8 +14,9 @@ use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
 use opentelemetry::KeyValue;
 
 use super::{
-    alter_configs, api_versions, committed_offsets, configs, describe_cluster, fetch, groups,
-    leader_epoch, list_offsets, log_dirs, produce, producer_id, topic_metadata, topics,
+    alter_configs, api_versions, committed_offsets, configs, delete_records, describe_cluster,
+    fetch, groups, leader_epoch, list_offsets, log_dirs, produce, producer_id, topic_metadata,
+    topics,
 };
 use crate::broker::Broker;
 
@@ -200,6 +201,7 @@ async fn route(broker: &Arc<Broker>, req: Request) -> Outcome {
         }
         RequestKind::CreateTopics(r) => respond!(topics::create_topics(broker, r, version)),
         RequestKind::DeleteTopics(r) => respond!(topics::delete_topics(broker, r, version)),
+        RequestKind::DeleteRecords(r) => respond!(delete_records::handle(broker, r, version)),
         RequestKind::CreatePartitions(r) => {
             respond!(topics::create_partitions(broker, r, version))
         }

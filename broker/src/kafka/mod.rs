@@ -7,6 +7,7 @@ pub mod alter_configs;
 pub mod api_versions;
 pub mod committed_offsets;
 pub mod configs;
+pub mod delete_records;
 pub mod describe_cluster;
 pub mod dispatch;
 pub mod fetch;

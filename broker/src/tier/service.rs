@@ -135,9 +135,18 @@ impl Tier {
         }
     }
 
-    /// The partition's log start offset (ListOffsets earliest): see [`log_start`].
+    /// The partition's log start offset (ListOffsets earliest): see [`log_start`],
+    /// and never below where DeleteRecords put it.
     pub fn log_start_offset(&self, topic_id: &Uuid, p: &Partition, local_start: i64) -> i64 {
-        log_start(&self.remote_log(topic_id, p), local_start)
+        log_start(&self.remote_log(topic_id, p), local_start).max(p.deleted_below())
+    }
+
+    /// After DeleteRecords on the leader: drops the remote segments wholly below the
+    /// new log start from the remote log and deletes their objects, as total retention
+    /// does (the next pass retries what fails here).
+    pub async fn delete_records(&self, rec: &TopicRecord, p: &Partition) {
+        let remote = self.remote_log(&rec.id, p);
+        self.expire_remote(rec, p, &remote).await;
     }
 
     /// One pass: remote data of deleted topics, then for every tiered partition led
@@ -327,21 +336,28 @@ impl Tier {
     /// segments first (readers stop finding them), then the objects are deleted.
     async fn expire_remote(&self, rec: &TopicRecord, p: &Partition, remote: &RemoteLog) {
         let cfg = p.log_config();
-        if cfg.retention_ms < 0 && cfg.retention_bytes < 0 {
-            return;
-        }
-        // Local bytes the tier does not hold yet count towards the total too.
-        let end = remote.end_offset().unwrap_or(i64::MIN);
-        let uploaded_local: u64 = p
-            .closed_segments()
+        // Segments wholly below where DeleteRecords put the log start go too.
+        let deleted = remote
+            .segments()
             .iter()
-            .filter(|s| s.end_offset <= end)
-            .map(|s| s.size_bytes)
-            .sum();
-        let local_only = p.size_bytes().saturating_sub(uploaded_local);
-        let Some(through) =
+            .take_while(|s| s.end_offset <= p.deleted_below())
+            .last()
+            .map(|s| s.end_offset);
+        let retained = if cfg.retention_ms < 0 && cfg.retention_bytes < 0 {
+            None
+        } else {
+            // Local bytes the tier does not hold yet count towards the total too.
+            let end = remote.end_offset().unwrap_or(i64::MIN);
+            let uploaded_local: u64 = p
+                .closed_segments()
+                .iter()
+                .filter(|s| s.end_offset <= end)
+                .map(|s| s.size_bytes)
+                .sum();
+            let local_only = p.size_bytes().saturating_sub(uploaded_local);
             remote.expiry_point(now_ms(), cfg.retention_ms, cfg.retention_bytes, local_only)
-        else {
+        };
+        let Some(through) = retained.max(deleted) else {
             return;
         };
         let cmd = Command::ExpireRemoteSegments {
@@ -372,7 +388,7 @@ impl Tier {
                 }
             }
             info!(topic = %rec.name, partition = p.index, base = seg.base_offset, end = seg.end_offset,
-                "total retention deleted remote segment");
+                "deleted remote segment (total retention or DeleteRecords)");
         }
     }
 
@@ -470,3 +486,6 @@ mod tests;
 
 #[cfg(test)]
 mod migration_tests;
+
+#[cfg(test)]
+mod delete_records_tests;
