@@ -167,3 +167,50 @@ def test_kafka_delete_records_tool(broker, tmp_path):
     past = run("org.apache.kafka.tools.DeleteRecordsCommand", "--bootstrap-server", bs,
                "--offset-json-file", str(spec))
     assert "partition: trim-0\terror: org.apache.kafka.common.errors.OffsetOutOfRangeException" in past, past
+
+
+def test_kafka_leader_election_tool_on_three_brokers(tmp_path):
+    """kafka-leader-election --election-type PREFERRED: nothing to do while the
+    preferred replica leads, refused while it is down, and moves leadership back
+    once it is in sync again (the controller's own rebalancing is off here)."""
+    from test_cluster import Cluster, wait_until
+
+    c = Cluster(tmp_path, 3)
+    for n in c.nodes.values():
+        n.env["STRATA_AUTO_LEADER_REBALANCE_ENABLE"] = "false"
+    try:
+        c.start()
+        c.cli("topic", "create", "elect", "--partitions", "1", "--replication-factor", "3")
+        wait_until("all replicas in sync", lambda: len(c.partition("elect")["isr"]) == 3)
+        preferred = c.partition("elect")["replicas"][0]
+        assert c.partition("elect")["leader"] == preferred
+
+        def elect(*args, check=True):
+            return tool("org.apache.kafka.tools.LeaderElectionCommand", "--bootstrap-server",
+                        c.bootstrap(), *args, check=check, tmp=tmp_path)
+
+        one = ("--topic", "elect", "--partition", "0")
+        out = elect("--election-type", "PREFERRED", *one)
+        assert out.strip() == "Valid replica already elected for partitions elect-0", out
+        out = elect("--election-type", "UNCLEAN", *one)
+        assert out.strip() == "Valid replica already elected for partitions elect-0", out
+
+        c.nodes[preferred].stop()
+        other = next(i for i in c.nodes if i != preferred)
+        wait_until("leadership moved off the stopped broker",
+                   lambda: c.partition("elect", via=other)["leader"] not in (-1, preferred))
+        refused = elect("--election-type", "PREFERRED", *one, check=False)
+        assert refused.returncode != 0, refused.stdout
+        assert ("Error completing leader election (PREFERRED) for partition: elect-0: "
+                "org.apache.kafka.common.errors.PreferredLeaderNotAvailableException") in refused.stdout, \
+            refused.stdout + refused.stderr
+
+        c.nodes[preferred].start()
+        wait_until("the preferred replica back in sync", lambda: len(c.partition("elect")["isr"]) == 3,
+                   timeout=60)
+        assert c.partition("elect")["leader"] != preferred, "moved back without being asked"
+        out = elect("--election-type", "PREFERRED", *one)
+        assert out.strip() == "Successfully completed leader election (PREFERRED) for partitions elect-0", out
+        wait_until("the preferred replica leads", lambda: c.partition("elect")["leader"] == preferred)
+    finally:
+        c.stop_all()

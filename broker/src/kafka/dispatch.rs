@@ -15,8 +15,8 @@ use opentelemetry::KeyValue;
 
 use super::{
     alter_configs, api_versions, committed_offsets, configs, delete_records, describe_cluster,
-    fetch, groups, leader_epoch, list_offsets, log_dirs, produce, producer_id, topic_metadata,
-    topics,
+    elect_leaders, fetch, groups, leader_epoch, list_offsets, log_dirs, produce, producer_id,
+    topic_metadata, topics,
 };
 use crate::broker::Broker;
 
@@ -210,6 +210,7 @@ async fn route(broker: &Arc<Broker>, req: Request) -> Outcome {
         RequestKind::IncrementalAlterConfigs(r) => {
             respond!(alter_configs::incremental(broker, r, version))
         }
+        RequestKind::ElectLeaders(r) => respond!(elect_leaders::handle(broker, r, version)),
         RequestKind::InitProducerId(r) => respond!(producer_id::handle(broker, r, version)),
         RequestKind::FindCoordinator(r) => respond!(groups::find_coordinator(broker, r, version)),
         RequestKind::JoinGroup(r) => {

@@ -10,6 +10,7 @@ pub mod configs;
 pub mod delete_records;
 pub mod describe_cluster;
 pub mod dispatch;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod groups;
 pub mod leader_epoch;

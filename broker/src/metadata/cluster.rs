@@ -6,7 +6,7 @@
 //! leader election — are pure functions over this state, unit- and property-tested.
 //!
 //! The commands are in `command`, the controller's decisions in `controller`, the
-//! checks of the tier's commands in `remote`, and the partition-health counts the
+//! checks of the tier's commands in `remote`, operator-asked elections in `election`, and the partition-health counts the
 //! metrics and the admin API report in `health`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,6 +20,7 @@ use super::{MetadataError, TopicRecord};
 
 mod command;
 mod controller;
+pub mod election;
 mod health;
 mod remote;
 
