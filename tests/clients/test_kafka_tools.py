@@ -214,3 +214,75 @@ def test_kafka_leader_election_tool_on_three_brokers(tmp_path):
         wait_until("the preferred replica leads", lambda: c.partition("elect")["leader"] == preferred)
     finally:
         c.stop_all()
+
+
+def test_kafka_reassign_partitions_tool_on_three_brokers(tmp_path):
+    """kafka-reassign-partitions --generate, --execute, --verify, --list and --cancel
+    against three brokers. The reassignment to cancel is held in progress by a file
+    where the new replica's directory would go, so that replica cannot be created
+    (an honest stand-in for a replica that cannot catch up)."""
+    from test_cluster import Cluster, wait_until
+
+    c = Cluster(tmp_path, 3)
+    try:
+        c.start()
+        c.cli("topic", "create", "moves", "--partitions", "1", "--replication-factor", "2")
+        wait_until("both replicas in sync", lambda: len(c.partition("moves")["isr"]) == 2)
+        r0, r1 = c.partition("moves")["replicas"]
+        [spare] = [i for i in c.nodes if i not in (r0, r1)]
+
+        def reassign(*args, check=True):
+            return tool("org.apache.kafka.tools.reassign.ReassignPartitionsCommand", "--bootstrap-server",
+                        c.bootstrap(), *args, check=check, tmp=tmp_path)
+
+        def plan(replicas):
+            f = tmp_path / "plan.json"
+            f.write_text(json.dumps({"version": 1, "partitions": [
+                {"topic": "moves", "partition": 0, "replicas": replicas}]}))
+            return str(f)
+
+        topics = tmp_path / "topics.json"
+        topics.write_text(json.dumps({"version": 1, "topics": [{"topic": "moves"}]}))
+        generated = reassign("--generate", "--topics-to-move-json-file", str(topics), "--broker-list", "1,2,3")
+        current = json.loads(generated.split("Current partition replica assignment")[1]
+                             .split("Proposed partition reassignment configuration")[0])
+        assert current["partitions"] == [{"topic": "moves", "partition": 0, "replicas": [r0, r1],
+                                          "log_dirs": ["any", "any"]}], generated
+        proposed = json.loads(generated.split("Proposed partition reassignment configuration")[1])
+        assert len(proposed["partitions"][0]["replicas"]) == 2, generated
+
+        # A reassignment that completes: [r0, r1] -> [r1, spare].
+        out = reassign("--execute", "--reassignment-json-file", plan([r1, spare]))
+        assert "Successfully started partition reassignment for moves-0" in out, out
+        assert f'"replicas":[{r0},{r1}]' in out, out
+
+        def verified():
+            v = reassign("--verify", "--reassignment-json-file", plan([r1, spare]))
+            return v if "Reassignment of partition moves-0 is completed." in v else None
+
+        done = wait_until("the reassignment completed", verified, timeout=60, interval=1)
+        assert "Clearing broker-level throttles on brokers 1,2,3" in done, done
+        assert "Clearing topic-level throttles on topic moves" in done, done
+        assert c.partition("moves")["replicas"] == [r1, spare]
+        wait_until("r0's replica removed", lambda: not (c.nodes[r0].data_dir / "moves-0").exists())
+
+        # A reassignment held in progress, then cancelled: [r1, spare] -> [spare, r0].
+        blocker = c.nodes[r0].data_dir / "moves-0"
+        blocker.write_text("not a partition directory\n")
+        out = reassign("--execute", "--reassignment-json-file", plan([spare, r0]))
+        assert "Successfully started partition reassignment for moves-0" in out, out
+        again = reassign("--execute", "--reassignment-json-file", plan([spare, r0]), check=False)
+        assert "Cannot execute because there is an existing partition assignment" in again.stdout, again.stdout
+        v = reassign("--verify", "--reassignment-json-file", plan([spare, r0]))
+        assert "Reassignment of partition moves-0 is still in progress." in v, v
+        listed = reassign("--list")
+        assert listed.strip() == (f"Current partition reassignments:\nmoves-0: replicas: {r1},{spare},{r0}. "
+                                  f"adding: {r0}. removing: {r1}."), listed
+        cancelled = reassign("--cancel", "--reassignment-json-file", plan([spare, r0]))
+        assert "Successfully cancelled partition reassignment for: moves-0" in cancelled, cancelled
+        p = c.partition("moves")
+        assert p["replicas"] == [r1, spare] and sorted(p["isr"]) == sorted([r1, spare]), p
+        assert reassign("--list").strip() == "No partition reassignments found."
+        blocker.unlink()
+    finally:
+        c.stop_all()

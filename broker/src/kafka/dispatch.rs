@@ -16,7 +16,7 @@ use opentelemetry::KeyValue;
 use super::{
     alter_configs, api_versions, committed_offsets, configs, delete_records, describe_cluster,
     elect_leaders, fetch, groups, leader_epoch, list_offsets, log_dirs, produce, producer_id,
-    topic_metadata, topics,
+    reassignments, topic_metadata, topics,
 };
 use crate::broker::Broker;
 
@@ -211,6 +211,12 @@ async fn route(broker: &Arc<Broker>, req: Request) -> Outcome {
             respond!(alter_configs::incremental(broker, r, version))
         }
         RequestKind::ElectLeaders(r) => respond!(elect_leaders::handle(broker, r, version)),
+        RequestKind::AlterPartitionReassignments(r) => {
+            respond!(reassignments::alter(broker, r, version))
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            respond!(reassignments::list(broker, r, version))
+        }
         RequestKind::InitProducerId(r) => respond!(producer_id::handle(broker, r, version)),
         RequestKind::FindCoordinator(r) => respond!(groups::find_coordinator(broker, r, version)),
         RequestKind::JoinGroup(r) => {

@@ -18,6 +18,7 @@ pub mod list_offsets;
 pub mod log_dirs;
 pub mod produce;
 pub mod producer_id;
+pub mod reassignments;
 pub mod server;
 pub mod topic_metadata;
 pub mod topics;

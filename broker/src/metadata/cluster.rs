@@ -22,6 +22,7 @@ mod command;
 mod controller;
 pub mod election;
 mod health;
+mod reassignment;
 mod remote;
 
 pub use command::{Applied, Command};
@@ -29,6 +30,7 @@ pub use controller::{
     assign_replicas, fence_and_elect, progress_actions, replication_factor_moves,
 };
 pub use health::min_insync_replicas;
+pub use reassignment::{ongoing_reassignment, OngoingReassignment};
 
 /// Producer ids are handed out to brokers in blocks of this size.
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
@@ -64,6 +66,10 @@ pub struct PartitionState {
     pub isr: Vec<i32>,
     /// Target replica list of an in-flight reassignment.
     pub target: Option<Vec<i32>>,
+    /// The replicas before the in-flight reassignment started, restored when it is
+    /// cancelled (absent for reassignments logged before cancellation existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Vec<i32>>,
     /// What of the partition is in the tier (shared, so publishing the state after
     /// every command does not copy segment lists).
     #[serde(default)]
@@ -89,6 +95,9 @@ pub struct ClusterState {
 /// Starts moving `p` to `target`: replicas = the union while moving, so new
 /// replicas fetch and catch up; the controller completes it once `target` is in sync.
 fn start_reassignment(p: &mut PartitionState, target: Vec<i32>) {
+    if p.target.is_none() {
+        p.origin = Some(p.replicas.clone());
+    }
     for r in &target {
         if !p.replicas.contains(r) {
             p.replicas.push(*r);
@@ -150,6 +159,7 @@ impl ClusterState {
             },
             replicas,
             target: None,
+            origin: None,
             remote: Arc::default(),
         }
     }
@@ -453,6 +463,10 @@ impl ClusterState {
                 };
                 p.isr.retain(|r| target.contains(r));
                 p.replicas = target;
+                p.origin = None;
+            }
+            Command::CancelReassignment { topic, partition } => {
+                self.cancel_reassignment(&topic, partition)?
             }
             Command::CommitRemoteSegment {
                 topic,

@@ -93,6 +93,13 @@ pub enum Command {
         topic: String,
         partition: i32,
     },
+    /// Cancels an in-flight reassignment: the replicas return to those it started
+    /// from (AlterPartitionReassignments with no replicas). Refused when the leader
+    /// already moved to a replica that is not among them and none of them can lead.
+    CancelReassignment {
+        topic: String,
+        partition: i32,
+    },
     AllocateProducerIds {
         broker: i32,
     },
