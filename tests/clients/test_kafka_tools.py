@@ -1,7 +1,8 @@
 """Apache Kafka's own command-line tools (4.1.1, the jars scripts/setup.sh fetches
 from Maven Central) against a Strata broker, run as their kafka-*.sh wrappers would
-run them: topics, configs, log dirs, offsets, consumer groups, cluster id and API
-versions. Each asserts on what the tool prints."""
+run them: topics, configs, log dirs, offsets, consumer groups, cluster id, API
+versions and delete records; against three brokers leader election and partition
+reassignment. Each asserts on what the tool prints."""
 import json
 import os
 import subprocess
@@ -57,6 +58,13 @@ def test_kafka_command_line_tools(broker, tmp_path):
     described = run("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", bs,
                     "--describe", "--topic", "tools")
     assert "PartitionCount: 2" in described and "Leader: 1" in described, described
+    # Through DescribeTopicPartitions (over Metadata the ELR columns read N/A), and paged
+    # one partition per response by its cursor.
+    assert "Elr: \tLastKnownElr: " in described, described
+    paged = run("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", bs, "--describe",
+                "--topic", "tools", "--partition-size-limit-per-response", "1")
+    assert [line.split("Partition: ")[1].split()[0] for line in paged.splitlines()
+            if "Partition: " in line] == ["0", "1"], paged
 
     # kafka-configs: alter (IncrementalAlterConfigs) and describe.
     run("kafka.admin.ConfigCommand", "--bootstrap-server", bs, "--entity-type", "topics",
@@ -118,7 +126,9 @@ def test_kafka_command_line_tools(broker, tmp_path):
 
     # kafka-broker-api-versions: what ApiVersions advertises.
     versions = run("org.apache.kafka.tools.BrokerApiVersionsCommand", "--bootstrap-server", bs)
-    for api in ("OffsetForLeaderEpoch", "IncrementalAlterConfigs", "DescribeLogDirs", "DescribeCluster"):
+    for api in ("OffsetForLeaderEpoch", "IncrementalAlterConfigs", "DescribeLogDirs", "DescribeCluster",
+                "DeleteRecords", "ElectLeaders", "AlterPartitionReassignments", "ListPartitionReassignments",
+                "DescribeTopicPartitions"):
         assert api in versions and f"{api}(" in versions.replace(" ", ""), versions
 
     # kafka-topics: delete.

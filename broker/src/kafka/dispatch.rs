@@ -15,8 +15,8 @@ use opentelemetry::KeyValue;
 
 use super::{
     alter_configs, api_versions, committed_offsets, configs, delete_records, describe_cluster,
-    elect_leaders, fetch, groups, leader_epoch, list_offsets, log_dirs, produce, producer_id,
-    reassignments, topic_metadata, topics,
+    describe_topic_partitions, elect_leaders, fetch, groups, leader_epoch, list_offsets, log_dirs,
+    produce, producer_id, reassignments, topic_metadata, topics,
 };
 use crate::broker::Broker;
 
@@ -195,6 +195,9 @@ async fn route(broker: &Arc<Broker>, req: Request) -> Outcome {
         RequestKind::Fetch(r) => respond!(fetch::handle(broker, r, version)),
         RequestKind::ListOffsets(r) => respond!(list_offsets::handle(broker, r, version)),
         RequestKind::DescribeCluster(r) => respond!(describe_cluster::handle(broker, r, version)),
+        RequestKind::DescribeTopicPartitions(r) => {
+            respond!(describe_topic_partitions::handle(broker, r, version))
+        }
         RequestKind::DescribeLogDirs(r) => respond!(log_dirs::handle(broker, r, version)),
         RequestKind::OffsetForLeaderEpoch(r) => {
             respond!(leader_epoch::handle(broker, r, version))

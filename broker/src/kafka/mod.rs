@@ -9,6 +9,7 @@ pub mod committed_offsets;
 pub mod configs;
 pub mod delete_records;
 pub mod describe_cluster;
+pub mod describe_topic_partitions;
 pub mod dispatch;
 pub mod elect_leaders;
 pub mod fetch;
