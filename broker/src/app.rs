@@ -45,6 +45,13 @@ pub async fn run(
     // housekeeping start on top of them.
     let reconciler = replication::spawn_cluster_tasks(&broker);
     broker.spawn_background();
+    // The transaction markers the coordinator decides are written by their own task.
+    if let Some(decided) = broker.txns.take_completions() {
+        tokio::spawn(crate::kafka::txn_markers::run_writer(
+            Arc::clone(&broker),
+            decided,
+        ));
+    }
     let admin_addr = config.admin_listen;
     let admin_listener = TcpListener::bind(admin_addr)
         .await

@@ -33,12 +33,15 @@ use crate::replica_removal;
 use crate::replicas::{Applied, ReplicaManager, TopicState};
 use crate::telemetry::Metrics;
 use crate::tier::Tier;
+use crate::txn::{TransactionCoordinator, TxnConfig, TXN_STATE_TOPIC};
 
 pub struct Broker {
     pub config: BrokerConfig,
     pub metrics: Metrics,
     pub producer_ids: ProducerIdAllocator,
     pub groups: Arc<GroupCoordinator>,
+    /// The transaction coordinator.
+    pub txns: Arc<TransactionCoordinator>,
     /// The tier (object store, chunk cache), when one is configured.
     pub tier: Option<Arc<Tier>>,
     pub quorum: Arc<Quorum>,
@@ -104,6 +107,11 @@ impl Broker {
         };
         let replicas = Arc::new(ReplicaManager::new(config.clone(), clean));
         let groups = Arc::new(groups);
+        let txns = Arc::new(TransactionCoordinator::new(TxnConfig {
+            partitions: config.transaction_state_partitions,
+            max_timeout_ms: config.transaction_max_timeout_ms,
+            id_expiration_ms: config.transactional_id_expiration_ms,
+        }));
         metrics.register_cluster_gauges(crate::telemetry::ClusterView {
             groups: Arc::downgrade(&groups),
             replicas: Arc::downgrade(&replicas),
@@ -115,6 +123,7 @@ impl Broker {
             metrics,
             producer_ids: ProducerIdAllocator::default(),
             groups,
+            txns,
             tier,
             quorum,
             replicas,
@@ -125,6 +134,10 @@ impl Broker {
         broker
             .metrics
             .register_data_dir(broker.config.data_dir.clone());
+        broker.metrics.register_transactions(
+            Arc::downgrade(&broker.txns),
+            Arc::downgrade(&broker.replicas),
+        );
         Ok(broker)
     }
 
@@ -170,6 +183,12 @@ impl Broker {
     /// `__consumer_offsets` partition and holds its lease.
     pub fn coordinates(&self, group: &str) -> bool {
         self.holds_lease() && self.groups.is_coordinator(group)
+    }
+
+    /// Whether this broker coordinates `transactional_id` now: it leads and loaded
+    /// the id's `__transaction_state` partition and holds its lease.
+    pub fn coordinates_txn(&self, transactional_id: &str) -> bool {
+        self.holds_lease() && self.txns.is_coordinator(transactional_id)
     }
 
     /// Ready to serve clients: registered, and the group coordinator's topic exists.
@@ -360,6 +379,73 @@ impl Broker {
 
     /// Proposes `cmd` and waits (up to 5 s) until this broker applied it, so an
     /// admin answer right after reflects the change.
+    /// Creates an internal topic (`__consumer_offsets`, `__transaction_state`) once
+    /// enough brokers registered for its replication factor
+    /// (`offsets_topic_replication_factor`, capped at the voter count, so a single
+    /// broker gets RF 1).
+    pub fn internal_topic_command(
+        &self,
+        state: &cluster::ClusterState,
+        name: &str,
+        partitions: i32,
+    ) -> Option<Command> {
+        let b = self;
+        let voters = b.config.voters().map(|v| v.len()).unwrap_or(1);
+        let rf = (b.config.offsets_topic_replication_factor as usize).min(voters);
+        let alive = state
+            .brokers
+            .values()
+            .filter(|x| x.status == cluster::BrokerStatus::Alive)
+            .count();
+        if alive < rf {
+            return None;
+        }
+        let assignment = cluster::assign_replicas(state, partitions, rf as i16, 0).ok()?;
+        let mut configs = std::collections::BTreeMap::new();
+        configs.insert(
+            "segment.bytes".to_string(),
+            b.config.offsets_segment_bytes.to_string(),
+        );
+        configs.insert("retention.ms".to_string(), "-1".to_string());
+        configs.insert("retention.bytes".to_string(), "-1".to_string());
+        configs.insert(
+            "min.insync.replicas".to_string(),
+            if rf >= 3 { "2" } else { "1" }.to_string(),
+        );
+        Some(Command::CreateTopic {
+            record: TopicRecord {
+                name: name.to_string(),
+                id: Uuid::new_v4(),
+                partitions,
+                replication_factor: rf as i16,
+                configs,
+                internal: true,
+            },
+            assignment,
+        })
+    }
+
+    /// Creates `__transaction_state` if it does not exist yet: on the first
+    /// FindCoordinator for a transaction, as Kafka does, so clusters without
+    /// transactions never carry its partitions.
+    pub async fn ensure_txn_state_topic(&self) {
+        let state = self.cluster();
+        if state.topics.contains_key(TXN_STATE_TOPIC) {
+            return;
+        }
+        let Some(cmd) = self.internal_topic_command(
+            &state,
+            TXN_STATE_TOPIC,
+            self.config.transaction_state_partitions,
+        ) else {
+            return;
+        };
+        match self.commit(cmd).await {
+            Ok(()) => info!("created {TXN_STATE_TOPIC}"),
+            Err(e) => debug!(error = %e, "{TXN_STATE_TOPIC} not created (another broker may have)"),
+        }
+    }
+
     async fn commit(&self, cmd: Command) -> Result<(), MetadataError> {
         let (index, _) = self.quorum.propose(cmd).await?;
         self.quorum
@@ -418,6 +504,7 @@ impl Broker {
         let applied = self.replicas.apply(&published.state, registered, now_ms());
         if registered {
             self.groups.set_owned(&self.replicas, &applied.offsets_led);
+            self.txns.set_owned(&self.replicas, &applied.txn_state_led);
         }
         self.reconciled_index
             .fetch_max(published.applied_index, Ordering::AcqRel);
@@ -457,6 +544,10 @@ impl Broker {
                 let now = now_ms();
                 b.groups.tick(now);
                 n += 1;
+                if n.is_multiple_of(10) {
+                    // Transaction timeouts and id expiry, once a second.
+                    b.txns.tick(now).await;
+                }
                 if n.is_multiple_of(600) {
                     // Offset expiry and compaction, once a minute.
                     let _ = tokio::task::spawn_blocking(move || b.groups.maintain(now)).await;

@@ -89,6 +89,13 @@ pub struct BrokerConfig {
     pub offsets_topic_partitions: i32,
     /// Segment size of `__consumer_offsets` (compaction works segment by segment).
     pub offsets_segment_bytes: u64,
+    /// Partitions of the internal `__transaction_state` topic (created on the first
+    /// transactional producer).
+    pub transaction_state_partitions: i32,
+    /// Largest `transaction.timeout.ms` a producer may ask for.
+    pub transaction_max_timeout_ms: i32,
+    /// A `transactional.id` without a transaction for this long is forgotten.
+    pub transactional_id_expiration_ms: i64,
     /// Committed offsets of a group without members expire this long after the commit.
     pub offsets_retention_ms: i64,
     /// Largest metadata string accepted with a committed offset.
@@ -194,6 +201,9 @@ impl Default for BrokerConfig {
             log_format: "text".into(),
             offsets_topic_partitions: 50,
             offsets_segment_bytes: 1 << 20,
+            transaction_state_partitions: 50,
+            transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             offset_metadata_max_bytes: 4096,
             producer_id_expiration_ms: 86_400_000,

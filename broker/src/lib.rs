@@ -23,6 +23,7 @@ pub mod replicas;
 pub mod replication;
 pub mod telemetry;
 pub mod tier;
+pub mod txn;
 
 // Unit tests decode hostile input too, so they run on the broker's allocator.
 #[cfg(test)]

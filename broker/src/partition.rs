@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::log::{
-    AppendInfo, ClosedSegment, LogConfig, LogError, PartitionLog, ReadMode, ReadPlan,
+    AbortedTxn, AppendInfo, ClosedSegment, LogConfig, LogError, PartitionLog, ReadMode, ReadPlan,
     ValidatedRecords,
 };
 
@@ -56,7 +56,31 @@ pub struct Partition {
 pub struct FetchSnapshot {
     pub plan: ReadPlan,
     pub high_watermark: i64,
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// For `read_committed`: the aborted transactions with records in the range
+    /// read, which the client skips.
+    pub aborted: Vec<AbortedTxn>,
+}
+
+/// What a consumer may see (Kafka's `isolation.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Everything below the high watermark.
+    ReadUncommitted,
+    /// Everything below the last stable offset, with the aborted transactions listed.
+    ReadCommitted,
+}
+
+impl Isolation {
+    /// From the Fetch / ListOffsets `isolation_level` field.
+    pub fn from_level(level: i8) -> Self {
+        if level == 1 {
+            Isolation::ReadCommitted
+        } else {
+            Isolation::ReadUncommitted
+        }
+    }
 }
 
 impl Partition {
@@ -340,7 +364,13 @@ impl Partition {
         max_bytes: usize,
         min_one: bool,
     ) -> Result<FetchSnapshot, LogError> {
-        self.fetch_with(offset, max_bytes, min_one, ReadMode::Blocking)
+        self.fetch_with(
+            offset,
+            max_bytes,
+            min_one,
+            ReadMode::Blocking,
+            Isolation::ReadUncommitted,
+        )
     }
 
     /// [`Partition::fetch`]; in `Cached` mode an I/O error of kind `WouldBlock`
@@ -351,23 +381,79 @@ impl Partition {
         max_bytes: usize,
         min_one: bool,
         mode: ReadMode,
+        isolation: Isolation,
     ) -> Result<FetchSnapshot, LogError> {
         let hw = self.high_watermark();
-        let log = self.log.lock();
+        let mut log = self.log.lock();
+        let lso = log.last_stable_offset(hw);
+        let (limit, aborted) = match isolation {
+            Isolation::ReadUncommitted => (hw, Vec::new()),
+            Isolation::ReadCommitted => (lso, log.aborted_transactions(offset, lso)),
+        };
         let plan = log
             .plan_read_with(offset, max_bytes, min_one, mode)?
-            .limit(hw);
+            .limit(limit);
         Ok(FetchSnapshot {
             plan,
             high_watermark: hw,
+            last_stable_offset: lso,
             log_start_offset: log.log_start_offset(),
+            aborted,
         })
+    }
+
+    /// The last stable offset: below it every transaction is decided.
+    pub fn last_stable_offset(&self) -> i64 {
+        let hw = self.high_watermark();
+        self.log.lock().last_stable_offset(hw)
+    }
+
+    /// Aborted transactions with records in `[from, to)`.
+    pub fn aborted_transactions(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.log.lock().aborted_transactions(from, to)
+    }
+
+    /// Open transactions on this partition: `(producer id, epoch, first offset)`.
+    pub fn open_transactions(&self) -> Vec<(i64, i16, i64)> {
+        self.log.lock().open_transactions()
+    }
+
+    /// Runs `f` over the producer state (DescribeProducers).
+    pub fn with_producers<T>(
+        &self,
+        f: impl FnOnce(&crate::producer::ProducerStateTable) -> T,
+    ) -> T {
+        f(self.log.lock().producers())
     }
 
     /// Plans a read of everything in the local log, committed or not (rebuilding the
     /// coordinator's state when this broker becomes leader).
     pub fn fetch_local(&self, offset: i64, max_bytes: usize) -> Result<ReadPlan, LogError> {
         self.log.lock().plan_read(offset, max_bytes, true)
+    }
+
+    /// Reads every batch of the local log, committed or not, from its start to its
+    /// end, calling `f` with each one and `after_chunk` after each read (a
+    /// coordinator replaying its internal partition; tests pause there).
+    pub fn replay_local(
+        &self,
+        mut f: impl FnMut(crate::log::batch::BatchHeader, bytes::Bytes),
+        after_chunk: &dyn Fn(),
+    ) -> anyhow::Result<()> {
+        let mut offset = self.log_start_offset();
+        loop {
+            let data = self.fetch_local(offset, 1 << 20)?.read()?;
+            if data.is_empty() {
+                return Ok(());
+            }
+            let mut last = offset;
+            for (h, one) in crate::log::records::split_stored(&data) {
+                last = h.last_offset();
+                f(h, one);
+            }
+            offset = last + 1;
+            after_chunk();
+        }
     }
 
     /// Subscribes to high watermark changes (for long-poll fetches).

@@ -23,6 +23,7 @@ use crate::metadata::cluster::ClusterState;
 use crate::metadata::{topic_config, TopicRecord};
 use crate::partition::{Partition, Role};
 use crate::replica_removal::{self, RemovedReplica};
+use crate::txn::TXN_STATE_TOPIC;
 
 const TOPIC_ID_FILE: &str = "topic-id";
 
@@ -85,6 +86,9 @@ pub struct Applied {
     pub removed: Vec<RemovedReplica>,
     /// The `__consumer_offsets` partitions led here: the groups coordinated here.
     pub offsets_led: HashSet<i32>,
+    /// The `__transaction_state` partitions led here: the transactional ids
+    /// coordinated here.
+    pub txn_state_led: HashSet<i32>,
 }
 
 pub struct ReplicaManager {
@@ -141,6 +145,7 @@ impl ReplicaManager {
         let mut next = Topics::default();
         let mut followed: HashMap<i32, Vec<Arc<Partition>>> = HashMap::new();
         let mut offsets_led: HashSet<i32> = HashSet::new();
+        let mut txn_state_led: HashSet<i32> = HashSet::new();
         let mut removed: Vec<RemovedReplica> = Vec::new();
         for (name, meta) in &state.topics {
             let prev = old.get(name).filter(|t| t.record.id == meta.record.id);
@@ -198,6 +203,9 @@ impl ReplicaManager {
                     Role::Leader if name == OFFSETS_TOPIC => {
                         offsets_led.insert(index);
                     }
+                    Role::Leader if name == TXN_STATE_TOPIC => {
+                        txn_state_led.insert(index);
+                    }
                     _ => {}
                 }
                 partitions.push(Some(part));
@@ -231,6 +239,7 @@ impl ReplicaManager {
             followed,
             removed,
             offsets_led,
+            txn_state_led,
         }
     }
 
@@ -319,4 +328,32 @@ impl ReplicaManager {
         }
         Ok(())
     }
+}
+
+/// How a coordinator's loaded partitions (`owned`: index → the replica and the
+/// leader epoch it was loaded in) compare with the partitions this broker leads
+/// now: the ones to forget (no longer led, or led in another epoch, whose log may
+/// have been truncated) and the ones to load.
+pub fn leadership_delta(
+    owned: impl Iterator<Item = (i32, Arc<Partition>, i32)>,
+    led: &HashMap<i32, Arc<Partition>>,
+) -> (Vec<i32>, Vec<(i32, Arc<Partition>)>) {
+    let mut kept = HashSet::new();
+    let mut lost = Vec::new();
+    for (i, partition, epoch) in owned {
+        let same = led
+            .get(&i)
+            .is_some_and(|p| Arc::ptr_eq(p, &partition) && p.leader_epoch() == epoch);
+        if same {
+            kept.insert(i);
+        } else {
+            lost.push(i);
+        }
+    }
+    let gained = led
+        .iter()
+        .filter(|(i, _)| !kept.contains(i))
+        .map(|(i, p)| (*i, Arc::clone(p)))
+        .collect();
+    (lost, gained)
 }

@@ -197,6 +197,73 @@ impl Metrics {
             .build();
     }
 
+    /// Registers the transaction instruments: `strata_transactions_total{outcome}`
+    /// (started, committed, aborted, timed_out: transactions this broker coordinated),
+    /// `strata_transactions_open` (open transactions coordinated here) and
+    /// `strata_partition_lso_lag{topic,partition}` (records between the last stable
+    /// offset and the high watermark of each partition led here that has one: how far
+    /// an open transaction holds `read_committed` consumers back).
+    pub fn register_transactions(
+        &self,
+        txns: Weak<crate::txn::TransactionCoordinator>,
+        replicas: Weak<ReplicaManager>,
+    ) {
+        let meter = self.registry.meter();
+        let counted = txns.clone();
+        let _counter = meter
+            .u64_observable_counter("strata_transactions")
+            .with_description("Transactions coordinated by this broker, by outcome")
+            .with_callback(move |obs| {
+                let Some(t) = counted.upgrade() else { return };
+                let c = &t.counters;
+                for (outcome, n) in [
+                    ("started", &c.started),
+                    ("committed", &c.committed),
+                    ("aborted", &c.aborted),
+                    ("timed_out", &c.timed_out),
+                ] {
+                    obs.observe(
+                        n.load(std::sync::atomic::Ordering::Relaxed),
+                        &[KeyValue::new("outcome", outcome)],
+                    );
+                }
+            })
+            .build();
+        let _gauge = meter
+            .u64_observable_gauge("strata_transactions_open")
+            .with_description("Open transactions coordinated by this broker")
+            .with_callback(move |obs| {
+                if let Some(t) = txns.upgrade() {
+                    obs.observe(t.open_count(), &[]);
+                }
+            })
+            .build();
+        let _gauge = meter
+            .i64_observable_gauge("strata_partition_lso_lag")
+            .with_description(
+                "High watermark minus last stable offset, for partitions led here with an \
+                 undecided transaction",
+            )
+            .with_callback(move |obs| {
+                let Some(r) = replicas.upgrade() else { return };
+                for t in r.all_topics() {
+                    for p in t.local().filter(|p| p.is_leader()) {
+                        let lag = p.high_watermark() - p.last_stable_offset();
+                        if lag > 0 {
+                            obs.observe(
+                                lag,
+                                &[
+                                    KeyValue::new("topic", t.record.name.clone()),
+                                    KeyValue::new("partition", i64::from(p.index)),
+                                ],
+                            );
+                        }
+                    }
+                }
+            })
+            .build();
+    }
+
     /// Registers `strata_data_dir_free_bytes` and `strata_data_dir_capacity_bytes`:
     /// the filesystem holding `data_dir`, read with statvfs at scrape time. A broker
     /// whose log disk fills stops accepting writes, and on Kubernetes the volume's

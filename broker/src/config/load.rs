@@ -74,6 +74,16 @@ impl BrokerConfig {
             "must be >= 1",
         )?;
         check(
+            self.transaction_state_partitions >= 1,
+            "transaction_state_partitions",
+            "must be >= 1",
+        )?;
+        check(
+            self.transaction_max_timeout_ms >= 1,
+            "transaction_max_timeout_ms",
+            "must be >= 1",
+        )?;
+        check(
             self.default_partitions >= 1,
             "default_partitions",
             "must be >= 1",
@@ -196,6 +206,9 @@ const ALL_KEYS: &[&str] = &[
     "log_format",
     "offsets_topic_partitions",
     "offsets_segment_bytes",
+    "transaction_state_partitions",
+    "transaction_max_timeout_ms",
+    "transactional_id_expiration_ms",
     "offsets_retention_ms",
     "offset_metadata_max_bytes",
     "producer_id_expiration_ms",

@@ -17,7 +17,9 @@ use kafka_protocol::error::ResponseError;
 use parking_lot::{Mutex, MutexGuard};
 use tracing::{info, warn};
 
-use super::offsets::{self, CommittedOffset, OffsetCache, OffsetChange, OFFSETS_TOPIC};
+use super::offsets::{
+    self, CommittedOffset, OffsetCache, OffsetChange, PendingTxnOffsets, OFFSETS_TOPIC,
+};
 use super::state::{Group, GroupConfig, GroupState};
 use crate::log::ValidatedRecords;
 use crate::partition::Partition;
@@ -72,8 +74,11 @@ struct OwnedPartition {
     /// truncated, so a new epoch means a reload.
     leader_epoch: i32,
     /// Changes appended in that epoch and not yet below the high watermark, in log
-    /// order (appends happen under the coordinator lock, so this is the log order).
+    /// order (appends happen under the coordinator lock, so this is the log order;
+    /// a transaction's commits join it at their marker's place).
     pending: VecDeque<Pending>,
+    /// Transactional commits (TxnOffsetCommit) whose marker is not written yet.
+    txn_pending: PendingTxnOffsets,
 }
 
 struct Pending {
@@ -189,29 +194,21 @@ impl GroupCoordinator {
         let n = self.config.offsets_partitions;
         let gained: Vec<(i32, Arc<Partition>)> = {
             let mut st = self.state.lock();
-            let lost: Vec<i32> = st
+            let owned = st
                 .owned
                 .iter()
-                .filter(|(i, o)| {
-                    !led.get(i).is_some_and(|p| {
-                        Arc::ptr_eq(p, &o.partition) && p.leader_epoch() == o.leader_epoch
-                    })
-                })
-                .map(|(i, _)| *i)
-                .collect();
+                .map(|(i, o)| (*i, Arc::clone(&o.partition), o.leader_epoch));
+            let (lost, gained) = crate::replicas::leadership_delta(owned, led);
             if !lost.is_empty() {
                 st.forget(&lost, n);
                 info!(partitions = ?lost, "no longer coordinating groups of these offsets partitions");
             }
-            led.iter()
-                .filter(|(i, _)| !st.owned.contains_key(i))
-                .map(|(i, p)| (*i, Arc::clone(p)))
-                .collect()
+            gained
         };
         // Not owned yet, so nothing appends to these partitions while they replay.
         for (index, p) in gained {
             let epoch = p.leader_epoch();
-            let (loaded, records) = match offsets::replay(&p, on_batch) {
+            let (loaded, open_txns, records) = match offsets::replay(&p, on_batch) {
                 Ok(r) => r,
                 Err(e) => {
                     warn!(partition = index, error = %e, "cannot load offsets partition");
@@ -234,6 +231,7 @@ impl GroupCoordinator {
                     partition: p,
                     leader_epoch: epoch,
                     pending: VecDeque::new(),
+                    txn_pending: open_txns,
                 },
             );
             info!(
@@ -265,15 +263,26 @@ impl GroupCoordinator {
         changes: Vec<OffsetChange>,
         now: i64,
     ) -> Result<(), ResponseError> {
+        self.write_replicated(group, changes, now, None).await
+    }
+
+    /// Appends changes (inside `txn`'s transaction, if given) on the blocking pool,
+    /// off the async runtime, and waits until the ISR has them.
+    async fn write_replicated(
+        &self,
+        group: &str,
+        changes: Vec<OffsetChange>,
+        now: i64,
+        txn: Option<(i64, i16)>,
+    ) -> Result<(), ResponseError> {
         if changes.is_empty() {
             return Ok(());
         }
-        // The file write happens on the blocking pool, off the async runtime.
         let state = Arc::clone(&self.state);
         let index = self.partition_of(group);
         let group = group.to_string();
         let appended =
-            crate::blocking::run(move || append_to_log(&state, index, &group, changes, now))
+            crate::blocking::run(move || append_to_log(&state, index, &group, changes, now, txn))
                 .await
                 .ok_or(ResponseError::CoordinatorNotAvailable)??;
         match appended {
@@ -290,7 +299,66 @@ impl GroupCoordinator {
         changes: Vec<OffsetChange>,
         now: i64,
     ) -> Result<Option<Appended>, ResponseError> {
-        append_to_log(&self.state, self.partition_of(group), group, changes, now)
+        append_to_log(
+            &self.state,
+            self.partition_of(group),
+            group,
+            changes,
+            now,
+            None,
+        )
+    }
+
+    /// TxnOffsetCommit: appends the commits inside the producer's transaction and
+    /// waits until they are replicated; they take effect when the commit marker is
+    /// written ([`GroupCoordinator::complete_txn`]) and vanish on an abort.
+    pub async fn write_txn_offsets(
+        &self,
+        group: &str,
+        producer: (i64, i16),
+        changes: Vec<OffsetChange>,
+        now: i64,
+    ) -> Result<(), ResponseError> {
+        self.write_replicated(group, changes, now, Some(producer))
+            .await
+    }
+
+    /// A transaction marker of `producer_id` was written (and replicated) to offsets
+    /// partition `index`, ending at `marker_end`: its transactional commits take
+    /// effect (commit) or are dropped (abort).
+    pub fn complete_txn(&self, index: i32, producer_id: i64, commit: bool, marker_end: i64) {
+        let mut st = self.state.lock();
+        let Some(o) = st.owned.get_mut(&index) else {
+            return;
+        };
+        let Some(changes) = o.txn_pending.remove(&producer_id) else {
+            return;
+        };
+        if commit {
+            // In log order among the other commits, which may be newer or older.
+            let at = o.pending.partition_point(|p| p.end <= marker_end);
+            o.pending.insert(
+                at,
+                Pending {
+                    end: marker_end,
+                    changes,
+                },
+            );
+        }
+        st.settle();
+    }
+
+    /// Whether a transaction has a commit for this partition of the group that its
+    /// marker has not decided yet (OffsetFetch with `require_stable`).
+    pub fn has_unstable_offset(&self, group: &str, topic: &str, partition: i32) -> bool {
+        let index = self.partition_of(group);
+        let st = self.state.lock();
+        st.owned.get(&index).is_some_and(|o| {
+            o.txn_pending
+                .values()
+                .flatten()
+                .any(|(g, t, p, _)| g == group && t == topic && *p == partition)
+        })
     }
 
     async fn await_durable(&self, a: Appended, timeout: Duration) -> Result<(), ResponseError> {
@@ -442,11 +510,20 @@ impl GroupCoordinator {
             if p.segment_count() < self.config.compact_after_segments || p.replacement_pending() {
                 continue;
             }
+            // A checkpoint would delete the only copy of a transaction's commits
+            // whose marker is still to come.
+            if st
+                .owned
+                .get(&index)
+                .is_some_and(|o| !o.txn_pending.is_empty())
+            {
+                continue;
+            }
             let live = st.logged(index, n).entries_for_partition(index, n);
             let records = if live.is_empty() {
                 None
             } else {
-                match offsets::encode_changes(&live, now)
+                match offsets::encode_changes(&live, now, None)
                     .ok()
                     .and_then(|raw| ValidatedRecords::new(&raw, usize::MAX).ok())
                 {
@@ -505,11 +582,12 @@ fn append_to_log(
     group: &str,
     changes: Vec<OffsetChange>,
     now: i64,
+    txn: Option<(i64, i16)>,
 ) -> Result<Option<Appended>, ResponseError> {
     if changes.is_empty() {
         return Ok(None);
     }
-    let raw = offsets::encode_changes(&changes, now).map_err(|e| {
+    let raw = offsets::encode_changes(&changes, now, txn).map_err(|e| {
         warn!(error = %e, "cannot encode offset commit");
         ResponseError::UnknownServerError
     })?;
@@ -530,7 +608,15 @@ fn append_to_log(
         }
     })?;
     let end = info.last_offset + 1;
-    o.pending.push_back(Pending { end, changes });
+    match txn {
+        // Held until the transaction's marker decides it.
+        Some((producer_id, _)) => o
+            .txn_pending
+            .entry(producer_id)
+            .or_default()
+            .extend(changes),
+        None => o.pending.push_back(Pending { end, changes }),
+    }
     Ok(Some(Appended {
         partition: Arc::clone(&o.partition),
         end,

@@ -12,14 +12,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use bytes::{Bytes, BytesMut};
-use indexmap::IndexMap;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::log::batch;
+use crate::log::{batch, records};
 use crate::partition::Partition;
 
 /// Name of the internal topic.
@@ -62,101 +58,95 @@ pub fn partition_for(group: &str, partitions: i32) -> i32 {
     abs % partitions.max(1)
 }
 
-/// Encodes changes as one uncompressed record batch.
-pub fn encode_changes(changes: &[OffsetChange], now_ms: i64) -> anyhow::Result<Bytes> {
-    let records: Vec<Record> = changes
+/// Encodes changes as one uncompressed record batch; `txn` makes it part of that
+/// producer's transaction (TxnOffsetCommit), applied only once its commit marker is
+/// written.
+pub fn encode_changes(
+    changes: &[OffsetChange],
+    now_ms: i64,
+    txn: Option<(i64, i16)>,
+) -> anyhow::Result<Bytes> {
+    let records = changes
         .iter()
-        .enumerate()
-        .map(|(i, (group, topic, partition, value))| {
+        .map(|(group, topic, partition, value)| {
             let key = serde_json::to_vec(&OffsetKey {
                 group: group.clone(),
                 topic: topic.clone(),
                 partition: *partition,
             })?;
             let value = value.as_ref().map(serde_json::to_vec).transpose()?;
-            Ok(Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: -1,
-                timestamp: now_ms,
-                key: Some(Bytes::from(key)),
-                value: value.map(Bytes::from),
-                headers: IndexMap::new(),
-            })
+            Ok((Bytes::from(key), value.map(Bytes::from)))
         })
-        .collect::<Result<_, serde_json::Error>>()?;
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )?;
-    Ok(buf.freeze())
+        .collect::<Result<Vec<_>, serde_json::Error>>()?;
+    records::encode_key_values(records, now_ms, txn)
 }
 
-/// Decodes the offset changes in a run of stored batches (whole batches only).
-pub fn decode_changes(data: &Bytes) -> Vec<OffsetChange> {
-    let mut out = Vec::new();
-    for (h, at) in batch::headers(data) {
-        let mut one = data.slice(at..at + h.total_len());
-        let Ok(set) = RecordBatchDecoder::decode(&mut one) else {
-            tracing::warn!(
-                offset = h.base_offset,
-                "skipping undecodable batch in __consumer_offsets"
-            );
-            continue;
-        };
-        for r in set.records {
-            let Some(key) = r
-                .key
-                .as_ref()
-                .and_then(|k| serde_json::from_slice::<OffsetKey>(k).ok())
-            else {
-                continue;
-            };
-            let value = r
-                .value
-                .as_ref()
-                .and_then(|v| serde_json::from_slice::<CommittedOffset>(v).ok());
-            out.push((key.group, key.topic, key.partition, value));
-        }
-    }
-    out
+/// Decodes the offset changes of one stored batch.
+fn decode_batch(h: &batch::BatchHeader, one: &Bytes) -> Vec<OffsetChange> {
+    let Some(kvs) = records::decode_key_values(one) else {
+        tracing::warn!(
+            offset = h.base_offset,
+            "skipping undecodable batch in __consumer_offsets"
+        );
+        return Vec::new();
+    };
+    kvs.into_iter()
+        .filter_map(|(k, v)| {
+            let key = serde_json::from_slice::<OffsetKey>(&k).ok()?;
+            let value = v.and_then(|v| serde_json::from_slice::<CommittedOffset>(&v).ok());
+            Some((key.group, key.topic, key.partition, value))
+        })
+        .collect()
 }
+
+/// Decodes the offset changes in a run of stored batches (whole batches only),
+/// transactional ones included, markers skipped.
+pub fn decode_changes(data: &Bytes) -> Vec<OffsetChange> {
+    records::split_stored(data)
+        .filter(|(h, _)| !h.is_control())
+        .flat_map(|(h, one)| decode_batch(&h, &one))
+        .collect()
+}
+
+/// Offset commits of transactions whose marker is not written yet, by producer id.
+pub type PendingTxnOffsets = HashMap<i64, Vec<OffsetChange>>;
 
 /// Replays one offsets partition, from its log start to its end, into a fresh cache;
-/// `on_batch` runs after each read. Takes no coordinator lock: a coordinator calls it
-/// before installing the result, so a long replay stalls nobody else's groups.
-/// Returns the cache and how many records it replayed.
-pub fn replay(p: &Partition, on_batch: &dyn Fn()) -> anyhow::Result<(OffsetCache, usize)> {
+/// `on_batch` runs after each read. Transactional commits are held per producer
+/// until their marker: a commit marker applies them, an abort drops them, and those
+/// still open are returned. Takes no coordinator lock: a coordinator calls it before
+/// installing the result, so a long replay stalls nobody else's groups. Returns the
+/// cache, the open transactional commits and how many records it replayed.
+pub fn replay(
+    p: &Partition,
+    on_batch: &dyn Fn(),
+) -> anyhow::Result<(OffsetCache, PendingTxnOffsets, usize)> {
     let mut cache = OffsetCache::default();
+    let mut open = PendingTxnOffsets::new();
     let mut records = 0usize;
-    let mut offset = p.log_start_offset();
-    loop {
-        let data = p.fetch_local(offset, 1 << 20)?.read()?;
-        if data.is_empty() {
-            break;
-        }
-        let mut last = offset;
-        for (h, _) in batch::headers(&data) {
-            last = h.last_offset();
-        }
-        let changes = decode_changes(&data);
-        records += changes.len();
-        cache.apply(changes);
-        offset = last + 1;
-        on_batch();
-    }
-    Ok((cache, records))
+    p.replay_local(
+        |h, one| {
+            if h.is_control() {
+                let committed =
+                    batch::control_record(&one).is_some_and(|c| c.marker == batch::Marker::Commit);
+                if let Some(changes) = open.remove(&h.producer_id) {
+                    if committed {
+                        cache.apply(changes);
+                    }
+                }
+                return;
+            }
+            let changes = decode_batch(&h, &one);
+            records += changes.len();
+            if h.is_transactional() {
+                open.entry(h.producer_id).or_default().extend(changes);
+            } else {
+                cache.apply(changes);
+            }
+        },
+        on_batch,
+    )?;
+    Ok((cache, open, records))
 }
 
 /// The cache: group → (topic, partition) → committed offset.
@@ -261,7 +251,7 @@ mod tests {
             ("g".to_string(), "t".to_string(), 0, Some(v.clone())),
             ("g".to_string(), "t".to_string(), 1, None),
         ];
-        let b = encode_changes(&changes, 5).unwrap();
+        let b = encode_changes(&changes, 5, None).unwrap();
         assert!(batch::validate(&b).is_ok());
         assert_eq!(decode_changes(&b), changes);
         let mut cache = OffsetCache::default();

@@ -62,37 +62,22 @@ pub async fn commit(
         for (pi, p) in t.partitions.iter().enumerate() {
             let mut pr = OffsetCommitResponsePartition::default();
             pr.partition_index = p.partition_index;
-            let meta_len = p.committed_metadata.as_ref().map_or(0, |m| m.len());
-            let err = if let Some(e) = group_error {
-                Some(e)
-            } else if !topic
-                .as_ref()
-                .is_some_and(|tp| (0..tp.record.partitions).contains(&p.partition_index))
-            {
-                Some(ResponseError::UnknownTopicOrPartition)
-            } else if meta_len > max_meta {
-                Some(ResponseError::OffsetMetadataTooLarge)
-            } else {
-                None
+            let commit = Commit {
+                group: &group_id,
+                topic: &t.name,
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: if version >= 6 {
+                    p.committed_leader_epoch
+                } else {
+                    -1
+                },
+                metadata: p.committed_metadata.as_ref(),
             };
-            match err {
-                Some(e) => pr.error_code = e.code(),
-                None => {
-                    changes.push((
-                        group_id.clone(),
-                        t.name.0.to_string(),
-                        p.partition_index,
-                        Some(CommittedOffset {
-                            offset: p.committed_offset,
-                            leader_epoch: if version >= 6 {
-                                p.committed_leader_epoch
-                            } else {
-                                -1
-                            },
-                            metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-                            commit_timestamp: now,
-                        }),
-                    ));
+            match commit.change(group_error, topic.as_deref(), max_meta, now) {
+                Err(e) => pr.error_code = e.code(),
+                Ok(change) => {
+                    changes.push(change);
                     pending.push((ti, pi));
                 }
             }
@@ -106,6 +91,49 @@ pub async fn commit(
         }
     }
     resp
+}
+
+/// One partition's commit as a request states it (OffsetCommit, TxnOffsetCommit).
+pub(super) struct Commit<'a> {
+    pub group: &'a str,
+    pub topic: &'a TopicName,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<&'a kafka_protocol::protocol::StrBytes>,
+}
+
+impl Commit<'_> {
+    /// The change to store, or why this partition's commit is refused: the group's
+    /// own error, an unknown partition, metadata over `max_metadata` bytes.
+    pub(super) fn change(
+        &self,
+        group_error: Option<ResponseError>,
+        topic: Option<&crate::replicas::TopicState>,
+        max_metadata: usize,
+        now: i64,
+    ) -> Result<OffsetChange, ResponseError> {
+        if let Some(e) = group_error {
+            return Err(e);
+        }
+        if !topic.is_some_and(|tp| (0..tp.record.partitions).contains(&self.partition)) {
+            return Err(ResponseError::UnknownTopicOrPartition);
+        }
+        if self.metadata.map_or(0, |m| m.len()) > max_metadata {
+            return Err(ResponseError::OffsetMetadataTooLarge);
+        }
+        Ok((
+            self.group.to_string(),
+            self.topic.0.to_string(),
+            self.partition,
+            Some(CommittedOffset {
+                offset: self.offset,
+                leader_epoch: self.leader_epoch,
+                metadata: self.metadata.map(|m| m.to_string()),
+                commit_timestamp: now,
+            }),
+        ))
+    }
 }
 
 /// Committed rows of one topic: (partition, offset, leader epoch, metadata).
@@ -161,6 +189,15 @@ pub async fn fetch(
     version: i16,
 ) -> OffsetFetchResponse {
     let mut resp = OffsetFetchResponse::default();
+    // A consumer that asks for stable offsets is told to retry while a transaction
+    // holds a commit for the partition that its marker has not decided yet.
+    let unstable = |group: &str, topic: &TopicName, partition: i32| {
+        version >= 7
+            && req.require_stable
+            && broker
+                .groups
+                .has_unstable_offset(group, &topic.0, partition)
+    };
     if version >= 8 {
         for g in req.groups {
             let wanted = g.topics.map(|ts| {
@@ -179,7 +216,6 @@ pub async fn fetch(
                 .into_iter()
                 .map(|(name, rows)| {
                     let mut t = OffsetFetchResponseTopics::default();
-                    t.name = name;
                     t.partitions = rows
                         .into_iter()
                         .map(|(p, o, e, m)| {
@@ -188,9 +224,14 @@ pub async fn fetch(
                             r.committed_offset = o;
                             r.committed_leader_epoch = e;
                             r.metadata = Some(str_bytes(m));
+                            if unstable(&g.group_id.0, &name, p) {
+                                r.error_code = ResponseError::UnstableOffsetCommit.code();
+                                r.committed_offset = -1;
+                            }
                             r
                         })
                         .collect();
+                    t.name = name;
                     t
                 })
                 .collect();
@@ -211,7 +252,6 @@ pub async fn fetch(
         .into_iter()
         .map(|(name, rows)| {
             let mut t = OffsetFetchResponseTopic::default();
-            t.name = name;
             t.partitions = rows
                 .into_iter()
                 .map(|(p, o, e, m)| {
@@ -222,9 +262,14 @@ pub async fn fetch(
                         r.committed_leader_epoch = e;
                     }
                     r.metadata = Some(str_bytes(m));
+                    if unstable(&req.group_id.0, &name, p) {
+                        r.error_code = ResponseError::UnstableOffsetCommit.code();
+                        r.committed_offset = -1;
+                    }
                     r
                 })
                 .collect();
+            t.name = name;
             t
         })
         .collect();

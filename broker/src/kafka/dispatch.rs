@@ -15,8 +15,9 @@ use opentelemetry::KeyValue;
 
 use super::{
     alter_configs, api_versions, committed_offsets, configs, delete_records, describe_cluster,
-    describe_topic_partitions, elect_leaders, fetch, groups, leader_epoch, list_offsets, log_dirs,
-    produce, producer_id, reassignments, topic_metadata, topics,
+    describe_topic_partitions, describe_txn, elect_leaders, fetch, groups, leader_epoch,
+    list_offsets, log_dirs, produce, producer_id, reassignments, topic_metadata, topics,
+    transactions, txn_markers,
 };
 use crate::broker::Broker;
 
@@ -235,6 +236,24 @@ async fn route(broker: &Arc<Broker>, req: Request) -> Outcome {
         RequestKind::OffsetCommit(r) => respond!(committed_offsets::commit(broker, r, version)),
         RequestKind::OffsetFetch(r) => respond!(committed_offsets::fetch(broker, r, version)),
         RequestKind::OffsetDelete(r) => respond!(committed_offsets::delete(broker, r, version)),
+        RequestKind::AddPartitionsToTxn(r) => {
+            respond!(transactions::add_partitions(broker, r, version))
+        }
+        RequestKind::AddOffsetsToTxn(r) => respond!(transactions::add_offsets(broker, r, version)),
+        RequestKind::EndTxn(r) => respond!(transactions::end_txn(broker, r, version)),
+        RequestKind::TxnOffsetCommit(r) => {
+            respond!(transactions::txn_offset_commit(broker, r, version))
+        }
+        RequestKind::WriteTxnMarkers(r) => respond!(txn_markers::handle(broker, r, version)),
+        RequestKind::DescribeTransactions(r) => {
+            respond!(describe_txn::describe_transactions(broker, r, version))
+        }
+        RequestKind::ListTransactions(r) => {
+            respond!(describe_txn::list_transactions(broker, r, version))
+        }
+        RequestKind::DescribeProducers(r) => {
+            respond!(describe_txn::describe_producers(broker, r, version))
+        }
         _ => Outcome::Close(format!("API {api:?} is not served by this broker")),
     }
 }

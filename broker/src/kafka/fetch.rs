@@ -14,14 +14,17 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::select_all;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::ProducerId;
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::broker::Broker;
 use crate::log::{batch, LogError, ReadMode};
-use crate::partition::{FetchSnapshot, Partition};
+use crate::partition::{FetchSnapshot, Isolation, Partition};
 use crate::replicas::TopicState;
 use crate::telemetry::Metrics;
 use crate::tier::reader::{RemoteFetch, TierReadError};
@@ -85,6 +88,11 @@ async fn read_once(
     let mut resp = FetchResponse::default();
     let mut total = 0usize;
     let mut errored = false;
+    let isolation = if version >= 4 {
+        Isolation::from_level(req.isolation_level)
+    } else {
+        Isolation::ReadUncommitted
+    };
     for (t, state) in req.topics.iter().zip(topics) {
         let mut tr = FetchableTopicResponse::default();
         if version >= 13 {
@@ -118,18 +126,27 @@ async fn read_once(
                         .min(fp.partition_max_bytes.max(0) as usize);
                     let min_one = total == 0;
                     let tid = state.as_ref().map(|s| s.record.id).unwrap_or_default();
-                    match read_partition(broker, &tid, p, fp.fetch_offset, budget, min_one).await {
+                    let read = Read {
+                        offset: fp.fetch_offset,
+                        budget,
+                        min_one,
+                        isolation,
+                    };
+                    match read_partition(broker, &tid, p, read).await {
                         Ok((snap, data)) => {
                             pd.high_watermark = snap.high_watermark;
-                            pd.last_stable_offset = snap.high_watermark;
+                            pd.last_stable_offset = snap.last_stable_offset;
                             pd.log_start_offset = snap.log_start_offset;
+                            if version >= 4 {
+                                pd.aborted_transactions = Some(snap.aborted);
+                            }
                             total += data.len();
                             pd.records = Some(data);
                         }
                         Err(code) => {
                             pd.error_code = code.code();
                             pd.high_watermark = p.high_watermark();
-                            pd.last_stable_offset = pd.high_watermark;
+                            pd.last_stable_offset = p.last_stable_offset();
                             pd.log_start_offset = log_start(broker, &tid, p);
                             pd.records = Some(Bytes::new());
                             errored = true;
@@ -137,7 +154,7 @@ async fn read_once(
                     }
                 }
             }
-            if version >= 4 {
+            if version >= 4 && pd.aborted_transactions.is_none() {
                 pd.aborted_transactions = Some(Vec::new());
             }
             tr.partitions.push(pd);
@@ -150,7 +167,30 @@ async fn read_once(
 /// What a partition's read reports besides its records.
 struct Snapshot {
     high_watermark: i64,
+    last_stable_offset: i64,
     log_start_offset: i64,
+    aborted: Vec<AbortedTransaction>,
+}
+
+/// One partition's read, as the request asks it.
+#[derive(Clone, Copy)]
+struct Read {
+    offset: i64,
+    budget: usize,
+    min_one: bool,
+    isolation: Isolation,
+}
+
+fn aborted_list(aborted: Vec<crate::log::AbortedTxn>) -> Vec<AbortedTransaction> {
+    aborted
+        .into_iter()
+        .map(|a| {
+            let mut t = AbortedTransaction::default();
+            t.producer_id = ProducerId(a.producer_id);
+            t.first_offset = a.first_offset;
+            t
+        })
+        .collect()
 }
 
 /// The first offset clients can read: the tier's start when it holds older data.
@@ -167,11 +207,9 @@ async fn read_partition(
     broker: &Broker,
     topic_id: &Uuid,
     p: &Arc<Partition>,
-    offset: i64,
-    budget: usize,
-    min_one: bool,
+    read: Read,
 ) -> Result<(Snapshot, Bytes), ResponseError> {
-    match read_local(p, offset, budget, min_one).await {
+    match read_local(p, read).await {
         Ok((snap, data)) => {
             let log_start_offset = match &broker.tier {
                 Some(tier) => tier.log_start_offset(topic_id, p, snap.log_start_offset),
@@ -180,20 +218,34 @@ async fn read_partition(
             Ok((
                 Snapshot {
                     high_watermark: snap.high_watermark,
+                    last_stable_offset: snap.last_stable_offset,
                     log_start_offset,
+                    aborted: aborted_list(snap.aborted),
                 },
                 data,
             ))
         }
-        Err(LogError::OffsetOutOfRange { start, .. }) if offset < start => {
+        Err(LogError::OffsetOutOfRange { start, .. }) if read.offset < start => {
             let Some(tier) = &broker.tier else {
                 return Err(ResponseError::OffsetOutOfRange);
             };
-            match tier.fetch(topic_id, p, offset, budget, min_one).await {
+            match tier
+                .fetch(topic_id, p, read.offset, read.budget, read.min_one)
+                .await
+            {
+                // Tiered segments lie below the local log start, which never passes
+                // the last stable offset: all of them are decided.
                 Ok(RemoteFetch::Records(data)) => Ok((
                     Snapshot {
                         high_watermark: p.high_watermark(),
+                        last_stable_offset: p.last_stable_offset(),
                         log_start_offset: tier.log_start_offset(topic_id, p, start),
+                        aborted: match read.isolation {
+                            Isolation::ReadCommitted => {
+                                aborted_list(p.aborted_transactions(read.offset, start))
+                            }
+                            Isolation::ReadUncommitted => Vec::new(),
+                        },
                     },
                     data,
                 )),
@@ -207,14 +259,16 @@ async fn read_partition(
 
 /// Reads local records: on this thread when the page cache holds them (the usual
 /// case for consumers near the end of the log), on the blocking pool otherwise.
-async fn read_local(
-    p: &Arc<Partition>,
-    offset: i64,
-    budget: usize,
-    min_one: bool,
-) -> Result<(FetchSnapshot, Bytes), LogError> {
+async fn read_local(p: &Arc<Partition>, read: Read) -> Result<(FetchSnapshot, Bytes), LogError> {
+    let Read {
+        offset,
+        budget,
+        min_one,
+        isolation,
+    } = read;
+    // The page cache first; the blocking pool only when the disk must be read.
     let cached = p
-        .fetch_with(offset, budget, min_one, ReadMode::Cached)
+        .fetch_with(offset, budget, min_one, ReadMode::Cached, isolation)
         .and_then(|snap| match snap.plan.read_with(ReadMode::Cached) {
             Ok(data) => Ok((snap, data)),
             Err(source) => Err(LogError::Io {
@@ -228,7 +282,7 @@ async fn read_local(
     }
     let p = Arc::clone(p);
     crate::blocking::run(move || {
-        let snap = p.fetch(offset, budget, min_one)?;
+        let snap = p.fetch_with(offset, budget, min_one, ReadMode::Blocking, isolation)?;
         let data = snap.plan.read().map_err(|source| LogError::Io {
             path: p.dir(),
             source,

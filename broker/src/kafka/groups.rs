@@ -24,17 +24,23 @@ use crate::group::offsets::{partition_for, OFFSETS_TOPIC};
 use crate::group::state::{JoinRequest, JoinResult, Reply, SyncResult};
 
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 fn code(e: Option<ResponseError>) -> i16 {
     e.map_or(0, |e| e.code())
 }
 
-/// The broker leading the `__consumer_offsets` partition of `key`: `(id, host, port)`.
-fn coordinator_for(broker: &Broker, key: &str) -> Result<(i32, String, i32), ResponseError> {
+/// The broker leading the partition of `key` in `internal_topic`
+/// (`__consumer_offsets` or `__transaction_state`): `(id, host, port)`.
+pub fn coordinator_for(
+    broker: &Broker,
+    internal_topic: &str,
+    key: &str,
+) -> Result<(i32, String, i32), ResponseError> {
     let state = broker.cluster();
     let topic = state
         .topics
-        .get(OFFSETS_TOPIC)
+        .get(internal_topic)
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
     let n = topic.partitions.len() as i32;
     let p = usize::try_from(partition_for(key, n))
@@ -55,12 +61,19 @@ pub async fn find_coordinator(
     version: i16,
 ) -> FindCoordinatorResponse {
     let mut resp = FindCoordinatorResponse::default();
-    let supported = req.key_type == KEY_TYPE_GROUP;
+    let internal_topic = match req.key_type {
+        KEY_TYPE_GROUP => Some(OFFSETS_TOPIC),
+        KEY_TYPE_TRANSACTION => {
+            broker.ensure_txn_state_topic().await;
+            Some(crate::txn::TXN_STATE_TOPIC)
+        }
+        _ => None,
+    };
+    let supported = internal_topic.is_some();
     let lookup = |key: &str| -> Result<(i32, String, i32), ResponseError> {
-        if supported {
-            coordinator_for(broker, key)
-        } else {
-            Err(ResponseError::CoordinatorNotAvailable)
+        match internal_topic {
+            Some(topic) => coordinator_for(broker, topic, key),
+            None => Err(ResponseError::InvalidRequest),
         }
     };
     if version >= 4 {
@@ -81,8 +94,10 @@ pub async fn find_coordinator(
                         c.node_id = BrokerId(-1);
                         c.port = -1;
                         if !supported {
-                            c.error_message =
-                                Some(str_bytes("transaction coordinators are not supported yet"));
+                            c.error_message = Some(str_bytes(format!(
+                                "unknown coordinator key type {}",
+                                req.key_type
+                            )));
                         }
                     }
                 }

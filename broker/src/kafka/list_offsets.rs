@@ -1,6 +1,7 @@
 //! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), or the first offset
 //! whose record timestamp is at or after a given time. For tiered partitions the
-//! earliest offset and timestamp searches include what only the tier holds.
+//! earliest offset and timestamp searches include what only the tier holds. With
+//! `isolation_level=read_committed` the latest offset is the last stable offset.
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ pub async fn handle(
     version: i16,
 ) -> ListOffsetsResponse {
     let mut resp = ListOffsetsResponse::default();
+    let read_committed = version >= 2 && req.isolation_level == 1;
     for t in req.topics {
         let mut tr = ListOffsetsTopicResponse::default();
         tr.name = t.name.clone();
@@ -51,6 +53,8 @@ pub async fn handle(
                     let tier = broker.tier.as_ref();
                     let tid = state.as_ref().map(|s| s.record.id).unwrap_or_default();
                     let found = match lp.timestamp {
+                        // read_committed consumers start at the last stable offset.
+                        LATEST if read_committed => Ok(Some((p.last_stable_offset(), -1))),
                         LATEST => Ok(Some((p.high_watermark(), -1))),
                         EARLIEST => {
                             let local = p.log_start_offset();

@@ -10,6 +10,7 @@ pub mod configs;
 pub mod delete_records;
 pub mod describe_cluster;
 pub mod describe_topic_partitions;
+pub mod describe_txn;
 pub mod dispatch;
 pub mod elect_leaders;
 pub mod fetch;
@@ -17,12 +18,15 @@ pub mod groups;
 pub mod leader_epoch;
 pub mod list_offsets;
 pub mod log_dirs;
+pub mod peer;
 pub mod produce;
 pub mod producer_id;
 pub mod reassignments;
 pub mod server;
 pub mod topic_metadata;
 pub mod topics;
+pub mod transactions;
+pub mod txn_markers;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::protocol::StrBytes;
@@ -49,6 +53,10 @@ pub fn log_error_code(e: &LogError) -> ResponseError {
         LogError::Sequence(crate::producer::SequenceError::OutOfOrder { .. }) => {
             ResponseError::OutOfOrderSequenceNumber
         }
+        LogError::Sequence(crate::producer::SequenceError::CoordinatorFenced { .. }) => {
+            ResponseError::TransactionCoordinatorFenced
+        }
+        LogError::BadControlBatch(_) => ResponseError::InvalidRecord,
     }
 }
 

@@ -7,7 +7,10 @@
 //! roll, an fsync a flush policy or a new epoch asks for) runs on the blocking pool.
 //! A thread hop on every request cost a third of Kafka ProducerPerformance's
 //! throughput on a busy 2-core machine (bench/RESULTS.md, 2026-12-01 20:30).
+//! Transactional batches (a request with a `transactional.id`) are appended like
+//! any other; the log opens the producer's transaction on the partition.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,11 +44,15 @@ pub async fn handle(
 ) -> Option<ProduceResponse> {
     let acks = req.acks;
     let timeout = Duration::from_millis(req.timeout_ms.clamp(0, 300_000) as u64);
+    let refused = match &req.transactional_id {
+        Some(id) => verify_transactional(broker, &id.0, &req).await,
+        None => HashMap::new(),
+    };
     let (mut resp, waits) = if appends_stay_in_memory(broker, &req) {
-        append_all(broker, req, version)
+        append_all(broker, req, version, &refused)
     } else {
         let b = Arc::clone(broker);
-        crate::blocking::run(move || append_all(&b, req, version)).await?
+        crate::blocking::run(move || append_all(&b, req, version, &refused)).await?
     };
     if !waits.is_empty() {
         wait_for_replication(&mut resp, &waits, timeout, version).await;
@@ -74,9 +81,51 @@ fn appends_stay_in_memory(broker: &Broker, req: &ProduceRequest) -> bool {
     })
 }
 
+/// The partitions where this request holds a producer's first transactional write
+/// that the coordinator did not confirm as part of its transaction (KIP-890 part 1),
+/// with the error to answer.
+async fn verify_transactional(
+    broker: &Arc<Broker>,
+    txn_id: &str,
+    req: &ProduceRequest,
+) -> HashMap<(String, i32), ResponseError> {
+    let mut refused = HashMap::new();
+    for t in &req.topic_data {
+        let Some(state) = broker.replicas.topic(&t.name.0) else {
+            continue;
+        };
+        for pd in &t.partition_data {
+            let (Ok(p), Some(records)) = (state.leader_of(pd.index), pd.records.as_ref()) else {
+                continue;
+            };
+            let Ok(first) = crate::log::batch::BatchHeader::parse(records) else {
+                continue;
+            };
+            if !first.is_transactional() || p.with_producers(|s| s.has_open_txn(first.producer_id))
+            {
+                continue;
+            }
+            let partition = (t.name.0.to_string(), pd.index);
+            let producer = (first.producer_id, first.producer_epoch);
+            if let Err(e) =
+                super::transactions::verify_first_write(broker, txn_id, producer, &partition).await
+            {
+                refused.insert(partition, e);
+            }
+        }
+    }
+    refused
+}
+
 /// Validates and appends every partition's records (blocking file I/O); returns the
-/// response so far and the acks=all writes still to wait for.
-fn append_all(broker: &Broker, req: ProduceRequest, version: i16) -> (ProduceResponse, Vec<Wait>) {
+/// response so far and the acks=all writes still to wait for. `refused` partitions
+/// failed the transaction verification and get its error.
+fn append_all(
+    broker: &Broker,
+    req: ProduceRequest,
+    version: i16,
+    refused: &HashMap<(String, i32), ResponseError>,
+) -> (ProduceResponse, Vec<Wait>) {
     let acks = req.acks;
     let mut resp = ProduceResponse::default();
     let mut waits: Vec<Wait> = Vec::new();
@@ -97,18 +146,20 @@ fn append_all(broker: &Broker, req: ProduceRequest, version: i16) -> (ProduceRes
                         format!("acks={acks} is not -1, 0 or 1"),
                     ));
                 }
-                if req.transactional_id.is_some() {
-                    return Err((
-                        ResponseError::TransactionalIdAuthorizationFailed,
-                        "transactions are not supported yet".to_string(),
-                    ));
-                }
                 let Some(state) = &state else {
                     return Err((
                         ResponseError::UnknownTopicOrPartition,
                         format!("unknown topic `{}`", topic.name.0),
                     ));
                 };
+                if let Some(e) = refused.get(&(topic.name.0.to_string(), pd.index)) {
+                    return Err((
+                        *e,
+                        "the transaction coordinator has not added this partition to the \
+                         producer's transaction"
+                            .to_string(),
+                    ));
+                }
                 let partition = state.leader_of(pd.index).map_err(|e| {
                     (
                         e,
@@ -135,6 +186,7 @@ fn append_all(broker: &Broker, req: ProduceRequest, version: i16) -> (ProduceRes
                 let max = partition.log_config().max_message_bytes;
                 let validated = ValidatedRecords::new(records, max)
                     .map_err(|e| (log_error_code(&e), e.to_string()))?;
+                check_transactional(&validated, req.transactional_id.is_some())?;
                 let (bytes, count) = (validated.byte_len() as u64, validated.record_count());
                 let info = partition
                     .append(validated, now_ms())
@@ -184,6 +236,31 @@ fn append_all(broker: &Broker, req: ProduceRequest, version: i16) -> (ProduceRes
         resp.responses.push(tr);
     }
     (resp, waits)
+}
+
+/// Control batches are the coordinator's alone; transactional batches come only in
+/// requests that name their `transactional.id`, and such requests carry nothing else.
+fn check_transactional(
+    records: &ValidatedRecords,
+    transactional: bool,
+) -> Result<(), (ResponseError, String)> {
+    for h in records.batches() {
+        if h.is_control() {
+            return Err((
+                ResponseError::InvalidRecord,
+                "control batches may not be produced".to_string(),
+            ));
+        }
+        if h.is_transactional() != transactional {
+            let why = if transactional {
+                "a request with a transactional.id holds a non-transactional batch"
+            } else {
+                "a transactional batch in a request without a transactional.id"
+            };
+            return Err((ResponseError::InvalidRecord, why.to_string()));
+        }
+    }
+    Ok(())
 }
 
 /// Waits for the acks=all writes and turns the failed ones into errors.

@@ -1,5 +1,6 @@
-//! InitProducerId for idempotent (non-transactional) producers: a fresh producer id,
-//! or an epoch bump for a producer that asks to keep its id (KIP-360).
+//! InitProducerId: for idempotent producers a fresh producer id, or an epoch bump
+//! for a producer that asks to keep its id (KIP-360); with a `transactional.id`,
+//! the transaction coordinator's answer (`kafka::transactions`).
 
 use std::sync::Arc;
 
@@ -17,11 +18,25 @@ pub async fn handle(
     let mut resp = InitProducerIdResponse::default();
     resp.producer_id = ProducerId(-1);
     resp.producer_epoch = -1;
-    if req.transactional_id.is_some() {
-        resp.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+    let (pid, epoch) = (req.producer_id.0, req.producer_epoch);
+    if let Some(txn_id) = &req.transactional_id {
+        let expected = (version >= 3 && pid >= 0).then_some((pid, epoch));
+        match super::transactions::init_producer_id(
+            broker,
+            txn_id,
+            req.transaction_timeout_ms,
+            expected,
+        )
+        .await
+        {
+            Ok((id, e)) => {
+                resp.producer_id = ProducerId(id);
+                resp.producer_epoch = e;
+            }
+            Err(e) => resp.error_code = e.code(),
+        }
         return resp;
     }
-    let (pid, epoch) = (req.producer_id.0, req.producer_epoch);
     if version >= 3 && pid >= 0 && (0..i16::MAX - 1).contains(&epoch) {
         resp.producer_id = ProducerId(pid);
         resp.producer_epoch = epoch + 1;

@@ -110,10 +110,145 @@ impl BatchHeader {
         self.attributes & 0x07
     }
 
-    /// Whether the batch belongs to a transaction or is a control batch.
-    pub fn is_transactional_or_control(&self) -> bool {
-        self.attributes & 0x30 != 0
+    /// Whether the batch belongs to a transaction (data or marker).
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL != 0
     }
+
+    /// Whether the batch is a control batch (a transaction marker).
+    pub fn is_control(&self) -> bool {
+        self.attributes & CONTROL != 0
+    }
+}
+
+/// Attribute bit of a batch written inside a transaction.
+const TRANSACTIONAL: i16 = 0x10;
+/// Attribute bit of a control batch.
+const CONTROL: i16 = 0x20;
+
+/// What a transaction marker (the one record of a control batch) says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker {
+    Abort,
+    Commit,
+}
+
+/// A transaction marker read from a control batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlRecord {
+    pub marker: Marker,
+    /// Epoch of the transaction coordinator that wrote it (fences older ones).
+    pub coordinator_epoch: i32,
+}
+
+/// Reads an unsigned LEB128 zig-zag varint at `*pos`.
+fn read_varint(b: &[u8], pos: &mut usize) -> Option<i64> {
+    let mut z: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*pos)?;
+        *pos += 1;
+        z |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(((z >> 1) as i64) ^ -((z & 1) as i64));
+        }
+    }
+    None
+}
+
+fn put_varint(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    loop {
+        if z < 0x80 {
+            out.push(z as u8);
+            return;
+        }
+        out.push((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+}
+
+/// Decodes the marker of a control batch (`batch` starts with its header); `None`
+/// when the batch is not a control batch or its record is not a marker Kafka
+/// defines (control batches are never compressed).
+pub fn control_record(batch: &[u8]) -> Option<ControlRecord> {
+    let h = BatchHeader::parse(batch).ok()?;
+    if !h.is_control() || h.compression() != 0 || batch.len() < h.total_len() {
+        return None;
+    }
+    let batch = &batch[..h.total_len()];
+    let mut pos = HEADER_LEN;
+    let _len = read_varint(batch, &mut pos)?;
+    pos += 1; // record attributes
+    let _ts_delta = read_varint(batch, &mut pos)?;
+    let _offset_delta = read_varint(batch, &mut pos)?;
+    let key_len = usize::try_from(read_varint(batch, &mut pos)?).ok()?;
+    let key = batch.get(pos..pos + key_len)?;
+    pos += key_len;
+    if key_len < 4 {
+        return None;
+    }
+    let marker = match be_i16(key, 2) {
+        0 => Marker::Abort,
+        1 => Marker::Commit,
+        _ => return None,
+    };
+    let value_len = usize::try_from(read_varint(batch, &mut pos)?).ok()?;
+    let value = batch.get(pos..pos + value_len)?;
+    let coordinator_epoch = if value.len() >= 6 {
+        be_i32(value, 2)
+    } else {
+        -1
+    };
+    Some(ControlRecord {
+        marker,
+        coordinator_epoch,
+    })
+}
+
+/// Builds the control batch that ends a transaction of `producer_id` (offset 0,
+/// leader epoch 0: the log assigns both), as Kafka lays it out: key version 0 and
+/// type, value version 0 and the coordinator epoch.
+pub fn control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    marker: ControlRecord,
+    timestamp: i64,
+) -> Vec<u8> {
+    let kind: i16 = match marker.marker {
+        Marker::Abort => 0,
+        Marker::Commit => 1,
+    };
+    let mut rec = vec![0u8]; // record attributes
+    put_varint(&mut rec, 0); // timestamp delta
+    put_varint(&mut rec, 0); // offset delta
+    put_varint(&mut rec, 4);
+    rec.extend_from_slice(&0i16.to_be_bytes());
+    rec.extend_from_slice(&kind.to_be_bytes());
+    put_varint(&mut rec, 6);
+    rec.extend_from_slice(&0i16.to_be_bytes());
+    rec.extend_from_slice(&marker.coordinator_epoch.to_be_bytes());
+    put_varint(&mut rec, 0); // headers
+    let mut records = Vec::with_capacity(rec.len() + 2);
+    put_varint(&mut records, rec.len() as i64);
+    records.extend_from_slice(&rec);
+    let mut b = Vec::with_capacity(HEADER_LEN + records.len());
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + records.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes()); // partition leader epoch
+    b.push(2);
+    b.extend_from_slice(&0u32.to_be_bytes()); // crc, below
+    b.extend_from_slice(&(TRANSACTIONAL | CONTROL).to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
+    b.extend_from_slice(&timestamp.to_be_bytes());
+    b.extend_from_slice(&timestamp.to_be_bytes());
+    b.extend_from_slice(&producer_id.to_be_bytes());
+    b.extend_from_slice(&producer_epoch.to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    b.extend_from_slice(&1i32.to_be_bytes());
+    b.extend_from_slice(&records);
+    let crc = compute_crc(&b);
+    b[CRC_POS..CRC_COVERED_FROM].copy_from_slice(&crc.to_be_bytes());
+    b
 }
 
 /// Computes the CRC32C of a whole batch the way the header's `crc` field expects.
@@ -257,15 +392,33 @@ pub(crate) mod tests {
         b
     }
 
-    fn put_varint(out: &mut Vec<u8>, v: i64) {
-        let mut z = ((v << 1) ^ (v >> 63)) as u64;
-        loop {
-            if z < 0x80 {
-                out.push(z as u8);
-                return;
-            }
-            out.push((z as u8 & 0x7f) | 0x80);
-            z >>= 7;
+    #[test]
+    fn control_batches_round_trip_and_data_batches_are_not_markers() {
+        for (marker, epoch) in [(Marker::Commit, 7), (Marker::Abort, -1)] {
+            let c = ControlRecord {
+                marker,
+                coordinator_epoch: epoch,
+            };
+            let b = control_batch(42, 3, c, 1_000);
+            let h = validate(&b).unwrap();
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!((h.producer_id, h.producer_epoch), (42, 3));
+            assert_eq!((h.records_count, h.base_sequence), (1, -1));
+            assert_eq!(control_record(&b), Some(c));
+        }
+        assert_eq!(control_record(&make_batch(0, 1, 1, b"x")), None);
+        // A truncated control record is not a marker, and does not panic.
+        let b = control_batch(
+            1,
+            0,
+            ControlRecord {
+                marker: Marker::Commit,
+                coordinator_epoch: 0,
+            },
+            0,
+        );
+        for cut in HEADER_LEN..b.len() {
+            assert_eq!(control_record(&b[..cut]), None, "cut at {cut}");
         }
     }
 

@@ -12,17 +12,20 @@ mod delete_records;
 pub mod epochs;
 pub mod index;
 mod read;
+pub mod records;
 mod recovery;
 mod replace;
 pub mod retention;
 pub mod segment;
 mod sync;
+mod txn_index;
 
 pub use delete_records::RecordsDeleted;
 pub(crate) use read::first_record_at_or_after;
 pub use read::ReadPlan;
 pub use replace::PendingReplacement;
 pub use sync::SyncJob;
+pub use txn_index::AbortedTxn;
 
 use std::io;
 use std::ops::Range;
@@ -33,10 +36,11 @@ use thiserror::Error;
 use tracing::{debug, warn};
 
 use crate::producer::{self, Check, ProducerStateTable, SequenceError};
-use batch::{BatchError, BatchHeader};
+use batch::{BatchError, BatchHeader, Marker};
 use epochs::LeaderEpochCache;
 pub use segment::ReadMode;
 use segment::Segment;
+use txn_index::TxnIndex;
 
 /// Per-partition log settings, resolved from topic config over broker defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +98,8 @@ pub enum LogError {
     Decode(String),
     #[error("producer sequence rejected: {0:?}")]
     Sequence(SequenceError),
+    #[error("malformed control batch at offset {0}")]
+    BadControlBatch(i64),
     #[error("this broker is not the leader of the partition")]
     NotLeader,
 }
@@ -200,6 +206,8 @@ pub struct PartitionLog {
     last_flush_ms: i64,
     producers: ProducerStateTable,
     epochs: LeaderEpochCache,
+    /// Aborted transactions, and decided ones not yet replicated.
+    txns: TxnIndex,
     /// End of the committed remote copy (-1: unknown); bounds local deletion.
     remote_end_offset: i64,
     /// Batches replayed into the producer state when the log was opened (after the
@@ -347,6 +355,15 @@ impl PartitionLog {
         let mut duplicate_of = None;
         let mut keep = Vec::with_capacity(records.batches.len());
         for (h, range) in records.batches.drain(..) {
+            if h.is_control() {
+                let marker = batch::control_record(&records.buf[range.clone()])
+                    .ok_or(LogError::BadControlBatch(h.base_offset))?;
+                self.producers
+                    .check_marker(&h, &marker)
+                    .map_err(LogError::Sequence)?;
+                keep.push((h, range));
+                continue;
+            }
             match self.producers.check(&h).map_err(LogError::Sequence)? {
                 Check::Append => keep.push((h, range)),
                 Check::Duplicate(meta) => {
@@ -409,7 +426,7 @@ impl PartitionLog {
                 .last_mut()
                 .ok_or_else(|| LogError::Decode("no active segment".into()))?;
             seg.append(bytes, h).map_err(io_err(&dir))?;
-            self.producers.record(h);
+            record_batch(&mut self.producers, &mut self.txns, h, bytes).map_err(io_err(&dir))?;
             next = h.last_offset() + 1;
         }
         self.unflushed_messages += records.record_count();
@@ -459,9 +476,9 @@ impl PartitionLog {
                 .segments
                 .last_mut()
                 .ok_or_else(|| LogError::Decode("no active segment".into()))?;
-            seg.append(&records.buf[range.clone()], h)
-                .map_err(io_err(&dir))?;
-            self.producers.record(h);
+            let bytes = &records.buf[range.clone()];
+            seg.append(bytes, h).map_err(io_err(&dir))?;
+            record_batch(&mut self.producers, &mut self.txns, h, bytes).map_err(io_err(&dir))?;
             self.unflushed_messages += h.records_count as u64;
             written += 1;
         }
@@ -503,6 +520,7 @@ impl PartitionLog {
         self.durable_end = offset;
         self.unsynced_segments.clear();
         self.producers = ProducerStateTable::default();
+        self.txns.truncate_from(i64::MIN).map_err(io_err(&dir))?;
         self.epochs.truncate_from(i64::MIN).map_err(io_err(&dir))?;
         // The state restarts empty, and so must recovery: no snapshot of the old log
         // may be loaded on top of the new one.
@@ -528,9 +546,11 @@ impl PartitionLog {
             .map_err(io_err(&dir))?;
         self.sync_generation += 1;
         self.durable_end = self.durable_end.min(self.log_end_offset());
-        self.producers.truncate_to(offset);
         self.epochs.truncate_from(offset).map_err(io_err(&dir))?;
-        producer::remove_snapshots_above(&dir, offset).map_err(io_err(&dir))
+        self.txns.truncate_from(offset).map_err(io_err(&dir))?;
+        // Rebuilt rather than trimmed: a truncated marker reopens its transaction,
+        // and only a replay knows the epoch the producer had before it.
+        self.rebuild_producer_state()
     }
 
     /// Flushes everything before a clean shutdown.
@@ -539,7 +559,67 @@ impl PartitionLog {
         self.active_mut().seal().map_err(io_err(&dir))?;
         self.sync_all_now(now_ms)?;
         self.epochs.sync_now().map_err(io_err(&dir))?;
+        if let Some(path) = self.txns.take_dirty() {
+            epochs::sync_file_and_dir(&path).map_err(io_err(&dir))?;
+        }
         self.active().sync().map_err(io_err(&dir))
+    }
+
+    /// The last stable offset given the high watermark: below it every transaction
+    /// is decided by a replicated marker, so `read_committed` consumers read up to it.
+    pub fn last_stable_offset(&mut self, high_watermark: i64) -> i64 {
+        let open = self.producers.first_open_txn_offset();
+        let unreplicated = self.txns.first_unreplicated(high_watermark);
+        [Some(high_watermark), open, unreplicated]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(high_watermark)
+    }
+
+    /// Aborted transactions with records in `[from, to)`.
+    pub fn aborted_transactions(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.txns.overlapping(from, to)
+    }
+
+    /// Open transactions: `(producer id, epoch, first offset)`.
+    pub fn open_transactions(&self) -> Vec<(i64, i16, i64)> {
+        self.producers.open_transactions()
+    }
+
+    pub fn producers(&self) -> &ProducerStateTable {
+        &self.producers
+    }
+}
+
+/// Applies one appended (or replayed) batch to the producer state and, for a
+/// transaction marker, to the transaction index. `bytes` is the whole batch; only a
+/// control batch's are read.
+fn record_batch(
+    producers: &mut ProducerStateTable,
+    txns: &mut TxnIndex,
+    h: &BatchHeader,
+    bytes: &[u8],
+) -> io::Result<()> {
+    if !h.is_control() {
+        producers.record(h);
+        return Ok(());
+    }
+    let Some(marker) = batch::control_record(bytes) else {
+        warn!(
+            offset = h.base_offset,
+            "ignoring a control batch that is not a marker"
+        );
+        return Ok(());
+    };
+    match producers.record_marker(h, &marker) {
+        Some(first) => txns.decided(
+            h.producer_id,
+            first,
+            h.base_offset,
+            marker.marker == Marker::Abort,
+        ),
+        None => Ok(()),
     }
 }
 

@@ -10,8 +10,9 @@ use std::path::Path;
 use tracing::{debug, info};
 
 use super::epochs::LeaderEpochCache;
-use super::segment::{self, Segment};
-use super::{io_err, LogConfig, LogError, PartitionLog};
+use super::segment::{self, Segment, SegmentReader};
+use super::txn_index::TxnIndex;
+use super::{io_err, record_batch, LogConfig, LogError, PartitionLog};
 use crate::producer::{self, ProducerStateTable};
 
 impl PartitionLog {
@@ -74,6 +75,7 @@ impl PartitionLog {
             last_flush_ms: now_ms,
             producers: ProducerStateTable::default(),
             epochs: LeaderEpochCache::open(dir).map_err(io_err(dir))?,
+            txns: TxnIndex::open(dir).map_err(io_err(dir))?,
             remote_end_offset: -1,
             producer_batches_replayed: 0,
             pending_replacement: None,
@@ -117,7 +119,7 @@ impl PartitionLog {
     /// Loads the newest valid producer-state snapshot and replays the batch headers
     /// written after it, so idempotence survives restarts and crashes without reading
     /// the whole log. Without a usable snapshot the whole log is replayed.
-    fn rebuild_producer_state(&mut self) -> Result<(), LogError> {
+    pub(super) fn rebuild_producer_state(&mut self) -> Result<(), LogError> {
         let end = self.log_end_offset();
         // Snapshots past a recovered (truncated) end describe records that are gone;
         // those below the log start belong to deleted segments.
@@ -129,19 +131,21 @@ impl PartitionLog {
             .unwrap_or((self.log_start_offset, ProducerStateTable::default()));
         self.producers = table;
         let from = from.max(self.log_start_offset);
+        // The replay re-derives the transactions decided from `from` on.
+        self.txns.truncate_from(from).map_err(io_err(&self.dir))?;
         let mut replayed = 0;
-        for seg in &self.segments {
-            if seg.next_offset() <= from {
-                continue;
-            }
-            let reader = seg.reader();
-            let mut pos = seg
+        let mut todo: Vec<(SegmentReader, u64)> = Vec::new();
+        for seg in self.segments.iter().filter(|s| s.next_offset() > from) {
+            let pos = seg
                 .find_position(from)
                 .map_err(io_err(&self.dir))?
                 .unwrap_or(0);
+            todo.push((seg.reader(), pos));
+        }
+        for (reader, mut pos) in todo {
             while let Some(h) = reader.header_at(pos).map_err(io_err(&self.dir))? {
                 if h.base_offset >= from {
-                    self.producers.record(&h);
+                    self.replay_batch(&reader, pos, &h)?;
                     replayed += 1;
                 }
                 pos += h.total_len() as u64;
@@ -208,19 +212,45 @@ impl PartitionLog {
         // What was recorded since the reset is replayed on top of the older state
         // (the local table only knew the batches after `offset`).
         self.producers = table;
-        for seg in &self.segments {
-            let reader = seg.reader();
+        self.txns
+            .truncate_from(i64::MIN)
+            .map_err(io_err(&self.dir))?;
+        let segments: Vec<SegmentReader> = self.segments.iter().map(Segment::reader).collect();
+        for reader in segments {
             let mut pos = 0;
             while let Some(h) = reader.header_at(pos).map_err(io_err(&self.dir))? {
-                self.producers.record(&h);
+                self.replay_batch(&reader, pos, &h)?;
                 pos += h.total_len() as u64;
             }
         }
         Ok(true)
     }
 
+    /// Applies one stored batch to the producer and transaction state; only a
+    /// control batch is read beyond its header.
+    fn replay_batch(
+        &mut self,
+        reader: &SegmentReader,
+        pos: u64,
+        h: &super::batch::BatchHeader,
+    ) -> Result<(), LogError> {
+        let bytes = if h.is_control() {
+            reader.batch_at(pos, h).map_err(io_err(&self.dir))?
+        } else {
+            bytes::Bytes::new()
+        };
+        record_batch(&mut self.producers, &mut self.txns, h, &bytes).map_err(io_err(&self.dir))
+    }
+
     /// Deletes the producer snapshots of segments deleted from the front of the log.
-    pub(super) fn remove_snapshots_below_start(&self) -> Result<(), LogError> {
+    /// Also forgets the aborted transactions that ended below it, unless the topic is
+    /// tiered: `read_committed` reads from the tier still need those.
+    pub(super) fn remove_snapshots_below_start(&mut self) -> Result<(), LogError> {
+        if self.config.remote.is_none() {
+            self.txns
+                .remove_below(self.log_start_offset)
+                .map_err(io_err(&self.dir))?;
+        }
         producer::remove_snapshots_below(&self.dir, self.log_start_offset)
             .map_err(io_err(&self.dir))
     }

@@ -17,7 +17,9 @@ use super::{epochs, io_err, LogError, PartitionLog};
 #[derive(Debug)]
 pub struct SyncJob {
     files: Vec<File>,
-    epochs: Option<PathBuf>,
+    /// Checkpoint files rewritten (by rename) since their last fsync: the leader
+    /// epochs, the aborted transactions.
+    checkpoints: Vec<PathBuf>,
     /// What is durable once the job succeeded.
     upto: i64,
     generation: u64,
@@ -28,7 +30,7 @@ impl SyncJob {
         for f in &self.files {
             f.sync_data()?;
         }
-        if let Some(path) = &self.epochs {
+        for path in &self.checkpoints {
             epochs::sync_file_and_dir(path)?;
         }
         Ok(())
@@ -39,7 +41,7 @@ impl PartitionLog {
     /// Whether a sync job is wanted now: `flush.messages` was reached, or the epoch
     /// checkpoint changed (it is fsynced as soon as the lock is released).
     pub fn sync_wanted(&self) -> bool {
-        self.sync_due || self.epochs.is_dirty()
+        self.sync_due || self.epochs.is_dirty() || self.txns.is_dirty()
     }
 
     /// Whether the topic asks for fsyncs (`flush.messages` or `flush.ms`); without
@@ -77,8 +79,11 @@ impl PartitionLog {
             self.last_flush_ms = now_ms;
         }
         self.sync_due = false;
-        let epochs = self.epochs.take_dirty();
-        if files.is_empty() && epochs.is_none() {
+        let checkpoints: Vec<PathBuf> = [self.epochs.take_dirty(), self.txns.take_dirty()]
+            .into_iter()
+            .flatten()
+            .collect();
+        if files.is_empty() && checkpoints.is_empty() {
             if active {
                 self.last_flush_ms = now_ms;
             }
@@ -93,7 +98,7 @@ impl PartitionLog {
         };
         Ok(Some(SyncJob {
             files,
-            epochs,
+            checkpoints,
             upto,
             generation: self.sync_generation,
         }))

@@ -619,3 +619,122 @@ fn cached_reads_serve_what_the_page_cache_holds() {
         Err(e) => assert!(e.would_block(), "{e}"),
     }
 }
+
+/// A batch of `count` records in producer `pid`'s transaction.
+fn txn_batch(count: i32, pid: i64, epoch: i16, seq: i32) -> Vec<u8> {
+    let mut b = make_idempotent_batch(count, pid, epoch, seq);
+    let attrs = i16::from_be_bytes([b[21], b[22]]) | 0x10;
+    b[21..23].copy_from_slice(&attrs.to_be_bytes());
+    let crc = batch::compute_crc(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+fn append_raw(log: &mut PartitionLog, raw: &[u8]) -> Result<AppendInfo, LogError> {
+    log.append(ValidatedRecords::new(raw, 1 << 20).unwrap(), 0, 1)
+}
+
+fn marker(
+    log: &mut PartitionLog,
+    pid: i64,
+    epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+) -> Result<AppendInfo, LogError> {
+    let m = batch::ControlRecord {
+        marker: if commit {
+            batch::Marker::Commit
+        } else {
+            batch::Marker::Abort
+        },
+        coordinator_epoch,
+    };
+    append_raw(log, &batch::control_batch(pid, epoch, m, 1))
+}
+
+#[test]
+fn open_transactions_hold_the_last_stable_offset_and_aborts_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), cfg(), true, 0).unwrap();
+    append(&mut log, 2, 1, b"plain"); // 0-1
+    append_raw(&mut log, &txn_batch(3, 7, 0, 0)).unwrap(); // 2-4, producer 7
+    append_raw(&mut log, &txn_batch(2, 8, 0, 0)).unwrap(); // 5-6, producer 8
+    append(&mut log, 1, 1, b"plain"); // 7
+    let hw = log.log_end_offset();
+    assert_eq!(log.last_stable_offset(hw), 2);
+    // 8 aborts at offset 8: still unstable until the high watermark passes it.
+    marker(&mut log, 8, 0, false, 0).unwrap();
+    assert_eq!(log.last_stable_offset(log.log_end_offset()), 2);
+    // 7 commits at offset 9.
+    marker(&mut log, 7, 0, true, 0).unwrap();
+    // With the high watermark at 9 the commit marker at 9 is not replicated yet.
+    assert_eq!(log.last_stable_offset(9), 2);
+    assert_eq!(log.last_stable_offset(10), 10);
+    let aborted = log.aborted_transactions(0, 10);
+    assert_eq!(
+        aborted,
+        vec![AbortedTxn {
+            producer_id: 8,
+            first_offset: 5,
+            last_offset: 8
+        }]
+    );
+    assert!(log.aborted_transactions(9, 10).is_empty());
+    assert!(log.aborted_transactions(0, 5).is_empty());
+    // A marker from an older epoch or an older coordinator is refused.
+    assert!(matches!(
+        marker(&mut log, 7, -1, false, 0),
+        Err(LogError::Sequence(SequenceError::InvalidEpoch { .. }))
+    ));
+    marker(&mut log, 7, 1, false, 5).unwrap();
+    assert!(matches!(
+        marker(&mut log, 7, 1, false, 4),
+        Err(LogError::Sequence(SequenceError::CoordinatorFenced {
+            current: 5,
+            got: 4
+        }))
+    ));
+    // The fencing marker bumped producer 7's epoch: its old epoch is refused.
+    assert!(matches!(
+        append_raw(&mut log, &txn_batch(1, 7, 0, 3)),
+        Err(LogError::Sequence(SequenceError::InvalidEpoch {
+            current: 1,
+            got: 0
+        }))
+    ));
+}
+
+#[test]
+fn transactions_survive_restarts_crashes_and_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), cfg(), true, 0).unwrap();
+    // Enough data to roll segments, so the state spans snapshots and replay.
+    for i in 0..60 {
+        append_raw(&mut log, &txn_batch(2, 1, 0, i * 2)).unwrap();
+        marker(&mut log, 1, 0, i % 2 == 1, 0).unwrap();
+    }
+    append_raw(&mut log, &txn_batch(1, 2, 0, 0)).unwrap();
+    let open_at = log.log_end_offset() - 1;
+    let end = log.log_end_offset();
+    let aborted_before = log.aborted_transactions(0, end);
+    assert_eq!(aborted_before.len(), 30);
+    assert!(log.segment_count() > 2);
+    sync(&mut log);
+    // An unclean reopen (no close) rebuilds the open transaction and the aborts.
+    drop(log);
+    let mut log = PartitionLog::open(dir.path(), cfg(), false, 0).unwrap();
+    assert_eq!(log.aborted_transactions(0, end), aborted_before);
+    assert_eq!(log.last_stable_offset(end), open_at);
+    assert_eq!(log.open_transactions(), vec![(2, 0, open_at)]);
+    // Truncating the last abort marker reopens that transaction.
+    let last_abort = aborted_before.last().unwrap();
+    log.truncate_to(last_abort.last_offset).unwrap();
+    assert_eq!(log.aborted_transactions(0, end).len(), 29);
+    assert_eq!(log.last_stable_offset(i64::MAX), last_abort.first_offset);
+    // And a clean restart keeps all of that.
+    log.close(0).unwrap();
+    drop(log);
+    let mut log = PartitionLog::open(dir.path(), cfg(), true, 0).unwrap();
+    assert_eq!(log.aborted_transactions(0, end).len(), 29);
+    assert_eq!(log.last_stable_offset(i64::MAX), last_abort.first_offset);
+}

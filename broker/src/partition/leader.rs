@@ -149,10 +149,14 @@ impl Partition {
             .or_insert(FollowerProgress::new(0))
             .fetched(fetch_offset, leo, now);
         self.update_hw(&st, leo);
+        let hw = self.high_watermark();
+        // Followers read everything and rebuild the transaction state themselves.
         Ok(Some(FollowerRead::Data(FetchSnapshot {
             plan,
-            high_watermark: self.high_watermark(),
+            high_watermark: hw,
+            last_stable_offset: hw,
             log_start_offset: log_start,
+            aborted: Vec::new(),
         })))
     }
 

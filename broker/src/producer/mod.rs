@@ -5,10 +5,15 @@
 //! everything below `offset`, the base of the new segment) and rebuilds it on
 //! recovery from the newest valid snapshot plus the batch headers written after it.
 //! Producers idle for longer than `producer_id_expiration_ms` are forgotten.
+//!
+//! Transactions: the first offset of each producer's open transaction on this
+//! partition (which bounds the last stable offset) and the epoch of the coordinator
+//! that wrote its last marker. A marker (control batch) closes the open transaction;
+//! its producer epoch fences older epochs, its coordinator epoch older coordinators.
 
 pub mod id_allocator;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -17,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use tracing::warn;
 
-use crate::log::batch::BatchHeader;
+use crate::log::batch::{BatchHeader, ControlRecord};
 
 /// Kafka keeps the last five batches per producer; clients never have more in flight.
 pub const BATCHES_KEPT: usize = 5;
@@ -39,6 +44,16 @@ pub struct ProducerEntry {
     /// Kafka's `producer.id.expiration.ms` does.
     #[serde(default)]
     pub last_timestamp: i64,
+    /// First offset of this producer's open transaction on this partition.
+    #[serde(default)]
+    pub txn_first_offset: Option<i64>,
+    /// Epoch of the transaction coordinator that wrote this producer's last marker.
+    #[serde(default = "no_coordinator_epoch")]
+    pub coordinator_epoch: i32,
+}
+
+fn no_coordinator_epoch() -> i32 {
+    -1
 }
 
 /// Why a producer's batch was refused.
@@ -48,6 +63,9 @@ pub enum SequenceError {
     InvalidEpoch { current: i16, got: i16 },
     /// The batch does not follow the last one (a gap or reordering).
     OutOfOrder { expected: i32, got: i32 },
+    /// A marker from a transaction coordinator older than one that already wrote a
+    /// marker for this producer.
+    CoordinatorFenced { current: i32, got: i32 },
 }
 
 /// The verdict for one incoming batch.
@@ -80,6 +98,10 @@ fn last_seq_of(h: &BatchHeader) -> i32 {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProducerStateTable {
     producers: HashMap<i64, ProducerEntry>,
+    /// `(first offset, producer id)` of every open transaction: derived from the
+    /// entries (rebuilt by [`ProducerStateTable::reindex`] after loading).
+    #[serde(skip)]
+    open_txns: BTreeSet<(i64, i64)>,
 }
 
 impl ProducerStateTable {
@@ -128,19 +150,106 @@ impl ProducerStateTable {
         }
     }
 
-    /// Records a batch that was appended (its offsets are final).
-    pub fn record(&mut self, h: &BatchHeader) {
-        if h.producer_id < 0 || h.base_sequence < 0 {
-            return;
+    /// Decides whether a transaction marker may be written: not from an epoch older
+    /// than the producer's, nor from a coordinator older than the last one.
+    pub fn check_marker(&self, h: &BatchHeader, c: &ControlRecord) -> Result<(), SequenceError> {
+        let Some(entry) = self.producers.get(&h.producer_id) else {
+            return Ok(());
+        };
+        if h.producer_epoch < entry.epoch {
+            return Err(SequenceError::InvalidEpoch {
+                current: entry.epoch,
+                got: h.producer_epoch,
+            });
         }
-        let entry = self
-            .producers
+        if c.coordinator_epoch < entry.coordinator_epoch {
+            return Err(SequenceError::CoordinatorFenced {
+                current: entry.coordinator_epoch,
+                got: c.coordinator_epoch,
+            });
+        }
+        Ok(())
+    }
+
+    fn entry_for(&mut self, h: &BatchHeader) -> &mut ProducerEntry {
+        self.producers
             .entry(h.producer_id)
             .or_insert_with(|| ProducerEntry {
                 epoch: h.producer_epoch,
                 batches: VecDeque::new(),
                 last_timestamp: h.max_timestamp,
-            });
+                txn_first_offset: None,
+                coordinator_epoch: -1,
+            })
+    }
+
+    /// Records a marker that was appended; returns the first offset of the
+    /// transaction it closed, if the producer had one open here.
+    pub fn record_marker(&mut self, h: &BatchHeader, c: &ControlRecord) -> Option<i64> {
+        if h.producer_id < 0 {
+            return None;
+        }
+        let entry = self.entry_for(h);
+        entry.last_timestamp = entry.last_timestamp.max(h.max_timestamp);
+        if h.producer_epoch > entry.epoch {
+            // A coordinator that fenced the producer wrote the marker with the
+            // bumped epoch: the old epoch's batches are refused from now on.
+            entry.epoch = h.producer_epoch;
+            entry.batches.clear();
+        }
+        entry.coordinator_epoch = entry.coordinator_epoch.max(c.coordinator_epoch);
+        let first = entry.txn_first_offset.take()?;
+        self.open_txns.remove(&(first, h.producer_id));
+        Some(first)
+    }
+
+    /// Whether `producer_id` has a transaction open on this partition.
+    pub fn has_open_txn(&self, producer_id: i64) -> bool {
+        self.producers
+            .get(&producer_id)
+            .is_some_and(|e| e.txn_first_offset.is_some())
+    }
+
+    /// First offset of the oldest open transaction.
+    pub fn first_open_txn_offset(&self) -> Option<i64> {
+        self.open_txns.first().map(|(o, _)| *o)
+    }
+
+    /// Open transactions: `(producer id, epoch, first offset)`.
+    pub fn open_transactions(&self) -> Vec<(i64, i16, i64)> {
+        self.open_txns
+            .iter()
+            .filter_map(|(o, pid)| Some((*pid, self.producers.get(pid)?.epoch, *o)))
+            .collect()
+    }
+
+    /// Every producer: `(id, entry)`, for DescribeProducers.
+    pub fn entries(&self) -> impl Iterator<Item = (i64, &ProducerEntry)> {
+        self.producers.iter().map(|(id, e)| (*id, e))
+    }
+
+    /// Rebuilds the open-transaction index from the entries (after loading).
+    pub fn reindex(&mut self) {
+        self.open_txns = self
+            .producers
+            .iter()
+            .filter_map(|(pid, e)| Some((e.txn_first_offset?, *pid)))
+            .collect();
+    }
+
+    /// Records a batch that was appended (its offsets are final).
+    pub fn record(&mut self, h: &BatchHeader) {
+        if h.producer_id < 0 || h.base_sequence < 0 {
+            return;
+        }
+        if h.is_transactional() {
+            let entry = self.entry_for(h);
+            if entry.txn_first_offset.is_none() {
+                entry.txn_first_offset = Some(h.base_offset);
+                self.open_txns.insert((h.base_offset, h.producer_id));
+            }
+        }
+        let entry = self.entry_for(h);
         entry.last_timestamp = entry.last_timestamp.max(h.max_timestamp);
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
@@ -171,17 +280,11 @@ impl ProducerStateTable {
     /// like a new one. Returns how many were removed.
     pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.producers.len();
-        self.producers
-            .retain(|_, e| now_ms.saturating_sub(e.last_timestamp) < expiration_ms);
+        // A producer with an open transaction stays: its marker is still to come.
+        self.producers.retain(|_, e| {
+            e.txn_first_offset.is_some() || now_ms.saturating_sub(e.last_timestamp) < expiration_ms
+        });
         before - self.producers.len()
-    }
-
-    /// Drops what was recorded at or after `offset` (after a log truncation).
-    pub fn truncate_to(&mut self, offset: i64) {
-        for e in self.producers.values_mut() {
-            e.batches.retain(|b| b.last_offset < offset);
-        }
-        self.producers.retain(|_, e| !e.batches.is_empty());
     }
 }
 
@@ -215,7 +318,8 @@ pub fn decode_snapshot(raw: &[u8], offset: i64) -> Option<ProducerStateTable> {
     if u32::from_be_bytes(*crc) != crc32c::crc32c(body) {
         return None;
     }
-    let s: SnapshotFile = serde_json::from_slice(body).ok()?;
+    let mut s: SnapshotFile = serde_json::from_slice(body).ok()?;
+    s.producers.reindex();
     (s.offset == offset).then_some(s.producers)
 }
 

@@ -8,13 +8,11 @@
 use std::sync::Arc;
 
 use tracing::{info, warn};
-use uuid::Uuid;
 
 use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::group::offsets::OFFSETS_TOPIC;
-use crate::metadata::cluster::{self, Command};
-use crate::metadata::TopicRecord;
+use crate::metadata::cluster;
 
 /// One round of the controller's duties; runs only on the Raft leader.
 pub(super) async fn controller_round(b: &Arc<Broker>, leader_since: i64) {
@@ -50,7 +48,9 @@ pub(super) async fn controller_round(b: &Arc<Broker>, leader_since: i64) {
         ));
     }
     if !state.topics.contains_key(OFFSETS_TOPIC) {
-        if let Some(cmd) = offsets_topic_command(b, &state) {
+        if let Some(cmd) =
+            b.internal_topic_command(&state, OFFSETS_TOPIC, b.config.offsets_topic_partitions)
+        {
             cmds.push(cmd);
         }
     }
@@ -70,43 +70,4 @@ fn truncate(s: &str, n: usize) -> &str {
         Some((i, _)) => &s[..i],
         None => s,
     }
-}
-
-/// Creates `__consumer_offsets` once enough brokers registered for its replication
-/// factor (capped at the voter count, so a single broker gets RF 1).
-fn offsets_topic_command(b: &Broker, state: &cluster::ClusterState) -> Option<Command> {
-    let voters = b.config.voters().map(|v| v.len()).unwrap_or(1);
-    let rf = (b.config.offsets_topic_replication_factor as usize).min(voters);
-    let alive = state
-        .brokers
-        .values()
-        .filter(|x| x.status == cluster::BrokerStatus::Alive)
-        .count();
-    if alive < rf {
-        return None;
-    }
-    let partitions = b.config.offsets_topic_partitions;
-    let assignment = cluster::assign_replicas(state, partitions, rf as i16, 0).ok()?;
-    let mut configs = std::collections::BTreeMap::new();
-    configs.insert(
-        "segment.bytes".to_string(),
-        b.config.offsets_segment_bytes.to_string(),
-    );
-    configs.insert("retention.ms".to_string(), "-1".to_string());
-    configs.insert("retention.bytes".to_string(), "-1".to_string());
-    configs.insert(
-        "min.insync.replicas".to_string(),
-        if rf >= 3 { "2" } else { "1" }.to_string(),
-    );
-    Some(Command::CreateTopic {
-        record: TopicRecord {
-            name: OFFSETS_TOPIC.to_string(),
-            id: Uuid::new_v4(),
-            partitions,
-            replication_factor: rf as i16,
-            configs,
-            internal: true,
-        },
-        assignment,
-    })
 }

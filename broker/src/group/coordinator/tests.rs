@@ -214,7 +214,7 @@ fn compaction_keeps_commits_still_waiting_for_replicas() {
     assert!(p.replacement_pending());
     let checkpoint_end = p.log_end_offset();
     let replay = || {
-        let (replayed, _) = offsets::replay(&p, &|| {}).unwrap();
+        let (replayed, _, _) = offsets::replay(&p, &|| {}).unwrap();
         assert_eq!(replayed.get("g", "t", 0).map(|o| o.offset), Some(5));
         assert_eq!(replayed.get("h", "t", 0).map(|o| o.offset), Some(3));
     };
