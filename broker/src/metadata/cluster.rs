@@ -481,7 +481,15 @@ impl ClusterState {
                 partition,
                 leader_epoch,
                 through,
-            } => self.expire_remote_segments(&topic, topic_id, partition, leader_epoch, through)?,
+                log_start,
+            } => self.expire_remote_segments(
+                &topic,
+                topic_id,
+                partition,
+                leader_epoch,
+                through,
+                log_start,
+            )?,
             Command::AdoptRemoteLog {
                 topic,
                 topic_id,

@@ -52,7 +52,8 @@ impl Tier {
         let remote = self.remote_log(topic_id, p);
         let labels = [KeyValue::new("topic", p.topic.to_string())];
         // Records DeleteRecords removed are not served even while their segment stays.
-        let found = remote.find(offset).filter(|_| offset >= p.deleted_below());
+        let floor = super::service::deleted_below(&remote, p);
+        let found = remote.find(offset).filter(|_| offset >= floor);
         let result = match found {
             None => Ok(RemoteFetch::OutOfRange),
             Some(seg) => {

@@ -138,7 +138,13 @@ impl Tier {
     /// The partition's log start offset (ListOffsets earliest): see [`log_start`],
     /// and never below where DeleteRecords put it.
     pub fn log_start_offset(&self, topic_id: &Uuid, p: &Partition, local_start: i64) -> i64 {
-        log_start(&self.remote_log(topic_id, p), local_start).max(p.deleted_below())
+        let remote = self.remote_log(topic_id, p);
+        log_start(&remote, local_start).max(deleted_below(&remote, p))
+    }
+
+    /// See [`deleted_below`].
+    pub fn deleted_below(&self, topic_id: &Uuid, p: &Partition) -> i64 {
+        deleted_below(&self.remote_log(topic_id, p), p)
     }
 
     /// After DeleteRecords on the leader: drops the remote segments wholly below the
@@ -336,13 +342,16 @@ impl Tier {
     /// segments first (readers stop finding them), then the objects are deleted.
     async fn expire_remote(&self, rec: &TopicRecord, p: &Partition, remote: &RemoteLog) {
         let cfg = p.log_config();
-        // Segments wholly below where DeleteRecords put the log start go too.
+        // Segments wholly below where DeleteRecords put the log start go too, and the
+        // remote log records that start for any later leader.
+        let floor = deleted_below(remote, p);
         let deleted = remote
             .segments()
             .iter()
-            .take_while(|s| s.end_offset <= p.deleted_below())
+            .take_while(|s| s.end_offset <= floor)
             .last()
             .map(|s| s.end_offset);
+        let log_start = (floor > remote.deleted_below()).then_some(floor);
         let retained = if cfg.retention_ms < 0 && cfg.retention_bytes < 0 {
             None
         } else {
@@ -357,8 +366,10 @@ impl Tier {
             let local_only = p.size_bytes().saturating_sub(uploaded_local);
             remote.expiry_point(now_ms(), cfg.retention_ms, cfg.retention_bytes, local_only)
         };
-        let Some(through) = retained.max(deleted) else {
-            return;
+        let through = match retained.max(deleted) {
+            Some(through) => through,
+            None if log_start.is_some() => i64::MIN,
+            None => return,
         };
         let cmd = Command::ExpireRemoteSegments {
             topic: rec.name.clone(),
@@ -366,6 +377,7 @@ impl Tier {
             partition: p.index,
             leader_epoch: p.leader_epoch(),
             through,
+            log_start,
         };
         if let Err(e) = self.catalog.propose(cmd).await {
             warn!(topic = %rec.name, partition = p.index, error = %e, "cannot commit remote retention; will retry");
@@ -446,6 +458,12 @@ impl Tier {
     pub fn pending_deletes_dir(&self) -> &Path {
         &self.pending_deletes
     }
+}
+
+/// Below this offset DeleteRecords removed the records, as this replica knows it or
+/// as the quorum recorded it for the remote log (which outlives leader changes).
+pub fn deleted_below(remote: &RemoteLog, p: &Partition) -> i64 {
+    remote.deleted_below().max(p.deleted_below())
 }
 
 /// Object key prefix of a whole topic (every partition's prefix is under it).

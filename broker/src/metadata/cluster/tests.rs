@@ -614,6 +614,7 @@ fn remote_retention_and_topic_deletion_go_through_the_state_machine() {
         partition: 0,
         leader_epoch: epoch,
         through,
+        log_start: None,
     };
     assert!(s.apply(expire(5, 20)).is_err(), "stale epoch");
     s.apply(expire(0, 25)).unwrap();

@@ -1,6 +1,7 @@
 //! DeleteRecords on a tiered partition: remote segments wholly below the new log
 //! start leave the remote log and the bucket, and no remote record below it is served.
 
+use crate::partition::Partition;
 use crate::tier::reader::tests::setup;
 use crate::tier::reader::RemoteFetch;
 
@@ -38,4 +39,16 @@ async fn deleted_records_leave_the_tier_and_are_no_longer_served() {
     }
     assert!(tier.store.get(&segs[1].log_key).await.is_ok());
     assert_eq!(tier.log_start_offset(&s.rec.id, &s.p, local_start), x);
+    // The quorum keeps the new start, so a later leader, which never saw the request
+    // (a replica of its own with nothing deleted locally), honours it too.
+    assert_eq!(after.deleted_below(), x);
+    let dir = tempfile::tempdir().unwrap();
+    let log = crate::log::PartitionLog::open(dir.path(), s.p.log_config(), true, 0).unwrap();
+    let other = Partition::standalone(s.p.topic.clone(), s.p.index, log);
+    assert_eq!(other.deleted_below(), 0);
+    assert_eq!(tier.log_start_offset(&s.rec.id, &other, local_start), x);
+    assert!(matches!(
+        tier.fetch(&s.rec.id, &other, x - 1, 100, true).await,
+        Ok(RemoteFetch::OutOfRange)
+    ));
 }
