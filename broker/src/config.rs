@@ -142,6 +142,10 @@ pub struct BrokerConfig {
     pub broker_session_timeout_ms: i64,
     /// A follower that has not caught up for this long leaves the ISR (ms).
     pub replica_lag_time_max_ms: i64,
+    /// The controller gives leadership back to each partition's preferred replica
+    /// once it is in sync again (Kafka's `auto.leader.rebalance.enable`); off,
+    /// leaders move back only on request (ElectLeaders, `kafka-leader-election`).
+    pub auto_leader_rebalance_enable: bool,
     /// Longest a follower fetch waits for new data at the leader (ms).
     pub replica_fetch_max_wait_ms: i32,
     /// Bytes per follower fetch response.
@@ -221,6 +225,7 @@ impl Default for BrokerConfig {
             broker_heartbeat_interval_ms: 500,
             broker_session_timeout_ms: 6000,
             replica_lag_time_max_ms: 10_000,
+            auto_leader_rebalance_enable: true,
             replica_fetch_max_wait_ms: 500,
             replica_fetch_max_bytes: 8 << 20,
             offsets_topic_replication_factor: 3,

@@ -185,6 +185,10 @@ impl Partition {
         st.leader_epoch = leader_epoch;
         st.isr = isr.to_vec();
         st.replicas = replicas.to_vec();
+        // A replica that left the replica set (a reassignment completed without a new
+        // leader epoch) must not come back with the progress it had then: it would
+        // rejoin the ISR at once, holding nothing.
+        st.followers.retain(|r, _| replicas.contains(r));
         match role {
             Role::Leader => {
                 let leo = self.log.lock().log_end_offset();
@@ -510,6 +514,7 @@ impl Partition {
     }
 }
 
+mod delete_records;
 mod durability;
 mod follower;
 mod leader;

@@ -9,6 +9,7 @@ pub mod pb {
 
 mod groups;
 mod lag;
+mod records;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -540,6 +541,13 @@ impl Admin for AdminService {
             &self.broker.cluster(),
             &id,
         )?))
+    }
+
+    async fn delete_records(
+        &self,
+        r: Request<DeleteRecordsRequest>,
+    ) -> Result<Response<DeleteRecordsResponse>, Status> {
+        self.delete_records_here_or_at_leader(r.into_inner()).await
     }
 }
 

@@ -3,6 +3,7 @@
 //! ```text
 //! strata topic create orders --partitions 6 --replication-factor 1 --config retention.ms=3600000
 //! strata topic list | describe NAME | delete NAME
+//! strata topic delete-records NAME PARTITION --offset N
 //! strata cluster describe
 //! strata broker drain ID | undrain ID
 //! strata group list | describe GROUP
@@ -103,6 +104,14 @@ enum TopicCmd {
     SetReplicationFactor {
         name: String,
         replication_factor: i32,
+    },
+    /// Delete every record of a partition below an offset (the log start moves there).
+    DeleteRecords {
+        name: String,
+        partition: i32,
+        /// The new log start offset; -1: the high watermark (delete everything).
+        #[arg(long, allow_negative_numbers = true)]
+        offset: i64,
     },
 }
 
@@ -385,6 +394,26 @@ async fn run(cli: Cli) -> Result<(), String> {
                     .map_err(st)?
                     .into_inner();
                 print_reassignment(&r, out)
+            }
+            TopicCmd::DeleteRecords {
+                name,
+                partition,
+                offset,
+            } => {
+                let r = c
+                    .delete_records(DeleteRecordsRequest {
+                        topic: name.clone(),
+                        partition,
+                        offset,
+                    })
+                    .await
+                    .map_err(st)?
+                    .into_inner();
+                if out == Output::Json {
+                    return json(&r);
+                }
+                println!("{name}-{partition}: log start offset {}", r.low_watermark);
+                Ok(())
             }
             TopicCmd::ReassignmentStatus { id } => {
                 let r = c

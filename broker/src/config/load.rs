@@ -230,6 +230,7 @@ const ALL_KEYS: &[&str] = &[
     "broker_heartbeat_interval_ms",
     "broker_session_timeout_ms",
     "replica_lag_time_max_ms",
+    "auto_leader_rebalance_enable",
     "replica_fetch_max_wait_ms",
     "replica_fetch_max_bytes",
     "offsets_topic_replication_factor",

@@ -4,7 +4,8 @@
 //! and committed through the metadata quorum; `validate_only` stops after the
 //! validation. The broker's own settings are static (flags, environment), so a
 //! change to one is refused with INVALID_REQUEST naming the keys, as Kafka refuses a
-//! config that cannot be updated dynamically.
+//! config that cannot be updated dynamically; deleting one (there is never a dynamic
+//! override to delete) succeeds and changes nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -177,6 +178,10 @@ pub async fn incremental(
             (RESOURCE_TOPIC, Ok(ops)) => {
                 alter_topic(broker, &name, |cur| apply_ops(cur, &ops), req.validate_only).await
             }
+            // No broker setting is dynamic, so there is no override to delete: a
+            // DELETE of one is done (kafka-reassign-partitions clears the replication
+            // throttles so after every reassignment).
+            (RESOURCE_BROKER, Ok(ops)) if ops.iter().all(|(_, op, _)| *op == Op::Delete) => Ok(()),
             (other, Ok(ops)) => {
                 let keys: Vec<String> = ops.into_iter().map(|(k, _, _)| k).collect();
                 Err(refuse(other, &keys))

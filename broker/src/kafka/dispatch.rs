@@ -14,8 +14,9 @@ use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
 use opentelemetry::KeyValue;
 
 use super::{
-    alter_configs, api_versions, committed_offsets, configs, describe_cluster, describe_txn, fetch,
-    groups, leader_epoch, list_offsets, log_dirs, produce, producer_id, topic_metadata, topics,
+    alter_configs, api_versions, committed_offsets, configs, delete_records, describe_cluster,
+    describe_topic_partitions, describe_txn, elect_leaders, fetch, groups, leader_epoch,
+    list_offsets, log_dirs, produce, producer_id, reassignments, topic_metadata, topics,
     transactions, txn_markers,
 };
 use crate::broker::Broker;
@@ -195,12 +196,16 @@ async fn route(broker: &Arc<Broker>, req: Request) -> Outcome {
         RequestKind::Fetch(r) => respond!(fetch::handle(broker, r, version)),
         RequestKind::ListOffsets(r) => respond!(list_offsets::handle(broker, r, version)),
         RequestKind::DescribeCluster(r) => respond!(describe_cluster::handle(broker, r, version)),
+        RequestKind::DescribeTopicPartitions(r) => {
+            respond!(describe_topic_partitions::handle(broker, r, version))
+        }
         RequestKind::DescribeLogDirs(r) => respond!(log_dirs::handle(broker, r, version)),
         RequestKind::OffsetForLeaderEpoch(r) => {
             respond!(leader_epoch::handle(broker, r, version))
         }
         RequestKind::CreateTopics(r) => respond!(topics::create_topics(broker, r, version)),
         RequestKind::DeleteTopics(r) => respond!(topics::delete_topics(broker, r, version)),
+        RequestKind::DeleteRecords(r) => respond!(delete_records::handle(broker, r, version)),
         RequestKind::CreatePartitions(r) => {
             respond!(topics::create_partitions(broker, r, version))
         }
@@ -208,6 +213,13 @@ async fn route(broker: &Arc<Broker>, req: Request) -> Outcome {
         RequestKind::AlterConfigs(r) => respond!(alter_configs::alter(broker, r, version)),
         RequestKind::IncrementalAlterConfigs(r) => {
             respond!(alter_configs::incremental(broker, r, version))
+        }
+        RequestKind::ElectLeaders(r) => respond!(elect_leaders::handle(broker, r, version)),
+        RequestKind::AlterPartitionReassignments(r) => {
+            respond!(reassignments::alter(broker, r, version))
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            respond!(reassignments::list(broker, r, version))
         }
         RequestKind::InitProducerId(r) => respond!(producer_id::handle(broker, r, version)),
         RequestKind::FindCoordinator(r) => respond!(groups::find_coordinator(broker, r, version)),

@@ -209,6 +209,13 @@ async fn read_partition(
     p: &Arc<Partition>,
     read: Read,
 ) -> Result<(Snapshot, Bytes), ResponseError> {
+    if let Some(tier) = &broker.tier {
+        // A replica that led when DeleteRecords ran inside the remote log moved its
+        // own start; a later leader knows it from the quorum only.
+        if read.offset < tier.deleted_below(topic_id, p) {
+            return Err(ResponseError::OffsetOutOfRange);
+        }
+    }
     match read_local(p, read).await {
         Ok((snap, data)) => {
             let log_start_offset = match &broker.tier {

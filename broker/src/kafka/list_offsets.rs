@@ -70,7 +70,11 @@ pub async fn handle(
                     };
                     match found {
                         Ok(Some((offset, ts))) => {
-                            pr.offset = offset;
+                            // A timestamp search may land in a batch that straddles a
+                            // log start DeleteRecords put inside it.
+                            let local = p.log_start_offset();
+                            let start = tier.map_or(local, |t| t.log_start_offset(&tid, p, local));
+                            pr.offset = offset.max(start);
                             pr.timestamp = ts;
                         }
                         Ok(None) => {}

@@ -8,6 +8,7 @@
 //! through a [`segment::SegmentReader`] snapshot.
 
 pub mod batch;
+mod delete_records;
 pub mod epochs;
 pub mod index;
 mod read;
@@ -19,6 +20,7 @@ pub mod segment;
 mod sync;
 pub mod txn_index;
 
+pub use delete_records::RecordsDeleted;
 pub(crate) use read::first_record_at_or_after;
 pub use read::ReadPlan;
 pub use replace::PendingReplacement;
@@ -225,6 +227,8 @@ pub struct PartitionLog {
     /// An fsync failed: the page cache may have dropped what it held, so nothing is
     /// assumed durable any more (until a restart recovers the log).
     sync_failed: bool,
+    /// DeleteRecords' low watermark ([`PartitionLog::deleted_below`]).
+    deleted_below: i64,
 }
 
 impl PartitionLog {

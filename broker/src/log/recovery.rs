@@ -84,11 +84,14 @@ impl PartitionLog {
             durable_end: 0,
             sync_generation: 0,
             sync_failed: false,
+            deleted_below: 0,
         };
         log.rebuild_producer_state()?;
         let end = log.log_end_offset();
         // Epochs that start beyond a recovered (truncated) tail are gone with it.
         log.epochs.truncate_from(end + 1).map_err(io_err(dir))?;
+        log.load_log_start_checkpoint(now_ms)?;
+        let end = log.log_end_offset();
         if clean_shutdown {
             log.durable_end = end;
         } else {

@@ -6,7 +6,7 @@
 //! leader election — are pure functions over this state, unit- and property-tested.
 //!
 //! The commands are in `command`, the controller's decisions in `controller`, the
-//! checks of the tier's commands in `remote`, and the partition-health counts the
+//! checks of the tier's commands in `remote`, operator-asked elections in `election`, and the partition-health counts the
 //! metrics and the admin API report in `health`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,7 +20,9 @@ use super::{MetadataError, TopicRecord};
 
 mod command;
 mod controller;
+pub mod election;
 mod health;
+mod reassignment;
 mod remote;
 
 pub use command::{Applied, Command};
@@ -28,6 +30,7 @@ pub use controller::{
     assign_replicas, fence_and_elect, progress_actions, replication_factor_moves,
 };
 pub use health::min_insync_replicas;
+pub use reassignment::{ongoing_reassignment, OngoingReassignment};
 
 /// Producer ids are handed out to brokers in blocks of this size.
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
@@ -63,6 +66,10 @@ pub struct PartitionState {
     pub isr: Vec<i32>,
     /// Target replica list of an in-flight reassignment.
     pub target: Option<Vec<i32>>,
+    /// The replicas before the in-flight reassignment started, restored when it is
+    /// cancelled (absent for reassignments logged before cancellation existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Vec<i32>>,
     /// What of the partition is in the tier (shared, so publishing the state after
     /// every command does not copy segment lists).
     #[serde(default)]
@@ -88,6 +95,9 @@ pub struct ClusterState {
 /// Starts moving `p` to `target`: replicas = the union while moving, so new
 /// replicas fetch and catch up; the controller completes it once `target` is in sync.
 fn start_reassignment(p: &mut PartitionState, target: Vec<i32>) {
+    if p.target.is_none() {
+        p.origin = Some(p.replicas.clone());
+    }
     for r in &target {
         if !p.replicas.contains(r) {
             p.replicas.push(*r);
@@ -149,6 +159,7 @@ impl ClusterState {
             },
             replicas,
             target: None,
+            origin: None,
             remote: Arc::default(),
         }
     }
@@ -452,6 +463,10 @@ impl ClusterState {
                 };
                 p.isr.retain(|r| target.contains(r));
                 p.replicas = target;
+                p.origin = None;
+            }
+            Command::CancelReassignment { topic, partition } => {
+                self.cancel_reassignment(&topic, partition)?
             }
             Command::CommitRemoteSegment {
                 topic,
@@ -466,7 +481,15 @@ impl ClusterState {
                 partition,
                 leader_epoch,
                 through,
-            } => self.expire_remote_segments(&topic, topic_id, partition, leader_epoch, through)?,
+                log_start,
+            } => self.expire_remote_segments(
+                &topic,
+                topic_id,
+                partition,
+                leader_epoch,
+                through,
+                log_start,
+            )?,
             Command::AdoptRemoteLog {
                 topic,
                 topic_id,

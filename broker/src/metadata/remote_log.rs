@@ -67,6 +67,10 @@ pub struct RemoteLog {
     /// continues even when retention emptied it, so nothing below is uploaded again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expired_end: Option<i64>,
+    /// Where DeleteRecords put the partition's log start, when that was inside the
+    /// remote log: no remote record below it is served, by this leader or any later one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deleted_below: Option<i64>,
 }
 
 /// Why a remote log change was refused.
@@ -138,6 +142,22 @@ impl RemoteLog {
         removed
     }
 
+    /// Where DeleteRecords put the log start within the remote log (0: never).
+    pub fn deleted_below(&self) -> i64 {
+        self.deleted_below.unwrap_or(0)
+    }
+
+    /// Records that no record below `offset` may be served (DeleteRecords); the
+    /// segments wholly below it are for [`Self::expire_through`]. Returns whether
+    /// anything changed (it only moves forward).
+    pub fn delete_below(&mut self, offset: i64) -> bool {
+        if offset <= self.deleted_below() {
+            return false;
+        }
+        self.deleted_below = Some(offset);
+        true
+    }
+
     /// The segment holding `offset`.
     pub fn find(&self, offset: i64) -> Option<&RemoteSegment> {
         let i = self.segments.partition_point(|s| s.end_offset <= offset);
@@ -178,6 +198,7 @@ impl RemoteLog {
         let mut check = RemoteLog {
             segments: Vec::new(),
             expired_end: self.expired_end,
+            deleted_below: self.deleted_below,
         };
         for s in &self.segments {
             if !check.commit(s.clone())? {

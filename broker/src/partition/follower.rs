@@ -100,7 +100,12 @@ impl Partition {
     ) -> Result<(), LogError> {
         let st = self.replica.lock();
         Self::still_following(&st, leader, epoch)?;
-        self.log.lock().reset_to(offset, now_ms)?;
+        {
+            let mut log = self.log.lock();
+            log.reset_to(offset, now_ms)?;
+            // An older DeleteRecords checkpoint must not hide the new log on restart.
+            log.persist_log_start()?;
+        }
         self.high_watermark.send_replace(offset);
         drop(st);
         self.sync_if_wanted(now_ms)

@@ -190,6 +190,26 @@ fn a_follower_that_keeps_up_under_continuous_appends_stays_in_the_isr() {
     assert_eq!(leader.isr_change(now, lag_max), Some((1, vec![1])));
 }
 
+#[test]
+fn a_replica_removed_and_added_back_rejoins_the_isr_only_after_it_fetches() {
+    let d1 = tempfile::tempdir().unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    let leader = replica(d1.path(), 1);
+    let follower = replica(d2.path(), 2);
+    leader.set_role(Role::Leader, 1, &[1, 2], &[1, 2], 0);
+    follower.set_role(Role::Follower { leader: 1 }, 1, &[1, 2], &[1, 2], 0);
+    leader.append(records(1), 100).unwrap();
+    replicate(&leader, &follower, 2, 100);
+    replicate(&leader, &follower, 2, 200);
+    // A reassignment completes without broker 2 (same leader epoch)...
+    leader.set_role(Role::Leader, 1, &[1], &[1], 300);
+    // ...and a later one adds it back: it has no replica yet, so it stays out.
+    leader.set_role(Role::Leader, 1, &[1], &[1, 2], 400);
+    assert_eq!(leader.isr_change(500, 10_000), None);
+    replicate(&leader, &follower, 2, 600);
+    assert_eq!(leader.isr_change(700, 10_000), Some((1, vec![1, 2])));
+}
+
 /// Leader 1 and follower 2 in epoch 1, ISR [1, 2], with 200-byte segments (a few
 /// batches each, so checkpoints and log-start moves cross segment boundaries).
 fn small_segment_pair(

@@ -42,7 +42,10 @@ pub(super) async fn controller_round(b: &Arc<Broker>, leader_since: i64) {
         ));
     }
     if cmds.is_empty() {
-        cmds.extend(cluster::progress_actions(&state));
+        cmds.extend(cluster::progress_actions(
+            &state,
+            b.config.auto_leader_rebalance_enable,
+        ));
     }
     if !state.topics.contains_key(OFFSETS_TOPIC) {
         if let Some(cmd) =

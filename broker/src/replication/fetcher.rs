@@ -286,5 +286,15 @@ pub(crate) fn apply_fetched(
             warn!(topic = %p.topic, partition = p.index, error = %e, "cannot follow the leader's log start")
         }
     }
+    // DeleteRecords (or retention) may have put the leader's start inside a segment.
+    match p.follow_leader_start(pd.log_start_offset, now, leader, epoch) {
+        Ok(0) => {}
+        Ok(n) => {
+            debug!(topic = %p.topic, partition = p.index, start = pd.log_start_offset, segments = n, "followed the leader's log start")
+        }
+        Err(e) => {
+            warn!(topic = %p.topic, partition = p.index, error = %e, "cannot follow the leader's log start")
+        }
+    }
     Ok(Applied::Data)
 }

@@ -51,7 +51,10 @@ impl Tier {
         let started = Instant::now();
         let remote = self.remote_log(topic_id, p);
         let labels = [KeyValue::new("topic", p.topic.to_string())];
-        let result = match remote.find(offset) {
+        // Records DeleteRecords removed are not served even while their segment stays.
+        let floor = super::service::deleted_below(&remote, p);
+        let found = remote.find(offset).filter(|_| offset >= floor);
+        let result = match found {
             None => Ok(RemoteFetch::OutOfRange),
             Some(seg) => {
                 let read = self.read_batches(&remote, seg, offset, max_bytes, min_one);
@@ -388,7 +391,7 @@ fn check_batches(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::BrokerConfig;
     use crate::log::retention::LocalRetention;
@@ -401,17 +404,17 @@ mod tests {
         crate::log::batch::tests::make_batch(0, 4, 1_000 + i * 10, &[i as u8; 900])
     }
 
-    struct Setup {
+    pub(crate) struct Setup {
         _dirs: (tempfile::TempDir, tempfile::TempDir),
         cfg: BrokerConfig,
-        rec: TopicRecord,
-        p: Partition,
+        pub(crate) rec: TopicRecord,
+        pub(crate) p: Partition,
         catalog: Arc<LocalCatalog>,
     }
 
     /// A tiered partition of 300 batches in 8 KiB segments, uploaded, with local
     /// retention down to the last few segments.
-    async fn setup() -> (Setup, Arc<Tier>, Vec<u8>) {
+    pub(crate) async fn setup() -> (Setup, Arc<Tier>, Vec<u8>) {
         let data = tempfile::tempdir().unwrap();
         let tier_dir = tempfile::tempdir().unwrap();
         let cfg = BrokerConfig {

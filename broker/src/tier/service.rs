@@ -138,9 +138,24 @@ impl Tier {
         }
     }
 
-    /// The partition's log start offset (ListOffsets earliest): see [`log_start`].
+    /// The partition's log start offset (ListOffsets earliest): see [`log_start`],
+    /// and never below where DeleteRecords put it.
     pub fn log_start_offset(&self, topic_id: &Uuid, p: &Partition, local_start: i64) -> i64 {
-        log_start(&self.remote_log(topic_id, p), local_start)
+        let remote = self.remote_log(topic_id, p);
+        log_start(&remote, local_start).max(deleted_below(&remote, p))
+    }
+
+    /// See [`deleted_below`].
+    pub fn deleted_below(&self, topic_id: &Uuid, p: &Partition) -> i64 {
+        deleted_below(&self.remote_log(topic_id, p), p)
+    }
+
+    /// After DeleteRecords on the leader: drops the remote segments wholly below the
+    /// new log start from the remote log and deletes their objects, as total retention
+    /// does (the next pass retries what fails here).
+    pub async fn delete_records(&self, rec: &TopicRecord, p: &Partition) {
+        let remote = self.remote_log(&rec.id, p);
+        self.expire_remote(rec, p, &remote).await;
     }
 
     /// One pass: remote data of deleted topics, then for every tiered partition led
@@ -330,22 +345,34 @@ impl Tier {
     /// segments first (readers stop finding them), then the objects are deleted.
     async fn expire_remote(&self, rec: &TopicRecord, p: &Partition, remote: &RemoteLog) {
         let cfg = p.log_config();
-        if cfg.retention_ms < 0 && cfg.retention_bytes < 0 {
-            return;
-        }
-        // Local bytes the tier does not hold yet count towards the total too.
-        let end = remote.end_offset().unwrap_or(i64::MIN);
-        let uploaded_local: u64 = p
-            .closed_segments()
+        // Segments wholly below where DeleteRecords put the log start go too, and the
+        // remote log records that start for any later leader.
+        let floor = deleted_below(remote, p);
+        let deleted = remote
+            .segments()
             .iter()
-            .filter(|s| s.end_offset <= end)
-            .map(|s| s.size_bytes)
-            .sum();
-        let local_only = p.size_bytes().saturating_sub(uploaded_local);
-        let Some(through) =
+            .take_while(|s| s.end_offset <= floor)
+            .last()
+            .map(|s| s.end_offset);
+        let log_start = (floor > remote.deleted_below()).then_some(floor);
+        let retained = if cfg.retention_ms < 0 && cfg.retention_bytes < 0 {
+            None
+        } else {
+            // Local bytes the tier does not hold yet count towards the total too.
+            let end = remote.end_offset().unwrap_or(i64::MIN);
+            let uploaded_local: u64 = p
+                .closed_segments()
+                .iter()
+                .filter(|s| s.end_offset <= end)
+                .map(|s| s.size_bytes)
+                .sum();
+            let local_only = p.size_bytes().saturating_sub(uploaded_local);
             remote.expiry_point(now_ms(), cfg.retention_ms, cfg.retention_bytes, local_only)
-        else {
-            return;
+        };
+        let through = match retained.max(deleted) {
+            Some(through) => through,
+            None if log_start.is_some() => i64::MIN,
+            None => return,
         };
         let cmd = Command::ExpireRemoteSegments {
             topic: rec.name.clone(),
@@ -353,6 +380,7 @@ impl Tier {
             partition: p.index,
             leader_epoch: p.leader_epoch(),
             through,
+            log_start,
         };
         if let Err(e) = self.catalog.propose(cmd).await {
             warn!(topic = %rec.name, partition = p.index, error = %e, "cannot commit remote retention; will retry");
@@ -375,7 +403,7 @@ impl Tier {
                 }
             }
             info!(topic = %rec.name, partition = p.index, base = seg.base_offset, end = seg.end_offset,
-                "total retention deleted remote segment");
+                "deleted remote segment (total retention or DeleteRecords)");
         }
     }
 
@@ -435,6 +463,12 @@ impl Tier {
     }
 }
 
+/// Below this offset DeleteRecords removed the records, as this replica knows it or
+/// as the quorum recorded it for the remote log (which outlives leader changes).
+pub fn deleted_below(remote: &RemoteLog, p: &Partition) -> i64 {
+    remote.deleted_below().max(p.deleted_below())
+}
+
 /// Object key prefix of a whole topic (every partition's prefix is under it).
 pub fn topic_prefix(topic: &str, topic_id: &Uuid) -> String {
     format!("{topic}-{}", topic_id.simple())
@@ -473,3 +507,6 @@ mod tests;
 
 #[cfg(test)]
 mod migration_tests;
+
+#[cfg(test)]
+mod delete_records_tests;

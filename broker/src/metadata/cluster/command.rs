@@ -93,6 +93,13 @@ pub enum Command {
         topic: String,
         partition: i32,
     },
+    /// Cancels an in-flight reassignment: the replicas return to those it started
+    /// from (AlterPartitionReassignments with no replicas). Refused when the leader
+    /// already moved to a replica that is not among them and none of them can lead.
+    CancelReassignment {
+        topic: String,
+        partition: i32,
+    },
     AllocateProducerIds {
         broker: i32,
     },
@@ -106,14 +113,17 @@ pub enum Command {
         leader_epoch: i32,
         segment: RemoteSegment,
     },
-    /// Total retention: the leader drops the oldest remote segments ending at or
-    /// before `through` (their objects are deleted afterwards).
+    /// Total retention or DeleteRecords: the leader drops the oldest remote segments
+    /// ending at or before `through` (their objects are deleted afterwards), and with
+    /// `log_start` records that no remote record below it is served any more.
     ExpireRemoteSegments {
         topic: String,
         topic_id: Uuid,
         partition: i32,
         leader_epoch: i32,
         through: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        log_start: Option<i64>,
     },
     /// Migration: the leader hands over a remote log recorded before the quorum
     /// carried it (a former `remote-manifest.json`); accepted only while the

@@ -219,8 +219,9 @@ pub fn fence_and_elect(state: &ClusterState, now_ms: i64, timeout_ms: i64) -> Ve
 
 /// The controller's periodic work besides fencing: finish reassignments whose target
 /// replicas are all in sync (first moving leadership into the target), start moving
-/// replicas off draining brokers, and give leadership back to preferred replicas.
-pub fn progress_actions(state: &ClusterState) -> Vec<Command> {
+/// replicas off draining brokers, and, with `rebalance_leaders`
+/// (`auto_leader_rebalance_enable`), give leadership back to preferred replicas.
+pub fn progress_actions(state: &ClusterState, rebalance_leaders: bool) -> Vec<Command> {
     let draining = |b: i32| state.brokers.get(&b).is_some_and(|x| x.draining);
     let usable = |b: i32| state.is_live(b) && !draining(b);
     let mut load: BTreeMap<i32, usize> = state
@@ -304,6 +305,9 @@ pub fn progress_actions(state: &ClusterState) -> Vec<Command> {
                         cmds.push(elect(l));
                     }
                 }
+                continue;
+            }
+            if !rebalance_leaders {
                 continue;
             }
             if let Some(&preferred) = p.replicas.first() {

@@ -76,10 +76,13 @@ impl ClusterState {
         partition: i32,
         leader_epoch: i32,
         through: i64,
+        log_start: Option<i64>,
     ) -> Result<(), MetadataError> {
         let p = self.led_partition_mut(topic, topic_id, partition, leader_epoch)?;
         let mut log = (*p.remote).clone();
-        if !log.expire_through(through).is_empty() {
+        let expired = !log.expire_through(through).is_empty();
+        let moved = log_start.is_some_and(|s| log.delete_below(s));
+        if expired || moved {
             p.remote = Arc::new(log);
         }
         Ok(())

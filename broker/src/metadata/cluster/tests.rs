@@ -3,7 +3,7 @@ use crate::metadata::remote_log::RemoteSegment;
 use proptest::prelude::*;
 use uuid::Uuid;
 
-fn state_with(brokers: &[(i32, &str)]) -> ClusterState {
+pub(super) fn state_with(brokers: &[(i32, &str)]) -> ClusterState {
     let mut s = ClusterState::default();
     for (id, rack) in brokers {
         s.apply(Command::RegisterBroker {
@@ -34,7 +34,7 @@ fn topic(name: &str, partitions: i32, rf: i16) -> TopicRecord {
     }
 }
 
-fn create(s: &mut ClusterState, name: &str, partitions: i32, rf: i16) {
+pub(super) fn create(s: &mut ClusterState, name: &str, partitions: i32, rf: i16) {
     let a = assign_replicas(s, partitions, rf, 0).unwrap();
     s.apply(Command::CreateTopic {
         record: topic(name, partitions, rf),
@@ -278,7 +278,7 @@ fn settle(s: &mut ClusterState) -> usize {
                 .unwrap();
             }
         }
-        let cmds = progress_actions(s);
+        let cmds = progress_actions(s, true);
         if cmds.is_empty() {
             return round;
         }
@@ -500,7 +500,7 @@ fn reassignment_completes_after_the_target_is_in_sync() {
     })
     .unwrap();
     // Nothing completes while broker 4 is not in the ISR.
-    let before = progress_actions(&s);
+    let before = progress_actions(&s, true);
     assert!(before
         .iter()
         .all(|c| !matches!(c, Command::CompleteReassignment { .. })));
@@ -614,6 +614,7 @@ fn remote_retention_and_topic_deletion_go_through_the_state_machine() {
         partition: 0,
         leader_epoch: epoch,
         through,
+        log_start: None,
     };
     assert!(s.apply(expire(5, 20)).is_err(), "stale epoch");
     s.apply(expire(0, 25)).unwrap();
