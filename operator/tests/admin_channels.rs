@@ -8,73 +8,11 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use strata_operator::admin::{pb, AdminChannels};
 use strata_operator::crd::Cluster;
 use strata_operator::metrics::Metrics;
+use support::broker::{cluster, free_addr, start};
 use support::broker_binary;
-
-fn free_addr() -> SocketAddr {
-    let port = strata_e2e::net::free_port().expect("free port");
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// A broker process, killed when dropped.
-struct Broker(Child);
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts a dev broker on these listeners and waits until its admin port accepts.
-fn start(binary: &Path, data: &Path, kafka: SocketAddr, admin: SocketAddr) -> Broker {
-    let metrics = free_addr();
-    let child = Command::new(binary)
-        .args(["dev", "--data-dir"])
-        .arg(data)
-        .env("STRATA_KAFKA_LISTEN", kafka.to_string())
-        .env("STRATA_ADMIN_LISTEN", admin.to_string())
-        .env("STRATA_METRICS_LISTEN", metrics.to_string())
-        .env("STRATA_OFFSETS_TOPIC_PARTITIONS", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start strata-broker");
-    let broker = Broker(child);
-    let started = Instant::now();
-    while std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(1)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "broker admin port not open in 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    broker
-}
-
-/// A Cluster whose status names one Ready broker at 127.0.0.1 and `admin`'s port.
-fn cluster(admin: SocketAddr) -> Cluster {
-    serde_yaml::from_str(&format!(
-        "apiVersion: strata.dev/v1alpha1
-kind: Cluster
-metadata: {{name: demo, namespace: ns}}
-spec:
-  listeners: {{admin: {port}}}
-status:
-  brokers:
-  - {{id: 0, pod: demo-0, state: Ready, address: 127.0.0.1}}
-",
-        port = admin.port()
-    ))
-    .expect("cluster")
-}
 
 /// `strata_operator_admin_connects_total{result}` as rendered on `/metrics`.
 fn connects(metrics: &Metrics, result: &str) -> u64 {

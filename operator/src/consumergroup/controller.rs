@@ -24,7 +24,7 @@ use crate::{Error, Result, FIELD_MANAGER};
 use super::hpa::{self, HpaTarget};
 use super::observe::{observe, Observation};
 use super::reset::{self, Decision};
-use super::status::{desired_replicas, from_description};
+use super::status::{from_description, unknown_group};
 
 const CONTROLLER: &str = "consumergroup";
 
@@ -179,18 +179,7 @@ async fn reconcile_inner(group: &ConsumerGroup, ctx: &Context) -> Result<Action>
             )
         }
         None => (
-            ConsumerGroupStatus {
-                state: Some("Unknown".into()),
-                members: Some(0),
-                total_lag: Some(0),
-                partitions: Some(obs.partitions),
-                desired_replicas: group
-                    .spec
-                    .autoscaling
-                    .as_ref()
-                    .map(|a| desired_replicas(a, 0, obs.partitions)),
-                ..ConsumerGroupStatus::default()
-            },
+            unknown_group(&group.spec, obs.partitions),
             Desired::not_ready(
                 "GroupNotFound",
                 format!(
