@@ -45,4 +45,8 @@ echo "$KAFKA_LIBS" > "$CACHE/current-kafka-libs"
 # The e2e harness: Kubernetes control plane binaries, helm and SeaweedFS, built or
 # installed once into $CACHE (the first run takes 10-20 minutes, later runs seconds).
 bash "$ROOT/e2e/setup.sh"
+
+# KEDA's Kafka scaler as a Go program for operator/tests/keda.rs, built once into
+# $CACHE/keda-<version> (the first build takes 12 CPU-minutes, later runs none).
+echo "setup: KEDA scaler program $(bash "$ROOT/tests/keda/build.sh")"
 echo "setup: ok (python env $VENV)"

@@ -7,6 +7,7 @@ use std::time::Duration;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 
+use crate::admin::AdminChannels;
 use crate::metrics::Metrics;
 
 /// Tunables (command-line flags of `strata-operator`).
@@ -36,10 +37,19 @@ pub struct Context {
     pub metrics: Metrics,
     pub settings: Settings,
     pub backoff: Backoff,
+    /// One admin connection per Cluster.
+    pub admin: AdminChannels,
+    /// The Warning events of problems that persist, so each is published once.
+    pub warnings: Warnings,
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Metrics, settings: Settings) -> Arc<Self> {
+    pub fn new(
+        client: Client,
+        metrics: Metrics,
+        admin: AdminChannels,
+        settings: Settings,
+    ) -> Arc<Self> {
         let reporter = Reporter {
             controller: crate::FIELD_MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -47,9 +57,11 @@ impl Context {
         Arc::new(Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            admin,
             metrics,
             settings,
             backoff: Backoff::default(),
+            warnings: Warnings::default(),
         })
     }
 
@@ -72,6 +84,65 @@ impl Context {
         if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "could not publish event");
         }
+    }
+}
+
+impl Context {
+    /// Publishes a Warning about a problem that a later reconcile may find
+    /// again (retried on every pass): only when it is new for `obj` and
+    /// `subject` (a claim, a broker…) or its note changed, not on every pass.
+    /// [`Context::resolved`] forgets it once the problem is gone.
+    pub async fn warn_once<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        reason: &str,
+        action: &str,
+        subject: &str,
+        note: String,
+    ) {
+        if self
+            .warnings
+            .first_report(&object_key(obj), reason, subject, &note)
+        {
+            self.event(obj, EventType::Warning, reason, action, note)
+                .await;
+        }
+    }
+
+    /// The problem `reason` of `obj` and `subject` is gone: a return publishes again.
+    pub fn resolved<K: Resource<DynamicType = ()>>(&self, obj: &K, reason: &str, subject: &str) {
+        self.warnings.clear(&object_key(obj), reason, subject);
+    }
+}
+
+/// What each persisting problem last published (object key, reason, subject →
+/// note). In memory only: a restarted operator reports a problem still there once more.
+#[derive(Default)]
+pub struct Warnings {
+    published: std::sync::Mutex<std::collections::HashMap<(String, String, String), String>>,
+}
+
+impl Warnings {
+    /// Whether this note is new for the problem (and records it as published).
+    pub fn first_report(&self, key: &str, reason: &str, subject: &str, note: &str) -> bool {
+        let mut map = match self.published.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let id = (key.to_string(), reason.to_string(), subject.to_string());
+        if map.get(&id).is_some_and(|n| n == note) {
+            return false;
+        }
+        map.insert(id, note.to_string());
+        true
+    }
+
+    pub fn clear(&self, key: &str, reason: &str, subject: &str) {
+        let mut map = match self.published.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.remove(&(key.to_string(), reason.to_string(), subject.to_string()));
     }
 }
 
@@ -139,6 +210,28 @@ mod tests {
         assert_eq!(b.next("a"), Duration::from_secs(300));
         b.reset("a");
         assert_eq!(b.next("a"), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_persisting_warning_is_published_once_until_it_changes_or_clears() {
+        let w = Warnings::default();
+        assert!(w.first_report("Cluster/ns/demo", "DrainFailed", "3", "cannot drain 3: x"));
+        assert!(!w.first_report("Cluster/ns/demo", "DrainFailed", "3", "cannot drain 3: x"));
+        // Another subject, reason or object is another problem.
+        assert!(w.first_report("Cluster/ns/demo", "DrainFailed", "4", "cannot drain 4: x"));
+        assert!(w.first_report(
+            "Cluster/ns/demo",
+            "UnregisterFailed",
+            "3",
+            "cannot drain 3: x"
+        ));
+        assert!(w.first_report("Cluster/ns/other", "DrainFailed", "3", "cannot drain 3: x"));
+        // A changed note is news.
+        assert!(w.first_report("Cluster/ns/demo", "DrainFailed", "3", "cannot drain 3: y"));
+        assert!(!w.first_report("Cluster/ns/demo", "DrainFailed", "3", "cannot drain 3: y"));
+        // Once resolved, the same problem coming back is published again.
+        w.clear("Cluster/ns/demo", "DrainFailed", "3");
+        assert!(w.first_report("Cluster/ns/demo", "DrainFailed", "3", "cannot drain 3: y"));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Operator metrics (OpenTelemetry instruments exported in Prometheus text on
 //! `/metrics`): reconcile runs, failures by error category, and durations, per
-//! controller.
+//! controller; External metrics requests; admin connections opened.
 
 use std::time::Instant;
 
@@ -18,6 +18,7 @@ pub struct Metrics {
     pub duration: Histogram<f64>,
     pub leader: opentelemetry::metrics::Gauge<u64>,
     pub metric_requests: Counter<u64>,
+    pub admin_connects: Counter<u64>,
 }
 
 impl Metrics {
@@ -49,6 +50,12 @@ impl Metrics {
                 .u64_counter("strata_operator_external_metric_requests")
                 .with_description("external.metrics.k8s.io requests served, per result")
                 .build(),
+            admin_connects: meter
+                .u64_counter("strata_operator_admin_connects")
+                .with_description(
+                    "Connections opened to a cluster's admin API (one is kept per cluster), per result",
+                )
+                .build(),
             registry,
         })
     }
@@ -76,6 +83,12 @@ impl Metrics {
     /// Counts one External metrics API request (`ok` or `error`).
     pub fn metric_request(&self, result: &'static str) {
         self.metric_requests
+            .add(1, &[KeyValue::new("result", result)]);
+    }
+
+    /// Counts one attempt to open an admin connection (`ok` or `error`).
+    pub fn admin_connect(&self, result: &'static str) {
+        self.admin_connects
             .add(1, &[KeyValue::new("result", result)]);
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use kube::Client;
 
+use crate::admin::AdminChannels;
 use crate::context::{Context, Settings};
 use crate::http::{self, Readiness};
 use crate::leader::{self, LeaseConfig};
@@ -31,6 +32,8 @@ pub struct Options {
 pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
     let metrics = Metrics::new()?;
     let ready = Readiness::default();
+    // One admin connection per Cluster, for the controllers and the metrics API alike.
+    let admin = AdminChannels::new(metrics.clone());
     let http = tokio::spawn(http::serve(
         opts.http_listen,
         metrics.clone(),
@@ -55,10 +58,14 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
 
     // Every replica serves the External metrics API (the APIService's Service
     // selects them all); it reads the brokers itself, so standbys answer too.
-    let metrics_api = opts
-        .metrics_api
-        .clone()
-        .map(|m| tokio::spawn(metrics_api::serve(client.clone(), metrics.clone(), m)));
+    let metrics_api = opts.metrics_api.clone().map(|m| {
+        tokio::spawn(metrics_api::serve(
+            client.clone(),
+            metrics.clone(),
+            admin.clone(),
+            m,
+        ))
+    });
     let metrics_api = async move {
         match metrics_api {
             Some(task) => task.await,
@@ -76,7 +83,7 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
         None => None,
     };
 
-    let ctx = Context::new(client, metrics, opts.settings.clone());
+    let ctx = Context::new(client, metrics, admin, opts.settings.clone());
     let scopes: Vec<Option<String>> = if opts.namespaces.is_empty() {
         vec![None]
     } else {

@@ -284,6 +284,32 @@ fn records(from: usize, to: usize) -> String {
         .collect()
 }
 
+/// `strata_operator_admin_connects_total` (all results) on the `/metrics` of
+/// the operator pod `name` (its `http` port, 8080 in the chart).
+async fn operator_admin_connects(client: &Client, name: &str) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "strata-system");
+    let ip = pods
+        .get(name)
+        .await
+        .expect("operator pod")
+        .status
+        .and_then(|s| s.pod_ip)
+        .expect("operator pod IP");
+    let mut s = tokio::net::TcpStream::connect((ip.as_str(), 8080))
+        .await
+        .expect("operator /metrics");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: operator\r\n\r\n")
+        .await
+        .expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.expect("response");
+    text.lines()
+        .filter(|l| l.starts_with("strata_operator_admin_connects_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 async fn resource_versions(client: &Client) -> Vec<(String, Option<String>)> {
     let mut out = cluster_resource_versions(client, NS).await;
     let topics: Api<Topic> = Api::namespaced(client.clone(), NS);
@@ -1348,7 +1374,7 @@ async fn scenario(env: &Env, kcat: &Path) {
         .delete(&holder, &DeleteParams::default())
         .await
         .expect("delete operator pod");
-    wait_for(
+    let new_holder = wait_for(
         "a new operator pod holds the Lease",
         Duration::from_secs(90),
         || async {
@@ -1358,7 +1384,7 @@ async fn scenario(env: &Env, kcat: &Path) {
                 .ok()?
                 .spec?
                 .holder_identity?;
-            (h != holder && h.starts_with("strata-operator-")).then_some(())
+            (h != holder && h.starts_with("strata-operator-")).then_some(h)
         },
     )
     .await;
@@ -1366,12 +1392,20 @@ async fn scenario(env: &Env, kcat: &Path) {
     tokio::time::sleep(Duration::from_secs(15)).await;
     let after = resource_versions(&client).await;
     assert_eq!(before, after, "the restarted operator updated objects");
+    let connects = operator_admin_connects(&client, &new_holder).await;
     // Longer than the ConsumerGroup refresh (15 s) and a Topic/Cluster requeue.
     tokio::time::sleep(Duration::from_secs(20)).await;
     let later = resource_versions(&client).await;
     assert_eq!(after, later, "objects written in a steady state");
+    // Each refresh reads the brokers on the cluster's pooled admin connection.
+    let connects_later = operator_admin_connects(&client, &new_holder).await;
+    assert!(connects >= 1, "the operator never connected to the brokers");
+    assert_eq!(
+        connects, connects_later,
+        "admin connections opened in a steady state"
+    );
     step(&format!(
-        "operator restarted without spurious updates; no writes to {} objects in 20 s of steady state",
+        "operator restarted without spurious updates; no writes to {} objects and no new admin connection ({connects} open) in 20 s of steady state",
         later.len()
     ));
 }

@@ -15,6 +15,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
 
+use strata_operator::admin::AdminChannels;
 use strata_operator::metrics::Metrics;
 use strata_operator::metrics_api::{serve, MetricsApiOptions};
 
@@ -159,9 +160,11 @@ async fn only_the_aggregators_client_certificate_is_served() {
     ))
     .expect("client");
     let port = strata_e2e::net::free_port().expect("port");
+    let metrics = Metrics::new().expect("metrics");
     let server = tokio::spawn(serve(
         kube,
-        Metrics::new().expect("metrics"),
+        metrics.clone(),
+        AdminChannels::new(metrics),
         MetricsApiOptions {
             listen: format!("127.0.0.1:{port}").parse().expect("addr"),
             client_ca_file: Some(ca_file),

@@ -22,10 +22,10 @@ use crate::{Error, Result};
 
 use super::rebalancer;
 use super::rollout::{self, Activity, AdminStep, BrokerView, ClusterView};
-use super::status::{self, admin_addresses, Observed};
+use super::status::{self, Observed};
 use super::storage::{self, StorageChange};
 use super::{build, selector_string, validate};
-use crate::admin::{self, pb};
+use crate::admin::pb;
 use crate::crd::cluster::RebalanceStatus;
 
 const CONTROLLER: &str = "cluster";
@@ -46,7 +46,7 @@ async fn dereference(cluster: &Cluster, ns: &str, ctx: &Context) -> Result<World
     let name = cluster.name_any();
     let statefulset = sts.get_opt(&name).await?;
     let view = if statefulset.is_some() {
-        describe(cluster).await
+        describe(cluster, ctx).await
     } else {
         None
     };
@@ -61,8 +61,8 @@ async fn dereference(cluster: &Cluster, ns: &str, ctx: &Context) -> Result<World
 }
 
 /// The cluster as its brokers describe it.
-async fn describe(cluster: &Cluster) -> Option<ClusterView> {
-    let mut client = admin::connect(&admin_addresses(cluster)).await.ok()?;
+async fn describe(cluster: &Cluster, ctx: &Context) -> Option<ClusterView> {
+    let mut client = ctx.admin.client(cluster).await.ok()?;
     match client.describe_cluster(pb::DescribeClusterRequest {}).await {
         Ok(r) => {
             let d = r.into_inner();
@@ -93,8 +93,8 @@ async fn describe(cluster: &Cluster) -> Option<ClusterView> {
 }
 
 /// Grows each broker's data claim to `to` (the StorageClass must allow volume
-/// expansion). A refusal is a Warning event and a log line, retried on later
-/// reconciles; it never holds up the rest of the reconcile.
+/// expansion). A refusal is a log line, retried on later reconciles, and a
+/// Warning event the first time; it never holds up the rest of the reconcile.
 async fn expand_claims(
     cluster: &Cluster,
     ctx: &Context,
@@ -116,6 +116,7 @@ async fn expand_claims(
             }
         };
         if !storage::needs_expansion(&pvc, to) {
+            ctx.resolved(cluster, "VolumeExpansionFailed", &claim);
             continue;
         }
         let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": to}}}});
@@ -124,6 +125,7 @@ async fn expand_claims(
             .await
         {
             Ok(_) => {
+                ctx.resolved(cluster, "VolumeExpansionFailed", &claim);
                 ctx.event(
                     cluster,
                     EventType::Normal,
@@ -139,11 +141,11 @@ async fn expand_claims(
                     other => other.to_string(),
                 };
                 tracing::warn!(%claim, error = %why, "volume expansion refused");
-                ctx.event(
+                ctx.warn_once(
                     cluster,
-                    EventType::Warning,
                     "VolumeExpansionFailed",
                     "ExpandVolume",
+                    &claim,
                     format!("cannot expand {claim} to {to}: {why}"),
                 )
                 .await;
@@ -154,12 +156,13 @@ async fn expand_claims(
 
 /// Runs the rollout's admin calls; a refused drain is reported (and stops the
 /// scale-in where it is), not retried hot; a refused unregistration is only an
-/// event (the next reconcile tries again).
+/// event (the next reconcile tries again). A refusal's Warning is published
+/// once, not at every retry.
 async fn run_steps(cluster: &Cluster, ctx: &Context, steps: &[AdminStep]) -> Option<String> {
     if steps.is_empty() {
         return None;
     }
-    let mut client = match admin::connect(&admin_addresses(cluster)).await {
+    let mut client = match ctx.admin.client(cluster).await {
         Ok(c) => c,
         Err(e) => return Some(e.to_string()),
     };
@@ -200,8 +203,10 @@ async fn run_steps(cluster: &Cluster, ctx: &Context, steps: &[AdminStep]) -> Opt
                     .map(drop),
             ),
         };
+        let subject = id.to_string();
         match result {
             Ok(()) => {
+                ctx.resolved(cluster, refused, &subject);
                 ctx.event(
                     cluster,
                     EventType::Normal,
@@ -213,7 +218,7 @@ async fn run_steps(cluster: &Cluster, ctx: &Context, steps: &[AdminStep]) -> Opt
             }
             Err(e) => {
                 let msg = format!("cannot {verb} broker {id}: {}", e.message());
-                ctx.event(cluster, EventType::Warning, refused, action, msg.clone())
+                ctx.warn_once(cluster, refused, action, &subject, msg.clone())
                     .await;
                 if !matches!(step, AdminStep::Unregister(_)) {
                     failure = Some(msg);
@@ -431,7 +436,7 @@ async fn balance(
             return keep(h.transient());
         }
     }
-    let mut client = match admin::connect(&admin_addresses(cluster)).await {
+    let mut client = match ctx.admin.client(cluster).await {
         Ok(c) => c,
         Err(e) => {
             tracing::debug!(cluster = %cluster.name_any(), error = %e, "rebalancer: no admin endpoint");

@@ -5,9 +5,7 @@
 //! New brokers so receive their share of existing partitions, and replicas left
 //! on brokers that are gone move to live ones.
 
-use tonic::transport::Channel;
-
-use crate::admin::{pb, AdminClient};
+use crate::admin::{pb, Admin};
 use crate::crd::cluster::{ClusterPhase, RebalanceStatus};
 use crate::rebalance::{self, Broker, PartitionReplicas, Policy};
 
@@ -170,7 +168,7 @@ pub fn partition_replicas(topics: &[pb::TopicDescription]) -> Vec<PartitionRepli
 /// `replicas` is the StatefulSet's broker count: only brokers `0..replicas`
 /// that are alive and not draining may receive replicas.
 pub async fn step(
-    client: &mut AdminClient<Channel>,
+    client: &mut Admin,
     previous: Option<&RebalanceStatus>,
     view: &ClusterView,
     replicas: i32,

@@ -147,6 +147,11 @@ pub fn compute(cluster: &Cluster, observed: &Observed<'_>, now: Timestamp) -> Cl
 
 /// `host:port` admin addresses of brokers that have an IP, ready ones first.
 pub fn admin_addresses(cluster: &Cluster) -> Vec<String> {
+    admin_targets(cluster).into_iter().map(|(a, _)| a).collect()
+}
+
+/// [`admin_addresses`] with whether each broker is Ready.
+pub fn admin_targets(cluster: &Cluster) -> Vec<(String, bool)> {
     let port = cluster.spec.listeners.admin;
     let Some(status) = &cluster.status else {
         return Vec::new();
@@ -159,7 +164,11 @@ pub fn admin_addresses(cluster: &Cluster) -> Vec<String> {
     brokers.sort_by_key(|b| (b.state != "Ready", b.id));
     brokers
         .iter()
-        .filter_map(|b| b.address.as_ref().map(|a| format!("{a}:{port}")))
+        .filter_map(|b| {
+            b.address
+                .as_ref()
+                .map(|a| (format!("{a}:{port}"), b.state == "Ready"))
+        })
         .collect()
 }
 

@@ -12,11 +12,9 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::{watcher, Controller};
 use kube::{Api, Resource, ResourceExt};
-use tonic::transport::Channel;
 
-use crate::admin::{self, AdminClient};
+use crate::admin::{self, Admin};
 use crate::apply::{apply, apply_status};
-use crate::cluster::status::admin_addresses;
 use crate::context::{object_key, Context};
 use crate::crd::condition::{self, Desired};
 use crate::crd::consumergroup::{OffsetResetPhase, OffsetResetStatus};
@@ -26,7 +24,7 @@ use crate::{Error, Result, FIELD_MANAGER};
 use super::hpa::{self, HpaTarget};
 use super::observe::{observe, Observation};
 use super::reset::{self, Decision};
-use super::status::{desired_replicas, from_description};
+use super::status::{from_description, unknown_group};
 
 const CONTROLLER: &str = "consumergroup";
 
@@ -98,7 +96,7 @@ async fn reconcile_inner(group: &ConsumerGroup, ctx: &Context) -> Result<Action>
         return Ok(Action::requeue(ctx.settings.group_refresh));
     };
     let observed = async {
-        let mut client = admin::connect(&admin_addresses(&cluster)).await?;
+        let mut client = ctx.admin.client(&cluster).await?;
         let obs = observe(&mut client, &group.spec).await?;
         Ok::<_, admin::AdminError>((client, obs))
     }
@@ -181,18 +179,7 @@ async fn reconcile_inner(group: &ConsumerGroup, ctx: &Context) -> Result<Action>
             )
         }
         None => (
-            ConsumerGroupStatus {
-                state: Some("Unknown".into()),
-                members: Some(0),
-                total_lag: Some(0),
-                partitions: Some(obs.partitions),
-                desired_replicas: group
-                    .spec
-                    .autoscaling
-                    .as_ref()
-                    .map(|a| desired_replicas(a, 0, obs.partitions)),
-                ..ConsumerGroupStatus::default()
-            },
+            unknown_group(&group.spec, obs.partitions),
             Desired::not_ready(
                 "GroupNotFound",
                 format!(
@@ -217,7 +204,7 @@ async fn run_reset(
     group: &ConsumerGroup,
     api: &Api<ConsumerGroup>,
     ctx: &Context,
-    client: &mut AdminClient<Channel>,
+    client: &mut Admin,
     req: crate::admin::pb::ResetGroupOffsetsRequest,
     obs: &mut Observation,
 ) -> Result<Option<OffsetResetStatus>> {
@@ -309,6 +296,7 @@ async fn sync_hpa(
     let existing = api.get_opt(&name).await?;
     let ours = existing.as_ref().map(|h| hpa::owned_by(h, &uid));
     let Some(a) = &group.spec.autoscaling else {
+        ctx.resolved(group, "AutoscalerConflict", "");
         if ours == Some(true) {
             api.delete(&name, &DeleteParams::default()).await?;
             tracing::info!(group = %name, "deleted HorizontalPodAutoscaler");
@@ -324,16 +312,17 @@ async fn sync_hpa(
         return Ok(None);
     };
     if ours == Some(false) {
-        ctx.event(
+        ctx.warn_once(
             group,
-            EventType::Warning,
             "AutoscalerConflict",
             "Autoscale",
+            "",
             format!("HorizontalPodAutoscaler {name} exists and is not owned by this ConsumerGroup; leaving it alone"),
         )
         .await;
         return Ok(None);
     }
+    ctx.resolved(group, "AutoscalerConflict", "");
     let owner = group
         .controller_owner_ref(&())
         .ok_or_else(|| Error::Invalid("ConsumerGroup has no uid yet".into()))?;

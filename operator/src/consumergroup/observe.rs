@@ -2,9 +2,7 @@
 //! per-partition lag) and the partition count of its topics. Shared by the
 //! controller (status) and the External metrics server (live lag for the HPA).
 
-use tonic::transport::Channel;
-
-use crate::admin::{pb, AdminClient, AdminError};
+use crate::admin::{pb, Admin, AdminError};
 use crate::crd::ConsumerGroupSpec;
 
 use super::status::{group_topics, partition_lag};
@@ -30,7 +28,7 @@ impl Observation {
 
 /// Describes the group and its topics.
 pub async fn observe(
-    client: &mut AdminClient<Channel>,
+    client: &mut Admin,
     spec: &ConsumerGroupSpec,
 ) -> Result<Observation, AdminError> {
     let description = match client

@@ -33,6 +33,22 @@ pub fn from_description(
     }
 }
 
+/// Status fields when the brokers do not know the group (nobody joined and
+/// nothing was committed): no lag, so the minimum of consumers.
+pub fn unknown_group(spec: &ConsumerGroupSpec, partitions: i32) -> ConsumerGroupStatus {
+    ConsumerGroupStatus {
+        state: Some("Unknown".into()),
+        members: Some(0),
+        total_lag: Some(0),
+        partitions: Some(partitions),
+        desired_replicas: spec
+            .autoscaling
+            .as_ref()
+            .map(|a| desired_replicas(a, 0, partitions)),
+        ..ConsumerGroupStatus::default()
+    }
+}
+
 /// Per-partition lag of the group's topics (all topics when none are listed),
 /// sorted by topic and partition.
 pub fn partition_lag(spec: &ConsumerGroupSpec, desc: &GroupDescription) -> Vec<PartitionLagStatus> {

@@ -27,8 +27,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{Api, Client};
 use tokio_rustls::TlsAcceptor;
 
-use crate::admin;
-use crate::cluster::status::admin_addresses;
+use crate::admin::AdminChannels;
 use crate::consumergroup::hpa::{GROUP_LABEL, METRIC_NAME};
 use crate::consumergroup::observe::observe;
 use crate::crd::{Cluster, ConsumerGroup};
@@ -55,10 +54,11 @@ pub struct MetricsApiOptions {
 struct AppState {
     client: Client,
     metrics: Metrics,
+    admin: AdminChannels,
 }
 
 /// The routes (without TLS).
-pub fn router(client: Client, metrics: Metrics) -> Router {
+pub fn router(client: Client, metrics: Metrics, admin: AdminChannels) -> Router {
     let base = format!("/apis/{}/{}", value::GROUP, value::VERSION);
     Router::new()
         .route("/apis", get(|| async { Json(value::api_group_list()) }))
@@ -75,7 +75,11 @@ pub fn router(client: Client, metrics: Metrics) -> Router {
         .route("/readyz", get(|| async { "ok" }))
         .route("/livez", get(|| async { "ok" }))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "NotFound", "no such path".into()) })
-        .with_state(AppState { client, metrics })
+        .with_state(AppState {
+            client,
+            metrics,
+            admin,
+        })
 }
 
 fn error(code: StatusCode, reason: &str, message: String) -> Response {
@@ -99,7 +103,7 @@ async fn external_metric(
         let name = value::selected_group(&selector)
             .map_err(|e| (StatusCode::BAD_REQUEST, e))?
             .to_string();
-        group_lag(&s.client, &namespace, &name).await
+        group_lag(&s.client, &s.admin, &namespace, &name).await
     }
     .await;
     match result {
@@ -124,6 +128,7 @@ async fn external_metric(
 /// The metric value of ConsumerGroup `namespace/name`, read live from its brokers.
 async fn group_lag(
     client: &Client,
+    pool: &AdminChannels,
     namespace: &str,
     name: &str,
 ) -> Result<(i64, BTreeMap<String, String>), (StatusCode, String)> {
@@ -150,7 +155,8 @@ async fn group_lag(
                 format!("Cluster {namespace}/{} not found", group.spec.cluster_ref),
             )
         })?;
-    let mut admin = admin::connect(&admin_addresses(&cluster))
+    let mut admin = pool
+        .client(&cluster)
         .await
         .map_err(|e| unavailable(e.to_string()))?;
     let obs = observe(&mut admin, &group.spec)
@@ -174,6 +180,7 @@ async fn group_lag(
 pub async fn serve(
     client: Client,
     metrics: Metrics,
+    admin: AdminChannels,
     opts: MetricsApiOptions,
 ) -> anyhow::Result<()> {
     let auth = loop {
@@ -211,7 +218,7 @@ pub async fn serve(
         allowed_names = ?allowed_names,
         "serving external.metrics.k8s.io over HTTPS"
     );
-    let app = router(client, metrics);
+    let app = router(client, metrics, admin);
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,

@@ -12,9 +12,8 @@ use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
-use tonic::transport::Channel;
 
-use crate::admin::{self, pb, AdminClient, AdminError};
+use crate::admin::{pb, Admin, AdminError};
 use crate::apply::apply_status;
 use crate::cluster::status::admin_addresses;
 use crate::context::{object_key, Context};
@@ -110,10 +109,7 @@ async fn write_status(
     Ok(())
 }
 
-async fn describe(
-    client: &mut AdminClient<Channel>,
-    name: &str,
-) -> Result<Option<ObservedTopic>, AdminError> {
+async fn describe(client: &mut Admin, name: &str) -> Result<Option<ObservedTopic>, AdminError> {
     match client
         .describe_topic(pb::DescribeTopicRequest { name: name.into() })
         .await
@@ -125,7 +121,7 @@ async fn describe(
 }
 
 async fn execute(
-    client: &mut AdminClient<Channel>,
+    client: &mut Admin,
     name: &str,
     action: &TopicAction,
 ) -> Result<ObservedTopic, AdminError> {
@@ -230,7 +226,7 @@ async fn apply_topic(topic: &Topic, ns: &str, ctx: &Context) -> Result<Action> {
         return Ok(Action::requeue(MISSING_CLUSTER_REQUEUE));
     };
     let name = topic.topic_name();
-    let mut client = match admin::connect(&admin_addresses(&cluster)).await {
+    let mut client = match ctx.admin.client(&cluster).await {
         Ok(c) => c,
         Err(e) => {
             write_status(
@@ -379,7 +375,7 @@ async fn cleanup_topic(topic: &Topic, ns: &str, ctx: &Context) -> Result<Action>
         }
     };
     let outcome = async {
-        let mut client = admin::connect(&admin_addresses(&cluster)).await?;
+        let mut client = ctx.admin.client(&cluster).await?;
         match client
             .delete_topic(pb::DeleteTopicRequest { name: name.clone() })
             .await

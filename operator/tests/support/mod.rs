@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test crate uses a subset
 
+pub mod broker;
 pub mod helm;
 
 use std::path::PathBuf;

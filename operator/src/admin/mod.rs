@@ -1,6 +1,8 @@
 //! Client of the broker admin gRPC API (`broker/proto/admin.proto`), generated
 //! at build time. The operator reaches brokers by pod IP (from the Cluster's
 //! status), which works in-cluster and on the e2e process kubelet alike.
+//! The controllers take their clients from [`AdminChannels`], one connection
+//! per Cluster; [`connect`] opens a connection of its own (tests, one-off calls).
 
 use std::time::Duration;
 
@@ -12,7 +14,10 @@ pub mod pb {
     tonic::include_proto!("strata.admin.v1");
 }
 
+mod pool;
+
 pub use pb::admin_client::AdminClient;
+pub use pool::{reusable, Admin, AdminChannel, AdminChannels, Target};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,6 +60,12 @@ impl From<tonic::Status> for AdminError {
 
 /// Connects to the first reachable `host:port` of `addrs`.
 pub async fn connect(addrs: &[String]) -> Result<AdminClient<Channel>, AdminError> {
+    let (_, channel) = connect_channel(addrs).await?;
+    Ok(AdminClient::new(channel))
+}
+
+/// A channel to the first reachable `host:port` of `addrs`, and that address.
+async fn connect_channel(addrs: &[String]) -> Result<(String, Channel), AdminError> {
     let mut last = String::from("no broker addresses known yet");
     for addr in addrs {
         let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
@@ -65,7 +76,7 @@ pub async fn connect(addrs: &[String]) -> Result<AdminClient<Channel>, AdminErro
             }
         };
         match endpoint.connect().await {
-            Ok(channel) => return Ok(AdminClient::new(channel)),
+            Ok(channel) => return Ok((addr.clone(), channel)),
             Err(e) => last = format!("{addr}: {e}"),
         }
     }

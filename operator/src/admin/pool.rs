@@ -1,0 +1,205 @@
+//! One admin gRPC channel per Cluster, shared by every reconcile and every
+//! External metrics request, instead of a new connection each time.
+//!
+//! A tonic `Channel` is an HTTP/2 connection that multiplexes any number of
+//! concurrent calls and reconnects by itself when the same address comes back.
+//! What it cannot do is move to another broker: the pool watches each channel
+//! for transport failures (connection refused or reset, timeouts) and replaces
+//! a failed one, or one whose broker is no longer a preferred address of the
+//! Cluster (gone, or not Ready while another broker is), on the next request.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use kube::ResourceExt;
+use tonic::body::Body;
+use tonic::transport::Channel;
+
+use super::{connect_channel, AdminClient, AdminError};
+use crate::cluster::status::admin_targets;
+use crate::crd::Cluster;
+use crate::metrics::Metrics;
+
+/// The admin client of a pooled channel.
+pub type Admin = AdminClient<AdminChannel>;
+
+/// A `Channel` that records a transport failure of any call made on it, so
+/// that the pool stops handing it out.
+#[derive(Clone)]
+pub struct AdminChannel {
+    inner: Channel,
+    failed: Arc<AtomicBool>,
+}
+
+impl AdminChannel {
+    fn new(inner: Channel) -> Self {
+        AdminChannel {
+            inner,
+            failed: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
+impl tower_service::Service<http::Request<Body>> for AdminChannel {
+    type Response = http::Response<Body>;
+    type Error = tonic::transport::Error;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let ready = self.inner.poll_ready(cx);
+        if let Poll::Ready(Err(_)) = &ready {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        ready
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let failed = self.failed.clone();
+        let call = self.inner.call(req);
+        Box::pin(async move {
+            let result = call.await;
+            // An error here is the transport's (a broker's gRPC error status is
+            // an Ok response): the connection is no good.
+            if result.is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+            result
+        })
+    }
+}
+
+/// A broker admin address and whether its broker is Ready, in the order the
+/// Cluster's status lists them (Ready brokers first).
+pub type Target = (String, bool);
+
+/// Whether a channel to `addr` may serve the Cluster whose brokers are
+/// `targets`: it has not failed and its broker is Ready, or no broker is Ready
+/// and it is still one of the Cluster's brokers. A fresh connection tries the
+/// Ready brokers first, so this keeps the choice `connect` would make, without
+/// reconnecting when only the order of equally good brokers changed.
+pub fn reusable(addr: &str, failed: bool, targets: &[Target]) -> bool {
+    if failed {
+        return false;
+    }
+    let any_ready = targets.iter().any(|(_, ready)| *ready);
+    targets
+        .iter()
+        .any(|(a, ready)| a == addr && (*ready || !any_ready))
+}
+
+struct Pooled {
+    addr: String,
+    channel: AdminChannel,
+}
+
+/// The channels, keyed by the Cluster's namespace and name.
+#[derive(Clone)]
+pub struct AdminChannels {
+    channels: Arc<Mutex<HashMap<String, Pooled>>>,
+    metrics: Metrics,
+}
+
+impl AdminChannels {
+    pub fn new(metrics: Metrics) -> Self {
+        AdminChannels {
+            channels: Arc::default(),
+            metrics,
+        }
+    }
+
+    /// An admin client of `cluster`'s brokers, on its pooled channel when that
+    /// is still good, else on a new connection (which the pool keeps).
+    pub async fn client(&self, cluster: &Cluster) -> Result<Admin, AdminError> {
+        let key = format!(
+            "{}/{}",
+            cluster.namespace().unwrap_or_default(),
+            cluster.name_any()
+        );
+        let targets = admin_targets(cluster);
+        if let Some(channel) = self.pooled(&key, &targets) {
+            return Ok(AdminClient::new(channel));
+        }
+        let addrs: Vec<String> = targets.into_iter().map(|(a, _)| a).collect();
+        let connected = connect_channel(&addrs).await;
+        self.metrics
+            .admin_connect(if connected.is_ok() { "ok" } else { "error" });
+        let (addr, channel) = connected?;
+        tracing::debug!(cluster = %key, %addr, "admin channel opened");
+        let channel = AdminChannel::new(channel);
+        let mut map = lock(&self.channels);
+        map.insert(
+            key,
+            Pooled {
+                addr,
+                channel: channel.clone(),
+            },
+        );
+        Ok(AdminClient::new(channel))
+    }
+
+    fn pooled(&self, key: &str, targets: &[Target]) -> Option<AdminChannel> {
+        let mut map = lock(&self.channels);
+        let pooled = map.get(key)?;
+        if reusable(&pooled.addr, pooled.channel.failed(), targets) {
+            return Some(pooled.channel.clone());
+        }
+        map.remove(key);
+        None
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn targets(list: &[(&str, bool)]) -> Vec<Target> {
+        list.iter().map(|(a, r)| (a.to_string(), *r)).collect()
+    }
+
+    #[test]
+    fn a_healthy_channel_to_a_ready_broker_is_reused_whatever_the_order() {
+        let t = targets(&[("10.0.0.1:9093", true), ("10.0.0.2:9093", true)]);
+        assert!(reusable("10.0.0.1:9093", false, &t));
+        assert!(reusable("10.0.0.2:9093", false, &t));
+    }
+
+    #[test]
+    fn a_failed_channel_is_replaced() {
+        let t = targets(&[("10.0.0.1:9093", true)]);
+        assert!(!reusable("10.0.0.1:9093", true, &t));
+    }
+
+    #[test]
+    fn a_channel_to_a_broker_that_left_or_is_not_ready_is_replaced() {
+        let t = targets(&[("10.0.0.2:9093", true), ("10.0.0.1:9093", false)]);
+        assert!(!reusable("10.0.0.1:9093", false, &t), "not Ready");
+        assert!(
+            !reusable("10.0.0.3:9093", false, &t),
+            "not a broker any more"
+        );
+        assert!(!reusable("10.0.0.1:9093", false, &[]), "no brokers known");
+    }
+
+    #[test]
+    fn with_no_ready_broker_any_of_the_clusters_brokers_will_do() {
+        let t = targets(&[("10.0.0.1:9093", false), ("10.0.0.2:9093", false)]);
+        assert!(reusable("10.0.0.2:9093", false, &t));
+        assert!(!reusable("10.0.0.3:9093", false, &t));
+    }
+}
