@@ -47,7 +47,8 @@ lagPerReplica`, and `behavior.scaleDown.stabilizationWindowSeconds` =
 `scaleDownStabilizationSeconds` when set. The operator serves the metric
 itself (`external.metrics.k8s.io/v1beta1`, APIService in the chart): the sum of
 the per-partition lag, capped at `lagPerReplica × partitions` (KEDA's Kafka
-scaler semantics), so the HPA never asks for more replicas than partitions.
+scaler semantics with `scaleToZeroOnInvalidOffset`; see
+[operations.md](operations.md#keda) for where KEDA's defaults differ), so the HPA never asks for more replicas than partitions.
 `status.desiredReplicas` shows the replica count the current lag asks for,
 `status.hpa` the HPA's name. Removing `spec.autoscaling` deletes the HPA.
 
