@@ -23,13 +23,19 @@ from faults import history as hist
 from faults.checker import check
 from faults.cluster import FaultCluster
 from faults.nemesis import Nemesis, offsets_partition, schedule
-from faults.workload import CommittedReader, Member, TierSampler, Writer, final_read
+from faults.workload import (CommittedReader, Copier, Member, TierSampler, TxnWriter, Writer, final_read,
+                             txn_final_read)
 
 PROFILE = os.environ.get("STRATA_FAULT_PROFILE", "short")
 TOPIC = "faults"
 PARTITIONS = 3
 # One group id per test process: nothing outside this run can be a member.
 GROUP = f"fault-group-{os.getpid()}"
+# The transactional workload: a writer's topic and the copier's output, neither
+# tiered (the tier does not keep the aborted-transaction index yet).
+TXN_IN, TXN_OUT = "faults-txn", "faults-txn-copy"
+TXN_WRITER_ID = f"fault-txw-{os.getpid()}"
+COPIER_ID = f"fault-copier-{os.getpid()}"
 
 
 @pytest.fixture
@@ -79,7 +85,7 @@ def clients(request):
     yield made
     for x in reversed(made):
         try:
-            x.stop(timeout=10) if isinstance(x, Writer) else x.stop()
+            x.stop(timeout=10) if isinstance(x, (Writer, TxnWriter)) else x.stop()
         except Exception as e:  # noqa: BLE001 - teardown goes on with the others
             print("teardown:", x, e)
 
@@ -115,10 +121,46 @@ def panicked(c):
     return out
 
 
-def run_and_check(c, h, tmp, writers, members, reader, plan, sampler=None):
+class TxnWorkload:
+    """The transactional writer on TXN_IN and the exactly-once copier TXN_IN -> TXN_OUT."""
+
+    def __init__(self, c, h, tmp, seed):
+        for t in (TXN_IN, TXN_OUT):
+            create_topic(c, t)
+        self.writer = TxnWriter(h, "tw", c.bootstrap(), TXN_IN, PARTITIONS, TXN_WRITER_ID, seed=seed).start()
+        self.copier = Copier(tmp, "copier", c.bootstrap(), TXN_IN, TXN_OUT, COPIER_ID, COPIER_ID)
+        self.topics = [TXN_IN, TXN_OUT, "__transaction_state"]
+
+    def finish(self, c, h):
+        """After healing: the writer stops, the copier catches up with every committed
+        input record (its group's committed offsets pass the last one) and stops, and
+        both topics are read back with both isolation levels."""
+        self.writer.stop()
+        assert not self.writer.thread.is_alive(), "the transactional writer did not stop"
+        txn_final_read(h, c.bootstrap(), TXN_IN, PARTITIONS)
+        last = {}
+        for op in h.ops:
+            if op["f"] == "txn-final" and op["topic"] == TXN_IN and op["isolation"] == "read_committed":
+                last[op["partition"]] = max(op["offset"], last.get(op["partition"], -1))
+        assert self.copier.alive(), f"the copier exited: {self.copier.err.name}"
+
+        def caught_up():
+            try:
+                done = self.copier.committed(PARTITIONS)
+            except Exception:  # noqa: BLE001 - a coordinator still moving: ask again
+                return False
+            return all(done.get(p, -1) > o for p, o in last.items())
+        wait_for("the copier's committed offsets past the last committed input record", caught_up, 120)
+        self.copier.stop()
+        h.record("test", "info", "copy-config", src=TXN_IN, dst=TXN_OUT)
+        txn_final_read(h, c.bootstrap(), TXN_OUT, PARTITIONS)
+
+
+def run_and_check(c, h, tmp, writers, members, reader, plan, sampler=None, txn=None):
     """Applies `plan`, stops the clients, reads everything back and checks the history."""
-    nemesis = Nemesis(c, h, [TOPIC, "__consumer_offsets"], members,
-                      tier_topic=TOPIC if getattr(c, "has_tier", False) else None)
+    nemesis = Nemesis(c, h, [TOPIC, "__consumer_offsets", *(txn.topics if txn else ())], members,
+                      tier_topic=TOPIC if getattr(c, "has_tier", False) else None,
+                      copier=txn.copier if txn else None, txn_ids=[TXN_WRITER_ID, COPIER_ID] if txn else ())
     started = time.monotonic()
     try:
         nemesis.run(plan)
@@ -143,7 +185,9 @@ def run_and_check(c, h, tmp, writers, members, reader, plan, sampler=None):
         d = c.cli("topic", "describe", TOPIC)["partition_details"]
         tiered = {p["partition"]: p.get("remote_end_offset", -1) for p in d}
     final_read(h, c.bootstrap(), TOPIC, PARTITIONS)
-    ops = hist.load(h.path, *[m.history_path for m in members])
+    if txn:
+        txn.finish(c, h)
+    ops = hist.load(h.path, *[m.history_path for m in members], *([txn.copier.history_path] if txn else []))
     result = check(ops)
     report = {
         "faults": [(k, t, p["hold"]) for k, t, p in nemesis.applied],
@@ -151,6 +195,10 @@ def run_and_check(c, h, tmp, writers, members, reader, plan, sampler=None):
         "operations": len(ops),
         "netns": c.has_net or c.netns_reason,
         "fatal_producer_errors": [f for w in writers for f in w.fatal],
+        "txn_producers": txn.writer.producers if txn else 0,
+        "copier_starts": txn.copier.starts if txn else 0,
+        "copier_transactions": {t: sum(1 for op in ops if op["f"] == "copy" and op["type"] == t)
+                                for t in ("ok", "fail", "info")} if txn else {},
         **result.stats,
         "tiered_end_offsets": tiered,
         # (partition, offset, the leader's local start, records read) of every read of
@@ -167,7 +215,7 @@ def run_and_check(c, h, tmp, writers, members, reader, plan, sampler=None):
     return report, result
 
 
-def random_fault_run(c, clients, tmp, seed, seconds, each_once):
+def random_fault_run(c, clients, tmp, seed, seconds, each_once, txn=True):
     print(f"fault seed {seed} (replay: STRATA_FAULT_SEED={seed}), {seconds}s of faults, netns: "
           f"{c.has_net or c.netns_reason}")
     print(f"disk faults: {c.has_disk or c.disk_reason}, tier faults: {c.has_tier or c.tier_reason}")
@@ -178,13 +226,24 @@ def random_fault_run(c, clients, tmp, seed, seconds, each_once):
     reader = CommittedReader(h, c.bootstrap(), TOPIC, PARTITIONS, GROUP).start()
     sampler = TierSampler(h, c, TOPIC).start() if c.has_tier else None
     clients += [*writers, *members, reader, *([sampler] if sampler else [])]
+    txn = TxnWorkload(c, h, tmp, seed) if txn else None
+    if txn:
+        clients += [txn.writer, txn.copier]
     wait_for("first acknowledged writes", lambda: acked(h) > 100, 30)
+    if txn:
+        wait_for("first committed transactions", lambda: txn.writer.counts["ok"] > 5, 60)
     plan = schedule(seed, seconds, c.has_net, PARTITIONS, c.ids, each_once=each_once, has_disk=c.has_disk,
-                    has_tier=c.has_tier, membership=True)
+                    has_tier=c.has_tier, membership=True, txn=bool(txn))
     print("plan:", plan)
-    report, _ = run_and_check(c, h, tmp, writers, members, reader, plan, sampler)
+    report, _ = run_and_check(c, h, tmp, writers, members, reader, plan, sampler, txn)
     assert report["acked"] > 1000, report
     assert report["reads"] > 0 and report["commits"] > 0, report
+    if txn:
+        # Both outcomes happened, read_committed had aborted records to skip, and the
+        # copier copied: the transaction rules judged something.
+        assert report["txns_committed"] > 0 and report["txns_aborted"] > 0, report
+        assert report["txn_aborted_records_in_log"] > 0, report
+        assert report["copied_records_read"] > 0, report
     if c.has_tier:
         # Segments were uploaded (and the final read from 0 went through them), and
         # the local-versus-remote check had samples to judge.

@@ -373,6 +373,9 @@ class FaultCluster:
             data_dir = self.tmp / f"node-{i}"
         return Broker(i, data_dir, host, prefix, ports, {
             "STRATA_OFFSETS_TOPIC_PARTITIONS": "4",
+            # The transactional workload's coordinators: few partitions, like the
+            # offsets topic's, so recovery checks stay quick.
+            "STRATA_TRANSACTION_STATE_PARTITIONS": "4",
             "STRATA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
             "STRATA_BROKER_SESSION_TIMEOUT_MS": "3000",
             "STRATA_REPLICA_LAG_TIME_MAX_MS": "5000",

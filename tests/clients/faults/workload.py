@@ -219,7 +219,7 @@ def final_read(history, bootstrap, topic, partitions, timeout=120):
 
 class TxnWriter:
     """Writes "<name>:<txn>:<i>" (i < a random size of 1-12) to partition i % partitions
-    of its own topic in one transaction each, about `rate` transactions per second,
+    of its own topic in one transaction each, `pause` s after the previous one ended,
     and aborts about one in four on purpose. Each transaction is a `txn` invoke {txn,
     topic, values, intent}, then ok (committed), fail (aborted: on purpose, or it
     failed before the commit was asked for, so it cannot have committed) or info
@@ -227,9 +227,9 @@ class TxnWriter:
     (fatal error, failed abort) is replaced by a new one with the same
     transactional.id, whose initialisation fences it and aborts what it left open."""
 
-    def __init__(self, history, name, bootstrap, topic, partitions, txn_id, rate=5, seed=0):
+    def __init__(self, history, name, bootstrap, topic, partitions, txn_id, pause=0.1, seed=0):
         self.h, self.name, self.topic, self.partitions = history, name, topic, partitions
-        self.bootstrap, self.txn_id, self.rate = bootstrap, txn_id, rate
+        self.bootstrap, self.txn_id, self.pause = bootstrap, txn_id, pause
         self.rng = random.Random(seed)
         self.stop_flag = threading.Event()
         self.counts = {"ok": 0, "fail": 0, "info": 0}
@@ -262,7 +262,7 @@ class TxnWriter:
     def run(self):
         p = self._producer()
         n = 0
-        while p is not None and not self.stop_flag.wait(1.0 / self.rate):
+        while p is not None and not self.stop_flag.wait(self.pause):
             n += 1
             txn = f"{self.name}:{n}"
             size = self.rng.randint(1, 12)
@@ -276,6 +276,10 @@ class TxnWriter:
                 for i, v in enumerate(values):
                     p.produce(self.topic, value=v.encode(), partition=i % self.partitions)
                 if abort:
+                    # Delivered first: an abort purges what is still queued, and the
+                    # records of an aborted transaction should be in the log (for
+                    # read_committed to skip), not only in the history.
+                    p.flush(30)
                     p.abort_transaction(30)
                     self._end("fail", txn, deliberate=True)
                     continue
