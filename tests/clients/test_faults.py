@@ -3,13 +3,17 @@
 A 3-broker cluster, each broker in its own network namespace when this host allows
 it (and, in the seeded and long runs, on its own tmpfs, with a tiered topic on a
 SeaweedFS S3 server), is driven by idempotent acks=all producers and a consumer group
-while a nemesis kills, pauses, cuts off and degrades brokers, fills a broker's disk,
-stops, takes down or slows the object store, adds a broker and drains it away again,
-and pauses group members, on a schedule drawn from a seed. Every operation goes into a history; after healing, a fresh
-consumer reads every partition from offset 0 and faults/checker.py looks for lost,
-duplicated, reordered or inconsistent records and for offsets moving backwards.
+(and, in the seeded and long runs, a transactional writer and an exactly-once
+copier) while a nemesis kills, pauses, cuts off and degrades brokers, fills a
+broker's disk, stops, takes down or slows the object store, adds a broker and drains
+it away again, pauses group members and kills the copier and the transaction
+coordinator, on a schedule drawn from a seed. Every operation goes into a history;
+after healing, a fresh consumer reads every partition from offset 0 and
+faults/checker.py looks for lost, duplicated, reordered or inconsistent records, for
+offsets moving backwards, and for aborted reads, torn or lost transactions and a copy
+that is not exactly its committed input.
 
-Short profile (default, runs in `make test`): fixed seeds, about 3 minutes.
+Short profile (default, runs in `make test`): fixed seeds, about 4 minutes.
 Long profile: STRATA_FAULT_PROFILE=long STRATA_FAULT_MINUTES=30 [STRATA_FAULT_SEED=n].
 Replay one seed of either profile with STRATA_FAULT_SEED=n."""
 import json
@@ -261,8 +265,8 @@ SHORT_SEEDS = [int(s) for s in os.environ.get("STRATA_FAULT_SEED", "20240501").s
 @pytest.mark.skipif(PROFILE != "short", reason="short profile only")
 @pytest.mark.parametrize("seed", SHORT_SEEDS)
 def test_seeded_faults_lose_duplicate_or_reorder_nothing(full_cluster, clients, tmp_path, seed):
-    # Every fault kind once (11 with namespaces, tmpfs and SeaweedFS, each ~2-12 s
-    # plus recovery).
+    # Every fault kind once (13 with namespaces, tmpfs, SeaweedFS and transactions,
+    # each ~2-12 s plus recovery).
     random_fault_run(full_cluster, clients, tmp_path, seed, seconds=40, each_once=True)
 
 
