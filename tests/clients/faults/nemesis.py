@@ -86,10 +86,13 @@ class Nemesis:
     ids whose coordinators `kill-txn-coordinator` aims at."""
 
     def __init__(self, cluster, history, topics, members=(), tier_topic=None, copier=None, txn_ids=(),
-                 txn_state_partitions=4):
+                 txn_state_partitions=None):
         self.c, self.h, self.topics, self.members = cluster, history, topics, list(members)
         self.tier_topic = tier_topic
-        self.copier, self.txn_ids, self.txn_state_partitions = copier, list(txn_ids), txn_state_partitions
+        self.copier, self.txn_ids = copier, list(txn_ids)
+        if txn_state_partitions is None:
+            from faults.cluster import TXN_STATE_PARTITIONS as txn_state_partitions
+        self.txn_state_partitions = txn_state_partitions
         self.applied = []
         self.joined = None
         self.filled = None
