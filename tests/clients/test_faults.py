@@ -22,6 +22,7 @@ import random
 import time
 
 import pytest
+from confluent_kafka import KafkaException
 
 from faults import history as hist
 from faults.checker import check
@@ -151,7 +152,7 @@ class TxnWorkload:
         def caught_up():
             try:
                 done = self.copier.committed(PARTITIONS)
-            except Exception:  # noqa: BLE001 - a coordinator still moving: ask again
+            except KafkaException:  # a coordinator still moving: ask again
                 return False
             return all(done.get(p, -1) > o for p, o in last.items())
         wait_for("the copier's committed offsets past the last committed input record", caught_up, 120)
@@ -219,7 +220,7 @@ def run_and_check(c, h, tmp, writers, members, reader, plan, sampler=None, txn=N
     return report, result
 
 
-def random_fault_run(c, clients, tmp, seed, seconds, each_once, txn=True):
+def random_fault_run(c, clients, tmp, seed, seconds, each_once, with_txn=True):
     print(f"fault seed {seed} (replay: STRATA_FAULT_SEED={seed}), {seconds}s of faults, netns: "
           f"{c.has_net or c.netns_reason}")
     print(f"disk faults: {c.has_disk or c.disk_reason}, tier faults: {c.has_tier or c.tier_reason}")
@@ -230,7 +231,7 @@ def random_fault_run(c, clients, tmp, seed, seconds, each_once, txn=True):
     reader = CommittedReader(h, c.bootstrap(), TOPIC, PARTITIONS, GROUP).start()
     sampler = TierSampler(h, c, TOPIC).start() if c.has_tier else None
     clients += [*writers, *members, reader, *([sampler] if sampler else [])]
-    txn = TxnWorkload(c, h, tmp, seed) if txn else None
+    txn = TxnWorkload(c, h, tmp, seed) if with_txn else None
     if txn:
         clients += [txn.writer, txn.copier]
     wait_for("first acknowledged writes", lambda: acked(h) > 100, 30)
