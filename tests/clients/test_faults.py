@@ -155,7 +155,14 @@ class TxnWorkload:
             except KafkaException:  # a coordinator still moving: ask again
                 return False
             return all(done.get(p, -1) > o for p, o in last.items())
-        wait_for("the copier's committed offsets past the last committed input record", caught_up, 120)
+        try:
+            wait_for("the copier's committed offsets past the last committed input record", caught_up, 120)
+        except AssertionError:
+            self.copier.dump_stacks()
+            time.sleep(1)
+            last_ops = [{k: v for k, v in op.items() if k != "values"} for op in hist.load(self.copier.history_path)[-3:]]
+            raise AssertionError(f"the copier made no progress; its last operations: {last_ops}; its stacks "
+                                 f"and client log: {self.copier.err.name}") from None
         self.copier.stop()
         h.record("test", "info", "copy-config", src=TXN_IN, dst=TXN_OUT)
         txn_final_read(h, c.bootstrap(), TXN_OUT, PARTITIONS)

@@ -11,6 +11,7 @@ transaction stored), with a new producer if the old one cannot go on, so it copi
 exactly once. A restarted copier fences its predecessor (same transactional.id),
 whose open transaction the coordinator aborts."""
 import argparse
+import faulthandler
 import os
 import signal
 import sys
@@ -35,6 +36,9 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition  
 h = History(args.history)
 flags = {"stop": False}
 signal.signal(signal.SIGTERM, lambda *_: flags.update(stop=True))
+# SIGUSR1: every thread's stack to stderr (the test asks for it when the copier
+# makes no progress).
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def new_producer():

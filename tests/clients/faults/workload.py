@@ -345,6 +345,11 @@ class Copier:
         if not self.alive():
             self.start()
 
+    def dump_stacks(self):
+        """Asks the copier for its threads' stacks (faulthandler, into its .err file)."""
+        if self.alive():
+            self.proc.send_signal(10)  # SIGUSR1
+
     def stop(self):
         if self.alive():
             self.proc.terminate()
