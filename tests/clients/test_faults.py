@@ -160,7 +160,8 @@ class TxnWorkload:
         except AssertionError:
             self.copier.dump_stacks()
             time.sleep(1)
-            last_ops = [{k: v for k, v in op.items() if k != "values"} for op in hist.load(self.copier.history_path)[-3:]]
+            last_ops = [{k: v for k, v in op.items() if k != "values"}
+                        for op in hist.load(self.copier.history_path)[-3:]]
             raise AssertionError(f"the copier made no progress; its last operations: {last_ops}; its stacks "
                                  f"and client log: {self.copier.err.name}") from None
         self.copier.stop()
