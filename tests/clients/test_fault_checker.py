@@ -235,3 +235,147 @@ def test_an_acknowledged_write_without_an_offset_must_be_in_the_log():
     r = check(h.ops)
     assert r.found() == {"lost": 1}, r.summary()
     assert r.stats["acked_without_offset"] == 2
+
+
+# -- transactions and the exactly-once copier -----------------------------------------
+
+IN, OUT = "txn-in", "txn-out"
+
+
+def txn(h, name, size, outcome, intent=None):
+    """A transaction of `size` records "<name>:<i>" to partition i % 2 of IN."""
+    values = [f"{name}:{i}" for i in range(size)]
+    h.op("tw", "invoke", "txn", txn=name, topic=IN, values=values,
+         intent=intent or ("abort" if outcome == "fail" else "commit"))
+    if outcome is not None:
+        h.op("tw", outcome, "txn", txn=name, topic=IN)
+    return values
+
+
+def txn_final(h, topic, partitions, isolation="read_committed"):
+    """`partitions`: {partition: [values in offset order]} (offsets 0, 1, ...)."""
+    for p, values in partitions.items():
+        for o, v in enumerate(values):
+            h.op("final", "ok", "txn-final", topic=topic, partition=p, offset=o, value=v, isolation=isolation)
+    return h
+
+
+def txn_clean():
+    """t1 committed (3 records over 2 partitions), t2 aborted, t3 unknown and not
+    visible, t4 unknown and visible; the copier copied t1 and t4 into OUT."""
+    h = clean()
+    txn(h, "t1", 3, "ok")
+    txn(h, "t2", 2, "fail")
+    txn(h, "t3", 2, "info")
+    txn(h, "t4", 1, "info")
+    committed = {0: ["t1:0", "t1:2", "t4:0"], 1: ["t1:1"]}
+    txn_final(h, IN, committed)
+    # The log holds the aborted and unknown records too; read_committed skips them.
+    txn_final(h, IN, {0: ["t1:0", "t2:0", "t1:2", "t3:0", "t4:0"], 1: ["t1:1", "t2:1", "t3:1"]},
+              isolation="read_uncommitted")
+    h.op("test", "info", "copy-config", src=IN, dst=OUT)
+    return h, committed
+
+
+def test_a_clean_transactional_history_has_no_anomalies():
+    h, committed = txn_clean()
+    txn_final(h, OUT, committed)
+    r = check(h.ops)
+    assert r.ok, r.summary()
+    assert (r.stats["txns_committed"], r.stats["txns_aborted"], r.stats["txns_unknown"]) == (1, 1, 2)
+    assert r.stats["txns_unknown_visible"] == 1
+    assert r.stats["txn_aborted_records_in_log"] == 2
+    assert r.stats["copied_records_read"] == 4
+
+
+def test_a_record_of_an_aborted_transaction_read_committed_is_an_aborted_read():
+    h = H()
+    txn(h, "t1", 2, "ok")
+    txn(h, "t2", 2, "fail")
+    txn_final(h, IN, {0: ["t1:0", "t2:0"], 1: ["t1:1", "t2:1"]})
+    assert found(h) == {"aborted-read": 1}
+
+
+def test_a_transaction_never_asked_to_commit_is_aborted_even_when_its_abort_failed():
+    # The writer records fail for a transaction that broke before the commit call:
+    # its records are as invisible as those of a deliberate abort.
+    h = H()
+    txn(h, "t1", 1, "fail", intent="commit")
+    txn_final(h, IN, {0: ["t1:0"]})
+    assert found(h) == {"aborted-read": 1}
+
+
+def test_a_committed_transaction_partly_visible_is_torn():
+    h = H()
+    txn(h, "t1", 3, "ok")
+    txn_final(h, IN, {0: ["t1:0", "t1:2"]})  # t1:1 (partition 1) missing
+    assert found(h) == {"torn-transaction": 1}
+
+
+def test_a_transaction_of_unknown_outcome_partly_visible_is_torn():
+    h = H()
+    txn(h, "t1", 2, "info")
+    txn(h, "t2", 2, None)  # never answered at all: unknown too
+    txn_final(h, IN, {0: ["t2:0"], 1: ["t1:1"]})
+    assert found(h) == {"torn-transaction": 2}
+
+
+def test_an_aborted_transaction_partly_visible_is_an_aborted_read_and_torn():
+    h = H()
+    txn(h, "t1", 2, "fail")
+    txn_final(h, IN, {1: ["t1:1"]})
+    assert found(h) == {"aborted-read": 1, "torn-transaction": 1}
+
+
+def test_a_committed_transaction_with_nothing_visible_is_lost():
+    h = H()
+    txn(h, "t1", 2, "ok")
+    txn(h, "t2", 2, "ok")
+    txn_final(h, IN, {0: ["t1:0"], 1: ["t1:1"]})
+    assert found(h) == {"lost-transaction": 1}
+
+
+def test_a_transactional_record_read_committed_twice_is_a_duplicate():
+    h = H()
+    txn(h, "t1", 2, "ok")
+    txn_final(h, IN, {0: ["t1:0", "t1:0"], 1: ["t1:1"]})
+    assert found(h) == {"txn-duplicate": 1}
+
+
+def test_a_record_no_transaction_wrote_is_a_txn_phantom():
+    h = H()
+    txn(h, "t1", 1, "ok")
+    txn_final(h, IN, {0: ["t1:0", "x:0"]})
+    assert found(h) == {"txn-phantom": 1}
+
+
+def test_a_committed_input_record_missing_from_the_copy_is_copy_lost():
+    h, committed = txn_clean()
+    txn_final(h, OUT, {0: ["t1:0", "t4:0"], 1: ["t1:1"]})
+    assert found(h) == {"copy-lost": 1}
+
+
+def test_a_record_copied_twice_is_a_copy_duplicate():
+    # The copier's transaction was retried after a commit that had gone through.
+    h, committed = txn_clean()
+    txn_final(h, OUT, {0: ["t1:0", "t1:2", "t1:2", "t4:0"], 1: ["t1:1"]})
+    assert found(h) == {"copy-duplicate": 1}
+
+
+def test_an_aborted_record_in_the_copy_is_a_copy_phantom():
+    # A copier that read read_uncommitted (or a broker that served it aborted data).
+    h, committed = txn_clean()
+    txn_final(h, OUT, {0: ["t1:0", "t2:0", "t1:2", "t4:0"], 1: ["t1:1"]})
+    assert found(h) == {"copy-phantom": 1}
+
+
+def test_a_copy_out_of_input_order_is_a_copy_reorder():
+    h, committed = txn_clean()
+    txn_final(h, OUT, {0: ["t1:2", "t1:0", "t4:0"], 1: ["t1:1"]})
+    assert found(h) == {"copy-reorder": 1}
+
+
+def test_a_record_copied_to_another_partition_is_a_copy_reorder():
+    h, committed = txn_clean()
+    txn_final(h, OUT, {0: ["t1:0", "t1:2", "t4:0", "t1:1"]})
+    assert found(h) == {"copy-reorder": 1}

@@ -3,13 +3,17 @@
 A 3-broker cluster, each broker in its own network namespace when this host allows
 it (and, in the seeded and long runs, on its own tmpfs, with a tiered topic on a
 SeaweedFS S3 server), is driven by idempotent acks=all producers and a consumer group
-while a nemesis kills, pauses, cuts off and degrades brokers, fills a broker's disk,
-stops, takes down or slows the object store, adds a broker and drains it away again,
-and pauses group members, on a schedule drawn from a seed. Every operation goes into a history; after healing, a fresh
-consumer reads every partition from offset 0 and faults/checker.py looks for lost,
-duplicated, reordered or inconsistent records and for offsets moving backwards.
+(and, in the seeded and long runs, a transactional writer and an exactly-once
+copier) while a nemesis kills, pauses, cuts off and degrades brokers, fills a
+broker's disk, stops, takes down or slows the object store, adds a broker and drains
+it away again, pauses group members and kills the copier and the transaction
+coordinator, on a schedule drawn from a seed. Every operation goes into a history;
+after healing, a fresh consumer reads every partition from offset 0 and
+faults/checker.py looks for lost, duplicated, reordered or inconsistent records, for
+offsets moving backwards, and for aborted reads, torn or lost transactions and a copy
+that is not exactly its committed input.
 
-Short profile (default, runs in `make test`): fixed seeds, about 3 minutes.
+Short profile (default, runs in `make test`): fixed seeds, about 4 minutes.
 Long profile: STRATA_FAULT_PROFILE=long STRATA_FAULT_MINUTES=30 [STRATA_FAULT_SEED=n].
 Replay one seed of either profile with STRATA_FAULT_SEED=n."""
 import json
@@ -18,18 +22,25 @@ import random
 import time
 
 import pytest
+from confluent_kafka import KafkaException
 
 from faults import history as hist
 from faults.checker import check
 from faults.cluster import FaultCluster
 from faults.nemesis import Nemesis, offsets_partition, schedule
-from faults.workload import CommittedReader, Member, TierSampler, Writer, final_read
+from faults.workload import (CommittedReader, Copier, Member, TierSampler, TxnWriter, Writer, final_read,
+                             txn_final_read)
 
 PROFILE = os.environ.get("STRATA_FAULT_PROFILE", "short")
 TOPIC = "faults"
 PARTITIONS = 3
 # One group id per test process: nothing outside this run can be a member.
 GROUP = f"fault-group-{os.getpid()}"
+# The transactional workload: a writer's topic and the copier's output, neither
+# tiered (the tier does not keep the aborted-transaction index yet).
+TXN_IN, TXN_OUT = "faults-txn", "faults-txn-copy"
+TXN_WRITER_ID = f"fault-txw-{os.getpid()}"
+COPIER_ID = f"fault-copier-{os.getpid()}"
 
 
 @pytest.fixture
@@ -79,7 +90,7 @@ def clients(request):
     yield made
     for x in reversed(made):
         try:
-            x.stop(timeout=10) if isinstance(x, Writer) else x.stop()
+            x.stop(timeout=10) if isinstance(x, (Writer, TxnWriter)) else x.stop()
         except Exception as e:  # noqa: BLE001 - teardown goes on with the others
             print("teardown:", x, e)
 
@@ -115,10 +126,54 @@ def panicked(c):
     return out
 
 
-def run_and_check(c, h, tmp, writers, members, reader, plan, sampler=None):
+class TxnWorkload:
+    """The transactional writer on TXN_IN and the exactly-once copier TXN_IN -> TXN_OUT."""
+
+    def __init__(self, c, h, tmp, seed):
+        for t in (TXN_IN, TXN_OUT):
+            create_topic(c, t)
+        self.writer = TxnWriter(h, "tw", c.bootstrap(), TXN_IN, PARTITIONS, TXN_WRITER_ID, seed=seed).start()
+        self.copier = Copier(tmp, "copier", c.bootstrap(), TXN_IN, TXN_OUT, COPIER_ID, COPIER_ID)
+        self.topics = [TXN_IN, TXN_OUT, "__transaction_state"]
+
+    def finish(self, c, h):
+        """After healing: the writer stops, the copier catches up with every committed
+        input record (its group's committed offsets pass the last one) and stops, and
+        both topics are read back with both isolation levels."""
+        self.writer.stop()
+        assert not self.writer.thread.is_alive(), "the transactional writer did not stop"
+        txn_final_read(h, c.bootstrap(), TXN_IN, PARTITIONS)
+        last = {}
+        for op in h.ops:
+            if op["f"] == "txn-final" and op["topic"] == TXN_IN and op["isolation"] == "read_committed":
+                last[op["partition"]] = max(op["offset"], last.get(op["partition"], -1))
+        assert self.copier.alive(), f"the copier exited: {self.copier.err.name}"
+
+        def caught_up():
+            try:
+                done = self.copier.committed(PARTITIONS)
+            except KafkaException:  # a coordinator still moving: ask again
+                return False
+            return all(done.get(p, -1) > o for p, o in last.items())
+        try:
+            wait_for("the copier's committed offsets past the last committed input record", caught_up, 120)
+        except AssertionError:
+            self.copier.dump_stacks()
+            time.sleep(1)
+            last_ops = [{k: v for k, v in op.items() if k != "values"}
+                        for op in hist.load(self.copier.history_path)[-3:]]
+            raise AssertionError(f"the copier made no progress; its last operations: {last_ops}; its stacks "
+                                 f"and client log: {self.copier.err.name}") from None
+        self.copier.stop()
+        h.record("test", "info", "copy-config", src=TXN_IN, dst=TXN_OUT)
+        txn_final_read(h, c.bootstrap(), TXN_OUT, PARTITIONS)
+
+
+def run_and_check(c, h, tmp, writers, members, reader, plan, sampler=None, txn=None):
     """Applies `plan`, stops the clients, reads everything back and checks the history."""
-    nemesis = Nemesis(c, h, [TOPIC, "__consumer_offsets"], members,
-                      tier_topic=TOPIC if getattr(c, "has_tier", False) else None)
+    nemesis = Nemesis(c, h, [TOPIC, "__consumer_offsets", *(txn.topics if txn else ())], members,
+                      tier_topic=TOPIC if getattr(c, "has_tier", False) else None,
+                      copier=txn.copier if txn else None, txn_ids=[TXN_WRITER_ID, COPIER_ID] if txn else ())
     started = time.monotonic()
     try:
         nemesis.run(plan)
@@ -143,7 +198,9 @@ def run_and_check(c, h, tmp, writers, members, reader, plan, sampler=None):
         d = c.cli("topic", "describe", TOPIC)["partition_details"]
         tiered = {p["partition"]: p.get("remote_end_offset", -1) for p in d}
     final_read(h, c.bootstrap(), TOPIC, PARTITIONS)
-    ops = hist.load(h.path, *[m.history_path for m in members])
+    if txn:
+        txn.finish(c, h)
+    ops = hist.load(h.path, *[m.history_path for m in members], *([txn.copier.history_path] if txn else []))
     result = check(ops)
     report = {
         "faults": [(k, t, p["hold"]) for k, t, p in nemesis.applied],
@@ -151,6 +208,10 @@ def run_and_check(c, h, tmp, writers, members, reader, plan, sampler=None):
         "operations": len(ops),
         "netns": c.has_net or c.netns_reason,
         "fatal_producer_errors": [f for w in writers for f in w.fatal],
+        "txn_producers": txn.writer.producers if txn else 0,
+        "copier_starts": txn.copier.starts if txn else 0,
+        "copier_transactions": {t: sum(1 for op in ops if op["f"] == "copy" and op["type"] == t)
+                                for t in ("ok", "fail", "info")} if txn else {},
         **result.stats,
         "tiered_end_offsets": tiered,
         # (partition, offset, the leader's local start, records read) of every read of
@@ -167,7 +228,7 @@ def run_and_check(c, h, tmp, writers, members, reader, plan, sampler=None):
     return report, result
 
 
-def random_fault_run(c, clients, tmp, seed, seconds, each_once):
+def random_fault_run(c, clients, tmp, seed, seconds, each_once, with_txn=True):
     print(f"fault seed {seed} (replay: STRATA_FAULT_SEED={seed}), {seconds}s of faults, netns: "
           f"{c.has_net or c.netns_reason}")
     print(f"disk faults: {c.has_disk or c.disk_reason}, tier faults: {c.has_tier or c.tier_reason}")
@@ -178,13 +239,24 @@ def random_fault_run(c, clients, tmp, seed, seconds, each_once):
     reader = CommittedReader(h, c.bootstrap(), TOPIC, PARTITIONS, GROUP).start()
     sampler = TierSampler(h, c, TOPIC).start() if c.has_tier else None
     clients += [*writers, *members, reader, *([sampler] if sampler else [])]
+    txn = TxnWorkload(c, h, tmp, seed) if with_txn else None
+    if txn:
+        clients += [txn.writer, txn.copier]
     wait_for("first acknowledged writes", lambda: acked(h) > 100, 30)
+    if txn:
+        wait_for("first committed transactions", lambda: txn.writer.counts["ok"] > 5, 60)
     plan = schedule(seed, seconds, c.has_net, PARTITIONS, c.ids, each_once=each_once, has_disk=c.has_disk,
-                    has_tier=c.has_tier, membership=True)
+                    has_tier=c.has_tier, membership=True, txn=bool(txn))
     print("plan:", plan)
-    report, _ = run_and_check(c, h, tmp, writers, members, reader, plan, sampler)
+    report, _ = run_and_check(c, h, tmp, writers, members, reader, plan, sampler, txn)
     assert report["acked"] > 1000, report
     assert report["reads"] > 0 and report["commits"] > 0, report
+    if txn:
+        # Both outcomes happened, read_committed had aborted records to skip, and the
+        # copier copied: the transaction rules judged something.
+        assert report["txns_committed"] > 0 and report["txns_aborted"] > 0, report
+        assert report["txn_aborted_records_in_log"] > 0, report
+        assert report["copied_records_read"] > 0, report
     if c.has_tier:
         # Segments were uploaded (and the final read from 0 went through them), and
         # the local-versus-remote check had samples to judge.
@@ -202,8 +274,8 @@ SHORT_SEEDS = [int(s) for s in os.environ.get("STRATA_FAULT_SEED", "20240501").s
 @pytest.mark.skipif(PROFILE != "short", reason="short profile only")
 @pytest.mark.parametrize("seed", SHORT_SEEDS)
 def test_seeded_faults_lose_duplicate_or_reorder_nothing(full_cluster, clients, tmp_path, seed):
-    # Every fault kind once (11 with namespaces, tmpfs and SeaweedFS, each ~2-12 s
-    # plus recovery).
+    # Every fault kind once (13 with namespaces, tmpfs, SeaweedFS and transactions,
+    # each ~2-12 s plus recovery).
     random_fault_run(full_cluster, clients, tmp_path, seed, seconds=40, each_once=True)
 
 

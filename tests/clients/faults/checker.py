@@ -19,6 +19,13 @@ Operations it reads (others are ignored):
   tier-state ok {broker, topic, partition, local_start, remote_end} - one broker's
            local log start of a tiered partition and the committed remote log end
            (one past its last offset, -1 when nothing was uploaded), as it saw them
+  txn      invoke {txn, topic, values, intent}; ok (committed) / fail (aborted, or
+           never asked to commit) / info (unknown: the commit call failed) {txn} -
+           a transactional writer's transaction
+  txn-final ok {topic, partition, offset, value, isolation} - the final reads of a
+           topic written in transactions, read_committed and read_uncommitted
+  copy-config info {src, dst} - `dst` is the exactly-once copy of `src` (same
+           partition)
 
 Anomaly classes (the keys of the result):
   lost                  an acknowledged write is not in the final read
@@ -39,6 +46,24 @@ Anomaly classes (the keys of the result):
                         the end of the committed remote log that any broker showed
                         up to that broker's next sample: offsets were deleted locally
                         before their upload was committed
+  aborted-read          a record of an aborted transaction is in the read_committed
+                        final read
+  torn-transaction      some but not all records of a transaction are in the
+                        read_committed final read (whatever its outcome)
+  lost-transaction      no record of a committed transaction is in the
+                        read_committed final read
+  txn-duplicate         a transactional record is in the read_committed final read
+                        more than once
+  txn-phantom           a record in the read_committed final read of a
+                        transactional topic that no transaction wrote
+  copy-lost             a record of the copier's committed input is missing from the
+                        read_committed output
+  copy-duplicate        a record is in the read_committed output more than once
+  copy-phantom          a record in the read_committed output that is not in the
+                        committed input (an aborted record was copied, or a copy
+                        without its source)
+  copy-reorder          an output partition holds its input partition's records in
+                        another order, or another partition's
 """
 import bisect
 from collections import defaultdict
@@ -54,6 +79,15 @@ ANOMALIES = (
     "consumer-skip",
     "commit-backwards",
     "tier-gap",
+    "aborted-read",
+    "torn-transaction",
+    "lost-transaction",
+    "txn-duplicate",
+    "txn-phantom",
+    "copy-lost",
+    "copy-duplicate",
+    "copy-phantom",
+    "copy-reorder",
 )
 
 # Enough examples per class to debug from; the counts stay exact.
@@ -97,6 +131,8 @@ def check(ops):
     _check_reads(ops, r)
     _check_commits(ops, r)
     _check_tier(ops, r)
+    _check_txns(ops, r)
+    _check_copies(ops, r)
     return r
 
 
@@ -297,3 +333,104 @@ def _check_tier(ops, r):
     r.stats["tier_max_remote_end"] = max(all_ends) if all_ends else -1
     starts = [op["local_start"] for seq in samples.values() for op in seq]
     r.stats["tier_max_local_start"] = max(starts) if starts else -1
+
+
+def _txn_final(ops, isolation="read_committed"):
+    """(topic -> {partition -> [(offset, value)] in offset order}) of a final read."""
+    out = defaultdict(lambda: defaultdict(list))
+    for op in ops:
+        if op["f"] == "txn-final" and op["type"] == "ok" and op["isolation"] == isolation:
+            out[op["topic"]][op["partition"]].append((op["offset"], op["value"]))
+    for parts in out.values():
+        for recs in parts.values():
+            recs.sort()
+    return out
+
+
+def _check_txns(ops, r):
+    """Each transaction of a transactional writer is all visible to read_committed or
+    not at all: all if it committed, none if it aborted, either if its outcome is
+    unknown; and nothing else is visible."""
+    txns = {}  # txn -> invoke op
+    outcome = {}  # txn -> ok / fail / info
+    for op in ops:
+        if op["f"] != "txn":
+            continue
+        if op["type"] == "invoke":
+            txns[op["txn"]] = op
+        else:
+            outcome[op["txn"]] = op["type"]
+    committed = _txn_final(ops)
+    uncommitted = _txn_final(ops, "read_uncommitted")
+    owner = {v: t for t, inv in txns.items() for v in inv["values"]}
+    topics = {inv["topic"] for inv in txns.values()}
+    seen = defaultdict(list)  # value -> [(partition, offset)] in the read_committed read
+    for topic in topics:
+        for p, recs in committed.get(topic, {}).items():
+            for o, v in recs:
+                seen[v].append((p, o))
+                if v not in owner:
+                    r.add("txn-phantom", topic=topic, partition=p, offset=o, value=v)
+    for v, places in seen.items():
+        if len(places) > 1:
+            r.add("txn-duplicate", value=v, at=sorted(places))
+    for t, inv in txns.items():
+        got = [v for v in inv["values"] if v in seen]
+        kind = outcome.get(t, "info")  # never answered: unknown
+        if kind == "fail" and got:
+            r.add("aborted-read", txn=t, topic=inv["topic"], visible=got[:10], of=len(inv["values"]))
+        if got and len(got) < len(inv["values"]):
+            r.add("torn-transaction", txn=t, topic=inv["topic"], outcome=kind, visible=len(got),
+                  of=len(inv["values"]), missing=[v for v in inv["values"] if v not in seen][:10])
+        elif kind == "ok" and not got:
+            r.add("lost-transaction", txn=t, topic=inv["topic"], values=inv["values"][:10])
+    by = defaultdict(int)
+    for t in txns:
+        by[outcome.get(t, "info")] += 1
+    aborted_values = {v for t, inv in txns.items() if outcome.get(t) == "fail" for v in inv["values"]}
+    r.stats.update(
+        txns=len(txns), txns_committed=by["ok"], txns_aborted=by["fail"], txns_unknown=by["info"],
+        txns_unknown_visible=sum(1 for t, inv in txns.items() if outcome.get(t, "info") == "info"
+                                 and any(v in seen for v in inv["values"])),
+        txn_records_committed_read=sum(len(x) for x in seen.values()),
+        # Records of aborted transactions that the log holds (read_uncommitted): what
+        # read_committed had to skip.
+        txn_aborted_records_in_log=sum(1 for topic in topics for recs in uncommitted.get(topic, {}).values()
+                                       for _, v in recs if v in aborted_values),
+    )
+
+
+def _check_copies(ops, r):
+    """The read_committed output of an exactly-once copier is its read_committed input,
+    partition by partition, in order: nothing lost, duplicated or made up."""
+    committed = _txn_final(ops)
+    copies = 0
+    for op in ops:
+        if op["f"] != "copy-config":
+            continue
+        src, dst = committed.get(op["src"], {}), committed.get(op["dst"], {})
+        inputs = {v: p for p, recs in src.items() for _, v in recs}
+        outputs = defaultdict(list)
+        for p, recs in dst.items():
+            for o, v in recs:
+                outputs[v].append((p, o))
+        for v, p in inputs.items():
+            if v not in outputs:
+                r.add("copy-lost", src=op["src"], dst=op["dst"], value=v, partition=p)
+        for v, places in outputs.items():
+            if len(places) > 1:
+                r.add("copy-duplicate", dst=op["dst"], value=v, at=sorted(places))
+            if v not in inputs:
+                r.add("copy-phantom", dst=op["dst"], value=v, at=sorted(places))
+        for p in set(src) | set(dst):
+            want = [v for _, v in src.get(p, [])]
+            got = [v for _, v in dst.get(p, [])]
+            # Only what is copied once and belongs here is compared for order (the
+            # other cases are reported above).
+            mine = [v for v in got if inputs.get(v) == p and len(outputs[v]) == 1]
+            strays = [v for v in got if v in inputs and inputs[v] != p]
+            if strays or mine != [v for v in want if v in set(mine)]:
+                r.add("copy-reorder", src=op["src"], dst=op["dst"], partition=p,
+                      from_other_partitions=strays[:10])
+        copies += sum(len(x) for x in outputs.values())
+    r.stats["copied_records_read"] = copies

@@ -27,6 +27,9 @@ from pathlib import Path
 from conftest import BIN, free_port
 
 CLI = Path(os.environ.get("STRATA_CLI_BIN", BIN.parent / "strata"))
+# Partitions of __transaction_state the brokers create (the nemesis computes which
+# one coordinates a transactional.id from it).
+TXN_STATE_PARTITIONS = 4
 
 
 def _run(*args, check=True):
@@ -373,6 +376,9 @@ class FaultCluster:
             data_dir = self.tmp / f"node-{i}"
         return Broker(i, data_dir, host, prefix, ports, {
             "STRATA_OFFSETS_TOPIC_PARTITIONS": "4",
+            # The transactional workload's coordinators: few partitions, like the
+            # offsets topic's, so recovery checks stay quick.
+            "STRATA_TRANSACTION_STATE_PARTITIONS": str(TXN_STATE_PARTITIONS),
             "STRATA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
             "STRATA_BROKER_SESSION_TIMEOUT_MS": "3000",
             "STRATA_REPLICA_LAG_TIME_MAX_MS": "5000",

@@ -20,6 +20,9 @@ DISK_FAULTS = ("disk-full",)
 # s3-outage: the server stopped (requests hang); s3-down: connections refused (requests
 # fail at once); s3-slow: every chunk delayed.
 TIER_FAULTS = ("s3-outage", "s3-slow", "s3-down")
+# With the transactional workload: kill -9 of the copier (restarted after the hold)
+# and of the transaction coordinator of the writer's or the copier's transactional.id.
+TXN_FAULTS = ("kill-copier", "kill-txn-coordinator")
 
 
 def offsets_partition(group, partitions):
@@ -33,18 +36,19 @@ def offsets_partition(group, partitions):
     return 0 if h == -(1 << 31) else abs(h) % partitions
 
 
-def kinds(has_net, has_disk=False, has_tier=False, membership=False):
+def kinds(has_net, has_disk=False, has_tier=False, membership=False, txn=False):
     return (PROCESS_FAULTS + (NET_FAULTS if has_net else ()) + (MEMBERSHIP_FAULTS if membership else ())
-            + (DISK_FAULTS if has_disk else ()) + (TIER_FAULTS if has_tier else ()))
+            + (DISK_FAULTS if has_disk else ()) + (TIER_FAULTS if has_tier else ())
+            + (TXN_FAULTS if txn else ()))
 
 
 def schedule(seed, seconds, has_net, partitions, brokers, each_once=False, has_disk=False, has_tier=False,
-             membership=False):
+             membership=False, txn=False):
     """[(kind, params)] whose hold times add up to about `seconds`. With `each_once`
     every kind appears exactly once, in a seeded order, and `seconds` is ignored: the
     short profile covers every kind in the least time."""
     rng = random.Random(seed)
-    available = list(kinds(has_net, has_disk, has_tier, membership))
+    available = list(kinds(has_net, has_disk, has_tier, membership, txn))
     out, total = [], 0.0
     if each_once:
         bag = available[:]
@@ -77,11 +81,18 @@ def schedule(seed, seconds, has_net, partitions, brokers, each_once=False, has_d
 
 class Nemesis:
     """Applies and heals the faults of a plan. `tier_topic` is the tiered topic the
-    object-store faults probe (reads of offsets that are only in the tier)."""
+    object-store faults probe (reads of offsets that are only in the tier).
+    `copier` is the transactional workload's Copier and `txn_ids` the transactional
+    ids whose coordinators `kill-txn-coordinator` aims at."""
 
-    def __init__(self, cluster, history, topics, members=(), tier_topic=None):
+    def __init__(self, cluster, history, topics, members=(), tier_topic=None, copier=None, txn_ids=(),
+                 txn_state_partitions=None):
         self.c, self.h, self.topics, self.members = cluster, history, topics, list(members)
         self.tier_topic = tier_topic
+        self.copier, self.txn_ids = copier, list(txn_ids)
+        if txn_state_partitions is None:
+            from faults.cluster import TXN_STATE_PARTITIONS as txn_state_partitions
+        self.txn_state_partitions = txn_state_partitions
         self.applied = []
         self.joined = None
         self.filled = None
@@ -139,6 +150,18 @@ class Nemesis:
             target = "s3"
         elif kind == "join-leave-broker":
             target, extra = self._join(params)
+        elif kind == "kill-copier":
+            if self.copier is not None:
+                target = self.copier.name
+                self.copier.kill()
+        elif kind == "kill-txn-coordinator":
+            if self.txn_ids:
+                txn_id = self.txn_ids[params["member"] % len(self.txn_ids)]
+                p = offsets_partition(txn_id, self.txn_state_partitions)
+                target = c.leader("__transaction_state", p)
+                extra = {"transactional_id": txn_id, "txn_state_partition": p}
+                if target in c.brokers:
+                    c.brokers[target].kill()
         self.h.record("nemesis", "info", "nemesis", fault=kind, phase="start", target=target, **params, **extra)
         self.applied.append((kind, target, params))
 
@@ -211,6 +234,8 @@ class Nemesis:
                      "exit_code": b.proc.returncode if b.proc is not None else None}
             self.filled = None
         self.c.heal()
+        if kind == "kill-copier" and self.copier is not None:
+            self.copier.restart()
         if kind == "join-leave-broker" and self.joined is not None:
             new, self.joined = self.joined, None
             self.c.remove_broker(new)

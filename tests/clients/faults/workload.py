@@ -1,14 +1,17 @@
 """The clients of a fault run, each recording what it did into the history:
 idempotent acks=all producers (threads), group members (subprocesses, member.py),
-a reader of the group's committed offsets, and the final read after healing."""
+a reader of the group's committed offsets, a transactional writer (thread) and a
+consume-transform-produce copier (subprocess, copier.py), and the final reads after
+healing."""
 import json
+import random
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 HERE = Path(__file__).parent
 
@@ -212,6 +215,210 @@ def final_read(history, bootstrap, topic, partitions, timeout=120):
         return highs
     finally:
         c.close()
+
+
+class TxnWriter:
+    """Writes "<name>:<txn>:<i>" (i < a random size of 1-12) to partition i % partitions
+    of its own topic in one transaction each, `pause` s after the previous one ended,
+    and aborts about one in four on purpose. Each transaction is a `txn` invoke {txn,
+    topic, values, intent}, then ok (committed), fail (aborted: on purpose, or it
+    failed before the commit was asked for, so it cannot have committed) or info
+    (unknown: the commit call failed or timed out). A producer that cannot go on
+    (fatal error, failed abort) is replaced by a new one with the same
+    transactional.id, whose initialisation fences it and aborts what it left open."""
+
+    def __init__(self, history, name, bootstrap, topic, partitions, txn_id, pause=0.1, seed=0):
+        self.h, self.name, self.topic, self.partitions = history, name, topic, partitions
+        self.bootstrap, self.txn_id, self.pause = bootstrap, txn_id, pause
+        self.rng = random.Random(seed)
+        self.stop_flag = threading.Event()
+        self.counts = {"ok": 0, "fail": 0, "info": 0}
+        self.producers = 0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def _producer(self):
+        while not self.stop_flag.is_set():
+            p = Producer({"bootstrap.servers": self.bootstrap, "transactional.id": self.txn_id,
+                          "transaction.timeout.ms": 20000, "message.timeout.ms": 20000, "linger.ms": 5,
+                          "topic.metadata.refresh.interval.ms": 1000})
+            try:
+                p.init_transactions(30)
+                self.producers += 1
+                self.h.record(self.name, "info", "txn-init", txn_id=self.txn_id, generation=self.producers)
+                return p
+            except KafkaException as e:
+                self.h.record(self.name, "info", "txn-init-failed", error=str(e.args[0]))
+                self.stop_flag.wait(1)
+        return None
+
+    def _end(self, type_, txn, **fields):
+        self.counts[type_] += 1
+        self.h.record(self.name, type_, "txn", txn=txn, topic=self.topic, **fields)
+
+    def run(self):
+        p = self._producer()
+        n = 0
+        while p is not None and not self.stop_flag.wait(self.pause):
+            n += 1
+            txn = f"{self.name}:{n}"
+            size = self.rng.randint(1, 12)
+            abort = self.rng.random() < 0.25
+            values = [f"{txn}:{i}" for i in range(size)]
+            committing = False
+            try:
+                p.begin_transaction()
+                self.h.record(self.name, "invoke", "txn", txn=txn, topic=self.topic, values=values,
+                              intent="abort" if abort else "commit")
+                for i, v in enumerate(values):
+                    p.produce(self.topic, value=v.encode(), partition=i % self.partitions)
+                if abort:
+                    # Delivered first: an abort purges what is still queued, and the
+                    # records of an aborted transaction should be in the log (for
+                    # read_committed to skip), not only in the history.
+                    p.flush(30)
+                    p.abort_transaction(30)
+                    self._end("fail", txn, deliberate=True)
+                    continue
+                committing = True
+                for attempt in range(3):
+                    try:
+                        p.commit_transaction(30)
+                        break
+                    except KafkaException as e:
+                        if not e.args[0].retriable() or attempt == 2:
+                            raise
+                self._end("ok", txn)
+                continue
+            except (KafkaException, BufferError) as e:
+                err = e.args[0] if isinstance(e, KafkaException) else None
+                # Begun but not asked to commit: it cannot have committed.
+                self._end("info" if committing else "fail", txn, error=str(err or e),
+                          fatal=bool(err and err.fatal()))
+            try:
+                if err is not None and err.fatal():
+                    raise KafkaException(err)
+                p.abort_transaction(30)
+            except KafkaException as e:
+                self.h.record(self.name, "info", "txn-abort-failed", error=str(e.args[0]))
+                p = self._producer()
+
+    def stop(self, timeout=120):
+        self.stop_flag.set()
+        self.thread.join(timeout)
+
+
+class Copier:
+    """The consume-transform-produce copier subprocess (copier.py): `src` to `dst`
+    exactly once, with its own history file. kill() is kill -9; restart() starts a
+    new process with the same transactional.id and group (the heal of `kill-copier`)."""
+
+    def __init__(self, history_dir, name, bootstrap, src, dst, group, txn_id):
+        self.name, self.bootstrap, self.src, self.dst = name, bootstrap, src, dst
+        self.group, self.txn_id = group, txn_id
+        self.history_path = Path(history_dir) / f"{name}.jsonl"
+        self.err = open(Path(history_dir) / f"{name}.err", "ab")
+        self.proc = None
+        self.starts = 0
+        self.start()
+
+    def start(self):
+        self.starts += 1
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "copier.py"), "--bootstrap", self.bootstrap, "--src", self.src,
+             "--dst", self.dst, "--group", self.group, "--txn-id", self.txn_id,
+             "--name", f"{self.name}.{self.starts}", "--history", str(self.history_path)],
+            stdout=self.err, stderr=self.err)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self):
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def restart(self):
+        if not self.alive():
+            self.start()
+
+    def dump_stacks(self):
+        """Asks the copier for its threads' stacks (faulthandler, into its .err file)."""
+        if self.alive():
+            self.proc.send_signal(10)  # SIGUSR1
+
+    def stop(self):
+        if self.alive():
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def committed(self, partitions, timeout=10):
+        """The group's committed offsets of `src` (stable ones: a read_committed
+        consumer asks with require_stable)."""
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group,
+                      "enable.auto.commit": False, "isolation.level": "read_committed"})
+        try:
+            got = c.committed([TopicPartition(self.src, p) for p in range(partitions)], timeout=timeout)
+            return {tp.partition: tp.offset for tp in got if tp.error is None}
+        finally:
+            c.close()
+
+
+def _ends(bootstrap, topic, partitions, isolation):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ends-{time.time()}",
+                  "isolation.level": isolation})
+    try:
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=20)[1] for p in range(partitions)}
+    finally:
+        c.close()
+
+
+def txn_final_read(history, bootstrap, topic, partitions, timeout=120):
+    """Reads a topic written in transactions from offset 0 to its end twice, with
+    read_committed and with read_uncommitted, recording each record as `txn-final`
+    {isolation}. First waits (bounded) until no transaction is open on it: the last
+    stable offset (the end a read_committed client is told) equals the high
+    watermark. Raises if that does not happen or a read stops short."""
+    deadline = time.monotonic() + timeout
+    while True:
+        high = _ends(bootstrap, topic, partitions, "read_uncommitted")
+        lso = _ends(bootstrap, topic, partitions, "read_committed")
+        if lso == high:
+            break
+        assert time.monotonic() < deadline, f"{topic}: transactions still open, LSO {lso} < high {high}"
+        time.sleep(0.5)
+    for p in range(partitions):
+        history.record("final", "info", "txn-final-end", topic=topic, partition=p, high=high[p], lso=lso[p])
+    counts = {}
+    for isolation in ("read_committed", "read_uncommitted"):
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"final-{time.time()}",
+                      "enable.auto.commit": False, "enable.partition.eof": True, "isolation.level": isolation})
+        try:
+            todo = {p for p in range(partitions) if high[p] > 0}
+            c.assign([TopicPartition(topic, p, 0) for p in todo])
+            n = 0
+            while todo and time.monotonic() < deadline:
+                for m in c.consume(num_messages=1000, timeout=1.0):
+                    if m.error():
+                        # The end of the log: control batches may follow the last record.
+                        if m.error().code() == KafkaError._PARTITION_EOF and m.offset() >= high[m.partition()]:
+                            todo.discard(m.partition())
+                        continue
+                    history.record("final", "ok", "txn-final", topic=topic, partition=m.partition(),
+                                   offset=m.offset(), value=m.value().decode(), isolation=isolation)
+                    n += 1
+            assert not todo, f"{isolation} final read of {topic} stopped short on partitions {sorted(todo)}"
+            counts[isolation] = n
+        finally:
+            c.close()
+    return counts
 
 
 class TierSampler:
