@@ -116,7 +116,12 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("strata-broker: {e:#}");
-            ExitCode::FAILURE
+            // Exit without dropping the runtime: after a fatal error (the metadata
+            // quorum stopped, say) tasks are still running, and tearing the runtime
+            // down under them made a thread coming back from `block_in_place` panic
+            // ("Tokio context is being shutdown"). What was written is in the page
+            // cache, and the next start recovers the logs as after a crash.
+            std::process::exit(1)
         }
     }
 }
