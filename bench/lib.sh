@@ -32,3 +32,29 @@ wait_port() {
   echo "$1:$2 not up" >&2
   return 1
 }
+
+# start_kafka: formats and starts a single-node KRaft Kafka on 127.0.0.1:29092 in
+# $WORK/kafka (its pid in KPID) and waits until it listens.
+start_kafka() {
+mkdir -p "$WORK/kafka"
+cat > "$WORK/kafka/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:29093
+listeners=PLAINTEXT://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093
+advertised.listeners=PLAINTEXT://127.0.0.1:29092
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$WORK/kafka/data
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+PROPS
+"${JAVA[@]}" kafka.tools.StorageTool format -t "$("${JAVA[@]}" kafka.tools.StorageTool random-uuid)" \
+  -c "$WORK/kafka/server.properties" >/dev/null
+"${JAVA[@]}" kafka.Kafka "$WORK/kafka/server.properties" > "$WORK/kafka.out" 2>&1 &
+KPID=$!
+wait_port 127.0.0.1 29092
+sleep 2
+}
