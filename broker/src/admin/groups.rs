@@ -10,7 +10,7 @@ use kafka_protocol::protocol::Decodable;
 use tonic::{Request, Response, Status};
 
 use super::pb::*;
-use super::{lag, peer_admin, AdminService, FORWARD_TIMEOUT, PEER_TIMEOUT};
+use super::{lag, AdminService, FORWARD_TIMEOUT};
 use crate::group::state::GroupState;
 
 impl AdminService {
@@ -34,34 +34,18 @@ impl AdminService {
             .collect();
         let mut unavailable_brokers = Vec::new();
         if !r.into_inner().local_only {
-            let state = self.broker.cluster();
-            let others = state
-                .brokers
-                .values()
-                .filter(|b| b.id != self.broker.node_id() && state.is_live(b.id));
-            let asks = others.map(|b| async move {
-                let mut request = Request::new(ListGroupsRequest { local_only: true });
-                request.set_timeout(PEER_TIMEOUT);
-                let reply = match peer_admin(&self.broker, &b.internal) {
-                    Ok(mut c) => c.list_groups(request).await.map(Response::into_inner),
-                    Err(e) => Err(e),
-                };
-                (b.id, reply)
-            });
-            for (id, reply) in futures::future::join_all(asks).await {
-                match reply {
-                    // A group whose coordinator just moved may be listed twice.
-                    Ok(r) => {
-                        for g in r.groups {
-                            groups.entry(g.group_id.clone()).or_insert(g);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(broker = id, error = %e, "broker did not list its groups");
-                        unavailable_brokers.push(id);
-                    }
-                }
+            let (answers, silent) = self
+                .ask_live_peers("ListGroups", |mut c| async move {
+                    c.list_groups(ListGroupsRequest { local_only: true })
+                        .await
+                        .map(Response::into_inner)
+                })
+                .await;
+            // A group whose coordinator just moved may be listed twice.
+            for g in answers.into_iter().flat_map(|r| r.groups) {
+                groups.entry(g.group_id.clone()).or_insert(g);
             }
+            unavailable_brokers = silent;
         }
         Ok(Response::new(ListGroupsResponse {
             groups: groups.into_values().collect(),

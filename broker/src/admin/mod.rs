@@ -10,6 +10,7 @@ pub mod pb {
 mod groups;
 mod lag;
 mod records;
+mod txns;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -173,20 +174,68 @@ impl AdminService {
         if self.broker.coordinates(group) {
             return Ok(None);
         }
+        self.key_leader_client(OFFSETS_TOPIC, group, crate::group::offsets::partition_for)
+            .map(Some)
+            .ok_or_else(|| Status::unavailable("the group coordinator is not available"))
+    }
+
+    /// An admin client for the leader of the partition of `topic` that `key` maps to
+    /// (a coordinator), when that is another broker.
+    fn key_leader_client(
+        &self,
+        topic: &str,
+        key: &str,
+        partition_for: fn(&str, i32) -> i32,
+    ) -> Option<AdminClient<Channel>> {
         let state = self.broker.cluster();
         let leader = state
             .topics
-            .get(OFFSETS_TOPIC)
+            .get(topic)
             .and_then(|t| {
                 let n = t.partitions.len() as i32;
-                t.partitions
-                    .get(crate::group::offsets::partition_for(group, n) as usize)
+                t.partitions.get(partition_for(key, n) as usize)
             })
             .map(|p| p.leader)
             .filter(|l| *l >= 0 && *l != self.broker.node_id())
-            .and_then(|l| state.brokers.get(&l))
-            .ok_or_else(|| Status::unavailable("the group coordinator is not available"))?;
-        peer_admin(&self.broker, &leader.internal).map(Some)
+            .and_then(|l| state.brokers.get(&l))?;
+        peer_admin(&self.broker, &leader.internal).ok()
+    }
+
+    /// Asks every other live broker at once, each within [`PEER_TIMEOUT`]: the
+    /// answers, and the ids of the brokers that gave none.
+    async fn ask_live_peers<T, F, Fut>(&self, what: &str, ask: F) -> (Vec<T>, Vec<i32>)
+    where
+        F: Fn(AdminClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        let state = self.broker.cluster();
+        let asks = state
+            .brokers
+            .values()
+            .filter(|b| b.id != self.broker.node_id() && state.is_live(b.id))
+            .map(|b| {
+                let ask = &ask;
+                async move {
+                    let reply = match peer_admin(&self.broker, &b.internal) {
+                        Ok(c) => tokio::time::timeout(PEER_TIMEOUT, ask(c))
+                            .await
+                            .unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer"))),
+                        Err(e) => Err(e),
+                    };
+                    (b.id, reply)
+                }
+            });
+        let (mut answers, mut silent) = (Vec::new(), Vec::new());
+        for (id, reply) in futures::future::join_all(asks).await {
+            match reply {
+                Ok(r) => answers.push(r),
+                Err(e) => {
+                    tracing::debug!(broker = id, error = %e, "broker did not answer {what}");
+                    silent.push(id);
+                }
+            }
+        }
+        (answers, silent)
     }
 
     fn topic(&self, name: &str) -> Result<Arc<TopicState>, Status> {
@@ -548,6 +597,29 @@ impl Admin for AdminService {
         r: Request<DeleteRecordsRequest>,
     ) -> Result<Response<DeleteRecordsResponse>, Status> {
         self.delete_records_here_or_at_leader(r.into_inner()).await
+    }
+
+    async fn list_transactions(
+        &self,
+        r: Request<ListTransactionsRequest>,
+    ) -> Result<Response<ListTransactionsResponse>, Status> {
+        self.list_transactions_impl(r.into_inner()).await
+    }
+
+    async fn describe_transaction(
+        &self,
+        r: Request<DescribeTransactionRequest>,
+    ) -> Result<Response<TransactionDescription>, Status> {
+        self.transaction_call(r.into_inner().transactional_id, false)
+            .await
+    }
+
+    async fn abort_transaction(
+        &self,
+        r: Request<AbortTransactionRequest>,
+    ) -> Result<Response<TransactionDescription>, Status> {
+        self.transaction_call(r.into_inner().transactional_id, true)
+            .await
     }
 }
 

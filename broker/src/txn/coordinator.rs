@@ -422,6 +422,27 @@ impl TransactionCoordinator {
         Ok(())
     }
 
+    /// Aborts the open transaction of `transactional_id` on an operator's request,
+    /// as a timeout would: the epoch is bumped, so its producer is fenced. The
+    /// returned state is PrepareAbort (the markers follow).
+    pub async fn abort(
+        &self,
+        transactional_id: &str,
+        now: i64,
+    ) -> Result<TxnMetadata, ResponseError> {
+        let (slot, owned) = self.slot(transactional_id)?;
+        let mut cur = slot.lock().await;
+        let meta = cur.as_ref().ok_or(ResponseError::TransactionalIdNotFound)?;
+        let next = state::abort_open(meta, now).ok_or(ResponseError::InvalidTxnState)?;
+        self.persist(&owned, transactional_id, Some(&next), now)
+            .await?;
+        info!(transactional_id = %transactional_id, producer_id = next.producer_id,
+            "aborting a transaction on an admin request");
+        self.decided(transactional_id, &next, owned.leader_epoch);
+        *cur = Some(next.clone());
+        Ok(next)
+    }
+
     /// Every id's slot, taken out of the map's lock.
     fn slots(&self) -> Vec<(String, Slot)> {
         self.state

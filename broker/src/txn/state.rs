@@ -244,10 +244,20 @@ pub fn complete(cur: &TxnMetadata, now: i64) -> TxnMetadata {
 /// An open transaction past its timeout: the PrepareAbort to persist, with the
 /// epoch bumped so the producer that let it time out is fenced (as Kafka does).
 pub fn expire_open(cur: &TxnMetadata, now: i64) -> Option<TxnMetadata> {
-    let overdue = cur.state == TxnState::Ongoing
-        && cur.txn_start_ms >= 0
-        && now.saturating_sub(cur.txn_start_ms) > i64::from(cur.timeout_ms);
-    overdue.then(|| {
+    let overdue =
+        cur.txn_start_ms >= 0 && now.saturating_sub(cur.txn_start_ms) > i64::from(cur.timeout_ms);
+    if overdue {
+        abort_open(cur, now)
+    } else {
+        None
+    }
+}
+
+/// An open transaction aborted from outside its producer (a timeout, an operator):
+/// PrepareAbort with the epoch bumped, so the producer is fenced. `None` when no
+/// transaction is open.
+pub fn abort_open(cur: &TxnMetadata, now: i64) -> Option<TxnMetadata> {
+    (cur.state == TxnState::Ongoing).then(|| {
         let mut next = cur.clone();
         next.producer_epoch = cur.producer_epoch.saturating_add(1).min(MAX_EPOCH);
         next.state = TxnState::PrepareAbort;

@@ -7,16 +7,25 @@
 //! strata cluster describe
 //! strata broker drain ID | undrain ID
 //! strata group list | describe GROUP
+//! strata txn list [--state Ongoing] | describe TXN_ID | abort TXN_ID
 //! ```
 //! `--output json` prints the API's messages as JSON instead of tables.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+mod groups;
+mod out;
+mod txns;
+
+use clap::{Parser, Subcommand};
 use strata_broker::admin::pb::admin_client::AdminClient;
 use strata_broker::admin::pb::*;
 use tonic::transport::Channel;
+
+use groups::GroupCmd;
+use out::{ids, json, table, Output};
+use txns::TxnCmd;
 
 #[derive(Parser)]
 #[command(name = "strata", version, about = "Strata admin CLI")]
@@ -33,12 +42,6 @@ struct Cli {
     output: Output,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum, PartialEq)]
-enum Output {
-    Table,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -62,6 +65,11 @@ enum Command {
     Group {
         #[command(subcommand)]
         cmd: GroupCmd,
+    },
+    /// Transactions (their coordinators' view).
+    Txn {
+        #[command(subcommand)]
+        cmd: TxnCmd,
     },
 }
 
@@ -134,24 +142,6 @@ enum BrokerCmd {
     },
 }
 
-#[derive(Subcommand)]
-enum GroupCmd {
-    List,
-    Describe {
-        group: String,
-    },
-    /// Move a group's committed offsets (the group must have no members).
-    ResetOffsets {
-        group: String,
-        /// earliest, latest, offset:N or timestamp:MS
-        #[arg(long)]
-        to: String,
-        /// Topics to reset (default: every topic with committed offsets).
-        #[arg(long = "topic")]
-        topics: Vec<String>,
-    },
-}
-
 fn print_reassignment(r: &ReassignmentStatus, out: Output) -> Result<(), String> {
     if out == Output::Json {
         return json(r);
@@ -164,43 +154,6 @@ fn print_reassignment(r: &ReassignmentStatus, out: Output) -> Result<(), String>
         r.id, r.completed_moves, r.total_moves, r.message
     );
     Ok(())
-}
-
-/// Prints rows as aligned columns.
-fn table(header: &[&str], rows: Vec<Vec<String>>) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.len());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let parts: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect();
-        println!("{}", parts.join("  ").trim_end());
-    };
-    line(header.iter().map(|h| h.to_string()).collect());
-    for r in rows {
-        line(r);
-    }
-}
-
-fn json<T: serde::Serialize>(v: &T) -> Result<(), String> {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(v).map_err(|e| e.to_string())?
-    );
-    Ok(())
-}
-
-fn ids(v: &[i32]) -> String {
-    v.iter()
-        .map(|i| i.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 fn state_name(s: i32) -> &'static str {
@@ -282,6 +235,11 @@ fn print_broker(b: &BrokerDescription, out: Output) -> Result<(), String> {
     Ok(())
 }
 
+/// A gRPC error as the CLI prints it.
+fn status(e: tonic::Status) -> String {
+    format!("{:?}: {}", e.code(), e.message())
+}
+
 async fn run(cli: Cli) -> Result<(), String> {
     let channel = Channel::from_shared(cli.admin.clone())
         .map_err(|e| format!("invalid --admin address `{}`: {e}", cli.admin))?
@@ -290,7 +248,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         .map_err(|e| format!("cannot reach the admin API at {}: {e}", cli.admin))?;
     let mut c = AdminClient::new(channel);
     let out = cli.output;
-    let st = |e: tonic::Status| format!("{:?}: {}", e.code(), e.message());
+    let st = status;
     match cli.command {
         Command::Topic { cmd } => match cmd {
             TopicCmd::Create {
@@ -470,112 +428,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             .into_inner();
             print_broker(&b, out)
         }
-        Command::Group { cmd } => match cmd {
-            GroupCmd::List => {
-                let r = c
-                    .list_groups(ListGroupsRequest { local_only: false })
-                    .await
-                    .map_err(st)?
-                    .into_inner();
-                if !r.unavailable_brokers.is_empty() {
-                    eprintln!(
-                        "warning: brokers {:?} did not answer; their groups are not listed",
-                        r.unavailable_brokers
-                    );
-                }
-                if out == Output::Json {
-                    return json(&r);
-                }
-                table(
-                    &["GROUP", "STATE", "PROTOCOL-TYPE"],
-                    r.groups
-                        .iter()
-                        .map(|g| vec![g.group_id.clone(), g.state.clone(), g.protocol_type.clone()])
-                        .collect(),
-                );
-                Ok(())
-            }
-            GroupCmd::Describe { group } => {
-                let d = c
-                    .describe_group(DescribeGroupRequest { group_id: group })
-                    .await
-                    .map_err(st)?
-                    .into_inner();
-                print_group(&d, out)
-            }
-            GroupCmd::ResetOffsets { group, to, topics } => {
-                use reset_group_offsets_request::Target;
-                let (target, value) = match to.split_once(':') {
-                    None if to == "earliest" => (Target::Earliest, 0),
-                    None if to == "latest" => (Target::Latest, 0),
-                    Some(("offset", v)) => (
-                        Target::Offset,
-                        v.parse().map_err(|_| format!("bad offset `{v}`"))?,
-                    ),
-                    Some(("timestamp", v)) => (
-                        Target::Timestamp,
-                        v.parse().map_err(|_| format!("bad timestamp `{v}`"))?,
-                    ),
-                    _ => {
-                        return Err(format!(
-                            "--to expects earliest, latest, offset:N or timestamp:MS, got `{to}`"
-                        ))
-                    }
-                };
-                let d = c
-                    .reset_group_offsets(ResetGroupOffsetsRequest {
-                        group_id: group,
-                        target: target as i32,
-                        value,
-                        topics,
-                    })
-                    .await
-                    .map_err(st)?
-                    .into_inner();
-                print_group(&d, out)
-            }
-        },
+        Command::Group { cmd } => groups::run(&mut c, cmd, out).await,
+        Command::Txn { cmd } => txns::run(&mut c, cmd, out).await,
     }
-}
-
-fn print_group(d: &GroupDescription, out: Output) -> Result<(), String> {
-    if out == Output::Json {
-        return json(&d);
-    }
-    println!(
-        "group {}: {} (generation {}, protocol {}), total lag {}",
-        d.group_id, d.state, d.generation, d.protocol, d.total_lag
-    );
-    table(
-        &["MEMBER", "INSTANCE", "CLIENT", "ASSIGNMENT"],
-        d.members
-            .iter()
-            .map(|m| {
-                vec![
-                    m.member_id.clone(),
-                    m.group_instance_id.clone(),
-                    m.client_id.clone(),
-                    m.assignment.join(","),
-                ]
-            })
-            .collect(),
-    );
-    table(
-        &["TOPIC", "PARTITION", "COMMITTED", "END", "LAG"],
-        d.lag
-            .iter()
-            .map(|l| {
-                vec![
-                    l.topic.clone(),
-                    l.partition.to_string(),
-                    l.committed_offset.to_string(),
-                    l.end_offset.to_string(),
-                    l.lag.to_string(),
-                ]
-            })
-            .collect(),
-    );
-    Ok(())
 }
 
 fn main() -> ExitCode {
