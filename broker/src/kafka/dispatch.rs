@@ -12,6 +12,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
 use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
 use opentelemetry::KeyValue;
+use tracing::{debug, warn};
 
 use super::{
     alter_configs, api_versions, committed_offsets, configs, delete_records, describe_cluster,
@@ -154,16 +155,28 @@ pub async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Outcome {
         }
         Err(Rejected::Close(why)) => return Outcome::Close(why),
     };
-    let api = req.api;
+    let (api, version, correlation_id) = (req.api, req.version, req.correlation_id);
     let started = Instant::now();
     let outcome = route(broker, req).await;
+    let elapsed = started.elapsed();
     let label = [KeyValue::new("api", format!("{api:?}"))];
     broker
         .metrics
         .request_latency
-        .record(started.elapsed().as_secs_f64(), &label);
+        .record(elapsed.as_secs_f64(), &label);
+    // Requests of one connection are answered in order: a slow one holds back the
+    // rest, so it is worth a line (the waits of Fetch and of a rebalance are not).
+    let waits = matches!(api, ApiKey::Fetch | ApiKey::JoinGroup | ApiKey::SyncGroup);
+    if elapsed >= SLOW_REQUEST && !waits {
+        warn!(?api, version, correlation_id, ?elapsed, "slow request");
+    } else {
+        debug!(?api, version, correlation_id, ?elapsed, "request");
+    }
     outcome
 }
+
+/// How long a request may take before it is logged as slow.
+const SLOW_REQUEST: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn reply(r: Result<Bytes, String>) -> Outcome {
     match r {
