@@ -13,6 +13,7 @@ use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::metadata::cluster;
+use crate::metadata::cluster::Command;
 
 /// One round of the controller's duties; runs only on the Raft leader.
 pub(super) async fn controller_round(b: &Arc<Broker>, leader_since: i64) {
@@ -54,12 +55,30 @@ pub(super) async fn controller_round(b: &Arc<Broker>, leader_since: i64) {
             cmds.push(cmd);
         }
     }
+    propose_in_order(cmds, |cmd| b.quorum.propose_as_leader(cmd)).await;
+}
+
+/// Proposes a round's commands in order. The elections of a round assume its
+/// fencings: when the quorum refuses a FenceBroker (the broker heartbeated after the
+/// decision), the rest of the round is dropped, or leadership would move off a live
+/// broker and come back to it (auto leader rebalance) at the next round; the next
+/// round decides again from the state as it is.
+async fn propose_in_order<F, Fut, T, E>(cmds: Vec<Command>, mut propose: F)
+where
+    F: FnMut(Command) -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
     for cmd in cmds {
         let what = format!("{cmd:?}");
-        match b.quorum.propose_as_leader(cmd).await {
+        let fencing = matches!(cmd, Command::FenceBroker { .. });
+        match propose(cmd).await {
             Ok(_) => info!(command = %truncate(&what, 200), "controller applied"),
             Err(e) => {
-                warn!(command = %truncate(&what, 200), error = %e, "controller command failed")
+                warn!(command = %truncate(&what, 200), error = %e, "controller command failed");
+                if fencing {
+                    return;
+                }
             }
         }
     }
@@ -69,5 +88,55 @@ fn truncate(s: &str, n: usize) -> &str {
     match s.char_indices().nth(n) {
         Some((i, _)) => &s[..i],
         None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn elect(partition: i32) -> Command {
+        Command::ElectLeader {
+            topic: "t".into(),
+            partition,
+            leader: 1,
+        }
+    }
+
+    async fn proposed(cmds: Vec<Command>, refuse_fence: bool) -> Vec<String> {
+        let seen = std::cell::RefCell::new(Vec::new());
+        propose_in_order(cmds, |cmd| {
+            let refused = refuse_fence && matches!(cmd, Command::FenceBroker { .. });
+            seen.borrow_mut().push(format!("{cmd:?}"));
+            async move {
+                if refused {
+                    Err("broker 2 heartbeated after the fencing decision")
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await;
+        seen.into_inner()
+    }
+
+    #[tokio::test]
+    async fn a_refused_fencing_drops_the_elections_that_assumed_it() {
+        let round = || {
+            vec![
+                Command::FenceBroker {
+                    id: 2,
+                    last_heartbeat_ms: Some(1),
+                },
+                elect(0),
+                elect(1),
+            ]
+        };
+        assert_eq!(proposed(round(), false).await.len(), 3);
+        let refused = proposed(round(), true).await;
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(refused[0].starts_with("FenceBroker"));
+        // A failed election does not stop the others.
+        assert_eq!(proposed(vec![elect(0), elect(1)], true).await.len(), 2);
     }
 }
