@@ -28,111 +28,149 @@ pub async fn commit(
     req: OffsetCommitRequest,
     version: i16,
 ) -> OffsetCommitResponse {
-    let mut resp = OffsetCommitResponse::default();
     let group_id = req.group_id.0.to_string();
     let now = now_ms();
     let inst = req.group_instance_id.as_ref().map(|s| s.to_string());
-    let group_error = if group_id.is_empty() {
-        Some(ResponseError::InvalidGroupId)
-    } else if !broker.coordinates(&group_id) {
-        Some(ResponseError::NotCoordinator)
-    } else {
-        match broker.groups.group(&group_id) {
-            Some(g) => g
-                .lock()
-                .validate_commit(
-                    &req.member_id,
-                    inst.as_deref(),
-                    req.generation_id_or_member_epoch,
-                )
-                .err(),
-            None if req.generation_id_or_member_epoch >= 0 => {
-                Some(ResponseError::IllegalGeneration)
-            }
-            None => None,
-        }
-    };
-    let max_meta = broker.groups.config.max_metadata_bytes;
-    let mut changes: Vec<OffsetChange> = Vec::new();
-    let mut pending: Vec<(usize, usize)> = Vec::new();
-    for (ti, t) in req.topics.iter().enumerate() {
+    let check = (
+        req.member_id.as_str(),
+        inst.as_deref(),
+        req.generation_id_or_member_epoch,
+    );
+    let group_error = group_commit_error(broker, &group_id, Some(check));
+    let topics = req.topics.iter().map(|t| {
+        let partitions = t.partitions.iter().map(|p| PartitionCommit {
+            partition: p.partition_index,
+            offset: p.committed_offset,
+            leader_epoch: if version >= 6 {
+                p.committed_leader_epoch
+            } else {
+                -1
+            },
+            metadata: p.committed_metadata.as_ref(),
+        });
+        (&t.name, partitions.collect())
+    });
+    let mut checked = CheckedCommits::check(broker, &group_id, group_error, topics, now);
+    let changes = std::mem::take(&mut checked.changes);
+    if let Err(e) = broker.groups.write_durable(&group_id, changes, now).await {
+        checked.failed(e);
+    }
+    let mut resp = OffsetCommitResponse::default();
+    for (t, codes) in req.topics.iter().zip(checked.codes) {
         let mut tr = OffsetCommitResponseTopic::default();
         tr.name = t.name.clone();
-        let topic = broker.replicas.topic(&t.name.0);
-        for (pi, p) in t.partitions.iter().enumerate() {
+        for (p, code) in t.partitions.iter().zip(codes) {
             let mut pr = OffsetCommitResponsePartition::default();
             pr.partition_index = p.partition_index;
-            let commit = Commit {
-                group: &group_id,
-                topic: &t.name,
-                partition: p.partition_index,
-                offset: p.committed_offset,
-                leader_epoch: if version >= 6 {
-                    p.committed_leader_epoch
-                } else {
-                    -1
-                },
-                metadata: p.committed_metadata.as_ref(),
-            };
-            match commit.change(group_error, topic.as_deref(), max_meta, now) {
-                Err(e) => pr.error_code = e.code(),
-                Ok(change) => {
-                    changes.push(change);
-                    pending.push((ti, pi));
-                }
-            }
+            pr.error_code = code;
             tr.partitions.push(pr);
         }
         resp.topics.push(tr);
     }
-    if let Err(e) = broker.groups.write_durable(&group_id, changes, now).await {
-        for (ti, pi) in pending {
-            resp.topics[ti].partitions[pi].error_code = e.code();
-        }
-    }
     resp
 }
 
+/// Why the group refuses a commit, if it does: no group id, not coordinated here,
+/// or (with `member`: member id, group instance id, generation) a member the group
+/// does not know in that generation. KIP-447 applies the last to TxnOffsetCommit.
+pub(super) fn group_commit_error(
+    broker: &Broker,
+    group_id: &str,
+    member: Option<(&str, Option<&str>, i32)>,
+) -> Option<ResponseError> {
+    if group_id.is_empty() {
+        return Some(ResponseError::InvalidGroupId);
+    }
+    if !broker.coordinates(group_id) {
+        return Some(ResponseError::NotCoordinator);
+    }
+    let (member_id, instance_id, generation) = member?;
+    match broker.groups.group(group_id) {
+        Some(g) => g
+            .lock()
+            .validate_commit(member_id, instance_id, generation)
+            .err(),
+        None if generation >= 0 => Some(ResponseError::IllegalGeneration),
+        None => None,
+    }
+}
+
 /// One partition's commit as a request states it (OffsetCommit, TxnOffsetCommit).
-pub(super) struct Commit<'a> {
-    pub group: &'a str,
-    pub topic: &'a TopicName,
+pub(super) struct PartitionCommit<'a> {
     pub partition: i32,
     pub offset: i64,
     pub leader_epoch: i32,
     pub metadata: Option<&'a kafka_protocol::protocol::StrBytes>,
 }
 
-impl Commit<'_> {
-    /// The change to store, or why this partition's commit is refused: the group's
-    /// own error, an unknown partition, metadata over `max_metadata` bytes.
-    pub(super) fn change(
-        &self,
+/// A request's commits checked partition by partition.
+pub(super) struct CheckedCommits {
+    /// Per topic and partition of the request, the error to answer (0: accepted).
+    pub codes: Vec<Vec<i16>>,
+    /// The accepted commits, to write.
+    pub changes: Vec<OffsetChange>,
+    accepted: Vec<(usize, usize)>,
+}
+
+impl CheckedCommits {
+    /// Refuses every commit with the group's own error, and one of an unknown
+    /// partition or with metadata over `max_metadata_bytes`; keeps the others.
+    pub(super) fn check<'a>(
+        broker: &Broker,
+        group_id: &str,
         group_error: Option<ResponseError>,
-        topic: Option<&crate::replicas::TopicState>,
-        max_metadata: usize,
+        topics: impl Iterator<Item = (&'a TopicName, Vec<PartitionCommit<'a>>)>,
         now: i64,
-    ) -> Result<OffsetChange, ResponseError> {
-        if let Some(e) = group_error {
-            return Err(e);
+    ) -> Self {
+        let max_metadata = broker.groups.config.max_metadata_bytes;
+        let mut out = CheckedCommits {
+            codes: Vec::new(),
+            changes: Vec::new(),
+            accepted: Vec::new(),
+        };
+        for (ti, (name, partitions)) in topics.enumerate() {
+            let topic = broker.replicas.topic(&name.0);
+            let mut codes = Vec::with_capacity(partitions.len());
+            for (pi, c) in partitions.into_iter().enumerate() {
+                let known = topic
+                    .as_ref()
+                    .is_some_and(|tp| (0..tp.record.partitions).contains(&c.partition));
+                let refused = group_error.or(if !known {
+                    Some(ResponseError::UnknownTopicOrPartition)
+                } else if c.metadata.map_or(0, |m| m.len()) > max_metadata {
+                    Some(ResponseError::OffsetMetadataTooLarge)
+                } else {
+                    None
+                });
+                match refused {
+                    Some(e) => codes.push(e.code()),
+                    None => {
+                        codes.push(0);
+                        out.accepted.push((ti, pi));
+                        out.changes.push((
+                            group_id.to_string(),
+                            name.0.to_string(),
+                            c.partition,
+                            Some(CommittedOffset {
+                                offset: c.offset,
+                                leader_epoch: c.leader_epoch,
+                                metadata: c.metadata.map(|m| m.to_string()),
+                                commit_timestamp: now,
+                            }),
+                        ));
+                    }
+                }
+            }
+            out.codes.push(codes);
         }
-        if !topic.is_some_and(|tp| (0..tp.record.partitions).contains(&self.partition)) {
-            return Err(ResponseError::UnknownTopicOrPartition);
+        out
+    }
+
+    /// Writing the accepted commits failed: each of them answers `e`.
+    pub(super) fn failed(&mut self, e: ResponseError) {
+        for (ti, pi) in &self.accepted {
+            self.codes[*ti][*pi] = e.code();
         }
-        if self.metadata.map_or(0, |m| m.len()) > max_metadata {
-            return Err(ResponseError::OffsetMetadataTooLarge);
-        }
-        Ok((
-            self.group.to_string(),
-            self.topic.0.to_string(),
-            self.partition,
-            Some(CommittedOffset {
-                offset: self.offset,
-                leader_epoch: self.leader_epoch,
-                metadata: self.metadata.map(|m| m.to_string()),
-                commit_timestamp: now,
-            }),
-        ))
     }
 }
 

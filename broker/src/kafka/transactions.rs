@@ -18,10 +18,10 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 use kafka_protocol::messages::*;
 use tracing::warn;
 
-use super::committed_offsets::Commit;
+use super::committed_offsets::{group_commit_error, CheckedCommits, PartitionCommit};
 use crate::broker::Broker;
 use crate::clock::now_ms;
-use crate::group::offsets::{self, OffsetChange, OFFSETS_TOPIC};
+use crate::group::offsets::{self, OFFSETS_TOPIC};
 
 /// InitProducerId for a transactional producer: `(producer id, epoch)`.
 pub async fn init_producer_id(
@@ -304,69 +304,56 @@ pub async fn txn_offset_commit(
     req: TxnOffsetCommitRequest,
     version: i16,
 ) -> TxnOffsetCommitResponse {
-    let mut resp = TxnOffsetCommitResponse::default();
     let group_id = req.group_id.0.to_string();
     let now = now_ms();
     let inst = req.group_instance_id.as_ref().map(|s| s.to_string());
     // KIP-447: a producer that commits for a consumer of an older generation (a
     // zombie after a rebalance) is refused like that consumer would be.
-    let group_error = if group_id.is_empty() {
-        Some(ResponseError::InvalidGroupId)
-    } else if !broker.coordinates(&group_id) {
-        Some(ResponseError::NotCoordinator)
-    } else if version >= 3 && req.generation_id >= 0 {
-        match broker.groups.group(&group_id) {
-            Some(g) => g
-                .lock()
-                .validate_commit(&req.member_id, inst.as_deref(), req.generation_id)
-                .err(),
-            None => Some(ResponseError::IllegalGeneration),
-        }
-    } else {
-        None
-    };
-    let max_meta = broker.groups.config.max_metadata_bytes;
-    let mut changes: Vec<OffsetChange> = Vec::new();
-    let mut written: Vec<(usize, usize)> = Vec::new();
-    for (ti, t) in req.topics.iter().enumerate() {
-        let mut tr = TxnOffsetCommitResponseTopic::default();
-        tr.name = t.name.clone();
-        let topic = broker.replicas.topic(&t.name.0);
-        for (pi, p) in t.partitions.iter().enumerate() {
-            let mut pr = TxnOffsetCommitResponsePartition::default();
-            pr.partition_index = p.partition_index;
-            let commit = Commit {
-                group: &group_id,
-                topic: &t.name,
-                partition: p.partition_index,
-                offset: p.committed_offset,
-                leader_epoch: if version >= 2 {
-                    p.committed_leader_epoch
-                } else {
-                    -1
-                },
-                metadata: p.committed_metadata.as_ref(),
-            };
-            match commit.change(group_error, topic.as_deref(), max_meta, now) {
-                Err(e) => pr.error_code = e.code(),
-                Ok(change) => {
-                    changes.push(change);
-                    written.push((ti, pi));
-                }
-            }
-            tr.partitions.push(pr);
-        }
-        resp.topics.push(tr);
-    }
+    let member = (version >= 3 && req.generation_id >= 0).then_some((
+        req.member_id.as_str(),
+        inst.as_deref(),
+        req.generation_id,
+    ));
+    let group_error = group_commit_error(broker, &group_id, member);
+    let topics = req.topics.iter().map(|t| {
+        let partitions = t.partitions.iter().map(|p| PartitionCommit {
+            partition: p.partition_index,
+            offset: p.committed_offset,
+            leader_epoch: if version >= 2 {
+                p.committed_leader_epoch
+            } else {
+                -1
+            },
+            metadata: p.committed_metadata.as_ref(),
+        });
+        (&t.name, partitions.collect())
+    });
+    let mut checked = CheckedCommits::check(broker, &group_id, group_error, topics, now);
+    let changes = std::mem::take(&mut checked.changes);
     let producer = (req.producer_id.0, req.producer_epoch);
     if let Err(e) = broker
         .groups
         .write_txn_offsets(&group_id, producer, changes, now)
         .await
     {
-        for (ti, pi) in written {
-            resp.topics[ti].partitions[pi].error_code = e.code();
-        }
+        checked.failed(e);
+    }
+    let mut resp = TxnOffsetCommitResponse::default();
+    for (t, codes) in req.topics.iter().zip(checked.codes) {
+        let mut tr = TxnOffsetCommitResponseTopic::default();
+        tr.name = t.name.clone();
+        tr.partitions = t
+            .partitions
+            .iter()
+            .zip(codes)
+            .map(|(p, code)| {
+                let mut pr = TxnOffsetCommitResponsePartition::default();
+                pr.partition_index = p.partition_index;
+                pr.error_code = code;
+                pr
+            })
+            .collect();
+        resp.topics.push(tr);
     }
     resp
 }
