@@ -1,14 +1,23 @@
 """Exactly-once consume-transform-produce on a 3-broker cluster while the output
 partition's leader, the transaction coordinator and the copying process are each
 killed -9: the read_committed view of the output is exactly the input, with no
-record lost and none duplicated."""
+record lost and none duplicated.
+
+A killed broker is restarted once its partition has failed over, as a Kubernetes pod
+would be. Left down for good it leaves the cluster's metadata, and librdkafka (2.16)
+then can block in send_offsets_to_transaction() past its timeout when that broker was
+also the group's coordinator: it keeps waiting on the cached, decommissioned
+coordinator (librdkafka issues #5511, #5456; Apache Kafka triggers it the same way).
+The restarted broker's return unblocks it."""
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from faults.nemesis import offsets_partition
 from test_cluster import cluster_factory, create_topic, wait_until  # noqa: F401
@@ -53,15 +62,28 @@ def read_committed(bootstrap, topic, partitions, timeout=90):
         c.close()
 
 
-def start_copier(c, tmp_path, total, n):
+@pytest.fixture
+def copiers():
+    """The copier processes a test starts, killed when it ends however it ends."""
+    started = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def start_copier(c, tmp_path, total, n, copiers):
     log = open(tmp_path / f"copier-{n}.log", "w")
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, str(COPIER), c.bootstrap(), "eos-in", "eos-out", "eos-copier", "eos-copier-tx",
          str(total)],
         stdout=log, stderr=subprocess.STDOUT)
+    copiers.append(proc)
+    return proc
 
 
-def test_copy_is_exactly_once_through_leader_coordinator_and_copier_kills(cluster_factory, tmp_path):
+def test_copy_is_exactly_once_through_leader_coordinator_and_copier_kills(cluster_factory, tmp_path, copiers):
     os.environ["STRATA_TRANSACTION_STATE_PARTITIONS"] = str(TXN_PARTITIONS)
     try:
         c = cluster_factory(3)
@@ -75,7 +97,7 @@ def test_copy_is_exactly_once_through_leader_coordinator_and_copier_kills(cluste
         p.produce("eos-in", value=str(i).encode(), partition=i % 2)
     assert p.flush(60) == 0
 
-    copier = start_copier(c, tmp_path, total, 0)
+    copier = start_copier(c, tmp_path, total, 0, copiers)
     def copied():
         cons = Consumer({"bootstrap.servers": c.bootstrap(), "group.id": "eos-copier"})
         try:
@@ -84,27 +106,43 @@ def test_copy_is_exactly_once_through_leader_coordinator_and_copier_kills(cluste
         finally:
             cons.close()
 
-    wait_until("the copier committed something", lambda: copied() > 200, timeout=60)
+    def committed_now():
+        # The group coordinator may be moving: retried like every other wait here.
+        return wait_until("the group's committed offsets", lambda: (copied(),))[0]
+
+    def progress(what, check, timeout):
+        try:
+            wait_until(what, check, timeout=timeout)
+        except AssertionError as e:
+            copier.send_signal(signal.SIGUSR1)  # its stacks, into its log
+            time.sleep(1)
+            log = (tmp_path / "copier-0.log").read_text()
+            raise AssertionError(f"{e}; copier log:\n{log[-6000:]}") from None
+
+    progress("the copier committed something", lambda: copied() > 200, timeout=60)
+
+    def kill_and_restart(node, what, topic, partition):
+        # Killed -9 mid-stream; restarted, as its pod would be, once the partition
+        # has failed over to another broker (which is then the one serving it).
+        c.nodes[node].kill()
+        wait_until(f"{what} moved off broker {node}",
+                   lambda: c.partition(topic, partition)["leader"] not in (node, -1), timeout=60)
+        before = committed_now()
+        c.nodes[node].start(timeout=60)
+        progress(f"progress after {what} died", lambda: copied() > before + 200, timeout=90)
 
     # (a) the output partition's leader.
-    leader = c.partition("eos-out", 0)["leader"]
-    c.nodes[leader].kill()
-    before = copied()
-    wait_until("progress after the output leader died", lambda: copied() > before + 200, timeout=90)
-    c.nodes[leader].start(timeout=60)
+    kill_and_restart(c.partition("eos-out", 0)["leader"], "the output leader", "eos-out", 0)
 
     # (b) the transaction coordinator of the copier's transactional.id.
     txn_partition = offsets_partition("eos-copier-tx", TXN_PARTITIONS)
-    coordinator = c.partition("__transaction_state", txn_partition)["leader"]
-    c.nodes[coordinator].kill()
-    before = copied()
-    wait_until("progress after the coordinator died", lambda: copied() > before + 200, timeout=120)
-    c.nodes[coordinator].start(timeout=60)
+    kill_and_restart(c.partition("__transaction_state", txn_partition)["leader"],
+                     "the transaction coordinator", "__transaction_state", txn_partition)
 
     # (c) the copier itself, mid-stream.
     copier.kill()
     copier.wait(timeout=10)
-    copier = start_copier(c, tmp_path, total, 1)
+    copier = start_copier(c, tmp_path, total, 1, copiers)
     rc = copier.wait(timeout=400)
     assert rc == 0, (tmp_path / "copier-1.log").read_text()[-2000:]
 
@@ -114,3 +152,53 @@ def test_copy_is_exactly_once_through_leader_coordinator_and_copier_kills(cluste
     assert dups == 0, f"{dups} duplicates in the read_committed output"
     assert not missing, f"{len(missing)} records lost, e.g. {sorted(missing)[:10]}"
     assert len(out) == total
+
+
+def test_strata_cli_lists_describes_and_aborts_transactions_through_any_broker(cluster_factory):
+    os.environ["STRATA_TRANSACTION_STATE_PARTITIONS"] = str(TXN_PARTITIONS)
+    try:
+        c = cluster_factory(3)
+    finally:
+        del os.environ["STRATA_TRANSACTION_STATE_PARTITIONS"]
+    create_topic(c, "cli-txn", partitions=2)
+    txn_id = "cli-open-tx"
+    p = Producer({"bootstrap.servers": c.bootstrap(), "transactional.id": txn_id,
+                  "transaction.timeout.ms": 60000, "linger.ms": 0})
+    p.init_transactions(60)
+    p.begin_transaction()
+    for i in range(10):
+        p.produce("cli-txn", value=f"open-{i}".encode(), partition=i % 2)
+    assert p.flush(30) == 0
+    coordinator = c.partition("__transaction_state", offsets_partition(txn_id, TXN_PARTITIONS))["leader"]
+    elsewhere = next(i for i in c.nodes if i != coordinator)
+
+    # Listed by every coordinator through the fan-out, from a broker that is not its own.
+    listed = c.cli("txn", "list", "--state", "Ongoing", via=elsewhere)
+    assert listed["unavailable_brokers"] == []
+    [t] = [t for t in listed["transactions"] if t["transactional_id"] == txn_id]
+    assert t["state"] == "Ongoing" and t["coordinator"] == coordinator
+    assert not [t for t in c.cli("txn", "list", "--state", "Empty", via=elsewhere)["transactions"]
+                if t["transactional_id"] == txn_id]
+
+    # Described at its coordinator (forwarded there).
+    d = c.cli("txn", "describe", txn_id, via=elsewhere)
+    assert d["state"] == "Ongoing" and d["coordinator"] == coordinator
+    assert sorted((x["topic"], x["partition"]) for x in d["partitions"]) == [("cli-txn", 0), ("cli-txn", 1)]
+    assert d["start_time_ms"] > 0
+
+    # Aborted: the producer is fenced, the records never become visible, and the
+    # markers leave the partitions readable to read_committed consumers.
+    aborted = c.cli("txn", "abort", txn_id, via=elsewhere)
+    assert aborted["state"] == "PrepareAbort" and aborted["producer_epoch"] == d["producer_epoch"] + 1
+    wait_until("the abort completes",
+               lambda: c.cli("txn", "describe", txn_id)["state"] == "CompleteAbort", timeout=30)
+    with pytest.raises(KafkaException) as fenced:
+        p.commit_transaction(30)
+    assert fenced.value.args[0].fatal(), fenced.value.args[0]
+    assert read_committed(c.bootstrap(), "cli-txn", 2, timeout=30) == []
+
+    # Nothing left to abort; an unknown id is not found.
+    with pytest.raises(RuntimeError, match="FailedPrecondition"):
+        c.cli("txn", "abort", txn_id, via=elsewhere)
+    with pytest.raises(RuntimeError, match="NotFound"):
+        c.cli("txn", "describe", "no-such-transactional-id", via=elsewhere)
