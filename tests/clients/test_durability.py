@@ -1,10 +1,15 @@
-"""Restarts and crashes: data survives a clean restart with offsets continuing, and a
-kill -9 under an acks=1 producer loses no acknowledged record and leaves no garbage."""
+"""Restarts and crashes: data survives a clean restart with offsets continuing, a
+kill -9 under an acks=1 producer loses no acknowledged record and leaves no garbage,
+and a full disk stops the broker cleanly, with nothing acknowledged lost."""
 import threading
 import time
 
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import BrokerProcess
+from faults.cluster import Disk, tmpfs_usable
 
 
 def create(bootstrap, name, partitions=1, config=None):
@@ -106,3 +111,42 @@ def test_kill_9_loses_no_acknowledged_record(broker):
     produce_n(broker.bootstrap, "crash", [b"after-crash"])
     tail = consume_all(broker.bootstrap, "crash")
     assert tail[-1] == (len(got), b"after-crash")
+
+
+def test_a_full_disk_stops_the_broker_without_a_panic_and_a_restart_recovers(tmp_path):
+    """The metadata log lives in the data dir: when the disk fills, the broker's next
+    metadata write fails and the broker exits with code 1 and the reason, without a
+    panic (a runtime torn down under running tasks used to panic there); once space
+    is freed it starts again with every acknowledged record."""
+    usable, why = tmpfs_usable(tmp_path)
+    if not usable:
+        pytest.skip(f"needs a tmpfs of its own: {why}")
+    disk = Disk(tmp_path / "disk", 48)
+    b = BrokerProcess(disk.data_dir)
+    b.log_path = tmp_path / "broker.log"  # off the full disk, so the reason is kept
+    try:
+        b.start()
+        create(b.bootstrap, "full")
+        acked = [f"v{i}".encode() for i in range(300)]
+        produce_n(b.bootstrap, "full", acked)
+        disk.fill()
+        # Keep it writing: produce fails (KAFKA_STORAGE_ERROR) and heartbeats reach the
+        # metadata log, whose failed write stops the broker.
+        p = Producer({"bootstrap.servers": b.bootstrap, "message.timeout.ms": 5000})
+        deadline = time.time() + 60
+        while b.alive() and time.time() < deadline:
+            p.produce("full", value=b"x" * 1000, partition=0)
+            p.poll(0.1)
+        assert not b.alive(), "the broker kept running on a full disk"
+        assert b.proc.returncode == 1, b.proc.returncode
+        log = b.log_path.read_text()
+        assert "No space left on device" in log, log[-3000:]
+        assert "panicked" not in log, log[-3000:]
+
+        disk.empty()
+        b.start()
+        got = [v for _, v in consume_all(b.bootstrap, "full", expect=len(acked))]
+        assert got[: len(acked)] == acked
+    finally:
+        b.kill()
+        disk.close()
