@@ -1,8 +1,10 @@
 //! Transaction protocol details no client library exposes, against a real broker:
 //! a leader refuses a producer's first transactional write to a partition the
 //! coordinator has not added to its transaction (KIP-890 part 1) — also the late
-//! write of a transaction that already ended — and AddPartitionsToTxn v4
-//! `verify_only` answers without adding.
+//! write of a transaction that already ended — AddPartitionsToTxn v4
+//! `verify_only` answers without adding, and the next transaction's first
+//! AddPartitionsToTxn waits for the previous one's markers instead of answering
+//! CONCURRENT_TRANSACTIONS.
 
 mod common;
 mod tier_support;
@@ -104,6 +106,16 @@ async fn verify(c: &mut Client, pid: i64, epoch: i16, names: &[&str]) -> Vec<i16
         .collect()
 }
 
+async fn commit(c: &mut Client, pid: i64, epoch: i16) -> i16 {
+    let mut end = EndTxnRequest::default();
+    end.transactional_id = TransactionalId(s(TXN));
+    end.producer_id = ProducerId(pid);
+    end.producer_epoch = epoch;
+    end.committed = true;
+    let r: EndTxnResponse = c.call(ApiKey::EndTxn, 3, &end).await;
+    r.error_code
+}
+
 /// InitProducerId for the transactional id, once its coordinator is up.
 async fn init(c: &mut Client) -> (i64, i16) {
     for _ in 0..100 {
@@ -157,13 +169,7 @@ async fn a_leader_refuses_transactional_writes_to_partitions_not_in_the_transact
         vec![ResponseError::ProducerFenced.code()]
     );
 
-    let mut end = EndTxnRequest::default();
-    end.transactional_id = TransactionalId(s(TXN));
-    end.producer_id = ProducerId(pid);
-    end.producer_epoch = epoch;
-    end.committed = true;
-    let r: EndTxnResponse = c.call(ApiKey::EndTxn, 3, &end).await;
-    assert_eq!(r.error_code, 0);
+    assert_eq!(commit(&mut c, pid, epoch).await, 0);
     // A late write of the ended transaction (a retry that lost a race with the
     // commit) is refused once the marker closed the partition's transaction.
     let mut refused = false;
@@ -178,4 +184,26 @@ async fn a_leader_refuses_transactional_writes_to_partitions_not_in_the_transact
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(refused, "a write after the commit opened a new transaction");
+}
+
+#[tokio::test]
+async fn back_to_back_transactions_are_never_told_to_retry() {
+    let broker = TestBroker::start().await;
+    let mut c = Client::connect(broker.addr).await;
+    create_topic(&mut c, "back-to-back", &[]).await;
+    let (pid, epoch) = init(&mut c).await;
+    for seq in 0..30 {
+        // Sent right after the previous EndTxn, while its markers are being written:
+        // it waits for them (a clients' CONCURRENT_TRANSACTIONS retry costs 20 ms+).
+        assert_eq!(
+            add(&mut c, pid, epoch, "back-to-back").await,
+            0,
+            "transaction {seq}"
+        );
+        assert_eq!(
+            produce(&mut c, "back-to-back", txn_batch(pid, epoch, seq)).await,
+            0
+        );
+        assert_eq!(commit(&mut c, pid, epoch).await, 0, "transaction {seq}");
+    }
 }

@@ -42,6 +42,9 @@ pub struct TxnConfig {
 
 /// How long a state change may wait for the in-sync replicas of its partition.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long AddPartitionsToTxn waits for the producer's previous transaction to
+/// complete before it answers CONCURRENT_TRANSACTIONS.
+const COMPLETION_WAIT: Duration = Duration::from_secs(1);
 
 /// The markers a decided transaction still needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +90,8 @@ pub struct TransactionCoordinator {
     state: Mutex<CoordState>,
     completions: mpsc::UnboundedSender<Completion>,
     receiver: Mutex<Option<mpsc::UnboundedReceiver<Completion>>>,
+    /// Woken whenever a transaction completes (its markers are all written).
+    completed: tokio::sync::Notify,
 }
 
 impl TransactionCoordinator {
@@ -98,6 +103,7 @@ impl TransactionCoordinator {
             state: Mutex::new(CoordState::default()),
             completions: tx,
             receiver: Mutex::new(Some(rx)),
+            completed: tokio::sync::Notify::new(),
         }
     }
 
@@ -302,8 +308,28 @@ impl TransactionCoordinator {
         partitions: &[(String, i32)],
         now: i64,
     ) -> Result<(), ResponseError> {
-        let (slot, owned) = self.slot(transactional_id)?;
-        let mut cur = slot.lock().await;
+        let deadline = tokio::time::Instant::now() + COMPLETION_WAIT;
+        let (owned, mut cur) = loop {
+            let (slot, owned) = self.slot(transactional_id)?;
+            let cur = slot.lock_owned().await;
+            let Some(meta) = cur.as_ref() else {
+                return Err(ResponseError::InvalidProducerIdMapping);
+            };
+            state::check_producer(meta, producer_id, epoch)?;
+            // The producer's previous transaction is still writing its markers (a
+            // millisecond or so): wait for its Complete state rather than answer
+            // CONCURRENT_TRANSACTIONS, which clients retry only after a backoff
+            // (20 ms and more), the largest cost of short transactions.
+            if meta.state.is_preparing() && tokio::time::Instant::now() < deadline {
+                let completed = self.completed.notified();
+                tokio::pin!(completed);
+                completed.as_mut().enable();
+                drop(cur);
+                let _ = tokio::time::timeout_at(deadline, completed).await;
+                continue;
+            }
+            break (owned, cur);
+        };
         let Some(meta) = cur.as_ref() else {
             return Err(ResponseError::InvalidProducerIdMapping);
         };
@@ -419,6 +445,7 @@ impl TransactionCoordinator {
         info!(transactional_id = %c.transactional_id, producer_id = c.producer_id,
             commit = c.commit, partitions = c.partitions.len(), "transaction completed");
         *cur = Some(next);
+        self.completed.notify_waiters();
         Ok(())
     }
 
