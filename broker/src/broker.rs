@@ -350,10 +350,17 @@ impl Broker {
         name: &str,
         configs: BTreeMap<String, String>,
     ) -> Result<(), MetadataError> {
-        if !self.cluster().topics.contains_key(name) {
+        let Some(current) = self
+            .cluster()
+            .topics
+            .get(name)
+            .map(|t| t.record.configs.clone())
+        else {
             return Err(MetadataError::UnknownTopic(name.to_string()));
-        }
+        };
         topic_config::validate(&configs).map_err(MetadataError::InvalidConfig)?;
+        topic_config::compaction::check_change(&current, &configs, &self.config)
+            .map_err(MetadataError::InvalidConfig)?;
         let (index, _) = self
             .quorum
             .propose(Command::SetTopicConfigs {
@@ -406,8 +413,7 @@ impl Broker {
             "segment.bytes".to_string(),
             b.config.offsets_segment_bytes.to_string(),
         );
-        configs.insert("retention.ms".to_string(), "-1".to_string());
-        configs.insert("retention.bytes".to_string(), "-1".to_string());
+        configs.insert("cleanup.policy".to_string(), "compact".to_string());
         configs.insert(
             "min.insync.replicas".to_string(),
             if rf >= 3 { "2" } else { "1" }.to_string(),
@@ -563,6 +569,28 @@ impl Broker {
                     tick.tick().await;
                     let Some(b) = weak.upgrade() else { return };
                     b.run_tier_pass().await;
+                }
+            });
+        }
+        if self.config.log_cleaner_enable {
+            let cleaner = Arc::new(crate::log::cleaner::service::LogCleaner::new(
+                self.config.log_cleaner_io_max_bytes_per_second,
+                &self.metrics.meter(),
+            ));
+            let weak = Arc::downgrade(self);
+            let every = Duration::from_millis(self.config.log_cleaner_backoff_ms);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    let Some(b) = weak.upgrade() else { return };
+                    let cleaner = Arc::clone(&cleaner);
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let logs = b.replicas.cleanable_logs();
+                        drop(b);
+                        cleaner.run_pass(&logs, now_ms())
+                    })
+                    .await;
                 }
             });
         }

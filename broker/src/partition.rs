@@ -514,6 +514,35 @@ impl Partition {
     }
 }
 
+/// The log cleaner's view of a hosted partition: it plans against the partition's
+/// high watermark (so never past the last stable offset) and swaps under its lock.
+impl crate::log::cleaner::service::CleanableLog for Partition {
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    fn partition(&self) -> i32 {
+        self.index
+    }
+
+    fn cleaning_plan(
+        &self,
+        first_dirty: i64,
+        now_ms: i64,
+    ) -> Option<crate::log::cleaner::CleanPlan> {
+        let hw = self.high_watermark();
+        self.log.lock().cleaning_plan(hw, first_dirty, now_ms)
+    }
+
+    fn install_cleaned(
+        &self,
+        cleaned: Vec<crate::log::cleaner::Cleaned>,
+        now_ms: i64,
+    ) -> Result<usize, LogError> {
+        self.log.lock().install_cleaned(cleaned, now_ms)
+    }
+}
+
 mod delete_records;
 mod durability;
 mod follower;

@@ -8,6 +8,7 @@
 //! through a [`segment::SegmentReader`] snapshot.
 
 pub mod batch;
+pub mod cleaner;
 mod delete_records;
 pub mod epochs;
 pub mod index;
@@ -65,6 +66,8 @@ pub struct LogConfig {
     pub log_append_time: bool,
     /// Set when the topic is tiered: how much stays on local disk.
     pub remote: Option<retention::LocalRetention>,
+    /// Set when `cleanup.policy` includes `compact`: the log cleaner's settings.
+    pub compaction: Option<cleaner::CompactionConfig>,
 }
 
 impl Default for LogConfig {
@@ -80,6 +83,7 @@ impl Default for LogConfig {
             max_message_bytes: 1_048_588,
             log_append_time: false,
             remote: None,
+            compaction: None,
         }
     }
 }
@@ -136,6 +140,23 @@ impl ValidatedRecords {
                     max: max_message_bytes,
                 });
             }
+        }
+        Ok(ValidatedRecords {
+            buf: BytesMut::from(records),
+            batches,
+        })
+    }
+
+    /// Batches fetched from a leader: validated as stored batches
+    /// ([`batch::validate_stored`]), since a compacted leader serves cleaned ones.
+    pub fn from_replica(records: &[u8]) -> Result<Self, LogError> {
+        let mut batches = Vec::new();
+        let mut pos = 0;
+        while pos < records.len() {
+            let h = batch::validate_stored(&records[pos..])?;
+            let end = pos + h.total_len();
+            batches.push((h, pos..end));
+            pos = end;
         }
         Ok(ValidatedRecords {
             buf: BytesMut::from(records),
@@ -456,7 +477,12 @@ impl PartitionLog {
             if h.last_offset() < end {
                 continue;
             }
-            if h.base_offset != end {
+            // A compacted leader's log has gaps where its cleaner removed records.
+            let gap_ok = self.config.compaction.is_some() && h.base_offset > end;
+            if gap_ok {
+                cleaner::note_gaps(&dir).map_err(io_err(&dir))?;
+            }
+            if h.base_offset != end && !gap_ok {
                 return Err(LogError::Decode(format!(
                     "replicated batch at offset {} does not follow the log end {end}",
                     h.base_offset
