@@ -128,6 +128,8 @@ def test_compacted_topic_refuses_records_without_a_key(broker):
     errors = []
     p = Producer({"bootstrap.servers": broker.bootstrap, "retries": 0})
     p.produce("keyed", value=b"no key", on_delivery=lambda err, msg: errors.append(err))
+    # Flushed alone: the whole batch holding a keyless record is refused.
+    assert p.flush(30) == 0
     p.produce("keyed", key=b"k", value=b"keyed", on_delivery=lambda err, msg: errors.append(err))
     assert p.flush(30) == 0
     assert errors[0] is not None and errors[0].code() == KafkaError.INVALID_RECORD, errors
