@@ -90,7 +90,6 @@ impl Broker {
             },
             offsets_partitions: config.offsets_topic_partitions,
             offsets_retention_ms: config.offsets_retention_ms,
-            compact_after_segments: 4,
             max_metadata_bytes: config.offset_metadata_max_bytes,
         });
         let tier = match config.tier_backend(&|k| std::env::var(k).ok())? {
@@ -555,7 +554,7 @@ impl Broker {
                     b.txns.tick(now).await;
                 }
                 if n.is_multiple_of(600) {
-                    // Offset expiry and compaction, once a minute.
+                    // Offset expiry, once a minute.
                     let _ = tokio::task::spawn_blocking(move || b.groups.maintain(now)).await;
                 }
             }

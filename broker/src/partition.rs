@@ -211,12 +211,10 @@ impl Partition {
     }
 
     /// Recomputes the leader's high watermark: the smallest log end offset in the
-    /// ISR. It never moves backwards. Once it passes a pending checkpoint, the
-    /// segments that checkpoint replaces are deleted; returns how many.
-    /// Must be called without the log lock held.
-    fn update_hw(&self, st: &ReplicaState, leader_leo: i64) -> usize {
+    /// ISR. It never moves backwards. Must be called without the log lock held.
+    fn update_hw(&self, st: &ReplicaState, leader_leo: i64) {
         if st.role != Role::Leader {
-            return 0;
+            return;
         }
         let mut hw = leader_leo;
         for r in &st.isr {
@@ -236,22 +234,6 @@ impl Partition {
                 false
             }
         });
-        let hw = self.high_watermark();
-        let mut log = self.log.lock();
-        match log.apply_committed_replacement(hw) {
-            Ok(0) => 0,
-            Ok(n) => {
-                tracing::info!(topic = %self.topic, partition = self.index, hw,
-                    start = log.log_start_offset(), segments = n,
-                    "checkpoint replicated; deleted the segments it replaces");
-                n
-            }
-            Err(e) => {
-                tracing::warn!(topic = %self.topic, partition = self.index, error = %e,
-                    "cannot delete the segments a checkpoint replaces");
-                0
-            }
-        }
     }
 
     /// See [`PartitionLog::append_stays_in_memory`].

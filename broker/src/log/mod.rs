@@ -15,7 +15,7 @@ pub mod index;
 mod read;
 pub mod records;
 mod recovery;
-mod replace;
+mod follow_start;
 pub mod retention;
 pub mod segment;
 mod sync;
@@ -24,7 +24,6 @@ pub mod txn_index;
 pub use delete_records::RecordsDeleted;
 pub(crate) use read::first_record_at_or_after;
 pub use read::ReadPlan;
-pub use replace::PendingReplacement;
 pub use sync::SyncJob;
 pub use txn_index::AbortedTxn;
 
@@ -234,9 +233,6 @@ pub struct PartitionLog {
     /// Batches replayed into the producer state when the log was opened (after the
     /// snapshot it started from); recovery time is proportional to it.
     producer_batches_replayed: u64,
-    /// A checkpoint whose older segments wait for the high watermark (see
-    /// [`PartitionLog::replace_history`]).
-    pending_replacement: Option<PendingReplacement>,
     /// Base offsets of rolled segments not fsynced yet (the next [`SyncJob`] does).
     unsynced_segments: Vec<i64>,
     /// `flush.messages` was reached: the caller should run a sync job.
@@ -541,7 +537,6 @@ impl PartitionLog {
             }
         }
         self.log_start_offset = offset;
-        self.pending_replacement = None;
         self.sync_generation += 1;
         self.durable_end = offset;
         self.unsynced_segments.clear();
@@ -561,10 +556,6 @@ impl PartitionLog {
             if let Some(seg) = self.segments.pop() {
                 seg.delete().map_err(io_err(&self.dir))?;
             }
-        }
-        if self.pending_replacement.is_some_and(|p| p.once_hw > offset) {
-            // The checkpoint is (partly) cut away: what it replaces must stay.
-            self.pending_replacement = None;
         }
         let dir = self.dir.clone();
         self.active_mut()

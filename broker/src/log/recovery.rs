@@ -86,7 +86,6 @@ impl PartitionLog {
             txns: TxnIndex::open(dir).map_err(io_err(dir))?,
             remote_end_offset: -1,
             producer_batches_replayed: 0,
-            pending_replacement: None,
             unsynced_segments: Vec::new(),
             sync_due: false,
             durable_end: 0,
