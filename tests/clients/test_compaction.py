@@ -172,3 +172,65 @@ def test_compaction_configs_are_described_validated_and_changeable(broker):
     with pytest.raises(KafkaException) as e:
         admin.incremental_alter_configs([tier])[tier].result(30)
     assert e.value.args[0].code() == KafkaError.INVALID_CONFIG
+    # `strata-broker dev` tiers topics by default: such a topic cannot become compacted.
+    admin.create_topics([NewTopic("plain", 1, 1)])["plain"].result(30)
+    compact = ConfigResource(ResourceType.TOPIC, "plain", incremental_configs=[
+        ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET)])
+    with pytest.raises(KafkaException) as e:
+        admin.incremental_alter_configs([compact])[compact].result(30)
+    assert e.value.args[0].code() == KafkaError.INVALID_CONFIG
+    assert "tiered" in e.value.args[0].str()
+
+
+def test_every_replica_cleans_to_the_same_latest_values_and_a_new_leader_serves_them(tmp_path):
+    from test_cluster import Cluster, wait_until
+
+    c = Cluster(tmp_path, 3)
+    for n in c.nodes.values():
+        n.env["STRATA_LOG_CLEANER_BACKOFF_MS"] = "200"
+    try:
+        c.start()
+        admin = AdminClient({"bootstrap.servers": c.bootstrap()})
+        cfg = {
+            "cleanup.policy": "compact",
+            "segment.bytes": "4096",
+            "segment.ms": "300",
+            "min.cleanable.dirty.ratio": "0.01",
+            "delete.retention.ms": "100",
+            "min.insync.replicas": "2",
+        }
+        admin.create_topics([NewTopic("replicated", 1, 3, config=cfg)])["replicated"].result(30)
+        wait_until("all replicas in sync", lambda: len(c.partition("replicated")["isr"]) == 3)
+        written = {}
+
+        def delivered(err, msg):
+            assert err is None, err
+            written[msg.key()] = (msg.offset(), msg.value())
+
+        p = Producer({"bootstrap.servers": c.bootstrap(), "acks": "all", "linger.ms": 5})
+        for v in range(20):
+            for k in range(20):
+                p.produce("replicated", key=b"k%d" % k, value=b"%d" % v, partition=0, on_delivery=delivered)
+            p.flush(30)
+        for k in range(5):
+            p.produce("replicated", key=b"k%d" % k, value=None, partition=0, on_delivery=delivered)
+        assert p.flush(30) == 0
+        want = {b"k%d" % k: written[b"k%d" % k] for k in range(5, 20)}
+
+        # Later writes close the segments above, so that all of them are cleanable.
+        def cleaned():
+            p.produce("replicated", key=b"tail", value=b"x", partition=0, on_delivery=delivered)
+            p.flush(30)
+            recs = read_partition(c.bootstrap(), "replicated")
+            ours = [(k, (o, v)) for o, k, v in recs if k.startswith(b"k")]
+            return sorted(ours) == sorted(want.items())
+
+        wait_until("the leader's log is cleaned", cleaned, timeout=90)
+        leader = c.partition("replicated")["leader"]
+        c.nodes[leader].kill()
+        wait_until("a new leader", lambda: c.partition("replicated")["leader"] not in (-1, leader), timeout=30)
+        # The new leader cleaned its own copy (or does now): the same records, at
+        # the same offsets.
+        wait_until("the new leader's log is cleaned", cleaned, timeout=90)
+    finally:
+        c.stop_all()
