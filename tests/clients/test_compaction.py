@@ -122,7 +122,7 @@ def test_cleaner_keeps_the_latest_value_per_live_key_while_writes_go_on(broker_f
     assert "strata_cleaner_dirty_ratio" in metrics
 
 
-def test_compacted_topic_refuses_records_without_a_key(broker):
+def test_compacted_topic_refuses_records_without_a_key_and_delete_records(broker):
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     admin.create_topics([NewTopic("keyed", 1, 1, config={"cleanup.policy": "compact"})])["keyed"].result(30)
     errors = []
@@ -134,6 +134,11 @@ def test_compacted_topic_refuses_records_without_a_key(broker):
     assert p.flush(30) == 0
     assert errors[0] is not None and errors[0].code() == KafkaError.INVALID_RECORD, errors
     assert errors[1] is None
+    # DeleteRecords would remove latest values: refused on a `compact`-only topic.
+    [fut] = admin.delete_records([TopicPartition("keyed", 0, 1)]).values()
+    with pytest.raises(KafkaException) as e:
+        fut.result(30)
+    assert e.value.args[0].code() == KafkaError.POLICY_VIOLATION
 
 
 def test_compaction_configs_are_described_validated_and_changeable(broker):

@@ -253,7 +253,10 @@ fn a_follower_replicates_a_cleaned_leader_log_gaps_included_and_cleans_to_the_sa
     leader.set_role(Role::Leader, 1, &[1], &[1, 2], 0);
     follower.set_role(Role::Follower { leader: 1 }, 1, &[1], &[1, 2], 0);
     for i in 0..60u8 {
-        let kv = (bytes::Bytes::from(vec![b'k', i % 4]), Some(bytes::Bytes::from(vec![i])));
+        let kv = (
+            bytes::Bytes::from(vec![b'k', i % 4]),
+            Some(bytes::Bytes::from(vec![i])),
+        );
         let raw = encode_key_values(vec![kv], 1000, None).unwrap();
         leader
             .append(ValidatedRecords::new(&raw, 1 << 20).unwrap(), 1000)

@@ -213,13 +213,18 @@ fn the_log_cleaner_compacts_an_offsets_partition_and_a_replay_sees_the_same_offs
     c.follow_leadership(&led(&[&p]), &|| {});
     for i in 0..50 {
         c.append_changes("g", vec![commit("g", i, 0)], 0).unwrap();
-        c.append_changes("h", vec![commit("h", 100 + i, 0)], 0).unwrap();
+        c.append_changes("h", vec![commit("h", 100 + i, 0)], 0)
+            .unwrap();
     }
     let before = p.size_bytes();
     let plan = p.cleaning_plan(0, 10).expect("closed segments to clean");
     let (cleaned, _) = cleaner::clean(&plan, 10, &mut Throttle::new(0)).unwrap();
     p.install_cleaned(cleaned, 10).unwrap();
-    assert!(p.size_bytes() < before / 4, "{} of {before} bytes left", p.size_bytes());
+    assert!(
+        p.size_bytes() < before / 4,
+        "{} of {before} bytes left",
+        p.size_bytes()
+    );
     let (replayed, _, _) = offsets::replay(&p, &|| {}).unwrap();
     assert_eq!(replayed.get("g", "t", 0).map(|o| o.offset), Some(49));
     assert_eq!(replayed.get("h", "t", 0).map(|o| o.offset), Some(149));
