@@ -145,6 +145,7 @@ impl LogCleaner {
         };
         self.bytes_read.add(stats.bytes_read, &attrs);
         self.bytes_written.add(stats.bytes_written, &attrs);
+        let planned = rewritten.len();
         let swapped = match log.install_cleaned(rewritten, now) {
             Ok(n) => n,
             Err(e) => {
@@ -168,9 +169,13 @@ impl LogCleaner {
         let st = state
             .entry((topic.to_string(), log.partition()))
             .or_default();
-        st.first_dirty = plan.cleanable_end();
+        // A cleaning that stopped early (a segment changed under it) leaves the
+        // range dirty, so that the next one builds its offset map from all of it.
+        if swapped == planned {
+            st.first_dirty = plan.cleanable_end();
+            st.dirty_ratio = 0.0;
+        }
         st.last_clean_ms = Some(now);
-        st.dirty_ratio = 0.0;
         true
     }
 }

@@ -291,3 +291,15 @@ fn aborted_records_go_and_each_producer_keeps_its_last_batch_header() {
         .collect();
     assert_eq!(headers, [(0, 0, 0), (2, 0, 1), (4, 0, 1)]);
 }
+
+#[test]
+fn the_throttle_holds_the_cleaner_to_its_rate() {
+    let start = std::time::Instant::now();
+    let mut t = Throttle::new(10_000);
+    for _ in 0..4 {
+        t.consumed(5_000);
+    }
+    // 20 000 bytes at 10 000 bytes/s: at least two seconds (a lower bound only, so
+    // a busy machine cannot fail it).
+    assert!(start.elapsed() >= std::time::Duration::from_millis(1_900));
+}

@@ -132,6 +132,22 @@ mod tests {
     }
 
     #[test]
+    fn compact_alone_turns_retention_off_and_tiering_off() {
+        let broker = crate::config::BrokerConfig {
+            tier_enable_by_default: true,
+            tier_dir: "/tmp/tier".into(),
+            ..crate::config::BrokerConfig::default()
+        };
+        let c = super::super::log_config(&m(&[("cleanup.policy", "compact")]), &broker);
+        assert_eq!((c.retention_ms, c.retention_bytes), (-1, -1));
+        assert!(c.compaction.is_some() && c.remote.is_none());
+        let both = super::super::log_config(&m(&[("cleanup.policy", "compact,delete")]), &broker);
+        assert_eq!(both.retention_ms, broker.log_retention_ms);
+        let plain = super::super::log_config(&m(&[]), &broker);
+        assert!(plain.compaction.is_none() && plain.remote.is_some());
+    }
+
+    #[test]
     fn remote_storage_on_a_compacted_topic_is_refused() {
         let e = check(&m(&[
             ("cleanup.policy", "compact"),
