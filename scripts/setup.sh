@@ -36,7 +36,8 @@ echo "$VENV" > "$CACHE/current-venv"
 
 KAFKA_VERSION=4.1.1
 KAFKA_LIBS="$CACHE/kafka-$KAFKA_VERSION/libs"
-if [ ! -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ] || [ ! -f "$KAFKA_LIBS/kafka-streams-$KAFKA_VERSION.jar" ]; then
+if [ ! -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ] || [ ! -f "$KAFKA_LIBS/kafka-streams-$KAFKA_VERSION.jar" ] \
+  || [ ! -f "$KAFKA_LIBS/connect-file-$KAFKA_VERSION.jar" ]; then
   echo "setup: fetching Kafka $KAFKA_VERSION jars from Maven Central into $KAFKA_LIBS"
   mvn -q -f "$ROOT/bench/pom.xml" dependency:copy-dependencies -DoutputDirectory="$KAFKA_LIBS"
 fi

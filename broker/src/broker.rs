@@ -90,7 +90,6 @@ impl Broker {
             },
             offsets_partitions: config.offsets_topic_partitions,
             offsets_retention_ms: config.offsets_retention_ms,
-            compact_after_segments: 4,
             max_metadata_bytes: config.offset_metadata_max_bytes,
         });
         let tier = match config.tier_backend(&|k| std::env::var(k).ok())? {
@@ -350,10 +349,17 @@ impl Broker {
         name: &str,
         configs: BTreeMap<String, String>,
     ) -> Result<(), MetadataError> {
-        if !self.cluster().topics.contains_key(name) {
+        let Some(current) = self
+            .cluster()
+            .topics
+            .get(name)
+            .map(|t| t.record.configs.clone())
+        else {
             return Err(MetadataError::UnknownTopic(name.to_string()));
-        }
+        };
         topic_config::validate(&configs).map_err(MetadataError::InvalidConfig)?;
+        topic_config::compaction::check_change(&current, &configs, &self.config)
+            .map_err(MetadataError::InvalidConfig)?;
         let (index, _) = self
             .quorum
             .propose(Command::SetTopicConfigs {
@@ -406,8 +412,7 @@ impl Broker {
             "segment.bytes".to_string(),
             b.config.offsets_segment_bytes.to_string(),
         );
-        configs.insert("retention.ms".to_string(), "-1".to_string());
-        configs.insert("retention.bytes".to_string(), "-1".to_string());
+        configs.insert("cleanup.policy".to_string(), "compact".to_string());
         configs.insert(
             "min.insync.replicas".to_string(),
             if rf >= 3 { "2" } else { "1" }.to_string(),
@@ -549,7 +554,7 @@ impl Broker {
                     b.txns.tick(now).await;
                 }
                 if n.is_multiple_of(600) {
-                    // Offset expiry and compaction, once a minute.
+                    // Offset expiry, once a minute.
                     let _ = tokio::task::spawn_blocking(move || b.groups.maintain(now)).await;
                 }
             }
@@ -563,6 +568,28 @@ impl Broker {
                     tick.tick().await;
                     let Some(b) = weak.upgrade() else { return };
                     b.run_tier_pass().await;
+                }
+            });
+        }
+        if self.config.log_cleaner_enable {
+            let cleaner = Arc::new(crate::log::cleaner::service::LogCleaner::new(
+                self.config.log_cleaner_io_max_bytes_per_second,
+                &self.metrics.meter(),
+            ));
+            let weak = Arc::downgrade(self);
+            let every = Duration::from_millis(self.config.log_cleaner_backoff_ms);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    let Some(b) = weak.upgrade() else { return };
+                    let cleaner = Arc::clone(&cleaner);
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let logs = b.replicas.cleanable_logs();
+                        drop(b);
+                        cleaner.run_pass(&logs, now_ms())
+                    })
+                    .await;
                 }
             });
         }

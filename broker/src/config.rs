@@ -168,6 +168,12 @@ pub struct BrokerConfig {
     /// An unlisted object is deleted only once it is at least this old, so an upload
     /// that is still on its way to the quorum is never mistaken for an orphan (ms).
     pub tier_orphan_grace_ms: i64,
+    /// Run the log cleaner for topics with `cleanup.policy` `compact`.
+    pub log_cleaner_enable: bool,
+    /// Bytes per second the log cleaner reads and writes, over all logs (0: no limit).
+    pub log_cleaner_io_max_bytes_per_second: u64,
+    /// Pause between cleaner passes over the logs (ms).
+    pub log_cleaner_backoff_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -236,6 +242,9 @@ impl Default for BrokerConfig {
             tier_upload_concurrency: 4,
             tier_orphan_sweep_interval_ms: 600_000,
             tier_orphan_grace_ms: 3_600_000,
+            log_cleaner_enable: true,
+            log_cleaner_io_max_bytes_per_second: 0,
+            log_cleaner_backoff_ms: 15_000,
         }
     }
 }
@@ -276,6 +285,7 @@ impl BrokerConfig {
             max_message_bytes: self.log_max_message_bytes,
             log_append_time: false,
             remote: None,
+            compaction: None,
         }
     }
 

@@ -211,12 +211,10 @@ impl Partition {
     }
 
     /// Recomputes the leader's high watermark: the smallest log end offset in the
-    /// ISR. It never moves backwards. Once it passes a pending checkpoint, the
-    /// segments that checkpoint replaces are deleted; returns how many.
-    /// Must be called without the log lock held.
-    fn update_hw(&self, st: &ReplicaState, leader_leo: i64) -> usize {
+    /// ISR. It never moves backwards. Must be called without the log lock held.
+    fn update_hw(&self, st: &ReplicaState, leader_leo: i64) {
         if st.role != Role::Leader {
-            return 0;
+            return;
         }
         let mut hw = leader_leo;
         for r in &st.isr {
@@ -236,22 +234,6 @@ impl Partition {
                 false
             }
         });
-        let hw = self.high_watermark();
-        let mut log = self.log.lock();
-        match log.apply_committed_replacement(hw) {
-            Ok(0) => 0,
-            Ok(n) => {
-                tracing::info!(topic = %self.topic, partition = self.index, hw,
-                    start = log.log_start_offset(), segments = n,
-                    "checkpoint replicated; deleted the segments it replaces");
-                n
-            }
-            Err(e) => {
-                tracing::warn!(topic = %self.topic, partition = self.index, error = %e,
-                    "cannot delete the segments a checkpoint replaces");
-                0
-            }
-        }
     }
 
     /// See [`PartitionLog::append_stays_in_memory`].
@@ -511,6 +493,35 @@ impl Partition {
 
     pub fn close(&self, now_ms: i64) -> Result<(), LogError> {
         self.log.lock().close(now_ms)
+    }
+}
+
+/// The log cleaner's view of a hosted partition: it plans against the partition's
+/// high watermark (so never past the last stable offset) and swaps under its lock.
+impl crate::log::cleaner::service::CleanableLog for Partition {
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    fn partition(&self) -> i32 {
+        self.index
+    }
+
+    fn cleaning_plan(
+        &self,
+        first_dirty: i64,
+        now_ms: i64,
+    ) -> Option<crate::log::cleaner::CleanPlan> {
+        let hw = self.high_watermark();
+        self.log.lock().cleaning_plan(hw, first_dirty, now_ms)
+    }
+
+    fn install_cleaned(
+        &self,
+        cleaned: Vec<crate::log::cleaner::Cleaned>,
+        now_ms: i64,
+    ) -> Result<usize, LogError> {
+        self.log.lock().install_cleaned(cleaned, now_ms)
     }
 }
 

@@ -149,7 +149,12 @@ impl ReplicaManager {
         let mut removed: Vec<RemovedReplica> = Vec::new();
         for (name, meta) in &state.topics {
             let prev = old.get(name).filter(|t| t.record.id == meta.record.id);
-            let log_config = topic_config::log_config(&meta.record.configs, &self.config);
+            let mut log_config = topic_config::log_config(&meta.record.configs, &self.config);
+            if meta.record.internal && log_config.compaction.is_none() {
+                // `__consumer_offsets` / `__transaction_state` created before they were
+                // marked compacted: the cleaner keeps them small all the same.
+                log_config.compaction = Some(crate::log::cleaner::CompactionConfig::default());
+            }
             let configs_changed = prev.is_some_and(|t| t.record.configs != meta.record.configs);
             let topic: Arc<str> = Arc::from(name.as_str());
             let mut partitions = Vec::with_capacity(meta.partitions.len());
@@ -305,6 +310,20 @@ impl ReplicaManager {
             }
         }
         deleted
+    }
+
+    /// The replicas of compacted topics hosted here, leaders and followers alike
+    /// (every replica cleans its own log).
+    pub fn cleanable_logs(&self) -> Vec<Arc<dyn crate::log::cleaner::service::CleanableLog>> {
+        let mut logs: Vec<Arc<dyn crate::log::cleaner::service::CleanableLog>> = Vec::new();
+        for t in self.all_topics() {
+            for p in t.local() {
+                if p.log_config().compaction.is_some() {
+                    logs.push(Arc::clone(p) as _);
+                }
+            }
+        }
+        logs
     }
 
     /// The periodic flush of every replica: rolled segments, changed epoch

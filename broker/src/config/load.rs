@@ -132,6 +132,11 @@ impl BrokerConfig {
         )?;
         check(self.log_flush_ms >= 0, "log_flush_ms", "must be >= 0")?;
         check(
+            self.log_cleaner_backoff_ms >= 10,
+            "log_cleaner_backoff_ms",
+            "must be >= 10",
+        )?;
+        check(
             self.retention_check_interval_ms >= 10,
             "retention_check_interval_ms",
             "must be >= 10",
@@ -241,6 +246,9 @@ const ALL_KEYS: &[&str] = &[
     "tier_upload_concurrency",
     "tier_orphan_sweep_interval_ms",
     "tier_orphan_grace_ms",
+    "log_cleaner_enable",
+    "log_cleaner_io_max_bytes_per_second",
+    "log_cleaner_backoff_ms",
 ];
 
 /// Environment values are typed the way TOML would read them: integers and booleans

@@ -1,7 +1,7 @@
 //! The group coordinator: owns every group's state machine and the committed-offset
 //! cache, writes commits to `__consumer_offsets`, replays an offsets partition when it
 //! starts leading it, and runs the timers (session expiry, rebalance deadlines, offset
-//! retention, checkpoint compaction). It coordinates the groups whose offsets
+//! retention). It coordinates the groups whose offsets
 //! partition this broker leads.
 //!
 //! All of that state sits behind one lock ([`CoordinatorState`]), so there is no lock
@@ -32,8 +32,6 @@ pub struct CoordinatorConfig {
     pub offsets_partitions: i32,
     /// Offsets of groups without members expire this long after their last commit.
     pub offsets_retention_ms: i64,
-    /// Compact an offsets partition once it has this many segments.
-    pub compact_after_segments: usize,
     /// Largest `committed_metadata` accepted (OFFSET_METADATA_TOO_LARGE above).
     pub max_metadata_bytes: usize,
 }
@@ -464,11 +462,10 @@ impl GroupCoordinator {
         }
     }
 
-    /// Expires old offsets of groups without members and compacts the offsets
-    /// partitions coordinated here that have grown past the threshold.
+    /// Expires old offsets of groups without members (their tombstones are what the
+    /// log cleaner then removes from `__consumer_offsets`).
     pub fn maintain(&self, now: i64) {
         let cutoff = now - self.config.offsets_retention_ms;
-        let n = self.config.offsets_partitions;
         let expired = {
             let st = self.settled();
             // A commit in flight is newer than anything the cache says about its key.
@@ -495,55 +492,6 @@ impl GroupCoordinator {
             // The tombstones take effect as their replicas catch up; nobody waits.
             if let Err(e) = self.append_changes(&g, changes, now) {
                 warn!(group = %g, error = ?e, "offset expiry failed");
-            }
-        }
-        let owned: Vec<i32> = self.state.lock().owned.keys().copied().collect();
-        for index in owned {
-            // Held across the checkpoint: a commit appended between reading the live
-            // state and deleting the old segments would be lost.
-            let st = self.settled();
-            let Some(p) = st.owned.get(&index).map(|o| Arc::clone(&o.partition)) else {
-                continue;
-            };
-            // A checkpoint still waiting for its followers keeps the segments it
-            // replaces; another one now would only add a copy of the live state.
-            if p.segment_count() < self.config.compact_after_segments || p.replacement_pending() {
-                continue;
-            }
-            // A checkpoint would delete the only copy of a transaction's commits
-            // whose marker is still to come.
-            if st
-                .owned
-                .get(&index)
-                .is_some_and(|o| !o.txn_pending.is_empty())
-            {
-                continue;
-            }
-            let live = st.logged(index, n).entries_for_partition(index, n);
-            let records = if live.is_empty() {
-                None
-            } else {
-                match offsets::encode_changes(&live, now, None)
-                    .ok()
-                    .and_then(|raw| ValidatedRecords::new(&raw, usize::MAX).ok())
-                {
-                    Some(r) => Some(r),
-                    None => continue,
-                }
-            };
-            let written = p.write_replacement(records, now);
-            // The fsync (and the deletion of what the checkpoint replaces) happen
-            // without the coordinator's lock, which every group request takes.
-            drop(st);
-            match written.and_then(|()| p.settle_replacement(now)) {
-                Ok(removed) => info!(
-                    partition = index,
-                    live = live.len(),
-                    removed,
-                    waiting_for_followers = removed == 0,
-                    "checkpointed __consumer_offsets partition"
-                ),
-                Err(e) => warn!(partition = index, error = %e, "offsets compaction failed"),
             }
         }
     }

@@ -6,9 +6,9 @@
 //! A broker that becomes leader of an offsets partition replays it ([`replay`]) into
 //! a fresh cache, then installs that.
 //!
-//! Compaction is done by checkpointing: when an offsets partition has grown past a few
-//! segments, the live entries of its groups are re-appended and every segment before
-//! that checkpoint is deleted, so the topic stays proportional to the live state.
+//! `__consumer_offsets` is a compacted topic: the log cleaner (`log::cleaner`) keeps
+//! the latest record per key and drops old tombstones, so the topic stays
+//! proportional to the live state.
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -59,6 +59,10 @@ pub async fn delete_on_leader(
         // As Kafka: internal topics are the coordinators' to trim.
         return Err(ResponseError::InvalidTopicException);
     }
+    if !topic_config::compaction::deletes(&state.record.configs) {
+        // As Kafka: a `compact`-only topic keeps every key's latest record.
+        return Err(ResponseError::PolicyViolation);
+    }
     if !broker.holds_lease() {
         return Err(ResponseError::NotLeaderOrFollower);
     }

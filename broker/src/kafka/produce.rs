@@ -183,9 +183,13 @@ fn append_all(
                 let Some(records) = pd.records.as_ref() else {
                     return Err((ResponseError::CorruptMessage, "no records".to_string()));
                 };
-                let max = partition.log_config().max_message_bytes;
-                let validated = ValidatedRecords::new(records, max)
+                let config = partition.log_config();
+                let validated = ValidatedRecords::new(records, config.max_message_bytes)
                     .map_err(|e| (log_error_code(&e), e.to_string()))?;
+                if config.compaction.is_some() {
+                    crate::log::cleaner::check_keys(records)
+                        .map_err(|m| (ResponseError::InvalidRecord, m))?;
+                }
                 check_transactional(&validated, req.transactional_id.is_some())?;
                 let (bytes, count) = (validated.byte_len() as u64, validated.record_count());
                 let info = partition

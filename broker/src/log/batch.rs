@@ -290,6 +290,33 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(h)
 }
 
+/// [`validate`] for batches already in a log: a compacted log also holds batches the
+/// cleaner emptied (a header kept for its producer state) or thinned (fewer records
+/// than its offset range), which a producer may never send.
+pub fn validate_stored(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    let h = BatchHeader::parse(buf)?;
+    let total = h.total_len();
+    if buf.len() < total {
+        return Err(BatchError::Truncated {
+            have: buf.len(),
+            need: total,
+        });
+    }
+    let computed = compute_crc(&buf[..total]);
+    if computed != h.crc {
+        return Err(BatchError::BadCrc {
+            stored: h.crc,
+            computed,
+        });
+    }
+    if h.last_offset_delta < 0 || h.records_count < 0 || h.records_count > h.last_offset_delta + 1 {
+        return Err(BatchError::Invalid(
+            "record count does not fit the offset range",
+        ));
+    }
+    Ok(h)
+}
+
 /// Splits a produce request's record set into validated batches, returning each batch's
 /// header and byte range. Rejects trailing garbage and empty sets.
 pub fn split_batches(buf: &[u8]) -> Result<Vec<(BatchHeader, std::ops::Range<usize>)>, BatchError> {

@@ -8,13 +8,14 @@
 //! through a [`segment::SegmentReader`] snapshot.
 
 pub mod batch;
+pub mod cleaner;
 mod delete_records;
 pub mod epochs;
+mod follow_start;
 pub mod index;
 mod read;
 pub mod records;
 mod recovery;
-mod replace;
 pub mod retention;
 pub mod segment;
 mod sync;
@@ -23,7 +24,6 @@ pub mod txn_index;
 pub use delete_records::RecordsDeleted;
 pub(crate) use read::first_record_at_or_after;
 pub use read::ReadPlan;
-pub use replace::PendingReplacement;
 pub use sync::SyncJob;
 pub use txn_index::AbortedTxn;
 
@@ -65,6 +65,8 @@ pub struct LogConfig {
     pub log_append_time: bool,
     /// Set when the topic is tiered: how much stays on local disk.
     pub remote: Option<retention::LocalRetention>,
+    /// Set when `cleanup.policy` includes `compact`: the log cleaner's settings.
+    pub compaction: Option<cleaner::CompactionConfig>,
 }
 
 impl Default for LogConfig {
@@ -80,6 +82,7 @@ impl Default for LogConfig {
             max_message_bytes: 1_048_588,
             log_append_time: false,
             remote: None,
+            compaction: None,
         }
     }
 }
@@ -136,6 +139,23 @@ impl ValidatedRecords {
                     max: max_message_bytes,
                 });
             }
+        }
+        Ok(ValidatedRecords {
+            buf: BytesMut::from(records),
+            batches,
+        })
+    }
+
+    /// Batches fetched from a leader: validated as stored batches
+    /// ([`batch::validate_stored`]), since a compacted leader serves cleaned ones.
+    pub fn from_replica(records: &[u8]) -> Result<Self, LogError> {
+        let mut batches = Vec::new();
+        let mut pos = 0;
+        while pos < records.len() {
+            let h = batch::validate_stored(&records[pos..])?;
+            let end = pos + h.total_len();
+            batches.push((h, pos..end));
+            pos = end;
         }
         Ok(ValidatedRecords {
             buf: BytesMut::from(records),
@@ -213,9 +233,6 @@ pub struct PartitionLog {
     /// Batches replayed into the producer state when the log was opened (after the
     /// snapshot it started from); recovery time is proportional to it.
     producer_batches_replayed: u64,
-    /// A checkpoint whose older segments wait for the high watermark (see
-    /// [`PartitionLog::replace_history`]).
-    pending_replacement: Option<PendingReplacement>,
     /// Base offsets of rolled segments not fsynced yet (the next [`SyncJob`] does).
     unsynced_segments: Vec<i64>,
     /// `flush.messages` was reached: the caller should run a sync job.
@@ -456,7 +473,12 @@ impl PartitionLog {
             if h.last_offset() < end {
                 continue;
             }
-            if h.base_offset != end {
+            // A compacted leader's log has gaps where its cleaner removed records.
+            let gap_ok = self.config.compaction.is_some() && h.base_offset > end;
+            if gap_ok {
+                cleaner::note_gaps(&dir).map_err(io_err(&dir))?;
+            }
+            if h.base_offset != end && !gap_ok {
                 return Err(LogError::Decode(format!(
                     "replicated batch at offset {} does not follow the log end {end}",
                     h.base_offset
@@ -515,7 +537,6 @@ impl PartitionLog {
             }
         }
         self.log_start_offset = offset;
-        self.pending_replacement = None;
         self.sync_generation += 1;
         self.durable_end = offset;
         self.unsynced_segments.clear();
@@ -535,10 +556,6 @@ impl PartitionLog {
             if let Some(seg) = self.segments.pop() {
                 seg.delete().map_err(io_err(&self.dir))?;
             }
-        }
-        if self.pending_replacement.is_some_and(|p| p.once_hw > offset) {
-            // The checkpoint is (partly) cut away: what it replaces must stay.
-            self.pending_replacement = None;
         }
         let dir = self.dir.clone();
         self.active_mut()

@@ -25,6 +25,8 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<Self, LogError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
+        super::cleaner::recover_swaps(dir).map_err(io_err(dir))?;
+        let gaps = config.compaction.is_some() || dir.join(super::cleaner::GAPS_MARKER).exists();
         let mut bases = Vec::new();
         for entry in fs::read_dir(dir).map_err(io_err(dir))? {
             let entry = entry.map_err(io_err(dir))?;
@@ -41,9 +43,15 @@ impl PartitionLog {
         let last = bases.len().saturating_sub(1);
         for (i, base) in bases.iter().enumerate() {
             let full = i == last && !clean_shutdown;
-            let (seg, report) =
-                Segment::open(dir, *base, config.index_interval_bytes, full, now_ms)
-                    .map_err(io_err(dir))?;
+            let (seg, report) = Segment::open_with_gaps(
+                dir,
+                *base,
+                config.index_interval_bytes,
+                full,
+                now_ms,
+                gaps,
+            )
+            .map_err(io_err(dir))?;
             if report.truncated_bytes > 0 {
                 info!(dir = %dir.display(), base, truncated = report.truncated_bytes, "recovered segment");
             }
@@ -78,7 +86,6 @@ impl PartitionLog {
             txns: TxnIndex::open(dir).map_err(io_err(dir))?,
             remote_end_offset: -1,
             producer_batches_replayed: 0,
-            pending_replacement: None,
             unsynced_segments: Vec::new(),
             sync_due: false,
             durable_end: 0,

@@ -123,6 +123,26 @@ impl Segment {
         full_recovery: bool,
         now_ms: i64,
     ) -> io::Result<(Self, RecoveryReport)> {
+        Segment::open_with_gaps(
+            dir,
+            base_offset,
+            index_interval,
+            full_recovery,
+            now_ms,
+            false,
+        )
+    }
+
+    /// [`Segment::open`] for a compacted log, whose batches may leave gaps between
+    /// their offsets (the cleaner removed the records there): offsets must still grow.
+    pub fn open_with_gaps(
+        dir: &Path,
+        base_offset: i64,
+        index_interval: u64,
+        full_recovery: bool,
+        now_ms: i64,
+        gaps: bool,
+    ) -> io::Result<(Self, RecoveryReport)> {
         let stem = file_stem(base_offset);
         let log_path = dir.join(format!("{stem}.log"));
         let log = OpenOptions::new().read(true).write(true).open(&log_path)?;
@@ -171,7 +191,7 @@ impl Segment {
         seg.size = start;
         // The batch at `start` begins at the offset its index entry names.
         seg.next_offset = base_offset + i64::from(last_rel.unwrap_or(0));
-        let report = seg.scan_from(start, file_size, full_recovery || rebuilt)?;
+        let report = seg.scan_from(start, file_size, full_recovery || rebuilt, gaps)?;
         if report.truncated_bytes > 0 {
             warn!(
                 segment = %seg.log_path.display(),
@@ -186,7 +206,13 @@ impl Segment {
 
     /// Scans batches from `start` to `end`, re-adding index entries and advancing the
     /// segment's size, next offset and max timestamp. Stops at the first bad batch.
-    fn scan_from(&mut self, start: u64, end: u64, verify_crc: bool) -> io::Result<RecoveryReport> {
+    fn scan_from(
+        &mut self,
+        start: u64,
+        end: u64,
+        verify_crc: bool,
+        gaps: bool,
+    ) -> io::Result<RecoveryReport> {
         let mut report = RecoveryReport::default();
         let file = Arc::clone(&self.log);
         let mut reader = BufReader::with_capacity(1 << 20, FileRef(&file, start));
@@ -208,7 +234,12 @@ impl Segment {
             } else {
                 self.next_offset
             };
-            if pos + total > end || h.base_offset != expected {
+            let misplaced = if gaps {
+                h.base_offset < expected
+            } else {
+                h.base_offset != expected
+            };
+            if pos + total > end || misplaced {
                 break;
             }
             if verify_crc {
@@ -216,7 +247,7 @@ impl Segment {
                 buf.extend_from_slice(&head);
                 buf.resize(total as usize, 0);
                 if reader.read_exact(&mut buf[HEADER_LEN..]).is_err()
-                    || batch::validate(&buf).is_err()
+                    || batch::validate_stored(&buf).is_err()
                 {
                     break;
                 }
@@ -424,7 +455,8 @@ impl Segment {
             // Re-derive next_offset from the batches kept before `start`.
             self.next_offset = self.last_offset_before(start)? + 1;
         }
-        self.scan_from(start, pos, false)?;
+        // Only batches that were scanned before are re-read: gaps among them are real.
+        self.scan_from(start, pos, false, true)?;
         Ok(())
     }
 

@@ -551,24 +551,6 @@ fn appends_leave_fsyncs_to_a_sync_job_run_outside_the_lock() {
 }
 
 #[test]
-fn a_checkpoint_deletes_the_history_only_once_it_is_on_disk() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut log = PartitionLog::open(dir.path(), cfg(), true, 0).unwrap();
-    for i in 0..30 {
-        append(&mut log, 2, 1000 + i, &[1u8; 60]);
-    }
-    let live = ValidatedRecords::new(&make_batch(0, 3, 5000, b"live"), 1 << 20).unwrap();
-    let pending = log.replace_history(Some(live), 0, 5000).unwrap();
-    let segments = log.segment_count();
-    // Replicated (the high watermark is past it) but not fsynced: everything stays.
-    assert_eq!(log.apply_committed_replacement(i64::MAX).unwrap(), 0);
-    assert_eq!(log.segment_count(), segments);
-    sync(&mut log);
-    assert!(log.apply_committed_replacement(i64::MAX).unwrap() > 0);
-    assert_eq!(log.log_start_offset(), pending.delete_below);
-}
-
-#[test]
 fn unclean_recovery_restores_leader_epochs_the_checkpoint_file_lost() {
     let dir = tempfile::tempdir().unwrap();
     {

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use crate::config::BrokerConfig;
 use crate::log::LogConfig;
 
+pub mod compaction;
+
 /// A topic config key we understand.
 #[derive(Debug, Clone, Copy)]
 pub struct ConfigKey {
@@ -19,14 +21,44 @@ enum Kind {
     Long { min: i64, max: i64 },
     Bool,
     OneOf(&'static [&'static str]),
+    Ratio,
 }
 
 /// Every topic config key Strata accepts.
 pub const TOPIC_KEYS: &[ConfigKey] = &[
     ConfigKey {
         name: "cleanup.policy",
-        doc: "Only `delete` is supported.",
-        kind: Kind::OneOf(&["delete"]),
+        doc: "`delete` (retention), `compact` (the log cleaner keeps the latest record per key) or both.",
+        kind: Kind::OneOf(&["delete", "compact", "compact,delete", "delete,compact"]),
+    },
+    ConfigKey {
+        name: "delete.retention.ms",
+        doc: "How long the cleaner keeps a tombstone of a compacted topic.",
+        kind: Kind::Long {
+            min: 0,
+            max: i64::MAX,
+        },
+    },
+    ConfigKey {
+        name: "min.cleanable.dirty.ratio",
+        doc: "Share of a compacted log not cleaned yet at which the cleaner cleans it (0 to 1).",
+        kind: Kind::Ratio,
+    },
+    ConfigKey {
+        name: "min.compaction.lag.ms",
+        doc: "Records younger than this are not compacted.",
+        kind: Kind::Long {
+            min: 0,
+            max: i64::MAX,
+        },
+    },
+    ConfigKey {
+        name: "max.compaction.lag.ms",
+        doc: "A compacted log with records older than this not cleaned yet is cleaned whatever its dirty ratio.",
+        kind: Kind::Long {
+            min: 1,
+            max: i64::MAX,
+        },
     },
     ConfigKey {
         name: "retention.ms",
@@ -154,6 +186,12 @@ pub fn validate_entry(key: &str, value: &str) -> Result<(), String> {
             "true" | "false" => Ok(()),
             _ => Err(format!("`{key}` must be true or false, got `{value}`")),
         },
+        Kind::Ratio => match value.parse::<f64>() {
+            Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
+            _ => Err(format!(
+                "`{key}` must be a number between 0 and 1, got `{value}`"
+            )),
+        },
         Kind::OneOf(options) => {
             if options.contains(&value) {
                 Ok(())
@@ -166,7 +204,8 @@ pub fn validate_entry(key: &str, value: &str) -> Result<(), String> {
 
 /// Validates a whole map.
 pub fn validate(configs: &BTreeMap<String, String>) -> Result<(), String> {
-    configs.iter().try_for_each(|(k, v)| validate_entry(k, v))
+    configs.iter().try_for_each(|(k, v)| validate_entry(k, v))?;
+    compaction::check(configs)
 }
 
 /// The effective value of every key for a topic, with whether it is the default.
@@ -198,7 +237,7 @@ pub fn effective(
                 "remote.storage.enable" => broker.tier_enable_by_default.to_string(),
                 "local.retention.ms" => broker.tier_local_retention_ms.to_string(),
                 "local.retention.bytes" => "-2".to_string(),
-                _ => String::new(),
+                k => compaction::default_value(k).unwrap_or_default(),
             };
             (k.name, v, true)
         })
@@ -207,9 +246,11 @@ pub fn effective(
 
 /// Whether a topic's closed segments go to the tier.
 pub fn remote_storage_enabled(configs: &BTreeMap<String, String>, broker: &BrokerConfig) -> bool {
-    configs
-        .get("remote.storage.enable")
-        .map_or(broker.tier_enable_by_default, |v| v == "true")
+    // Compacted topics are never tiered (refused when asked for explicitly).
+    !compaction::is_compacted(configs)
+        && configs
+            .get("remote.storage.enable")
+            .map_or(broker.tier_enable_by_default, |v| v == "true")
 }
 
 /// Resolves a topic's log settings over the broker defaults. Values were validated
@@ -243,6 +284,12 @@ pub fn log_config(configs: &BTreeMap<String, String>, broker: &BrokerConfig) -> 
     }
     c.log_append_time =
         configs.get("message.timestamp.type").map(String::as_str) == Some("LogAppendTime");
+    c.compaction = compaction::compaction_config(configs);
+    if !compaction::deletes(configs) {
+        // `compact` alone: only the cleaner removes records.
+        c.retention_ms = -1;
+        c.retention_bytes = -1;
+    }
     if broker.tier_configured() && remote_storage_enabled(configs, broker) {
         c.remote = Some(crate::log::retention::LocalRetention {
             local_retention_ms: long("local.retention.ms")
@@ -274,7 +321,11 @@ mod tests {
         assert!(validate_entry("bogus.key", "1")
             .unwrap_err()
             .contains("unknown"));
-        assert!(validate_entry("cleanup.policy", "compact").is_err());
+        assert!(validate_entry("cleanup.policy", "compact").is_ok());
+        assert!(validate_entry("cleanup.policy", "compact,delete").is_ok());
+        assert!(validate_entry("cleanup.policy", "bogus").is_err());
+        assert!(validate_entry("min.cleanable.dirty.ratio", "0.1").is_ok());
+        assert!(validate_entry("min.cleanable.dirty.ratio", "1.5").is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Tests of one partition's replica state: high watermark, ISR progress, acks=all
-//! waits, divergence and history replacement with a leader and followers in
-//! temporary directories.
+//! waits, divergence and the replication of cleaned (compacted) logs with a leader
+//! and followers in temporary directories.
 
 use super::*;
 use crate::log::batch::tests::make_batch;
@@ -29,7 +29,7 @@ fn replicate(leader: &Partition, follower: &Partition, id: i32, now: i64) -> Fol
             let epoch = follower.leader_epoch();
             follower
                 .append_replicated(
-                    ValidatedRecords::new(&data, usize::MAX).unwrap(),
+                    ValidatedRecords::from_replica(&data).unwrap(),
                     snap.high_watermark,
                     now,
                     1,
@@ -210,122 +210,93 @@ fn a_replica_removed_and_added_back_rejoins_the_isr_only_after_it_fetches() {
     assert_eq!(leader.isr_change(700, 10_000), Some((1, vec![1, 2])));
 }
 
-/// Leader 1 and follower 2 in epoch 1, ISR [1, 2], with 200-byte segments (a few
-/// batches each, so checkpoints and log-start moves cross segment boundaries).
-fn small_segment_pair(
-    leader_dir: &std::path::Path,
-    follower_dir: &std::path::Path,
-) -> (Partition, Partition) {
-    let small = LogConfig {
-        segment_bytes: 200,
+/// Every record of a replica's log: (offset, key, value).
+fn keyed_records(p: &Partition) -> Vec<(i64, bytes::Bytes, Option<bytes::Bytes>)> {
+    let mut out = Vec::new();
+    p.replay_local(
+        |h, one| {
+            if h.is_control() || h.records_count == 0 {
+                return;
+            }
+            let mut b = one.clone();
+            let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut b).unwrap();
+            for r in set.records {
+                out.push((r.offset, r.key.unwrap(), r.value));
+            }
+        },
+        &|| {},
+    )
+    .unwrap();
+    out
+}
+
+#[test]
+fn a_follower_replicates_a_cleaned_leader_log_gaps_included_and_cleans_to_the_same() {
+    use crate::log::cleaner::{self, service::CleanableLog, CompactionConfig, Throttle};
+    use crate::log::records::encode_key_values;
+    let compacted = LogConfig {
+        segment_bytes: 300,
+        compaction: Some(CompactionConfig {
+            min_cleanable_dirty_ratio_ppm: 0,
+            ..CompactionConfig::default()
+        }),
         ..LogConfig::default()
     };
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let open = |dir: &std::path::Path, me: i32| {
-        let log = PartitionLog::open(dir, small.clone(), true, 0).unwrap();
+        let log = PartitionLog::open(dir, compacted.clone(), true, 0).unwrap();
         let (appended, _) = watch::channel(0);
         Partition::new(Arc::from("t"), 0, log, me, Arc::new(appended))
     };
-    let (leader, follower) = (open(leader_dir, 1), open(follower_dir, 2));
-    leader.set_role(Role::Leader, 1, &[1, 2], &[1, 2], 0);
-    follower.set_role(Role::Follower { leader: 1 }, 1, &[1, 2], &[1, 2], 0);
-    (leader, follower)
-}
-
-#[test]
-fn followers_drop_what_a_leader_checkpoint_replaced() {
-    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (leader, follower) = small_segment_pair(d1.path(), d2.path());
-    let follow = |read: FollowerRead| {
-        if let FollowerRead::Data(snap) = read {
-            follower
-                .follow_log_start(snap.log_start_offset, 0, 1, 1)
-                .unwrap();
-        }
+    let (leader, follower) = (open(d1.path(), 1), open(d2.path(), 2));
+    // The follower is out of the ISR while the leader writes and cleans.
+    leader.set_role(Role::Leader, 1, &[1], &[1, 2], 0);
+    follower.set_role(Role::Follower { leader: 1 }, 1, &[1], &[1, 2], 0);
+    for i in 0..60u8 {
+        let kv = (
+            bytes::Bytes::from(vec![b'k', i % 4]),
+            Some(bytes::Bytes::from(vec![i])),
+        );
+        let raw = encode_key_values(vec![kv], 1000, None).unwrap();
+        leader
+            .append(ValidatedRecords::new(&raw, 1 << 20).unwrap(), 1000)
+            .unwrap();
+    }
+    let clean = |p: &Partition| {
+        let plan = p.cleaning_plan(0, 2000).unwrap();
+        let (cleaned, _) = cleaner::clean(&plan, 2000, &mut Throttle::new(0)).unwrap();
+        p.install_cleaned(cleaned, 2000).unwrap()
     };
-    for i in 0..20 {
-        leader.append(records(i), 0).unwrap();
-        follow(replicate(&leader, &follower, 2, 0));
-    }
-    assert!(follower.segment_count() > 3);
-    leader.replace_history(Some(records(99)), 0).unwrap();
-    // The first fetch brings the checkpoint, the next reports it and moves the
-    // high watermark past it: only then does the leader drop the history.
-    follow(replicate(&leader, &follower, 2, 0));
-    assert_eq!(leader.log_start_offset(), 0);
-    follow(replicate(&leader, &follower, 2, 0));
-    let start = leader.log_start_offset();
-    assert!(start > 0);
-    // The fetch after that drops the history on the follower too; only the
-    // follower's own segment holding the checkpoint's start may reach below it.
-    follow(replicate(&leader, &follower, 2, 0));
-    assert_eq!(follower.log_end_offset(), leader.log_end_offset());
-    assert!(follower.log_start_offset() > 0 && follower.log_start_offset() <= start);
-    assert!(
-        follower.segment_count() <= 2,
-        "{}",
-        follower.segment_count()
-    );
-}
-
-#[test]
-fn a_checkpoint_keeps_the_history_until_a_lagging_in_sync_follower_has_it() {
-    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (leader, follower) = small_segment_pair(d1.path(), d2.path());
-    for i in 0..20 {
-        leader.append(records(i), 0).unwrap();
-        replicate(&leader, &follower, 2, 0);
-    }
-    // In sync, but one batch behind when the coordinator checkpoints.
-    leader.append(records(20), 0).unwrap();
-    let behind = follower.log_end_offset();
-    assert!(behind < leader.log_end_offset());
-    assert_eq!(leader.isr(), vec![1, 2]);
-    leader.replace_history(Some(records(99)), 0).unwrap();
-    let checkpoint_end = leader.log_end_offset();
-    // Nothing is deleted while the only other copy lacks the checkpoint: the
-    // follower could be elected now, and would still have every commit.
-    assert_eq!(leader.log_start_offset(), 0);
-    assert!(leader.replacement_pending());
-    // Its fetches from where it is get data, not OFFSET_OUT_OF_RANGE (which made it
-    // restart empty at the new log start); one fetch reads up to a segment's end.
-    for _ in 0..10 {
-        if follower.log_end_offset() == checkpoint_end {
+    assert!(clean(&leader) > 0);
+    let on_leader = keyed_records(&leader);
+    assert!(on_leader.len() < 20, "{}", on_leader.len());
+    // A follower starting from nothing fetches the cleaned log, gaps and all.
+    for n in 0..100 {
+        if follower.log_end_offset() == leader.log_end_offset() {
             break;
         }
-        assert!(matches!(
-            replicate(&leader, &follower, 2, 1),
-            FollowerRead::Data(_)
-        ));
-        assert_eq!(
-            leader.log_start_offset(),
-            0,
-            "the checkpoint is not replicated"
-        );
+        replicate(&leader, &follower, 2, n);
     }
-    assert_eq!(follower.log_start_offset(), 0);
-    assert_eq!(follower.log_end_offset(), checkpoint_end);
-    // The next fetch reports the follower's new end: the high watermark passes the
-    // checkpoint and the leader drops what it replaces.
-    replicate(&leader, &follower, 2, 2);
-    assert_eq!(leader.high_watermark(), checkpoint_end);
-    assert!(leader.log_start_offset() > 0);
-    assert!(!leader.replacement_pending());
-    // Fetches from now on tell the follower the new start.
-    let FollowerRead::Data(snap) = replicate(&leader, &follower, 2, 3) else {
-        panic!("expected data");
+    assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+    assert_eq!(keyed_records(&follower), on_leader);
+    // Cleaning the follower's copy itself changes nothing that the leader has not.
+    follower.follower_hw(leader.high_watermark(), follower.log_end_offset());
+    let _ = follower.cleaning_plan(0, 2000).map(|plan| {
+        let (cleaned, _) = cleaner::clean(&plan, 2000, &mut Throttle::new(0)).unwrap();
+        follower.install_cleaned(cleaned, 2000).unwrap()
+    });
+    let latest = |v: &[(i64, bytes::Bytes, Option<bytes::Bytes>)]| {
+        let mut m = std::collections::BTreeMap::new();
+        for (o, k, val) in v {
+            m.insert(k.clone(), (*o, val.clone()));
+        }
+        m
     };
-    assert_eq!(snap.log_start_offset, leader.log_start_offset());
-    // A truncation that cuts a checkpoint away cancels its deletion: the
-    // history it would replace is all there is.
-    leader.append(records(30), 3).unwrap();
-    leader.replace_history(Some(records(31)), 3).unwrap();
-    assert!(leader.replacement_pending());
-    let start = leader.log_start_offset();
-    leader.truncate_to(leader.log_end_offset() - 2).unwrap();
-    assert!(!leader.replacement_pending());
-    replicate(&leader, &follower, 2, 4);
-    replicate(&leader, &follower, 2, 5);
-    assert_eq!(leader.log_start_offset(), start);
+    assert_eq!(latest(&keyed_records(&follower)), latest(&on_leader));
+    // And a restarted follower accepts the gaps in its log.
+    drop(follower);
+    let reopened = open(d2.path(), 2);
+    assert_eq!(reopened.log_end_offset(), leader.log_end_offset());
 }
 
 #[test]

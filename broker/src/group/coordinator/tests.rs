@@ -9,12 +9,11 @@ use crate::partition::Role;
 
 const T: Duration = Duration::from_secs(20);
 
-fn config(partitions: i32, compact_after_segments: usize) -> CoordinatorConfig {
+fn config(partitions: i32) -> CoordinatorConfig {
     CoordinatorConfig {
         group: GroupConfig::default(),
         offsets_partitions: partitions,
         offsets_retention_ms: 1_000,
-        compact_after_segments,
         max_metadata_bytes: 4096,
     }
 }
@@ -77,8 +76,7 @@ fn group_in(partition: i32, partitions: i32) -> String {
 fn leadership_changes_during_maintenance_do_not_deadlock() {
     let dir = tempfile::tempdir().unwrap();
     let p = single(dir.path(), 0);
-    // Compacting on every pass puts the checkpoint on the contended path too.
-    let c = Arc::new(GroupCoordinator::new(config(1, 1)));
+    let c = Arc::new(GroupCoordinator::new(config(1)));
     let (done_tx, done_rx) = mpsc::channel();
     let leader = {
         let (c, p, done) = (Arc::clone(&c), Arc::clone(&p), done_tx.clone());
@@ -117,7 +115,7 @@ fn leadership_changes_during_maintenance_do_not_deadlock() {
 async fn a_commit_is_invisible_until_its_replicas_have_it() {
     let dir = tempfile::tempdir().unwrap();
     let p = replicated(dir.path());
-    let c = GroupCoordinator::new(config(1, 100));
+    let c = GroupCoordinator::new(config(1));
     c.follow_leadership(&led(&[&p]), &|| {});
     let a = c
         .append_changes("g", vec![commit("g", 7, 0)], 0)
@@ -141,7 +139,7 @@ async fn a_commit_is_invisible_until_its_replicas_have_it() {
 async fn a_commit_that_never_replicates_is_never_visible() {
     let dir = tempfile::tempdir().unwrap();
     let p = replicated(dir.path());
-    let c = GroupCoordinator::new(config(1, 100));
+    let c = GroupCoordinator::new(config(1));
     c.follow_leadership(&led(&[&p]), &|| {});
 
     // Timed out: the client is told to retry, and nothing shows.
@@ -176,7 +174,7 @@ async fn a_commit_that_never_replicates_is_never_visible() {
 async fn commits_become_visible_in_log_order() {
     let dir = tempfile::tempdir().unwrap();
     let p = replicated(dir.path());
-    let c = GroupCoordinator::new(config(1, 100));
+    let c = GroupCoordinator::new(config(1));
     c.follow_leadership(&led(&[&p]), &|| {});
     let first = c
         .append_changes("g", vec![commit("g", 5, 0)], 0)
@@ -195,37 +193,41 @@ async fn commits_become_visible_in_log_order() {
 }
 
 #[test]
-fn compaction_keeps_commits_still_waiting_for_replicas() {
+fn the_log_cleaner_compacts_an_offsets_partition_and_a_replay_sees_the_same_offsets() {
+    use crate::log::cleaner::{self, service::CleanableLog, CompactionConfig, Throttle};
     let dir = tempfile::tempdir().unwrap();
-    let p = replicated(dir.path());
-    let c = GroupCoordinator::new(config(1, 1));
-    c.follow_leadership(&led(&[&p]), &|| {});
-    let durable = c
-        .append_changes("g", vec![commit("g", 5, 0)], 0)
-        .unwrap()
-        .unwrap();
-    follower_fetches(&p, 0);
-    follower_fetches(&p, durable.end);
-    assert!(c.committed("g", "t", 0).is_some());
-    c.append_changes("h", vec![commit("h", 3, 0)], 0).unwrap();
-    c.maintain(0);
-    // The history stays until the follower has the checkpoint.
-    assert_eq!(p.log_start_offset(), 0, "not yet replicated");
-    assert!(p.replacement_pending());
-    let checkpoint_end = p.log_end_offset();
-    let replay = || {
-        let (replayed, _, _) = offsets::replay(&p, &|| {}).unwrap();
-        assert_eq!(replayed.get("g", "t", 0).map(|o| o.offset), Some(5));
-        assert_eq!(replayed.get("h", "t", 0).map(|o| o.offset), Some(3));
+    let cfg = LogConfig {
+        segment_bytes: 400,
+        compaction: Some(CompactionConfig {
+            min_cleanable_dirty_ratio_ppm: 0,
+            ..CompactionConfig::default()
+        }),
+        ..LogConfig::default()
     };
-    replay();
+    let p = Arc::new(Partition::standalone(
+        Arc::from(OFFSETS_TOPIC),
+        0,
+        PartitionLog::open(dir.path(), cfg, true, 0).unwrap(),
+    ));
+    let c = GroupCoordinator::new(config(1));
+    c.follow_leadership(&led(&[&p]), &|| {});
+    for i in 0..50 {
+        c.append_changes("g", vec![commit("g", i, 0)], 0).unwrap();
+        c.append_changes("h", vec![commit("h", 100 + i, 0)], 0)
+            .unwrap();
+    }
+    let before = p.size_bytes();
+    let plan = p.cleaning_plan(0, 10).expect("closed segments to clean");
+    let (cleaned, _) = cleaner::clean(&plan, 10, &mut Throttle::new(0)).unwrap();
+    p.install_cleaned(cleaned, 10).unwrap();
     assert!(
-        c.committed("h", "t", 0).is_none(),
-        "still not replicated, still not visible"
+        p.size_bytes() < before / 4,
+        "{} of {before} bytes left",
+        p.size_bytes()
     );
-    follower_fetches(&p, checkpoint_end);
-    assert_eq!(p.log_start_offset(), durable.end + 1, "compacted");
-    replay();
+    let (replayed, _, _) = offsets::replay(&p, &|| {}).unwrap();
+    assert_eq!(replayed.get("g", "t", 0).map(|o| o.offset), Some(49));
+    assert_eq!(replayed.get("h", "t", 0).map(|o| o.offset), Some(149));
 }
 
 #[test]
@@ -234,7 +236,7 @@ fn replaying_one_offsets_partition_does_not_block_the_groups_of_another() {
     let d1 = tempfile::tempdir().unwrap();
     let (p0, p1) = (single(d0.path(), 0), single(d1.path(), 1));
     let (g0, g1) = (group_in(0, 2), group_in(1, 2));
-    let c = Arc::new(GroupCoordinator::new(config(2, 100)));
+    let c = Arc::new(GroupCoordinator::new(config(2)));
     c.follow_leadership(&led(&[&p0, &p1]), &|| {});
     c.append_changes(&g0, vec![commit(&g0, 4, 0)], 0).unwrap();
     c.append_changes(&g1, vec![commit(&g1, 6, 0)], 0).unwrap();
