@@ -136,6 +136,7 @@ impl LogCleaner {
         let now = crate::clock::now_ms();
         let topic = log.topic();
         let attrs = [KeyValue::new("topic", topic.to_string())];
+        let started = std::time::Instant::now();
         let (rewritten, stats) = match pass::clean(plan, now, throttle) {
             Ok(r) => r,
             Err(e) => {
@@ -163,6 +164,7 @@ impl LogCleaner {
             bytes_written = stats.bytes_written,
             records_removed = stats.records_removed,
             tombstones_removed = stats.tombstones_removed,
+            seconds = started.elapsed().as_secs_f64(),
             "cleaned log"
         );
         let mut state = self.state.lock();
