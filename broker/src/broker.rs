@@ -47,6 +47,8 @@ pub struct Broker {
     pub quorum: Arc<Quorum>,
     /// The partitions hosted here.
     pub replicas: Arc<ReplicaManager>,
+    /// Client quota usage measured on this broker.
+    pub quotas: crate::quota::QuotaManager,
     /// Set once this broker registered and applied the metadata log up to its
     /// registration: before that its copy may be stale, so it leads nothing.
     registered: AtomicBool,
@@ -118,6 +120,7 @@ impl Broker {
             quorum: Arc::downgrade(&quorum),
             node_id: config.node_id,
         });
+        let quotas = crate::quota::QuotaManager::new(Some(&metrics.meter()));
         let broker = Arc::new(Broker {
             config,
             metrics,
@@ -127,6 +130,7 @@ impl Broker {
             tier,
             quorum,
             replicas,
+            quotas,
             registered: AtomicBool::new(false),
             reconciled_index: AtomicU64::new(0),
             lease_from: parking_lot::Mutex::new(None),
