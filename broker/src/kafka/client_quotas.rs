@@ -59,6 +59,11 @@ fn parse_filter(req: &DescribeClientQuotasRequest) -> Result<Filter, String> {
         ..Filter::default()
     };
     for c in &req.components {
+        let slot = match c.entity_type.as_str() {
+            USER => &mut f.user,
+            CLIENT_ID => &mut f.client_id,
+            other => return Err(unsupported_entity_type(other)),
+        };
         let m = match (c.match_type, c._match.as_ref()) {
             (MATCH_EXACT, Some(name)) => Match::Is(EntityName::Named(name.to_string())),
             (MATCH_DEFAULT, None) => Match::Is(EntityName::Default),
@@ -68,11 +73,6 @@ fn parse_filter(req: &DescribeClientQuotasRequest) -> Result<Filter, String> {
                     "invalid filter component: match type {t} with match {m:?}"
                 ))
             }
-        };
-        let slot = match c.entity_type.as_str() {
-            USER => &mut f.user,
-            CLIENT_ID => &mut f.client_id,
-            other => return Err(unsupported_entity_type(other)),
         };
         if slot.replace(m).is_some() {
             return Err(format!(
@@ -355,6 +355,7 @@ mod tests {
         let mut c = ComponentData::default();
         c.entity_type = str_bytes("ip");
         c.match_type = MATCH_SPECIFIED;
+        c._match = None;
         req.components = vec![c.clone()];
         assert!(parse_filter(&req).unwrap_err().contains("ip quotas"));
         c.entity_type = str_bytes(USER);
