@@ -219,6 +219,7 @@ async fn route(broker: &Arc<Broker>, req: Request, charge: &mut RequestCharge) -
         RequestKind::Fetch(r) => {
             let mut resp = fetch::handle(broker, r, version).await;
             charge.fetch(broker, &mut resp, version);
+            fetch::account(broker, &resp);
             reply(encode(api, version, correlation_id, &resp))
         }
         RequestKind::ListOffsets(r) => respond!(list_offsets::handle(broker, r, version)),
