@@ -185,7 +185,10 @@ fn parse_alteration(
             .insert(op.key.to_string(), value.map(QuotaValue))
             .is_some()
         {
-            return Err(format!("quota key {} appears more than once", op.key.as_str()));
+            return Err(format!(
+                "quota key {} appears more than once",
+                op.key.as_str()
+            ));
         }
     }
     Ok((entity, ops))
@@ -343,7 +346,10 @@ mod tests {
         assert_eq!(names(&default), ["user=<default>"]);
         // Not strict: alice's entities with a client component too.
         let alice = describe_entries(&q, &filter(&[(USER, MATCH_EXACT, Some("alice"))], false));
-        assert_eq!(names(&alice), ["user=alice", "user=alice,client-id=<default>"]);
+        assert_eq!(
+            names(&alice),
+            ["user=alice", "user=alice,client-id=<default>"]
+        );
         let clients = describe_entries(&q, &filter(&[(CLIENT_ID, MATCH_SPECIFIED, None)], true));
         assert_eq!(names(&clients), ["client-id=app"]);
         assert_eq!(all[0].values[0].value, 1024.0);

@@ -14,10 +14,10 @@ use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
 use opentelemetry::KeyValue;
 
 use super::{
-    alter_configs, api_versions, client_quotas, committed_offsets, configs, delete_records, describe_cluster,
-    describe_topic_partitions, describe_txn, elect_leaders, fetch, groups, leader_epoch,
-    list_offsets, log_dirs, produce, producer_id, reassignments, topic_metadata, topics,
-    transactions, txn_markers,
+    alter_configs, api_versions, client_quotas, committed_offsets, configs, delete_records,
+    describe_cluster, describe_topic_partitions, describe_txn, elect_leaders, fetch, groups,
+    leader_epoch, list_offsets, log_dirs, produce, producer_id, reassignments, topic_metadata,
+    topics, transactions, txn_markers,
 };
 use crate::broker::Broker;
 use crate::quota::RequestCharge;
@@ -242,10 +242,14 @@ async fn route(broker: &Arc<Broker>, req: Request, charge: &mut RequestCharge) -
         RequestKind::IncrementalAlterConfigs(r) => {
             respond!(alter_configs::incremental(broker, r, version))
         }
-        RequestKind::DescribeClientQuotas(r) => respond!(client_quotas::describe(broker, r, version)),
+        RequestKind::DescribeClientQuotas(r) => {
+            respond!(client_quotas::describe(broker, r, version))
+        }
         RequestKind::AlterClientQuotas(r) => respond!(client_quotas::alter(broker, r, version)),
         RequestKind::DescribeUserScramCredentials(r) => {
-            respond!(client_quotas::describe_scram_credentials(broker, r, version))
+            respond!(client_quotas::describe_scram_credentials(
+                broker, r, version
+            ))
         }
         RequestKind::ElectLeaders(r) => respond!(elect_leaders::handle(broker, r, version)),
         RequestKind::AlterPartitionReassignments(r) => {

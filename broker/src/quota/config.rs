@@ -115,7 +115,9 @@ pub fn validate_op(key: &str, value: Option<f64>) -> Result<(), String> {
         return Err(format!("{key} must be a positive number, not {v}"));
     }
     if kind != QuotaKind::Request && v.fract() != 0.0 {
-        return Err(format!("{key} is a whole number of bytes per second, not {v}"));
+        return Err(format!(
+            "{key} is a whole number of bytes per second, not {v}"
+        ));
     }
     Ok(())
 }
@@ -241,8 +243,11 @@ mod tests {
     }
 
     fn set(q: &mut ClientQuotas, e: QuotaEntity, key: &str, v: f64) {
-        q.alter(&e, &BTreeMap::from([(key.to_string(), Some(QuotaValue(v)))]))
-            .unwrap();
+        q.alter(
+            &e,
+            &BTreeMap::from([(key.to_string(), Some(QuotaValue(v)))]),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -256,7 +261,12 @@ mod tests {
         set(&mut q, entity(Some(None), Some(Some("app"))), p, 4.0);
         set(&mut q, entity(Some(Some("alice")), None), p, 3.0);
         set(&mut q, entity(Some(Some("alice")), Some(None)), p, 2.0);
-        set(&mut q, entity(Some(Some("alice")), Some(Some("app"))), p, 1.0);
+        set(
+            &mut q,
+            entity(Some(Some("alice")), Some(Some("app"))),
+            p,
+            1.0,
+        );
         set(&mut q, entity(None, Some(None)), "consumer_byte_rate", 9.0);
         let bound = |q: &ClientQuotas, u, c| q.resolve(QuotaKind::Produce, u, c).map(|r| r.bound);
         // Remove the most specific one at a time and watch the next one take over.
@@ -272,7 +282,8 @@ mod tests {
         ];
         for (i, e) in order.iter().enumerate() {
             assert_eq!(bound(&q, "alice", "app"), Some(i as f64 + 1.0), "{e:?}");
-            q.alter(e, &BTreeMap::from([(p.to_string(), None)])).unwrap();
+            q.alter(e, &BTreeMap::from([(p.to_string(), None)]))
+                .unwrap();
         }
         assert_eq!(bound(&q, "alice", "app"), None);
         // The consumer quota was resolved on its own all along.
@@ -284,11 +295,24 @@ mod tests {
     #[test]
     fn defaults_give_every_user_or_client_its_own_bucket() {
         let mut q = ClientQuotas::default();
-        set(&mut q, entity(None, Some(None)), "producer_byte_rate", 100.0);
-        set(&mut q, entity(Some(Some("bob")), None), "producer_byte_rate", 50.0);
+        set(
+            &mut q,
+            entity(None, Some(None)),
+            "producer_byte_rate",
+            100.0,
+        );
+        set(
+            &mut q,
+            entity(Some(Some("bob")), None),
+            "producer_byte_rate",
+            50.0,
+        );
         let a = q.resolve(QuotaKind::Produce, "ANONYMOUS", "a").unwrap();
         let b = q.resolve(QuotaKind::Produce, "ANONYMOUS", "b").unwrap();
-        assert_eq!((a.bucket.user.as_str(), a.bucket.client_id.as_str()), ("", "a"));
+        assert_eq!(
+            (a.bucket.user.as_str(), a.bucket.client_id.as_str()),
+            ("", "a")
+        );
         assert_ne!(a.bucket, b.bucket);
         // A user quota is shared by all of that user's clients.
         let x = q.resolve(QuotaKind::Produce, "bob", "x").unwrap();
@@ -316,6 +340,9 @@ mod tests {
         assert!(q.entries.is_empty());
         assert!(q.alter(&entity(None, None), &BTreeMap::new()).is_err());
         set(&mut q, e.clone(), "request_percentage", 12.5);
-        assert_eq!(q.get(&e).unwrap().values["request_percentage"], QuotaValue(12.5));
+        assert_eq!(
+            q.get(&e).unwrap().values["request_percentage"],
+            QuotaValue(12.5)
+        );
     }
 }

@@ -20,8 +20,8 @@ use opentelemetry::KeyValue;
 use parking_lot::Mutex;
 use tracing::debug;
 
-pub use config::{ClientQuotas, EntityName, QuotaEntity, QuotaKind, QuotaValue};
 use config::Bucket;
+pub use config::{ClientQuotas, EntityName, QuotaEntity, QuotaKind, QuotaValue};
 use rate::{throttle_ms, SampledRate};
 pub use request::RequestCharge;
 
@@ -42,6 +42,13 @@ const SWEEP_EVERY: u64 = 10_000;
 struct QuotaMetrics {
     throttle_time: Histogram<f64>,
     throttled: Counter<u64>,
+}
+
+/// Who a request comes from, as quotas see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Client<'a> {
+    pub user: &'a str,
+    pub client_id: &'a str,
 }
 
 /// One broker's usage counters for every bucket with a quota.
@@ -68,11 +75,15 @@ impl QuotaManager {
                     .build(),
                 throttled: m
                     .u64_counter("strata_quota_throttled_responses")
-                    .with_description("Responses throttled because a client was over a quota, per quota")
+                    .with_description(
+                        "Responses throttled because a client was over a quota, per quota",
+                    )
                     .build(),
             };
             for k in QuotaKind::ALL {
-                metrics.throttled.add(0, &[KeyValue::new("quota", k.label())]);
+                metrics
+                    .throttled
+                    .add(0, &[KeyValue::new("quota", k.label())]);
             }
             metrics
         });
@@ -89,7 +100,7 @@ impl QuotaManager {
         self.epoch.elapsed().as_millis() as i64
     }
 
-    /// Records `value` against the quota of `kind` for this client and returns the
+    /// Records `value` against the quota of `kind` for `client` and returns the
     /// throttle time it earned (0 when within its quota or without one). With
     /// `undo_if_throttled` (Fetch: a throttled fetch is answered empty) a throttled
     /// value is not counted.
@@ -97,12 +108,12 @@ impl QuotaManager {
         &self,
         quotas: &ClientQuotas,
         kind: QuotaKind,
-        user: &str,
-        client_id: &str,
+        client: Client<'_>,
         value: f64,
         undo_if_throttled: bool,
         now_ms: i64,
     ) -> i64 {
+        let Client { user, client_id } = client;
         let Some(resolved) = quotas.resolve(kind, user, client_id) else {
             return 0;
         };
@@ -154,6 +165,13 @@ mod tests {
 
     use super::*;
 
+    fn anon(client_id: &str) -> Client<'_> {
+        Client {
+            user: ANONYMOUS,
+            client_id,
+        }
+    }
+
     fn quotas(key: &str, v: f64) -> ClientQuotas {
         let mut q = ClientQuotas::default();
         let entity = QuotaEntity {
@@ -175,7 +193,7 @@ mod tests {
         let q = quotas("producer_byte_rate", 10_000.0);
         let (mut now, mut sent, mut throttled) = (0i64, 0f64, 0);
         while now < 60_000 {
-            let t = m.record(&q, QuotaKind::Produce, ANONYMOUS, "p", 1000.0, false, now);
+            let t = m.record(&q, QuotaKind::Produce, anon("p"), 1000.0, false, now);
             sent += 1000.0;
             throttled += (t > 0) as i32;
             now += 10 + t; // sends every 10 ms unless told to wait
@@ -186,12 +204,12 @@ mod tests {
         assert!(throttled > 0);
         // Another client id has a bucket of its own (the default is per client).
         assert_eq!(
-            m.record(&q, QuotaKind::Produce, ANONYMOUS, "other", 1000.0, false, now),
+            m.record(&q, QuotaKind::Produce, anon("other"), 1000.0, false, now),
             0
         );
         // Without a quota nothing is counted.
         assert_eq!(
-            m.record(&q, QuotaKind::Fetch, ANONYMOUS, "p", 1e9, false, now),
+            m.record(&q, QuotaKind::Fetch, anon("p"), 1e9, false, now),
             0
         );
     }
@@ -201,10 +219,46 @@ mod tests {
         let m = QuotaManager::new(None);
         let q = quotas("consumer_byte_rate", 1000.0);
         // 10 s worth at once: the minimum span holds exactly that.
-        assert_eq!(m.record(&q, QuotaKind::Fetch, "u", "c", 10_000.0, true, 0), 0);
-        let t = m.record(&q, QuotaKind::Fetch, "u", "c", 5_000.0, true, 0);
+        assert_eq!(
+            m.record(
+                &q,
+                QuotaKind::Fetch,
+                Client {
+                    user: "u",
+                    client_id: "c"
+                },
+                10_000.0,
+                true,
+                0
+            ),
+            0
+        );
+        let t = m.record(
+            &q,
+            QuotaKind::Fetch,
+            Client {
+                user: "u",
+                client_id: "c",
+            },
+            5_000.0,
+            true,
+            0,
+        );
         assert_eq!(t, 5_000);
         // Undone: the same small fetch is still throttled the same, not more.
-        assert_eq!(m.record(&q, QuotaKind::Fetch, "u", "c", 5_000.0, true, 0), t);
+        assert_eq!(
+            m.record(
+                &q,
+                QuotaKind::Fetch,
+                Client {
+                    user: "u",
+                    client_id: "c"
+                },
+                5_000.0,
+                true,
+                0
+            ),
+            t
+        );
     }
 }

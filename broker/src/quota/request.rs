@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use kafka_protocol::messages::{ApiKey, FetchResponse, RequestHeader};
 use kafka_protocol::protocol::Encodable;
 
-use super::{QuotaKind, ANONYMOUS};
+use super::{Client, QuotaKind, ANONYMOUS};
 use crate::broker::Broker;
 use crate::metadata::cluster::ClusterState;
 
@@ -33,7 +33,12 @@ pub struct RequestCharge {
 impl RequestCharge {
     /// Starts accounting a request of `api`, `request_bytes` long, from the client
     /// that sent `header`.
-    pub fn begin(broker: &Broker, api: ApiKey, header: &RequestHeader, request_bytes: usize) -> Self {
+    pub fn begin(
+        broker: &Broker,
+        api: ApiKey,
+        header: &RequestHeader,
+        request_bytes: usize,
+    ) -> Self {
         RequestCharge {
             user: ANONYMOUS,
             client_id: header
@@ -55,8 +60,10 @@ impl RequestCharge {
         let t = broker.quotas.record(
             &self.state.client_quotas,
             kind,
-            self.user,
-            &self.client_id,
+            Client {
+                user: self.user,
+                client_id: &self.client_id,
+            },
             value,
             undo,
             now,
