@@ -25,6 +25,7 @@ def test_java_admin_client_on_one_broker(broker, tmp_path):
     checks = admin_check(tmp_path, "single", broker.bootstrap)
     assert checks["describeTopics"].endswith("partitions=3"), checks
     assert checks["describeConfigs"] == "retention.ms=7200000 segment.ms=600000", checks
+    assert checks["describeBrokerConfigs"].startswith("log.retention.ms type=LONG source="), checks
     assert checks["listOffsets"] == "forTimestamp=4 latest=10", checks
     assert "state=Empty members=0" in checks["describeConsumerGroups"], checks
     assert checks["alterConsumerGroupOffsets"] == "offset=2", checks

@@ -1,5 +1,6 @@
 // Kafka's Java AdminClient (kafka-clients 4.1.1) against Strata. `single <bootstrap>`:
-// topics (create, describe, delete), configs (describe, incremental alter), groups
+// topics (create, describe, delete), configs (topic: describe, incremental alter;
+// broker: describe with synonyms and documentation), groups
 // (list, describe, reset offsets, delete), log dirs, offsets by timestamp, delete
 // records and client quotas. `cluster <bootstrap>` (three brokers): a reassignment
 // and a preferred leader election. Prints one "OK <check> <detail>" line per check
@@ -20,6 +21,7 @@ import org.apache.kafka.clients.admin.AlterConfigOp;
 import org.apache.kafka.clients.admin.Config;
 import org.apache.kafka.clients.admin.ConfigEntry;
 import org.apache.kafka.clients.admin.ConsumerGroupDescription;
+import org.apache.kafka.clients.admin.DescribeConfigsOptions;
 import org.apache.kafka.clients.admin.GroupListing;
 import org.apache.kafka.clients.admin.LogDirDescription;
 import org.apache.kafka.clients.admin.NewPartitionReassignment;
@@ -95,6 +97,17 @@ public class AdminCheck {
             check("600000".equals(config.get("segment.ms").value()), "segment.ms: " + config);
             ok("describeConfigs", "retention.ms=" + config.get("retention.ms").value()
                     + " segment.ms=" + config.get("segment.ms").value());
+
+            // The broker's configs: read-only, typed, documented, with their source.
+            ConfigResource br = new ConfigResource(ConfigResource.Type.BROKER, "1");
+            Config bc = admin.describeConfigs(List.of(br),
+                    new DescribeConfigsOptions().includeSynonyms(true).includeDocumentation(true))
+                    .all().get().get(br);
+            ConfigEntry retention = bc.get("log.retention.ms");
+            check(retention.isReadOnly() && retention.documentation().contains("STRATA_LOG_RETENTION_MS"),
+                    "broker config: " + retention);
+            ok("describeBrokerConfigs", "log.retention.ms type=" + retention.type() + " source="
+                    + retention.source() + " synonyms=" + retention.synonyms().size());
 
             // Records 0..9 with timestamps base, base+1s, ...
             long base = System.currentTimeMillis() - 60_000;
