@@ -165,7 +165,8 @@ pub async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Outcome {
     let api = req.api;
     let started = Instant::now();
     let mut charge = RequestCharge::begin(broker, api, &req.header, frame_len);
-    let outcome = route(broker, req, &mut charge).await;
+    let busy = charge.busy_clock();
+    let outcome = crate::quota::request::busy(busy, route(broker, req, &mut charge)).await;
     let label = [KeyValue::new("api", format!("{api:?}"))];
     broker
         .metrics
