@@ -189,7 +189,11 @@ mod tests {
     #[tokio::test]
     async fn handler_time_counts_work_and_not_waiting() {
         let waited = Arc::new(BusyClock::new());
-        busy(Arc::clone(&waited), tokio::time::sleep(Duration::from_millis(250))).await;
+        busy(
+            Arc::clone(&waited),
+            tokio::time::sleep(Duration::from_millis(250)),
+        )
+        .await;
         let waited = waited.so_far();
         assert!(waited < Duration::from_millis(50), "{waited:?}");
 
