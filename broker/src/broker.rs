@@ -47,6 +47,8 @@ pub struct Broker {
     pub quorum: Arc<Quorum>,
     /// The partitions hosted here.
     pub replicas: Arc<ReplicaManager>,
+    /// Client quota usage measured on this broker.
+    pub quotas: crate::quota::QuotaManager,
     /// Set once this broker registered and applied the metadata log up to its
     /// registration: before that its copy may be stale, so it leads nothing.
     registered: AtomicBool,
@@ -117,6 +119,7 @@ impl Broker {
             quorum: Arc::downgrade(&quorum),
             node_id: config.node_id,
         });
+        let quotas = crate::quota::QuotaManager::new(Some(&metrics.meter()));
         let broker = Arc::new(Broker {
             config,
             metrics,
@@ -126,6 +129,7 @@ impl Broker {
             tier,
             quorum,
             replicas,
+            quotas,
             registered: AtomicBool::new(false),
             reconciled_index: AtomicU64::new(0),
             lease_from: parking_lot::Mutex::new(None),
@@ -209,6 +213,53 @@ impl Broker {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<Arc<TopicState>, MetadataError> {
+        self.create_topic_placed(
+            name,
+            partitions,
+            replication_factor,
+            None,
+            configs,
+            validate_only,
+        )
+        .await
+    }
+
+    /// Creates a topic with the replicas of each partition given (CreateTopics with
+    /// a manual assignment, preferred leader first); the quorum checks the brokers.
+    pub async fn create_topic_assigned(
+        &self,
+        name: &str,
+        assignment: Vec<Vec<i32>>,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<TopicState>, MetadataError> {
+        let partitions = assignment.len() as i32;
+        let rf = assignment.first().map_or(0, |r| r.len() as i16);
+        if assignment.iter().any(|r| r.len() as i16 != rf) {
+            return Err(MetadataError::InvalidReplicationFactor(
+                "every partition of a manual assignment needs the same number of replicas".into(),
+            ));
+        }
+        self.create_topic_placed(
+            name,
+            partitions,
+            rf,
+            Some(assignment),
+            configs,
+            validate_only,
+        )
+        .await
+    }
+
+    async fn create_topic_placed(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        manual: Option<Vec<Vec<i32>>>,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<TopicState>, MetadataError> {
         let partitions = if partitions == -1 {
             self.config.default_partitions
         } else {
@@ -236,8 +287,13 @@ impl Broker {
         if state.topics.contains_key(name) {
             return Err(MetadataError::TopicExists(name.to_string()));
         }
-        let start = (Uuid::new_v4().as_u128() % 1024) as usize;
-        let assignment = cluster::assign_replicas(&state, partitions, rf, start)?;
+        let assignment = match manual {
+            Some(a) => a,
+            None => {
+                let start = (Uuid::new_v4().as_u128() % 1024) as usize;
+                cluster::assign_replicas(&state, partitions, rf, start)?
+            }
+        };
         let record = TopicRecord {
             name: name.to_string(),
             id: Uuid::new_v4(),

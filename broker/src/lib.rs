@@ -18,6 +18,7 @@ pub mod metadata;
 pub mod partition;
 pub mod producer;
 pub mod quorum;
+pub mod quota;
 pub mod replica_removal;
 pub mod replicas;
 pub mod replication;

@@ -131,11 +131,7 @@ fn refuse(resource_type: i8, keys: &[String]) -> (ResponseError, String) {
     if resource_type == RESOURCE_BROKER {
         (
             ResponseError::InvalidRequest,
-            format!(
-                "cannot update these broker configs dynamically: {}; Strata's broker settings \
-                 are static (flags or environment) and take effect at restart",
-                keys.join(", ")
-            ),
+            super::broker_configs::refusal(keys),
         )
     } else {
         (

@@ -1,5 +1,6 @@
 //! DescribeConfigs for topics (every key Strata understands, explicit or default) and
-//! for the broker (its static settings, read-only).
+//! for the broker (its static settings, read-only, with sources, synonyms and
+//! documentation: `broker_configs`).
 
 use std::sync::Arc;
 
@@ -9,14 +10,13 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
-use super::str_bytes;
+use super::{broker_configs, str_bytes};
 use crate::broker::Broker;
 use crate::metadata::topic_config::{self, TOPIC_KEYS};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 const SOURCE_DYNAMIC_TOPIC: i8 = 1;
-const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
 pub async fn describe(
@@ -75,31 +75,23 @@ pub async fn describe(
                 }
             },
             RESOURCE_BROKER => {
-                let c = &broker.config;
-                let (host, port) = c.advertised();
-                let items = [
-                    ("node.id", c.node_id.to_string()),
-                    ("advertised.listeners", format!("PLAINTEXT://{host}:{port}")),
-                    (
-                        "auto.create.topics.enable",
-                        c.auto_create_topics.to_string(),
-                    ),
-                    ("num.partitions", c.default_partitions.to_string()),
-                    (
-                        "default.replication.factor",
-                        c.default_replication_factor.to_string(),
-                    ),
-                    ("socket.request.max.bytes", c.max_request_bytes.to_string()),
-                    ("log.segment.bytes", c.log_segment_bytes.to_string()),
-                    ("log.retention.ms", c.log_retention_ms.to_string()),
-                    ("log.retention.bytes", c.log_retention_bytes.to_string()),
-                    ("message.max.bytes", c.log_max_message_bytes.to_string()),
-                ];
-                for (k, v) in items {
-                    if wanted(k) {
-                        out.configs
-                            .push(entry(k, v, SOURCE_STATIC_BROKER, true, ""));
-                    }
+                if res.resource_name.is_empty() {
+                    // The cluster-wide dynamic defaults (`--entity-default`): none exist.
+                } else if res.resource_name.as_str() != broker.node_id().to_string() {
+                    out.error_code = ResponseError::InvalidRequest.code();
+                    out.error_message = Some(str_bytes(format!(
+                        "this is broker {}, not `{}`: describe a broker's configs on that broker",
+                        broker.node_id(),
+                        res.resource_name
+                    )));
+                } else {
+                    out.configs = broker_configs::describe(
+                        &broker.config,
+                        wanted,
+                        req.include_synonyms,
+                        req.include_documentation,
+                        version,
+                    );
                 }
             }
             other => {

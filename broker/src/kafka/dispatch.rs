@@ -15,12 +15,13 @@ use opentelemetry::KeyValue;
 use tracing::{debug, warn};
 
 use super::{
-    alter_configs, api_versions, committed_offsets, configs, delete_records, describe_cluster,
-    describe_topic_partitions, describe_txn, elect_leaders, fetch, groups, leader_epoch,
-    list_offsets, log_dirs, produce, producer_id, reassignments, topic_metadata, topics,
-    transactions, txn_markers,
+    alter_configs, api_versions, client_quotas, committed_offsets, configs, delete_records,
+    describe_cluster, describe_topic_partitions, describe_txn, elect_leaders, fetch, groups,
+    leader_epoch, list_offsets, log_dirs, produce, producer_id, reassignments, topic_metadata,
+    topics, transactions, txn_markers,
 };
 use crate::broker::Broker;
+use crate::quota::RequestCharge;
 
 /// What the connection should do after a request.
 #[derive(Debug)]
@@ -29,6 +30,12 @@ pub enum Outcome {
     Reply(Bytes),
     /// Send nothing (Produce with acks=0).
     Silent,
+    /// The client is over a quota: send `reply` (if any) at once, then read nothing
+    /// more from the connection for `mute` (KIP-219).
+    Throttled {
+        reply: Option<Bytes>,
+        mute: std::time::Duration,
+    },
     /// Close the connection, logging the reason.
     Close(String),
 }
@@ -146,6 +153,7 @@ fn encode<T: Encodable>(
 
 /// Handles one request frame (without its length prefix).
 pub async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Outcome {
+    let frame_len = frame.len();
     let req = match decode_frame(frame) {
         Ok(r) => r,
         Err(Rejected::ApiVersionsUnsupported { correlation_id }) => {
@@ -157,7 +165,9 @@ pub async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Outcome {
     };
     let (api, version, correlation_id) = (req.api, req.version, req.correlation_id);
     let started = Instant::now();
-    let outcome = route(broker, req).await;
+    let mut charge = RequestCharge::begin(broker, api, &req.header, frame_len);
+    let busy = charge.busy_clock();
+    let outcome = crate::quota::request::busy(busy, route(broker, req, &mut charge)).await;
     let elapsed = started.elapsed();
     let label = [KeyValue::new("api", format!("{api:?}"))];
     broker
@@ -172,7 +182,15 @@ pub async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Outcome {
     } else {
         debug!(?api, version, correlation_id, ?elapsed, "request");
     }
-    outcome
+    let mute = charge.mute(broker);
+    match outcome {
+        Outcome::Reply(b) if !mute.is_zero() => Outcome::Throttled {
+            reply: Some(b),
+            mute,
+        },
+        Outcome::Silent if !mute.is_zero() => Outcome::Throttled { reply: None, mute },
+        other => other,
+    }
 }
 
 /// How long a request may take before it is logged as slow.
@@ -185,7 +203,7 @@ fn reply(r: Result<Bytes, String>) -> Outcome {
     }
 }
 
-async fn route(broker: &Arc<Broker>, req: Request) -> Outcome {
+async fn route(broker: &Arc<Broker>, req: Request, charge: &mut RequestCharge) -> Outcome {
     let Request {
         api,
         version,
@@ -203,10 +221,21 @@ async fn route(broker: &Arc<Broker>, req: Request) -> Outcome {
         RequestKind::ApiVersions(_) => respond!(async { api_versions::response(None) }),
         RequestKind::Metadata(r) => respond!(topic_metadata::handle(broker, r, version)),
         RequestKind::Produce(r) => match produce::handle(broker, r, version).await {
-            Some(resp) => reply(encode(api, version, correlation_id, &resp)),
-            None => Outcome::Silent,
+            Some(mut resp) => {
+                resp.throttle_time_ms = charge.produce(broker);
+                reply(encode(api, version, correlation_id, &resp))
+            }
+            None => {
+                charge.produce(broker);
+                Outcome::Silent
+            }
         },
-        RequestKind::Fetch(r) => respond!(fetch::handle(broker, r, version)),
+        RequestKind::Fetch(r) => {
+            let mut resp = fetch::handle(broker, r, version).await;
+            charge.fetch(broker, &mut resp, version);
+            fetch::account(broker, &resp);
+            reply(encode(api, version, correlation_id, &resp))
+        }
         RequestKind::ListOffsets(r) => respond!(list_offsets::handle(broker, r, version)),
         RequestKind::DescribeCluster(r) => respond!(describe_cluster::handle(broker, r, version)),
         RequestKind::DescribeTopicPartitions(r) => {
@@ -226,6 +255,15 @@ async fn route(broker: &Arc<Broker>, req: Request) -> Outcome {
         RequestKind::AlterConfigs(r) => respond!(alter_configs::alter(broker, r, version)),
         RequestKind::IncrementalAlterConfigs(r) => {
             respond!(alter_configs::incremental(broker, r, version))
+        }
+        RequestKind::DescribeClientQuotas(r) => {
+            respond!(client_quotas::describe(broker, r, version))
+        }
+        RequestKind::AlterClientQuotas(r) => respond!(client_quotas::alter(broker, r, version)),
+        RequestKind::DescribeUserScramCredentials(r) => {
+            respond!(client_quotas::describe_scram_credentials(
+                broker, r, version
+            ))
         }
         RequestKind::ElectLeaders(r) => respond!(elect_leaders::handle(broker, r, version)),
         RequestKind::AlterPartitionReassignments(r) => {

@@ -34,6 +34,8 @@ use super::log_error_code;
 /// Upper bound on how long one fetch may park, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
 
+/// Answers a Fetch; the caller counts what is sent ([`account`]) once quotas had
+/// their say.
 pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> FetchResponse {
     let deadline =
         Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
@@ -62,14 +64,12 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
             read_once(broker, &req, &topics, version, max_bytes, &mut watchers).await;
         let now = Instant::now();
         if bytes >= min_bytes || errored || now >= deadline || watchers.is_empty() {
-            account(broker, &resp);
             return resp;
         }
         let changed = select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
         if tokio::time::timeout(deadline - now, changed).await.is_err() {
             // Timed out with no partition changed since it was read: what we read
             // is still the answer.
-            account(broker, &resp);
             return resp;
         }
     }
@@ -323,8 +323,9 @@ pub fn tier_error_code(e: &TierReadError) -> ResponseError {
     }
 }
 
-/// Counts bytes and records served, per topic.
-fn account(broker: &Broker, resp: &FetchResponse) {
+/// Counts bytes and records served, per topic: called on the response as sent, so
+/// after a quota has emptied a throttled one (see `crate::quota::request`).
+pub fn account(broker: &Broker, resp: &FetchResponse) {
     for t in &resp.responses {
         let name = if t.topic.0.is_empty() {
             broker

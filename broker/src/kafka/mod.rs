@@ -5,6 +5,8 @@
 
 pub mod alter_configs;
 pub mod api_versions;
+pub mod broker_configs;
+pub mod client_quotas;
 pub mod committed_offsets;
 pub mod configs;
 pub mod delete_records;

@@ -213,6 +213,25 @@ where
                     .map_err(|e| format!("write error: {e}"))?;
             }
             Outcome::Silent => {}
+            Outcome::Throttled { reply, mute } => {
+                // KIP-219: the client learns its throttle time at once; the broker then
+                // reads nothing more from it until the throttle has passed.
+                if let Some(bytes) = reply {
+                    writer
+                        .write_all(&bytes)
+                        .await
+                        .map_err(|e| format!("write error: {e}"))?;
+                }
+                writer
+                    .flush()
+                    .await
+                    .map_err(|e| format!("write error: {e}"))?;
+                tokio::select! {
+                    _ = tokio::time::sleep(mute) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+                continue;
+            }
             Outcome::Close(reason) => {
                 let _ = writer.flush().await;
                 return Err(reason);

@@ -89,10 +89,28 @@ pub async fn create_topics(
             resp.topics.push(r);
             continue;
         }
-        match broker
-            .create_topic(&name, partitions, rf, configs, req.validate_only)
-            .await
-        {
+        let created = if t.assignments.is_empty() {
+            broker
+                .create_topic(&name, partitions, rf, configs, req.validate_only)
+                .await
+        } else {
+            let mut placed: Vec<_> = t
+                .assignments
+                .iter()
+                .map(|a| {
+                    (
+                        a.partition_index,
+                        a.broker_ids.iter().map(|b| b.0).collect(),
+                    )
+                })
+                .collect();
+            placed.sort_by_key(|(p, _)| *p);
+            let assignment = placed.into_iter().map(|(_, replicas)| replicas).collect();
+            broker
+                .create_topic_assigned(&name, assignment, configs, req.validate_only)
+                .await
+        };
+        match created {
             Ok(state) => {
                 if version >= 7 {
                     r.topic_id = state.record.id;

@@ -90,6 +90,10 @@ pub struct ClusterState {
     /// Deleted topics whose remote objects are still to be removed: id → name.
     #[serde(default)]
     pub remote_deletions: BTreeMap<Uuid, String>,
+    /// Client quotas by user and client id (absent from snapshots taken before they
+    /// existed).
+    #[serde(default)]
+    pub client_quotas: crate::quota::ClientQuotas,
 }
 
 /// Starts moving `p` to `target`: replicas = the union while moving, so new
@@ -500,6 +504,10 @@ impl ClusterState {
             Command::ForgetRemoteTopic { topic_id } => {
                 self.remote_deletions.remove(&topic_id);
             }
+            Command::AlterClientQuotas { entity, ops } => self
+                .client_quotas
+                .alter(&entity, &ops)
+                .map_err(MetadataError::InvalidConfig)?,
             Command::AllocateProducerIds { broker: _ } => {
                 let start = self.next_producer_id;
                 self.next_producer_id += PRODUCER_ID_BLOCK;

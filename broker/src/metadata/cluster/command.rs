@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::metadata::remote_log::{RemoteLog, RemoteSegment};
 use crate::metadata::TopicRecord;
+use crate::quota::{QuotaEntity, QuotaValue};
 
 /// Every change to cluster metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +135,12 @@ pub enum Command {
         partition: i32,
         leader_epoch: i32,
         log: RemoteLog,
+    },
+    /// Sets (`Some`) or removes (`None`) client quota values of one entity, all or
+    /// nothing (AlterClientQuotas).
+    AlterClientQuotas {
+        entity: QuotaEntity,
+        ops: BTreeMap<String, Option<QuotaValue>>,
     },
     /// The remote objects of a deleted topic are gone.
     ForgetRemoteTopic {

@@ -1,0 +1,402 @@
+//! The broker's settings under their Kafka names, as DescribeConfigs reports them for a
+//! BROKER resource: value, source (Kafka's default or a setting of this broker),
+//! synonyms, type and documentation, each tied to the Strata setting that sets it.
+//! None of them changes at run time, so all are read-only, and an alteration is
+//! refused naming the Strata setting to change instead ([`refusal`]).
+
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsSynonym,
+};
+
+use super::str_bytes;
+use crate::config::BrokerConfig;
+
+/// Kafka's config source codes.
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+
+/// Kafka's config type codes.
+const BOOLEAN: i8 = 1;
+const STRING: i8 = 2;
+const INT: i8 = 3;
+const SHORT: i8 = 4;
+const LONG: i8 = 5;
+
+/// One broker setting under its Kafka name.
+struct BrokerKey {
+    kafka: &'static str,
+    /// The Strata setting (file key; `STRATA_<KEY>` in the environment).
+    strata: &'static str,
+    config_type: i8,
+    doc: &'static str,
+    value: fn(&BrokerConfig) -> Option<String>,
+}
+
+macro_rules! key {
+    ($kafka:literal, $field:ident, $t:expr, $doc:literal) => {
+        BrokerKey {
+            kafka: $kafka,
+            strata: stringify!($field),
+            config_type: $t,
+            doc: $doc,
+            value: |c| Some(c.$field.to_string()),
+        }
+    };
+}
+
+const KEYS: &[BrokerKey] = &[
+    key!("node.id", node_id, INT, "The broker's id."),
+    BrokerKey {
+        kafka: "listeners",
+        strata: "kafka_listen",
+        config_type: STRING,
+        doc: "The address the Kafka listener binds.",
+        value: |c| Some(format!("PLAINTEXT://{}", c.kafka_listen)),
+    },
+    BrokerKey {
+        kafka: "advertised.listeners",
+        strata: "advertised_host",
+        config_type: STRING,
+        doc: "The address clients are told to connect to (advertised_host and advertised_port).",
+        value: |c| {
+            let (host, port) = c.advertised();
+            Some(format!("PLAINTEXT://{host}:{port}"))
+        },
+    },
+    BrokerKey {
+        kafka: "broker.rack",
+        strata: "rack",
+        config_type: STRING,
+        doc: "The rack of the broker, for rack-aware replica placement.",
+        value: |c| c.rack.clone(),
+    },
+    BrokerKey {
+        kafka: "log.dirs",
+        strata: "data_dir",
+        config_type: STRING,
+        doc: "The directory partition logs and metadata are kept in.",
+        value: |c| Some(c.data_dir.display().to_string()),
+    },
+    key!(
+        "auto.create.topics.enable",
+        auto_create_topics,
+        BOOLEAN,
+        "Create an unknown topic when a Metadata request allows it."
+    ),
+    key!(
+        "num.partitions",
+        default_partitions,
+        INT,
+        "Partitions of auto-created topics and of CreateTopics with -1."
+    ),
+    key!(
+        "default.replication.factor",
+        default_replication_factor,
+        SHORT,
+        "Replication factor of auto-created topics and of CreateTopics with -1."
+    ),
+    key!(
+        "socket.request.max.bytes",
+        max_request_bytes,
+        INT,
+        "Largest request frame accepted; a larger one closes its connection."
+    ),
+    key!(
+        "max.connections",
+        max_connections,
+        INT,
+        "Client connections accepted at once; more are refused."
+    ),
+    key!(
+        "queued.max.request.bytes",
+        queued_max_request_bytes,
+        LONG,
+        "Request bytes held in memory at once over all connections."
+    ),
+    key!(
+        "log.segment.bytes",
+        log_segment_bytes,
+        INT,
+        "Default segment.bytes of topics."
+    ),
+    key!(
+        "log.roll.ms",
+        log_segment_ms,
+        LONG,
+        "Default segment.ms of topics."
+    ),
+    key!(
+        "log.retention.ms",
+        log_retention_ms,
+        LONG,
+        "Default retention.ms of topics."
+    ),
+    key!(
+        "log.retention.bytes",
+        log_retention_bytes,
+        LONG,
+        "Default retention.bytes of topics."
+    ),
+    key!(
+        "log.retention.check.interval.ms",
+        retention_check_interval_ms,
+        LONG,
+        "How often retention runs."
+    ),
+    key!(
+        "log.flush.interval.messages",
+        log_flush_messages,
+        LONG,
+        "Default flush.messages of topics."
+    ),
+    key!(
+        "log.flush.interval.ms",
+        log_flush_ms,
+        LONG,
+        "Default flush.ms of topics."
+    ),
+    key!(
+        "log.index.interval.bytes",
+        log_index_interval_bytes,
+        INT,
+        "Bytes between two entries of the offset index."
+    ),
+    key!(
+        "message.max.bytes",
+        log_max_message_bytes,
+        INT,
+        "Default max.message.bytes of topics (largest record batch)."
+    ),
+    key!(
+        "offsets.topic.num.partitions",
+        offsets_topic_partitions,
+        INT,
+        "Partitions of __consumer_offsets."
+    ),
+    key!(
+        "offsets.topic.replication.factor",
+        offsets_topic_replication_factor,
+        SHORT,
+        "Replication factor of __consumer_offsets."
+    ),
+    key!(
+        "offsets.topic.segment.bytes",
+        offsets_segment_bytes,
+        INT,
+        "Segment size of __consumer_offsets."
+    ),
+    key!(
+        "offset.metadata.max.bytes",
+        offset_metadata_max_bytes,
+        INT,
+        "Largest metadata string of a committed offset."
+    ),
+    key!(
+        "transaction.state.log.num.partitions",
+        transaction_state_partitions,
+        INT,
+        "Partitions of __transaction_state."
+    ),
+    key!(
+        "transaction.max.timeout.ms",
+        transaction_max_timeout_ms,
+        INT,
+        "Longest transaction timeout a producer may ask for."
+    ),
+    key!(
+        "transactional.id.expiration.ms",
+        transactional_id_expiration_ms,
+        INT,
+        "How long an idle transactional id is kept."
+    ),
+    key!(
+        "producer.id.expiration.ms",
+        producer_id_expiration_ms,
+        INT,
+        "How long an idle producer id's state is kept."
+    ),
+    key!(
+        "group.initial.rebalance.delay.ms",
+        group_initial_rebalance_delay_ms,
+        INT,
+        "How long a new group waits for more members before its first rebalance."
+    ),
+    key!(
+        "group.min.session.timeout.ms",
+        group_min_session_timeout_ms,
+        INT,
+        "Smallest session timeout a group member may ask for."
+    ),
+    key!(
+        "group.max.session.timeout.ms",
+        group_max_session_timeout_ms,
+        INT,
+        "Largest session timeout a group member may ask for."
+    ),
+    key!(
+        "controller.quorum.voters",
+        controller_voters,
+        STRING,
+        "The metadata quorum's voters (id@host:port)."
+    ),
+    key!(
+        "broker.heartbeat.interval.ms",
+        broker_heartbeat_interval_ms,
+        INT,
+        "How often the broker heartbeats to the controller."
+    ),
+    key!(
+        "broker.session.timeout.ms",
+        broker_session_timeout_ms,
+        INT,
+        "Silence after which the controller fences a broker."
+    ),
+    key!(
+        "replica.lag.time.max.ms",
+        replica_lag_time_max_ms,
+        LONG,
+        "How long a follower may lag before it leaves the ISR."
+    ),
+    key!(
+        "auto.leader.rebalance.enable",
+        auto_leader_rebalance_enable,
+        BOOLEAN,
+        "Move leadership back to preferred replicas on its own."
+    ),
+    key!(
+        "replica.fetch.wait.max.ms",
+        replica_fetch_max_wait_ms,
+        INT,
+        "Longest wait of a follower's fetch."
+    ),
+    key!(
+        "replica.fetch.max.bytes",
+        replica_fetch_max_bytes,
+        INT,
+        "Bytes a follower asks for per partition and fetch."
+    ),
+];
+
+/// The broker's settings the `wanted` filter keeps, in Kafka's shape: read-only, with
+/// their source, and with `synonyms` the values in order of precedence (this broker's
+/// setting, then Kafka's default where it differs).
+pub fn describe(
+    config: &BrokerConfig,
+    wanted: impl Fn(&str) -> bool,
+    synonyms: bool,
+    documentation: bool,
+    version: i16,
+) -> Vec<DescribeConfigsResourceResult> {
+    let defaults = BrokerConfig::default();
+    KEYS.iter()
+        .filter(|k| wanted(k.kafka))
+        .map(|k| {
+            let value = (k.value)(config);
+            let default = (k.value)(&defaults);
+            let source = if value == default {
+                SOURCE_DEFAULT
+            } else {
+                SOURCE_STATIC_BROKER
+            };
+            let mut c = DescribeConfigsResourceResult::default();
+            c.name = str_bytes(k.kafka);
+            c.value = value.clone().map(str_bytes);
+            c.read_only = true;
+            c.config_source = source;
+            c.documentation = None;
+            if synonyms {
+                let synonym = |value: &Option<String>, source| {
+                    let mut s = DescribeConfigsSynonym::default();
+                    s.name = str_bytes(k.kafka);
+                    s.value = value.clone().map(str_bytes);
+                    s.source = source;
+                    s
+                };
+                if source == SOURCE_STATIC_BROKER {
+                    c.synonyms.push(synonym(&value, SOURCE_STATIC_BROKER));
+                }
+                c.synonyms.push(synonym(&default, SOURCE_DEFAULT));
+            }
+            if version >= 3 {
+                c.config_type = k.config_type;
+                if documentation {
+                    c.documentation = Some(str_bytes(format!(
+                        "{} Strata setting `{}` (environment STRATA_{}); read at startup.",
+                        k.doc,
+                        k.strata,
+                        k.strata.to_uppercase()
+                    )));
+                }
+            }
+            c
+        })
+        .collect()
+}
+
+/// Why broker settings cannot be altered: what to set instead, key by key.
+pub fn refusal(keys: &[String]) -> String {
+    let reasons: Vec<String> = keys
+        .iter()
+        .map(|key| match KEYS.iter().find(|k| k.kafka == key) {
+            Some(k) => format!(
+                "{key} is read at startup (Strata setting `{}`, environment STRATA_{})",
+                k.strata,
+                k.strata.to_uppercase()
+            ),
+            None => format!("{key} is not a broker config Strata has"),
+        })
+        .collect();
+    format!(
+        "cannot update these broker configs dynamically: {}; change the setting and restart \
+         the broker",
+        reasons.join("; ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_setting_of_this_broker_is_static_with_kafkas_default_as_its_synonym() {
+        let config = BrokerConfig {
+            log_retention_ms: 3_600_000,
+            ..BrokerConfig::default()
+        };
+        let all = describe(&config, |_| true, true, true, 4);
+        assert_eq!(all.len(), KEYS.len());
+        let r = all
+            .iter()
+            .find(|c| c.name.as_str() == "log.retention.ms")
+            .unwrap();
+        assert_eq!(r.value.as_deref(), Some("3600000"));
+        assert_eq!(r.config_source, SOURCE_STATIC_BROKER);
+        assert!(r.read_only);
+        assert_eq!(r.config_type, LONG);
+        let sources: Vec<i8> = r.synonyms.iter().map(|s| s.source).collect();
+        assert_eq!(sources, [SOURCE_STATIC_BROKER, SOURCE_DEFAULT]);
+        assert!(r
+            .documentation
+            .as_deref()
+            .unwrap()
+            .contains("STRATA_LOG_RETENTION_MS"));
+        let d = all
+            .iter()
+            .find(|c| c.name.as_str() == "num.partitions")
+            .unwrap();
+        assert_eq!((d.config_source, d.synonyms.len()), (SOURCE_DEFAULT, 1));
+        // Only the keys asked for; an unset rack has no value.
+        let rack = describe(&config, |k| k == "broker.rack", false, false, 1);
+        assert_eq!(rack.len(), 1);
+        assert_eq!(rack[0].value, None);
+        assert!(rack[0].synonyms.is_empty() && rack[0].documentation.is_none());
+    }
+
+    #[test]
+    fn a_refusal_names_the_setting_to_change() {
+        let why = refusal(&["log.retention.ms".into(), "no.such.key".into()]);
+        assert!(why.contains("STRATA_LOG_RETENTION_MS"), "{why}");
+        assert!(why.contains("no.such.key is not a broker config"), "{why}");
+        assert!(why.contains("dynamically"), "{why}");
+    }
+}
