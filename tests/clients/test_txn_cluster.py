@@ -91,12 +91,22 @@ def test_copy_is_exactly_once_through_leader_coordinator_and_copier_kills(cluste
         del os.environ["STRATA_TRANSACTION_STATE_PARTITIONS"]
     create_topic(c, "eos-in", partitions=2)
     create_topic(c, "eos-out", partitions=2)
-    total = 3000
-    p = Producer({"bootstrap.servers": c.bootstrap(), "acks": "all", "enable.idempotence": True})
-    for i in range(total):
-        p.produce("eos-in", value=str(i).encode(), partition=i % 2)
-    assert p.flush(60) == 0
+    # The input is written in waves around the faults, so each fault lands while
+    # the copier has records to copy, and records written after it can only be
+    # copied once the cluster has failed over. The copier exits once all are.
+    wave = 500
+    total = 8 * wave
+    p = Producer({"bootstrap.servers": c.bootstrap(), "acks": "all", "enable.idempotence": True,
+                  "message.timeout.ms": 120000})
+    written = [0]
 
+    def feed(n):
+        for i in range(written[0], written[0] + n):
+            p.produce("eos-in", value=str(i).encode(), partition=i % 2)
+        assert p.flush(120) == 0
+        written[0] += n
+
+    feed(2 * wave)
     copier = start_copier(c, tmp_path, total, 0, copiers)
     def copied():
         cons = Consumer({"bootstrap.servers": c.bootstrap(), "group.id": "eos-copier"})
@@ -106,30 +116,29 @@ def test_copy_is_exactly_once_through_leader_coordinator_and_copier_kills(cluste
         finally:
             cons.close()
 
-    def committed_now():
-        # The group coordinator may be moving: retried like every other wait here.
-        return wait_until("the group's committed offsets", lambda: (copied(),))[0]
-
-    def progress(what, check, timeout):
+    def caught_up(what, timeout=90):
+        # Everything written so far is copied (and its offsets committed).
         try:
-            wait_until(what, check, timeout=timeout)
+            wait_until(what, lambda: copied() >= written[0], timeout=timeout)
         except AssertionError as e:
             copier.send_signal(signal.SIGUSR1)  # its stacks, into its log
             time.sleep(1)
             log = (tmp_path / "copier-0.log").read_text()
             raise AssertionError(f"{e}; copier log:\n{log[-6000:]}") from None
 
-    progress("the copier committed something", lambda: copied() > 200, timeout=60)
+    caught_up("the copier copied the first records", timeout=60)
 
     def kill_and_restart(node, what, topic, partition):
-        # Killed -9 mid-stream; restarted, as its pod would be, once the partition
-        # has failed over to another broker (which is then the one serving it).
+        # Killed -9 while the copier works on a fresh wave; restarted, as its pod
+        # would be, once the partition has failed over to another broker; then
+        # more records, which only the failed-over cluster can have copied.
+        feed(wave)
         c.nodes[node].kill()
         wait_until(f"{what} moved off broker {node}",
                    lambda: c.partition(topic, partition)["leader"] not in (node, -1), timeout=60)
-        before = committed_now()
         c.nodes[node].start(timeout=60)
-        progress(f"progress after {what} died", lambda: copied() > before + 200, timeout=90)
+        feed(wave)
+        caught_up(f"the copy after {what} died")
 
     # (a) the output partition's leader.
     kill_and_restart(c.partition("eos-out", 0)["leader"], "the output leader", "eos-out", 0)
@@ -139,9 +148,11 @@ def test_copy_is_exactly_once_through_leader_coordinator_and_copier_kills(cluste
     kill_and_restart(c.partition("__transaction_state", txn_partition)["leader"],
                      "the transaction coordinator", "__transaction_state", txn_partition)
 
-    # (c) the copier itself, mid-stream.
+    # (c) the copier itself, while it copies a fresh wave.
+    feed(wave)
     copier.kill()
     copier.wait(timeout=10)
+    feed(total - written[0])
     copier = start_copier(c, tmp_path, total, 1, copiers)
     rc = copier.wait(timeout=400)
     assert rc == 0, (tmp_path / "copier-1.log").read_text()[-2000:]

@@ -6,11 +6,9 @@
 // test (tests/clients/test_txn_tools.py) kills it -9, deletes its state directory
 // and restarts it: the counts must continue from the restored store.
 import java.util.Properties;
-import java.util.concurrent.CountDownLatch;
 
 import org.apache.kafka.common.serialization.Serdes;
 import org.apache.kafka.common.utils.Bytes;
-import org.apache.kafka.streams.KafkaStreams;
 import org.apache.kafka.streams.StreamsBuilder;
 import org.apache.kafka.streams.StreamsConfig;
 import org.apache.kafka.streams.kstream.Consumed;
@@ -21,16 +19,9 @@ import org.apache.kafka.streams.state.KeyValueStore;
 public class StreamsCount {
     public static void main(String[] args) throws Exception {
         String bootstrap = args[0], input = args[1], output = args[2], appId = args[3], stateDir = args[4];
-        Properties p = new Properties();
-        p.put(StreamsConfig.APPLICATION_ID_CONFIG, appId);
-        p.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
-        p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, StreamsConfig.EXACTLY_ONCE_V2);
-        p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, 100);
-        p.put(StreamsConfig.STATE_DIR_CONFIG, stateDir);
+        Properties p = StreamsApp.exactlyOnce(bootstrap, appId, stateDir);
         // No record cache: every update of a count reaches the changelog.
         p.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, 0);
-        p.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, 1);
-        p.put(StreamsConfig.consumerPrefix("session.timeout.ms"), 10000);
         // Configs of the internal topics Streams creates (the changelog among them).
         p.put(StreamsConfig.topicPrefix("segment.bytes"), 16384);
         p.put(StreamsConfig.topicPrefix("segment.ms"), 500);
@@ -42,17 +33,6 @@ public class StreamsCount {
             .toStream()
             .mapValues((k, n) -> k + "=" + n)
             .to(output, Produced.with(Serdes.String(), Serdes.String()));
-        KafkaStreams streams = new KafkaStreams(b.build(), p);
-        CountDownLatch stopped = new CountDownLatch(1);
-        streams.setStateListener((now, before) -> {
-            System.out.println("STATE " + before + " -> " + now);
-            if (now == KafkaStreams.State.ERROR || now == KafkaStreams.State.NOT_RUNNING) {
-                stopped.countDown();
-            }
-        });
-        Runtime.getRuntime().addShutdownHook(new Thread(streams::close));
-        streams.start();
-        stopped.await();
-        System.exit(1);
+        StreamsApp.run(b.build(), p);
     }
 }
