@@ -541,6 +541,29 @@ impl Broker {
         .await
     }
 
+    /// The live settings: the static ones overlaid with the dynamic broker configs.
+    pub fn live_config(&self) -> Arc<BrokerConfig> {
+        self.replicas.live_config()
+    }
+
+    /// Replaces the dynamic broker configs of `entity` (a broker id, or `""` for
+    /// every broker) and waits until they apply here.
+    pub async fn set_broker_configs(
+        &self,
+        entity: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), MetadataError> {
+        let (index, _) = self
+            .quorum
+            .propose(Command::AlterBrokerConfigs {
+                entity: entity.to_string(),
+                configs,
+            })
+            .await?;
+        self.wait_reconciled(index).await;
+        Ok(())
+    }
+
     /// Starts moving a partition to `target` replicas.
     pub async fn reassign(
         &self,
@@ -640,6 +663,9 @@ impl Broker {
                     tick.tick().await;
                     let Some(b) = weak.upgrade() else { return };
                     let cleaner = Arc::clone(&cleaner);
+                    cleaner.set_io_max_bytes_per_second(
+                        b.live_config().log_cleaner_io_max_bytes_per_second,
+                    );
                     let _ = tokio::task::spawn_blocking(move || {
                         let logs = b.replicas.cleanable_logs();
                         drop(b);

@@ -94,6 +94,10 @@ pub struct ClusterState {
     /// existed).
     #[serde(default)]
     pub client_quotas: crate::quota::ClientQuotas,
+    /// Dynamic broker configs: entity (a broker id, or `""` for every broker) → Kafka
+    /// key → value (`config::dynamic`; absent from older snapshots).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// Starts moving `p` to `target`: replicas = the union while moving, so new
@@ -508,6 +512,22 @@ impl ClusterState {
                 .client_quotas
                 .alter(&entity, &ops)
                 .map_err(MetadataError::InvalidConfig)?,
+            Command::AlterBrokerConfigs { entity, configs } => {
+                if !crate::config::dynamic::valid_entity(&entity) {
+                    return Err(MetadataError::InvalidConfig(format!(
+                        "`{entity}` is not a broker id"
+                    )));
+                }
+                crate::config::dynamic::validate(&configs, |k| {
+                    format!("{k} is not a dynamic broker config")
+                })
+                .map_err(MetadataError::InvalidConfig)?;
+                if configs.is_empty() {
+                    self.broker_configs.remove(&entity);
+                } else {
+                    self.broker_configs.insert(entity, configs);
+                }
+            }
             Command::AllocateProducerIds { broker: _ } => {
                 let start = self.next_producer_id;
                 self.next_producer_id += PRODUCER_ID_BLOCK;
