@@ -251,3 +251,30 @@ def test_request_percentage_throttles_on_handler_time(broker, tmp_path):
     assert busy.throttle_max > 0, "the producer saw no throttle time"
     assert metric(broker, "strata_quota_throttled_responses_total", {"quota": "request"}) > 0
     assert metric(broker, "strata_quota_throttled_responses_total", {"quota": "produce"}) == 0
+
+
+def test_request_percentage_throttle_is_carried_by_metadata_responses_too(broker, tmp_path):
+    """Kafka puts the request-quota throttle in every response that has the field, not
+    only Produce and Fetch: an admin client asking for metadata in a loop over its
+    request_percentage sees throttle time reported by librdkafka from Metadata
+    responses alone."""
+    bs = broker.bootstrap
+    configs(bs, tmp_path, "--alter", "--entity-type", "clients", "--entity-name", "busy-admin",
+            "--add-config", "request_percentage=0.01")
+    create_topic(bs, "quota-meta", partitions=50)
+    throttle = []
+
+    def stats(raw):
+        for b in json.loads(raw)["brokers"].values():
+            throttle.append(b.get("throttle", {}).get("max", 0))
+
+    admin = AdminClient({"bootstrap.servers": bs, "client.id": "busy-admin",
+                         "statistics.interval.ms": 200, "stats_cb": stats})
+    deadline = time.monotonic() + 60
+    while not any(throttle) and time.monotonic() < deadline:
+        admin.list_topics(timeout=30)
+        admin.poll(0.05)  # serves the statistics callback
+    assert any(throttle), "no Metadata response carried a throttle"
+    assert metric(broker, "strata_quota_throttled_responses_total", {"quota": "request"}) > 0
+    assert metric(broker, "strata_quota_throttled_responses_total", {"quota": "produce"}) == 0
+    assert metric(broker, "strata_quota_throttled_responses_total", {"quota": "fetch"}) == 0

@@ -21,7 +21,7 @@ use super::{
     topics, transactions, txn_markers,
 };
 use crate::broker::Broker;
-use crate::quota::RequestCharge;
+use crate::quota::{RequestCharge, ThrottleTime};
 
 /// What the connection should do after a request.
 #[derive(Debug)]
@@ -211,7 +211,16 @@ async fn route(broker: &Arc<Broker>, req: Request, charge: &mut RequestCharge) -
         header,
         body,
     } = req;
+    // Every response with a `throttle_time_ms` field carries the client's
+    // request-quota throttle; `respond_unthrottled!` is for those without one.
     macro_rules! respond {
+        ($resp:expr) => {{
+            let mut resp = $resp.await;
+            resp.set_throttle_time_ms(charge.response_throttle(broker));
+            reply(encode(api, version, correlation_id, &resp))
+        }};
+    }
+    macro_rules! respond_unthrottled {
         ($resp:expr) => {{
             let resp = $resp.await;
             reply(encode(api, version, correlation_id, &resp))
@@ -295,7 +304,9 @@ async fn route(broker: &Arc<Broker>, req: Request, charge: &mut RequestCharge) -
         RequestKind::TxnOffsetCommit(r) => {
             respond!(transactions::txn_offset_commit(broker, r, version))
         }
-        RequestKind::WriteTxnMarkers(r) => respond!(txn_markers::handle(broker, r, version)),
+        RequestKind::WriteTxnMarkers(r) => {
+            respond_unthrottled!(txn_markers::handle(broker, r, version))
+        }
         RequestKind::DescribeTransactions(r) => {
             respond!(describe_txn::describe_transactions(broker, r, version))
         }
