@@ -12,7 +12,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
 use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
 use opentelemetry::KeyValue;
-use tracing::{debug, warn};
+use tracing::{debug, debug_span, warn, Instrument};
 
 use super::{
     alter_configs, api_versions, client_quotas, committed_offsets, configs, delete_records,
@@ -167,7 +167,18 @@ pub async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Outcome {
     let started = Instant::now();
     let mut charge = RequestCharge::begin(broker, api, &req.header, frame_len);
     let busy = charge.busy_clock();
-    let outcome = crate::quota::request::busy(busy, route(broker, req, &mut charge)).await;
+    // One span per request: the root of its trace when traces are exported.
+    let span = debug_span!(
+        "kafka.request",
+        otel.name = %format_args!("kafka.{api:?}"),
+        otel.kind = "server",
+        kafka.api_version = version,
+        kafka.correlation_id = correlation_id,
+        kafka.client_id = req.header.client_id.as_deref().unwrap_or(""),
+    );
+    let outcome = crate::quota::request::busy(busy, route(broker, req, &mut charge))
+        .instrument(span)
+        .await;
     let elapsed = started.elapsed();
     let label = [KeyValue::new("api", format!("{api:?}"))];
     broker
