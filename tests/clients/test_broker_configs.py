@@ -64,8 +64,13 @@ def test_dynamic_broker_configs_apply_at_run_time_and_survive_a_restart(broker_f
     run = lambda *a, **kw: tool(CONFIGS, "--bootstrap-server", bs, *a, tmp=tmp_path, **kw)  # noqa: E731
     # Kafka's tools refuse segments under 1 MiB before asking; the broker takes 2 KiB.
     admin = AdminClient({"bootstrap.servers": bs})
-    admin.create_topics([NewTopic("dyn", 1, 1, config={"segment.bytes": "2048"})])["dyn"].result(30)
-    p = Producer({"bootstrap.servers": bs, "linger.ms": 0})
+    # Not tiered (dev mode tiers by default): retention then deletes local segments at
+    # once instead of after their upload.
+    admin.create_topics([NewTopic("dyn", 1, 1, config={"segment.bytes": "2048",
+                                                       "remote.storage.enable": "false"})])["dyn"].result(30)
+    # One record per batch, so the 2 KiB segments roll every few batches whatever
+    # the timing (a batch never splits across segments).
+    p = Producer({"bootstrap.servers": bs, "linger.ms": 0, "batch.num.messages": 1})
     for i in range(200):
         p.produce("dyn", b"x" * 200, key=str(i).encode())
         p.poll(0)

@@ -98,14 +98,27 @@ public class AdminCheck {
             ok("describeConfigs", "retention.ms=" + config.get("retention.ms").value()
                     + " segment.ms=" + config.get("segment.ms").value());
 
-            // The broker's configs: read-only, typed, documented, with their source.
+            // The broker's configs: typed, documented, with their source; the startup
+            // ones read-only, the dynamic ones changed at run time and described so.
             ConfigResource br = new ConfigResource(ConfigResource.Type.BROKER, "1");
-            Config bc = admin.describeConfigs(List.of(br),
-                    new DescribeConfigsOptions().includeSynonyms(true).includeDocumentation(true))
-                    .all().get().get(br);
+            DescribeConfigsOptions full =
+                    new DescribeConfigsOptions().includeSynonyms(true).includeDocumentation(true);
+            Config bc = admin.describeConfigs(List.of(br), full).all().get().get(br);
             ConfigEntry retention = bc.get("log.retention.ms");
-            check(retention.isReadOnly() && retention.documentation().contains("STRATA_LOG_RETENTION_MS"),
+            check(!retention.isReadOnly() && bc.get("num.partitions").isReadOnly()
+                    && retention.documentation().contains("STRATA_LOG_RETENTION_MS"),
                     "broker config: " + retention);
+            admin.incrementalAlterConfigs(Map.of(br, List.of(new AlterConfigOp(
+                    new ConfigEntry("log.retention.ms", "7200000"), AlterConfigOp.OpType.SET))))
+                    .all().get();
+            ConfigEntry changed = admin.describeConfigs(List.of(br), full).all().get().get(br)
+                    .get("log.retention.ms");
+            check(changed.value().equals("7200000")
+                    && changed.source() == ConfigEntry.ConfigSource.DYNAMIC_BROKER_CONFIG,
+                    "dynamic broker config: " + changed);
+            admin.incrementalAlterConfigs(Map.of(br, List.of(new AlterConfigOp(
+                    new ConfigEntry("log.retention.ms", ""), AlterConfigOp.OpType.DELETE))))
+                    .all().get();
             ok("describeBrokerConfigs", "log.retention.ms type=" + retention.type() + " source="
                     + retention.source() + " synonyms=" + retention.synonyms().size());
 
