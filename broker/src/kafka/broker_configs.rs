@@ -48,19 +48,30 @@ const KEYS: &[BrokerKey] = &[
     key!("node.id", node_id, INT, "The broker's id."),
     BrokerKey {
         kafka: "listeners",
-        strata: "kafka_listen",
+        strata: "listeners",
         config_type: STRING,
-        doc: "The address the Kafka listener binds.",
-        value: |c| Some(format!("PLAINTEXT://{}", c.kafka_listen)),
+        doc: "The Kafka listeners and the addresses they bind (listeners, or kafka_listen alone).",
+        value: |c| {
+            crate::security::listeners::listeners(c).ok().map(|all| {
+                all.iter()
+                    .map(|l| format!("{}://{}", l.name, l.bind))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+        },
     },
     BrokerKey {
         kafka: "advertised.listeners",
-        strata: "advertised_host",
+        strata: "advertised_listeners",
         config_type: STRING,
-        doc: "The address clients are told to connect to (advertised_host and advertised_port).",
+        doc: "The address each listener tells clients to connect to (advertised_listeners, or advertised_host and advertised_port).",
         value: |c| {
-            let (host, port) = c.advertised();
-            Some(format!("PLAINTEXT://{host}:{port}"))
+            crate::security::listeners::listeners(c).ok().map(|all| {
+                all.iter()
+                    .map(|l| format!("{}://{}:{}", l.name, l.advertised_host, l.advertised_port))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
         },
     },
     BrokerKey {

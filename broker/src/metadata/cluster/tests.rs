@@ -16,6 +16,7 @@ pub(super) fn state_with(brokers: &[(i32, &str)]) -> ClusterState {
             } else {
                 Some(rack.to_string())
             },
+            listeners: Default::default(),
             now_ms: 0,
         })
         .unwrap();
@@ -353,6 +354,7 @@ fn a_broker_is_unregistered_only_once_stopped_and_empty() {
         port: 9092,
         rack: None,
         internal: "127.0.0.4:9093".into(),
+        listeners: Default::default(),
         now_ms: 1,
     })
     .unwrap();
