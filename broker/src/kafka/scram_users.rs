@@ -41,11 +41,13 @@ pub async fn describe(
     resp
 }
 
-/// One result per user asked for (None: every user with credentials).
+/// One result per user asked for (None or none named: every user with
+/// credentials, as Kafka answers).
 fn describe_users(
     creds: &UserCredentials,
     users: Option<Vec<String>>,
 ) -> Vec<DescribeUserScramCredentialsResult> {
+    let users = users.filter(|u| !u.is_empty());
     let all = users.is_none();
     let users = users.unwrap_or_else(|| creds.keys().cloned().collect());
     let mut seen = BTreeSet::new();
@@ -312,6 +314,7 @@ mod tests {
             .insert(ScramMechanism::Sha512, c);
         let all = describe_users(&creds, None);
         assert_eq!(all.len(), 1);
+        assert_eq!(describe_users(&creds, Some(vec![])), all);
         assert_eq!(
             (
                 all[0].credential_infos[0].mechanism,

@@ -212,7 +212,7 @@ async fn connection(
                 format!("no ssl_principal_mapping_rules rule matches the client certificate subject {subject}")
             })?;
             session.ctx.principal = Principal::user(name);
-            debug!(%peer, %subject, principal = %session.ctx.principal, "client certificate accepted");
+            info!(%peer, listener = %security.name, %subject, principal = %session.ctx.principal, "client certificate accepted");
         }
     }
     let (r, w) = tokio::io::split(stream);
