@@ -398,24 +398,34 @@ fn close_after(r: Result<Bytes, String>) -> Outcome {
     }
 }
 
-/// Checks a PLAIN token (`authzid NUL authcid NUL password`) against the stored
-/// SCRAM credential: the username (for the log) and the verdict.
-async fn plain(broker: &Arc<Broker>, token: &[u8]) -> (String, Result<(), String>) {
+/// Splits a PLAIN token (`authzid NUL authcid NUL password`) into the username
+/// and the password; the authorization id must be empty or the username.
+pub fn parse_plain(token: &[u8]) -> Result<(String, &[u8]), (String, String)> {
     let mut parts = token.split(|b| *b == 0);
     let (Some(authz), Some(user), Some(password), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return ("-".into(), Err("malformed PLAIN token".into()));
+        return Err(("-".into(), "malformed PLAIN token".into()));
     };
     let Ok(user) = std::str::from_utf8(user).map(str::to_string) else {
-        return ("-".into(), Err("username is not UTF-8".into()));
+        return Err(("-".into(), "username is not UTF-8".into()));
     };
-    if !authz.is_empty() && authz != user.as_bytes() {
-        return (
-            user,
-            Err("authorization id differs from the username".into()),
-        );
+    if user.is_empty() {
+        return Err(("-".into(), "empty username".into()));
     }
+    if !authz.is_empty() && authz != user.as_bytes() {
+        return Err((user, "authorization id differs from the username".into()));
+    }
+    Ok((user, password))
+}
+
+/// Checks a PLAIN token against the stored SCRAM credential: the username (for
+/// the log) and the verdict.
+async fn plain(broker: &Arc<Broker>, token: &[u8]) -> (String, Result<(), String>) {
+    let (user, password) = match parse_plain(token) {
+        Ok(x) => x,
+        Err((user, why)) => return (user, Err(why)),
+    };
     let creds = broker.cluster().scram_credentials.get(&user).cloned();
     let Some((mech, cred)) = creds.and_then(|c| {
         [ScramMechanism::Sha512, ScramMechanism::Sha256]
@@ -435,4 +445,18 @@ async fn plain(broker: &Arc<Broker>, token: &[u8]) -> (String, Result<(), String
         Err("wrong password".into())
     };
     (user, verdict)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_tokens_are_split_and_checked() {
+        assert_eq!(parse_plain(b"\0alice\0pw").unwrap(), ("alice".into(), &b"pw"[..]));
+        assert_eq!(parse_plain(b"alice\0alice\0").unwrap(), ("alice".into(), &b""[..]));
+        for bad in [&b"alice"[..], b"\0alice", b"\0\0pw", b"x\0alice\0pw", b"\0a\0b\0c", b"\0\xff\0pw"] {
+            assert!(parse_plain(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -393,6 +393,21 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any bytes as either message: an answer or an error, never a panic.
+        #[test]
+        fn arbitrary_messages_never_panic(first in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200), last in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let cred = ScramCredential::from_salted_password(ScramMechanism::Sha256, b"s", 4096, &[1; 32]);
+            let mut msg = b"n,,n=u,r=".to_vec();
+            msg.extend_from_slice(&first);
+            for m in [&first[..], &msg[..]] {
+                if let Ok((server, _)) = ScramServer::client_first(ScramMechanism::Sha256, m, "n", |_| Some(cred.clone())) {
+                    let _ = server.client_final(&last);
+                }
+            }
+        }
+    }
+
     #[test]
     fn credentials_keep_no_secret_and_nonces_are_fresh() {
         let mech = ScramMechanism::Sha256;
