@@ -170,7 +170,13 @@ pub async fn dispatch(broker: &Arc<Broker>, ctx: &ClientContext, frame: Bytes) -
     };
     let (api, version, correlation_id) = (req.api, req.version, req.correlation_id);
     let started = Instant::now();
-    let mut charge = RequestCharge::begin(broker, api, &req.header, frame_len);
+    let mut charge = RequestCharge::begin(
+        broker,
+        api,
+        &req.header,
+        frame_len,
+        Arc::clone(&ctx.principal.name),
+    );
     let busy = charge.busy_clock();
     let outcome = crate::quota::request::busy(busy, route(broker, ctx, req, &mut charge)).await;
     let elapsed = started.elapsed();

@@ -249,8 +249,10 @@ mod tests {
 
     #[test]
     fn without_listeners_kafka_listen_is_the_plaintext_listener() {
-        let mut c = BrokerConfig::default();
-        c.advertised_host = Some("10.0.0.1".into());
+        let c = BrokerConfig {
+            advertised_host: Some("10.0.0.1".into()),
+            ..BrokerConfig::default()
+        };
         let l = listeners(&c).unwrap();
         assert_eq!(l.len(), 1);
         assert_eq!(l[0].name, "PLAINTEXT");

@@ -21,14 +21,15 @@ use regex::Regex;
 pub struct Principal {
     /// Kafka's principal type; always `User` here.
     pub kind: &'static str,
-    pub name: String,
+    /// Shared: every request of the connection carries it (quotas go by it).
+    pub name: std::sync::Arc<str>,
 }
 
 impl Principal {
-    pub fn user(name: impl Into<String>) -> Self {
+    pub fn user(name: impl AsRef<str>) -> Self {
         Principal {
             kind: "User",
-            name: name.into(),
+            name: std::sync::Arc::from(name.as_ref()),
         }
     }
 

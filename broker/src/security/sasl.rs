@@ -453,9 +453,22 @@ mod tests {
 
     #[test]
     fn plain_tokens_are_split_and_checked() {
-        assert_eq!(parse_plain(b"\0alice\0pw").unwrap(), ("alice".into(), &b"pw"[..]));
-        assert_eq!(parse_plain(b"alice\0alice\0").unwrap(), ("alice".into(), &b""[..]));
-        for bad in [&b"alice"[..], b"\0alice", b"\0\0pw", b"x\0alice\0pw", b"\0a\0b\0c", b"\0\xff\0pw"] {
+        assert_eq!(
+            parse_plain(b"\0alice\0pw").unwrap(),
+            ("alice".into(), &b"pw"[..])
+        );
+        assert_eq!(
+            parse_plain(b"alice\0alice\0").unwrap(),
+            ("alice".into(), &b""[..])
+        );
+        for bad in [
+            &b"alice"[..],
+            b"\0alice",
+            b"\0\0pw",
+            b"x\0alice\0pw",
+            b"\0a\0b\0c",
+            b"\0\xff\0pw",
+        ] {
             assert!(parse_plain(bad).is_err(), "{bad:?}");
         }
     }

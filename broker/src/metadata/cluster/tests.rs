@@ -790,8 +790,20 @@ fn named_listeners_and_scram_credentials_are_applied() {
     use crate::security::scram::{ScramCredential, ScramMechanism};
     let mut s = ClusterState::default();
     let listeners = BTreeMap::from([
-        ("PLAIN".to_string(), Endpoint { host: "a".into(), port: 1 }),
-        ("SECURE".to_string(), Endpoint { host: "b".into(), port: 2 }),
+        (
+            "PLAIN".to_string(),
+            Endpoint {
+                host: "a".into(),
+                port: 1,
+            },
+        ),
+        (
+            "SECURE".to_string(),
+            Endpoint {
+                host: "b".into(),
+                port: 2,
+            },
+        ),
     ]);
     s.apply(Command::RegisterBroker {
         id: 1,
@@ -819,7 +831,10 @@ fn named_listeners_and_scram_credentials_are_applied() {
         delete: vec![ScramMechanism::Sha512],
     })
     .unwrap();
-    assert_eq!(s.scram_credentials["alice"][&ScramMechanism::Sha256].iterations, 8192);
+    assert_eq!(
+        s.scram_credentials["alice"][&ScramMechanism::Sha256].iterations,
+        8192
+    );
     let back: ClusterState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
     assert_eq!(back, s);
     s.apply(Command::AlterScramCredentials {
