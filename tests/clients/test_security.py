@@ -19,6 +19,7 @@ from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechan
                                    UserScramCredentialUpsertion)
 
 from conftest import BrokerProcess, free_port
+from test_cluster import Cluster
 from test_kafka_tools import tool
 from test_txn_tools import java_cmd
 
@@ -39,10 +40,11 @@ class Pki:
                 "-out", "ca.pem", "-days", "2", "-subj", "/CN=Strata Test CA")
         self.ca = self.dir / "ca.pem"
 
-    def issue(self, name, cn, serial, client=False):
+    def issue(self, name, cn, serial, client=False, ips=("127.0.0.1",)):
         ext = self.dir / f"{name}.ext"
+        san = ",".join(["DNS:localhost"] + [f"IP:{ip}" for ip in ips])
         ext.write_text("extendedKeyUsage=clientAuth\n" if client else
-                       "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+                       f"subjectAltName={san}\nextendedKeyUsage=serverAuth\n")
         openssl(self.dir, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
                 "-out", f"{name}.csr", "-subj", f"/O=Strata Tests/CN={cn}")
         openssl(self.dir, "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
@@ -456,3 +458,53 @@ def test_reauthentication_kip_368(tmp_path):
         assert "session of User:bob expired" not in log
     finally:
         b.kill()
+
+
+def test_a_cluster_advertises_each_listener_and_shares_scram_users(tmp_path):
+    """Three brokers, each with a PLAINTEXT and a SASL_SSL listener: every broker
+    learns the others' endpoints of each listener from their registrations in the
+    metadata quorum, and a SCRAM user created through one broker authenticates on
+    every other."""
+    pki = Pki(tmp_path / "pki")
+    cert, key = pki.issue("server", "cluster", 1, ips=("127.0.0.1", "127.0.0.2", "127.0.0.3"))
+    c = Cluster(tmp_path, 3)
+    sasl_ports = {}
+    for i, n in c.nodes.items():
+        sasl_ports[i] = free_port(n.host)
+        n.env.update({
+            "STRATA_LISTENERS": f"PLAINTEXT://{n.host}:{n.port},SASL_SSL://{n.host}:{sasl_ports[i]}",
+            "STRATA_SSL_CERTIFICATE_LOCATION": str(cert),
+            "STRATA_SSL_KEY_LOCATION": str(key),
+        })
+    try:
+        c.start()
+        admin = AdminClient({"bootstrap.servers": c.nodes[1].bootstrap})
+        up = UserScramCredentialUpsertion("dana", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096),
+                                          b"dana-secret")
+        for f in admin.alter_user_scram_credentials([up]).values():
+            f.result(timeout=30)
+        plain = AdminClient({"bootstrap.servers": c.nodes[2].bootstrap}).list_topics(timeout=20)
+        assert sorted((b.id, b.host, b.port) for b in plain.brokers.values()) == \
+            [(i, n.host, n.port) for i, n in c.nodes.items()]
+        for via in (2, 3):
+            conf = {"bootstrap.servers": f"{c.nodes[via].host}:{sasl_ports[via]}",
+                    "security.protocol": "SASL_SSL", "sasl.mechanisms": "SCRAM-SHA-512",
+                    "sasl.username": "dana", "sasl.password": "dana-secret",
+                    "ssl.ca.location": str(pki.ca)}
+
+            def advertised():
+                md = AdminClient(conf).list_topics(timeout=20)
+                return sorted((b.id, b.host, b.port) for b in md.brokers.values())
+            want = [(i, n.host, sasl_ports[i]) for i, n in c.nodes.items()]
+            deadline = time.time() + 30
+            while advertised() != want and time.time() < deadline:
+                time.sleep(0.5)
+            assert advertised() == want
+        # Replicated, leaders spread over the brokers: every broker's SASL_SSL
+        # endpoint serves produce, fetch and the group coordinator.
+        from confluent_kafka.admin import NewTopic
+        for f in admin.create_topics([NewTopic("spread", 3, 3)]).values():
+            f.result(timeout=30)
+        roundtrip({**conf, "acks": "all"}, "spread", n=30)
+    finally:
+        c.stop_all()
