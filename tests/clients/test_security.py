@@ -23,7 +23,7 @@ from test_cluster import Cluster
 from test_kafka_tools import tool
 from test_txn_tools import java_cmd
 
-USERS = {"alice": "alice-secret", "bob": "bob-secret"}
+USERS = {"alice": "alice-secret", "bob": "bob-secret", "carl": "carl-secret"}
 
 
 def openssl(cwd, *args):
@@ -456,6 +456,21 @@ def test_reauthentication_kip_368(tmp_path):
                    if "authenticated" in line and "User:bob" in line and "reauth=true" in line]
         assert len(reauths) >= 2, log[-3000:]
         assert "session of User:bob expired" not in log
+        # librdkafka (confluent-kafka 2.16) re-authenticates too.
+        errors, delivered = [], []
+        p = Producer({**sasl_conf(b, "SCRAM-SHA-256", "carl", USERS["carl"]), "acks": "all",
+                      "error_cb": errors.append})
+        end = time.time() + 8
+        while time.time() < end:
+            p.produce("rdkafka-reauth", value=b"x",
+                      on_delivery=lambda err, m: delivered.append(err))
+            p.poll(0.1)
+        assert p.flush(30) == 0
+        assert delivered and all(e is None for e in delivered), delivered[:3]
+        assert not errors, errors
+        log = log_text(b)
+        assert len([line for line in log.splitlines() if "User:carl" in line and "reauth=true" in line]) >= 2
+        assert "session of User:carl expired" not in log
     finally:
         b.kill()
 

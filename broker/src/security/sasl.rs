@@ -80,7 +80,7 @@ pub struct AuthMetrics {
 
 impl AuthMetrics {
     pub fn new(meter: &opentelemetry::metrics::Meter) -> Self {
-        AuthMetrics {
+        let m = AuthMetrics {
             failures: meter
                 .u64_counter("strata_authentication_failures")
                 .with_description("Failed SASL authentications, by listener and mechanism")
@@ -89,7 +89,11 @@ impl AuthMetrics {
                 .u64_counter("strata_authentications")
                 .with_description("Successful SASL authentications (re-authentications included)")
                 .build(),
-        }
+        };
+        // Listed on /metrics from the start, before the first authentication.
+        m.failures.add(0, &[]);
+        m.successes.add(0, &[]);
+        m
     }
 }
 
