@@ -240,7 +240,11 @@ impl SaslSession {
                 match (error, encoded) {
                     (None, Ok(b)) => Outcome::Reply(b),
                     (Some(e), Ok(b)) => {
-                        self.fail(r.mechanism.as_str(), None, &format!("{e:?}"));
+                        // The client's string is not a metric label (unbounded); the
+                        // log gets a bounded piece of it.
+                        let asked: String = r.mechanism.as_str().chars().take(64).collect();
+                        let label = chosen.map_or("unsupported", Mechanism::name);
+                        self.fail(label, None, &format!("{e:?} (asked for {asked:?})"));
                         Outcome::CloseAfter(b)
                     }
                     (_, Err(e)) => Outcome::Close(e),
@@ -347,7 +351,10 @@ impl SaslSession {
 
     fn fail(&self, mech: &str, user: Option<&str>, why: &str) {
         self.config.metrics.failures.add(1, &self.labels(mech));
-        warn!(listener = %self.listener, peer = %self.peer, mechanism = mech, user = user.unwrap_or("-"), reason = why, "authentication failed");
+        // Client-chosen: bounded in the log.
+        let user: String = user.unwrap_or("-").chars().take(128).collect();
+        let reason: String = why.chars().take(256).collect();
+        warn!(listener = %self.listener, peer = %self.peer, mechanism = mech, user, reason, "authentication failed");
     }
 
     fn succeed(&mut self, mech: Mechanism, user: &str) -> Result<(), String> {
