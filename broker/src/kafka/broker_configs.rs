@@ -74,6 +74,48 @@ const KEYS: &[BrokerKey] = &[
             })
         },
     },
+    key!(
+        "listener.security.protocol.map",
+        listener_security_protocol_map,
+        STRING,
+        "The security protocol of each named listener (NAME:PROTOCOL)."
+    ),
+    key!(
+        "inter.broker.listener.name",
+        inter_broker_listener_name,
+        STRING,
+        "The PLAINTEXT listener other brokers send Kafka requests to (empty: the first)."
+    ),
+    key!(
+        "ssl.client.auth",
+        ssl_client_auth,
+        STRING,
+        "Client certificates on TLS listeners: none, requested or required."
+    ),
+    key!(
+        "ssl.principal.mapping.rules",
+        ssl_principal_mapping_rules,
+        STRING,
+        "How a client certificate's subject becomes the principal name."
+    ),
+    key!(
+        "sasl.enabled.mechanisms",
+        sasl_enabled_mechanisms,
+        STRING,
+        "The SASL mechanisms offered on SASL listeners."
+    ),
+    key!(
+        "connections.max.reauth.ms",
+        connections_max_reauth_ms,
+        LONG,
+        "The SASL session lifetime; clients re-authenticate before it ends (0: never)."
+    ),
+    key!(
+        "sasl.server.max.receive.size",
+        sasl_server_max_receive_size,
+        INT,
+        "The largest request accepted before a SASL client has authenticated."
+    ),
     BrokerKey {
         kafka: "broker.rack",
         strata: "rack",
