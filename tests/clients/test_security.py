@@ -387,6 +387,14 @@ def test_certificates_are_reloaded_without_a_restart(tmp_path):
         # Without a client certificate the handshake is refused.
         with pytest.raises((ssl.SSLError, OSError)):
             serial_and_subject(b)
+        # A real client with its certificate, connected before the rotation.
+        mtls = {"bootstrap.servers": f"127.0.0.1:{b.ports['SSL']}", "security.protocol": "SSL",
+                "ssl.ca.location": str(b.pki.ca), "ssl.certificate.location": str(client_cert),
+                "ssl.key.location": str(client_key)}
+        producer = Producer(mtls)
+        for i in range(5):
+            producer.produce("mtls", value=str(i).encode())
+        assert producer.flush(30) == 0
         existing = ctx.wrap_socket(socket.create_connection(("127.0.0.1", b.ports["SSL"]), timeout=15),
                                    server_hostname="127.0.0.1")
         assert api_versions_over(existing, 1) == (1, 0)
@@ -400,8 +408,18 @@ def test_certificates_are_reloaded_without_a_restart(tmp_path):
         assert api_versions_over(existing, 2) == (2, 0)
         assert existing.getpeercert()["serialNumber"] == old_serial == "03E9"
         existing.close()
+        for i in range(5, 10):
+            producer.produce("mtls", value=str(i).encode())
+        assert producer.flush(30) == 0
         assert "certificate reloaded" in log_text(b)
         assert b.alive()
+        # The SCRAM users are in the metadata quorum: a restarted broker has them.
+        b.stop()
+        b.start()
+        # (SASL_PLAINTEXT: with `required`, the SASL_SSL listener wants a certificate too.)
+        roundtrip({**sasl_conf(b, "SCRAM-SHA-512", "alice", USERS["alice"]),
+                   "bootstrap.servers": f"127.0.0.1:{b.ports['SASL_PLAINTEXT']}",
+                   "security.protocol": "SASL_PLAINTEXT"}, "after-restart", n=3)
     finally:
         b.kill()
 
