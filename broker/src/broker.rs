@@ -342,15 +342,12 @@ impl Broker {
             return Err(MetadataError::UnknownTopic(name.to_string()));
         };
         let record = t.record.clone();
-        let (index, _) = self
-            .quorum
-            .propose(Command::DeleteTopic {
-                name: name.to_string(),
-            })
-            .await?;
-        // The quorum now lists the topic's remote data for removal (by the controller's
-        // tier pass), if it had any.
-        self.wait_reconciled(index).await;
+        // The quorum then lists the topic's remote data for removal (by the
+        // controller's tier pass), if it had any.
+        self.commit_reconciled(Command::DeleteTopic {
+            name: name.to_string(),
+        })
+        .await?;
         info!(topic = name, "deleted topic");
         Ok(record)
     }
@@ -387,14 +384,11 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
-        let (index, _) = self
-            .quorum
-            .propose(Command::AddPartitions {
-                name: name.to_string(),
-                assignment,
-            })
-            .await?;
-        self.wait_reconciled(index).await;
+        self.commit_reconciled(Command::AddPartitions {
+            name: name.to_string(),
+            assignment,
+        })
+        .await?;
         info!(topic = name, partitions = count, "added partitions");
         Ok(())
     }
@@ -416,15 +410,11 @@ impl Broker {
         topic_config::validate(&configs).map_err(MetadataError::InvalidConfig)?;
         topic_config::compaction::check_change(&current, &configs, &self.config)
             .map_err(MetadataError::InvalidConfig)?;
-        let (index, _) = self
-            .quorum
-            .propose(Command::SetTopicConfigs {
-                name: name.to_string(),
-                configs,
-            })
-            .await?;
-        self.wait_reconciled(index).await;
-        Ok(())
+        self.commit_reconciled(Command::SetTopicConfigs {
+            name: name.to_string(),
+            configs,
+        })
+        .await
     }
 
     /// Waits (bounded, 5 s) until the local replicas reflect metadata up to `index`;
@@ -507,6 +497,13 @@ impl Broker {
         }
     }
 
+    /// Commits `cmd` and waits (bounded) until the local replicas reflect it.
+    async fn commit_reconciled(&self, cmd: Command) -> Result<(), MetadataError> {
+        let (index, _) = self.quorum.propose(cmd).await?;
+        self.wait_reconciled(index).await;
+        Ok(())
+    }
+
     async fn commit(&self, cmd: Command) -> Result<(), MetadataError> {
         let (index, _) = self.quorum.propose(cmd).await?;
         self.quorum
@@ -537,6 +534,25 @@ impl Broker {
             name: topic.to_string(),
             replication_factor: rf,
             moves,
+        })
+        .await
+    }
+
+    /// The live settings: the static ones overlaid with the dynamic broker configs.
+    pub fn live_config(&self) -> Arc<BrokerConfig> {
+        self.replicas.live_config()
+    }
+
+    /// Replaces the dynamic broker configs of `entity` (a broker id, or `""` for
+    /// every broker) and waits until they apply here.
+    pub async fn set_broker_configs(
+        &self,
+        entity: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), MetadataError> {
+        self.commit_reconciled(Command::AlterBrokerConfigs {
+            entity: entity.to_string(),
+            configs,
         })
         .await
     }
@@ -640,6 +656,9 @@ impl Broker {
                     tick.tick().await;
                     let Some(b) = weak.upgrade() else { return };
                     let cleaner = Arc::clone(&cleaner);
+                    cleaner.set_io_max_bytes_per_second(
+                        b.live_config().log_cleaner_io_max_bytes_per_second,
+                    );
                     let _ = tokio::task::spawn_blocking(move || {
                         let logs = b.replicas.cleanable_logs();
                         drop(b);

@@ -14,6 +14,7 @@ use thiserror::Error;
 
 use crate::log::LogConfig;
 
+pub mod dynamic;
 mod load;
 
 #[derive(Debug, Error)]

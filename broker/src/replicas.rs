@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
+use crate::config::dynamic::DynamicValues;
 use crate::config::BrokerConfig;
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::log::PartitionLog;
@@ -92,7 +93,11 @@ pub struct Applied {
 }
 
 pub struct ReplicaManager {
+    /// The static settings.
     config: BrokerConfig,
+    /// The live settings (the static ones overlaid with the dynamic broker configs)
+    /// and the dynamic values they were made from.
+    live: RwLock<(DynamicValues, Arc<BrokerConfig>)>,
     node_id: i32,
     /// The data directory held a clean-shutdown marker: logs skip tail validation.
     clean_start: bool,
@@ -106,11 +111,35 @@ impl ReplicaManager {
         let (appended, _) = watch::channel(0u64);
         ReplicaManager {
             node_id: config.node_id,
+            live: RwLock::new((DynamicValues::default(), Arc::new(config.clone()))),
             config,
             clean_start,
             topics: RwLock::new(Topics::default()),
             appended: Arc::new(appended),
         }
+    }
+
+    /// The live settings: static, overlaid with the dynamic broker configs of the
+    /// last applied metadata.
+    pub fn live_config(&self) -> Arc<BrokerConfig> {
+        Arc::clone(&self.live.read().1)
+    }
+
+    /// The dynamic broker configs that apply here, as of the last applied metadata.
+    pub fn dynamic_values(&self) -> DynamicValues {
+        self.live.read().0.clone()
+    }
+
+    /// Takes the dynamic broker configs of `state`; true when they changed.
+    fn take_dynamic(&self, state: &ClusterState) -> bool {
+        let dynamic = DynamicValues::of(&state.broker_configs, self.node_id);
+        if self.live.read().0 == dynamic {
+            return false;
+        }
+        info!(cluster = ?dynamic.cluster, broker = ?dynamic.broker, "dynamic broker configs changed");
+        let live = Arc::new(dynamic.overlay(&self.config));
+        *self.live.write() = (dynamic, live);
+        true
     }
 
     /// Wakes whenever a leader here appended (the long poll of follower fetches).
@@ -147,15 +176,18 @@ impl ReplicaManager {
         let mut offsets_led: HashSet<i32> = HashSet::new();
         let mut txn_state_led: HashSet<i32> = HashSet::new();
         let mut removed: Vec<RemovedReplica> = Vec::new();
+        let defaults_changed = self.take_dynamic(state);
+        let live = self.live_config();
         for (name, meta) in &state.topics {
             let prev = old.get(name).filter(|t| t.record.id == meta.record.id);
-            let mut log_config = topic_config::log_config(&meta.record.configs, &self.config);
+            let mut log_config = topic_config::log_config(&meta.record.configs, &live);
             if meta.record.internal && log_config.compaction.is_none() {
                 // `__consumer_offsets` / `__transaction_state` created before they were
                 // marked compacted: the cleaner keeps them small all the same.
                 log_config.compaction = Some(crate::log::cleaner::CompactionConfig::default());
             }
-            let configs_changed = prev.is_some_and(|t| t.record.configs != meta.record.configs);
+            let configs_changed =
+                defaults_changed || prev.is_some_and(|t| t.record.configs != meta.record.configs);
             let topic: Arc<str> = Arc::from(name.as_str());
             let mut partitions = Vec::with_capacity(meta.partitions.len());
             for (i, p) in meta.partitions.iter().enumerate() {

@@ -258,6 +258,8 @@ const LOAD_PRODUCER: &str = r#"
 import json, sys, time
 from confluent_kafka import Producer
 bootstrap, topic, seconds, rate = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+# Optional: stop early once this topic exists (the test creates it when done).
+stop_topic = sys.argv[5] if len(sys.argv) > 5 else None
 acked, errors = [], []
 def done(err, msg):
     if err is None:
@@ -266,8 +268,15 @@ def done(err, msg):
         errors.append(str(err))
 p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
               "linger.ms": 5, "message.timeout.ms": 120000})
-start, i = time.time(), 0
+start, i, checked = time.time(), 0, time.time()
 while time.time() - start < seconds:
+    if stop_topic and time.time() - checked > 2:
+        checked = time.time()
+        try:
+            if stop_topic in p.list_topics(timeout=2).topics:
+                break
+        except Exception:  # a broker restarting: look again later
+            pass
     if i < (time.time() - start) * rate:
         p.produce(topic, key=b"load-%d" % i, value=b"v" * 200, on_delivery=done)
         i += 1
@@ -277,6 +286,136 @@ for k in acked:
     print("acked", k)
 print(json.dumps({"sent": i, "acked": len(acked), "unflushed": left, "errors": errors[:5]}))
 "#;
+
+/// The broker pods of `demo` that are not being deleted: name → uid.
+async fn broker_uids(pods: &Api<Pod>) -> BTreeMap<String, String> {
+    let lp = ListParams::default().labels("app.kubernetes.io/instance=demo");
+    pods.list(&lp)
+        .await
+        .expect("pods")
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
+        .collect()
+}
+
+/// Watches a roll of the three brokers of `demo` (their pods were `old`) until every
+/// pod was replaced, all are ready and the cluster is Running: the order the pods
+/// were replaced in, the most brokers down at once, and the phases seen.
+async fn watch_roll(
+    pods: &Api<Pod>,
+    clusters: &Api<Cluster>,
+    old: &BTreeMap<String, String>,
+) -> (Vec<String>, usize, std::collections::BTreeSet<String>) {
+    let lp = ListParams::default().labels("app.kubernetes.io/instance=demo");
+    let mut restarted: Vec<String> = Vec::new();
+    let mut max_down = 0;
+    let mut phases = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "roll did not finish: restarted {restarted:?}, phases {phases:?}"
+        );
+        let list = pods.list(&lp).await.expect("pods").items;
+        let down = (0..3)
+            .filter(|i| {
+                !list
+                    .iter()
+                    .any(|p| p.name_any() == format!("demo-{i}") && is_ready(p))
+            })
+            .count();
+        max_down = max_down.max(down);
+        for p in list
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+        {
+            let name = p.name_any();
+            if old.get(&name) != p.uid().as_ref() && !restarted.contains(&name) {
+                restarted.push(name);
+            }
+        }
+        let status = clusters
+            .get("demo")
+            .await
+            .expect("cluster")
+            .status
+            .unwrap_or_default();
+        if let Some(p) = status.phase {
+            phases.insert(format!("{p:?}"));
+        }
+        if restarted.len() == 3 && down == 0 && status.phase == Some(ClusterPhase::Running) {
+            return (restarted, max_down, phases);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Waits for the load producer pod `name` (LOAD_PRODUCER) to succeed and checks
+/// that every record it was acknowledged is in `topic`: (records acknowledged, the
+/// producer's summary line).
+async fn check_load(client: &Client, pods: &Api<Pod>, name: &str, topic: &str) -> (usize, String) {
+    let phase = wait_for(
+        "load producer finished",
+        Duration::from_secs(240),
+        || async {
+            let phase = pods.get(name).await.ok()?.status?.phase?;
+            ["Succeeded", "Failed"]
+                .contains(&phase.as_str())
+                .then_some(phase)
+        },
+    )
+    .await;
+    let log = pods
+        .logs(name, &LogParams::default())
+        .await
+        .expect("load producer log");
+    assert_eq!(
+        phase,
+        "Succeeded",
+        "{name} failed:\n{}",
+        log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+    );
+    let acked: std::collections::BTreeSet<String> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("acked "))
+        .map(String::from)
+        .collect();
+    let summary = log.lines().last().unwrap_or_default().to_string();
+    assert!(acked.len() > 1000, "too little load from {name}: {summary}");
+    let got = run_kcat_pod(
+        client,
+        &format!("consume-{topic}"),
+        &[
+            "-C",
+            "-b",
+            BOOTSTRAP_SVC,
+            "-t",
+            topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-f",
+            "%k\\n",
+        ],
+        None,
+    )
+    .await;
+    let read: std::collections::BTreeSet<&str> =
+        got.lines().filter(|l| l.starts_with("load-")).collect();
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|k| !read.contains(k.as_str()))
+        .take(10)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged records of {name} lost: {lost:?} ({summary})"
+    );
+    (acked.len(), summary)
+}
 
 fn records(from: usize, to: usize) -> String {
     (from..to)
@@ -901,14 +1040,7 @@ async fn scenario(env: &Env, kcat: &Path) {
     // 9. A config change rolls the brokers one at a time, highest ordinal first,
     // each only once the cluster is healthy again.
     produce_topic(&client, "produce-events", "events", &records(0, 1000)).await;
-    let uids = |list: &[Pod]| -> BTreeMap<String, String> {
-        list.iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
-            .collect()
-    };
-    let brokers_lp = ListParams::default().labels("app.kubernetes.io/instance=demo");
-    let old = uids(&pods.list(&brokers_lp).await.expect("pods").items);
+    let old = broker_uids(&pods).await;
     let (ok, out) = kubectl(
         env,
         &[
@@ -923,43 +1055,7 @@ async fn scenario(env: &Env, kcat: &Path) {
     )
     .await;
     assert!(ok, "{out}");
-    let mut restarted: Vec<String> = Vec::new();
-    let mut max_down = 0;
-    let mut phases = std::collections::BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "roll did not finish: restarted {restarted:?}, phases {phases:?}"
-        );
-        let list = pods.list(&brokers_lp).await.expect("pods").items;
-        let down = (0..3)
-            .filter(|i| {
-                !list
-                    .iter()
-                    .any(|p| p.name_any() == format!("demo-{i}") && is_ready(p))
-            })
-            .count();
-        max_down = max_down.max(down);
-        for (name, uid) in uids(&list) {
-            if old.get(&name) != Some(&uid) && !restarted.contains(&name) {
-                restarted.push(name);
-            }
-        }
-        let status = clusters
-            .get("demo")
-            .await
-            .expect("cluster")
-            .status
-            .unwrap_or_default();
-        if let Some(p) = status.phase {
-            phases.insert(format!("{p:?}"));
-        }
-        if restarted.len() == 3 && down == 0 && status.phase == Some(ClusterPhase::Running) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let (restarted, max_down, phases) = watch_roll(&pods, &clusters, &old).await;
     assert_eq!(restarted, ["demo-2", "demo-1", "demo-0"], "roll order");
     assert!(max_down <= 1, "{max_down} brokers were down at once");
     assert!(phases.contains("RollingRestart"), "{phases:?}");
@@ -1199,70 +1295,90 @@ async fn scenario(env: &Env, kcat: &Path) {
     )
     .await;
 
-    let phase = wait_for(
-        "load producer finished",
-        Duration::from_secs(240),
+    let (acked, summary) = check_load(&client, &pods, "load-producer", "load").await;
+    step(&format!(
+        "{acked} records acknowledged under scaling, all read back ({summary})"
+    ));
+
+    // 11. An upgrade: a new broker image rolls the brokers one at a time, as a config
+    // change does, under an acks=all producer (min.insync.replicas=2) that runs until
+    // the roll is over; nothing it was acknowledged is lost. (The harness maps the
+    // `:next` tag to the same program: what is tested is the operator's roll.)
+    kubectl_apply(
+        env,
+        "apiVersion: strata.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: upgrade\nspec:\n  clusterRef: demo\n  partitions: 3\n  replicationFactor: 3\n  config:\n    min.insync.replicas: \"2\"\n",
+    )
+    .await;
+    wait_topic_shape(
+        &pods,
+        kcat,
+        "upgrade",
+        (3, 3, 3),
+        "topic upgrade on the brokers",
+        Duration::from_secs(60),
+    )
+    .await;
+    let upgrade_pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "upgrade-producer"},
+        "spec": {"restartPolicy": "Never", "containers": [{
+            "name": "producer", "image": "strata-client",
+            "command": ["python3", "-c", LOAD_PRODUCER, BOOTSTRAP_SVC, "upgrade", "600", "400",
+                        "upgrade-done"],
+        }]},
+    }))
+    .expect("upgrade pod");
+    pods.create(&PostParams::default(), &upgrade_pod)
+        .await
+        .expect("upgrade producer");
+    wait_for(
+        "upgrade producer running",
+        Duration::from_secs(60),
         || async {
-            let phase = pods.get("load-producer").await.ok()?.status?.phase?;
-            ["Succeeded", "Failed"]
-                .contains(&phase.as_str())
-                .then_some(phase)
+            let phase = pods.get("upgrade-producer").await.ok()?.status?.phase?;
+            (phase == "Running").then_some(())
         },
     )
     .await;
-    let log = pods
-        .logs("load-producer", &LogParams::default())
+    let old = broker_uids(&pods).await;
+    let next_image = "ghcr.io/strata-dev/strata-broker:next";
+    let patch = serde_json::json!({"spec": {"image": next_image}});
+    clusters
+        .patch("demo", &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .expect("load producer log");
+        .expect("patch image");
+    let (restarted, max_down, phases) = watch_roll(&pods, &clusters, &old).await;
+    assert_eq!(restarted, ["demo-2", "demo-1", "demo-0"], "upgrade order");
+    assert!(max_down <= 1, "{max_down} brokers were down at once");
+    for i in 0..3 {
+        let pod = pods.get(&format!("demo-{i}")).await.expect("broker pod");
+        let image = pod
+            .spec
+            .and_then(|s| s.containers.into_iter().find(|c| c.name == "broker"))
+            .and_then(|c| c.image);
+        assert_eq!(image.as_deref(), Some(next_image), "demo-{i}");
+    }
+    let phase = pods
+        .get("upgrade-producer")
+        .await
+        .ok()
+        .and_then(|p| p.status?.phase);
     assert_eq!(
-        phase,
-        "Succeeded",
-        "load producer failed:\n{}",
-        log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+        phase.as_deref(),
+        Some("Running"),
+        "the producer stopped before the roll was over"
     );
-    let acked: std::collections::BTreeSet<String> = log
-        .lines()
-        .filter_map(|l| l.strip_prefix("acked "))
-        .map(String::from)
-        .collect();
-    let summary = log.lines().last().unwrap_or_default().to_string();
-    assert!(acked.len() > 1000, "too little load: {summary}");
-    let got = run_kcat_pod(
-        &client,
-        "consume-load",
-        &[
-            "-C",
-            "-b",
-            BOOTSTRAP_SVC,
-            "-t",
-            "load",
-            "-o",
-            "beginning",
-            "-e",
-            "-q",
-            "-f",
-            "%k\\n",
-        ],
-        None,
+    kubectl_apply(
+        env,
+        "apiVersion: strata.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: upgrade-done\nspec:\n  clusterRef: demo\n  partitions: 1\n  replicationFactor: 1\n",
     )
     .await;
-    let read: std::collections::BTreeSet<&str> =
-        got.lines().filter(|l| l.starts_with("load-")).collect();
-    let lost: Vec<&String> = acked
-        .iter()
-        .filter(|k| !read.contains(k.as_str()))
-        .take(10)
-        .collect();
-    assert!(
-        lost.is_empty(),
-        "acknowledged records lost during scaling: {lost:?} ({summary})"
-    );
+    let (acked, summary) = check_load(&client, &pods, "upgrade-producer", "upgrade").await;
     step(&format!(
-        "{} records acknowledged under scaling, all read back ({summary})",
-        acked.len()
+        "upgraded to {next_image} one broker at a time ({restarted:?}, phases {phases:?}); \
+         {acked} records acknowledged during the roll, all read back ({summary})"
     ));
 
-    // 11. Storage: a larger size is an expansion of the claims (refused here: the
+    // 12. Storage: a larger size is an expansion of the claims (refused here: the
     // harness's volumes are pre-bound, not from a StorageClass that can expand), a
     // smaller one an invalid spec; the StatefulSet's claim template never changes.
     let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), NS);

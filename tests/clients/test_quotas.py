@@ -190,7 +190,10 @@ def test_a_producer_over_its_quota_is_held_near_it_and_another_is_not_slowed(bro
 def test_a_consumer_over_its_quota_is_held_near_it(broker, tmp_path):
     bs = broker.bootstrap
     create_topic(bs, "quota-fetch")
-    p = Producer({"bootstrap.servers": bs, "linger.ms": 20})
+    # Small batches: a fetch returns a partition's first batch whole however large,
+    # so ~1 MB batches would be served ~4 s of quota at a time and the quota could only
+    # be met that coarsely (Kafka too; see docs/quotas.md).
+    p = Producer({"bootstrap.servers": bs, "linger.ms": 20, "batch.size": 16384})
     for _ in range(12 * 1024):  # 12 MiB
         while True:
             try:
@@ -225,10 +228,7 @@ def test_a_consumer_over_its_quota_is_held_near_it(broker, tmp_path):
     c.close()
     assert not errors, errors[:3]
     held = held_rate(served, 20)
-    # Never above the quota; below it by more than the producer's 20%: a consumer gets
-    # about 0.75 of consumer_byte_rate here (bursts of ~7.5 s of quota every ~10.5 s,
-    # nothing in between). Not understood yet; see docs/quotas.md.
-    assert 0.6 * quota <= held <= 1.2 * quota, f"{held:.0f} B/s against a quota of {quota}"
+    assert 0.8 * quota <= held <= 1.2 * quota, f"{held:.0f} B/s against a quota of {quota}"
     assert max(throttle) > 0
     assert metric(broker, "strata_quota_throttled_responses_total", {"quota": "fetch"}) > 0
     assert re.search(r"strata_quota_throttle_time_seconds_count\{[^}]*quota=\"fetch\"",
@@ -251,3 +251,30 @@ def test_request_percentage_throttles_on_handler_time(broker, tmp_path):
     assert busy.throttle_max > 0, "the producer saw no throttle time"
     assert metric(broker, "strata_quota_throttled_responses_total", {"quota": "request"}) > 0
     assert metric(broker, "strata_quota_throttled_responses_total", {"quota": "produce"}) == 0
+
+
+def test_request_percentage_throttle_is_carried_by_metadata_responses_too(broker, tmp_path):
+    """Kafka puts the request-quota throttle in every response that has the field, not
+    only Produce and Fetch: an admin client asking for metadata in a loop over its
+    request_percentage sees throttle time reported by librdkafka from Metadata
+    responses alone."""
+    bs = broker.bootstrap
+    configs(bs, tmp_path, "--alter", "--entity-type", "clients", "--entity-name", "busy-admin",
+            "--add-config", "request_percentage=0.01")
+    create_topic(bs, "quota-meta", partitions=50)
+    throttle = []
+
+    def stats(raw):
+        for b in json.loads(raw)["brokers"].values():
+            throttle.append(b.get("throttle", {}).get("max", 0))
+
+    admin = AdminClient({"bootstrap.servers": bs, "client.id": "busy-admin",
+                         "statistics.interval.ms": 200, "stats_cb": stats})
+    deadline = time.monotonic() + 60
+    while not any(throttle) and time.monotonic() < deadline:
+        admin.list_topics(timeout=30)
+        admin.poll(0.05)  # serves the statistics callback
+    assert any(throttle), "no Metadata response carried a throttle"
+    assert metric(broker, "strata_quota_throttled_responses_total", {"quota": "request"}) > 0
+    assert metric(broker, "strata_quota_throttled_responses_total", {"quota": "produce"}) == 0
+    assert metric(broker, "strata_quota_throttled_responses_total", {"quota": "fetch"}) == 0

@@ -2,10 +2,11 @@
 //! older AlterConfigs (replace every key) for topics, as `kafka-configs --alter`,
 //! the Java AdminClient and librdkafka send them. The new map is validated whole
 //! and committed through the metadata quorum; `validate_only` stops after the
-//! validation. The broker's own settings are static (flags, environment), so a
-//! change to one is refused with INVALID_REQUEST naming the keys, as Kafka refuses a
-//! config that cannot be updated dynamically; deleting one (there is never a dynamic
-//! override to delete) succeeds and changes nothing.
+//! validation. The same for brokers, one broker (its id) or all (the empty name,
+//! `--entity-default`): the dynamic broker configs ([`crate::config::dynamic`]) are
+//! kept in the quorum and apply at run time; a change to a setting read at startup
+//! is refused with INVALID_REQUEST naming the Strata setting, as Kafka refuses a
+//! config that cannot be updated dynamically, and a bad value with INVALID_CONFIG.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,9 +19,11 @@ use kafka_protocol::messages::{
     IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
+use tracing::info;
 
 use super::{metadata_error_code, str_bytes};
 use crate::broker::Broker;
+use crate::config::dynamic;
 use crate::metadata::topic_config;
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -54,6 +57,16 @@ const LIST_KEYS: &[&str] = &["cleanup.policy"];
 /// A topic's configs after `ops`, or why they cannot be applied. Deleting a key
 /// returns it to its default; APPEND and SUBTRACT edit list values item by item.
 pub fn apply_ops(
+    current: &BTreeMap<String, String>,
+    ops: &[(String, Op, Option<String>)],
+) -> Result<BTreeMap<String, String>, String> {
+    let next = edit(current, ops)?;
+    topic_config::validate(&next)?;
+    Ok(next)
+}
+
+/// `current` after `ops`, not validated.
+fn edit(
     current: &BTreeMap<String, String>,
     ops: &[(String, Op, Option<String>)],
 ) -> Result<BTreeMap<String, String>, String> {
@@ -98,7 +111,6 @@ pub fn apply_ops(
             }
         }
     }
-    topic_config::validate(&next)?;
     Ok(next)
 }
 
@@ -126,19 +138,56 @@ async fn alter_topic(
         .map_err(|e| (metadata_error_code(&e), e.to_string()))
 }
 
-/// The answer for a resource that is not a topic.
-fn refuse(resource_type: i8, keys: &[String]) -> (ResponseError, String) {
-    if resource_type == RESOURCE_BROKER {
-        (
+/// Applies new dynamic configs to a broker entity (an id, or `""` for every broker),
+/// or only checks them.
+async fn alter_broker(
+    broker: &Broker,
+    entity: &str,
+    change: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String>,
+    validate_only: bool,
+) -> Result<(), (ResponseError, String)> {
+    if !dynamic::valid_entity(entity) {
+        return Err((
             ResponseError::InvalidRequest,
-            super::broker_configs::refusal(keys),
-        )
-    } else {
-        (
-            ResponseError::InvalidRequest,
-            format!("resource type {resource_type} cannot be altered"),
-        )
+            format!("`{entity}` is not a broker id"),
+        ));
     }
+    let current = broker
+        .cluster()
+        .broker_configs
+        .get(entity)
+        .cloned()
+        .unwrap_or_default();
+    let next = change(&current).map_err(|e| (ResponseError::InvalidConfig, e))?;
+    let fixed: Vec<String> = next
+        .keys()
+        .filter(|k| dynamic::key(k).is_none())
+        .cloned()
+        .collect();
+    if !fixed.is_empty() {
+        return Err((
+            ResponseError::InvalidRequest,
+            super::broker_configs::refusal(&fixed),
+        ));
+    }
+    dynamic::validate(&next, super::broker_configs::static_reason)
+        .map_err(|e| (ResponseError::InvalidConfig, e))?;
+    if validate_only || next == current {
+        return Ok(());
+    }
+    info!(entity, configs = ?next, "altering dynamic broker configs");
+    broker
+        .set_broker_configs(entity, next)
+        .await
+        .map_err(|e| (metadata_error_code(&e), e.to_string()))
+}
+
+/// The answer for a resource that cannot be altered.
+fn refuse(resource_type: i8) -> (ResponseError, String) {
+    (
+        ResponseError::InvalidRequest,
+        format!("resource type {resource_type} cannot be altered"),
+    )
 }
 
 fn outcome(r: Result<(), (ResponseError, String)>) -> (i16, Option<StrBytes>) {
@@ -174,14 +223,13 @@ pub async fn incremental(
             (RESOURCE_TOPIC, Ok(ops)) => {
                 alter_topic(broker, &name, |cur| apply_ops(cur, &ops), req.validate_only).await
             }
-            // No broker setting is dynamic, so there is no override to delete: a
-            // DELETE of one is done (kafka-reassign-partitions clears the replication
-            // throttles so after every reassignment).
-            (RESOURCE_BROKER, Ok(ops)) if ops.iter().all(|(_, op, _)| *op == Op::Delete) => Ok(()),
-            (other, Ok(ops)) => {
-                let keys: Vec<String> = ops.into_iter().map(|(k, _, _)| k).collect();
-                Err(refuse(other, &keys))
+            // A DELETE of a key without a dynamic value changes nothing and is fine
+            // (kafka-reassign-partitions clears the replication throttles so after
+            // every reassignment).
+            (RESOURCE_BROKER, Ok(ops)) => {
+                alter_broker(broker, &name, |cur| edit(cur, &ops), req.validate_only).await
             }
+            (other, Ok(_)) => Err(refuse(other)),
         };
         let mut r = AlterConfigsResourceResponse::default();
         (r.error_code, r.error_message) = outcome(result);
@@ -206,22 +254,20 @@ pub async fn alter(
             .iter()
             .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
             .collect();
+        let next: BTreeMap<String, String> = given
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+            .collect();
         let result = match res.resource_type {
             RESOURCE_TOPIC => {
                 let replace = |_: &BTreeMap<String, String>| {
-                    let next: BTreeMap<String, String> = given
-                        .iter()
-                        .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
-                        .collect();
                     topic_config::validate(&next)?;
                     Ok(next)
                 };
                 alter_topic(broker, &name, replace, req.validate_only).await
             }
-            other => {
-                let keys: Vec<String> = given.into_iter().map(|(k, _)| k).collect();
-                Err(refuse(other, &keys))
-            }
+            RESOURCE_BROKER => alter_broker(broker, &name, |_| Ok(next), req.validate_only).await,
+            other => Err(refuse(other)),
         };
         let mut r = alter_configs_response::AlterConfigsResourceResponse::default();
         (r.error_code, r.error_message) = outcome(result);

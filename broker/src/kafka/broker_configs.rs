@@ -1,7 +1,8 @@
 //! The broker's settings under their Kafka names, as DescribeConfigs reports them for a
-//! BROKER resource: value, source (Kafka's default or a setting of this broker),
-//! synonyms, type and documentation, each tied to the Strata setting that sets it.
-//! None of them changes at run time, so all are read-only, and an alteration is
+//! BROKER resource: value, source (a dynamic value of this broker or of the cluster
+//! default, a setting of this broker, or Kafka's default), synonyms, type and
+//! documentation, each tied to the Strata setting that sets it. The keys of
+//! [`crate::config::dynamic`] change at run time; an alteration of any other is
 //! refused naming the Strata setting to change instead ([`refusal`]).
 
 use kafka_protocol::messages::describe_configs_response::{
@@ -9,9 +10,12 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 
 use super::str_bytes;
+use crate::config::dynamic::{self, DynamicValues, Source};
 use crate::config::BrokerConfig;
 
 /// Kafka's config source codes.
+const SOURCE_DYNAMIC_BROKER: i8 = 2;
+const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
@@ -221,6 +225,12 @@ const KEYS: &[BrokerKey] = &[
         "Default max.message.bytes of topics (largest record batch)."
     ),
     key!(
+        "log.cleaner.io.max.bytes.per.second",
+        log_cleaner_io_max_bytes_per_second,
+        LONG,
+        "Bytes per second the log cleaner reads and writes at most (0: unlimited)."
+    ),
+    key!(
         "offsets.topic.num.partitions",
         offsets_topic_partitions,
         INT,
@@ -330,51 +340,69 @@ const KEYS: &[BrokerKey] = &[
     ),
 ];
 
-/// The broker's settings the `wanted` filter keeps, in Kafka's shape: read-only, with
-/// their source, and with `synonyms` the values in order of precedence (this broker's
-/// setting, then Kafka's default where it differs).
+/// The broker's settings the `wanted` filter keeps, in Kafka's shape: live values
+/// (`config` overlaid with `dynamic`), their source, whether they are read-only, and
+/// with `synonyms` the values in order of precedence (this broker's dynamic value,
+/// the cluster default, this broker's setting, then Kafka's default where it
+/// differs).
 pub fn describe(
     config: &BrokerConfig,
+    dynamic: &DynamicValues,
     wanted: impl Fn(&str) -> bool,
     synonyms: bool,
     documentation: bool,
     version: i16,
 ) -> Vec<DescribeConfigsResourceResult> {
     let defaults = BrokerConfig::default();
+    let live = dynamic.overlay(config);
     KEYS.iter()
         .filter(|k| wanted(k.kafka))
         .map(|k| {
-            let value = (k.value)(config);
+            let configured = (k.value)(config);
             let default = (k.value)(&defaults);
-            let source = if value == default {
-                SOURCE_DEFAULT
-            } else {
-                SOURCE_STATIC_BROKER
+            let is_dynamic = dynamic::key(k.kafka).is_some();
+            let source = match dynamic.source(k.kafka) {
+                Source::Broker => SOURCE_DYNAMIC_BROKER,
+                Source::ClusterDefault => SOURCE_DYNAMIC_DEFAULT_BROKER,
+                Source::Static if configured == default => SOURCE_DEFAULT,
+                Source::Static => SOURCE_STATIC_BROKER,
             };
             let mut c = DescribeConfigsResourceResult::default();
             c.name = str_bytes(k.kafka);
-            c.value = value.clone().map(str_bytes);
-            c.read_only = true;
+            c.value = (k.value)(&live).map(str_bytes);
+            c.read_only = !is_dynamic;
             c.config_source = source;
             c.documentation = None;
             if synonyms {
-                let synonym = |value: &Option<String>, source| {
+                let synonym = |value: Option<String>, source| {
                     let mut s = DescribeConfigsSynonym::default();
                     s.name = str_bytes(k.kafka);
-                    s.value = value.clone().map(str_bytes);
+                    s.value = value.map(str_bytes);
                     s.source = source;
                     s
                 };
-                if source == SOURCE_STATIC_BROKER {
-                    c.synonyms.push(synonym(&value, SOURCE_STATIC_BROKER));
+                if let Some(v) = dynamic.broker.get(k.kafka) {
+                    c.synonyms.push(synonym(Some(v.clone()), SOURCE_DYNAMIC_BROKER));
                 }
-                c.synonyms.push(synonym(&default, SOURCE_DEFAULT));
+                if let Some(v) = dynamic.cluster.get(k.kafka) {
+                    c.synonyms
+                        .push(synonym(Some(v.clone()), SOURCE_DYNAMIC_DEFAULT_BROKER));
+                }
+                if configured != default {
+                    c.synonyms.push(synonym(configured, SOURCE_STATIC_BROKER));
+                }
+                c.synonyms.push(synonym(default, SOURCE_DEFAULT));
             }
             if version >= 3 {
                 c.config_type = k.config_type;
                 if documentation {
+                    let how = if is_dynamic {
+                        "dynamic: kafka-configs --entity-type brokers --alter changes it at run time"
+                    } else {
+                        "read at startup"
+                    };
                     c.documentation = Some(str_bytes(format!(
-                        "{} Strata setting `{}` (environment STRATA_{}); read at startup.",
+                        "{} Strata setting `{}` (environment STRATA_{}); {how}.",
                         k.doc,
                         k.strata,
                         k.strata.to_uppercase()
@@ -386,19 +414,49 @@ pub fn describe(
         .collect()
 }
 
+/// The cluster-wide dynamic defaults (`kafka-configs --entity-default`), as Kafka
+/// describes the empty broker name: only the keys set there.
+pub fn describe_cluster_defaults(
+    dynamic: &DynamicValues,
+    wanted: impl Fn(&str) -> bool,
+    synonyms: bool,
+) -> Vec<DescribeConfigsResourceResult> {
+    dynamic
+        .cluster
+        .iter()
+        .filter(|(k, _)| wanted(k))
+        .map(|(k, v)| {
+            let mut c = DescribeConfigsResourceResult::default();
+            c.name = str_bytes(k.clone());
+            c.value = Some(str_bytes(v.clone()));
+            c.config_source = SOURCE_DYNAMIC_DEFAULT_BROKER;
+            if synonyms {
+                let mut s = DescribeConfigsSynonym::default();
+                s.name = str_bytes(k.clone());
+                s.value = Some(str_bytes(v.clone()));
+                s.source = SOURCE_DYNAMIC_DEFAULT_BROKER;
+                c.synonyms.push(s);
+            }
+            c
+        })
+        .collect()
+}
+
+/// Why one broker key cannot be altered at run time.
+pub fn static_reason(key: &str) -> String {
+    match KEYS.iter().find(|k| k.kafka == key) {
+        Some(k) => format!(
+            "{key} is read at startup (Strata setting `{}`, environment STRATA_{})",
+            k.strata,
+            k.strata.to_uppercase()
+        ),
+        None => format!("{key} is not a broker config Strata has"),
+    }
+}
+
 /// Why broker settings cannot be altered: what to set instead, key by key.
 pub fn refusal(keys: &[String]) -> String {
-    let reasons: Vec<String> = keys
-        .iter()
-        .map(|key| match KEYS.iter().find(|k| k.kafka == key) {
-            Some(k) => format!(
-                "{key} is read at startup (Strata setting `{}`, environment STRATA_{})",
-                k.strata,
-                k.strata.to_uppercase()
-            ),
-            None => format!("{key} is not a broker config Strata has"),
-        })
-        .collect();
+    let reasons: Vec<String> = keys.iter().map(|k| static_reason(k)).collect();
     format!(
         "cannot update these broker configs dynamically: {}; change the setting and restart \
          the broker",
@@ -416,7 +474,7 @@ mod tests {
             log_retention_ms: 3_600_000,
             ..BrokerConfig::default()
         };
-        let all = describe(&config, |_| true, true, true, 4);
+        let all = describe(&config, &DynamicValues::default(), |_| true, true, true, 4);
         assert_eq!(all.len(), KEYS.len());
         let r = all
             .iter()
@@ -424,7 +482,7 @@ mod tests {
             .unwrap();
         assert_eq!(r.value.as_deref(), Some("3600000"));
         assert_eq!(r.config_source, SOURCE_STATIC_BROKER);
-        assert!(r.read_only);
+        assert!(!r.read_only, "log.retention.ms is dynamic");
         assert_eq!(r.config_type, LONG);
         let sources: Vec<i8> = r.synonyms.iter().map(|s| s.source).collect();
         assert_eq!(sources, [SOURCE_STATIC_BROKER, SOURCE_DEFAULT]);
@@ -439,10 +497,61 @@ mod tests {
             .unwrap();
         assert_eq!((d.config_source, d.synonyms.len()), (SOURCE_DEFAULT, 1));
         // Only the keys asked for; an unset rack has no value.
-        let rack = describe(&config, |k| k == "broker.rack", false, false, 1);
+        let rack = describe(
+            &config,
+            &DynamicValues::default(),
+            |k| k == "broker.rack",
+            false,
+            false,
+            1,
+        );
         assert_eq!(rack.len(), 1);
         assert_eq!(rack[0].value, None);
         assert!(rack[0].synonyms.is_empty() && rack[0].documentation.is_none());
+    }
+
+    #[test]
+    fn dynamic_values_win_in_order_and_show_as_synonyms() {
+        let config = BrokerConfig {
+            log_retention_ms: 3_600_000,
+            ..BrokerConfig::default()
+        };
+        let mut dynamic = DynamicValues::default();
+        dynamic
+            .cluster
+            .insert("log.retention.ms".into(), "7200000".into());
+        dynamic
+            .cluster
+            .insert("log.segment.bytes".into(), "1048576".into());
+        dynamic
+            .broker
+            .insert("log.retention.ms".into(), "60000".into());
+        let all = describe(&config, &dynamic, |_| true, true, false, 4);
+        let find = |name: &str| all.iter().find(|c| c.name.as_str() == name).unwrap();
+        let r = find("log.retention.ms");
+        assert_eq!(r.value.as_deref(), Some("60000"));
+        assert_eq!(r.config_source, SOURCE_DYNAMIC_BROKER);
+        let sources: Vec<i8> = r.synonyms.iter().map(|s| s.source).collect();
+        assert_eq!(
+            sources,
+            [
+                SOURCE_DYNAMIC_BROKER,
+                SOURCE_DYNAMIC_DEFAULT_BROKER,
+                SOURCE_STATIC_BROKER,
+                SOURCE_DEFAULT
+            ]
+        );
+        let seg = find("log.segment.bytes");
+        assert_eq!(
+            (seg.value.as_deref(), seg.config_source),
+            (Some("1048576"), SOURCE_DYNAMIC_DEFAULT_BROKER)
+        );
+        assert!(find("num.partitions").read_only);
+        let defaults = describe_cluster_defaults(&dynamic, |_| true, true);
+        assert_eq!(defaults.len(), 2);
+        assert!(defaults
+            .iter()
+            .all(|c| c.config_source == SOURCE_DYNAMIC_DEFAULT_BROKER));
     }
 
     #[test]

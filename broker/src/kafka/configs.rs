@@ -1,6 +1,7 @@
-//! DescribeConfigs for topics (every key Strata understands, explicit or default) and
-//! for the broker (its static settings, read-only, with sources, synonyms and
-//! documentation: `broker_configs`).
+//! DescribeConfigs for topics (every key Strata understands, explicit or default, the
+//! defaults being the broker's live ones) and for the broker (its settings with
+//! sources, synonyms and documentation, and the cluster-wide dynamic defaults:
+//! `broker_configs`).
 
 use std::sync::Arc;
 
@@ -12,12 +13,31 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
 use super::{broker_configs, str_bytes};
 use crate::broker::Broker;
+use crate::config::dynamic::Source;
 use crate::metadata::topic_config::{self, TOPIC_KEYS};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_DYNAMIC_BROKER: i8 = 2;
+const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 const SOURCE_DEFAULT: i8 = 5;
+
+/// The dynamic broker key whose value a topic key takes when the topic does not set
+/// it.
+fn broker_synonym(topic_key: &str) -> Option<&'static str> {
+    Some(match topic_key {
+        "retention.ms" => "log.retention.ms",
+        "retention.bytes" => "log.retention.bytes",
+        "segment.bytes" => "log.segment.bytes",
+        "segment.ms" => "log.roll.ms",
+        "flush.messages" => "log.flush.interval.messages",
+        "flush.ms" => "log.flush.interval.ms",
+        "index.interval.bytes" => "log.index.interval.bytes",
+        "max.message.bytes" => "message.max.bytes",
+        _ => return None,
+    })
+}
 
 pub async fn describe(
     broker: &Arc<Broker>,
@@ -56,19 +76,23 @@ pub async fn describe(
                         Some(str_bytes(format!("unknown topic `{}`", res.resource_name)));
                 }
                 Some(t) => {
-                    for (k, v, default) in
-                        topic_config::effective(&t.record.configs, &broker.config)
-                    {
+                    let dynamic = broker.replicas.dynamic_values();
+                    let live = broker.live_config();
+                    for (k, v, default) in topic_config::effective(&t.record.configs, &live) {
                         if wanted(k) {
                             let doc = TOPIC_KEYS
                                 .iter()
                                 .find(|c| c.name == k)
                                 .map_or("", |c| c.doc);
-                            let source = if default {
-                                SOURCE_DEFAULT
-                            } else {
-                                SOURCE_DYNAMIC_TOPIC
-                            };
+                            let source =
+                                match (default, broker_synonym(k).map(|b| dynamic.source(b))) {
+                                    (false, _) => SOURCE_DYNAMIC_TOPIC,
+                                    (true, Some(Source::Broker)) => SOURCE_DYNAMIC_BROKER,
+                                    (true, Some(Source::ClusterDefault)) => {
+                                        SOURCE_DYNAMIC_DEFAULT_BROKER
+                                    }
+                                    (true, _) => SOURCE_DEFAULT,
+                                };
                             out.configs.push(entry(k, v, source, false, doc));
                         }
                     }
@@ -76,7 +100,11 @@ pub async fn describe(
             },
             RESOURCE_BROKER => {
                 if res.resource_name.is_empty() {
-                    // The cluster-wide dynamic defaults (`--entity-default`): none exist.
+                    out.configs = broker_configs::describe_cluster_defaults(
+                        &broker.replicas.dynamic_values(),
+                        wanted,
+                        req.include_synonyms,
+                    );
                 } else if res.resource_name.as_str() != broker.node_id().to_string() {
                     out.error_code = ResponseError::InvalidRequest.code();
                     out.error_message = Some(str_bytes(format!(
@@ -87,6 +115,7 @@ pub async fn describe(
                 } else {
                     out.configs = broker_configs::describe(
                         &broker.config,
+                        &broker.replicas.dynamic_values(),
                         wanted,
                         req.include_synonyms,
                         req.include_documentation,

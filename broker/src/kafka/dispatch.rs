@@ -21,7 +21,7 @@ use super::{
     topic_metadata, topics, transactions, txn_markers,
 };
 use crate::broker::Broker;
-use crate::quota::RequestCharge;
+use crate::quota::{RequestCharge, ThrottleTime};
 use crate::security::ClientContext;
 
 /// What the connection should do after a request.
@@ -227,7 +227,16 @@ async fn route(
         header,
         body,
     } = req;
+    // Every response with a `throttle_time_ms` field carries the client's
+    // request-quota throttle; `respond_unthrottled!` is for those without one.
     macro_rules! respond {
+        ($resp:expr) => {{
+            let mut resp = $resp.await;
+            resp.set_throttle_time_ms(charge.response_throttle(broker));
+            reply(encode(api, version, correlation_id, &resp))
+        }};
+    }
+    macro_rules! respond_unthrottled {
         ($resp:expr) => {{
             let resp = $resp.await;
             reply(encode(api, version, correlation_id, &resp))
@@ -332,7 +341,9 @@ async fn route(
         RequestKind::TxnOffsetCommit(r) => {
             respond!(transactions::txn_offset_commit(broker, r, version))
         }
-        RequestKind::WriteTxnMarkers(r) => respond!(txn_markers::handle(broker, r, version)),
+        RequestKind::WriteTxnMarkers(r) => {
+            respond_unthrottled!(txn_markers::handle(broker, r, version))
+        }
         RequestKind::DescribeTransactions(r) => {
             respond!(describe_txn::describe_transactions(broker, r, version))
         }

@@ -256,8 +256,8 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
     crc32c::crc32c(&batch[CRC_COVERED_FROM..])
 }
 
-/// Parses and fully validates (length, magic, CRC, counts) the batch at the start of `buf`.
-pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+/// Parses the batch at the start of `buf` and checks its length and CRC.
+fn parse_checked(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     let h = BatchHeader::parse(buf)?;
     let total = h.total_len();
     if buf.len() < total {
@@ -273,6 +273,12 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
             computed,
         });
     }
+    Ok(h)
+}
+
+/// Parses and fully validates (length, magic, CRC, counts) the batch at the start of `buf`.
+pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    let h = parse_checked(buf)?;
     if h.last_offset_delta < 0 || h.records_count < 0 {
         return Err(BatchError::Invalid("negative record count or offset delta"));
     }
@@ -294,21 +300,7 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
 /// cleaner emptied (a header kept for its producer state) or thinned (fewer records
 /// than its offset range), which a producer may never send.
 pub fn validate_stored(buf: &[u8]) -> Result<BatchHeader, BatchError> {
-    let h = BatchHeader::parse(buf)?;
-    let total = h.total_len();
-    if buf.len() < total {
-        return Err(BatchError::Truncated {
-            have: buf.len(),
-            need: total,
-        });
-    }
-    let computed = compute_crc(&buf[..total]);
-    if computed != h.crc {
-        return Err(BatchError::BadCrc {
-            stored: h.crc,
-            computed,
-        });
-    }
+    let h = parse_checked(buf)?;
     if h.last_offset_delta < 0 || h.records_count < 0 || h.records_count > h.last_offset_delta + 1 {
         return Err(BatchError::Invalid(
             "record count does not fit the offset range",

@@ -121,6 +121,10 @@ pub struct ClusterState {
     /// SCRAM credentials by user and mechanism (absent from older snapshots).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub scram_credentials: crate::security::scram::UserCredentials,
+    /// Dynamic broker configs: entity (a broker id, or `""` for every broker) → Kafka
+    /// key → value (`config::dynamic`; absent from older snapshots).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// Starts moving `p` to `target`: replicas = the union while moving, so new
@@ -551,6 +555,22 @@ impl ClusterState {
                 }
                 if creds.is_empty() {
                     self.scram_credentials.remove(&user);
+                }
+            }
+            Command::AlterBrokerConfigs { entity, configs } => {
+                if !crate::config::dynamic::valid_entity(&entity) {
+                    return Err(MetadataError::InvalidConfig(format!(
+                        "`{entity}` is not a broker id"
+                    )));
+                }
+                crate::config::dynamic::validate(&configs, |k| {
+                    format!("{k} is not a dynamic broker config")
+                })
+                .map_err(MetadataError::InvalidConfig)?;
+                if configs.is_empty() {
+                    self.broker_configs.remove(&entity);
+                } else {
+                    self.broker_configs.insert(entity, configs);
                 }
             }
             Command::AllocateProducerIds { broker: _ } => {

@@ -24,7 +24,7 @@ use tracing::debug;
 use config::Bucket;
 pub use config::{ClientQuotas, EntityName, QuotaEntity, QuotaKind, QuotaValue};
 use rate::{throttle_ms, SampledRate};
-pub use request::RequestCharge;
+pub use request::{RequestCharge, ThrottleTime};
 
 /// The principal of unauthenticated connections, as Kafka names it.
 pub const ANONYMOUS: &str = "ANONYMOUS";

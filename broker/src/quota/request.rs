@@ -115,6 +115,11 @@ impl RequestCharge {
         resp.throttle_time_ms = clamp_i32(bandwidth.max(self.request_time(broker)));
     }
 
+    /// The `throttle_time_ms` of a response that only `request_percentage` limits.
+    pub fn response_throttle(&mut self, broker: &Broker) -> i32 {
+        clamp_i32(self.request_time(broker))
+    }
+
     /// How long the connection stays muted after the response (zero: not at all).
     pub fn mute(&mut self, broker: &Broker) -> Duration {
         self.request_time(broker);
@@ -217,3 +222,62 @@ mod tests {
         assert!(worked >= inside, "{worked:?}");
     }
 }
+
+/// A response with a `throttle_time_ms` field, set on every response a client's
+/// `request_percentage` throttles, as Kafka does (clients back off on it).
+pub trait ThrottleTime {
+    fn set_throttle_time_ms(&mut self, ms: i32);
+}
+
+macro_rules! throttle_time {
+    ($($t:ident),* $(,)?) => {
+        $(impl ThrottleTime for kafka_protocol::messages::$t {
+            fn set_throttle_time_ms(&mut self, ms: i32) {
+                self.throttle_time_ms = ms;
+            }
+        })*
+    };
+}
+
+throttle_time!(
+    AddOffsetsToTxnResponse,
+    AddPartitionsToTxnResponse,
+    AlterClientQuotasResponse,
+    AlterUserScramCredentialsResponse,
+    AlterConfigsResponse,
+    AlterPartitionReassignmentsResponse,
+    ApiVersionsResponse,
+    CreatePartitionsResponse,
+    CreateTopicsResponse,
+    DeleteGroupsResponse,
+    DeleteRecordsResponse,
+    DeleteTopicsResponse,
+    DescribeClientQuotasResponse,
+    DescribeClusterResponse,
+    DescribeConfigsResponse,
+    DescribeGroupsResponse,
+    DescribeLogDirsResponse,
+    DescribeProducersResponse,
+    DescribeTopicPartitionsResponse,
+    DescribeTransactionsResponse,
+    DescribeUserScramCredentialsResponse,
+    ElectLeadersResponse,
+    EndTxnResponse,
+    FindCoordinatorResponse,
+    HeartbeatResponse,
+    IncrementalAlterConfigsResponse,
+    InitProducerIdResponse,
+    JoinGroupResponse,
+    LeaveGroupResponse,
+    ListGroupsResponse,
+    ListOffsetsResponse,
+    ListPartitionReassignmentsResponse,
+    ListTransactionsResponse,
+    MetadataResponse,
+    OffsetCommitResponse,
+    OffsetDeleteResponse,
+    OffsetFetchResponse,
+    OffsetForLeaderEpochResponse,
+    SyncGroupResponse,
+    TxnOffsetCommitResponse,
+);

@@ -6,6 +6,7 @@
 //! log is dirty once) and when it ran, which the metrics report.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use opentelemetry::metrics::{Counter, Meter};
@@ -35,7 +36,8 @@ struct PartitionState {
 
 /// The broker's log cleaner.
 pub struct LogCleaner {
-    io_max_bytes_per_second: u64,
+    /// The throttle of the next pass (0: none); a dynamic broker config.
+    io_max_bytes_per_second: AtomicU64,
     state: Arc<Mutex<HashMap<(String, i32), PartitionState>>>,
     bytes_read: Counter<u64>,
     bytes_written: Counter<u64>,
@@ -78,7 +80,7 @@ impl LogCleaner {
             })
             .build();
         LogCleaner {
-            io_max_bytes_per_second,
+            io_max_bytes_per_second: AtomicU64::new(io_max_bytes_per_second),
             state,
             bytes_read: meter
                 .u64_counter("strata_cleaner_bytes_read")
@@ -94,6 +96,13 @@ impl LogCleaner {
                     "Records the log cleaner removed (superseded, tombstones, aborted)",
                 )
                 .build(),
+        }
+    }
+
+    /// Sets the throttle of the passes that start from now on (0: none).
+    pub fn set_io_max_bytes_per_second(&self, rate: u64) {
+        if self.io_max_bytes_per_second.swap(rate, Ordering::Relaxed) != rate {
+            info!(rate, "log cleaner throttle changed");
         }
     }
 
@@ -122,7 +131,7 @@ impl LogCleaner {
             }
         }
         due.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let mut throttle = Throttle::new(self.io_max_bytes_per_second);
+        let mut throttle = Throttle::new(self.io_max_bytes_per_second.load(Ordering::Relaxed));
         let mut cleaned = 0;
         for (_, log, plan) in due {
             if self.clean_one(log.as_ref(), &plan, &mut throttle) {

@@ -154,6 +154,12 @@ pub enum Command {
         upsert: Vec<(ScramMechanism, ScramCredential)>,
         delete: Vec<ScramMechanism>,
     },
+    /// Replaces the dynamic broker configs of one entity (a broker id, or `""` for
+    /// the cluster-wide defaults); an empty map removes them.
+    AlterBrokerConfigs {
+        entity: String,
+        configs: BTreeMap<String, String>,
+    },
     /// The remote objects of a deleted topic are gone.
     ForgetRemoteTopic {
         topic_id: Uuid,

@@ -845,3 +845,34 @@ fn named_listeners_and_scram_credentials_are_applied() {
     .unwrap();
     assert!(s.scram_credentials.is_empty());
 }
+
+#[test]
+fn dynamic_broker_configs_are_validated_replaced_whole_and_removed_when_empty() {
+    let mut s = ClusterState::default();
+    let set = |entity: &str, kv: &[(&str, &str)]| Command::AlterBrokerConfigs {
+        entity: entity.to_string(),
+        configs: kv
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    s.apply(set("", &[("log.retention.ms", "60000")])).unwrap();
+    s.apply(set("2", &[("log.segment.bytes", "1048576")]))
+        .unwrap();
+    assert_eq!(s.broker_configs.len(), 2);
+    // A static key, a bad value or a bad entity change nothing.
+    assert!(s.apply(set("2", &[("num.partitions", "3")])).is_err());
+    assert!(s.apply(set("2", &[("log.retention.ms", "-5")])).is_err());
+    assert!(s.apply(set("x", &[("log.retention.ms", "1")])).is_err());
+    assert_eq!(s.broker_configs["2"]["log.segment.bytes"], "1048576");
+    s.apply(set("2", &[])).unwrap();
+    assert!(!s.broker_configs.contains_key("2"));
+    // Kept in snapshots; a snapshot from before they existed still loads.
+    let json = serde_json::to_string(&s).unwrap();
+    let back: ClusterState = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.broker_configs, s.broker_configs);
+    let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
+    old.as_object_mut().unwrap().remove("broker_configs");
+    let loaded: ClusterState = serde_json::from_value(old).unwrap();
+    assert!(loaded.broker_configs.is_empty());
+}
