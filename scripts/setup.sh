@@ -50,4 +50,9 @@ bash "$ROOT/e2e/setup.sh"
 # KEDA's Kafka scaler as a Go program for operator/tests/keda.rs, built once into
 # $CACHE/keda-<version> (the first build takes 12 CPU-minutes, later runs none).
 echo "setup: KEDA scaler program $(bash "$ROOT/tests/keda/build.sh")"
+# Jaeger v2, the OTLP receiver of tests/clients/test_traces.py, built once into
+# $CACHE/jaeger-<version> (the first build takes about 12 minutes here).
+JAEGER="$(bash "$ROOT/tests/jaeger/build.sh")"
+echo "$JAEGER" > "$CACHE/current-jaeger"
+echo "setup: Jaeger $JAEGER"
 echo "setup: ok (python env $VENV)"

@@ -100,7 +100,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init_logging(&config.log_format);
+    let traces = match telemetry::init_logging(&config.log_format, config.node_id) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("strata-broker: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -112,7 +118,11 @@ fn main() -> ExitCode {
         }
     };
     match rt.block_on(app::run(config, app::shutdown_signal())) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            drop(rt);
+            drop(traces); // the last spans
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("strata-broker: {e:#}");

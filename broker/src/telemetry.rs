@@ -18,12 +18,23 @@ use crate::group::coordinator::GroupCoordinator;
 use crate::quorum::Quorum;
 use crate::replicas::ReplicaManager;
 
-/// Installs the global tracing subscriber, logging to stderr. `RUST_LOG` overrides
-/// the default level.
-pub fn init_logging(format: &str) {
+/// Installs the global tracing subscriber, logging to stderr (`RUST_LOG` overrides
+/// the default level), and the OTLP trace export when `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// asks for it (service `strata-broker`, the node id on the resource). Keep the
+/// guard until exit.
+pub fn init_logging(
+    format: &str,
+    node_id: i32,
+) -> Result<Option<strata_telemetry::traces::TracesGuard>, String> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ =
-        strata_telemetry::logging::init(filter, LogFormat::from_name(format), LogOutput::Stderr);
+    strata_telemetry::logging::init_with_traces(
+        filter,
+        LogFormat::from_name(format),
+        LogOutput::Stderr,
+        "strata-broker",
+        vec![KeyValue::new("strata.node_id", i64::from(node_id))],
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// What the scrape-time gauges read, held weakly so the metrics never keep the

@@ -73,18 +73,31 @@ struct Args {
     log_format: String,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     // Two rustls crypto providers may be compiled in (see Cargo.toml); choose one.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log)?;
-    strata_telemetry::logging::init(
+    // Outside the runtime: the OTLP exporter's blocking HTTP client must not be
+    // created or dropped on a runtime thread.
+    let traces = strata_telemetry::logging::init_with_traces(
         filter,
         strata_telemetry::LogFormat::from_name(&args.log_format),
         strata_telemetry::LogOutput::Stdout,
+        "strata-operator",
+        Vec::new(),
     )
     .map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(operate(args));
+    drop(rt);
+    drop(traces); // the last spans
+    result
+}
+
+async fn operate(args: Args) -> anyhow::Result<()> {
     let identity = std::env::var("POD_NAME")
         .unwrap_or_else(|_| format!("strata-operator-{}", std::process::id()));
     let opts = Options {

@@ -648,13 +648,35 @@ async fn scenario(env: &Env, kcat: &Path) {
     let client = env.client.clone();
     let step = |what: &str| eprintln!("[{:>6.1?}] {what}", started.elapsed());
 
+    // A real Jaeger receives the operator's and the brokers' traces (checked in 12).
+    let jaeger = match support::jaeger::binary() {
+        Some(bin) => Some(support::jaeger::Jaeger::start(
+            &bin,
+            &env.dir.join("jaeger"),
+        )),
+        None if testing::required() => {
+            panic!("no Jaeger: run scripts/setup.sh (STRATA_E2E_REQUIRED=1)")
+        }
+        None => {
+            eprintln!("\n!!!!! SKIPPING the trace checks: no Jaeger (scripts/setup.sh) !!!!!\n");
+            None
+        }
+    };
+    let tracing_set = jaeger
+        .as_ref()
+        .map(|j| format!("tracing.otlpEndpoint={}", j.endpoint()));
+    let helm_args: Vec<&str> = match &tracing_set {
+        Some(set) => vec!["--set", set.as_str()],
+        None => Vec::new(),
+    };
+
     // 1. helm install: CRDs, operator Deployment, RBAC, metrics APIService.
     testing::helm_install(
         env,
         "strata",
         &repo().join("helm/strata"),
         "strata-system",
-        &[],
+        &helm_args,
     )
     .await;
     step("chart installed");
@@ -663,7 +685,14 @@ async fn scenario(env: &Env, kcat: &Path) {
     let s3 = env.s3_info().expect("s3");
     let manifest =
         std::fs::read_to_string(repo().join("manifests/cluster.yaml")).expect("cluster.yaml");
+    let tracing_spec = jaeger.as_ref().map_or(String::new(), |j| {
+        format!("  tracing:\n    otlpEndpoint: {}\n", j.endpoint())
+    });
     let manifest = manifest
+        .replace(
+            "  name: demo\nspec:\n",
+            &format!("  name: demo\nspec:\n{tracing_spec}"),
+        )
         .replace("http://seaweedfs.storage.svc:8333", &s3.endpoint)
         .replace(
             "AWS_ACCESS_KEY_ID: strata",
@@ -1378,7 +1407,40 @@ async fn scenario(env: &Env, kcat: &Path) {
          {acked} records acknowledged during the roll, all read back ({summary})"
     ));
 
-    // 12. Storage: a larger size is an expansion of the claims (refused here: the
+    // 12. Traces: the acks=all produce requests of the steps above, from the request
+    // to the wait for the followers, and the operator's reconciles, are in Jaeger.
+    if let Some(j) = &jaeger {
+        let produce = wait_for(
+            "a broker's acks=all produce trace in Jaeger",
+            Duration::from_secs(60),
+            || async {
+                j.traces("strata-broker", "kafka.Produce")
+                    .into_iter()
+                    .find(|t| {
+                        let ops = support::jaeger::operations(t);
+                        ops.iter().any(|o| o == "produce.append")
+                            && ops.iter().any(|o| o == "produce.await_replication")
+                    })
+            },
+        )
+        .await;
+        let reconciles = wait_for(
+            "the operator's reconcile traces in Jaeger",
+            Duration::from_secs(60),
+            || async {
+                let c = j.traces("strata-operator", "reconcile Cluster");
+                let t = j.traces("strata-operator", "reconcile Topic");
+                (!c.is_empty() && !t.is_empty()).then_some(c.len() + t.len())
+            },
+        )
+        .await;
+        step(&format!(
+            "traces in Jaeger: a produce trace {:?}; {reconciles} reconcile traces",
+            support::jaeger::operations(&produce)
+        ));
+    }
+
+    // 13. Storage: a larger size is an expansion of the claims (refused here: the
     // harness's volumes are pre-bound, not from a StorageClass that can expand), a
     // smaller one an invalid spec; the StatefulSet's claim template never changes.
     let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), NS);

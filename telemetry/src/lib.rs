@@ -1,5 +1,6 @@
 //! What the broker and the operator share of their telemetry: the tracing
-//! subscriber (`logging`), the OpenTelemetry meter provider with its Prometheus
+//! subscriber (`logging`) with its optional OTLP trace export (`traces`), the
+//! OpenTelemetry meter provider with its Prometheus
 //! registry (`registry`), and the HTTP endpoints `/metrics`, `/healthz` and
 //! `/readyz` (`http`).
 //!
@@ -9,6 +10,7 @@
 pub mod http;
 pub mod logging;
 pub mod registry;
+pub mod traces;
 
 pub use http::Readiness;
 pub use logging::{LogFormat, LogOutput};

@@ -1,12 +1,19 @@
 //! The process-wide `tracing` subscriber: an `EnvFilter`, text or JSON lines, on
 //! stdout or stderr, coloured only when that stream is a terminal (log files and
-//! `kubectl logs` stay plain text).
+//! `kubectl logs` stay plain text); and, when the environment asks for them, spans
+//! exported as OpenTelemetry traces (`traces`, filtered by [`TRACES_FILTER`]
+//! whatever the log filter).
 
 use std::io::IsTerminal;
 
+use opentelemetry::KeyValue;
 use tracing_subscriber::fmt::writer::EitherWriter;
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::traces::{self, TracesGuard};
 
 /// How each event is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,15 +65,55 @@ impl<'a> MakeWriter<'a> for LogOutput {
     }
 }
 
-/// Installs the global subscriber; fails if one is installed already.
+/// Installs the global subscriber without traces; fails if one is installed already.
 pub fn init(filter: EnvFilter, format: LogFormat, output: LogOutput) -> Result<(), InitError> {
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_ansi(output.is_terminal())
         .with_writer(output);
-    match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+    let layer = match format {
+        LogFormat::Json => layer.json().boxed(),
+        LogFormat::Text => layer.boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(layer.with_filter(filter))
+        .try_init()?;
+    Ok(())
+}
+
+/// What is exported as traces: Strata's spans from debug level up (a request and its
+/// stages are debug spans, so that log lines at the default level do not carry
+/// them), everything else from info.
+pub const TRACES_FILTER: &str = "info,strata_broker=debug,strata_operator=debug";
+
+/// [`init`], and the OTLP trace exporter when the environment configures one
+/// (`service` names the process, `attributes` go on its resource). Keep the guard
+/// until exit: dropping it flushes the last spans.
+pub fn init_with_traces(
+    filter: EnvFilter,
+    format: LogFormat,
+    output: LogOutput,
+    service: &'static str,
+    attributes: Vec<KeyValue>,
+) -> Result<Option<TracesGuard>, InitError> {
+    let layer = tracing_subscriber::fmt::layer()
+        .with_ansi(output.is_terminal())
+        .with_writer(output);
+    let layer = match format {
+        LogFormat::Json => layer.json().boxed(),
+        LogFormat::Text => layer.boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(layer.with_filter(filter));
+    match traces::layer(service, attributes)? {
+        Some((traces, guard)) => {
+            registry
+                .with(traces.with_filter(EnvFilter::new(TRACES_FILTER)))
+                .try_init()?;
+            Ok(Some(guard))
+        }
+        None => {
+            registry.try_init()?;
+            Ok(None)
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
 use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
 use opentelemetry::KeyValue;
-use tracing::{debug, warn};
+use tracing::{debug, debug_span, warn, Instrument};
 
 use super::{
     alter_configs, api_versions, client_quotas, committed_offsets, configs, delete_records,
@@ -178,7 +178,20 @@ pub async fn dispatch(broker: &Arc<Broker>, ctx: &ClientContext, frame: Bytes) -
         Arc::clone(&ctx.principal.name),
     );
     let busy = charge.busy_clock();
-    let outcome = crate::quota::request::busy(busy, route(broker, ctx, req, &mut charge)).await;
+    // One span per request: the root of its trace when traces are exported.
+    let span = debug_span!(
+        "kafka.request",
+        otel.name = %format_args!("kafka.{api:?}"),
+        otel.kind = "server",
+        kafka.api_version = version,
+        kafka.correlation_id = correlation_id,
+        kafka.client_id = req.header.client_id.as_deref().unwrap_or(""),
+        kafka.listener = %ctx.listener,
+        kafka.principal = %ctx.principal,
+    );
+    let outcome = crate::quota::request::busy(busy, route(broker, ctx, req, &mut charge))
+        .instrument(span)
+        .await;
     let elapsed = started.elapsed();
     let label = [KeyValue::new("api", format!("{api:?}"))];
     broker

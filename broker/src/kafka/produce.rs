@@ -17,6 +17,7 @@ use std::time::Duration;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use tracing::{debug_span, Instrument};
 
 use super::{log_error_code, str_bytes};
 use crate::broker::Broker;
@@ -48,14 +49,20 @@ pub async fn handle(
         Some(id) => verify_transactional(broker, &id.0, &req).await,
         None => HashMap::new(),
     };
+    let span = debug_span!("produce.append", kafka.acks = acks);
     let (mut resp, waits) = if appends_stay_in_memory(broker, &req) {
-        append_all(broker, req, version, &refused)
+        span.in_scope(|| append_all(broker, req, version, &refused))
     } else {
         let b = Arc::clone(broker);
-        crate::blocking::run(move || append_all(&b, req, version, &refused)).await?
+        crate::blocking::run(move || span.in_scope(|| append_all(&b, req, version, &refused)))
+            .await?
     };
     if !waits.is_empty() {
-        wait_for_replication(&mut resp, &waits, timeout, version).await;
+        // acks=all: the time the followers take to replicate the batches.
+        let span = debug_span!("produce.await_replication", partitions = waits.len());
+        wait_for_replication(&mut resp, &waits, timeout, version)
+            .instrument(span)
+            .await;
     }
     if acks == 0 {
         None

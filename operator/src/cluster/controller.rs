@@ -229,6 +229,16 @@ async fn run_steps(cluster: &Cluster, ctx: &Context, steps: &[AdminStep]) -> Opt
     failure
 }
 
+#[tracing::instrument(
+    level = "debug",
+    name = "reconcile",
+    skip_all,
+    fields(
+        otel.name = "reconcile Cluster",
+        k8s.namespace = cluster.metadata.namespace.as_deref().unwrap_or(""),
+        k8s.name = cluster.metadata.name.as_deref().unwrap_or(""),
+    )
+)]
 pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action> {
     let timer = ctx.metrics.start(CONTROLLER);
     let result = reconcile_inner(&cluster, &ctx).await;

@@ -28,6 +28,16 @@ use super::status::{from_description, unknown_group};
 
 const CONTROLLER: &str = "consumergroup";
 
+#[tracing::instrument(
+    level = "debug",
+    name = "reconcile",
+    skip_all,
+    fields(
+        otel.name = "reconcile ConsumerGroup",
+        k8s.namespace = group.metadata.namespace.as_deref().unwrap_or(""),
+        k8s.name = group.metadata.name.as_deref().unwrap_or(""),
+    )
+)]
 pub async fn reconcile(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<Action> {
     let timer = ctx.metrics.start(CONTROLLER);
     let result = reconcile_inner(&group, &ctx).await;

@@ -80,6 +80,25 @@ pub struct ClusterSpec {
     /// Default true; false leaves placement to `strata topic reassign`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_rebalance: Option<bool>,
+    /// OpenTelemetry traces of the brokers, exported over OTLP/HTTP; off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingSpec>,
+}
+
+/// Where the brokers send their traces (the standard `OTEL_*` variables of the
+/// broker container).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TracingSpec {
+    /// OTLP/HTTP endpoint of a collector, e.g. `http://otel-collector.monitoring:4318`
+    /// (`OTEL_EXPORTER_OTLP_ENDPOINT`).
+    #[schemars(length(min = 1))]
+    pub otlp_endpoint: String,
+    /// Share of traces kept, 0 to 1 (`parentbased_traceidratio`); every trace when
+    /// unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub sample_ratio: Option<f64>,
 }
 
 /// Persistent volume claim template of each broker.

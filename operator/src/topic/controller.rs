@@ -32,6 +32,16 @@ const CONTROLLER: &str = "topic";
 /// Retry interval while the referenced Cluster does not exist.
 const MISSING_CLUSTER_REQUEUE: Duration = Duration::from_secs(30);
 
+#[tracing::instrument(
+    level = "debug",
+    name = "reconcile",
+    skip_all,
+    fields(
+        otel.name = "reconcile Topic",
+        k8s.namespace = topic.metadata.namespace.as_deref().unwrap_or(""),
+        k8s.name = topic.metadata.name.as_deref().unwrap_or(""),
+    )
+)]
 pub async fn reconcile(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action> {
     let timer = ctx.metrics.start(CONTROLLER);
     let ns = topic

@@ -5,6 +5,7 @@
 
 pub mod broker;
 pub mod helm;
+pub mod jaeger;
 
 use std::path::PathBuf;
 use std::time::Duration;

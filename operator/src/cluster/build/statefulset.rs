@@ -118,6 +118,16 @@ pub fn broker_env(cluster: &ValidatedCluster) -> Vec<EnvVar> {
             ));
         }
     }
+    if let Some(t) = &cluster.spec.tracing {
+        env.push(plain_env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            t.otlp_endpoint.clone(),
+        ));
+        if let Some(ratio) = t.sample_ratio {
+            env.push(plain_env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"));
+            env.push(plain_env("OTEL_TRACES_SAMPLER_ARG", ratio.to_string()));
+        }
+    }
     env
 }
 
@@ -354,6 +364,23 @@ mod tests {
             .expect("fieldRef")
             .field_path
             .clone()
+    }
+
+    #[test]
+    fn traces_are_exported_only_when_the_spec_asks() {
+        let env = env_of(&sts("replicas: 3"));
+        assert!(!env.iter().any(|e| e.name.starts_with("OTEL_")));
+        let env = env_of(&sts(
+            "replicas: 3\ntracing:\n  otlpEndpoint: http://collector:4318\n  sampleRatio: 0.25",
+        ));
+        assert_eq!(
+            find(&env, "OTEL_EXPORTER_OTLP_ENDPOINT").value.as_deref(),
+            Some("http://collector:4318")
+        );
+        assert_eq!(
+            find(&env, "OTEL_TRACES_SAMPLER_ARG").value.as_deref(),
+            Some("0.25")
+        );
     }
 
     #[test]
