@@ -23,7 +23,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let metrics = Metrics::new()?;
     let ready = Readiness::default();
-    let kafka_addr = config.kafka_listen;
+    let security = crate::security::SecuritySettings::from_config(&config)?;
     let metrics_addr = config.metrics_listen;
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -34,12 +34,23 @@ pub async fn run(
     .await?;
     let http_task = tokio::spawn(http);
 
+    let listeners = security
+        .runtime(&metrics.meter())
+        .map_err(|e| anyhow::anyhow!("cannot start the Kafka listeners: {e}"))?;
     let broker = Broker::open(config.clone(), metrics.clone()).await?;
-    let listener = TcpListener::bind(kafka_addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot bind Kafka listener {kafka_addr}: {e}"))?;
-    let (host, port) = config.advertised();
-    info!(listen = %kafka_addr, advertised = %format!("{host}:{port}"), node_id = config.node_id, "Kafka listener ready");
+    let mut kafka_listeners = Vec::new();
+    for l in listeners {
+        let addr = l.listener.bind;
+        let tcp = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot bind Kafka listener {} {addr}: {e}", l.name))?;
+        let advertised = format!(
+            "{}:{}",
+            l.listener.advertised_host, l.listener.advertised_port
+        );
+        info!(listener = %l.name, protocol = l.listener.protocol.name(), listen = %addr, %advertised, node_id = config.node_id, "Kafka listener ready");
+        kafka_listeners.push((tcp, l));
+    }
     // The composition root: the broker's services are built; the replication
     // tasks (metadata following, heartbeats, the controller, ISR changes) and the
     // housekeeping start on top of them.
@@ -82,7 +93,7 @@ pub async fn run(
         );
     let admin_task = tokio::spawn(admin);
     info!(listen = %admin_addr, "admin gRPC listener ready");
-    let kafka_task = tokio::spawn(server::serve(listener, Arc::clone(&broker), stop_rx));
+    let kafka_task = tokio::spawn(server::serve(kafka_listeners, Arc::clone(&broker), stop_rx));
     // Ready once registered with the controller and caught up with the metadata.
     let ready_flag = ready.clone();
     let weak = Arc::downgrade(&broker);

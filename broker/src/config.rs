@@ -86,6 +86,44 @@ pub struct BrokerConfig {
     pub log_max_message_bytes: usize,
     /// Log output: "text" or "json".
     pub log_format: String,
+    /// Named Kafka listeners, `NAME://host:port` comma-separated (Kafka's
+    /// `listeners`); empty: one PLAINTEXT listener on `kafka_listen`. See
+    /// docs/security.md.
+    pub listeners: String,
+    /// What each listener tells clients to connect to, `NAME://host:port`
+    /// comma-separated (Kafka's `advertised.listeners`); a listener not listed
+    /// advertises `advertised_host` (or its bind address) and its port.
+    pub advertised_listeners: String,
+    /// `NAME:PROTOCOL` comma-separated, PROTOCOL one of PLAINTEXT, SSL,
+    /// SASL_PLAINTEXT, SASL_SSL (Kafka's `listener.security.protocol.map`); a
+    /// listener named after a protocol needs no entry.
+    pub listener_security_protocol_map: String,
+    /// The listener other brokers reach this one on for Kafka requests (transaction
+    /// markers); must be PLAINTEXT. Empty: the first listener.
+    pub inter_broker_listener_name: String,
+    /// PEM file with the certificate chain of the TLS listeners (leaf first).
+    pub ssl_certificate_location: String,
+    /// PEM file with the private key of that certificate (PKCS#8, PKCS#1 or SEC1).
+    pub ssl_key_location: String,
+    /// PEM file with the CAs that client certificates must chain to ("": no client
+    /// certificates are asked for).
+    pub ssl_ca_location: String,
+    /// Client certificates on SSL listeners: "none", "requested" or "required"
+    /// (Kafka's `ssl.client.auth`).
+    pub ssl_client_auth: String,
+    /// How a client certificate's subject (RFC 2253) becomes a principal name:
+    /// Kafka's `ssl.principal.mapping.rules` (`RULE:pattern/replacement/[LU]`, ...,
+    /// `DEFAULT`).
+    pub ssl_principal_mapping_rules: String,
+    /// SASL mechanisms offered on SASL listeners, comma-separated (PLAIN,
+    /// SCRAM-SHA-256, SCRAM-SHA-512).
+    pub sasl_enabled_mechanisms: String,
+    /// Largest request accepted from a client before it has authenticated on a
+    /// SASL listener (Kafka's `sasl.server.max.receive.size`).
+    pub sasl_server_max_receive_size: usize,
+    /// A SASL session lasts this long; the client must re-authenticate before
+    /// (KIP-368) or its connection is closed at its next request. 0: forever.
+    pub connections_max_reauth_ms: i64,
     /// Partitions of the internal `__consumer_offsets` topic.
     pub offsets_topic_partitions: i32,
     /// Segment size of `__consumer_offsets` (compaction works segment by segment).
@@ -206,6 +244,18 @@ impl Default for BrokerConfig {
             log_index_interval_bytes: log.index_interval_bytes,
             log_max_message_bytes: log.max_message_bytes,
             log_format: "text".into(),
+            listeners: String::new(),
+            advertised_listeners: String::new(),
+            listener_security_protocol_map: String::new(),
+            inter_broker_listener_name: String::new(),
+            ssl_certificate_location: String::new(),
+            ssl_key_location: String::new(),
+            ssl_ca_location: String::new(),
+            ssl_client_auth: "none".into(),
+            ssl_principal_mapping_rules: "DEFAULT".into(),
+            sasl_enabled_mechanisms: "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512".into(),
+            sasl_server_max_receive_size: 512 * 1024,
+            connections_max_reauth_ms: 0,
             offsets_topic_partitions: 50,
             offsets_segment_bytes: 1 << 20,
             transaction_state_partitions: 50,

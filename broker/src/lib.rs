@@ -22,6 +22,7 @@ pub mod quota;
 pub mod replica_removal;
 pub mod replicas;
 pub mod replication;
+pub mod security;
 pub mod telemetry;
 pub mod tier;
 pub mod txn;

@@ -171,6 +171,7 @@ impl BrokerConfig {
             "tier_orphan_grace_ms",
             "must be >= 60000 (an upload must have time to commit)",
         )?;
+        crate::security::SecuritySettings::from_config(self)?;
         check(
             !self.cluster_id.is_empty(),
             "cluster_id",
@@ -209,6 +210,18 @@ const ALL_KEYS: &[&str] = &[
     "log_index_interval_bytes",
     "log_max_message_bytes",
     "log_format",
+    "listeners",
+    "advertised_listeners",
+    "listener_security_protocol_map",
+    "inter_broker_listener_name",
+    "ssl_certificate_location",
+    "ssl_key_location",
+    "ssl_ca_location",
+    "ssl_client_auth",
+    "ssl_principal_mapping_rules",
+    "sasl_enabled_mechanisms",
+    "sasl_server_max_receive_size",
+    "connections_max_reauth_ms",
     "offsets_topic_partitions",
     "offsets_segment_bytes",
     "transaction_state_partitions",

@@ -52,21 +52,74 @@ const KEYS: &[BrokerKey] = &[
     key!("node.id", node_id, INT, "The broker's id."),
     BrokerKey {
         kafka: "listeners",
-        strata: "kafka_listen",
+        strata: "listeners",
         config_type: STRING,
-        doc: "The address the Kafka listener binds.",
-        value: |c| Some(format!("PLAINTEXT://{}", c.kafka_listen)),
+        doc: "The Kafka listeners and the addresses they bind (listeners, or kafka_listen alone).",
+        value: |c| {
+            crate::security::listeners::listeners(c).ok().map(|all| {
+                all.iter()
+                    .map(|l| format!("{}://{}", l.name, l.bind))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+        },
     },
     BrokerKey {
         kafka: "advertised.listeners",
-        strata: "advertised_host",
+        strata: "advertised_listeners",
         config_type: STRING,
-        doc: "The address clients are told to connect to (advertised_host and advertised_port).",
+        doc: "The address each listener tells clients to connect to (advertised_listeners, or advertised_host and advertised_port).",
         value: |c| {
-            let (host, port) = c.advertised();
-            Some(format!("PLAINTEXT://{host}:{port}"))
+            crate::security::listeners::listeners(c).ok().map(|all| {
+                all.iter()
+                    .map(|l| format!("{}://{}:{}", l.name, l.advertised_host, l.advertised_port))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
         },
     },
+    key!(
+        "listener.security.protocol.map",
+        listener_security_protocol_map,
+        STRING,
+        "The security protocol of each named listener (NAME:PROTOCOL)."
+    ),
+    key!(
+        "inter.broker.listener.name",
+        inter_broker_listener_name,
+        STRING,
+        "The PLAINTEXT listener other brokers send Kafka requests to (empty: the first)."
+    ),
+    key!(
+        "ssl.client.auth",
+        ssl_client_auth,
+        STRING,
+        "Client certificates on TLS listeners: none, requested or required."
+    ),
+    key!(
+        "ssl.principal.mapping.rules",
+        ssl_principal_mapping_rules,
+        STRING,
+        "How a client certificate's subject becomes the principal name."
+    ),
+    key!(
+        "sasl.enabled.mechanisms",
+        sasl_enabled_mechanisms,
+        STRING,
+        "The SASL mechanisms offered on SASL listeners."
+    ),
+    key!(
+        "connections.max.reauth.ms",
+        connections_max_reauth_ms,
+        LONG,
+        "The SASL session lifetime; clients re-authenticate before it ends (0: never)."
+    ),
+    key!(
+        "sasl.server.max.receive.size",
+        sasl_server_max_receive_size,
+        INT,
+        "The largest request accepted before a SASL client has authenticated."
+    ),
     BrokerKey {
         kafka: "broker.rack",
         strata: "rack",

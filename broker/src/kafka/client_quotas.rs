@@ -1,9 +1,8 @@
 //! DescribeClientQuotas and AlterClientQuotas (what `kafka-configs --entity-type
 //! users|clients` and the AdminClient send): quota values by user and client id, kept
 //! in the metadata quorum ([`Command::AlterClientQuotas`]) and enforced by every
-//! broker (`crate::quota`). Also DescribeUserScramCredentials, which `kafka-configs
-//! --describe --entity-type users` sends beside the quotas: no SASL exists yet, so no
-//! user has credentials.
+//! broker (`crate::quota`). The SCRAM credentials `kafka-configs --entity-type users`
+//! also shows are in `scram_users`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,11 +12,9 @@ use kafka_protocol::messages::alter_client_quotas_response::{
     EntityData as AlteredEntity, EntryData as AlteredEntry,
 };
 use kafka_protocol::messages::describe_client_quotas_response::{EntityData, EntryData, ValueData};
-use kafka_protocol::messages::describe_user_scram_credentials_response::DescribeUserScramCredentialsResult;
 use kafka_protocol::messages::{
     AlterClientQuotasRequest, AlterClientQuotasResponse, DescribeClientQuotasRequest,
-    DescribeClientQuotasResponse, DescribeUserScramCredentialsRequest,
-    DescribeUserScramCredentialsResponse,
+    DescribeClientQuotasResponse,
 };
 use tracing::info;
 
@@ -241,31 +238,6 @@ pub async fn alter(
     if let Some(index) = last_index {
         broker.wait_reconciled(index).await;
     }
-    resp
-}
-
-/// No user has SCRAM credentials (there is no SASL yet): every user asked for is
-/// RESOURCE_NOT_FOUND, as Kafka answers for a user without credentials.
-pub async fn describe_scram_credentials(
-    _broker: &Arc<Broker>,
-    req: DescribeUserScramCredentialsRequest,
-    _version: i16,
-) -> DescribeUserScramCredentialsResponse {
-    let mut resp = DescribeUserScramCredentialsResponse::default();
-    resp.results = req
-        .users
-        .unwrap_or_default()
-        .into_iter()
-        .map(|u| {
-            let mut r = DescribeUserScramCredentialsResult::default();
-            r.user = u.name;
-            r.error_code = ResponseError::ResourceNotFound.code();
-            r.error_message = Some(str_bytes(
-                "Attempt to describe a user credential that does not exist",
-            ));
-            r
-        })
-        .collect();
     resp
 }
 

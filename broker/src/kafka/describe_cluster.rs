@@ -14,6 +14,7 @@ use super::str_bytes;
 use super::topic_metadata::controller_id;
 use crate::broker::Broker;
 use crate::metadata::cluster::BrokerStatus;
+use crate::security::ClientContext;
 
 /// `endpoint_type` of a request for the brokers (1) or the controllers (2).
 const BROKERS: i8 = 1;
@@ -22,6 +23,7 @@ const OPERATIONS_OMITTED: i32 = i32::MIN;
 
 pub async fn handle(
     broker: &Arc<Broker>,
+    ctx: &ClientContext,
     req: DescribeClusterRequest,
     version: i16,
 ) -> DescribeClusterResponse {
@@ -44,14 +46,16 @@ pub async fn handle(
         .brokers
         .values()
         .filter(|b| with_fenced || state.is_live(b.id))
-        .map(|info| {
+        .filter_map(|info| {
+            // The endpoints of the client's listener; brokers without it are left out.
+            let (host, port) = info.endpoint(&ctx.listener)?;
             let mut b = DescribeClusterBroker::default();
             b.broker_id = BrokerId(info.id);
-            b.host = str_bytes(info.host.clone());
-            b.port = info.port;
+            b.host = str_bytes(host);
+            b.port = port;
             b.rack = info.rack.clone().map(str_bytes);
             b.is_fenced = info.status == BrokerStatus::Fenced;
-            b
+            Some(b)
         })
         .collect();
     resp

@@ -141,6 +141,7 @@ mod tests {
             port: 9092,
             rack: None,
             internal: String::new(),
+            listeners: Default::default(),
             now_ms: 0,
         })
         .unwrap();

@@ -17,11 +17,12 @@ use tracing::{debug, debug_span, warn, Instrument};
 use super::{
     alter_configs, api_versions, client_quotas, committed_offsets, configs, delete_records,
     describe_cluster, describe_topic_partitions, describe_txn, elect_leaders, fetch, groups,
-    leader_epoch, list_offsets, log_dirs, produce, producer_id, reassignments, topic_metadata,
-    topics, transactions, txn_markers,
+    leader_epoch, list_offsets, log_dirs, produce, producer_id, reassignments, scram_users,
+    topic_metadata, topics, transactions, txn_markers,
 };
 use crate::broker::Broker;
 use crate::quota::{RequestCharge, ThrottleTime};
+use crate::security::ClientContext;
 
 /// What the connection should do after a request.
 #[derive(Debug)]
@@ -38,6 +39,9 @@ pub enum Outcome {
     },
     /// Close the connection, logging the reason.
     Close(String),
+    /// Send this frame, then close the connection (a refused authentication; the
+    /// reason was logged where it was decided).
+    CloseAfter(Bytes),
 }
 
 /// Smallest possible request: api key, api version, correlation id.
@@ -131,7 +135,7 @@ pub fn decode_frame(frame: Bytes) -> Result<Request, Rejected> {
 }
 
 /// Encodes `[length][response header][body]`.
-fn encode<T: Encodable>(
+pub(crate) fn encode<T: Encodable>(
     api: ApiKey,
     version: i16,
     correlation_id: i32,
@@ -151,8 +155,9 @@ fn encode<T: Encodable>(
     Ok(buf.freeze())
 }
 
-/// Handles one request frame (without its length prefix).
-pub async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Outcome {
+/// Handles one request frame (without its length prefix) from the client `ctx`
+/// describes (authenticated already, when its listener asks for it).
+pub async fn dispatch(broker: &Arc<Broker>, ctx: &ClientContext, frame: Bytes) -> Outcome {
     let frame_len = frame.len();
     let req = match decode_frame(frame) {
         Ok(r) => r,
@@ -165,7 +170,13 @@ pub async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Outcome {
     };
     let (api, version, correlation_id) = (req.api, req.version, req.correlation_id);
     let started = Instant::now();
-    let mut charge = RequestCharge::begin(broker, api, &req.header, frame_len);
+    let mut charge = RequestCharge::begin(
+        broker,
+        api,
+        &req.header,
+        frame_len,
+        Arc::clone(&ctx.principal.name),
+    );
     let busy = charge.busy_clock();
     // One span per request: the root of its trace when traces are exported.
     let span = debug_span!(
@@ -175,8 +186,10 @@ pub async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Outcome {
         kafka.api_version = version,
         kafka.correlation_id = correlation_id,
         kafka.client_id = req.header.client_id.as_deref().unwrap_or(""),
+        kafka.listener = %ctx.listener,
+        kafka.principal = %ctx.principal,
     );
-    let outcome = crate::quota::request::busy(busy, route(broker, req, &mut charge))
+    let outcome = crate::quota::request::busy(busy, route(broker, ctx, req, &mut charge))
         .instrument(span)
         .await;
     let elapsed = started.elapsed();
@@ -214,7 +227,12 @@ fn reply(r: Result<Bytes, String>) -> Outcome {
     }
 }
 
-async fn route(broker: &Arc<Broker>, req: Request, charge: &mut RequestCharge) -> Outcome {
+async fn route(
+    broker: &Arc<Broker>,
+    ctx: &ClientContext,
+    req: Request,
+    charge: &mut RequestCharge,
+) -> Outcome {
     let Request {
         api,
         version,
@@ -239,7 +257,7 @@ async fn route(broker: &Arc<Broker>, req: Request, charge: &mut RequestCharge) -
     }
     match body {
         RequestKind::ApiVersions(_) => respond!(async { api_versions::response(None) }),
-        RequestKind::Metadata(r) => respond!(topic_metadata::handle(broker, r, version)),
+        RequestKind::Metadata(r) => respond!(topic_metadata::handle(broker, ctx, r, version)),
         RequestKind::Produce(r) => match produce::handle(broker, r, version).await {
             Some(mut resp) => {
                 resp.throttle_time_ms = charge.produce(broker);
@@ -257,7 +275,9 @@ async fn route(broker: &Arc<Broker>, req: Request, charge: &mut RequestCharge) -
             reply(encode(api, version, correlation_id, &resp))
         }
         RequestKind::ListOffsets(r) => respond!(list_offsets::handle(broker, r, version)),
-        RequestKind::DescribeCluster(r) => respond!(describe_cluster::handle(broker, r, version)),
+        RequestKind::DescribeCluster(r) => {
+            respond!(describe_cluster::handle(broker, ctx, r, version))
+        }
         RequestKind::DescribeTopicPartitions(r) => {
             respond!(describe_topic_partitions::handle(broker, r, version))
         }
@@ -281,9 +301,26 @@ async fn route(broker: &Arc<Broker>, req: Request, charge: &mut RequestCharge) -
         }
         RequestKind::AlterClientQuotas(r) => respond!(client_quotas::alter(broker, r, version)),
         RequestKind::DescribeUserScramCredentials(r) => {
-            respond!(client_quotas::describe_scram_credentials(
-                broker, r, version
-            ))
+            respond!(scram_users::describe(broker, r, version))
+        }
+        RequestKind::AlterUserScramCredentials(r) => {
+            respond!(scram_users::alter(broker, r, version))
+        }
+        // Only SASL listeners authenticate (their connections answer these before
+        // the dispatcher); elsewhere they are out of place, as in Kafka.
+        RequestKind::SaslHandshake(_) => {
+            let mut resp = kafka_protocol::messages::SaslHandshakeResponse::default();
+            resp.error_code = ResponseError::IllegalSaslState.code();
+            reply(encode(api, version, correlation_id, &resp))
+        }
+        RequestKind::SaslAuthenticate(_) => {
+            let mut resp = kafka_protocol::messages::SaslAuthenticateResponse::default();
+            resp.error_code = ResponseError::IllegalSaslState.code();
+            resp.error_message = Some(super::str_bytes(format!(
+                "listener {} does not use SASL",
+                ctx.listener
+            )));
+            reply(encode(api, version, correlation_id, &resp))
         }
         RequestKind::ElectLeaders(r) => respond!(elect_leaders::handle(broker, r, version)),
         RequestKind::AlterPartitionReassignments(r) => {
@@ -293,7 +330,9 @@ async fn route(broker: &Arc<Broker>, req: Request, charge: &mut RequestCharge) -
             respond!(reassignments::list(broker, r, version))
         }
         RequestKind::InitProducerId(r) => respond!(producer_id::handle(broker, r, version)),
-        RequestKind::FindCoordinator(r) => respond!(groups::find_coordinator(broker, r, version)),
+        RequestKind::FindCoordinator(r) => {
+            respond!(groups::find_coordinator(broker, ctx, r, version))
+        }
         RequestKind::JoinGroup(r) => {
             let client = groups::client_id(&header);
             respond!(groups::join_group(broker, r, version, &client))

@@ -31,11 +31,13 @@ fn code(e: Option<ResponseError>) -> i16 {
 }
 
 /// The broker leading the partition of `key` in `internal_topic`
-/// (`__consumer_offsets` or `__transaction_state`): `(id, host, port)`.
+/// (`__consumer_offsets` or `__transaction_state`): `(id, host, port)`, the
+/// endpoint of `listener` (None: the inter-broker one).
 pub fn coordinator_for(
     broker: &Broker,
     internal_topic: &str,
     key: &str,
+    listener: Option<&str>,
 ) -> Result<(i32, String, i32), ResponseError> {
     let state = broker.cluster();
     let topic = state
@@ -52,11 +54,18 @@ pub fn coordinator_for(
         .get(&p.leader)
         .filter(|_| state.is_live(p.leader))
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
-    Ok((b.id, b.host.clone(), b.port))
+    let (host, port) = match listener {
+        None => (b.host.as_str(), b.port),
+        Some(l) => b
+            .endpoint(l)
+            .ok_or(ResponseError::CoordinatorNotAvailable)?,
+    };
+    Ok((b.id, host.to_string(), port))
 }
 
 pub async fn find_coordinator(
     broker: &Arc<Broker>,
+    ctx: &crate::security::ClientContext,
     req: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
@@ -72,7 +81,7 @@ pub async fn find_coordinator(
     let supported = internal_topic.is_some();
     let lookup = |key: &str| -> Result<(i32, String, i32), ResponseError> {
         match internal_topic {
-            Some(topic) => coordinator_for(broker, topic, key),
+            Some(topic) => coordinator_for(broker, topic, key, Some(&ctx.listener)),
             None => Err(ResponseError::InvalidRequest),
         }
     };

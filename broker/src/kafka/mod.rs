@@ -24,6 +24,7 @@ pub mod peer;
 pub mod produce;
 pub mod producer_id;
 pub mod reassignments;
+pub mod scram_users;
 pub mod server;
 pub mod topic_metadata;
 pub mod topics;

@@ -1,6 +1,10 @@
-//! TCP listener and per-connection loop: length-prefixed frames in, responses out in
-//! request order (as Kafka requires, one request per connection is handled at a
-//! time). Oversized, negative or truncated frames close only that connection.
+//! The Kafka listeners and the per-connection loop: length-prefixed frames in,
+//! responses out in request order (as Kafka requires, one request per connection is
+//! handled at a time). Oversized, negative or truncated frames close only that
+//! connection. A connection is TCP or, on SSL / SASL_SSL listeners, TLS over TCP
+//! (`security::tls`); on SASL listeners its frames pass the SASL state machine
+//! (`security::sasl`) before the dispatcher, which gets the connection's
+//! listener and principal with every request.
 //!
 //! Memory: every frame's bytes come out of one broker-wide [`RequestBudget`]
 //! (`queued_max_request_bytes`, Kafka's `queued.max.request.bytes`), taken before the
@@ -22,6 +26,9 @@ use tracing::{debug, info, warn};
 
 use super::dispatch::{dispatch, Outcome};
 use crate::broker::Broker;
+use crate::security::principal::certificate_subject;
+use crate::security::sasl::{SaslSession, Step};
+use crate::security::{ClientContext, ListenerSecurity, Principal};
 
 /// Close connections idle this long (Kafka's connections.max.idle.ms).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -78,17 +85,45 @@ pub struct FrameLimits {
     pub budget: RequestBudget,
 }
 
-/// Accepts connections until `shutdown` flips to true.
+/// Accepts connections on every listener until `shutdown` flips to true.
+/// `max_connections` and the request budget are shared by all listeners.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<(TcpListener, ListenerSecurity)>,
     broker: Arc<Broker>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let limit = Arc::new(Semaphore::new(broker.config.max_connections));
     let limits = FrameLimits {
         max_request_bytes: broker.config.max_request_bytes,
         budget: RequestBudget::new(broker.config.queued_max_request_bytes),
     };
+    let accepting: Vec<_> = listeners
+        .into_iter()
+        .map(|(listener, security)| {
+            tokio::spawn(accept_loop(
+                listener,
+                Arc::new(security),
+                Arc::clone(&broker),
+                Arc::clone(&limit),
+                limits.clone(),
+                shutdown.clone(),
+            ))
+        })
+        .collect();
+    for task in accepting {
+        let _ = task.await;
+    }
+    info!("kafka listeners stopped");
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    security: Arc<ListenerSecurity>,
+    broker: Arc<Broker>,
+    limit: Arc<Semaphore>,
+    limits: FrameLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -97,7 +132,7 @@ pub async fn serve(
         let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
-                warn!(error = %e, "accept failed");
+                warn!(error = %e, listener = %security.name, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -111,49 +146,139 @@ pub async fn serve(
         let broker = Arc::clone(&broker);
         let shutdown = shutdown.clone();
         let limits = limits.clone();
+        let security = Arc::clone(&security);
         tokio::spawn(async move {
             broker.metrics.connections.add(1, &[]);
-            if let Err(reason) = connection(stream, peer, &broker, &limits, shutdown).await {
+            if let Err(reason) =
+                connection(stream, peer, &security, &broker, &limits, shutdown).await
+            {
                 broker.metrics.protocol_errors.add(1, &[]);
-                warn!(%peer, %reason, "closing connection");
+                warn!(%peer, listener = %security.name, %reason, "closing connection");
             }
             broker.metrics.connections.add(-1, &[]);
             drop(permit);
         });
     }
-    info!("kafka listener stopped");
 }
+
+/// A TLS client must finish its handshake within this time.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
+    security: &ListenerSecurity,
     broker: &Arc<Broker>,
     limits: &FrameLimits,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), String> {
-    debug!(%peer, "connection opened");
-    let (r, w) = stream.into_split();
-    serve_frames(r, w, peer, limits, shutdown, |frame| {
-        dispatch(broker, frame)
-    })
-    .await
+    debug!(%peer, listener = %security.name, "connection opened");
+    let mut session = Session {
+        broker,
+        ctx: ClientContext {
+            listener: Arc::clone(&security.name),
+            principal: Principal::anonymous(),
+            peer,
+        },
+        sasl: security
+            .sasl
+            .as_ref()
+            .map(|c| SaslSession::new(Arc::clone(c), Arc::clone(&security.name), peer)),
+    };
+    let Some(tls) = &security.tls else {
+        let (r, w) = stream.into_split();
+        return serve_frames(r, w, peer, limits, shutdown, session).await;
+    };
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await
+    {
+        Err(_) => {
+            return Err(format!(
+                "TLS handshake not completed within {HANDSHAKE_TIMEOUT:?}"
+            ))
+        }
+        Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
+        Ok(Ok(s)) => s,
+    };
+    if session.sasl.is_none() {
+        // SSL: a client certificate, when there is one, names the principal.
+        let cert = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first());
+        if let Some(cert) = cert {
+            let subject = certificate_subject(cert)?;
+            let name = security.mapping.apply(&subject).ok_or_else(|| {
+                format!("no ssl_principal_mapping_rules rule matches the client certificate subject {subject}")
+            })?;
+            session.ctx.principal = Principal::user(name);
+            info!(%peer, listener = %security.name, %subject, principal = %session.ctx.principal, "client certificate accepted");
+        }
+    }
+    let (r, w) = tokio::io::split(stream);
+    serve_frames(r, w, peer, limits, shutdown, session).await
+}
+
+/// Handles the request frames of one connection, in order.
+pub trait FrameHandler {
+    /// The largest frame accepted now (`max`: `max_request_bytes`).
+    fn frame_limit(&self, max: usize) -> usize {
+        max
+    }
+
+    fn handle(&mut self, frame: Bytes) -> impl Future<Output = Outcome>;
+}
+
+impl<F, Fut> FrameHandler for F
+where
+    F: FnMut(Bytes) -> Fut,
+    Fut: Future<Output = Outcome>,
+{
+    fn handle(&mut self, frame: Bytes) -> impl Future<Output = Outcome> {
+        self(frame)
+    }
+}
+
+/// A client connection: who it is and, on a SASL listener, its authentication,
+/// which sees every frame before the dispatcher does.
+struct Session<'a> {
+    broker: &'a Arc<Broker>,
+    ctx: ClientContext,
+    sasl: Option<SaslSession>,
+}
+
+impl FrameHandler for Session<'_> {
+    fn frame_limit(&self, max: usize) -> usize {
+        self.sasl.as_ref().map_or(max, |s| s.frame_limit(max))
+    }
+
+    async fn handle(&mut self, frame: Bytes) -> Outcome {
+        if let Some(sasl) = &mut self.sasl {
+            if let Step::Done(outcome) = sasl.on_frame(self.broker, &frame).await {
+                if let Some(p) = sasl.principal() {
+                    self.ctx.principal = p.clone();
+                }
+                return outcome;
+            }
+        }
+        dispatch(self.broker, &self.ctx, frame).await
+    }
 }
 
 /// The per-connection loop over any byte stream: reads a frame (within the limits),
 /// hands it to `handle` and writes the answer, one request at a time.
-async fn serve_frames<R, W, F, Fut>(
+async fn serve_frames<R, W, H>(
     r: R,
     w: W,
     peer: SocketAddr,
     limits: &FrameLimits,
     mut shutdown: watch::Receiver<bool>,
-    mut handle: F,
+    mut handler: H,
 ) -> Result<(), String>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
-    F: FnMut(Bytes) -> Fut,
-    Fut: Future<Output = Outcome>,
+    H: FrameHandler,
 {
     let mut reader = BufReader::with_capacity(64 * 1024, r);
     let mut writer = BufWriter::with_capacity(64 * 1024, w);
@@ -181,7 +306,16 @@ where
             return Err(format!("negative frame length {len}"));
         }
         let len = len as usize;
-        if len > max {
+        let limit = handler.frame_limit(max);
+        if len > limit {
+            if len_buf[..2] == [0x16, 0x03] {
+                return Err("a TLS handshake on a plaintext listener".into());
+            }
+            if limit < max {
+                return Err(format!(
+                    "frame of {len} bytes before authentication exceeds sasl_server_max_receive_size {limit}"
+                ));
+            }
             return Err(format!(
                 "frame of {len} bytes exceeds max_request_bytes {max}"
             ));
@@ -201,7 +335,7 @@ where
             Ok(Err(e)) => return Err(format!("truncated frame ({len} bytes announced): {e}")),
             Ok(Ok(_)) => {}
         }
-        let outcome = handle(frame.freeze()).await;
+        let outcome = handler.handle(frame.freeze()).await;
         // Handled: the request's bytes are free (the response is not counted; it is
         // written before the next request is read).
         drop(budget);
@@ -235,6 +369,12 @@ where
             Outcome::Close(reason) => {
                 let _ = writer.flush().await;
                 return Err(reason);
+            }
+            Outcome::CloseAfter(bytes) => {
+                let _ = writer.write_all(&bytes).await;
+                let _ = writer.flush().await;
+                let _ = writer.shutdown().await;
+                return Ok(());
             }
         }
         // Pipelined requests already buffered are answered before one flush.

@@ -15,6 +15,7 @@ use super::{metadata_error_code, str_bytes};
 use crate::broker::Broker;
 use crate::metadata::cluster::{ClusterState, TopicMeta};
 use crate::metadata::validate_topic_name;
+use crate::security::ClientContext;
 
 /// The controller as clients see it: the metadata quorum's leader, -1 when there is
 /// none.
@@ -28,23 +29,33 @@ pub fn controller_id(broker: &Broker) -> BrokerId {
     )
 }
 
-pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
+/// Brokers are listed with their endpoint on the listener the client came in on;
+/// a broker without that listener is left out (its partitions answer
+/// LISTENER_NOT_FOUND), as Kafka does.
+pub async fn handle(
+    broker: &Arc<Broker>,
+    ctx: &ClientContext,
+    req: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
     let cfg = &broker.config;
+    let listener = &*ctx.listener;
     let mut resp = MetadataResponse::default();
     let state = broker.cluster();
     resp.brokers = state
         .brokers
         .values()
         .filter(|b| state.is_live(b.id))
-        .map(|info| {
+        .filter_map(|info| {
+            let (host, port) = info.endpoint(listener)?;
             let mut b = MetadataResponseBroker::default();
             b.node_id = BrokerId(info.id);
-            b.host = str_bytes(info.host.clone());
-            b.port = info.port;
+            b.host = str_bytes(host);
+            b.port = port;
             if version >= 1 {
                 b.rack = info.rack.clone().map(str_bytes);
             }
-            b
+            Some(b)
         })
         .collect();
     if version >= 2 {
@@ -64,16 +75,18 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
         None => state
             .topics
             .values()
-            .map(|t| describe(&state, t, version))
+            .map(|t| describe(&state, t, version, listener))
             .collect(),
         Some(list) => {
             let mut out = Vec::with_capacity(list.len());
             for t in list {
                 if let Some(name) = t.name {
-                    out.push(lookup_or_create(broker, &name.0, allow_create, version).await);
+                    out.push(
+                        lookup_or_create(broker, &name.0, allow_create, version, listener).await,
+                    );
                 } else {
                     match state.topics.values().find(|m| m.record.id == t.topic_id) {
-                        Some(meta) => out.push(describe(&state, meta, version)),
+                        Some(meta) => out.push(describe(&state, meta, version, listener)),
                         None => {
                             let mut e = MetadataResponseTopic::default();
                             e.error_code = ResponseError::UnknownTopicId.code();
@@ -94,10 +107,11 @@ async fn lookup_or_create(
     name: &str,
     allow_create: bool,
     version: i16,
+    listener: &str,
 ) -> MetadataResponseTopic {
     let state = broker.cluster();
     if let Some(t) = state.topics.get(name) {
-        return describe(&state, t, version);
+        return describe(&state, t, version, listener);
     }
     let mut e = MetadataResponseTopic::default();
     e.name = Some(TopicName(str_bytes(name)));
@@ -117,7 +131,7 @@ async fn lookup_or_create(
         Ok(_) | Err(crate::metadata::MetadataError::TopicExists(_)) => {
             let state = broker.cluster();
             match state.topics.get(name) {
-                Some(t) => describe(&state, t, version),
+                Some(t) => describe(&state, t, version, listener),
                 None => {
                     e.error_code = ResponseError::LeaderNotAvailable.code();
                     e
@@ -131,7 +145,12 @@ async fn lookup_or_create(
     }
 }
 
-fn describe(state: &ClusterState, t: &TopicMeta, version: i16) -> MetadataResponseTopic {
+fn describe(
+    state: &ClusterState,
+    t: &TopicMeta,
+    version: i16,
+    listener: &str,
+) -> MetadataResponseTopic {
     let mut r = MetadataResponseTopic::default();
     r.name = Some(TopicName(str_bytes(t.record.name.clone())));
     if version >= 10 {
@@ -148,13 +167,21 @@ fn describe(state: &ClusterState, t: &TopicMeta, version: i16) -> MetadataRespon
         .map(|(i, p)| {
             let mut mp = MetadataResponsePartition::default();
             mp.partition_index = i as i32;
-            let leader = if p.leader >= 0 && state.is_live(p.leader) {
+            let reachable = state
+                .brokers
+                .get(&p.leader)
+                .is_some_and(|b| b.endpoint(listener).is_some());
+            let leader = if p.leader >= 0 && state.is_live(p.leader) && reachable {
                 p.leader
             } else {
                 -1
             };
             if leader < 0 {
-                mp.error_code = ResponseError::LeaderNotAvailable.code();
+                mp.error_code = if p.leader >= 0 && state.is_live(p.leader) {
+                    ResponseError::ListenerNotFound.code()
+                } else {
+                    ResponseError::LeaderNotAvailable.code()
+                };
             }
             mp.leader_id = BrokerId(leader);
             if version >= 7 {

@@ -184,7 +184,7 @@ pub async fn verify_first_write(
     partition: &(String, i32),
 ) -> Result<(), ResponseError> {
     let (coordinator, host, port) =
-        super::groups::coordinator_for(broker, crate::txn::TXN_STATE_TOPIC, txn_id)
+        super::groups::coordinator_for(broker, crate::txn::TXN_STATE_TOPIC, txn_id, None)
             .map_err(|_| ResponseError::NotEnoughReplicas)?;
     if coordinator == broker.node_id() {
         if !broker.coordinates_txn(txn_id) {

@@ -51,9 +51,33 @@ pub struct BrokerInfo {
     /// The broker's internal gRPC address (replication, quorum).
     #[serde(default)]
     pub internal: String,
+    /// Advertised endpoint of each named Kafka listener (`host`/`port` are the
+    /// inter-broker listener's). Empty in registrations from before listeners had
+    /// names: then `host`/`port` serve every listener.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub listeners: BTreeMap<String, Endpoint>,
     pub status: BrokerStatus,
     pub draining: bool,
     pub last_heartbeat_ms: i64,
+}
+
+/// Where clients reach one listener of a broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: i32,
+}
+
+impl BrokerInfo {
+    /// The endpoint of `listener` on this broker, if it has that listener.
+    pub fn endpoint(&self, listener: &str) -> Option<(&str, i32)> {
+        if self.listeners.is_empty() {
+            return Some((&self.host, self.port));
+        }
+        self.listeners
+            .get(listener)
+            .map(|e| (e.host.as_str(), e.port))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +118,9 @@ pub struct ClusterState {
     /// existed).
     #[serde(default)]
     pub client_quotas: crate::quota::ClientQuotas,
+    /// SCRAM credentials by user and mechanism (absent from older snapshots).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scram_credentials: crate::security::scram::UserCredentials,
     /// Dynamic broker configs: entity (a broker id, or `""` for every broker) → Kafka
     /// key → value (`config::dynamic`; absent from older snapshots).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -208,6 +235,7 @@ impl ClusterState {
                 port,
                 rack,
                 internal,
+                listeners,
                 now_ms,
             } => {
                 let draining = self.brokers.get(&id).is_some_and(|b| b.draining);
@@ -219,6 +247,7 @@ impl ClusterState {
                         port,
                         rack,
                         internal,
+                        listeners,
                         status: if draining {
                             BrokerStatus::Draining
                         } else {
@@ -512,6 +541,22 @@ impl ClusterState {
                 .client_quotas
                 .alter(&entity, &ops)
                 .map_err(MetadataError::InvalidConfig)?,
+            Command::AlterScramCredentials {
+                user,
+                upsert,
+                delete,
+            } => {
+                let creds = self.scram_credentials.entry(user.clone()).or_default();
+                for m in delete {
+                    creds.remove(&m);
+                }
+                for (m, c) in upsert {
+                    creds.insert(m, c);
+                }
+                if creds.is_empty() {
+                    self.scram_credentials.remove(&user);
+                }
+            }
             Command::AlterBrokerConfigs { entity, configs } => {
                 if !crate::config::dynamic::valid_entity(&entity) {
                     return Err(MetadataError::InvalidConfig(format!(

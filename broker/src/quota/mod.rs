@@ -6,7 +6,8 @@
 //! is over its quota, answers at once with `throttle_time_ms` and then mutes the
 //! connection for that long (KIP-219) — the glue to requests is in `request`.
 //!
-//! Until the security work exists every client is the user `ANONYMOUS`.
+//! The user is the connection's principal name: the SASL username, the mapped
+//! client-certificate subject, or `ANONYMOUS` (see `security`).
 
 pub mod config;
 pub mod rate;

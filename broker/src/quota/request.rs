@@ -1,5 +1,6 @@
 //! The quota side of one Kafka request, as the dispatcher drives it: who the client
-//! is (user `ANONYMOUS`, the header's client id), the bytes of a Produce request, the
+//! is (the connection's principal name, `ANONYMOUS` unless it authenticated, and the
+//! header's client id), the bytes of a Produce request, the
 //! bytes of a Fetch response (a throttled fetch is answered empty, as Kafka does, so
 //! a consumer never receives more than its quota allows) and the handler time
 //! (`request_percentage`): the time spent inside the handler's polls ([`busy`]), not
@@ -16,13 +17,13 @@ use std::time::{Duration, Instant};
 use kafka_protocol::messages::{ApiKey, FetchResponse, RequestHeader};
 use kafka_protocol::protocol::Encodable;
 
-use super::{Client, QuotaKind, ANONYMOUS};
+use super::{Client, QuotaKind};
 use crate::broker::Broker;
 use crate::metadata::cluster::ClusterState;
 
 /// One request's quota accounting.
 pub struct RequestCharge {
-    user: &'static str,
+    user: Arc<str>,
     client_id: String,
     /// The request frame's size (what a Produce is charged).
     request_bytes: usize,
@@ -38,15 +39,16 @@ pub struct RequestCharge {
 
 impl RequestCharge {
     /// Starts accounting a request of `api`, `request_bytes` long, from the client
-    /// that sent `header`.
+    /// that sent `header`, authenticated as `user` (a principal name).
     pub fn begin(
         broker: &Broker,
         api: ApiKey,
         header: &RequestHeader,
         request_bytes: usize,
+        user: Arc<str>,
     ) -> Self {
         RequestCharge {
-            user: ANONYMOUS,
+            user,
             client_id: header
                 .client_id
                 .as_ref()
@@ -67,7 +69,7 @@ impl RequestCharge {
             &self.state.client_quotas,
             kind,
             Client {
-                user: self.user,
+                user: &self.user,
                 client_id: &self.client_id,
             },
             value,
@@ -241,6 +243,7 @@ throttle_time!(
     AddOffsetsToTxnResponse,
     AddPartitionsToTxnResponse,
     AlterClientQuotasResponse,
+    AlterUserScramCredentialsResponse,
     AlterConfigsResponse,
     AlterPartitionReassignmentsResponse,
     ApiVersionsResponse,

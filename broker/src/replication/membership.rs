@@ -19,10 +19,14 @@ pub(super) async fn heartbeat(b: &Arc<Broker>, reconciler: &Reconciler) {
     let now = now_ms();
     let me = b.node_id();
     let state = b.cluster();
-    let (host, port) = b.config.advertised();
+    let (host, port, listeners) = crate::security::listeners::registration(&b.config);
     let internal = b.config.advertised_internal();
     let known = state.brokers.get(&me).is_some_and(|x| {
-        x.host == host && x.port == port && x.internal == internal && x.rack == b.config.rack
+        x.host == host
+            && x.port == port
+            && x.internal == internal
+            && x.rack == b.config.rack
+            && x.listeners == listeners
     });
     let cmd = if b.is_registered() && known {
         Command::Heartbeat {
@@ -36,6 +40,7 @@ pub(super) async fn heartbeat(b: &Arc<Broker>, reconciler: &Reconciler) {
             port,
             rack: b.config.rack.clone(),
             internal,
+            listeners,
             now_ms: now,
         }
     };

@@ -88,6 +88,7 @@ impl LocalCatalog {
             port: 9092,
             rack: None,
             internal: String::new(),
+            listeners: Default::default(),
             now_ms: 0,
         })?;
         s.apply(Command::CreateTopic {

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::metadata::remote_log::{RemoteLog, RemoteSegment};
 use crate::metadata::TopicRecord;
 use crate::quota::{QuotaEntity, QuotaValue};
+use crate::security::scram::{ScramCredential, ScramMechanism};
 
 /// Every change to cluster metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +24,10 @@ pub enum Command {
         rack: Option<String>,
         #[serde(default)]
         internal: String,
+        /// Advertised endpoint of each named Kafka listener (absent in commands
+        /// logged before listeners had names).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        listeners: BTreeMap<String, super::Endpoint>,
         now_ms: i64,
     },
     Heartbeat {
@@ -141,6 +146,13 @@ pub enum Command {
     AlterClientQuotas {
         entity: QuotaEntity,
         ops: BTreeMap<String, Option<QuotaValue>>,
+    },
+    /// Replaces (`upsert`) or removes (`delete`) SCRAM credentials of one user,
+    /// all or nothing (AlterUserScramCredentials, checked before it is proposed).
+    AlterScramCredentials {
+        user: String,
+        upsert: Vec<(ScramMechanism, ScramCredential)>,
+        delete: Vec<ScramMechanism>,
     },
     /// Replaces the dynamic broker configs of one entity (a broker id, or `""` for
     /// the cluster-wide defaults); an empty map removes them.

@@ -16,6 +16,7 @@ pub(super) fn state_with(brokers: &[(i32, &str)]) -> ClusterState {
             } else {
                 Some(rack.to_string())
             },
+            listeners: Default::default(),
             now_ms: 0,
         })
         .unwrap();
@@ -353,6 +354,7 @@ fn a_broker_is_unregistered_only_once_stopped_and_empty() {
         port: 9092,
         rack: None,
         internal: "127.0.0.4:9093".into(),
+        listeners: Default::default(),
         now_ms: 1,
     })
     .unwrap();
@@ -759,6 +761,89 @@ fn an_election_outside_the_isr_needs_unclean_election() {
         .insert("unclean.leader.election.enable".into(), "true".into());
     s.apply(elect2).unwrap();
     assert_eq!(s.topics["t"].partitions[0].isr, vec![2]);
+}
+
+/// Snapshots and commands written before listeners had names and before SCRAM
+/// credentials existed still load; a legacy registration serves every listener.
+#[test]
+fn older_snapshots_and_registrations_load() {
+    let old = r#"{"brokers":{"1":{"id":1,"host":"10.0.0.1","port":9092,"rack":null,
+        "internal":"10.0.0.1:9093","status":"Alive","draining":false,"last_heartbeat_ms":5}},
+        "topics":{},"next_producer_id":0}"#;
+    let s: ClusterState = serde_json::from_str(old).unwrap();
+    assert!(s.scram_credentials.is_empty());
+    let b = &s.brokers[&1];
+    assert!(b.listeners.is_empty());
+    assert_eq!(b.endpoint("SASL_SSL"), Some(("10.0.0.1", 9092)));
+    let cmd: Command = serde_json::from_str(
+        r#"{"RegisterBroker":{"id":2,"host":"h","port":1,"rack":null,"now_ms":0}}"#,
+    )
+    .unwrap();
+    assert!(matches!(cmd, Command::RegisterBroker { ref listeners, .. } if listeners.is_empty()));
+    // Written without the new fields when they are empty: older brokers read it.
+    let json = serde_json::to_string(&s).unwrap();
+    assert!(!json.contains("scram_credentials") && !json.contains("listeners"));
+}
+
+#[test]
+fn named_listeners_and_scram_credentials_are_applied() {
+    use crate::security::scram::{ScramCredential, ScramMechanism};
+    let mut s = ClusterState::default();
+    let listeners = BTreeMap::from([
+        (
+            "PLAIN".to_string(),
+            Endpoint {
+                host: "a".into(),
+                port: 1,
+            },
+        ),
+        (
+            "SECURE".to_string(),
+            Endpoint {
+                host: "b".into(),
+                port: 2,
+            },
+        ),
+    ]);
+    s.apply(Command::RegisterBroker {
+        id: 1,
+        host: "a".into(),
+        port: 1,
+        rack: None,
+        internal: "a:9093".into(),
+        listeners,
+        now_ms: 0,
+    })
+    .unwrap();
+    let b = &s.brokers[&1];
+    assert_eq!(b.endpoint("SECURE"), Some(("b", 2)));
+    assert_eq!(b.endpoint("OTHER"), None);
+    let cred = |i| ScramCredential::from_salted_password(ScramMechanism::Sha256, b"s", i, &[0; 32]);
+    s.apply(Command::AlterScramCredentials {
+        user: "alice".into(),
+        upsert: vec![(ScramMechanism::Sha256, cred(4096))],
+        delete: vec![],
+    })
+    .unwrap();
+    s.apply(Command::AlterScramCredentials {
+        user: "alice".into(),
+        upsert: vec![(ScramMechanism::Sha256, cred(8192))],
+        delete: vec![ScramMechanism::Sha512],
+    })
+    .unwrap();
+    assert_eq!(
+        s.scram_credentials["alice"][&ScramMechanism::Sha256].iterations,
+        8192
+    );
+    let back: ClusterState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    assert_eq!(back, s);
+    s.apply(Command::AlterScramCredentials {
+        user: "alice".into(),
+        upsert: vec![],
+        delete: vec![ScramMechanism::Sha256],
+    })
+    .unwrap();
+    assert!(s.scram_credentials.is_empty());
 }
 
 #[test]
