@@ -19,13 +19,40 @@ use uuid::Uuid;
 use crate::config::BrokerConfig;
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::log::PartitionLog;
-use crate::metadata::cluster::ClusterState;
+use crate::metadata::cluster::{ClusterState, TopicMeta};
 use crate::metadata::{topic_config, TopicRecord};
 use crate::partition::{Partition, Role};
 use crate::replica_removal::{self, RemovedReplica};
+use crate::replication::FollowerWakeups;
 use crate::txn::TXN_STATE_TOPIC;
 
+#[cfg(test)]
+mod tests;
+
 const TOPIC_ID_FILE: &str = "topic-id";
+
+/// Records what a replica's `role` means for [`ReplicaManager::apply`]'s caller: a
+/// partition to fetch from its leader, or a coordinator partition led here.
+fn note_role(
+    role: Role,
+    topic: &str,
+    index: i32,
+    part: &Arc<Partition>,
+    followed: &mut HashMap<i32, Vec<Arc<Partition>>>,
+    offsets_led: &mut HashSet<i32>,
+    txn_state_led: &mut HashSet<i32>,
+) {
+    match role {
+        Role::Follower { leader } => followed.entry(leader).or_default().push(Arc::clone(part)),
+        Role::Leader if topic == OFFSETS_TOPIC => {
+            offsets_led.insert(index);
+        }
+        Role::Leader if topic == TXN_STATE_TOPIC => {
+            txn_state_led.insert(index);
+        }
+        _ => {}
+    }
+}
 
 fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
     data_dir.join(format!("{topic}-{index}"))
@@ -75,6 +102,11 @@ impl TopicState {
 struct Topics {
     by_name: HashMap<String, Arc<TopicState>>,
     by_id: HashMap<Uuid, Arc<TopicState>>,
+    /// The metadata each topic's state was built from, and whether this broker was
+    /// registered then: a topic whose metadata is the same `Arc` (untouched since,
+    /// see [`ClusterState::topics`]) keeps its state and its replicas' roles.
+    built_from: HashMap<String, Arc<TopicMeta>>,
+    registered: bool,
 }
 
 /// What one [`ReplicaManager::apply`] changed that other services act on.
@@ -97,25 +129,25 @@ pub struct ReplicaManager {
     /// The data directory held a clean-shutdown marker: logs skip tail validation.
     clean_start: bool,
     topics: RwLock<Topics>,
-    /// Bumped on every leader append; follower fetches long-poll on it.
-    appended: Arc<watch::Sender<u64>>,
+    /// Woken on leader appends, per follower; follower fetches long-poll on it.
+    appended: Arc<FollowerWakeups>,
 }
 
 impl ReplicaManager {
     pub fn new(config: BrokerConfig, clean_start: bool) -> Self {
-        let (appended, _) = watch::channel(0u64);
         ReplicaManager {
             node_id: config.node_id,
             config,
             clean_start,
             topics: RwLock::new(Topics::default()),
-            appended: Arc::new(appended),
+            appended: Arc::default(),
         }
     }
 
-    /// Wakes whenever a leader here appended (the long poll of follower fetches).
-    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
-        self.appended.subscribe()
+    /// Wakes whenever a leader here appended to a partition `follower` replicates
+    /// (the long poll of that follower's fetches).
+    pub fn subscribe_appends(&self, follower: i32) -> watch::Receiver<u64> {
+        self.appended.subscribe(follower)
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<TopicState>> {
@@ -141,14 +173,45 @@ impl ReplicaManager {
     /// on the blocking pool.
     pub fn apply(&self, state: &ClusterState, registered: bool, now: i64) -> Applied {
         let me = self.node_id;
-        let old: HashMap<String, Arc<TopicState>> = self.topics.read().by_name.clone();
-        let mut next = Topics::default();
+        let (old, built_from, was_registered) = {
+            let t = self.topics.read();
+            (t.by_name.clone(), t.built_from.clone(), t.registered)
+        };
+        let mut next = Topics {
+            registered,
+            ..Topics::default()
+        };
         let mut followed: HashMap<i32, Vec<Arc<Partition>>> = HashMap::new();
         let mut offsets_led: HashSet<i32> = HashSet::new();
         let mut txn_state_led: HashSet<i32> = HashSet::new();
         let mut removed: Vec<RemovedReplica> = Vec::new();
         for (name, meta) in &state.topics {
             let prev = old.get(name).filter(|t| t.record.id == meta.record.id);
+            next.built_from.insert(name.clone(), Arc::clone(meta));
+            if let Some(t) = prev.filter(|_| {
+                registered == was_registered
+                    && built_from.get(name).is_some_and(|b| Arc::ptr_eq(b, meta))
+            }) {
+                // Unchanged metadata (a heartbeat, another topic's change): the roles
+                // stand; only collect what the caller acts on.
+                for (index, part) in t.partitions.iter().enumerate() {
+                    if let Some(part) = part {
+                        let role = part.role();
+                        note_role(
+                            role,
+                            name,
+                            index as i32,
+                            part,
+                            &mut followed,
+                            &mut offsets_led,
+                            &mut txn_state_led,
+                        );
+                    }
+                }
+                next.by_id.insert(meta.record.id, Arc::clone(t));
+                next.by_name.insert(name.clone(), Arc::clone(t));
+                continue;
+            }
             let mut log_config = topic_config::log_config(&meta.record.configs, &self.config);
             if meta.record.internal && log_config.compaction.is_none() {
                 // `__consumer_offsets` / `__transaction_state` created before they were
@@ -201,18 +264,15 @@ impl ReplicaManager {
                     Role::None
                 };
                 part.set_role(role, p.leader_epoch, &p.isr, &p.replicas, now);
-                match role {
-                    Role::Follower { leader } => {
-                        followed.entry(leader).or_default().push(Arc::clone(&part))
-                    }
-                    Role::Leader if name == OFFSETS_TOPIC => {
-                        offsets_led.insert(index);
-                    }
-                    Role::Leader if name == TXN_STATE_TOPIC => {
-                        txn_state_led.insert(index);
-                    }
-                    _ => {}
-                }
+                note_role(
+                    role,
+                    name,
+                    index,
+                    &part,
+                    &mut followed,
+                    &mut offsets_led,
+                    &mut txn_state_led,
+                );
                 partitions.push(Some(part));
             }
             let ts = Arc::new(TopicState {

@@ -129,14 +129,12 @@ async fn run_fetcher(
                 // Appends, truncations and their fsyncs: on the blocking pool.
                 let backoff = crate::blocking::run(move || {
                     let mut backoff = false;
-                    for pd in resp.partitions {
-                        let Some((p, epoch)) = parts
-                            .iter()
-                            .zip(&epochs)
-                            .find(|(p, _)| p.index == pd.partition && *p.topic == *pd.topic)
-                        else {
+                    let mut by_name = None;
+                    for (i, pd) in resp.partitions.into_iter().enumerate() {
+                        let Some(at) = request_index(&parts, i, &pd, &mut by_name) else {
                             continue;
                         };
+                        let (p, epoch) = (&parts[at], &epochs[at]);
                         match apply_fetched(p, pd, leader, *epoch, now_ms()) {
                             Ok(Applied::Reset { offset }) => {
                                 restore_producer_state_from_tier(&b, p, offset)
@@ -167,6 +165,34 @@ async fn run_fetcher(
             }
         }
     }
+}
+
+/// Which partition of the request (`parts`) the `i`-th answer `pd` is for. The leader
+/// answers in request order, so it is the `i`-th; otherwise (a leader that answers
+/// differently) a map by name, built once per response: never a scan per answer,
+/// which made a round O(P²) in the partitions followed.
+fn request_index(
+    parts: &[Arc<Partition>],
+    i: usize,
+    pd: &PartitionData,
+    by_name: &mut Option<HashMap<(Arc<str>, i32), usize>>,
+) -> Option<usize> {
+    if parts
+        .get(i)
+        .is_some_and(|p| p.index == pd.partition && *p.topic == *pd.topic)
+    {
+        return Some(i);
+    }
+    by_name
+        .get_or_insert_with(|| {
+            parts
+                .iter()
+                .enumerate()
+                .map(|(at, p)| ((Arc::clone(&p.topic), p.index), at))
+                .collect()
+        })
+        .get(&(Arc::from(pd.topic.as_str()), pd.partition))
+        .copied()
 }
 
 /// After a replica restarted empty at `offset` (its leader's log start), fetches the
@@ -297,4 +323,55 @@ pub(crate) fn apply_fetched(
         }
     }
     Ok(Applied::Data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{LogConfig, PartitionLog};
+
+    #[test]
+    fn answers_are_matched_by_position_and_by_name_when_out_of_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let parts: Vec<Arc<Partition>> = (0..3)
+            .map(|i| {
+                let topic = if i == 2 { "b" } else { "a" };
+                let log = PartitionLog::open(
+                    &dir.path().join(format!("{topic}-{i}")),
+                    LogConfig::default(),
+                    false,
+                    0,
+                )
+                .unwrap();
+                Arc::new(Partition::standalone(Arc::from(topic), i, log))
+            })
+            .collect();
+        let answer = |topic: &str, partition| PartitionData {
+            topic: topic.into(),
+            partition,
+            ..Default::default()
+        };
+        let mut by_name = None;
+        assert_eq!(
+            request_index(&parts, 1, &answer("a", 1), &mut by_name),
+            Some(1)
+        );
+        assert!(by_name.is_none(), "in order: no map built");
+        assert_eq!(
+            request_index(&parts, 0, &answer("b", 2), &mut by_name),
+            Some(2)
+        );
+        assert_eq!(
+            request_index(&parts, 2, &answer("a", 0), &mut by_name),
+            Some(0)
+        );
+        assert_eq!(
+            request_index(&parts, 1, &answer("c", 0), &mut by_name),
+            None
+        );
+        assert_eq!(
+            request_index(&parts, 7, &answer("a", 7), &mut by_name),
+            None
+        );
+    }
 }

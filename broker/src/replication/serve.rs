@@ -136,7 +136,7 @@ pub(crate) fn serve_blocking(p: &Partition, read: FollowerFetch, now: i64) -> Pa
 pub async fn serve_fetch(b: &Arc<Broker>, req: ReplicaFetchRequest) -> ReplicaFetchResponse {
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(req.max_wait_ms.clamp(0, 30_000) as u64);
-    let mut rx = b.replicas.subscribe_appends();
+    let mut rx = b.replicas.subscribe_appends(req.replica_id);
     loop {
         rx.borrow_and_update();
         let now = now_ms();
