@@ -533,5 +533,6 @@ mod leader;
 #[cfg(test)]
 mod tests;
 
+pub use follower::FetchPosition;
 use leader::FollowerProgress;
 pub use leader::{FollowerFetch, FollowerRead};
