@@ -187,7 +187,6 @@ impl ReplicaManager {
         let mut removed: Vec<RemovedReplica> = Vec::new();
         for (name, meta) in &state.topics {
             let prev = old.get(name).filter(|t| t.record.id == meta.record.id);
-            next.built_from.insert(name.clone(), Arc::clone(meta));
             if let Some(t) = prev.filter(|_| {
                 registered == was_registered
                     && built_from.get(name).is_some_and(|b| Arc::ptr_eq(b, meta))
@@ -208,6 +207,7 @@ impl ReplicaManager {
                         );
                     }
                 }
+                next.built_from.insert(name.clone(), Arc::clone(meta));
                 next.by_id.insert(meta.record.id, Arc::clone(t));
                 next.by_name.insert(name.clone(), Arc::clone(t));
                 continue;
@@ -221,6 +221,9 @@ impl ReplicaManager {
             let configs_changed = prev.is_some_and(|t| t.record.configs != meta.record.configs);
             let topic: Arc<str> = Arc::from(name.as_str());
             let mut partitions = Vec::with_capacity(meta.partitions.len());
+            // Every replica assigned here opened: the next reconcile may skip the topic
+            // while its metadata stays the same; otherwise it retries the others.
+            let mut complete = true;
             for (i, p) in meta.partitions.iter().enumerate() {
                 let index = i as i32;
                 let existing = prev.and_then(|t| t.partition(index)).cloned();
@@ -249,6 +252,7 @@ impl ReplicaManager {
                             Err(e) => {
                                 warn!(topic = %name, partition = index, error = %e, "cannot open partition replica");
                                 partitions.push(None);
+                                complete = false;
                                 continue;
                             }
                         }
@@ -274,6 +278,9 @@ impl ReplicaManager {
                     &mut txn_state_led,
                 );
                 partitions.push(Some(part));
+            }
+            if complete {
+                next.built_from.insert(name.clone(), Arc::clone(meta));
             }
             let ts = Arc::new(TopicState {
                 record: meta.record.clone(),

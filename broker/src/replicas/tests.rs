@@ -115,3 +115,20 @@ fn a_heartbeat_keeps_every_topic_and_a_leader_change_reconciles_its_topic_only()
         Role::None
     );
 }
+
+#[test]
+fn a_replica_that_failed_to_open_is_retried_while_the_metadata_stays_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(dir.path());
+    let mut s = state();
+    // A file where the replica's directory goes: opening it fails.
+    std::fs::write(dir.path().join("a-0"), b"in the way").unwrap();
+    m.apply(&s, true, 0);
+    assert!(m.topic("a").unwrap().partition(0).is_none());
+    assert!(m.topic("a").unwrap().partition(1).is_some());
+    std::fs::remove_file(dir.path().join("a-0")).unwrap();
+    s.apply(Command::Heartbeat { id: 2, now_ms: 1 }).unwrap();
+    m.apply(&s, true, 1);
+    let a = m.topic("a").unwrap();
+    assert!(a.partition(0).is_some_and(|p| p.is_leader()), "not retried");
+}
