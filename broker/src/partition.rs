@@ -14,6 +14,7 @@ use crate::log::{
     AbortedTxn, AppendInfo, ClosedSegment, LogConfig, LogError, PartitionLog, ReadMode, ReadPlan,
     ValidatedRecords,
 };
+use crate::replication::FollowerWakeups;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -47,8 +48,9 @@ pub struct Partition {
     /// poked (unchanged) when the role changes so waiters re-check it.
     high_watermark: watch::Sender<i64>,
     replica: Mutex<ReplicaState>,
-    /// Bumped on every append here; follower fetches long-poll on it.
-    appended: Arc<watch::Sender<u64>>,
+    /// Woken for this partition's followers on every append here; their fetches
+    /// long-poll on it.
+    appended: Arc<FollowerWakeups>,
 }
 
 /// What a fetch gets back from one partition.
@@ -89,7 +91,7 @@ impl Partition {
         index: i32,
         log: PartitionLog,
         me: i32,
-        appended: Arc<watch::Sender<u64>>,
+        appended: Arc<FollowerWakeups>,
     ) -> Self {
         let (tx, _) = watch::channel(log.log_start_offset());
         Partition {
@@ -112,8 +114,7 @@ impl Partition {
 
     /// A single-replica partition led by broker 0, outside any cluster (tools, tests).
     pub fn standalone(topic: Arc<str>, index: i32, log: PartitionLog) -> Self {
-        let (appended, _) = watch::channel(0);
-        let p = Partition::new(topic, index, log, 0, Arc::new(appended));
+        let p = Partition::new(topic, index, log, 0, Arc::default());
         p.set_role(Role::Leader, 0, &[0], &[0], 0);
         p
     }
@@ -267,8 +268,8 @@ impl Partition {
             (info, log.log_end_offset(), log.sync_wanted())
         };
         self.update_hw(&st, leo);
+        self.appended.appended(self.me, &st.replicas);
         drop(st);
-        self.appended.send_modify(|n| *n = n.wrapping_add(1));
         // Asked under the lock already taken: the common append locks the log once.
         if sync {
             self.sync(now_ms, false)?;
@@ -532,5 +533,6 @@ mod leader;
 #[cfg(test)]
 mod tests;
 
+pub use follower::FetchPosition;
 use leader::FollowerProgress;
 pub use leader::{FollowerFetch, FollowerRead};

@@ -20,13 +20,40 @@ use crate::config::dynamic::DynamicValues;
 use crate::config::BrokerConfig;
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::log::PartitionLog;
-use crate::metadata::cluster::ClusterState;
+use crate::metadata::cluster::{ClusterState, TopicMeta};
 use crate::metadata::{topic_config, TopicRecord};
 use crate::partition::{Partition, Role};
 use crate::replica_removal::{self, RemovedReplica};
+use crate::replication::FollowerWakeups;
 use crate::txn::TXN_STATE_TOPIC;
 
+#[cfg(test)]
+mod tests;
+
 const TOPIC_ID_FILE: &str = "topic-id";
+
+/// Records what a replica's `role` means for [`ReplicaManager::apply`]'s caller: a
+/// partition to fetch from its leader, or a coordinator partition led here.
+fn note_role(
+    role: Role,
+    topic: &str,
+    index: i32,
+    part: &Arc<Partition>,
+    followed: &mut HashMap<i32, Vec<Arc<Partition>>>,
+    offsets_led: &mut HashSet<i32>,
+    txn_state_led: &mut HashSet<i32>,
+) {
+    match role {
+        Role::Follower { leader } => followed.entry(leader).or_default().push(Arc::clone(part)),
+        Role::Leader if topic == OFFSETS_TOPIC => {
+            offsets_led.insert(index);
+        }
+        Role::Leader if topic == TXN_STATE_TOPIC => {
+            txn_state_led.insert(index);
+        }
+        _ => {}
+    }
+}
 
 fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
     data_dir.join(format!("{topic}-{index}"))
@@ -76,6 +103,11 @@ impl TopicState {
 struct Topics {
     by_name: HashMap<String, Arc<TopicState>>,
     by_id: HashMap<Uuid, Arc<TopicState>>,
+    /// The metadata each topic's state was built from, and whether this broker was
+    /// registered then: a topic whose metadata is the same `Arc` (untouched since,
+    /// see [`ClusterState::topics`]) keeps its state and its replicas' roles.
+    built_from: HashMap<String, Arc<TopicMeta>>,
+    registered: bool,
 }
 
 /// What one [`ReplicaManager::apply`] changed that other services act on.
@@ -102,20 +134,19 @@ pub struct ReplicaManager {
     /// The data directory held a clean-shutdown marker: logs skip tail validation.
     clean_start: bool,
     topics: RwLock<Topics>,
-    /// Bumped on every leader append; follower fetches long-poll on it.
-    appended: Arc<watch::Sender<u64>>,
+    /// Woken on leader appends, per follower; follower fetches long-poll on it.
+    appended: Arc<FollowerWakeups>,
 }
 
 impl ReplicaManager {
     pub fn new(config: BrokerConfig, clean_start: bool) -> Self {
-        let (appended, _) = watch::channel(0u64);
         ReplicaManager {
             node_id: config.node_id,
             live: RwLock::new((DynamicValues::default(), Arc::new(config.clone()))),
             config,
             clean_start,
             topics: RwLock::new(Topics::default()),
-            appended: Arc::new(appended),
+            appended: Arc::default(),
         }
     }
 
@@ -142,9 +173,10 @@ impl ReplicaManager {
         true
     }
 
-    /// Wakes whenever a leader here appended (the long poll of follower fetches).
-    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
-        self.appended.subscribe()
+    /// Wakes whenever a leader here appended to a partition `follower` replicates
+    /// (the long poll of that follower's fetches).
+    pub fn subscribe_appends(&self, follower: i32) -> watch::Receiver<u64> {
+        self.appended.subscribe(follower)
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<TopicState>> {
@@ -170,8 +202,14 @@ impl ReplicaManager {
     /// on the blocking pool.
     pub fn apply(&self, state: &ClusterState, registered: bool, now: i64) -> Applied {
         let me = self.node_id;
-        let old: HashMap<String, Arc<TopicState>> = self.topics.read().by_name.clone();
-        let mut next = Topics::default();
+        let (old, built_from, was_registered) = {
+            let t = self.topics.read();
+            (t.by_name.clone(), t.built_from.clone(), t.registered)
+        };
+        let mut next = Topics {
+            registered,
+            ..Topics::default()
+        };
         let mut followed: HashMap<i32, Vec<Arc<Partition>>> = HashMap::new();
         let mut offsets_led: HashSet<i32> = HashSet::new();
         let mut txn_state_led: HashSet<i32> = HashSet::new();
@@ -180,6 +218,32 @@ impl ReplicaManager {
         let live = self.live_config();
         for (name, meta) in &state.topics {
             let prev = old.get(name).filter(|t| t.record.id == meta.record.id);
+            if let Some(t) = prev.filter(|_| {
+                !defaults_changed
+                    && registered == was_registered
+                    && built_from.get(name).is_some_and(|b| Arc::ptr_eq(b, meta))
+            }) {
+                // Unchanged metadata (a heartbeat, another topic's change): the roles
+                // stand; only collect what the caller acts on.
+                for (index, part) in t.partitions.iter().enumerate() {
+                    if let Some(part) = part {
+                        let role = part.role();
+                        note_role(
+                            role,
+                            name,
+                            index as i32,
+                            part,
+                            &mut followed,
+                            &mut offsets_led,
+                            &mut txn_state_led,
+                        );
+                    }
+                }
+                next.built_from.insert(name.clone(), Arc::clone(meta));
+                next.by_id.insert(meta.record.id, Arc::clone(t));
+                next.by_name.insert(name.clone(), Arc::clone(t));
+                continue;
+            }
             let mut log_config = topic_config::log_config(&meta.record.configs, &live);
             if meta.record.internal && log_config.compaction.is_none() {
                 // `__consumer_offsets` / `__transaction_state` created before they were
@@ -190,6 +254,9 @@ impl ReplicaManager {
                 defaults_changed || prev.is_some_and(|t| t.record.configs != meta.record.configs);
             let topic: Arc<str> = Arc::from(name.as_str());
             let mut partitions = Vec::with_capacity(meta.partitions.len());
+            // Every replica assigned here opened: the next reconcile may skip the topic
+            // while its metadata stays the same; otherwise it retries the others.
+            let mut complete = true;
             for (i, p) in meta.partitions.iter().enumerate() {
                 let index = i as i32;
                 let existing = prev.and_then(|t| t.partition(index)).cloned();
@@ -218,6 +285,7 @@ impl ReplicaManager {
                             Err(e) => {
                                 warn!(topic = %name, partition = index, error = %e, "cannot open partition replica");
                                 partitions.push(None);
+                                complete = false;
                                 continue;
                             }
                         }
@@ -233,19 +301,19 @@ impl ReplicaManager {
                     Role::None
                 };
                 part.set_role(role, p.leader_epoch, &p.isr, &p.replicas, now);
-                match role {
-                    Role::Follower { leader } => {
-                        followed.entry(leader).or_default().push(Arc::clone(&part))
-                    }
-                    Role::Leader if name == OFFSETS_TOPIC => {
-                        offsets_led.insert(index);
-                    }
-                    Role::Leader if name == TXN_STATE_TOPIC => {
-                        txn_state_led.insert(index);
-                    }
-                    _ => {}
-                }
+                note_role(
+                    role,
+                    name,
+                    index,
+                    &part,
+                    &mut followed,
+                    &mut offsets_led,
+                    &mut txn_state_led,
+                );
                 partitions.push(Some(part));
+            }
+            if complete {
+                next.built_from.insert(name.clone(), Arc::clone(meta));
             }
             let ts = Arc::new(TopicState {
                 record: meta.record.clone(),

@@ -144,7 +144,13 @@ pub(crate) fn encode<T: Encodable>(
     let mut header = ResponseHeader::default();
     header.correlation_id = correlation_id;
     let header_version = api.response_header_version(version);
-    let mut buf = BytesMut::with_capacity(64);
+    // Sized up front: a fetch response grown from a small buffer by doubling copied
+    // its records about twice more on the way.
+    let size = header
+        .compute_size(header_version)
+        .and_then(|h| Ok(h + body.compute_size(version)?))
+        .unwrap_or(64);
+    let mut buf = BytesMut::with_capacity(4 + size);
     buf.put_i32(0);
     header
         .encode(&mut buf, header_version)

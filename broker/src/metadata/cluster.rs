@@ -109,7 +109,11 @@ pub struct TopicMeta {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
     pub brokers: BTreeMap<i32, BrokerInfo>,
-    pub topics: BTreeMap<String, TopicMeta>,
+    /// Shared with every published copy of the state: publishing after each applied
+    /// entry (every broker heartbeat is one) clones the map, not the partitions, and
+    /// a change copies only the topic it touches ([`Arc::make_mut`]). Replicas
+    /// reconcile only the topics whose `Arc` changed.
+    pub topics: BTreeMap<String, Arc<TopicMeta>>,
     pub next_producer_id: i64,
     /// Deleted topics whose remote objects are still to be removed: id → name.
     #[serde(default)]
@@ -153,6 +157,7 @@ impl ClusterState {
     ) -> Result<&mut PartitionState, MetadataError> {
         self.topics
             .get_mut(topic)
+            .map(Arc::make_mut)
             .and_then(|t| {
                 usize::try_from(partition)
                     .ok()
@@ -288,8 +293,12 @@ impl ClusterState {
                 }
                 // A fenced broker cannot stay in any ISR.
                 for t in self.topics.values_mut() {
-                    for p in &mut t.partitions {
-                        if p.isr.len() > 1 {
+                    let in_isr = |p: &PartitionState| p.isr.len() > 1 && p.isr.contains(&id);
+                    if !t.partitions.iter().any(in_isr) {
+                        continue; // untouched: stays shared
+                    }
+                    for p in &mut Arc::make_mut(t).partitions {
+                        if in_isr(p) {
                             p.isr.retain(|r| *r != id);
                         }
                     }
@@ -332,8 +341,10 @@ impl ClusterState {
                     .into_iter()
                     .map(|r| self.new_partition(r))
                     .collect();
-                self.topics
-                    .insert(record.name.clone(), TopicMeta { record, partitions });
+                self.topics.insert(
+                    record.name.clone(),
+                    Arc::new(TopicMeta { record, partitions }),
+                );
             }
             Command::DeleteTopic { name } => {
                 let t = self
@@ -341,7 +352,8 @@ impl ClusterState {
                     .remove(&name)
                     .ok_or(MetadataError::UnknownTopic(name))?;
                 if remote::has_remote_data(&t) {
-                    self.remote_deletions.insert(t.record.id, t.record.name);
+                    self.remote_deletions
+                        .insert(t.record.id, t.record.name.clone());
                 }
             }
             Command::AddPartitions { name, assignment } => {
@@ -353,6 +365,7 @@ impl ClusterState {
                 let t = self
                     .topics
                     .get_mut(&name)
+                    .map(Arc::make_mut)
                     .ok_or(MetadataError::UnknownTopic(name))?;
                 t.record.partitions += new.len() as i32;
                 t.partitions.extend(new);
@@ -361,6 +374,7 @@ impl ClusterState {
                 let t = self
                     .topics
                     .get_mut(&name)
+                    .map(Arc::make_mut)
                     .ok_or(MetadataError::UnknownTopic(name))?;
                 t.record.configs = configs;
             }
@@ -473,6 +487,7 @@ impl ClusterState {
                 let t = self
                     .topics
                     .get_mut(&name)
+                    .map(Arc::make_mut)
                     .ok_or_else(|| MetadataError::UnknownTopic(name.clone()))?;
                 t.record.replication_factor = replication_factor;
                 for (partition, target) in moves {
@@ -586,5 +601,7 @@ impl ClusterState {
     }
 }
 
+#[cfg(test)]
+mod sharing_tests;
 #[cfg(test)]
 mod tests;

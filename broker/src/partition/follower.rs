@@ -5,6 +5,18 @@
 use super::{Partition, ReplicaState, Role};
 use crate::log::{LogError, ValidatedRecords};
 
+/// A follower replica's position, as its next fetch tells the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchPosition {
+    /// The leader epoch it believes current.
+    pub leader_epoch: i32,
+    /// The epoch of its last batch (-1: none).
+    pub last_epoch: i32,
+    pub log_end_offset: i64,
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+}
+
 impl Partition {
     /// Checks that this replica still follows `leader` in `epoch` (a fetch response
     /// may arrive after the role changed; applying it then would corrupt the log).
@@ -43,6 +55,36 @@ impl Partition {
             self.sync(now_ms, false)?;
         }
         Ok(n)
+    }
+
+    /// What a fetch from `leader` asks for this replica, or `None` when it does not
+    /// follow `leader`; read under one pair of locks.
+    pub fn fetch_position(&self, leader: i32) -> Option<FetchPosition> {
+        let st = self.replica.lock();
+        if st.role != (Role::Follower { leader }) {
+            return None;
+        }
+        let log = self.log.lock();
+        Some(FetchPosition {
+            leader_epoch: st.leader_epoch,
+            last_epoch: log.epochs().latest_epoch(),
+            log_end_offset: log.log_end_offset(),
+            log_start_offset: log.log_start_offset(),
+            high_watermark: *self.high_watermark.borrow(),
+        })
+    }
+
+    /// Whether appending `bytes` fetched from the leader, whose log starts at
+    /// `leader_start`, stays a page-cache write ([`PartitionLog::append_stays_in_memory`],
+    /// and no log start to follow, which deletes files).
+    pub fn replicated_append_stays_in_memory(
+        &self,
+        bytes: u64,
+        leader_start: i64,
+        now_ms: i64,
+    ) -> bool {
+        let log = self.log.lock();
+        leader_start <= log.log_start_offset() && log.append_stays_in_memory(bytes, now_ms)
     }
 
     /// A follower's high watermark: the leader's, bounded by the local log end.

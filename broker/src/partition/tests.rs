@@ -7,8 +7,7 @@ use crate::log::batch::tests::make_batch;
 
 fn replica(dir: &std::path::Path, me: i32) -> Partition {
     let log = PartitionLog::open(dir, LogConfig::default(), true, 0).unwrap();
-    let (appended, _) = watch::channel(0);
-    Partition::new(Arc::from("t"), 0, log, me, Arc::new(appended))
+    Partition::new(Arc::from("t"), 0, log, me, Arc::default())
 }
 
 fn records(n: i64) -> ValidatedRecords {
@@ -245,8 +244,7 @@ fn a_follower_replicates_a_cleaned_leader_log_gaps_included_and_cleans_to_the_sa
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let open = |dir: &std::path::Path, me: i32| {
         let log = PartitionLog::open(dir, compacted.clone(), true, 0).unwrap();
-        let (appended, _) = watch::channel(0);
-        Partition::new(Arc::from("t"), 0, log, me, Arc::new(appended))
+        Partition::new(Arc::from("t"), 0, log, me, Arc::default())
     };
     let (leader, follower) = (open(d1.path(), 1), open(d2.path(), 2));
     // The follower is out of the ISR while the leader writes and cleans.

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::log::ValidatedRecords;
-use crate::partition::{Partition, Role};
+use crate::partition::Partition;
 use crate::quorum::proto::{PartitionData, PartitionFetch, ReplicaFetchRequest};
 
 /// The follower fetchers of this broker, one per leader broker.
@@ -75,12 +75,24 @@ async fn run_fetcher(
     let mut failures: u32 = 0;
     loop {
         let Some(b) = broker.upgrade() else { return };
-        let parts: Vec<Arc<Partition>> = partitions
+        // What to fetch, each partition's state read under one pair of locks.
+        let (parts, fetches): (Vec<Arc<Partition>>, Vec<PartitionFetch>) = partitions
             .lock()
             .iter()
-            .filter(|p| p.role() == Role::Follower { leader })
-            .cloned()
-            .collect();
+            .filter_map(|p| {
+                let at = p.fetch_position(leader)?;
+                let fetch = PartitionFetch {
+                    topic: p.topic.to_string(),
+                    partition: p.index,
+                    leader_epoch: at.leader_epoch,
+                    fetch_offset: at.log_end_offset,
+                    last_fetched_epoch: at.last_epoch,
+                    high_watermark: Some(at.high_watermark),
+                    log_start_offset: Some(at.log_start_offset),
+                };
+                Some((Arc::clone(p), fetch))
+            })
+            .unzip();
         let addr = b
             .cluster()
             .brokers
@@ -96,19 +108,7 @@ async fn run_fetcher(
             replica_id: b.node_id(),
             max_wait_ms: b.config.replica_fetch_max_wait_ms,
             max_bytes: b.config.replica_fetch_max_bytes,
-            partitions: parts
-                .iter()
-                .map(|p| {
-                    let (last_epoch, leo) = p.last_epoch_and_end();
-                    PartitionFetch {
-                        topic: p.topic.to_string(),
-                        partition: p.index,
-                        leader_epoch: p.leader_epoch(),
-                        fetch_offset: leo,
-                        last_fetched_epoch: last_epoch,
-                    }
-                })
-                .collect(),
+            partitions: fetches,
         };
         let epochs: Vec<i32> = request.partitions.iter().map(|f| f.leader_epoch).collect();
         let client = b.quorum.peers().client(&addr);
@@ -126,32 +126,19 @@ async fn run_fetcher(
         match reply {
             Ok(resp) => {
                 failures = 0;
-                // Appends, truncations and their fsyncs: on the blocking pool.
-                let backoff = crate::blocking::run(move || {
-                    let mut backoff = false;
-                    for pd in resp.partitions {
-                        let Some((p, epoch)) = parts
-                            .iter()
-                            .zip(&epochs)
-                            .find(|(p, _)| p.index == pd.partition && *p.topic == *pd.topic)
-                        else {
-                            continue;
-                        };
-                        match apply_fetched(p, pd, leader, *epoch, now_ms()) {
-                            Ok(Applied::Reset { offset }) => {
-                                restore_producer_state_from_tier(&b, p, offset)
-                            }
-                            Ok(Applied::Truncated) => b.metrics.replica_truncations.add(1, &[]),
-                            Ok(Applied::Data) => {}
-                            Err(code) => {
-                                debug!(topic = %p.topic, partition = p.index, leader, ?code, "follower fetch error");
-                                backoff = true;
-                            }
-                        }
-                    }
-                    backoff
-                })
-                .await;
+                // Appends that stay page-cache writes apply on this task, as produce
+                // appends do: handing every round to `blocking::run` cost a context
+                // switch or two per round (bench/RESULTS.md, 2026-12-02 profiles).
+                // Rolls, fsyncs, truncations and log-start moves block: off the runtime.
+                let targets = request_indexes(&parts, &resp.partitions);
+                let inline = applies_in_memory(&parts, &resp.partitions, &targets, now_ms());
+                let apply =
+                    move || apply_response(&b, &parts, &epochs, resp.partitions, &targets, leader);
+                let backoff = if inline {
+                    Some(apply())
+                } else {
+                    crate::blocking::run(apply).await
+                };
                 let Some(backoff) = backoff else { return };
                 if backoff {
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -167,6 +154,93 @@ async fn run_fetcher(
             }
         }
     }
+}
+
+/// Applies a fetch response from `leader` partition by partition; whether the
+/// fetcher should back off (some partition answered an error).
+fn apply_response(
+    b: &Broker,
+    parts: &[Arc<Partition>],
+    epochs: &[i32],
+    answers: Vec<PartitionData>,
+    targets: &[Option<usize>],
+    leader: i32,
+) -> bool {
+    let mut backoff = false;
+    for (pd, at) in answers.into_iter().zip(targets) {
+        let Some(at) = *at else {
+            continue;
+        };
+        let (p, epoch) = (&parts[at], epochs[at]);
+        match apply_fetched(p, pd, leader, epoch, now_ms()) {
+            Ok(Applied::Reset { offset }) => restore_producer_state_from_tier(b, p, offset),
+            Ok(Applied::Truncated) => b.metrics.replica_truncations.add(1, &[]),
+            Ok(Applied::Data) => {}
+            Err(code) => {
+                debug!(topic = %p.topic, partition = p.index, leader, ?code, "follower fetch error");
+                backoff = true;
+            }
+        }
+    }
+    backoff
+}
+
+/// Whether applying `answers` (for `parts[targets[i]]`) only appends to the page
+/// cache: no error or divergence to act on, no segment roll or fsync, no log start
+/// to follow.
+fn applies_in_memory(
+    parts: &[Arc<Partition>],
+    answers: &[PartitionData],
+    targets: &[Option<usize>],
+    now: i64,
+) -> bool {
+    answers.iter().zip(targets).all(|(pd, at)| {
+        at.is_some_and(|at| {
+            pd.error_code == 0
+                && pd.diverging_epoch < 0
+                && parts[at].replicated_append_stays_in_memory(
+                    pd.records.len() as u64,
+                    pd.log_start_offset,
+                    now,
+                )
+        })
+    })
+}
+
+/// Which partition of the request (`parts`) each answer is for. The leader says
+/// (`request_index`, checked); an older leader answers every partition in request
+/// order; otherwise a map by name, built once per response: never a scan per
+/// answer, which made a round O(P²) in the partitions followed.
+fn request_indexes(parts: &[Arc<Partition>], answers: &[PartitionData]) -> Vec<Option<usize>> {
+    let is = |at: usize, pd: &PartitionData| {
+        parts
+            .get(at)
+            .is_some_and(|p| p.index == pd.partition && *p.topic == *pd.topic)
+    };
+    let mut by_name: Option<HashMap<(Arc<str>, i32), usize>> = None;
+    answers
+        .iter()
+        .enumerate()
+        .map(|(i, pd)| {
+            let hinted = pd.request_index as usize;
+            if is(hinted, pd) {
+                return Some(hinted);
+            }
+            if is(i, pd) {
+                return Some(i);
+            }
+            by_name
+                .get_or_insert_with(|| {
+                    parts
+                        .iter()
+                        .enumerate()
+                        .map(|(at, p)| ((Arc::clone(&p.topic), p.index), at))
+                        .collect()
+                })
+                .get(&(Arc::from(pd.topic.as_str()), pd.partition))
+                .copied()
+        })
+        .collect()
 }
 
 /// After a replica restarted empty at `offset` (its leader's log start), fetches the
@@ -297,4 +371,53 @@ pub(crate) fn apply_fetched(
         }
     }
     Ok(Applied::Data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{LogConfig, PartitionLog};
+
+    #[test]
+    fn answers_are_matched_by_position_and_by_name_when_out_of_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let parts: Vec<Arc<Partition>> = (0..3)
+            .map(|i| {
+                let topic = if i == 2 { "b" } else { "a" };
+                let log = PartitionLog::open(
+                    &dir.path().join(format!("{topic}-{i}")),
+                    LogConfig::default(),
+                    false,
+                    0,
+                )
+                .unwrap();
+                Arc::new(Partition::standalone(Arc::from(topic), i, log))
+            })
+            .collect();
+        let answer = |topic: &str, partition, request_index| PartitionData {
+            topic: topic.into(),
+            partition,
+            request_index,
+            ..Default::default()
+        };
+        // Sparse answers that name their request position; then an older leader's
+        // (every partition in order, no position), then one out of order.
+        let sparse = [answer("b", 2, 2), answer("a", 0, 0)];
+        assert_eq!(request_indexes(&parts, &sparse), vec![Some(2), Some(0)]);
+        let in_order = [answer("a", 0, 0), answer("a", 1, 0), answer("b", 2, 0)];
+        assert_eq!(
+            request_indexes(&parts, &in_order),
+            vec![Some(0), Some(1), Some(2)]
+        );
+        let shuffled = [
+            answer("b", 2, 0),
+            answer("c", 0, 0),
+            answer("a", 1, 7),
+            answer("a", 7, 0),
+        ];
+        assert_eq!(
+            request_indexes(&parts, &shuffled),
+            vec![Some(2), None, Some(1), None]
+        );
+    }
 }

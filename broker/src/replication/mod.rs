@@ -7,7 +7,8 @@
 //! - [`isr`]: leaders proposing ISR changes from their followers' progress;
 //! - [`fetcher`]: the follower fetchers (one task per leader broker, batching every
 //!   partition followed there) and how a follower applies what it fetched;
-//! - [`serve`]: the leader's side of a follower fetch;
+//! - [`serve`]: the leader's side of a follower fetch, long-polling on the
+//!   follower's own [`wakeups`] signal;
 //! - [`rpc`]: the internal gRPC service carrying Raft, forwarded proposals and
 //!   follower fetches.
 //!
@@ -28,11 +29,13 @@ mod rpc;
 mod serve;
 #[cfg(test)]
 mod sim;
+mod wakeups;
 
 pub use crate::quorum::proto::internal_server::InternalServer;
 pub use fetcher::Fetchers;
 pub use reconcile::Reconciler;
 pub use rpc::InternalService;
+pub use wakeups::FollowerWakeups;
 
 /// Spawns the reconcile-on-change, heartbeat, controller and ISR tasks. The
 /// returned reconciler owns the follower fetchers; stop it at shutdown.

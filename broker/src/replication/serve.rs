@@ -2,7 +2,8 @@
 //! detect a divergent follower log, record the follower's progress (which moves the
 //! high watermark) and read what follows its offset, long-polling while there is
 //! nothing new. Reads the page cache holds are served inline; cold ones go to the
-//! blocking pool.
+//! blocking pool. The answer leaves out partitions with nothing new for the follower
+//! (see `PartitionFetch.high_watermark` in `internal.proto`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,9 @@ use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::log::ReadMode;
 use crate::partition::{FollowerFetch, FollowerRead, Partition};
-use crate::quorum::proto::{PartitionData, ReplicaFetchRequest, ReplicaFetchResponse};
+use crate::quorum::proto::{
+    PartitionData, PartitionFetch, ReplicaFetchRequest, ReplicaFetchResponse,
+};
 
 /// Plans and reads one partition of a follower fetch: on this thread when the page
 /// cache holds what it needs, on the blocking pool otherwise.
@@ -105,6 +108,13 @@ fn answer(
     }
 }
 
+/// Whether a partition's answer tells the follower anything its fetch did not
+/// already say (records, errors and divergence aside): a new high watermark or log
+/// start. An older follower, which does not say, gets every partition.
+fn news_for(pf: &PartitionFetch, pd: &PartitionData) -> bool {
+    pf.high_watermark != Some(pd.high_watermark) || pf.log_start_offset != Some(pd.log_start_offset)
+}
+
 /// Serves one partition of a follower fetch on the calling thread, blocking on the
 /// disk: the leader's whole side of replication for one partition, as the
 /// replication simulation drives it.
@@ -136,15 +146,16 @@ pub(crate) fn serve_blocking(p: &Partition, read: FollowerFetch, now: i64) -> Pa
 pub async fn serve_fetch(b: &Arc<Broker>, req: ReplicaFetchRequest) -> ReplicaFetchResponse {
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(req.max_wait_ms.clamp(0, 30_000) as u64);
-    let mut rx = b.replicas.subscribe_appends();
+    let mut rx = b.replicas.subscribe_appends(req.replica_id);
     loop {
         rx.borrow_and_update();
         let now = now_ms();
         let mut budget = req.max_bytes.max(1024) as usize;
         let mut out = Vec::with_capacity(req.partitions.len());
         let mut ready = false;
-        for pf in &req.partitions {
+        for (at, pf) in req.partitions.iter().enumerate() {
             let mut pd = empty_answer(&pf.topic, pf.partition);
+            pd.request_index = at as u32;
             let part = b
                 .replicas
                 .topic(&pf.topic)
@@ -163,7 +174,9 @@ pub async fn serve_fetch(b: &Arc<Broker>, req: ReplicaFetchRequest) -> ReplicaFe
             let (bytes, now_ready) = answer(&mut pd, part.as_deref(), result);
             budget = budget.saturating_sub(bytes);
             ready |= now_ready;
-            out.push(pd);
+            if now_ready || news_for(pf, &pd) {
+                out.push(pd);
+            }
         }
         if ready || tokio::time::Instant::now() >= deadline || budget == 0 {
             return ReplicaFetchResponse { partitions: out };

@@ -15,8 +15,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use tokio::sync::watch;
-
 use super::fetcher::apply_fetched;
 use super::serve::serve_blocking;
 use crate::log::batch::tests::make_batch;
@@ -99,8 +97,7 @@ fn config() -> LogConfig {
 
 fn open(dir: &Path, me: i32, clean: bool, now: i64) -> Partition {
     let log = PartitionLog::open(dir, config(), clean, now).expect("open the log");
-    let (appended, _) = watch::channel(0);
-    Partition::new(Arc::from("sim"), 0, log, me, Arc::new(appended))
+    Partition::new(Arc::from("sim"), 0, log, me, Arc::default())
 }
 
 /// The fetch follower `id` sends next: from its log end, with its last epoch.

@@ -1,8 +1,6 @@
 use std::cell::Cell;
 use std::sync::mpsc;
 
-use tokio::sync::watch;
-
 use super::*;
 use crate::log::{LogConfig, PartitionLog};
 use crate::partition::Role;
@@ -34,8 +32,7 @@ fn single(dir: &std::path::Path, index: i32) -> Arc<Partition> {
 /// An offsets partition led by broker 1 with broker 2 in the ISR: nothing is
 /// replicated until broker 2 fetches.
 fn replicated(dir: &std::path::Path) -> Arc<Partition> {
-    let (appended, _) = watch::channel(0);
-    let p = Partition::new(Arc::from(OFFSETS_TOPIC), 0, log(dir), 1, Arc::new(appended));
+    let p = Partition::new(Arc::from(OFFSETS_TOPIC), 0, log(dir), 1, Arc::default());
     p.set_role(Role::Leader, 1, &[1, 2], &[1, 2], 0);
     Arc::new(p)
 }

@@ -1,6 +1,7 @@
 use super::*;
 use crate::metadata::remote_log::RemoteSegment;
 use proptest::prelude::*;
+use std::sync::Arc;
 use uuid::Uuid;
 
 pub(super) fn state_with(brokers: &[(i32, &str)]) -> ClusterState {
@@ -753,9 +754,7 @@ fn an_election_outside_the_isr_needs_unclean_election() {
     let e = s.clone().apply(elect2.clone()).unwrap_err();
     assert!(e.to_string().contains("not in the ISR"), "{e}");
     // With unclean election on, the out-of-sync replica may lead.
-    s.topics
-        .get_mut("t")
-        .unwrap()
+    Arc::make_mut(s.topics.get_mut("t").unwrap())
         .record
         .configs
         .insert("unclean.leader.election.enable".into(), "true".into());
