@@ -16,6 +16,7 @@ fn state() -> ClusterState {
             port: 9092,
             internal: format!("127.0.0.{id}:9093"),
             rack: None,
+            listeners: Default::default(),
             now_ms: 0,
         })
         .unwrap();
