@@ -65,17 +65,24 @@ impl<'a> MakeWriter<'a> for LogOutput {
     }
 }
 
-/// Installs the global subscriber without traces; fails if one is installed already.
-pub fn init(filter: EnvFilter, format: LogFormat, output: LogOutput) -> Result<(), InitError> {
+/// The log lines' layer: `format` on `output`, coloured only on a terminal.
+fn log_layer<S>(format: LogFormat, output: LogOutput) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
     let layer = tracing_subscriber::fmt::layer()
         .with_ansi(output.is_terminal())
         .with_writer(output);
-    let layer = match format {
+    match format {
         LogFormat::Json => layer.json().boxed(),
         LogFormat::Text => layer.boxed(),
-    };
+    }
+}
+
+/// Installs the global subscriber without traces; fails if one is installed already.
+pub fn init(filter: EnvFilter, format: LogFormat, output: LogOutput) -> Result<(), InitError> {
     tracing_subscriber::registry()
-        .with(layer.with_filter(filter))
+        .with(log_layer(format, output).with_filter(filter))
         .try_init()?;
     Ok(())
 }
@@ -95,14 +102,8 @@ pub fn init_with_traces(
     service: &'static str,
     attributes: Vec<KeyValue>,
 ) -> Result<Option<TracesGuard>, InitError> {
-    let layer = tracing_subscriber::fmt::layer()
-        .with_ansi(output.is_terminal())
-        .with_writer(output);
-    let layer = match format {
-        LogFormat::Json => layer.json().boxed(),
-        LogFormat::Text => layer.boxed(),
-    };
-    let registry = tracing_subscriber::registry().with(layer.with_filter(filter));
+    let registry =
+        tracing_subscriber::registry().with(log_layer(format, output).with_filter(filter));
     match traces::layer(service, attributes)? {
         Some((traces, guard)) => {
             registry

@@ -98,6 +98,29 @@ struct UserChange {
     error: Option<(ResponseError, String)>,
 }
 
+/// What is wrong with one deletion or upsertion before its mechanism is looked at:
+/// an empty user name, or a user and mechanism already altered in this request
+/// (`touched` records each one seen).
+fn entry_error(
+    user: &str,
+    mechanism: i8,
+    touched: &mut BTreeSet<(String, i8)>,
+) -> Option<(ResponseError, String)> {
+    if user.is_empty() {
+        return Some((
+            ResponseError::UnacceptableCredential,
+            "Username must not be empty".into(),
+        ));
+    }
+    if !touched.insert((user.to_string(), mechanism)) {
+        return Some((
+            ResponseError::DuplicateResource,
+            format!("A user credential cannot be altered twice in the same request: {user}"),
+        ));
+    }
+    None
+}
+
 fn plan(
     creds: &UserCredentials,
     req: &AlterUserScramCredentialsRequest,
@@ -112,20 +135,8 @@ fn plan(
     for d in &req.deletions {
         let user = d.name.to_string();
         let c = changes.entry(user.clone()).or_default();
-        if user.is_empty() {
-            refuse(
-                c,
-                ResponseError::UnacceptableCredential,
-                "Username must not be empty".into(),
-            );
-            continue;
-        }
-        if !touched.insert((user.clone(), d.mechanism)) {
-            refuse(
-                c,
-                ResponseError::DuplicateResource,
-                format!("A user credential cannot be altered twice in the same request: {user}"),
-            );
+        if let Some((e, why)) = entry_error(&user, d.mechanism, &mut touched) {
+            refuse(c, e, why);
             continue;
         }
         match ScramMechanism::from_code(d.mechanism) {
@@ -148,20 +159,8 @@ fn plan(
     for u in &req.upsertions {
         let user = u.name.to_string();
         let c = changes.entry(user.clone()).or_default();
-        if user.is_empty() {
-            refuse(
-                c,
-                ResponseError::UnacceptableCredential,
-                "Username must not be empty".into(),
-            );
-            continue;
-        }
-        if !touched.insert((user.clone(), u.mechanism)) {
-            refuse(
-                c,
-                ResponseError::DuplicateResource,
-                format!("A user credential cannot be altered twice in the same request: {user}"),
-            );
+        if let Some((e, why)) = entry_error(&user, u.mechanism, &mut touched) {
+            refuse(c, e, why);
             continue;
         }
         let Some(m) = ScramMechanism::from_code(u.mechanism) else {
