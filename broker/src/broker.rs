@@ -49,6 +49,8 @@ pub struct Broker {
     pub replicas: Arc<ReplicaManager>,
     /// Client quota usage measured on this broker.
     pub quotas: crate::quota::QuotaManager,
+    /// Byte budgets of throttled replication traffic (reassignments).
+    pub throttles: crate::replication::Throttles,
     /// Set once this broker registered and applied the metadata log up to its
     /// registration: before that its copy may be stale, so it leads nothing.
     registered: AtomicBool,
@@ -130,6 +132,7 @@ impl Broker {
             quorum,
             replicas,
             quotas,
+            throttles: Default::default(),
             registered: AtomicBool::new(false),
             reconciled_index: AtomicU64::new(0),
             lease_from: parking_lot::Mutex::new(None),

@@ -213,6 +213,12 @@ pub struct BrokerConfig {
     pub log_cleaner_io_max_bytes_per_second: u64,
     /// Pause between cleaner passes over the logs (ms).
     pub log_cleaner_backoff_ms: u64,
+    /// Bytes per second this broker serves to followers of throttled replicas
+    /// (Kafka's `leader.replication.throttled.rate`; `i64::MAX`: unlimited).
+    pub leader_replication_throttled_rate: u64,
+    /// Bytes per second this broker fetches for its throttled follower replicas
+    /// (Kafka's `follower.replication.throttled.rate`; `i64::MAX`: unlimited).
+    pub follower_replication_throttled_rate: u64,
 }
 
 impl Default for BrokerConfig {
@@ -296,6 +302,8 @@ impl Default for BrokerConfig {
             log_cleaner_enable: true,
             log_cleaner_io_max_bytes_per_second: 0,
             log_cleaner_backoff_ms: 15_000,
+            leader_replication_throttled_rate: i64::MAX as u64,
+            follower_replication_throttled_rate: i64::MAX as u64,
         }
     }
 }

@@ -61,6 +61,12 @@ pub struct Metrics {
     pub protocol_errors: Counter<u64>,
     pub segments_deleted: Counter<u64>,
     pub replica_truncations: Counter<u64>,
+    /// Record bytes this broker fetched as a follower.
+    pub replication_bytes_fetched: Counter<u64>,
+    /// Record bytes of throttled replicas moved, per side.
+    pub replication_throttled_bytes: Counter<u64>,
+    /// Rounds in which throttled replicas were held back, per side.
+    pub replication_throttle_holds: Counter<u64>,
 }
 
 impl Metrics {
@@ -117,6 +123,18 @@ impl Metrics {
                 .u64_counter("strata_replica_truncations")
                 .with_description("Divergent follower log tails truncated after a leader change")
                 .build(),
+            replication_bytes_fetched: meter
+                .u64_counter("strata_replication_fetched_bytes")
+                .with_description("Record bytes fetched from leaders as a follower")
+                .build(),
+            replication_throttled_bytes: meter
+                .u64_counter("strata_replication_throttled_bytes")
+                .with_description("Record bytes of throttled replicas (reassignments) moved, per side")
+                .build(),
+            replication_throttle_holds: meter
+                .u64_counter("strata_replication_throttle_holds")
+                .with_description("Fetch rounds in which throttled replicas waited for the replication throttle, per side")
+                .build(),
             registry,
         };
         // Counters of rare events exist at 0 from the start: Prometheus' rate() and
@@ -131,8 +149,17 @@ impl Metrics {
             &metrics.connections_rejected,
             &metrics.protocol_errors,
             &metrics.replica_truncations,
+            &metrics.replication_bytes_fetched,
         ] {
             c.add(0, &[]);
+        }
+        for side in ["leader", "follower"] {
+            for c in [
+                &metrics.replication_throttled_bytes,
+                &metrics.replication_throttle_holds,
+            ] {
+                c.add(0, &[KeyValue::new("side", side)]);
+            }
         }
         Ok(metrics)
     }

@@ -478,6 +478,46 @@ impl Admin for AdminService {
         self.reassign_partitions_impl(r.into_inner()).await
     }
 
+    async fn alter_broker_configs(
+        &self,
+        r: Request<AlterBrokerConfigsRequest>,
+    ) -> Result<Response<BrokerConfigs>, Status> {
+        let r = r.into_inner();
+        let current = |b: &Broker| {
+            b.cluster()
+                .broker_configs
+                .get(&r.entity)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let before = current(&self.broker);
+        crate::kafka::alter_configs::alter_broker(
+            &self.broker,
+            &r.entity,
+            |cur| {
+                let mut next = cur.clone();
+                for k in &r.delete {
+                    next.remove(k);
+                }
+                next.extend(r.set.clone());
+                Ok(next)
+            },
+            false,
+        )
+        .await
+        .map_err(|(code, why)| match code {
+            kafka_protocol::error::ResponseError::InvalidConfig
+            | kafka_protocol::error::ResponseError::InvalidRequest => Status::invalid_argument(why),
+            _ => Status::unavailable(why),
+        })?;
+        let configs = current(&self.broker);
+        Ok(Response::new(BrokerConfigs {
+            changed: configs != before,
+            entity: r.entity,
+            configs: configs.into_iter().collect(),
+        }))
+    }
+
     async fn set_replication_factor(
         &self,
         r: Request<SetReplicationFactorRequest>,

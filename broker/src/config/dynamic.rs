@@ -97,6 +97,18 @@ pub const DYNAMIC_KEYS: &[DynamicKey] = &[
             Ok(())
         },
     },
+    dynamic!(
+        "leader.replication.throttled.rate",
+        leader_replication_throttled_rate,
+        1,
+        i64::MAX
+    ),
+    dynamic!(
+        "follower.replication.throttled.rate",
+        follower_replication_throttled_rate,
+        1,
+        i64::MAX
+    ),
 ];
 
 /// The dynamic key named `kafka`, if it is one.

@@ -262,6 +262,8 @@ const ALL_KEYS: &[&str] = &[
     "log_cleaner_enable",
     "log_cleaner_io_max_bytes_per_second",
     "log_cleaner_backoff_ms",
+    "leader_replication_throttled_rate",
+    "follower_replication_throttled_rate",
 ];
 
 /// Environment values are typed the way TOML would read them: integers and booleans

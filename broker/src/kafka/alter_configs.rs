@@ -140,7 +140,7 @@ async fn alter_topic(
 
 /// Applies new dynamic configs to a broker entity (an id, or `""` for every broker),
 /// or only checks them.
-async fn alter_broker(
+pub(crate) async fn alter_broker(
     broker: &Broker,
     entity: &str,
     change: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String>,

@@ -231,6 +231,18 @@ const KEYS: &[BrokerKey] = &[
         "Bytes per second the log cleaner reads and writes at most (0: unlimited)."
     ),
     key!(
+        "leader.replication.throttled.rate",
+        leader_replication_throttled_rate,
+        LONG,
+        "Bytes per second served to followers of throttled replicas (reassignments)."
+    ),
+    key!(
+        "follower.replication.throttled.rate",
+        follower_replication_throttled_rate,
+        LONG,
+        "Bytes per second fetched for throttled follower replicas (reassignments)."
+    ),
+    key!(
         "offsets.topic.num.partitions",
         offsets_topic_partitions,
         INT,

@@ -18,10 +18,15 @@ pub struct ConfigKey {
 
 #[derive(Debug, Clone, Copy)]
 enum Kind {
-    Long { min: i64, max: i64 },
+    Long {
+        min: i64,
+        max: i64,
+    },
     Bool,
     OneOf(&'static [&'static str]),
     Ratio,
+    /// Kafka's throttled-replica list: empty, `*`, or `partition:broker,...`.
+    ReplicaList,
 }
 
 /// Every topic config key Strata accepts.
@@ -161,6 +166,16 @@ pub const TOPIC_KEYS: &[ConfigKey] = &[
         },
     },
     ConfigKey {
+        name: "leader.replication.throttled.replicas",
+        doc: "Replicas (`partition:broker,...` or `*`) whose leaders serve out-of-sync followers at most `leader.replication.throttled.rate`.",
+        kind: Kind::ReplicaList,
+    },
+    ConfigKey {
+        name: "follower.replication.throttled.replicas",
+        doc: "Follower replicas (`partition:broker,...` or `*`) that catch up at most at `follower.replication.throttled.rate`.",
+        kind: Kind::ReplicaList,
+    },
+    ConfigKey {
         name: "local.retention.bytes",
         doc: "How much tiered data stays on local disk (-2: retention.bytes).",
         kind: Kind::Long {
@@ -199,7 +214,65 @@ pub fn validate_entry(key: &str, value: &str) -> Result<(), String> {
                 Err(format!("`{key}` must be one of {options:?}, got `{value}`"))
             }
         }
+        Kind::ReplicaList => parse_replica_list(value)
+            .map(|_| ())
+            .map_err(|e| format!("`{key}` must be `*` or a list of partition:broker pairs: {e}")),
     }
+}
+
+/// A parsed throttled-replica list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicaList {
+    /// `*`: every replica of the topic.
+    All,
+    /// `(partition, broker)` pairs.
+    Some(Vec<(i32, i32)>),
+}
+
+impl ReplicaList {
+    pub fn contains(&self, partition: i32, broker: i32) -> bool {
+        match self {
+            ReplicaList::All => true,
+            ReplicaList::Some(pairs) => pairs.contains(&(partition, broker)),
+        }
+    }
+}
+
+/// Parses Kafka's `partition:broker,...` list (whitespace allowed, empty = none).
+pub fn parse_replica_list(value: &str) -> Result<ReplicaList, String> {
+    let value = value.trim();
+    if value == "*" {
+        return Ok(ReplicaList::All);
+    }
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (p, b) = e
+                .split_once(':')
+                .ok_or_else(|| format!("`{e}` is not partition:broker"))?;
+            let p = p.trim().parse::<i32>().ok().filter(|p| *p >= 0);
+            let b = b.trim().parse::<i32>().ok().filter(|b| *b >= 0);
+            p.zip(b)
+                .ok_or_else(|| format!("`{e}` is not two non-negative integers"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(ReplicaList::Some)
+}
+
+/// Whether the topic's `key` (one of the throttled-replica lists) names the replica
+/// of `partition` on `broker`.
+pub fn lists_replica(
+    configs: &BTreeMap<String, String>,
+    key: &str,
+    partition: i32,
+    broker: i32,
+) -> bool {
+    configs
+        .get(key)
+        .and_then(|v| parse_replica_list(v).ok())
+        .is_some_and(|l| l.contains(partition, broker))
 }
 
 /// Validates a whole map.
@@ -237,6 +310,8 @@ pub fn effective(
                 "remote.storage.enable" => broker.tier_enable_by_default.to_string(),
                 "local.retention.ms" => broker.tier_local_retention_ms.to_string(),
                 "local.retention.bytes" => "-2".to_string(),
+                "leader.replication.throttled.replicas"
+                | "follower.replication.throttled.replicas" => String::new(),
                 k => compaction::default_value(k).unwrap_or_default(),
             };
             (k.name, v, true)
@@ -303,6 +378,33 @@ pub fn log_config(configs: &BTreeMap<String, String>, broker: &BrokerConfig) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn throttled_replica_lists_parse_as_kafka_writes_them() {
+        assert_eq!(parse_replica_list(" * "), Ok(ReplicaList::All));
+        assert_eq!(parse_replica_list(""), Ok(ReplicaList::Some(vec![])));
+        let l = parse_replica_list("0:1, 0:2,3:1").unwrap();
+        assert!(l.contains(0, 2) && l.contains(3, 1) && !l.contains(1, 1));
+        for bad in ["0", "a:1", "0:-1", "1:2:3"] {
+            assert!(validate_entry("follower.replication.throttled.replicas", bad).is_err());
+        }
+        let configs = BTreeMap::from([(
+            "leader.replication.throttled.replicas".to_string(),
+            "2:0".to_string(),
+        )]);
+        assert!(lists_replica(
+            &configs,
+            "leader.replication.throttled.replicas",
+            2,
+            0
+        ));
+        assert!(!lists_replica(
+            &configs,
+            "follower.replication.throttled.replicas",
+            2,
+            0
+        ));
+    }
 
     #[test]
     fn validation_names_the_problem() {

@@ -7,9 +7,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ResponseError;
+use opentelemetry::KeyValue;
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tonic::{Request, Status};
@@ -20,6 +21,7 @@ use crate::clock::now_ms;
 use crate::log::ValidatedRecords;
 use crate::partition::Partition;
 use crate::quorum::proto::{PartitionData, PartitionFetch, ReplicaFetchRequest};
+use crate::replication::throttle::{self, Side};
 
 /// The follower fetchers of this broker, one per leader broker.
 #[derive(Default)]
@@ -75,11 +77,25 @@ async fn run_fetcher(
     let mut failures: u32 = 0;
     loop {
         let Some(b) = broker.upgrade() else { return };
+        // Throttled replicas (reassignment traffic, out of the ISR) wait while the
+        // follower throttle's budget is spent; with no rate set nothing is looked up.
+        let rate = throttle::limit(b.live_config().follower_replication_throttled_rate);
+        let throttling = rate.map(|r| (b.cluster(), b.throttles.follower.hold(r, Instant::now())));
+        let node_id = b.node_id();
+        let mut held: Option<Duration> = None;
         // What to fetch, each partition's state read under one pair of locks.
+        let mut throttled: Vec<bool> = Vec::new();
         let (parts, fetches): (Vec<Arc<Partition>>, Vec<PartitionFetch>) = partitions
             .lock()
             .iter()
             .filter_map(|p| {
+                let is_throttled = throttling.as_ref().is_some_and(|(c, _)| {
+                    throttle::is_throttled(c, &p.topic, p.index, leader, node_id, Side::Follower)
+                });
+                if let Some((_, Some(wait))) = throttling.as_ref().filter(|_| is_throttled) {
+                    held = Some(*wait);
+                    return None;
+                }
                 let at = p.fetch_position(leader)?;
                 let fetch = PartitionFetch {
                     topic: p.topic.to_string(),
@@ -90,9 +106,15 @@ async fn run_fetcher(
                     high_watermark: Some(at.high_watermark),
                     log_start_offset: Some(at.log_start_offset),
                 };
+                throttled.push(is_throttled);
                 Some((Arc::clone(p), fetch))
             })
             .unzip();
+        if held.is_some() {
+            b.metrics
+                .replication_throttle_holds
+                .add(1, &[KeyValue::new("side", "follower")]);
+        }
         let addr = b
             .cluster()
             .brokers
@@ -101,7 +123,9 @@ async fn run_fetcher(
             .unwrap_or_default();
         if parts.is_empty() || addr.is_empty() {
             drop(b);
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            let pause = held.unwrap_or(Duration::from_millis(100));
+            tokio::time::sleep(pause.clamp(Duration::from_millis(10), Duration::from_secs(1)))
+                .await;
             continue;
         }
         let request = ReplicaFetchRequest {
@@ -126,11 +150,12 @@ async fn run_fetcher(
         match reply {
             Ok(resp) => {
                 failures = 0;
+                let targets = request_indexes(&parts, &resp.partitions);
+                charge(&b, &resp.partitions, &targets, &throttled);
                 // Appends that stay page-cache writes apply on this task, as produce
                 // appends do: handing every round to `blocking::run` cost a context
                 // switch or two per round (bench/RESULTS.md, 2026-12-02 profiles).
                 // Rolls, fsyncs, truncations and log-start moves block: off the runtime.
-                let targets = request_indexes(&parts, &resp.partitions);
                 let inline = applies_in_memory(&parts, &resp.partitions, &targets, now_ms());
                 let apply =
                     move || apply_response(&b, &parts, &epochs, resp.partitions, &targets, leader);
@@ -153,6 +178,26 @@ async fn run_fetcher(
                 tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(5)))).await;
             }
         }
+    }
+}
+
+/// Counts what a round fetched, and charges the throttled replicas' bytes to the
+/// follower throttle.
+fn charge(b: &Broker, answers: &[PartitionData], targets: &[Option<usize>], throttled: &[bool]) {
+    let (mut all, mut limited) = (0u64, 0u64);
+    for (pd, at) in answers.iter().zip(targets) {
+        let n = pd.records.len() as u64;
+        all += n;
+        if at.is_some_and(|at| throttled.get(at).copied().unwrap_or(false)) {
+            limited += n;
+        }
+    }
+    b.metrics.replication_bytes_fetched.add(all, &[]);
+    if limited > 0 {
+        b.throttles.follower.charge(limited);
+        b.metrics
+            .replication_throttled_bytes
+            .add(limited, &[KeyValue::new("side", "follower")]);
     }
 }
 

@@ -9,6 +9,7 @@
 //!   partition followed there) and how a follower applies what it fetched;
 //! - [`serve`]: the leader's side of a follower fetch, long-polling on the
 //!   follower's own [`wakeups`] signal;
+//! - [`throttle`]: the replication throttles of reassignment traffic;
 //! - [`rpc`]: the internal gRPC service carrying Raft, forwarded proposals and
 //!   follower fetches.
 //!
@@ -29,12 +30,14 @@ mod rpc;
 mod serve;
 #[cfg(test)]
 mod sim;
+pub mod throttle;
 mod wakeups;
 
 pub use crate::quorum::proto::internal_server::InternalServer;
 pub use fetcher::Fetchers;
 pub use reconcile::Reconciler;
 pub use rpc::InternalService;
+pub use throttle::Throttles;
 pub use wakeups::FollowerWakeups;
 
 /// Spawns the reconcile-on-change, heartbeat, controller and ISR tasks. The

@@ -6,10 +6,11 @@
 //! (see `PartitionFetch.high_watermark` in `internal.proto`).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
+use opentelemetry::KeyValue;
 use tracing::warn;
 
 use crate::broker::Broker;
@@ -19,6 +20,7 @@ use crate::partition::{FollowerFetch, FollowerRead, Partition};
 use crate::quorum::proto::{
     PartitionData, PartitionFetch, ReplicaFetchRequest, ReplicaFetchResponse,
 };
+use crate::replication::throttle::{self, Side};
 
 /// Plans and reads one partition of a follower fetch: on this thread when the page
 /// cache holds what it needs, on the blocking pool otherwise.
@@ -147,8 +149,15 @@ pub async fn serve_fetch(b: &Arc<Broker>, req: ReplicaFetchRequest) -> ReplicaFe
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(req.max_wait_ms.clamp(0, 30_000) as u64);
     let mut rx = b.replicas.subscribe_appends(req.replica_id);
+    let rate = throttle::limit(b.live_config().leader_replication_throttled_rate);
     loop {
         rx.borrow_and_update();
+        // Throttled replicas (reassignment traffic, out of the ISR) get no records
+        // while the leader throttle's budget is spent; with no rate set nothing is
+        // looked up.
+        let throttling = rate.map(|r| (b.cluster(), b.throttles.leader.hold(r, Instant::now())));
+        let mut held = false;
+        let mut throttled_bytes = 0u64;
         let now = now_ms();
         let mut budget = req.max_bytes.max(1024) as usize;
         let mut out = Vec::with_capacity(req.partitions.len());
@@ -167,16 +176,45 @@ pub async fn serve_fetch(b: &Arc<Broker>, req: ReplicaFetchRequest) -> ReplicaFe
                 last_fetched_epoch: pf.last_fetched_epoch,
                 max_bytes: budget,
             };
+            let is_throttled = throttling.as_ref().is_some_and(|(c, _)| {
+                let leader = b.node_id();
+                throttle::is_throttled(
+                    c,
+                    &pf.topic,
+                    pf.partition,
+                    leader,
+                    req.replica_id,
+                    Side::Leader,
+                )
+            });
+            if is_throttled && throttling.as_ref().is_some_and(|(_, wait)| wait.is_some()) {
+                held = true;
+                continue;
+            }
             let result = match &part {
                 Some(p) => serve_partition(p, read, now).await,
                 None => Err(ResponseError::NotLeaderOrFollower),
             };
             let (bytes, now_ready) = answer(&mut pd, part.as_deref(), result);
+            if is_throttled {
+                throttled_bytes += bytes as u64;
+            }
             budget = budget.saturating_sub(bytes);
             ready |= now_ready;
             if now_ready || news_for(pf, &pd) {
                 out.push(pd);
             }
+        }
+        if held {
+            b.metrics
+                .replication_throttle_holds
+                .add(1, &[KeyValue::new("side", "leader")]);
+        }
+        if throttled_bytes > 0 {
+            b.throttles.leader.charge(throttled_bytes);
+            b.metrics
+                .replication_throttled_bytes
+                .add(throttled_bytes, &[KeyValue::new("side", "leader")]);
         }
         if ready || tokio::time::Instant::now() >= deadline || budget == 0 {
             return ReplicaFetchResponse { partitions: out };

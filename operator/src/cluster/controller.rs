@@ -357,7 +357,14 @@ async fn reconcile_inner(cluster: &Cluster, ctx: &Context) -> Result<Action> {
         status: rebalance,
         activity,
         again: rebalance_due,
-    } = balance(cluster, ctx, &world, &rollout).await;
+    } = balance(
+        cluster,
+        ctx,
+        &world,
+        &rollout,
+        validated.reassignment_throttle,
+    )
+    .await;
     let observed = Observed {
         statefulset: Some(&applied),
         pods: &world.pods,
@@ -408,6 +415,7 @@ async fn balance(
     ctx: &Context,
     world: &World,
     rollout: &rollout::Rollout,
+    throttle: Option<u64>,
 ) -> Balance {
     let previous = cluster.status.as_ref().and_then(|s| s.rebalance.clone());
     let activity = rollout.activity.clone();
@@ -438,6 +446,13 @@ async fn balance(
     let Some(view) = world.view.as_ref() else {
         return keep(true);
     };
+    // The throttle is kept whether or not a round runs now, so a reassignment
+    // started by hand (`strata topic reassign`) is throttled too.
+    if let Ok(mut client) = ctx.admin.client(cluster).await {
+        if let Err(e) = rebalancer::set_throttle(&mut client, throttle).await {
+            tracing::warn!(cluster = %cluster.name_any(), error = %e.message(), "cannot set the reassignment throttle");
+        }
+    }
     if !running {
         if let Some(h) = hold {
             if h.transient() {

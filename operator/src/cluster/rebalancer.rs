@@ -164,6 +164,43 @@ pub fn partition_replicas(topics: &[pb::TopicDescription]) -> Vec<PartitionRepli
         .collect()
 }
 
+/// The brokers' replication throttle keys that carry `reassignmentThrottle`.
+pub const THROTTLE_KEYS: [&str; 2] = [
+    "leader.replication.throttled.rate",
+    "follower.replication.throttled.rate",
+];
+
+/// What sets every broker's (the cluster-wide default) replication throttles to
+/// `throttle` bytes/s, or removes them.
+pub fn throttle_request(throttle: Option<u64>) -> pb::AlterBrokerConfigsRequest {
+    let keys = THROTTLE_KEYS.iter().map(|k| k.to_string());
+    match throttle {
+        Some(rate) => pb::AlterBrokerConfigsRequest {
+            entity: String::new(),
+            set: keys.map(|k| (k, rate.to_string())).collect(),
+            delete: vec![],
+        },
+        None => pb::AlterBrokerConfigsRequest {
+            entity: String::new(),
+            set: Default::default(),
+            delete: keys.collect(),
+        },
+    }
+}
+
+/// Keeps the cluster's replication throttles at `throttle` (the brokers write
+/// nothing when they already are); logs when they change.
+pub async fn set_throttle(client: &mut Admin, throttle: Option<u64>) -> Result<(), tonic::Status> {
+    let done = client
+        .alter_broker_configs(throttle_request(throttle))
+        .await?
+        .into_inner();
+    if done.changed {
+        tracing::info!(?throttle, "set the reassignment throttle (bytes/s)");
+    }
+    Ok(())
+}
+
 /// Follows a running reassignment, or plans and submits the next one.
 /// `replicas` is the StatefulSet's broker count: only brokers `0..replicas`
 /// that are alive and not draining may receive replicas.
@@ -284,6 +321,19 @@ mod tests {
             offline: 0,
             min_isr_no_spare: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_throttle_sets_or_removes_both_rates_cluster_wide() {
+        let set = throttle_request(Some(50 << 20));
+        assert_eq!(set.entity, "");
+        assert!(set.delete.is_empty());
+        for k in THROTTLE_KEYS {
+            assert_eq!(set.set.get(k).map(String::as_str), Some("52428800"));
+        }
+        let off = throttle_request(None);
+        assert!(off.set.is_empty());
+        assert_eq!(off.delete, THROTTLE_KEYS.map(String::from).to_vec());
     }
 
     #[test]

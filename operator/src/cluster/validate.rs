@@ -23,6 +23,8 @@ pub const RESERVED_KEYS: &[&str] = &[
     "admin_listen",
     "rack",
     "controller_voters",
+    "listeners",
+    "advertised_listeners",
 ];
 
 /// How many brokers vote in the metadata quorum of a new cluster: 3 once there
@@ -49,6 +51,8 @@ pub struct ValidatedCluster {
     pub spec: ClusterSpec,
     /// Tier local retention in milliseconds, when set.
     pub local_retention_ms: Option<i64>,
+    /// Replication throttle of reassignments in bytes per second, when set.
+    pub reassignment_throttle: Option<u64>,
     /// Metadata quorum voters: brokers `0..voters` (see [`initial_voters`]).
     pub voters: i32,
 }
@@ -104,6 +108,19 @@ pub fn validate(cluster: &Cluster) -> Result<ValidatedCluster> {
         })?),
         None => None,
     };
+    let reassignment_throttle = match spec.reassignment_throttle.as_deref() {
+        Some(q) => Some(
+            super::storage::quantity_bytes(q)
+                .and_then(|b| u64::try_from(b).ok())
+                .filter(|b| (1..i64::MAX as u64).contains(b))
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "spec.reassignmentThrottle `{q}` is not a positive number of bytes per second (e.g. 50Mi)"
+                    ))
+                })?,
+        ),
+        None => None,
+    };
     if let Some(policy) = spec.image_pull_policy.as_deref() {
         if !["Always", "IfNotPresent", "Never"].contains(&policy) {
             return Err(Error::Invalid(format!(
@@ -132,6 +149,7 @@ pub fn validate(cluster: &Cluster) -> Result<ValidatedCluster> {
         owner,
         spec: spec.clone(),
         local_retention_ms,
+        reassignment_throttle,
     })
 }
 
@@ -189,6 +207,34 @@ mod tests {
         let err = validate(&cluster("config:\n  node_id: \"4\"")).expect_err("reserved");
         assert!(err.is_permanent());
         assert!(err.to_string().contains("spec.config.node_id"), "{err}");
+    }
+
+    #[test]
+    fn reassignment_throttle_is_a_byte_rate() {
+        let v = validate(&cluster("replicas: 3\nreassignmentThrottle: 50Mi")).expect("valid");
+        assert_eq!(v.reassignment_throttle, Some(50 << 20));
+        assert_eq!(
+            validate(&cluster("replicas: 3"))
+                .unwrap()
+                .reassignment_throttle,
+            None
+        );
+        for bad in ["0", "fast", "-5Mi", "0.5"] {
+            let err = validate(&cluster(&format!(
+                "replicas: 3\nreassignmentThrottle: \"{bad}\""
+            )))
+            .expect_err(bad);
+            assert!(
+                err.to_string().contains("spec.reassignmentThrottle"),
+                "{err}"
+            );
+        }
+        let err = validate(&cluster("config:\n  advertised_listeners: \"X://h:1\""))
+            .expect_err("reserved");
+        assert!(
+            err.to_string().contains("spec.config.advertised_listeners"),
+            "{err}"
+        );
     }
 
     #[test]

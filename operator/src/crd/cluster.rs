@@ -80,6 +80,13 @@ pub struct ClusterSpec {
     /// Default true; false leaves placement to `strata topic reassign`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_rebalance: Option<bool>,
+    /// Bytes per second that moving partition replicas may copy between brokers
+    /// (a quantity: `50Mi` is 50 MiB/s), on each broker, leading and following:
+    /// the operator sets the brokers' `leader.replication.throttled.rate` and
+    /// `follower.replication.throttled.rate` to it, which hold back replicas being
+    /// added by a reassignment until they are in sync. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reassignment_throttle: Option<String>,
     /// OpenTelemetry traces of the brokers, exported over OTLP/HTTP; off when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracing: Option<TracingSpec>,
