@@ -49,6 +49,8 @@ pub struct Broker {
     pub replicas: Arc<ReplicaManager>,
     /// Client quota usage measured on this broker.
     pub quotas: crate::quota::QuotaManager,
+    /// The ACL authorizer, when `authorizer_class_name` configures one.
+    pub authorizer: Option<crate::security::authorizer::Authorizer>,
     /// Set once this broker registered and applied the metadata log up to its
     /// registration: before that its copy may be stale, so it leads nothing.
     registered: AtomicBool,
@@ -120,6 +122,8 @@ impl Broker {
             node_id: config.node_id,
         });
         let quotas = crate::quota::QuotaManager::new(Some(&metrics.meter()));
+        let authorizer = crate::security::authorizer::settings(&config)?
+            .map(|s| crate::security::authorizer::Authorizer::new(s, &metrics.meter()));
         let broker = Arc::new(Broker {
             config,
             metrics,
@@ -130,6 +134,7 @@ impl Broker {
             quorum,
             replicas,
             quotas,
+            authorizer,
             registered: AtomicBool::new(false),
             reconciled_index: AtomicU64::new(0),
             lease_from: parking_lot::Mutex::new(None),
