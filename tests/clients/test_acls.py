@@ -14,10 +14,15 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation,
                                    AclPermissionType, AdminClient, NewTopic, ResourcePatternType,
-                                   ResourceType)
+                                   ResourceType, ScramCredentialInfo, ScramMechanism,
+                                   UserScramCredentialUpsertion)
 
-from test_kafka_tools import kafka_libs, tool
-from test_security import USERS, java_props, metric, sasl_conf, start_secure
+from conftest import free_port
+
+from test_kafka_tools import tool
+from test_cluster import Cluster
+from test_security import USERS, Pki, java_props, metric, sasl_conf, start_secure
+from test_txn_tools import java_cmd
 
 ACL_ENV = {"STRATA_AUTHORIZER_CLASS_NAME": "acl",
            "STRATA_SUPER_USERS": "User:ANONYMOUS;User:alice"}
@@ -42,14 +47,16 @@ def acls_tool(tmp_path, b, *args, check=True):
 
 
 def create_topic(b, name, partitions=1):
-    for f in admin(b).create_topics([NewTopic(name, partitions, 1)]).values():
+    a = admin(b)  # kept alive until the futures are done
+    for f in a.create_topics([NewTopic(name, partitions, 1)]).values():
         f.result(timeout=30)
 
 
 def allow(b, rt, name, who, op, pattern=ResourcePatternType.LITERAL,
           perm=AclPermissionType.ALLOW):
     binding = AclBinding(rt, name, pattern, f"User:{who}", "*", op, perm)
-    for f in admin(b).create_acls([binding]).values():
+    a = admin(b)
+    for f in a.create_acls([binding]).values():
         f.result(timeout=30)
     return binding
 
@@ -57,7 +64,8 @@ def allow(b, rt, name, who, op, pattern=ResourcePatternType.LITERAL,
 def drop_all(b, who):
     flt = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, f"User:{who}", None,
                            AclOperation.ANY, AclPermissionType.ANY)
-    for f in admin(b).delete_acls([flt]).values():
+    a = admin(b)
+    for f in a.delete_acls([flt]).values():
         f.result(timeout=30)
 
 
@@ -131,7 +139,8 @@ def test_kafka_acls_tool_adds_lists_and_removes(authz, tmp_path):
 
 def create_error(conf, name):
     """The error code of creating topic `name` as `conf` (None on success)."""
-    f = AdminClient(conf).create_topics([NewTopic(name, 1, 1)])[name]
+    a = AdminClient(conf)
+    f = a.create_topics([NewTopic(name, 1, 1)])[name]
     try:
         f.result(timeout=30)
         return None
@@ -203,18 +212,13 @@ def test_super_user_needs_no_acl(authz):
 
 def test_java_client_gets_topic_authorization_exception(authz, tmp_path):
     create_topic(authz, "java-denied")
-    props = java_props(tmp_path, authz, "SCRAM-SHA-256", "bob", USERS["bob"])
-    log4j = tmp_path / "log4j2-console.properties"
-    log4j.write_text("appender.err.type = Console\nappender.err.name = ERR\n"
-                     "appender.err.target = SYSTEM_ERR\nappender.err.layout.type = PatternLayout\n"
-                     "appender.err.layout.pattern = %m%n%throwable\n"
-                     "rootLogger.level = ERROR\nrootLogger.appenderRef.err.ref = ERR\n")
-    cmd = ["java", "-Xmx256m", f"-Dlog4j2.configurationFile={log4j}", "-cp",
-           f"{kafka_libs()}/*", "org.apache.kafka.tools.ConsoleProducer", "--bootstrap-server",
-           f"127.0.0.1:{authz.ports['SASL_SSL']}", "--producer.config", str(props),
-           "--topic", "java-denied"]
-    out = subprocess.run(cmd, input="one\n", capture_output=True, text=True, timeout=120)
-    assert "TopicAuthorizationException" in out.stdout + out.stderr, out
+    # SaslClient awaits each send: the first one fails, and the exception ends it.
+    out = subprocess.run(java_cmd(tmp_path, "SaslClient", f"127.0.0.1:{authz.ports['SASL_SSL']}",
+                                  "java-denied", str(authz.pki.ca), "SCRAM-SHA-256", "bob",
+                                  USERS["bob"], "1"),
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode != 0, out
+    assert "org.apache.kafka.common.errors.TopicAuthorizationException" in out.stderr, out
 
 
 def test_allow_everyone_if_no_acl_found_and_restart(tmp_path):
@@ -236,9 +240,73 @@ def test_allow_everyone_if_no_acl_found_and_restart(tmp_path):
         b.start()
         flt = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
                                AclOperation.ANY, AclPermissionType.ANY)
-        kept = admin(b).describe_acls(flt).result(timeout=30)
+        a = admin(b)
+        kept = a.describe_acls(flt).result(timeout=30)
         assert [(a.name, a.principal) for a in kept] == [("guarded", "User:carl")], kept
         err = produce_error(bob, "open")
         assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, err
     finally:
         b.kill()
+
+
+def test_acls_are_seen_on_every_broker_of_a_cluster(tmp_path):
+    """Three brokers with the authorizer on: an ACL created through one broker is
+    enforced by every other (the metadata quorum carries it). The inter-broker
+    listener's principal is a super user, so transaction markers between brokers
+    (CLUSTER_ACTION) keep working: a transactional SCRAM producer commits."""
+    pki = Pki(tmp_path / "pki")
+    cert, key = pki.issue("server", "cluster", 1, ips=("127.0.0.1", "127.0.0.2", "127.0.0.3"))
+    c = Cluster(tmp_path, 3)
+    sasl_ports = {}
+    for i, n in c.nodes.items():
+        sasl_ports[i] = free_port(n.host)
+        n.env.update({
+            "STRATA_LISTENERS": f"PLAINTEXT://{n.host}:{n.port},SASL_SSL://{n.host}:{sasl_ports[i]}",
+            "STRATA_SSL_CERTIFICATE_LOCATION": str(cert),
+            "STRATA_SSL_KEY_LOCATION": str(key),
+            **ACL_ENV,
+        })
+    try:
+        c.start()
+        a = AdminClient({"bootstrap.servers": c.nodes[1].bootstrap})
+        up = UserScramCredentialUpsertion("erin", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096),
+                                          b"erin-secret")
+        for f in a.alter_user_scram_credentials([up]).values():
+            f.result(timeout=30)
+        for f in a.create_topics([NewTopic("shared", 3, 3)]).values():
+            f.result(timeout=30)
+
+        def conf(via, **extra):
+            return {"bootstrap.servers": f"{c.nodes[via].host}:{sasl_ports[via]}",
+                    "security.protocol": "SASL_SSL", "sasl.mechanisms": "SCRAM-SHA-512",
+                    "sasl.username": "erin", "sasl.password": "erin-secret",
+                    "ssl.ca.location": str(pki.ca), **extra}
+        for via in (2, 3):
+            err = produce_error(conf(via), "shared")
+            assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, err
+        for b in (AclBinding(ResourceType.TOPIC, "shared", ResourcePatternType.LITERAL, "User:erin",
+                             "*", AclOperation.WRITE, AclPermissionType.ALLOW),
+                  AclBinding(ResourceType.TRANSACTIONAL_ID, "erin-", ResourcePatternType.PREFIXED,
+                             "User:erin", "*", AclOperation.WRITE, AclPermissionType.ALLOW)):
+            for f in a.create_acls([b]).values():
+                f.result(timeout=30)
+        for via in (2, 3):
+            deadline = time.time() + 30
+            while produce_error(conf(via), "shared") is not None and time.time() < deadline:
+                time.sleep(0.5)
+            assert produce_error(conf(via), "shared") is None
+        # A transaction over three partitions led by three brokers: the
+        # coordinator's markers go to the other brokers as the super user.
+        p = Producer(conf(2, **{"transactional.id": "erin-1"}))
+        p.init_transactions(30)
+        p.begin_transaction()
+        for part in range(3):
+            p.produce("shared", value=b"t", partition=part)
+        p.commit_transaction(30)
+        # Without WRITE on the transactional id: TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
+        q = Producer(conf(3, **{"transactional.id": "other-1"}))
+        with pytest.raises(KafkaException) as e:
+            q.init_transactions(30)
+        assert e.value.args[0].code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, e.value
+    finally:
+        c.stop_all()

@@ -567,10 +567,16 @@ mod tests {
             permission: Permission::Any,
         };
         let m = |flt: &AclFilter| [&lit, &pre, &wild].map(|b| flt.matches(b));
-        assert_eq!(m(&f(ResourceType::Any, None, Any)), [true, true, true]);
-        assert_eq!(m(&f(ResourceType::Group, None, Any)), [false, false, false]);
         assert_eq!(
-            m(&f(ResourceType::Topic, Some("orders"), Any)),
+            m(&f(ResourceType::Any, None, PatternType::Any)),
+            [true, true, true]
+        );
+        assert_eq!(
+            m(&f(ResourceType::Group, None, PatternType::Any)),
+            [false, false, false]
+        );
+        assert_eq!(
+            m(&f(ResourceType::Topic, Some("orders"), PatternType::Any)),
             [true, false, false]
         );
         assert_eq!(
@@ -585,7 +591,7 @@ mod tests {
             m(&f(ResourceType::Topic, None, Literal)),
             [true, false, true]
         );
-        let mut by_who = f(ResourceType::Any, None, Any);
+        let mut by_who = f(ResourceType::Any, None, PatternType::Any);
         by_who.principal = Some("User:b".into());
         by_who.permission = Permission::Deny;
         assert_eq!(m(&by_who), [false, false, true]);

@@ -95,6 +95,7 @@ impl Authorizer {
     /// Whether the client may perform `op` on resource `name` of type `rt`.
     /// `log_denial`: false where a denial is expected and not an event (Metadata
     /// listing every topic filters the ones the client may not describe).
+    #[allow(clippy::too_many_arguments)]
     pub fn authorize(
         &self,
         acls: &Acls,
