@@ -51,6 +51,8 @@ pub struct Broker {
     pub quotas: crate::quota::QuotaManager,
     /// Byte budgets of throttled replication traffic (reassignments).
     pub throttles: crate::replication::Throttles,
+    /// The ACL authorizer, when `authorizer_class_name` configures one.
+    pub authorizer: Option<crate::security::authorizer::Authorizer>,
     /// Set once this broker registered and applied the metadata log up to its
     /// registration: before that its copy may be stale, so it leads nothing.
     registered: AtomicBool,
@@ -122,6 +124,8 @@ impl Broker {
             node_id: config.node_id,
         });
         let quotas = crate::quota::QuotaManager::new(Some(&metrics.meter()));
+        let authorizer = crate::security::authorizer::settings(&config)?
+            .map(|s| crate::security::authorizer::Authorizer::new(s, &metrics.meter()));
         let broker = Arc::new(Broker {
             config,
             metrics,
@@ -133,6 +137,7 @@ impl Broker {
             replicas,
             quotas,
             throttles: Default::default(),
+            authorizer,
             registered: AtomicBool::new(false),
             reconciled_index: AtomicU64::new(0),
             lease_from: parking_lot::Mutex::new(None),

@@ -124,6 +124,15 @@ pub struct BrokerConfig {
     /// A SASL session lasts this long; the client must re-authenticate before
     /// (KIP-368) or its connection is closed at its next request. 0: forever.
     pub connections_max_reauth_ms: i64,
+    /// The authorizer (Kafka's `authorizer.class.name`): "" for none (every
+    /// request allowed), or `acl` (also accepted: Kafka's StandardAuthorizer and
+    /// AclAuthorizer class names) to check every request against the ACLs.
+    pub authorizer_class_name: String,
+    /// Principals allowed everything, `;`-separated (`User:admin;User:broker`).
+    pub super_users: String,
+    /// Allow a request on a resource no ACL at all exists for (Kafka's
+    /// `allow.everyone.if.no.acl.found`).
+    pub allow_everyone_if_no_acl_found: bool,
     /// Partitions of the internal `__consumer_offsets` topic.
     pub offsets_topic_partitions: i32,
     /// Segment size of `__consumer_offsets` (compaction works segment by segment).
@@ -262,6 +271,9 @@ impl Default for BrokerConfig {
             sasl_enabled_mechanisms: "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512".into(),
             sasl_server_max_receive_size: 512 * 1024,
             connections_max_reauth_ms: 0,
+            authorizer_class_name: String::new(),
+            super_users: String::new(),
+            allow_everyone_if_no_acl_found: false,
             offsets_topic_partitions: 50,
             offsets_segment_bytes: 1 << 20,
             transaction_state_partitions: 50,

@@ -172,6 +172,7 @@ impl BrokerConfig {
             "must be >= 60000 (an upload must have time to commit)",
         )?;
         crate::security::SecuritySettings::from_config(self)?;
+        crate::security::authorizer::settings(self)?;
         check(
             !self.cluster_id.is_empty(),
             "cluster_id",
@@ -222,6 +223,9 @@ const ALL_KEYS: &[&str] = &[
     "sasl_enabled_mechanisms",
     "sasl_server_max_receive_size",
     "connections_max_reauth_ms",
+    "authorizer_class_name",
+    "super_users",
+    "allow_everyone_if_no_acl_found",
     "offsets_topic_partitions",
     "offsets_segment_bytes",
     "transaction_state_partitions",

@@ -120,6 +120,24 @@ const KEYS: &[BrokerKey] = &[
         INT,
         "The largest request accepted before a SASL client has authenticated."
     ),
+    key!(
+        "authorizer.class.name",
+        authorizer_class_name,
+        STRING,
+        "The authorizer checking requests against the ACLs (empty: none)."
+    ),
+    key!(
+        "super.users",
+        super_users,
+        STRING,
+        "Principals allowed every operation (User:a;User:b)."
+    ),
+    key!(
+        "allow.everyone.if.no.acl.found",
+        allow_everyone_if_no_acl_found,
+        BOOLEAN,
+        "Allow requests on resources that no ACL exists for."
+    ),
     BrokerKey {
         kafka: "broker.rack",
         strata: "rack",

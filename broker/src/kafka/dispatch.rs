@@ -14,8 +14,9 @@ use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
 use opentelemetry::KeyValue;
 use tracing::{debug, debug_span, warn, Instrument};
 
+use super::authorize::{self as az, Authz};
 use super::{
-    alter_configs, api_versions, client_quotas, committed_offsets, configs, delete_records,
+    acls, alter_configs, api_versions, client_quotas, committed_offsets, configs, delete_records,
     describe_cluster, describe_topic_partitions, describe_txn, elect_leaders, fetch, groups,
     leader_epoch, list_offsets, log_dirs, produce, producer_id, reassignments, scram_users,
     topic_metadata, topics, transactions, txn_markers,
@@ -261,56 +262,136 @@ async fn route(
             reply(encode(api, version, correlation_id, &resp))
         }};
     }
+    // The ACL check of the request (`authorize`), then the handler: a refused
+    // request is answered at once; a narrowed one has its refusals patched in.
+    let authz = Authz::new(broker, ctx);
+    macro_rules! guarded {
+        ($check:ident, $r:ident, |$q:ident| $handler:expr) => {
+            match az::$check(&authz, $r) {
+                Ok(($q, patch)) => respond!(async {
+                    let mut resp = $handler.await;
+                    patch(&mut resp);
+                    resp
+                }),
+                Err(refused) => respond!(async { refused }),
+            }
+        };
+    }
     match body {
         RequestKind::ApiVersions(_) => respond!(async { api_versions::response(None) }),
-        RequestKind::Metadata(r) => respond!(topic_metadata::handle(broker, ctx, r, version)),
-        RequestKind::Produce(r) => match produce::handle(broker, r, version).await {
-            Some(mut resp) => {
-                resp.throttle_time_ms = charge.produce(broker);
-                reply(encode(api, version, correlation_id, &resp))
-            }
-            None => {
-                charge.produce(broker);
-                Outcome::Silent
-            }
+        RequestKind::Metadata(r) => match az::metadata(&authz, broker, r) {
+            Ok((r, patch)) => respond!(async {
+                let mut resp = topic_metadata::handle(broker, ctx, r, version).await;
+                patch(&mut resp);
+                resp
+            }),
+            Err(refused) => respond!(async { refused }),
         },
+        RequestKind::Produce(r) => {
+            let (r, patch) = match az::produce(&authz, r) {
+                Ok(checked) => checked,
+                Err(refused) => return reply(encode(api, version, correlation_id, &refused)),
+            };
+            match produce::handle(broker, r, version).await {
+                Some(mut resp) => {
+                    patch(&mut resp);
+                    resp.throttle_time_ms = charge.produce(broker);
+                    reply(encode(api, version, correlation_id, &resp))
+                }
+                None => {
+                    charge.produce(broker);
+                    Outcome::Silent
+                }
+            }
+        }
         RequestKind::Fetch(r) => {
+            let (r, patch) = match az::fetch(&authz, r) {
+                Ok(checked) => checked,
+                Err(refused) => return reply(encode(api, version, correlation_id, &refused)),
+            };
             let mut resp = fetch::handle(broker, r, version).await;
+            patch(&mut resp);
             charge.fetch(broker, &mut resp, version);
             fetch::account(broker, &resp);
             reply(encode(api, version, correlation_id, &resp))
         }
-        RequestKind::ListOffsets(r) => respond!(list_offsets::handle(broker, r, version)),
+        RequestKind::ListOffsets(r) => {
+            guarded!(list_offsets, r, |r| list_offsets::handle(
+                broker, r, version
+            ))
+        }
         RequestKind::DescribeCluster(r) => {
             respond!(describe_cluster::handle(broker, ctx, r, version))
         }
         RequestKind::DescribeTopicPartitions(r) => {
-            respond!(describe_topic_partitions::handle(broker, r, version))
+            guarded!(describe_topic_partitions, r, |r| {
+                describe_topic_partitions::handle(broker, r, version)
+            })
         }
-        RequestKind::DescribeLogDirs(r) => respond!(log_dirs::handle(broker, r, version)),
+        RequestKind::DescribeLogDirs(r) => {
+            guarded!(describe_log_dirs, r, |r| log_dirs::handle(
+                broker, r, version
+            ))
+        }
         RequestKind::OffsetForLeaderEpoch(r) => {
-            respond!(leader_epoch::handle(broker, r, version))
+            guarded!(leader_epoch, r, |r| leader_epoch::handle(
+                broker, r, version
+            ))
         }
-        RequestKind::CreateTopics(r) => respond!(topics::create_topics(broker, r, version)),
-        RequestKind::DeleteTopics(r) => respond!(topics::delete_topics(broker, r, version)),
-        RequestKind::DeleteRecords(r) => respond!(delete_records::handle(broker, r, version)),
+        RequestKind::CreateTopics(r) => {
+            guarded!(create_topics, r, |r| topics::create_topics(
+                broker, r, version
+            ))
+        }
+        RequestKind::DeleteTopics(r) => {
+            guarded!(delete_topics, r, |r| topics::delete_topics(
+                broker, r, version
+            ))
+        }
+        RequestKind::DeleteRecords(r) => {
+            guarded!(delete_records, r, |r| delete_records::handle(
+                broker, r, version
+            ))
+        }
         RequestKind::CreatePartitions(r) => {
-            respond!(topics::create_partitions(broker, r, version))
+            guarded!(create_partitions, r, |r| topics::create_partitions(
+                broker, r, version
+            ))
         }
-        RequestKind::DescribeConfigs(r) => respond!(configs::describe(broker, r, version)),
-        RequestKind::AlterConfigs(r) => respond!(alter_configs::alter(broker, r, version)),
+        RequestKind::DescribeConfigs(r) => {
+            guarded!(describe_configs, r, |r| configs::describe(
+                broker, r, version
+            ))
+        }
+        RequestKind::AlterConfigs(r) => {
+            guarded!(alter_configs, r, |r| alter_configs::alter(
+                broker, r, version
+            ))
+        }
         RequestKind::IncrementalAlterConfigs(r) => {
-            respond!(alter_configs::incremental(broker, r, version))
+            guarded!(
+                incremental_alter_configs,
+                r,
+                |r| alter_configs::incremental(broker, r, version)
+            )
         }
         RequestKind::DescribeClientQuotas(r) => {
-            respond!(client_quotas::describe(broker, r, version))
+            guarded!(describe_client_quotas, r, |r| client_quotas::describe(
+                broker, r, version
+            ))
         }
-        RequestKind::AlterClientQuotas(r) => respond!(client_quotas::alter(broker, r, version)),
+        RequestKind::AlterClientQuotas(r) => {
+            guarded!(alter_client_quotas, r, |r| client_quotas::alter(
+                broker, r, version
+            ))
+        }
         RequestKind::DescribeUserScramCredentials(r) => {
-            respond!(scram_users::describe(broker, r, version))
+            guarded!(describe_scram, r, |r| scram_users::describe(
+                broker, r, version
+            ))
         }
         RequestKind::AlterUserScramCredentials(r) => {
-            respond!(scram_users::alter(broker, r, version))
+            guarded!(alter_scram, r, |r| scram_users::alter(broker, r, version))
         }
         // Only SASL listeners authenticate (their connections answer these before
         // the dispatcher); elsewhere they are out of place, as in Kafka.
@@ -328,49 +409,119 @@ async fn route(
             )));
             reply(encode(api, version, correlation_id, &resp))
         }
-        RequestKind::ElectLeaders(r) => respond!(elect_leaders::handle(broker, r, version)),
+        RequestKind::ElectLeaders(r) => {
+            guarded!(elect_leaders, r, |r| elect_leaders::handle(
+                broker, r, version
+            ))
+        }
+        RequestKind::DescribeAcls(r) => {
+            guarded!(describe_acls, r, |r| acls::describe(broker, r, version))
+        }
+        RequestKind::CreateAcls(r) => {
+            guarded!(create_acls, r, |r| acls::create(broker, r, version))
+        }
+        RequestKind::DeleteAcls(r) => {
+            guarded!(delete_acls, r, |r| acls::delete(broker, r, version))
+        }
         RequestKind::AlterPartitionReassignments(r) => {
-            respond!(reassignments::alter(broker, r, version))
+            guarded!(alter_reassignments, r, |r| reassignments::alter(
+                broker, r, version
+            ))
         }
         RequestKind::ListPartitionReassignments(r) => {
-            respond!(reassignments::list(broker, r, version))
+            guarded!(list_reassignments, r, |r| reassignments::list(
+                broker, r, version
+            ))
         }
-        RequestKind::InitProducerId(r) => respond!(producer_id::handle(broker, r, version)),
+        RequestKind::InitProducerId(r) => {
+            guarded!(init_producer_id, r, |r| producer_id::handle(
+                broker, r, version
+            ))
+        }
         RequestKind::FindCoordinator(r) => {
-            respond!(groups::find_coordinator(broker, ctx, r, version))
+            guarded!(find_coordinator, r, |r| groups::find_coordinator(
+                broker, ctx, r, version
+            ))
         }
         RequestKind::JoinGroup(r) => {
             let client = groups::client_id(&header);
-            respond!(groups::join_group(broker, r, version, &client))
+            guarded!(join_group, r, |r| groups::join_group(
+                broker, r, version, &client
+            ))
         }
-        RequestKind::SyncGroup(r) => respond!(groups::sync_group(broker, r, version)),
-        RequestKind::Heartbeat(r) => respond!(groups::heartbeat(broker, r, version)),
-        RequestKind::LeaveGroup(r) => respond!(groups::leave_group(broker, r, version)),
-        RequestKind::DescribeGroups(r) => respond!(groups::describe_groups(broker, r, version)),
-        RequestKind::ListGroups(r) => respond!(groups::list_groups(broker, r, version)),
-        RequestKind::DeleteGroups(r) => respond!(groups::delete_groups(broker, r, version)),
-        RequestKind::OffsetCommit(r) => respond!(committed_offsets::commit(broker, r, version)),
-        RequestKind::OffsetFetch(r) => respond!(committed_offsets::fetch(broker, r, version)),
-        RequestKind::OffsetDelete(r) => respond!(committed_offsets::delete(broker, r, version)),
+        RequestKind::SyncGroup(r) => {
+            guarded!(sync_group, r, |r| groups::sync_group(broker, r, version))
+        }
+        RequestKind::Heartbeat(r) => {
+            guarded!(heartbeat, r, |r| groups::heartbeat(broker, r, version))
+        }
+        RequestKind::LeaveGroup(r) => {
+            guarded!(leave_group, r, |r| groups::leave_group(broker, r, version))
+        }
+        RequestKind::DescribeGroups(r) => {
+            guarded!(describe_groups, r, |r| groups::describe_groups(
+                broker, r, version
+            ))
+        }
+        RequestKind::ListGroups(r) => {
+            guarded!(list_groups, r, |r| groups::list_groups(broker, r, version))
+        }
+        RequestKind::DeleteGroups(r) => {
+            guarded!(delete_groups, r, |r| groups::delete_groups(
+                broker, r, version
+            ))
+        }
+        RequestKind::OffsetCommit(r) => {
+            guarded!(offset_commit, r, |r| committed_offsets::commit(
+                broker, r, version
+            ))
+        }
+        RequestKind::OffsetFetch(r) => {
+            guarded!(offset_fetch, r, |r| committed_offsets::fetch(
+                broker, r, version
+            ))
+        }
+        RequestKind::OffsetDelete(r) => {
+            guarded!(offset_delete, r, |r| committed_offsets::delete(
+                broker, r, version
+            ))
+        }
         RequestKind::AddPartitionsToTxn(r) => {
-            respond!(transactions::add_partitions(broker, r, version))
+            guarded!(add_partitions_to_txn, r, |r| transactions::add_partitions(
+                broker, r, version
+            ))
         }
-        RequestKind::AddOffsetsToTxn(r) => respond!(transactions::add_offsets(broker, r, version)),
-        RequestKind::EndTxn(r) => respond!(transactions::end_txn(broker, r, version)),
+        RequestKind::AddOffsetsToTxn(r) => {
+            guarded!(add_offsets_to_txn, r, |r| transactions::add_offsets(
+                broker, r, version
+            ))
+        }
+        RequestKind::EndTxn(r) => {
+            guarded!(end_txn, r, |r| transactions::end_txn(broker, r, version))
+        }
         RequestKind::TxnOffsetCommit(r) => {
-            respond!(transactions::txn_offset_commit(broker, r, version))
+            guarded!(txn_offset_commit, r, |r| transactions::txn_offset_commit(
+                broker, r, version
+            ))
         }
-        RequestKind::WriteTxnMarkers(r) => {
-            respond_unthrottled!(txn_markers::handle(broker, r, version))
-        }
+        RequestKind::WriteTxnMarkers(r) => match az::write_txn_markers(&authz, r) {
+            Ok((r, _)) => respond_unthrottled!(txn_markers::handle(broker, r, version)),
+            Err(refused) => respond_unthrottled!(async { refused }),
+        },
         RequestKind::DescribeTransactions(r) => {
-            respond!(describe_txn::describe_transactions(broker, r, version))
+            guarded!(describe_transactions, r, |r| {
+                describe_txn::describe_transactions(broker, r, version)
+            })
         }
         RequestKind::ListTransactions(r) => {
-            respond!(describe_txn::list_transactions(broker, r, version))
+            guarded!(list_transactions, r, |r| describe_txn::list_transactions(
+                broker, r, version
+            ))
         }
         RequestKind::DescribeProducers(r) => {
-            respond!(describe_txn::describe_producers(broker, r, version))
+            guarded!(describe_producers, r, |r| describe_txn::describe_producers(
+                broker, r, version
+            ))
         }
         _ => Outcome::Close(format!("API {api:?} is not served by this broker")),
     }

@@ -3,8 +3,10 @@
 //! per API group. `kafka-protocol` encodes and decodes message bodies; framing,
 //! limits and semantics are ours.
 
+pub mod acls;
 pub mod alter_configs;
 pub mod api_versions;
+pub mod authorize;
 pub mod broker_configs;
 pub mod client_quotas;
 pub mod committed_offsets;

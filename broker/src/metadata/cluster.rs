@@ -129,6 +129,9 @@ pub struct ClusterState {
     /// key → value (`config::dynamic`; absent from older snapshots).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// The ACLs (CreateAcls / DeleteAcls; absent from older snapshots).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub acls: crate::security::acl::Acls,
 }
 
 /// Starts moving `p` to `target`: replicas = the union while moving, so new
@@ -570,6 +573,17 @@ impl ClusterState {
                 }
                 if creds.is_empty() {
                     self.scram_credentials.remove(&user);
+                }
+            }
+            Command::CreateAcls { acls } => {
+                if let Some(why) = acls.iter().find_map(|a| a.invalid()) {
+                    return Err(MetadataError::InvalidConfig(why));
+                }
+                self.acls.extend(acls);
+            }
+            Command::DeleteAcls { acls } => {
+                for a in &acls {
+                    self.acls.remove(a);
                 }
             }
             Command::AlterBrokerConfigs { entity, configs } => {

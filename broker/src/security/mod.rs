@@ -5,9 +5,12 @@
 //! (`principal`), which the dispatcher hands every handler in [`ClientContext`].
 //! SCRAM credentials live in the metadata quorum (`ClusterState::scram_credentials`)
 //! and are managed with Describe/AlterUserScramCredentials
-//! (`kafka::scram_users`). Authorization (ACLs) is not here yet: every
-//! authenticated principal may do everything. See docs/security.md.
+//! (`kafka::scram_users`). Authorization: Kafka's ACL model and decisions (`acl`),
+//! the ACLs stored in the quorum (`ClusterState::acls`), checked per request by
+//! `kafka::authorize` when an authorizer is configured. See docs/security.md.
 
+pub mod acl;
+pub mod authorizer;
 pub mod listeners;
 pub mod principal;
 pub mod sasl;

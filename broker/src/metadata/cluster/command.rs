@@ -160,6 +160,14 @@ pub enum Command {
         entity: String,
         configs: BTreeMap<String, String>,
     },
+    /// Adds ACL bindings (CreateAcls; each checked before it is proposed).
+    CreateAcls {
+        acls: Vec<crate::security::acl::AclBinding>,
+    },
+    /// Removes ACL bindings (DeleteAcls: those its filters matched).
+    DeleteAcls {
+        acls: Vec<crate::security::acl::AclBinding>,
+    },
     /// The remote objects of a deleted topic are gone.
     ForgetRemoteTopic {
         topic_id: Uuid,
