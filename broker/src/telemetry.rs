@@ -61,6 +61,9 @@ pub struct Metrics {
     pub protocol_errors: Counter<u64>,
     pub segments_deleted: Counter<u64>,
     pub replica_truncations: Counter<u64>,
+    /// Fetch record bytes sent from segment files to sockets (`sendfile`) or copied
+    /// through memory, by `path` (`zero_copy`, `copy`).
+    pub fetch_bytes: Counter<u64>,
 }
 
 impl Metrics {
@@ -116,6 +119,10 @@ impl Metrics {
             replica_truncations: meter
                 .u64_counter("strata_replica_truncations")
                 .with_description("Divergent follower log tails truncated after a leader change")
+                .build(),
+            fetch_bytes: meter
+                .u64_counter("strata_fetch_record_bytes")
+                .with_description("Record bytes of Fetch responses by how they left the broker: path=zero_copy (sendfile from the segment file) or path=copy (through memory: TLS, disk reads, the tier)")
                 .build(),
             registry,
         };

@@ -14,10 +14,11 @@ use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
 use opentelemetry::KeyValue;
 use tracing::{debug, debug_span, warn, Instrument};
 
+use super::fetch_frame::{FetchFrame, Frame};
 use super::{
     alter_configs, api_versions, client_quotas, committed_offsets, configs, delete_records,
-    describe_cluster, describe_topic_partitions, describe_txn, elect_leaders, fetch, groups,
-    leader_epoch, list_offsets, log_dirs, produce, producer_id, reassignments, scram_users,
+    describe_cluster, describe_topic_partitions, describe_txn, elect_leaders, fetch, fetch_frame,
+    groups, leader_epoch, list_offsets, log_dirs, produce, producer_id, reassignments, scram_users,
     topic_metadata, topics, transactions, txn_markers,
 };
 use crate::broker::Broker;
@@ -29,12 +30,15 @@ use crate::security::ClientContext;
 pub enum Outcome {
     /// Send this frame (length prefix included).
     Reply(Bytes),
+    /// Send this Fetch response, its records from the segment files when the
+    /// connection allows (`fetch_frame`).
+    Fetch(FetchFrame),
     /// Send nothing (Produce with acks=0).
     Silent,
     /// The client is over a quota: send `reply` (if any) at once, then read nothing
     /// more from the connection for `mute` (KIP-219).
     Throttled {
-        reply: Option<Bytes>,
+        reply: Option<Frame>,
         mute: std::time::Duration,
     },
     /// Close the connection, logging the reason.
@@ -215,7 +219,11 @@ pub async fn dispatch(broker: &Arc<Broker>, ctx: &ClientContext, frame: Bytes) -
     let mute = charge.mute(broker);
     match outcome {
         Outcome::Reply(b) if !mute.is_zero() => Outcome::Throttled {
-            reply: Some(b),
+            reply: Some(Frame::Bytes(b)),
+            mute,
+        },
+        Outcome::Fetch(f) if !mute.is_zero() => Outcome::Throttled {
+            reply: Some(Frame::Fetch(f)),
             mute,
         },
         Outcome::Silent if !mute.is_zero() => Outcome::Throttled { reply: None, mute },
@@ -275,10 +283,15 @@ async fn route(
             }
         },
         RequestKind::Fetch(r) => {
-            let mut resp = fetch::handle(broker, r, version).await;
-            charge.fetch(broker, &mut resp, version);
-            fetch::account(broker, &resp);
-            reply(encode(api, version, correlation_id, &resp))
+            let mut answer = fetch::handle(broker, r, version).await;
+            charge.fetch(broker, &mut answer, version);
+            fetch::account(broker, &answer);
+            let counter = Some(broker.metrics.fetch_bytes.clone());
+            match fetch_frame::encode(version, correlation_id, answer, counter) {
+                Ok(Frame::Bytes(b)) => Outcome::Reply(b),
+                Ok(Frame::Fetch(f)) => Outcome::Fetch(f),
+                Err(e) => Outcome::Close(e),
+            }
         }
         RequestKind::ListOffsets(r) => respond!(list_offsets::handle(broker, r, version)),
         RequestKind::DescribeCluster(r) => {

@@ -23,13 +23,15 @@ pub mod txn_index;
 
 pub use delete_records::RecordsDeleted;
 pub(crate) use read::first_record_at_or_after;
-pub use read::ReadPlan;
+pub use read::{FileSlice, ReadPlan};
 pub use sync::SyncJob;
 pub use txn_index::AbortedTxn;
 
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use thiserror::Error;
@@ -241,6 +243,9 @@ pub struct PartitionLog {
     durable_end: i64,
     /// Bumped by truncation: a sync job taken before it proves nothing after it.
     sync_generation: u64,
+    /// Counts in-place rewrites of segment bytes (truncations, a reset): a zero-copy
+    /// send that began before one must not complete its frame ([`FileSlice`]).
+    rewrites: Arc<AtomicU64>,
     /// An fsync failed: the page cache may have dropped what it held, so nothing is
     /// assumed durable any more (until a restart recovers the log).
     sync_failed: bool,
@@ -528,6 +533,8 @@ impl PartitionLog {
     /// Deletes every segment and restarts the log empty at `offset` (a follower whose
     /// log ends before the leader's log start).
     pub fn reset_to(&mut self, offset: i64, now_ms: i64) -> Result<(), LogError> {
+        // Before any byte changes: `Segment::create` may truncate a file in place.
+        self.rewrites.fetch_add(1, Ordering::SeqCst);
         let dir = self.dir.clone();
         let fresh = Segment::create(&dir, offset, self.config.index_interval_bytes, now_ms)
             .map_err(io_err(&dir))?;
@@ -552,6 +559,8 @@ impl PartitionLog {
     /// Removes every record at or after `offset` (used when a replica's tail diverges).
     pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
         let offset = offset.max(self.log_start_offset);
+        // Before any byte changes (see `FileSlice::unchanged`).
+        self.rewrites.fetch_add(1, Ordering::SeqCst);
         while self.segments.len() > 1 && self.active().base_offset() >= offset {
             if let Some(seg) = self.segments.pop() {
                 seg.delete().map_err(io_err(&self.dir))?;

@@ -565,6 +565,22 @@ impl SegmentReader {
         Ok(BatchHeader::parse(&head).ok())
     }
 
+    /// [`SegmentReader::header_at`] in `mode` (`WouldBlock` when `Cached` and the
+    /// header is not in the page cache).
+    pub fn header_with(&self, pos: u64, mode: ReadMode) -> io::Result<Option<BatchHeader>> {
+        if pos + HEADER_LEN as u64 > self.size {
+            return Ok(None);
+        }
+        let mut head = [0u8; HEADER_LEN];
+        read_exact_at(&self.file, &mut head, pos, mode)?;
+        Ok(BatchHeader::parse(&head).ok())
+    }
+
+    /// The segment's data file (shared: it stays open while a reader holds it).
+    pub fn file(&self) -> &Arc<File> {
+        &self.file
+    }
+
     /// Reads the whole batch at `pos`.
     pub fn batch_at(&self, pos: u64, h: &BatchHeader) -> io::Result<Bytes> {
         let mut b = BytesMut::zeroed(h.total_len());
