@@ -312,6 +312,21 @@ impl Metrics {
             .build();
     }
 
+    /// Registers `strata_log_index_memory_bytes`: the memory of every open
+    /// segment's offset and time index entries (one per `index.interval.bytes` of
+    /// log, 8 and 12 bytes: ~2–3 MiB per GiB of log at the default 4 KiB).
+    pub fn register_index_memory(&self) {
+        let _gauge = self
+            .registry
+            .meter()
+            .u64_observable_gauge("strata_log_index_memory_bytes")
+            .with_description(
+                "Bytes of memory held by the segment indexes (offset and time) of all partitions",
+            )
+            .with_callback(|obs| obs.observe(crate::log::index::memory_bytes(), &[]))
+            .build();
+    }
+
     /// The meter further instruments (the tier's) are created from.
     pub fn meter(&self) -> opentelemetry::metrics::Meter {
         self.registry.meter()

@@ -14,7 +14,7 @@ use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
 use opentelemetry::KeyValue;
 use tracing::{debug, debug_span, warn, Instrument};
 
-use super::fetch_frame::{FetchFrame, Frame};
+use super::fetch_frame::{Encoded, FetchFrame, Frame};
 use super::{
     alter_configs, api_versions, client_quotas, committed_offsets, configs, delete_records,
     describe_cluster, describe_topic_partitions, describe_txn, elect_leaders, fetch, fetch_frame,
@@ -284,12 +284,15 @@ async fn route(
         },
         RequestKind::Fetch(r) => {
             let mut answer = fetch::handle(broker, r, version).await;
-            charge.fetch(broker, &mut answer, version);
+            let file_bytes = answer.file_bytes();
+            if charge.fetch(broker, &mut answer.resp, file_bytes, version) {
+                answer.clear();
+            }
             fetch::account(broker, &answer);
             let counter = Some(broker.metrics.fetch_bytes.clone());
             match fetch_frame::encode(version, correlation_id, answer, counter) {
-                Ok(Frame::Bytes(b)) => Outcome::Reply(b),
-                Ok(Frame::Fetch(f)) => Outcome::Fetch(f),
+                Ok(Encoded::Memory(resp)) => reply(encode(api, version, correlation_id, &resp)),
+                Ok(Encoded::Files(f)) => Outcome::Fetch(f),
                 Err(e) => Outcome::Close(e),
             }
         }

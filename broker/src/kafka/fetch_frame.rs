@@ -21,7 +21,7 @@ use std::os::fd::AsRawFd;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::fetch_response::PartitionData;
-use kafka_protocol::messages::{ApiKey, ResponseHeader};
+use kafka_protocol::messages::{ApiKey, FetchResponse, ResponseHeader};
 use kafka_protocol::protocol::Encodable;
 use opentelemetry::metrics::Counter;
 use opentelemetry::KeyValue;
@@ -38,6 +38,15 @@ pub enum Frame {
     Bytes(Bytes),
     /// A Fetch response with record bytes in segment files.
     Fetch(FetchFrame),
+}
+
+/// What [`encode`] made of an answer.
+#[derive(Debug)]
+pub enum Encoded {
+    /// Records in files: send this frame.
+    Files(FetchFrame),
+    /// Every record in memory: encode this response as any other.
+    Memory(FetchResponse),
 }
 
 /// Encoded bytes, each followed by an optional slice of a segment file.
@@ -83,7 +92,7 @@ pub fn encode(
     correlation_id: i32,
     answer: FetchAnswer,
     counter: Option<Counter<u64>>,
-) -> Result<Frame, String> {
+) -> Result<Encoded, String> {
     let resp = &answer.resp;
     let simple = resp.node_endpoints.is_empty()
         && resp.unknown_tagged_fields.is_empty()
@@ -106,11 +115,10 @@ pub fn encode(
                 c.add(copied, &[KeyValue::new("path", "copy")]);
             }
         }
-        return super::dispatch::encode(ApiKey::Fetch, version, correlation_id, &resp)
-            .map(Frame::Bytes);
+        return Ok(Encoded::Memory(resp));
     }
     encode_parts(version, correlation_id, answer)
-        .map(|parts| Frame::Fetch(FetchFrame { parts, counter }))
+        .map(|parts| Encoded::Files(FetchFrame { parts, counter }))
         .map_err(|e| format!("cannot encode Fetch v{version} response: {e}"))
 }
 
@@ -361,7 +369,7 @@ mod tests {
     use kafka_protocol::messages::fetch_response::{
         AbortedTransaction, FetchableTopicResponse, LeaderIdAndEpoch,
     };
-    use kafka_protocol::messages::{FetchResponse, ProducerId, TopicName};
+    use kafka_protocol::messages::{ProducerId, TopicName};
     use kafka_protocol::protocol::StrBytes;
     use std::sync::Arc;
     use tokio::io::AsyncReadExt;
@@ -467,8 +475,8 @@ mod tests {
         let log = log_with_batches(dir.path(), 40);
         for version in 4..=16 {
             let frame = match encode(version, 9, answer(&log, version), None).unwrap() {
-                Frame::Fetch(f) => f,
-                Frame::Bytes(_) => panic!("v{version}: records were copied"),
+                Encoded::Files(f) => f,
+                Encoded::Memory(_) => panic!("v{version}: records were copied"),
             };
             assert_eq!(frame.slices().count(), 4, "v{version}");
             assert_eq!(
@@ -530,7 +538,7 @@ mod tests {
                 let resp = r.materialize().unwrap();
                 crate::kafka::dispatch::encode(ApiKey::Fetch, version, 9, &resp).unwrap()
             };
-            let Frame::Fetch(frame) = encode(version, 9, answer, None).unwrap() else {
+            let Encoded::Files(frame) = encode(version, 9, answer, None).unwrap() else {
                 panic!("copied");
             };
             let (res, got) = tokio::join!(frame.send(&server), async {
@@ -558,7 +566,7 @@ mod tests {
             let (server, mut client) = socket_pair().await;
             let mut a = answer(&log, version);
             a.files[0][0] = None;
-            let Frame::Fetch(frame) = encode(version, 9, a, None).unwrap() else {
+            let Encoded::Files(frame) = encode(version, 9, a, None).unwrap() else {
                 panic!("copied");
             };
             let len = frame.to_bytes().unwrap().len();

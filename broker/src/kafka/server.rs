@@ -236,6 +236,21 @@ impl FrameSink for tokio::net::tcp::OwnedWriteHalf {
 
 impl<T: AsyncRead + AsyncWrite> FrameSink for tokio::io::WriteHalf<T> {}
 
+/// Whether plaintext connections send fetched records with `sendfile`: yes unless
+/// `STRATA_FETCH_ZERO_COPY=false` (a switch for A/B measurements and for file
+/// systems where `sendfile` misbehaves).
+fn zero_copy_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        let on = !matches!(
+            std::env::var("STRATA_FETCH_ZERO_COPY").as_deref(),
+            Ok("false") | Ok("0")
+        );
+        info!(zero_copy = on, "fetch responses on plaintext listeners");
+        on
+    })
+}
+
 /// Writes a Fetch frame: from the files on a plaintext socket (the buffered bytes
 /// go first), through memory otherwise.
 async fn write_fetch<W: FrameSink>(
@@ -246,7 +261,8 @@ async fn write_fetch<W: FrameSink>(
         .flush()
         .await
         .map_err(|e| format!("write error: {e}"))?;
-    match writer.get_ref().socket() {
+    let socket = writer.get_ref().socket().filter(|_| zero_copy_enabled());
+    match socket {
         Some(sock) => frame
             .send(sock)
             .await

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use thiserror::Error;
 use tracing::{debug, warn};
 
@@ -127,13 +127,20 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
 /// byte) is the expensive part, so it happens before the partition lock is taken.
 #[derive(Debug)]
 pub struct ValidatedRecords {
-    buf: BytesMut,
+    /// The request's bytes as received (shared, never copied): the fields an
+    /// append assigns are patched into a copy of each batch's header.
+    buf: Bytes,
     batches: Vec<(BatchHeader, Range<usize>)>,
 }
 
 impl ValidatedRecords {
     pub fn new(records: &[u8], max_message_bytes: usize) -> Result<Self, LogError> {
-        let batches = batch::split_batches(records)?;
+        Self::shared(Bytes::copy_from_slice(records), max_message_bytes)
+    }
+
+    /// [`ValidatedRecords::new`] over a request's own buffer, without a copy.
+    pub fn shared(records: Bytes, max_message_bytes: usize) -> Result<Self, LogError> {
+        let batches = batch::split_batches(&records)?;
         for (h, _) in &batches {
             if h.total_len() > max_message_bytes {
                 return Err(LogError::TooLarge {
@@ -143,14 +150,14 @@ impl ValidatedRecords {
             }
         }
         Ok(ValidatedRecords {
-            buf: BytesMut::from(records),
+            buf: records,
             batches,
         })
     }
 
     /// Batches fetched from a leader: validated as stored batches
     /// ([`batch::validate_stored`]), since a compacted leader serves cleaned ones.
-    pub fn from_replica(records: &[u8]) -> Result<Self, LogError> {
+    pub fn from_replica(records: Bytes) -> Result<Self, LogError> {
         let mut batches = Vec::new();
         let mut pos = 0;
         while pos < records.len() {
@@ -160,7 +167,7 @@ impl ValidatedRecords {
             pos = end;
         }
         Ok(ValidatedRecords {
-            buf: BytesMut::from(records),
+            buf: records,
             batches,
         })
     }
@@ -434,11 +441,15 @@ impl PartitionLog {
         };
         let dir = self.dir.clone();
         for (h, range) in records.batches.iter_mut() {
-            let bytes = &mut records.buf[range.clone()];
-            batch::set_base_offset(bytes, next);
-            batch::set_leader_epoch(bytes, leader_epoch);
+            // The assigned fields go into a copy of the header; the rest of the batch
+            // is written from the request's buffer as it is (one `pwritev`).
+            let (head_in, body) = records.buf[range.clone()].split_at(batch::HEADER_LEN);
+            let mut head = [0u8; batch::HEADER_LEN];
+            head.copy_from_slice(head_in);
+            batch::set_base_offset(&mut head, next);
+            batch::set_leader_epoch(&mut head, leader_epoch);
             if self.config.log_append_time {
-                batch::set_log_append_time(bytes, now_ms);
+                batch::set_log_append_time_split(&mut head, body, now_ms);
                 h.max_timestamp = now_ms;
             }
             h.base_offset = next;
@@ -447,8 +458,15 @@ impl PartitionLog {
                 .segments
                 .last_mut()
                 .ok_or_else(|| LogError::Decode("no active segment".into()))?;
-            seg.append(bytes, h).map_err(io_err(&dir))?;
-            record_batch(&mut self.producers, &mut self.txns, h, bytes).map_err(io_err(&dir))?;
+            seg.append_parts(&head, body, h).map_err(io_err(&dir))?;
+            if h.is_control() {
+                // Markers are a few bytes: their parser wants the batch in one piece.
+                let whole = [&head[..], body].concat();
+                record_batch(&mut self.producers, &mut self.txns, h, &whole)
+            } else {
+                record_batch(&mut self.producers, &mut self.txns, h, &[])
+            }
+            .map_err(io_err(&dir))?;
             next = h.last_offset() + 1;
         }
         self.unflushed_messages += records.record_count();
