@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::BytesMut;
 use thiserror::Error;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::producer::{self, Check, ProducerStateTable, SequenceError};
 use batch::{BatchError, BatchHeader, Marker};
@@ -381,7 +381,15 @@ impl PartitionLog {
                 keep.push((h, range));
                 continue;
             }
-            match self.producers.check(&h).map_err(LogError::Sequence)? {
+            let verdict = self.producers.check(&h).map_err(|e| {
+                // Rare, and a client may answer it by bumping its epoch and resending:
+                // worth a line whenever it happens.
+                info!(dir = %self.dir.display(), producer_id = h.producer_id,
+                    epoch = h.producer_epoch, base_sequence = h.base_sequence,
+                    records = h.records_count, error = ?e, "refused an idempotent batch");
+                LogError::Sequence(e)
+            })?;
+            match verdict {
                 Check::Append => keep.push((h, range)),
                 Check::Duplicate(meta) => {
                     duplicate_of.get_or_insert(meta);

@@ -4,6 +4,7 @@ a reader of the group's committed offsets, a transactional writer (thread) and a
 consume-transform-produce copier (subprocess, copier.py), and the final reads after
 healing."""
 import json
+import os
 import random
 import subprocess
 import sys
@@ -54,6 +55,10 @@ class Writer:
             "statistics.interval.ms": 1000,
             "stats_cb": stats,
         }
+        # Diagnosis of a failed run: STRATA_FAULT_CLIENT_DEBUG=eos,msg logs librdkafka's
+        # idempotence decisions (epoch bumps, sequence errors) to the test's stderr.
+        if os.environ.get("STRATA_FAULT_CLIENT_DEBUG"):
+            conf["debug"] = os.environ["STRATA_FAULT_CLIENT_DEBUG"]
         conf.update(self.conf)
         return Producer(conf)
 
