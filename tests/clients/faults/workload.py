@@ -57,8 +57,8 @@ class Writer:
         }
         # Diagnosis of a failed run: STRATA_FAULT_CLIENT_DEBUG=eos,msg logs librdkafka's
         # idempotence decisions (epoch bumps, sequence errors) to the test's stderr.
-        if os.environ.get("STRATA_FAULT_CLIENT_DEBUG"):
-            conf["debug"] = os.environ["STRATA_FAULT_CLIENT_DEBUG"]
+        if debug := os.environ.get("STRATA_FAULT_CLIENT_DEBUG"):
+            conf["debug"] = debug
         conf.update(self.conf)
         return Producer(conf)
 
