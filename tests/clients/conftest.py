@@ -9,12 +9,33 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("STRATA_BROKER_BIN", ROOT / "target" / "debug" / "strata-broker"))
 
 
 _handed_out = set()
+
+
+def watermarks(consumer, tp, timeout=20):
+    """(low, high) of a partition. A leadership change between the client's metadata
+    and its ListOffsets request (an election, the controller giving leadership back
+    to the preferred replica) answers NOT_LEADER or a similar leadership error; like
+    the Java consumer, ask again until `timeout`. Any other error raises at once.
+    (librdkafka's retriable flag is not set on this call's errors, hence the list.)"""
+    leadership = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                  KafkaError.FENCED_LEADER_EPOCH, KafkaError.UNKNOWN_LEADER_EPOCH,
+                  KafkaError._TRANSPORT}
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=max(left, 1.0))
+        except KafkaException as e:
+            if e.args[0].code() not in leadership or time.monotonic() + 0.2 >= deadline:
+                raise
+            time.sleep(0.2)
 
 
 def free_port(host="127.0.0.1"):

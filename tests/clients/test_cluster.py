@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from conftest import BIN, BrokerProcess
+from conftest import BIN, BrokerProcess, watermarks
 from faults.nemesis import offsets_partition
 
 CLI = Path(os.environ.get("STRATA_CLI_BIN", BIN.parent / "strata"))
@@ -155,7 +155,7 @@ def read_partition(bootstrap, topic, p=0, timeout=60):
         "auto.offset.reset": "earliest",
     })
     try:
-        low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        low, high = watermarks(c, TopicPartition(topic, p))
         c.assign([TopicPartition(topic, p, low)])
         values, next_offset = [], low
         deadline = time.time() + timeout

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from conftest import watermarks
 from faults.nemesis import offsets_partition
 from test_cluster import cluster_factory, create_topic, wait_until  # noqa: F401
 
@@ -37,7 +38,7 @@ def read_committed(bootstrap, topic, partitions, timeout=90):
     try:
         ends = {}
         for p in range(partitions):
-            _, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            _, high = watermarks(c, TopicPartition(topic, p))
             ends[p] = high
         c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
         values, done = [], set()

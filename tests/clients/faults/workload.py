@@ -14,6 +14,8 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from conftest import watermarks
+
 HERE = Path(__file__).parent
 
 
@@ -198,7 +200,7 @@ def final_read(history, bootstrap, topic, partitions, timeout=120):
     try:
         highs = {}
         for p in range(partitions):
-            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=20)
+            low, high = watermarks(c, TopicPartition(topic, p))
             assert low == 0, f"partition {p} starts at {low}: records were deleted"
             highs[p] = high
             history.record("final", "info", "final-end", topic=topic, partition=p, high=high)
@@ -380,7 +382,7 @@ def _ends(bootstrap, topic, partitions, isolation):
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ends-{time.time()}",
                   "isolation.level": isolation})
     try:
-        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=20)[1] for p in range(partitions)}
+        return {p: watermarks(c, TopicPartition(topic, p))[1] for p in range(partitions)}
     finally:
         c.close()
 
