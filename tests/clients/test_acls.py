@@ -13,7 +13,8 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation,
-                                   AclPermissionType, AdminClient, NewTopic, ResourcePatternType,
+                                   AclPermissionType, AdminClient, AlterConfigOpType,
+                                   ConfigEntry, ConfigResource, NewTopic, ResourcePatternType,
                                    ResourceType, ScramCredentialInfo, ScramMechanism,
                                    UserScramCredentialUpsertion)
 
@@ -182,6 +183,48 @@ def test_unauthorized_principal_gets_kafka_errors(authz):
     assert metric(authz, 'strata_authorization_decisions_total{decision="denied"') > denied_before
     drop_all(authz, "bob")
     assert topic not in visible_topics(bob)
+
+
+def config_errors(futures):
+    """The error code of each resource of a config request (None when it succeeded)."""
+    out = {}
+    for res, f in futures.items():
+        try:
+            f.result(timeout=30)
+            out[res.name] = None
+        except KafkaException as e:
+            out[res.name] = e.args[0].code()
+    return out
+
+
+def test_config_requests_are_authorized_per_resource(authz):
+    """DescribeConfigs needs DESCRIBE_CONFIGS and (Incremental)AlterConfigs needs
+    ALTER_CONFIGS on each resource: a denied topic gets TOPIC_AUTHORIZATION_FAILED and
+    a broker CLUSTER_AUTHORIZATION_FAILED, while the allowed resources of the same
+    request are served."""
+    mine, theirs = (f"cfg-{w}-{uuid.uuid4().hex[:6]}" for w in ("mine", "theirs"))
+    create_topic(authz, mine)
+    create_topic(authz, theirs)
+    carl = AdminClient(sasl_conf(authz, "SCRAM-SHA-512", "carl", USERS["carl"]))
+    topics = [ConfigResource(ResourceType.TOPIC, t) for t in (mine, theirs)]
+    denied = KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert config_errors(carl.describe_configs(topics)) == {mine: denied, theirs: denied}
+    broker = ConfigResource(ResourceType.BROKER, "1")
+    assert config_errors(carl.describe_configs([broker])) == {
+        "1": KafkaError.CLUSTER_AUTHORIZATION_FAILED}
+    allow(authz, ResourceType.TOPIC, mine, "carl", AclOperation.DESCRIBE_CONFIGS)
+    assert config_errors(carl.describe_configs(topics)) == {mine: None, theirs: denied}
+    retention = [ConfigEntry("retention.ms", "3600000",
+                             incremental_operation=AlterConfigOpType.SET)]
+    alter = [ConfigResource(ResourceType.TOPIC, t, incremental_configs=retention)
+             for t in (mine, theirs)]
+    # DESCRIBE_CONFIGS does not imply ALTER_CONFIGS.
+    assert config_errors(carl.incremental_alter_configs(alter)) == {mine: denied, theirs: denied}
+    allow(authz, ResourceType.TOPIC, mine, "carl", AclOperation.ALTER_CONFIGS)
+    assert config_errors(carl.incremental_alter_configs(alter)) == {mine: None, theirs: denied}
+    described = carl.describe_configs([topics[0]])[topics[0]].result(timeout=30)
+    assert described["retention.ms"].value == "3600000"
+    drop_all(authz, "carl")
 
 
 def test_prefixed_grants_and_deny_overrides_allow(authz):

@@ -538,107 +538,66 @@ fn config_denied(az: &Authz, op: Op, resource_type: i8, name: &str) -> Option<i1
     (!ok).then_some(code)
 }
 
-pub fn describe_configs(
-    az: &Authz,
-    mut req: DescribeConfigsRequest,
-) -> Checked<DescribeConfigsRequest, DescribeConfigsResponse> {
-    if !az.enabled() {
-        return pass(req);
-    }
-    let mut denied = Vec::new();
-    req.resources.retain(|r| {
-        match config_denied(
-            az,
-            Op::DescribeConfigs,
-            r.resource_type,
-            s(&r.resource_name),
-        ) {
-            Some(code) => {
-                denied.push((r.resource_type, r.resource_name.clone(), code));
-                false
+/// A config request's check: resources `$op` is denied on are taken out of the
+/// request, and the response gets a `$item` with the authorization error for each,
+/// in `$field`, as Kafka answers them (per resource, the others proceed).
+macro_rules! config_gate {
+    ($name:ident, $req:ty, $resp:ty, $field:ident, $item:ty, $op:expr) => {
+        pub fn $name(az: &Authz, mut req: $req) -> Checked<$req, $resp> {
+            if !az.enabled() {
+                return pass(req);
             }
-            None => true,
+            let mut denied = Vec::new();
+            req.resources.retain(|r| {
+                match config_denied(az, $op, r.resource_type, s(&r.resource_name)) {
+                    Some(code) => {
+                        denied.push((r.resource_type, r.resource_name.clone(), code));
+                        false
+                    }
+                    None => true,
+                }
+            });
+            Ok((
+                req,
+                Box::new(move |resp: &mut $resp| {
+                    for (rt, name, code) in denied {
+                        let mut r = <$item>::default();
+                        r.resource_type = rt;
+                        r.resource_name = name;
+                        r.error_code = code;
+                        r.error_message = Some(super::str_bytes("Authorization failed."));
+                        resp.$field.push(r);
+                    }
+                }),
+            ))
         }
-    });
-    Ok((
-        req,
-        Box::new(move |resp: &mut DescribeConfigsResponse| {
-            for (rt, name, code) in denied {
-                let mut r = describe_configs_response::DescribeConfigsResult::default();
-                r.resource_type = rt;
-                r.resource_name = name;
-                r.error_code = code;
-                r.error_message = Some(super::str_bytes("Authorization failed."));
-                resp.results.push(r);
-            }
-        }),
-    ))
+    };
 }
 
-pub fn alter_configs(
-    az: &Authz,
-    mut req: AlterConfigsRequest,
-) -> Checked<AlterConfigsRequest, AlterConfigsResponse> {
-    if !az.enabled() {
-        return pass(req);
-    }
-    let mut denied = Vec::new();
-    req.resources.retain(|r| {
-        match config_denied(az, Op::AlterConfigs, r.resource_type, s(&r.resource_name)) {
-            Some(code) => {
-                denied.push((r.resource_type, r.resource_name.clone(), code));
-                false
-            }
-            None => true,
-        }
-    });
-    Ok((
-        req,
-        Box::new(move |resp: &mut AlterConfigsResponse| {
-            for (rt, name, code) in denied {
-                let mut r = alter_configs_response::AlterConfigsResourceResponse::default();
-                r.resource_type = rt;
-                r.resource_name = name;
-                r.error_code = code;
-                r.error_message = Some(super::str_bytes("Authorization failed."));
-                resp.responses.push(r);
-            }
-        }),
-    ))
-}
-
-pub fn incremental_alter_configs(
-    az: &Authz,
-    mut req: IncrementalAlterConfigsRequest,
-) -> Checked<IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse> {
-    if !az.enabled() {
-        return pass(req);
-    }
-    let mut denied = Vec::new();
-    req.resources.retain(|r| {
-        match config_denied(az, Op::AlterConfigs, r.resource_type, s(&r.resource_name)) {
-            Some(code) => {
-                denied.push((r.resource_type, r.resource_name.clone(), code));
-                false
-            }
-            None => true,
-        }
-    });
-    Ok((
-        req,
-        Box::new(move |resp: &mut IncrementalAlterConfigsResponse| {
-            for (rt, name, code) in denied {
-                let mut r =
-                    incremental_alter_configs_response::AlterConfigsResourceResponse::default();
-                r.resource_type = rt;
-                r.resource_name = name;
-                r.error_code = code;
-                r.error_message = Some(super::str_bytes("Authorization failed."));
-                resp.responses.push(r);
-            }
-        }),
-    ))
-}
+config_gate!(
+    describe_configs,
+    DescribeConfigsRequest,
+    DescribeConfigsResponse,
+    results,
+    describe_configs_response::DescribeConfigsResult,
+    Op::DescribeConfigs
+);
+config_gate!(
+    alter_configs,
+    AlterConfigsRequest,
+    AlterConfigsResponse,
+    responses,
+    alter_configs_response::AlterConfigsResourceResponse,
+    Op::AlterConfigs
+);
+config_gate!(
+    incremental_alter_configs,
+    IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
+    responses,
+    incremental_alter_configs_response::AlterConfigsResourceResponse,
+    Op::AlterConfigs
+);
 
 pub fn describe_client_quotas(
     az: &Authz,
