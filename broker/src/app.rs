@@ -14,6 +14,9 @@ use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::kafka::server;
 use crate::replication::{self, InternalServer, InternalService};
+use crate::security::acl::Operation;
+use crate::security::admin::{AdminPeer, AdminSecurity, AdminTlsStream};
+use crate::security::ClientContext;
 use crate::telemetry::{self, Metrics, Readiness};
 
 /// Runs a broker until `shutdown` resolves.
@@ -37,6 +40,7 @@ pub async fn run(
     let listeners = security
         .runtime(&metrics.meter())
         .map_err(|e| anyhow::anyhow!("cannot start the Kafka listeners: {e}"))?;
+    let admin_security = Arc::new(AdminSecurity::from_config(&config)?);
     let broker = Broker::open(config.clone(), metrics.clone()).await?;
     let mut kafka_listeners = Vec::new();
     for l in listeners {
@@ -67,30 +71,12 @@ pub async fn run(
     let admin_listener = TcpListener::bind(admin_addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind admin listener {admin_addr}: {e}"))?;
-    let mut admin_stop = stop_rx.clone();
-    let admin = tonic::transport::Server::builder()
-        .add_service(AdminServer::new(AdminService::new(Arc::clone(&broker))))
-        .add_service(
-            InternalServer::new(InternalService::new(Arc::clone(&broker)))
-                .max_decoding_message_size(64 << 20)
-                .max_encoding_message_size(256 << 20),
-        )
-        .serve_with_incoming_shutdown(
-            // No Nagle: follower fetches and Raft messages are small request/response
-            // exchanges, and a delayed ACK would add ~40 ms to every acks=all round.
-            tokio_stream::StreamExt::map(
-                tokio_stream::wrappers::TcpListenerStream::new(admin_listener),
-                |s| {
-                    if let Ok(s) = &s {
-                        let _ = s.set_nodelay(true);
-                    }
-                    s
-                },
-            ),
-            async move {
-                let _ = admin_stop.changed().await;
-            },
-        );
+    let admin = serve_admin(
+        Arc::clone(&broker),
+        Arc::clone(&admin_security),
+        admin_listener,
+        stop_rx.clone(),
+    );
     let admin_task = tokio::spawn(admin);
     info!(listen = %admin_addr, "admin gRPC listener ready");
     let kafka_task = tokio::spawn(server::serve(kafka_listeners, Arc::clone(&broker), stop_rx));
@@ -169,4 +155,116 @@ pub async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// The admin and internal gRPC services on the admin listener, every call
+/// authenticated and authorized by `security` (see `security::admin`): admin calls
+/// as ALTER on the cluster, internal ones (Raft, replication) as CLUSTER_ACTION.
+async fn serve_admin(
+    broker: Arc<Broker>,
+    security: Arc<AdminSecurity>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error> {
+    use tonic::service::interceptor::InterceptedService;
+    if !security.enabled() {
+        warn!("the admin/internal gRPC listener is open: whoever reaches it administers the cluster (set admin_ssl_* or admin_token_file)");
+    }
+    let gate = |op: Operation| {
+        let (b, s) = (Arc::clone(&broker), Arc::clone(&security));
+        move |req: tonic::Request<()>| admit(&b, &s, op, req)
+    };
+    let router = tonic::transport::Server::builder()
+        .add_service(InterceptedService::new(
+            AdminServer::new(AdminService::new(Arc::clone(&broker))),
+            gate(Operation::Alter),
+        ))
+        .add_service(InterceptedService::new(
+            InternalServer::new(InternalService::new(Arc::clone(&broker)))
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(256 << 20),
+            gate(Operation::ClusterAction),
+        ));
+    let signal = async move {
+        let _ = stop.changed().await;
+    };
+    // No Nagle: follower fetches and Raft messages are small request/response
+    // exchanges, and a delayed ACK would add ~40 ms to every acks=all round.
+    let Some(tls) = security.tls.clone() else {
+        let incoming = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            |s| {
+                if let Ok(s) = &s {
+                    let _ = s.set_nodelay(true);
+                }
+                s
+            },
+        );
+        return router.serve_with_incoming_shutdown(incoming, signal).await;
+    };
+    // Handshakes run in their own tasks, so a slow or silent client holds up no
+    // other connection; finished ones are handed to the server in order.
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<AdminTlsStream>>(64);
+    let accept = tokio::spawn(async move {
+        loop {
+            let (tcp, addr) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(error = %e, "admin listener cannot accept");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let (tx, security, tls) = (tx.clone(), Arc::clone(&security), Arc::clone(&tls));
+            tokio::spawn(async move {
+                match AdminTlsStream::accept(&security, &tls, tcp, addr).await {
+                    Ok(stream) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Err(e) => info!(peer = %addr, error = %e, "admin connection refused"),
+                }
+            });
+        }
+    });
+    let served = router
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(rx), signal)
+        .await;
+    accept.abort();
+    served
+}
+
+/// Lets a call of the admin listener through, or answers UNAUTHENTICATED or
+/// PERMISSION_DENIED. An open listener (no TLS, no token) authorizes nothing: its
+/// callers are all anonymous.
+fn admit(
+    broker: &Broker,
+    security: &AdminSecurity,
+    op: Operation,
+    req: tonic::Request<()>,
+) -> Result<tonic::Request<()>, tonic::Status> {
+    if !security.enabled() {
+        return Ok(req);
+    }
+    let peer = req
+        .extensions()
+        .get::<AdminPeer>()
+        .and_then(|p| p.addr)
+        .or_else(|| req.remote_addr())
+        .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    let principal = security.authenticate(&req).inspect_err(|e| {
+        info!(%peer, error = e.message(), "admin call refused: not authenticated");
+    })?;
+    let ctx = ClientContext {
+        listener: Arc::from("admin"),
+        principal,
+        peer,
+    };
+    if !crate::kafka::authorize::Authz::new(broker, &ctx).cluster(op) {
+        return Err(tonic::Status::permission_denied(format!(
+            "{} is not allowed {op} on the cluster",
+            ctx.principal
+        )));
+    }
+    Ok(req)
 }

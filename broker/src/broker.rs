@@ -86,6 +86,8 @@ impl Broker {
             advertised: config.advertised_internal(),
             voters: config.voters()?,
             election_timeout_ms: config.controller_election_timeout_ms,
+            peer_security: crate::security::admin::AdminClientSecurity::for_broker(&config)
+                .map_err(|e| anyhow::anyhow!("admin_token_file: {e}"))?,
         })
         .await?;
         let groups = GroupCoordinator::new(CoordinatorConfig {

@@ -115,6 +115,25 @@ pub struct BrokerConfig {
     /// Kafka's `ssl.principal.mapping.rules` (`RULE:pattern/replacement/[LU]`, ...,
     /// `DEFAULT`).
     pub ssl_principal_mapping_rules: String,
+    /// PEM certificate chain of the admin/internal gRPC listener ("": plaintext).
+    /// With the key and the CA below, that listener speaks TLS, and this broker
+    /// presents the same certificate to the brokers it calls (mutual TLS between
+    /// brokers; see `security::admin`).
+    pub admin_ssl_certificate_location: String,
+    /// PEM private key of `admin_ssl_certificate_location`.
+    pub admin_ssl_key_location: String,
+    /// PEM CAs that certificates on the admin listener chain to: clients' and other
+    /// brokers' certificates are verified against it, both ways.
+    pub admin_ssl_ca_location: String,
+    /// Client certificates on the admin listener: "required" (every client presents
+    /// one) or "requested" (a client without one authenticates with the token).
+    pub admin_ssl_client_auth: String,
+    /// File holding the admin API's bearer token ("": none). A call without a
+    /// verified client certificate must then carry `authorization: Bearer <token>`;
+    /// brokers send it to each other too.
+    pub admin_token_file: String,
+    /// The principal a caller authenticated by the token acts as (ACLs).
+    pub admin_token_principal: String,
     /// SASL mechanisms offered on SASL listeners, comma-separated (PLAIN,
     /// SCRAM-SHA-256, SCRAM-SHA-512).
     pub sasl_enabled_mechanisms: String,
@@ -268,6 +287,12 @@ impl Default for BrokerConfig {
             ssl_ca_location: String::new(),
             ssl_client_auth: "none".into(),
             ssl_principal_mapping_rules: "DEFAULT".into(),
+            admin_ssl_certificate_location: String::new(),
+            admin_ssl_key_location: String::new(),
+            admin_ssl_ca_location: String::new(),
+            admin_ssl_client_auth: "required".into(),
+            admin_token_file: String::new(),
+            admin_token_principal: "User:admin".into(),
             sasl_enabled_mechanisms: "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512".into(),
             sasl_server_max_receive_size: 512 * 1024,
             connections_max_reauth_ms: 0,

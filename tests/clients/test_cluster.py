@@ -35,6 +35,8 @@ def wait_until(what, check, timeout=30, interval=0.2):
 class Cluster:
     def __init__(self, tmp_path, size, voters=3):
         self.nodes = {}
+        # Extra environment of the `strata` CLI (admin TLS, token).
+        self.cli_env = {}
         for i in range(1, size + 1):
             self.nodes[i] = BrokerProcess(tmp_path / f"node-{i}", host=f"127.0.0.{i}", mode="serve")
         quorum = ",".join(f"{i}@{n.host}:{n.admin_port}" for i, n in self.nodes.items() if i <= voters)
@@ -65,7 +67,7 @@ class Cluster:
         node = self.nodes[via] if via else next(n for n in self.nodes.values() if n.alive())
         out = subprocess.run(
             [str(CLI), "--admin", node.admin, "-o", "json", *args],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True, text=True, timeout=60, env={**os.environ, **self.cli_env},
         )
         if out.returncode != 0:
             raise RuntimeError(f"strata {' '.join(args)} failed: {out.stderr.strip()}")

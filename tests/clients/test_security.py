@@ -40,11 +40,14 @@ class Pki:
                 "-out", "ca.pem", "-days", "2", "-subj", "/CN=Strata Test CA")
         self.ca = self.dir / "ca.pem"
 
-    def issue(self, name, cn, serial, client=False, ips=("127.0.0.1",)):
+    def issue(self, name, cn, serial, client=False, ips=("127.0.0.1",), both=False):
+        """A certificate for a server (SANs: localhost and `ips`), a client, or with
+        `both` one valid as either (a broker on its admin listener)."""
         ext = self.dir / f"{name}.ext"
         san = ",".join(["DNS:localhost"] + [f"IP:{ip}" for ip in ips])
+        usage = "serverAuth,clientAuth" if both else "serverAuth"
         ext.write_text("extendedKeyUsage=clientAuth\n" if client else
-                       f"subjectAltName={san}\nextendedKeyUsage=serverAuth\n")
+                       f"subjectAltName={san}\nextendedKeyUsage={usage}\n")
         openssl(self.dir, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
                 "-out", f"{name}.csr", "-subj", f"/O=Strata Tests/CN={cn}")
         openssl(self.dir, "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",

@@ -16,7 +16,7 @@ mod txns;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tonic::transport::Channel;
+use crate::security::admin::AdminChannel;
 use tonic::{Request, Response, Status};
 
 use crate::broker::Broker;
@@ -38,7 +38,7 @@ const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// An admin client for another broker (`host:port` of its internal listener, which
 /// serves the admin API too), over the broker's cached peer channel.
-pub(crate) fn peer_admin(broker: &Broker, addr: &str) -> Result<AdminClient<Channel>, Status> {
+pub(crate) fn peer_admin(broker: &Broker, addr: &str) -> Result<AdminClient<AdminChannel>, Status> {
     broker
         .quorum
         .peers()
@@ -171,7 +171,7 @@ impl AdminService {
     }
 
     /// The admin client of the broker coordinating `group`, when that is not this one.
-    fn coordinator_client(&self, group: &str) -> Result<Option<AdminClient<Channel>>, Status> {
+    fn coordinator_client(&self, group: &str) -> Result<Option<AdminClient<AdminChannel>>, Status> {
         if self.broker.coordinates(group) {
             return Ok(None);
         }
@@ -187,7 +187,7 @@ impl AdminService {
         topic: &str,
         key: &str,
         partition_for: fn(&str, i32) -> i32,
-    ) -> Option<AdminClient<Channel>> {
+    ) -> Option<AdminClient<AdminChannel>> {
         let state = self.broker.cluster();
         let leader = state
             .topics
@@ -206,7 +206,7 @@ impl AdminService {
     /// answers, and the ids of the brokers that gave none.
     async fn ask_live_peers<T, F, Fut>(&self, what: &str, ask: F) -> (Vec<T>, Vec<i32>)
     where
-        F: Fn(AdminClient<Channel>) -> Fut,
+        F: Fn(AdminClient<AdminChannel>) -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
         let state = self.broker.cluster();

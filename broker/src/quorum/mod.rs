@@ -115,6 +115,8 @@ pub struct QuorumConfig {
     /// The voters: broker id → internal address.
     pub voters: BTreeMap<NodeId, String>,
     pub election_timeout_ms: u64,
+    /// How this broker reaches the others' internal listeners (TLS, token).
+    pub peer_security: crate::security::admin::AdminClientSecurity,
 }
 
 pub struct Quorum {
@@ -148,7 +150,7 @@ impl Quorum {
             ..Default::default()
         }
         .validate()?;
-        let peers = Arc::new(Peers::default());
+        let peers = Arc::new(Peers::new(config.peer_security.clone()));
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),

@@ -17,22 +17,24 @@ use openraft::BasicNode;
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
 
 use super::proto::internal_client::InternalClient;
 use super::proto::RaftMessage;
 use super::{NodeId, ProposeReply, TypeConfig};
 use crate::metadata::cluster::Command;
+use crate::security::admin::{AdminChannel, AdminClientSecurity};
 
-#[derive(Default)]
 pub struct Peers {
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Mutex<Channels>,
+    /// TLS (mutual, with this broker's certificate) and the token, when the
+    /// admin/internal listeners are secured.
+    security: AdminClientSecurity,
 }
 
 /// Why a call to a peer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
-    #[error("invalid peer address `{0}`")]
+    #[error("cannot make a channel to a peer: {0}")]
     Address(String),
     #[error("{0}")]
     Rpc(#[from] tonic::Status),
@@ -40,27 +42,61 @@ pub enum PeerError {
     Decode(#[from] serde_json::Error),
 }
 
+/// How often the TLS files of the channels are looked at for a rotation.
+const FILES_CHECK: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct Channels {
+    by_addr: HashMap<String, AdminChannel>,
+    /// The TLS files the channels were made with, and when that was last checked.
+    files: Option<crate::security::tls::Stamp>,
+    checked: Option<std::time::Instant>,
+}
+
 impl Peers {
+    pub fn new(security: AdminClientSecurity) -> Self {
+        Peers {
+            channels: Mutex::default(),
+            security,
+        }
+    }
+
     /// A client for `addr` (`host:port`), connecting lazily.
-    pub fn client(&self, addr: &str) -> Result<InternalClient<Channel>, PeerError> {
+    pub fn client(&self, addr: &str) -> Result<InternalClient<AdminChannel>, PeerError> {
         Ok(InternalClient::new(self.channel(addr)?).max_decoding_message_size(256 << 20))
     }
 
     /// The cached channel to `addr` (`host:port`), created lazily on first use; the
     /// internal and admin services of a broker share it.
-    pub fn channel(&self, addr: &str) -> Result<Channel, PeerError> {
+    pub fn channel(&self, addr: &str) -> Result<AdminChannel, PeerError> {
         let mut channels = self.channels.lock();
-        if let Some(c) = channels.get(addr) {
+        if self.security.tls() && channels.checked.is_none_or(|t| t.elapsed() >= FILES_CHECK) {
+            channels.checked = Some(std::time::Instant::now());
+            let now = self.security.stamp();
+            if channels.files.as_ref().is_some_and(|f| *f != now) {
+                // New calls use new connections with the new files; calls in flight
+                // finish on the old ones, which close after them.
+                tracing::info!(
+                    "admin TLS files changed: new connections to the other brokers use them"
+                );
+                channels.by_addr.clear();
+            }
+            channels.files = Some(now);
+        }
+        if let Some(c) = channels.by_addr.get(addr) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|_| PeerError::Address(addr.to_string()))?
+        let channel = self
+            .security
+            .endpoint(addr)
+            .map_err(PeerError::Address)?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5))
             .connect_lazy();
-        channels.insert(addr.to_string(), channel.clone());
+        let channel = self.security.wrap(channel);
+        channels.by_addr.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }
 

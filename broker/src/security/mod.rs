@@ -10,6 +10,7 @@
 //! `kafka::authorize` when an authorizer is configured. See docs/security.md.
 
 pub mod acl;
+pub mod admin;
 pub mod authorizer;
 pub mod listeners;
 pub mod principal;

@@ -53,11 +53,13 @@ pub struct TlsSettings {
 }
 
 /// What identifies one version of the files: (modified, length) of each.
-type Stamp = Vec<Option<(SystemTime, u64)>>;
+pub type Stamp = Vec<Option<(SystemTime, u64)>>;
 
 /// The TLS configuration of the listeners, rebuilt when its files change.
 pub struct TlsFiles {
     settings: TlsSettings,
+    /// ALPN protocols offered (`h2` on the gRPC listener; none on Kafka's).
+    alpn: Vec<Vec<u8>>,
     current: Mutex<(Stamp, TlsAcceptor)>,
 }
 
@@ -72,11 +74,18 @@ impl std::fmt::Debug for TlsFiles {
 impl TlsFiles {
     /// Loads the files; an error (missing, unreadable, mismatched) fails startup.
     pub fn load(settings: TlsSettings) -> Result<Self, String> {
+        Self::load_with_alpn(settings, Vec::new())
+    }
+
+    /// [`TlsFiles::load`] for a listener that negotiates its protocol by ALPN.
+    pub fn load_with_alpn(settings: TlsSettings, alpn: Vec<Vec<u8>>) -> Result<Self, String> {
         let stamp = stamp(&settings);
-        let config = build(&settings)?;
+        let mut config = build(&settings)?;
+        config.alpn_protocols = alpn.clone();
         info!(certificate = %settings.certificate.display(), client_auth = ?settings.client_auth, "TLS certificate loaded");
         Ok(TlsFiles {
             settings,
+            alpn,
             current: Mutex::new((stamp, TlsAcceptor::from(Arc::new(config)))),
         })
     }
@@ -87,7 +96,8 @@ impl TlsFiles {
         let mut cur = self.current.lock();
         if cur.0 != now {
             match build(&self.settings) {
-                Ok(config) => {
+                Ok(mut config) => {
+                    config.alpn_protocols = self.alpn.clone();
                     info!(certificate = %self.settings.certificate.display(), "TLS files changed: certificate reloaded");
                     *cur = (now, TlsAcceptor::from(Arc::new(config)));
                 }
@@ -103,9 +113,13 @@ impl TlsFiles {
 
 fn stamp(s: &TlsSettings) -> Stamp {
     let files = [Some(&s.certificate), Some(&s.key), s.client_ca.as_ref()];
+    stamp_of(files.into_iter().flatten())
+}
+
+/// The (modified, length) of each file: what tells that one was replaced.
+pub fn stamp_of<'a>(files: impl IntoIterator<Item = &'a PathBuf>) -> Stamp {
     files
         .into_iter()
-        .flatten()
         .map(|p| {
             std::fs::metadata(p)
                 .ok()

@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use strata_broker::admin::pb::admin_client::AdminClient;
 use strata_broker::admin::pb::*;
-use tonic::transport::Channel;
+use strata_broker::security::admin::AdminChannel;
 
 use crate::out::{json, table, Output};
 use crate::status;
@@ -26,7 +26,11 @@ pub enum GroupCmd {
     },
 }
 
-pub async fn run(c: &mut AdminClient<Channel>, cmd: GroupCmd, out: Output) -> Result<(), String> {
+pub async fn run(
+    c: &mut AdminClient<AdminChannel>,
+    cmd: GroupCmd,
+    out: Output,
+) -> Result<(), String> {
     let st = status;
     match cmd {
         GroupCmd::List => {

@@ -21,7 +21,7 @@ mod txns;
 use clap::{Parser, Subcommand};
 use strata_broker::admin::pb::admin_client::AdminClient;
 use strata_broker::admin::pb::*;
-use tonic::transport::Channel;
+use strata_broker::security::admin::{read_token, AdminClientSecurity};
 
 use groups::GroupCmd;
 use out::{ids, json, table, Output};
@@ -38,6 +38,18 @@ struct Cli {
         global = true
     )]
     admin: String,
+    /// CA file (PEM) the admin listener's certificate chains to: connect with TLS.
+    #[arg(long, env = "STRATA_ADMIN_CA", global = true)]
+    admin_ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for a TLS admin listener (with --admin-key).
+    #[arg(long, env = "STRATA_ADMIN_CERT", global = true, requires = "admin_key")]
+    admin_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --admin-cert.
+    #[arg(long, env = "STRATA_ADMIN_KEY", global = true, requires = "admin_cert")]
+    admin_key: Option<std::path::PathBuf>,
+    /// File holding the admin API's bearer token.
+    #[arg(long, env = "STRATA_ADMIN_TOKEN_FILE", global = true)]
+    admin_token_file: Option<std::path::PathBuf>,
     #[arg(long, short, value_enum, default_value_t = Output::Table, global = true)]
     output: Output,
     #[command(subcommand)]
@@ -241,12 +253,24 @@ fn status(e: tonic::Status) -> String {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let channel = Channel::from_shared(cli.admin.clone())
-        .map_err(|e| format!("invalid --admin address `{}`: {e}", cli.admin))?
+    let security = AdminClientSecurity {
+        ca: cli.admin_ca.clone(),
+        identity: cli.admin_cert.clone().zip(cli.admin_key.clone()),
+        token: cli
+            .admin_token_file
+            .as_deref()
+            .map(read_token)
+            .transpose()?,
+    };
+    if security.identity.is_some() && !security.tls() {
+        return Err("--admin-cert needs --admin-ca (the CA of the admin listener)".into());
+    }
+    let channel = security
+        .endpoint(&cli.admin)?
         .connect()
         .await
-        .map_err(|e| format!("cannot reach the admin API at {}: {e}", cli.admin))?;
-    let mut c = AdminClient::new(channel);
+        .map_err(|e| format!("cannot reach the admin API at {}: {e:?}", cli.admin))?;
+    let mut c = AdminClient::new(security.wrap(channel));
     let out = cli.output;
     let st = status;
     match cli.command {

@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use strata_broker::admin::pb::admin_client::AdminClient;
 use strata_broker::admin::pb::*;
-use tonic::transport::Channel;
+use strata_broker::security::admin::AdminChannel;
 
 use crate::out::{json, table, Output};
 use crate::status;
@@ -28,7 +28,11 @@ pub enum TxnCmd {
     },
 }
 
-pub async fn run(c: &mut AdminClient<Channel>, cmd: TxnCmd, out: Output) -> Result<(), String> {
+pub async fn run(
+    c: &mut AdminClient<AdminChannel>,
+    cmd: TxnCmd,
+    out: Output,
+) -> Result<(), String> {
     let d = match cmd {
         TxnCmd::List { states } => {
             let r = c
