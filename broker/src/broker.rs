@@ -147,6 +147,7 @@ impl Broker {
         broker
             .metrics
             .register_data_dir(broker.config.data_dir.clone());
+        broker.metrics.register_index_memory();
         broker.metrics.register_transactions(
             Arc::downgrade(&broker.txns),
             Arc::downgrade(&broker.replicas),

@@ -67,6 +67,9 @@ pub struct Metrics {
     pub replication_throttled_bytes: Counter<u64>,
     /// Rounds in which throttled replicas were held back, per side.
     pub replication_throttle_holds: Counter<u64>,
+    /// Fetch record bytes sent from segment files to sockets (`sendfile`) or copied
+    /// through memory, by `path` (`zero_copy`, `copy`).
+    pub fetch_bytes: Counter<u64>,
 }
 
 impl Metrics {
@@ -134,6 +137,10 @@ impl Metrics {
             replication_throttle_holds: meter
                 .u64_counter("strata_replication_throttle_holds")
                 .with_description("Fetch rounds in which throttled replicas waited for the replication throttle, per side")
+                .build(),
+            fetch_bytes: meter
+                .u64_counter("strata_fetch_record_bytes")
+                .with_description("Record bytes of Fetch responses by how they left the broker: path=zero_copy (sendfile from the segment file) or path=copy (through memory: TLS, disk reads, the tier)")
                 .build(),
             registry,
         };
@@ -329,6 +336,21 @@ impl Metrics {
                     obs.observe(space.total, &[]);
                 }
             })
+            .build();
+    }
+
+    /// Registers `strata_log_index_memory_bytes`: the memory of every open
+    /// segment's offset and time index entries (one per `index.interval.bytes` of
+    /// log, 8 and 12 bytes: ~2–3 MiB per GiB of log at the default 4 KiB).
+    pub fn register_index_memory(&self) {
+        let _gauge = self
+            .registry
+            .meter()
+            .u64_observable_gauge("strata_log_index_memory_bytes")
+            .with_description(
+                "Bytes of memory held by the segment indexes (offset and time) of all partitions",
+            )
+            .with_callback(|obs| obs.observe(crate::log::index::memory_bytes(), &[]))
             .build();
     }
 

@@ -15,10 +15,11 @@ use opentelemetry::KeyValue;
 use tracing::{debug, debug_span, warn, Instrument};
 
 use super::authorize::{self as az, Authz};
+use super::fetch_frame::{Encoded, FetchFrame, Frame};
 use super::{
     acls, alter_configs, api_versions, client_quotas, committed_offsets, configs, delete_records,
-    describe_cluster, describe_topic_partitions, describe_txn, elect_leaders, fetch, groups,
-    leader_epoch, list_offsets, log_dirs, produce, producer_id, reassignments, scram_users,
+    describe_cluster, describe_topic_partitions, describe_txn, elect_leaders, fetch, fetch_frame,
+    groups, leader_epoch, list_offsets, log_dirs, produce, producer_id, reassignments, scram_users,
     topic_metadata, topics, transactions, txn_markers,
 };
 use crate::broker::Broker;
@@ -30,12 +31,15 @@ use crate::security::ClientContext;
 pub enum Outcome {
     /// Send this frame (length prefix included).
     Reply(Bytes),
+    /// Send this Fetch response, its records from the segment files when the
+    /// connection allows (`fetch_frame`).
+    Fetch(FetchFrame),
     /// Send nothing (Produce with acks=0).
     Silent,
     /// The client is over a quota: send `reply` (if any) at once, then read nothing
     /// more from the connection for `mute` (KIP-219).
     Throttled {
-        reply: Option<Bytes>,
+        reply: Option<Frame>,
         mute: std::time::Duration,
     },
     /// Close the connection, logging the reason.
@@ -216,7 +220,11 @@ pub async fn dispatch(broker: &Arc<Broker>, ctx: &ClientContext, frame: Bytes) -
     let mute = charge.mute(broker);
     match outcome {
         Outcome::Reply(b) if !mute.is_zero() => Outcome::Throttled {
-            reply: Some(b),
+            reply: Some(Frame::Bytes(b)),
+            mute,
+        },
+        Outcome::Fetch(f) if !mute.is_zero() => Outcome::Throttled {
+            reply: Some(Frame::Fetch(f)),
             mute,
         },
         Outcome::Silent if !mute.is_zero() => Outcome::Throttled { reply: None, mute },
@@ -309,11 +317,19 @@ async fn route(
                 Ok(checked) => checked,
                 Err(refused) => return reply(encode(api, version, correlation_id, &refused)),
             };
-            let mut resp = fetch::handle(broker, r, version).await;
-            patch(&mut resp);
-            charge.fetch(broker, &mut resp, version);
-            fetch::account(broker, &resp);
-            reply(encode(api, version, correlation_id, &resp))
+            let mut answer = fetch::handle(broker, r, version).await;
+            patch(&mut answer.resp);
+            let file_bytes = answer.file_bytes();
+            if charge.fetch(broker, &mut answer.resp, file_bytes, version) {
+                answer.clear();
+            }
+            fetch::account(broker, &answer);
+            let counter = Some(broker.metrics.fetch_bytes.clone());
+            match fetch_frame::encode(version, correlation_id, answer, counter) {
+                Ok(Encoded::Memory(resp)) => reply(encode(api, version, correlation_id, &resp)),
+                Ok(Encoded::Files(f)) => Outcome::Fetch(f),
+                Err(e) => Outcome::Close(e),
+            }
         }
         RequestKind::ListOffsets(r) => {
             guarded!(list_offsets, r, |r| list_offsets::handle(

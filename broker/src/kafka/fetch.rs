@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::broker::Broker;
-use crate::log::{batch, LogError, ReadMode};
+use crate::log::{batch, FileSlice, LogError, ReadMode};
 use crate::partition::{FetchSnapshot, Isolation, Partition};
 use crate::replicas::TopicState;
 use crate::telemetry::Metrics;
@@ -34,9 +34,47 @@ use super::log_error_code;
 /// Upper bound on how long one fetch may park, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
 
+/// A Fetch answer: the response, whose partitions served from local segments have
+/// no `records`; their batches are in `files` (by topic, then partition, as in the
+/// response), to be sent from the segment files (`sendfile`) or read on the way out.
+#[derive(Debug, Default)]
+pub struct FetchAnswer {
+    pub resp: FetchResponse,
+    pub files: Vec<Vec<Option<FileSlice>>>,
+}
+
+impl FetchAnswer {
+    /// Record bytes held in `files`.
+    pub fn file_bytes(&self) -> usize {
+        self.slices().map(FileSlice::len).sum()
+    }
+
+    pub fn slices(&self) -> impl Iterator<Item = &FileSlice> {
+        self.files.iter().flatten().flatten()
+    }
+
+    /// Drops every partition (a throttled response).
+    pub fn clear(&mut self) {
+        self.resp.responses.clear();
+        self.files.clear();
+    }
+
+    /// The response with every slice read into its partition's `records`.
+    pub fn materialize(mut self) -> std::io::Result<FetchResponse> {
+        for (t, files) in self.resp.responses.iter_mut().zip(&self.files) {
+            for (p, f) in t.partitions.iter_mut().zip(files) {
+                if let Some(f) = f {
+                    p.records = Some(f.read()?);
+                }
+            }
+        }
+        Ok(self.resp)
+    }
+}
+
 /// Answers a Fetch; the caller counts what is sent ([`account`]) once quotas had
 /// their say.
-pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> FetchResponse {
+pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> FetchAnswer {
     let deadline =
         Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let max_bytes = if version >= 3 && req.max_bytes > 0 {
@@ -84,8 +122,8 @@ async fn read_once(
     version: i16,
     max_bytes: usize,
     watchers: &mut Vec<watch::Receiver<i64>>,
-) -> (FetchResponse, usize, bool) {
-    let mut resp = FetchResponse::default();
+) -> (FetchAnswer, usize, bool) {
+    let mut resp = FetchAnswer::default();
     let mut total = 0usize;
     let mut errored = false;
     let isolation = if version >= 4 {
@@ -95,12 +133,14 @@ async fn read_once(
     };
     for (t, state) in req.topics.iter().zip(topics) {
         let mut tr = FetchableTopicResponse::default();
+        let mut files = Vec::with_capacity(t.partitions.len());
         if version >= 13 {
             tr.topic_id = t.topic_id;
         } else {
             tr.topic = t.topic.clone();
         }
         for fp in &t.partitions {
+            let mut file = None;
             let mut pd = PartitionData::default();
             pd.partition_index = fp.partition;
             pd.high_watermark = -1;
@@ -140,8 +180,17 @@ async fn read_once(
                             if version >= 4 {
                                 pd.aborted_transactions = Some(snap.aborted);
                             }
-                            total += data.len();
-                            pd.records = Some(data);
+                            match data {
+                                Records::Memory(data) => {
+                                    total += data.len();
+                                    pd.records = Some(data);
+                                }
+                                Records::File(f) => {
+                                    total += f.len();
+                                    pd.records = None;
+                                    file = Some(f);
+                                }
+                            }
                         }
                         Err(code) => {
                             pd.error_code = code.code();
@@ -158,10 +207,19 @@ async fn read_once(
                 pd.aborted_transactions = Some(Vec::new());
             }
             tr.partitions.push(pd);
+            files.push(file);
         }
-        resp.responses.push(tr);
+        resp.resp.responses.push(tr);
+        resp.files.push(files);
     }
     (resp, total, errored)
+}
+
+/// A partition's records: in memory (tier reads, reads that had to wait for the
+/// disk) or located in a segment file.
+enum Records {
+    Memory(Bytes),
+    File(FileSlice),
 }
 
 /// What a partition's read reports besides its records.
@@ -208,7 +266,7 @@ async fn read_partition(
     topic_id: &Uuid,
     p: &Arc<Partition>,
     read: Read,
-) -> Result<(Snapshot, Bytes), ResponseError> {
+) -> Result<(Snapshot, Records), ResponseError> {
     if let Some(tier) = &broker.tier {
         // A replica that led when DeleteRecords ran inside the remote log moved its
         // own start; a later leader knows it from the quorum only.
@@ -265,7 +323,7 @@ async fn read_partition(
                             log_start_offset: tier.log_start_offset(topic_id, p, start),
                             aborted,
                         },
-                        data,
+                        Records::Memory(data),
                     ))
                 }
                 Ok(RemoteFetch::OutOfRange) => Err(ResponseError::OffsetOutOfRange),
@@ -276,9 +334,10 @@ async fn read_partition(
     }
 }
 
-/// Reads local records: on this thread when the page cache holds them (the usual
-/// case for consumers near the end of the log), on the blocking pool otherwise.
-async fn read_local(p: &Arc<Partition>, read: Read) -> Result<(FetchSnapshot, Bytes), LogError> {
+/// Reads local records: on this thread when the page cache holds their batch
+/// headers (the usual case for consumers near the end of the log), located only, to
+/// be sent from the file; otherwise read into memory on the blocking pool.
+async fn read_local(p: &Arc<Partition>, read: Read) -> Result<(FetchSnapshot, Records), LogError> {
     let Read {
         offset,
         budget,
@@ -288,8 +347,9 @@ async fn read_local(p: &Arc<Partition>, read: Read) -> Result<(FetchSnapshot, By
     // The page cache first; the blocking pool only when the disk must be read.
     let cached = p
         .fetch_with(offset, budget, min_one, ReadMode::Cached, isolation)
-        .and_then(|snap| match snap.plan.read_with(ReadMode::Cached) {
-            Ok(data) => Ok((snap, data)),
+        .and_then(|snap| match snap.plan.locate_with(ReadMode::Cached) {
+            Ok(Some(f)) => Ok((snap, Records::File(f))),
+            Ok(None) => Ok((snap, Records::Memory(Bytes::new()))),
             Err(source) => Err(LogError::Io {
                 path: p.dir(),
                 source,
@@ -306,7 +366,7 @@ async fn read_local(p: &Arc<Partition>, read: Read) -> Result<(FetchSnapshot, By
             path: p.dir(),
             source,
         })?;
-        Ok((snap, data))
+        Ok((snap, Records::Memory(data)))
     })
     .await
     .unwrap_or_else(|| Err(LogError::Decode("the broker is shutting down".into())))
@@ -325,8 +385,9 @@ pub fn tier_error_code(e: &TierReadError) -> ResponseError {
 
 /// Counts bytes and records served, per topic: called on the response as sent, so
 /// after a quota has emptied a throttled one (see `crate::quota::request`).
-pub fn account(broker: &Broker, resp: &FetchResponse) {
-    for t in &resp.responses {
+pub fn account(broker: &Broker, answer: &FetchAnswer) {
+    let resp = &answer.resp;
+    for (i, t) in resp.responses.iter().enumerate() {
         let name = if t.topic.0.is_empty() {
             broker
                 .replicas
@@ -344,6 +405,10 @@ pub fn account(broker: &Broker, resp: &FetchResponse) {
                     .map(|(h, _)| h.records_count.max(0) as u64)
                     .sum::<u64>();
             }
+        }
+        for f in answer.files.get(i).into_iter().flatten().flatten() {
+            bytes += f.len() as u64;
+            records += f.records();
         }
         if bytes > 0 {
             let labels = Metrics::topic(&name);

@@ -18,6 +18,7 @@ pub mod describe_txn;
 pub mod dispatch;
 pub mod elect_leaders;
 pub mod fetch;
+pub mod fetch_frame;
 pub mod groups;
 pub mod leader_epoch;
 pub mod list_offsets;

@@ -191,7 +191,7 @@ fn append_all(
                     return Err((ResponseError::CorruptMessage, "no records".to_string()));
                 };
                 let config = partition.log_config();
-                let validated = ValidatedRecords::new(records, config.max_message_bytes)
+                let validated = ValidatedRecords::shared(records.clone(), config.max_message_bytes)
                     .map_err(|e| (log_error_code(&e), e.to_string()))?;
                 if config.compaction.is_some() {
                     crate::log::cleaner::check_keys(records)

@@ -25,6 +25,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use super::dispatch::{dispatch, Outcome};
+use super::fetch_frame::{FetchFrame, Frame};
 use crate::broker::Broker;
 use crate::security::principal::certificate_subject;
 use crate::security::sasl::{SaslSession, Step};
@@ -219,6 +220,75 @@ async fn connection(
     serve_frames(r, w, peer, limits, shutdown, session).await
 }
 
+/// The write side of a connection; a plaintext TCP one exposes its socket, to which
+/// Fetch responses are sent from the segment files (`sendfile`).
+pub trait FrameSink: AsyncWrite + Unpin {
+    fn socket(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl FrameSink for tokio::net::tcp::OwnedWriteHalf {
+    fn socket(&self) -> Option<&TcpStream> {
+        Some(self.as_ref())
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite> FrameSink for tokio::io::WriteHalf<T> {}
+
+/// Whether plaintext connections send fetched records with `sendfile`: yes unless
+/// `STRATA_FETCH_ZERO_COPY=false` (a switch for A/B measurements and for file
+/// systems where `sendfile` misbehaves).
+fn zero_copy_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        let on = !matches!(
+            std::env::var("STRATA_FETCH_ZERO_COPY").as_deref(),
+            Ok("false") | Ok("0")
+        );
+        info!(zero_copy = on, "fetch responses on plaintext listeners");
+        on
+    })
+}
+
+/// Writes a Fetch frame: from the files on a plaintext socket (the buffered bytes
+/// go first), through memory otherwise.
+async fn write_fetch<W: FrameSink>(
+    writer: &mut BufWriter<W>,
+    frame: &FetchFrame,
+) -> Result<(), String> {
+    writer
+        .flush()
+        .await
+        .map_err(|e| format!("write error: {e}"))?;
+    let socket = writer.get_ref().socket().filter(|_| zero_copy_enabled());
+    match socket {
+        Some(sock) => frame
+            .send(sock)
+            .await
+            .map_err(|e| format!("write error (zero-copy fetch): {e}")),
+        None => {
+            let bytes = frame
+                .to_bytes()
+                .map_err(|e| format!("cannot read fetched records: {e}"))?;
+            writer
+                .write_all(&bytes)
+                .await
+                .map_err(|e| format!("write error: {e}"))
+        }
+    }
+}
+
+async fn write_frame<W: FrameSink>(writer: &mut BufWriter<W>, frame: &Frame) -> Result<(), String> {
+    match frame {
+        Frame::Bytes(bytes) => writer
+            .write_all(bytes)
+            .await
+            .map_err(|e| format!("write error: {e}")),
+        Frame::Fetch(f) => write_fetch(writer, f).await,
+    }
+}
+
 /// Handles the request frames of one connection, in order.
 pub trait FrameHandler {
     /// The largest frame accepted now (`max`: `max_request_bytes`).
@@ -277,7 +347,7 @@ async fn serve_frames<R, W, H>(
 ) -> Result<(), String>
 where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    W: FrameSink,
     H: FrameHandler,
 {
     let mut reader = BufReader::with_capacity(64 * 1024, r);
@@ -325,15 +395,16 @@ where
             b = limits.budget.acquire(len) => b?,
             _ = shutdown.changed() => return Ok(()),
         };
-        let mut frame = BytesMut::zeroed(len);
-        match tokio::time::timeout(FRAME_TIMEOUT, reader.read_exact(&mut frame)).await {
+        // Exactly the announced length, read into capacity that is never zeroed.
+        let mut frame = BytesMut::with_capacity(len);
+        match tokio::time::timeout(FRAME_TIMEOUT, read_body(&mut reader, &mut frame, len)).await {
             Err(_) => {
                 return Err(format!(
                     "frame of {len} bytes not received within {FRAME_TIMEOUT:?}"
                 ))
             }
             Ok(Err(e)) => return Err(format!("truncated frame ({len} bytes announced): {e}")),
-            Ok(Ok(_)) => {}
+            Ok(Ok(())) => {}
         }
         let outcome = handler.handle(frame.freeze()).await;
         // Handled: the request's bytes are free (the response is not counted; it is
@@ -346,15 +417,13 @@ where
                     .await
                     .map_err(|e| format!("write error: {e}"))?;
             }
+            Outcome::Fetch(frame) => write_fetch(&mut writer, &frame).await?,
             Outcome::Silent => {}
             Outcome::Throttled { reply, mute } => {
                 // KIP-219: the client learns its throttle time at once; the broker then
                 // reads nothing more from it until the throttle has passed.
-                if let Some(bytes) = reply {
-                    writer
-                        .write_all(&bytes)
-                        .await
-                        .map_err(|e| format!("write error: {e}"))?;
+                if let Some(frame) = &reply {
+                    write_frame(&mut writer, frame).await?;
                 }
                 writer
                     .flush()
@@ -385,6 +454,22 @@ where
                 .map_err(|e| format!("write error: {e}"))?;
         }
     }
+}
+
+/// Reads exactly `len` bytes into `frame` (whose capacity is `len`): the bytes go
+/// into its spare capacity, which `read_buf` never exposes uninitialized.
+async fn read_body<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    frame: &mut BytesMut,
+    len: usize,
+) -> std::io::Result<()> {
+    while frame.len() < len {
+        let rest = (len - frame.len()) as u64;
+        if (&mut *reader).take(rest).read_buf(frame).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

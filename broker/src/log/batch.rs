@@ -345,6 +345,16 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
     batch[CRC_POS..CRC_COVERED_FROM].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// [`set_log_append_time`] on a batch held as its header (`HEADER_LEN` bytes, patched)
+/// and the rest (read only: it feeds the CRC).
+pub fn set_log_append_time_split(head: &mut [u8], body: &[u8], now_ms: i64) {
+    let attrs = be_i16(head, 21) | 0x08;
+    head[21..23].copy_from_slice(&attrs.to_be_bytes());
+    head[35..43].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&head[CRC_COVERED_FROM..]), body);
+    head[CRC_POS..CRC_COVERED_FROM].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Iterates batch headers in a buffer of whole batches as read from a segment, stopping
 /// at the first incomplete batch. Yields `(header, start position)`.
 pub fn headers(buf: &[u8]) -> impl Iterator<Item = (BatchHeader, usize)> + '_ {
@@ -510,5 +520,24 @@ pub(crate) mod tests {
         set.extend_from_slice(&[1, 2, 3]);
         assert!(split_batches(&set).is_err());
         assert!(split_batches(&[]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::tests::make_batch;
+    use super::*;
+
+    /// Stamping LogAppendTime on a header copy gives the bytes (and CRC) that
+    /// stamping the whole batch in place gives.
+    #[test]
+    fn log_append_time_on_a_header_copy_matches_the_whole_batch() {
+        let mut whole = make_batch(5, 4, 1000, b"payload bytes");
+        let (head, body) = whole.split_at(HEADER_LEN);
+        let (mut head, body) = (head.to_vec(), body.to_vec());
+        set_log_append_time(&mut whole, 123_456);
+        set_log_append_time_split(&mut head, &body, 123_456);
+        assert_eq!([head, body].concat(), whole);
+        assert!(validate_stored(&whole).is_ok());
     }
 }

@@ -7,6 +7,16 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Bytes of memory held by the index entries of every open segment of the broker
+/// (`strata_log_index_memory_bytes`).
+static INDEX_MEMORY_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Memory held by all index entries now, in bytes.
+pub fn memory_bytes() -> u64 {
+    INDEX_MEMORY_BYTES.load(Ordering::Relaxed)
+}
 
 /// Offset index entry: (offset relative to the segment base, byte position).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +38,14 @@ pub struct IndexFile<E> {
     path: PathBuf,
     file: File,
     entries: Vec<E>,
+    /// The bytes of `entries` counted in [`INDEX_MEMORY_BYTES`].
+    counted: u64,
+}
+
+impl<E> Drop for IndexFile<E> {
+    fn drop(&mut self) {
+        INDEX_MEMORY_BYTES.fetch_sub(self.counted, Ordering::Relaxed);
+    }
 }
 
 /// Fixed-size binary encoding of an index entry.
@@ -88,6 +106,7 @@ impl<E: Entry> IndexFile<E> {
             path: path.to_path_buf(),
             file,
             entries: Vec::new(),
+            counted: 0,
         })
     }
 
@@ -104,11 +123,25 @@ impl<E: Entry> IndexFile<E> {
         let Some(entries) = parse_entries(&raw) else {
             return Ok(None);
         };
-        Ok(Some(IndexFile {
+        let mut index = IndexFile {
             path: path.to_path_buf(),
             file,
             entries,
-        }))
+            counted: 0,
+        };
+        index.recount();
+        Ok(Some(index))
+    }
+
+    /// Brings [`INDEX_MEMORY_BYTES`] up to date with the entries' allocation.
+    fn recount(&mut self) {
+        let now = (self.entries.capacity() * std::mem::size_of::<E>()) as u64;
+        if now >= self.counted {
+            INDEX_MEMORY_BYTES.fetch_add(now - self.counted, Ordering::Relaxed);
+        } else {
+            INDEX_MEMORY_BYTES.fetch_sub(self.counted - now, Ordering::Relaxed);
+        }
+        self.counted = now;
     }
 
     pub fn entries(&self) -> &[E] {
@@ -125,6 +158,7 @@ impl<E: Entry> IndexFile<E> {
         e.encode(&mut buf);
         self.file.write_all(&buf)?;
         self.entries.push(e);
+        self.recount();
         Ok(())
     }
 
@@ -137,6 +171,7 @@ impl<E: Entry> IndexFile<E> {
         self.file = File::create(&self.path)?;
         self.file.write_all(&buf)?;
         self.entries = entries;
+        self.recount();
         Ok(())
     }
 

@@ -23,15 +23,17 @@ pub mod txn_index;
 
 pub use delete_records::RecordsDeleted;
 pub(crate) use read::first_record_at_or_after;
-pub use read::ReadPlan;
+pub use read::{FileSlice, ReadPlan};
 pub use sync::SyncJob;
 pub use txn_index::AbortedTxn;
 
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
@@ -125,13 +127,20 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
 /// byte) is the expensive part, so it happens before the partition lock is taken.
 #[derive(Debug)]
 pub struct ValidatedRecords {
-    buf: BytesMut,
+    /// The request's bytes as received (shared, never copied): the fields an
+    /// append assigns are patched into a copy of each batch's header.
+    buf: Bytes,
     batches: Vec<(BatchHeader, Range<usize>)>,
 }
 
 impl ValidatedRecords {
     pub fn new(records: &[u8], max_message_bytes: usize) -> Result<Self, LogError> {
-        let batches = batch::split_batches(records)?;
+        Self::shared(Bytes::copy_from_slice(records), max_message_bytes)
+    }
+
+    /// [`ValidatedRecords::new`] over a request's own buffer, without a copy.
+    pub fn shared(records: Bytes, max_message_bytes: usize) -> Result<Self, LogError> {
+        let batches = batch::split_batches(&records)?;
         for (h, _) in &batches {
             if h.total_len() > max_message_bytes {
                 return Err(LogError::TooLarge {
@@ -141,14 +150,14 @@ impl ValidatedRecords {
             }
         }
         Ok(ValidatedRecords {
-            buf: BytesMut::from(records),
+            buf: records,
             batches,
         })
     }
 
     /// Batches fetched from a leader: validated as stored batches
     /// ([`batch::validate_stored`]), since a compacted leader serves cleaned ones.
-    pub fn from_replica(records: &[u8]) -> Result<Self, LogError> {
+    pub fn from_replica(records: Bytes) -> Result<Self, LogError> {
         let mut batches = Vec::new();
         let mut pos = 0;
         while pos < records.len() {
@@ -158,7 +167,7 @@ impl ValidatedRecords {
             pos = end;
         }
         Ok(ValidatedRecords {
-            buf: BytesMut::from(records),
+            buf: records,
             batches,
         })
     }
@@ -241,6 +250,9 @@ pub struct PartitionLog {
     durable_end: i64,
     /// Bumped by truncation: a sync job taken before it proves nothing after it.
     sync_generation: u64,
+    /// Counts in-place rewrites of segment bytes (truncations, a reset): a zero-copy
+    /// send that began before one must not complete its frame ([`FileSlice`]).
+    rewrites: Arc<AtomicU64>,
     /// An fsync failed: the page cache may have dropped what it held, so nothing is
     /// assumed durable any more (until a restart recovers the log).
     sync_failed: bool,
@@ -437,11 +449,15 @@ impl PartitionLog {
         };
         let dir = self.dir.clone();
         for (h, range) in records.batches.iter_mut() {
-            let bytes = &mut records.buf[range.clone()];
-            batch::set_base_offset(bytes, next);
-            batch::set_leader_epoch(bytes, leader_epoch);
+            // The assigned fields go into a copy of the header; the rest of the batch
+            // is written from the request's buffer as it is (one `pwritev`).
+            let (head_in, body) = records.buf[range.clone()].split_at(batch::HEADER_LEN);
+            let mut head = [0u8; batch::HEADER_LEN];
+            head.copy_from_slice(head_in);
+            batch::set_base_offset(&mut head, next);
+            batch::set_leader_epoch(&mut head, leader_epoch);
             if self.config.log_append_time {
-                batch::set_log_append_time(bytes, now_ms);
+                batch::set_log_append_time_split(&mut head, body, now_ms);
                 h.max_timestamp = now_ms;
             }
             h.base_offset = next;
@@ -450,8 +466,15 @@ impl PartitionLog {
                 .segments
                 .last_mut()
                 .ok_or_else(|| LogError::Decode("no active segment".into()))?;
-            seg.append(bytes, h).map_err(io_err(&dir))?;
-            record_batch(&mut self.producers, &mut self.txns, h, bytes).map_err(io_err(&dir))?;
+            seg.append_parts(&head, body, h).map_err(io_err(&dir))?;
+            if h.is_control() {
+                // Markers are a few bytes: their parser wants the batch in one piece.
+                let whole = [&head[..], body].concat();
+                record_batch(&mut self.producers, &mut self.txns, h, &whole)
+            } else {
+                record_batch(&mut self.producers, &mut self.txns, h, &[])
+            }
+            .map_err(io_err(&dir))?;
             next = h.last_offset() + 1;
         }
         self.unflushed_messages += records.record_count();
@@ -536,6 +559,8 @@ impl PartitionLog {
     /// Deletes every segment and restarts the log empty at `offset` (a follower whose
     /// log ends before the leader's log start).
     pub fn reset_to(&mut self, offset: i64, now_ms: i64) -> Result<(), LogError> {
+        // Before any byte changes: `Segment::create` may truncate a file in place.
+        self.rewrites.fetch_add(1, Ordering::SeqCst);
         let dir = self.dir.clone();
         let fresh = Segment::create(&dir, offset, self.config.index_interval_bytes, now_ms)
             .map_err(io_err(&dir))?;
@@ -560,6 +585,8 @@ impl PartitionLog {
     /// Removes every record at or after `offset` (used when a replica's tail diverges).
     pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
         let offset = offset.max(self.log_start_offset);
+        // Before any byte changes (see `FileSlice::unchanged`).
+        self.rewrites.fetch_add(1, Ordering::SeqCst);
         while self.segments.len() > 1 && self.active().base_offset() >= offset {
             if let Some(seg) = self.segments.pop() {
                 seg.delete().map_err(io_err(&self.dir))?;

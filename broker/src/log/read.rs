@@ -2,9 +2,13 @@
 //! and executing it without the lock, optionally from the page cache only
 //! ([`ReadMode::Cached`]); timestamp lookups for ListOffsets.
 
+use std::fs::File;
 use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::RecordBatchDecoder;
 
 use super::batch::{self, BatchHeader};
@@ -20,6 +24,60 @@ pub struct ReadPlan {
     min_one: bool,
     /// Batches ending at or beyond this offset are left out (the high watermark).
     max_offset: i64,
+    /// The log's rewrite counter and its value when the plan was made.
+    rewrites: Arc<AtomicU64>,
+    generation: u64,
+}
+
+/// Whole batches of one segment, located but not read: a fetch sends them from the
+/// file (`sendfile`) or reads them ([`FileSlice::read`]). The file stays open while a
+/// slice holds it, so a segment deleted by retention, rolled or cleaned meanwhile is
+/// still served as planned; bytes rewritten in place (a truncation) are detected by
+/// [`FileSlice::unchanged`], to be checked after the bytes were taken from the file.
+#[derive(Debug, Clone)]
+pub struct FileSlice {
+    file: Arc<File>,
+    pos: u64,
+    len: usize,
+    records: u64,
+    rewrites: Arc<AtomicU64>,
+    generation: u64,
+}
+
+impl FileSlice {
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+    /// Byte position in the file.
+    pub fn pos(&self) -> u64 {
+        self.pos
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Records in the slice's batches.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Whether no truncation of the log began since the plan: true means every byte
+    /// taken from the file before this call is what was planned.
+    pub fn unchanged(&self) -> bool {
+        self.rewrites.load(Ordering::SeqCst) == self.generation
+    }
+
+    /// Copies the slice into memory (TLS connections, and as the test's reference).
+    pub fn read(&self) -> io::Result<Bytes> {
+        let mut buf = BytesMut::zeroed(self.len);
+        self.file.read_exact_at(&mut buf, self.pos)?;
+        if !self.unchanged() {
+            return Err(io::Error::other("segment truncated during the read"));
+        }
+        Ok(buf.freeze())
+    }
 }
 
 impl ReadPlan {
@@ -53,6 +111,50 @@ impl ReadPlan {
         }
         Ok(data.slice(..keep))
     }
+
+    /// Finds the bytes [`ReadPlan::read_with`] would return (the same batches: whole
+    /// ones within `max_bytes`, the first one whole when `min_one`, none ending at or
+    /// past the limit) reading only their headers. `None` when there are none.
+    pub fn locate_with(&self, mode: ReadMode) -> io::Result<Option<FileSlice>> {
+        let Some(r) = &self.reader else {
+            return Ok(None);
+        };
+        if self.pos >= r.size() {
+            return Ok(None);
+        }
+        let avail = r.size() - self.pos;
+        let want = (self.max_bytes as u64).min(avail);
+        let (mut end, mut records) = (self.pos, 0u64);
+        while let Some(h) = r.header_with(end, mode)? {
+            let total = h.total_len() as u64;
+            let first = end == self.pos;
+            let fits = end + total - self.pos <= want;
+            // Beyond the budget only the first batch goes, and only with `min_one`.
+            let first_whole = first && self.min_one && total <= avail;
+            if !(fits || first_whole) {
+                break;
+            }
+            if h.last_offset() >= self.max_offset {
+                break;
+            }
+            end += total;
+            records += h.records_count.max(0) as u64;
+            if !fits {
+                break;
+            }
+        }
+        if end == self.pos {
+            return Ok(None);
+        }
+        Ok(Some(FileSlice {
+            file: Arc::clone(r.file()),
+            pos: self.pos,
+            len: (end - self.pos) as usize,
+            records,
+            rewrites: Arc::clone(&self.rewrites),
+            generation: self.generation,
+        }))
+    }
 }
 
 impl PartitionLog {
@@ -84,12 +186,15 @@ impl PartitionLog {
                 end,
             });
         }
+        let generation = self.rewrites.load(Ordering::SeqCst);
         let empty = ReadPlan {
             reader: None,
             pos: 0,
             max_bytes,
             min_one,
             max_offset: i64::MAX,
+            rewrites: Arc::clone(&self.rewrites),
+            generation,
         };
         if offset == end {
             return Ok(empty);
@@ -104,9 +209,7 @@ impl PartitionLog {
                 return Ok(ReadPlan {
                     reader: Some(seg.reader()),
                     pos,
-                    max_bytes,
-                    min_one,
-                    max_offset: i64::MAX,
+                    ..empty
                 });
             }
             i += 1;

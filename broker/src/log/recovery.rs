@@ -90,6 +90,7 @@ impl PartitionLog {
             sync_due: false,
             durable_end: 0,
             sync_generation: 0,
+            rewrites: Default::default(),
             sync_failed: false,
             deleted_below: 0,
         };

@@ -318,6 +318,12 @@ impl Segment {
     /// of the log: a write answered as failed (`KAFKA_STORAGE_ERROR`, which clients
     /// retry as *not* written) would come back after a restart, beside its retry.
     pub fn append(&mut self, bytes: &[u8], h: &BatchHeader) -> io::Result<()> {
+        self.append_parts(bytes, &[], h)
+    }
+
+    /// [`Segment::append`] of a batch held in two pieces (a patched header and the
+    /// rest), written with one positional vectored write.
+    pub fn append_parts(&mut self, head: &[u8], body: &[u8], h: &BatchHeader) -> io::Result<()> {
         let before = (
             self.offset_index.entries().len(),
             self.time_index.entries().len(),
@@ -326,10 +332,9 @@ impl Segment {
             self.max_timestamp,
             self.max_timestamp_rel,
         );
-        let result = self
-            .log
-            .write_all_at(bytes, self.size)
-            .and_then(|()| self.index_batch(h, bytes.len() as u64));
+        let len = (head.len() + body.len()) as u64;
+        let result = write_all_vectored_at(&self.log, head, body, self.size)
+            .and_then(|()| self.index_batch(h, len));
         if let Err(e) = result {
             let (offsets, times, since_offset, since_time, max_ts, max_ts_rel) = before;
             self.bytes_since_offset_entry = since_offset;
@@ -565,6 +570,22 @@ impl SegmentReader {
         Ok(BatchHeader::parse(&head).ok())
     }
 
+    /// [`SegmentReader::header_at`] in `mode` (`WouldBlock` when `Cached` and the
+    /// header is not in the page cache).
+    pub fn header_with(&self, pos: u64, mode: ReadMode) -> io::Result<Option<BatchHeader>> {
+        if pos + HEADER_LEN as u64 > self.size {
+            return Ok(None);
+        }
+        let mut head = [0u8; HEADER_LEN];
+        read_exact_at(&self.file, &mut head, pos, mode)?;
+        Ok(BatchHeader::parse(&head).ok())
+    }
+
+    /// The segment's data file (shared: it stays open while a reader holds it).
+    pub fn file(&self) -> &Arc<File> {
+        &self.file
+    }
+
     /// Reads the whole batch at `pos`.
     pub fn batch_at(&self, pos: u64, h: &BatchHeader) -> io::Result<Bytes> {
         let mut b = BytesMut::zeroed(h.total_len());
@@ -621,6 +642,45 @@ fn read_exact_at(file: &File, buf: &mut [u8], pos: u64, mode: ReadMode) -> io::R
     // blocking read reports as an error).
     if (n as usize) < buf.len() {
         return Err(io::ErrorKind::WouldBlock.into());
+    }
+    Ok(())
+}
+
+/// Writes `a` then `b` at `pos` (`pwritev`, repeated on a short write).
+fn write_all_vectored_at(file: &File, a: &[u8], b: &[u8], pos: u64) -> io::Result<()> {
+    let mut done = 0usize;
+    let total = a.len() + b.len();
+    while done < total {
+        let (x, y) = if done < a.len() {
+            (&a[done..], b)
+        } else {
+            (&b[done - a.len()..], &[][..])
+        };
+        let iov = [
+            libc::iovec {
+                iov_base: x.as_ptr() as *mut libc::c_void,
+                iov_len: x.len(),
+            },
+            libc::iovec {
+                iov_base: y.as_ptr() as *mut libc::c_void,
+                iov_len: y.len(),
+            },
+        ];
+        let at = libc::off_t::try_from(pos + done as u64).map_err(io::Error::other)?;
+        // SAFETY: both iovecs describe live slices, which the call only reads; the
+        // descriptor belongs to `file`, which is borrowed for the call.
+        let n = unsafe { libc::pwritev(file.as_raw_fd(), iov.as_ptr(), 2, at) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        done += n as usize;
     }
     Ok(())
 }

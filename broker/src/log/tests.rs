@@ -720,3 +720,77 @@ fn transactions_survive_restarts_crashes_and_truncation() {
     assert_eq!(log.aborted_transactions(0, end).len(), 29);
     assert_eq!(log.last_stable_offset(i64::MAX), last_abort.first_offset);
 }
+
+/// The batches a fetch locates (to send from the file) are exactly those it would
+/// read into memory, for every start, size, first-batch rule and offset limit.
+#[test]
+fn located_slices_are_the_bytes_a_read_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), cfg(), true, 0).unwrap();
+    for i in 0..60 {
+        // Batches of different sizes, some larger than the smaller budgets below.
+        append(
+            &mut log,
+            1 + (i % 4),
+            1000 + i64::from(i),
+            &vec![i as u8; 40 + 37 * (i as usize % 7)],
+        );
+    }
+    let end = log.log_end_offset();
+    let mut located = 0;
+    for offset in (0..end).step_by(3) {
+        for max_bytes in [0usize, 50, 200, 333, 1000, 5000, 1 << 20] {
+            for min_one in [false, true] {
+                for limit in [i64::MAX, end, offset + 1, offset + 7] {
+                    let plan = log
+                        .plan_read(offset, max_bytes, min_one)
+                        .unwrap()
+                        .limit(limit);
+                    let read = plan.read().unwrap();
+                    let slice = plan.locate_with(ReadMode::Blocking).unwrap();
+                    match slice {
+                        None => assert!(read.is_empty(), "{offset} {max_bytes} {min_one} {limit}"),
+                        Some(s) => {
+                            located += 1;
+                            assert_eq!(
+                                s.read().unwrap(),
+                                read,
+                                "{offset} {max_bytes} {min_one} {limit}"
+                            );
+                            let records: u64 = batch::headers(&read)
+                                .map(|(h, _)| h.records_count as u64)
+                                .sum();
+                            assert_eq!(s.records(), records);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(located > 100, "only {located} non-empty reads");
+}
+
+/// A slice planned before a truncation knows it: its bytes may have changed.
+#[test]
+fn a_truncation_after_planning_invalidates_located_slices() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), cfg(), true, 0).unwrap();
+    for i in 0..10 {
+        append(&mut log, 2, 1000 + i, &[7u8; 30]);
+    }
+    let plan = log.plan_read(4, 1 << 20, true).unwrap();
+    let slice = plan.locate_with(ReadMode::Blocking).unwrap().unwrap();
+    assert!(slice.unchanged());
+    // Retention-style deletion and rolls do not rewrite bytes; a truncation does.
+    append(&mut log, 2, 2000, &[8u8; 30]);
+    assert!(slice.unchanged());
+    log.truncate_to(6).unwrap();
+    assert!(!slice.unchanged());
+    assert!(slice.read().is_err());
+    let fresh = log.plan_read(4, 1 << 20, true).unwrap();
+    assert!(fresh
+        .locate_with(ReadMode::Blocking)
+        .unwrap()
+        .unwrap()
+        .unchanged());
+}

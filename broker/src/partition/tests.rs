@@ -28,7 +28,7 @@ fn replicate(leader: &Partition, follower: &Partition, id: i32, now: i64) -> Fol
             let epoch = follower.leader_epoch();
             follower
                 .append_replicated(
-                    ValidatedRecords::from_replica(&data).unwrap(),
+                    ValidatedRecords::from_replica(data.clone()).unwrap(),
                     snap.high_watermark,
                     now,
                     1,

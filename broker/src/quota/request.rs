@@ -106,13 +106,24 @@ impl RequestCharge {
 
     /// Charges a Fetch response and sets its throttle; a throttled response loses its
     /// records (the consumer fetches them again after the throttle).
-    pub fn fetch(&mut self, broker: &Broker, resp: &mut FetchResponse, version: i16) {
-        let bytes = resp.compute_size(version).unwrap_or(0);
+    ///
+    /// `file_bytes`: records of the response that are still in segment files (sent
+    /// with `sendfile`). Returns true when the response was emptied: the caller
+    /// drops those too.
+    pub fn fetch(
+        &mut self,
+        broker: &Broker,
+        resp: &mut FetchResponse,
+        file_bytes: usize,
+        version: i16,
+    ) -> bool {
+        let bytes = resp.compute_size(version).unwrap_or(0) + file_bytes;
         let bandwidth = self.record(broker, QuotaKind::Fetch, bytes as f64, true);
         if bandwidth > 0 {
             resp.responses.clear();
         }
         resp.throttle_time_ms = clamp_i32(bandwidth.max(self.request_time(broker)));
+        bandwidth > 0
     }
 
     /// The `throttle_time_ms` of a response that only `request_percentage` limits.

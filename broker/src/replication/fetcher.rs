@@ -385,7 +385,7 @@ pub(crate) fn apply_fetched(
         let (_, leo) = p.last_epoch_and_end();
         p.follower_hw(pd.high_watermark, leo);
     } else {
-        let records = ValidatedRecords::from_replica(&pd.records).map_err(|e| {
+        let records = ValidatedRecords::from_replica(pd.records.clone()).map_err(|e| {
             warn!(topic = %p.topic, partition = p.index, error = %e, "corrupt replicated data");
             ResponseError::CorruptMessage
         })?;
