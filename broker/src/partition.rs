@@ -143,6 +143,24 @@ impl Partition {
         self.log.lock().log_start_offset()
     }
 
+    /// Whether a client may be told offsets now: OFFSET_NOT_AVAILABLE (retriable)
+    /// while a new leader's high watermark is below the start of its epoch, as Kafka
+    /// answers ListOffsets (KIP-207). Until its followers fetch again, a new leader
+    /// only knows the high watermark it had as a follower, which may lag behind
+    /// records the previous leader acknowledged; a reader given it as the log end
+    /// would stop short of acknowledged records.
+    pub fn check_offsets_available(&self) -> Result<(), ResponseError> {
+        let start = {
+            let st = self.replica.lock();
+            let log = self.log.lock();
+            log.epochs().start_of(st.leader_epoch)
+        };
+        match start {
+            Some(start) if self.high_watermark() < start => Err(ResponseError::OffsetNotAvailable),
+            _ => Ok(()),
+        }
+    }
+
     pub fn log_end_offset(&self) -> i64 {
         self.log.lock().log_end_offset()
     }

@@ -21,12 +21,14 @@ _handed_out = set()
 def watermarks(consumer, tp, timeout=20):
     """(low, high) of a partition. A leadership change between the client's metadata
     and its ListOffsets request (an election, the controller giving leadership back
-    to the preferred replica) answers NOT_LEADER or a similar leadership error; like
+    to the preferred replica) answers NOT_LEADER or a similar leadership error, and a
+    new leader whose high watermark has not reached its epoch's start yet answers
+    OFFSET_NOT_AVAILABLE (KIP-207); like
     the Java consumer, ask again until `timeout`. Any other error raises at once.
     (librdkafka's retriable flag is not set on this call's errors, hence the list.)"""
     leadership = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
                   KafkaError.FENCED_LEADER_EPOCH, KafkaError.UNKNOWN_LEADER_EPOCH,
-                  KafkaError._TRANSPORT}
+                  KafkaError.OFFSET_NOT_AVAILABLE, KafkaError._TRANSPORT}
     deadline = time.monotonic() + timeout
     while True:
         left = deadline - time.monotonic()

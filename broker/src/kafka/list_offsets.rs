@@ -42,7 +42,9 @@ pub async fn handle(
                 None => Err(ResponseError::UnknownTopicOrPartition),
                 // As for Fetch: a stale leader would answer offsets a new one moved past.
                 Some(_) if !broker.holds_lease() => Err(ResponseError::NotLeaderOrFollower),
-                Some(s) => s.leader_of(lp.partition_index),
+                Some(s) => s
+                    .leader_of(lp.partition_index)
+                    .and_then(|p| p.check_offsets_available().map(|()| p)),
             };
             match partition {
                 Err(e) => pr.error_code = e.code(),

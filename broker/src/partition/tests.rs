@@ -329,3 +329,33 @@ fn a_leader_that_crashed_before_replicating_its_first_writes_drops_them_when_it_
         "{read:?}"
     );
 }
+
+#[test]
+fn a_new_leader_gives_no_offsets_until_its_high_watermark_reaches_its_epoch() {
+    let d1 = tempfile::tempdir().unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    let old = replica(d1.path(), 1);
+    let new = replica(d2.path(), 2);
+    old.set_role(Role::Leader, 1, &[1, 2], &[1, 2], 0);
+    new.set_role(Role::Follower { leader: 1 }, 1, &[1, 2], &[1, 2], 0);
+    for i in 0..3 {
+        old.append(records(i), 0).unwrap();
+    }
+    // The follower has every record but learns a high watermark that covers them
+    // only with a later fetch; the leader changes before that.
+    replicate(&old, &new, 2, 1);
+    assert_eq!(new.log_end_offset(), 6);
+    assert!(new.high_watermark() < 6);
+    assert_eq!(old.check_offsets_available(), Ok(()));
+    new.set_role(Role::Leader, 2, &[1, 2], &[1, 2], 2);
+    assert_eq!(
+        new.check_offsets_available(),
+        Err(ResponseError::OffsetNotAvailable)
+    );
+    // Once the other replica fetched in the new epoch, the high watermark is at the
+    // epoch's start and offsets are given again.
+    old.set_role(Role::Follower { leader: 2 }, 2, &[1, 2], &[1, 2], 2);
+    replicate(&new, &old, 1, 3);
+    assert_eq!(new.high_watermark(), 6);
+    assert_eq!(new.check_offsets_available(), Ok(()));
+}
