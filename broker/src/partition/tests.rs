@@ -40,17 +40,27 @@ fn replicate(leader: &Partition, follower: &Partition, id: i32, now: i64) -> Fol
     read
 }
 
-#[test]
-fn high_watermark_is_the_isr_minimum_and_a_deposed_leader_truncates() {
-    let d1 = tempfile::tempdir().unwrap();
-    let d2 = tempfile::tempdir().unwrap();
-    let leader = replica(d1.path(), 1);
-    let follower = replica(d2.path(), 2);
+/// Replica 1 leading and replica 2 following in epoch 1, both in the ISR, with
+/// three batches of two records appended at the leader (not yet replicated).
+fn leader_follower_with_three_batches(
+    d1: &std::path::Path,
+    d2: &std::path::Path,
+) -> (Partition, Partition) {
+    let leader = replica(d1, 1);
+    let follower = replica(d2, 2);
     leader.set_role(Role::Leader, 1, &[1, 2], &[1, 2], 0);
     follower.set_role(Role::Follower { leader: 1 }, 1, &[1, 2], &[1, 2], 0);
     for i in 0..3 {
         leader.append(records(i), 0).unwrap();
     }
+    (leader, follower)
+}
+
+#[test]
+fn high_watermark_is_the_isr_minimum_and_a_deposed_leader_truncates() {
+    let d1 = tempfile::tempdir().unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    let (leader, follower) = leader_follower_with_three_batches(d1.path(), d2.path());
     // Nothing is committed until the follower has fetched past it.
     assert_eq!(leader.high_watermark(), 0);
     assert!(matches!(
@@ -334,13 +344,7 @@ fn a_leader_that_crashed_before_replicating_its_first_writes_drops_them_when_it_
 fn a_new_leader_gives_no_offsets_until_its_high_watermark_reaches_its_epoch() {
     let d1 = tempfile::tempdir().unwrap();
     let d2 = tempfile::tempdir().unwrap();
-    let old = replica(d1.path(), 1);
-    let new = replica(d2.path(), 2);
-    old.set_role(Role::Leader, 1, &[1, 2], &[1, 2], 0);
-    new.set_role(Role::Follower { leader: 1 }, 1, &[1, 2], &[1, 2], 0);
-    for i in 0..3 {
-        old.append(records(i), 0).unwrap();
-    }
+    let (old, new) = leader_follower_with_three_batches(d1.path(), d2.path());
     // The follower has every record but learns a high watermark that covers them
     // only with a later fetch; the leader changes before that.
     replicate(&old, &new, 2, 1);
