@@ -27,7 +27,6 @@ use tracing::{debug, info, warn};
 use super::dispatch::{dispatch, Outcome};
 use super::fetch_frame::{FetchFrame, Frame};
 use crate::broker::Broker;
-use crate::security::principal::certificate_subject;
 use crate::security::sasl::{SaslSession, Step};
 use crate::security::{ClientContext, ListenerSecurity, Principal};
 
@@ -208,11 +207,8 @@ async fn connection(
             .peer_certificates()
             .and_then(|c| c.first());
         if let Some(cert) = cert {
-            let subject = certificate_subject(cert)?;
-            let name = security.mapping.apply(&subject).ok_or_else(|| {
-                format!("no ssl_principal_mapping_rules rule matches the client certificate subject {subject}")
-            })?;
-            session.ctx.principal = Principal::user(name);
+            let (principal, subject) = security.mapping.certificate_principal(cert)?;
+            session.ctx.principal = principal;
             info!(%peer, listener = %security.name, %subject, principal = %session.ctx.principal, "client certificate accepted");
         }
     }

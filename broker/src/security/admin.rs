@@ -39,20 +39,13 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic::{Request, Status};
 use tracing::info;
 
-use super::principal::{certificate_subject, MappingRules};
+use super::principal::MappingRules;
 use super::tls::{ClientAuth, TlsFiles, TlsSettings};
-use super::Principal;
+use super::{invalid, Principal};
 use crate::config::{BrokerConfig, ConfigError};
 
 /// How long a client gets to finish the TLS handshake on the admin listener.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        reason: reason.into(),
-    }
-}
 
 fn path(v: &str) -> Option<PathBuf> {
     let v = v.trim();
@@ -241,15 +234,6 @@ impl AdminSecurity {
         self.tls.is_some() || self.token.is_some()
     }
 
-    /// The principal of a verified client certificate, by the mapping rules.
-    pub fn certificate_principal(&self, cert: &[u8]) -> Result<Principal, String> {
-        let subject = certificate_subject(cert)?;
-        let name = self.mapping.apply(&subject).ok_or_else(|| {
-            format!("no ssl_principal_mapping_rules rule matches the certificate subject {subject}")
-        })?;
-        Ok(Principal::user(name))
-    }
-
     /// Who makes this call: the client certificate's principal, else the token's;
     /// anonymous when the listener is open. Unauthenticated otherwise.
     pub fn authenticate<T>(&self, req: &Request<T>) -> Result<Principal, Status> {
@@ -326,7 +310,7 @@ impl AdminTlsStream {
             .and_then(|c| c.first());
         let principal = match cert {
             Some(c) => {
-                let p = security.certificate_principal(c)?;
+                let (p, _) = security.mapping.certificate_principal(c)?;
                 info!(peer = %addr, principal = %p, "admin client certificate accepted");
                 Some(p)
             }

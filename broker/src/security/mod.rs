@@ -64,7 +64,7 @@ pub struct SecuritySettings {
     pub max_receive_size: usize,
 }
 
-fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+pub(super) fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
         reason: reason.into(),

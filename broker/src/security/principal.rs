@@ -100,6 +100,16 @@ impl MappingRules {
         Ok(MappingRules(rules))
     }
 
+    /// The principal of a (verified) DER client certificate, and its subject; an
+    /// error when no rule matches the subject.
+    pub fn certificate_principal(&self, der: &[u8]) -> Result<(Principal, String), String> {
+        let subject = certificate_subject(der)?;
+        let name = self.apply(&subject).ok_or_else(|| {
+            format!("no ssl_principal_mapping_rules rule matches the client certificate subject {subject}")
+        })?;
+        Ok((Principal::user(name), subject))
+    }
+
     /// The principal name of a certificate with this (RFC 2253) subject, if a rule
     /// matches it.
     pub fn apply(&self, subject: &str) -> Option<String> {
