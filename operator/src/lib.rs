@@ -23,6 +23,7 @@ pub mod metrics_api;
 pub mod rebalance;
 pub mod run;
 pub mod topic;
+pub mod user;
 
 /// Field manager for every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "strata-operator";

@@ -33,7 +33,7 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
     let metrics = Metrics::new()?;
     let ready = Readiness::default();
     // One admin connection per Cluster, for the controllers and the metrics API alike.
-    let admin = AdminChannels::new(metrics.clone());
+    let admin = AdminChannels::with_tokens(metrics.clone(), client.clone());
     let http = tokio::spawn(http::serve(
         opts.http_listen,
         metrics.clone(),
@@ -96,6 +96,10 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
             ns.clone(),
         )));
         controllers.push(tokio::spawn(crate::topic::controller::run(
+            ctx.clone(),
+            ns.clone(),
+        )));
+        controllers.push(tokio::spawn(crate::user::controller::run(
             ctx.clone(),
             ns.clone(),
         )));

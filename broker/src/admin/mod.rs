@@ -11,6 +11,7 @@ mod groups;
 mod lag;
 mod reassign;
 mod records;
+mod security;
 mod txns;
 
 use std::collections::BTreeMap;
@@ -564,5 +565,54 @@ impl Admin for AdminService {
     ) -> Result<Response<TransactionDescription>, Status> {
         self.transaction_call(r.into_inner().transactional_id, true)
             .await
+    }
+
+    async fn list_scram_users(
+        &self,
+        _r: Request<ListScramUsersRequest>,
+    ) -> Result<Response<ListScramUsersResponse>, Status> {
+        Ok(Response::new(self.list_scram_users_impl()))
+    }
+
+    async fn upsert_scram_credential(
+        &self,
+        r: Request<UpsertScramCredentialRequest>,
+    ) -> Result<Response<ScramUser>, Status> {
+        Ok(Response::new(
+            self.upsert_scram_credential_impl(r.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_scram_user(
+        &self,
+        r: Request<DeleteScramUserRequest>,
+    ) -> Result<Response<DeleteScramUserResponse>, Status> {
+        self.delete_scram_user_impl(r.into_inner().user).await?;
+        Ok(Response::new(DeleteScramUserResponse {}))
+    }
+
+    async fn list_acls(
+        &self,
+        r: Request<ListAclsRequest>,
+    ) -> Result<Response<ListAclsResponse>, Status> {
+        Ok(Response::new(
+            self.list_acls_impl(&r.into_inner().principal),
+        ))
+    }
+
+    async fn create_acls(
+        &self,
+        r: Request<CreateAclsRequest>,
+    ) -> Result<Response<AclsResponse>, Status> {
+        let acls = r.into_inner().acls;
+        Ok(Response::new(self.change_acls_impl(&acls, true).await?))
+    }
+
+    async fn delete_acls(
+        &self,
+        r: Request<DeleteAclsRequest>,
+    ) -> Result<Response<AclsResponse>, Status> {
+        let acls = r.into_inner().acls;
+        Ok(Response::new(self.change_acls_impl(&acls, false).await?))
     }
 }

@@ -39,6 +39,13 @@ macro_rules! codes {
             }
             /// Kafka's name (`DESCRIBE_CONFIGS`).
             pub fn name(self) -> &'static str { match self { $($name::$v => $s),* } }
+            /// The value named `s`, in any case, with or without underscores
+            /// (`DESCRIBE_CONFIGS`, `DescribeConfigs`).
+            pub fn from_name(s: &str) -> Option<Self> {
+                let squash = |n: &str| n.replace('_', "").to_ascii_uppercase();
+                let wanted = squash(s);
+                Self::ALL_VALUES.iter().copied().find(|v| squash(v.name()) == wanted)
+            }
         }
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.name()) }

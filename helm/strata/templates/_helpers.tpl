@@ -34,14 +34,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{/* Rules for the resources the operator manages (namespaced part). */}}
 {{- define "strata.managedRules" -}}
 - apiGroups: ["strata.dev"]
-  resources: ["clusters", "topics", "consumergroups"]
+  resources: ["clusters", "topics", "consumergroups", "users"]
   verbs: ["get", "list", "watch", "patch", "update"]
 - apiGroups: ["strata.dev"]
-  resources: ["clusters/status", "topics/status", "consumergroups/status"]
+  resources: ["clusters/status", "topics/status", "consumergroups/status", "users/status"]
   verbs: ["get", "patch", "update"]
 # Owner references with blockOwnerDeletion need update on the owner's finalizers.
 - apiGroups: ["strata.dev"]
-  resources: ["clusters/finalizers", "topics/finalizers", "consumergroups/finalizers"]
+  resources: ["clusters/finalizers", "topics/finalizers", "consumergroups/finalizers", "users/finalizers"]
   verbs: ["update"]
 # The HPAs of autoscaled ConsumerGroups.
 - apiGroups: ["autoscaling"]
@@ -59,6 +59,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+# The cluster CA, broker certificates, admin tokens and Users' credentials.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch", "create", "update", "delete"]
 # Growing the brokers' data claims when spec.storage.size grows.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]

@@ -33,13 +33,16 @@ pub type Admin = AdminClient<AdminChannel>;
 pub struct AdminChannel {
     inner: Channel,
     failed: Arc<AtomicBool>,
+    /// `authorization: Bearer <token>` of a secured Cluster's admin API.
+    bearer: Option<http::HeaderValue>,
 }
 
 impl AdminChannel {
-    fn new(inner: Channel) -> Self {
+    fn new(inner: Channel, token: Option<&str>) -> Self {
         AdminChannel {
             inner,
             failed: Arc::new(AtomicBool::new(false)),
+            bearer: token.and_then(|t| http::HeaderValue::from_str(&format!("Bearer {t}")).ok()),
         }
     }
 
@@ -62,14 +65,25 @@ impl tower_service::Service<http::Request<Body>> for AdminChannel {
         ready
     }
 
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
         let failed = self.failed.clone();
+        if let Some(b) = &self.bearer {
+            req.headers_mut()
+                .insert(http::header::AUTHORIZATION, b.clone());
+        }
         let call = self.inner.call(req);
         Box::pin(async move {
             let result = call.await;
             // An error here is the transport's (a broker's gRPC error status is
-            // an Ok response): the connection is no good.
-            if result.is_err() {
+            // an Ok response): the connection is no good. So is one whose token
+            // the broker refuses (grpc-status 16, UNAUTHENTICATED): the Cluster
+            // was secured after it was opened, and a new one reads the token.
+            let refused = result.as_ref().is_ok_and(|r| {
+                r.headers()
+                    .get("grpc-status")
+                    .is_some_and(|v| v.as_bytes() == b"16")
+            });
+            if result.is_err() || refused {
                 failed.store(true, Ordering::Relaxed);
             }
             result
@@ -106,6 +120,8 @@ struct Pooled {
 pub struct AdminChannels {
     channels: Arc<Mutex<HashMap<String, Pooled>>>,
     metrics: Metrics,
+    /// Reads the admin token of secured Clusters (none: calls carry no token).
+    secrets: Option<kube::Client>,
 }
 
 impl AdminChannels {
@@ -113,6 +129,16 @@ impl AdminChannels {
         AdminChannels {
             channels: Arc::default(),
             metrics,
+            secrets: None,
+        }
+    }
+
+    /// A pool whose channels to a secured Cluster carry its admin token (Secret
+    /// `<cluster>-admin-token`, see `cluster::security`).
+    pub fn with_tokens(metrics: Metrics, client: kube::Client) -> Self {
+        AdminChannels {
+            secrets: Some(client),
+            ..AdminChannels::new(metrics)
         }
     }
 
@@ -128,13 +154,22 @@ impl AdminChannels {
         if let Some(channel) = self.pooled(&key, &targets) {
             return Ok(AdminClient::new(channel));
         }
+        let token = match &self.secrets {
+            Some(client) => crate::cluster::security::admin_token(client, cluster)
+                .await
+                .map_err(|e| AdminError::Unreachable {
+                    tried: "the admin token Secret".into(),
+                    last: e.to_string(),
+                })?,
+            None => None,
+        };
         let addrs: Vec<String> = targets.into_iter().map(|(a, _)| a).collect();
         let connected = connect_channel(&addrs).await;
         self.metrics
             .admin_connect(if connected.is_ok() { "ok" } else { "error" });
         let (addr, channel) = connected?;
         tracing::debug!(cluster = %key, %addr, "admin channel opened");
-        let channel = AdminChannel::new(channel);
+        let channel = AdminChannel::new(channel, token.as_deref());
         let mut map = lock(&self.channels);
         map.insert(
             key,

@@ -303,6 +303,8 @@ async fn reconcile_inner(cluster: &Cluster, ctx: &Context) -> Result<Action> {
         }
     }
     rollout.apply_to(&mut desired.statefulset);
+    // Certificates and the admin token exist before a broker mounts them.
+    super::security::ensure_secrets(&validated, &ctx.client).await?;
     apply(
         &Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns),
         &desired.config_map,

@@ -7,9 +7,11 @@
 //! server-side apply, and [`status`] computes the status purely from what exists.
 
 pub mod build;
+pub mod certs;
 pub mod controller;
 pub mod rebalancer;
 pub mod rollout;
+pub mod security;
 pub mod status;
 pub mod storage;
 pub mod validate;

@@ -93,6 +93,16 @@ pub fn validate(cluster: &Cluster) -> Result<ValidatedCluster> {
             )));
         }
     }
+    let l = &spec.listeners;
+    super::security::validate(l.secure.as_ref(), &[l.kafka, l.admin, l.metrics])
+        .map_err(Error::Invalid)?;
+    if let Some(a) = &spec.authorization {
+        if let Some(bad) = a.super_users.iter().find(|u| !u.starts_with("User:")) {
+            return Err(Error::Invalid(format!(
+                "spec.authorization.superUsers `{bad}` is not a principal (User:name)"
+            )));
+        }
+    }
     if spec.storage.size.trim().is_empty() {
         return Err(Error::Invalid("spec.storage.size is empty".into()));
     }

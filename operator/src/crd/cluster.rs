@@ -90,6 +90,10 @@ pub struct ClusterSpec {
     /// OpenTelemetry traces of the brokers, exported over OTLP/HTTP; off when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracing: Option<TracingSpec>,
+    /// ACLs on: every Kafka request is checked against the ACLs of the `User`s
+    /// (and any made with kafka-acls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<AuthorizationSpec>,
 }
 
 /// Where the brokers send their traces (the standard `OTEL_*` variables of the
@@ -145,6 +149,58 @@ pub struct ListenersSpec {
     #[serde(default = "default_metrics_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub metrics: i32,
+    /// A second Kafka listener for clients, with TLS and/or authentication
+    /// (Kafka's SSL, SASL_PLAINTEXT or SASL_SSL). The `kafka` port stays the
+    /// brokers' own PLAINTEXT listener (replication of transaction markers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure: Option<SecureListenerSpec>,
+}
+
+/// The client listener with TLS and authentication (`spec.listeners.secure`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecureListenerSpec {
+    #[serde(default = "default_secure_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// TLS on this listener. The certificate comes from `certificateSecret`, or
+    /// from the cluster CA the operator creates (Secret `<cluster>-ca`).
+    #[serde(default = "default_true")]
+    pub tls: bool,
+    /// How clients authenticate: SCRAM (a `User` of type scram-sha-*), client
+    /// certificates (`tls`, needs `tls: true`), or not at all.
+    #[serde(default)]
+    pub authentication: ListenerAuthentication,
+    /// A Secret with `tls.crt`, `tls.key` and `ca.crt` for the brokers, instead
+    /// of certificates from the operator's CA. It must name every broker's DNS
+    /// name (`*.<cluster>-brokers.<namespace>.svc.cluster.local`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_secret: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ListenerAuthentication {
+    None,
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    #[default]
+    #[serde(rename = "scram-sha-512")]
+    ScramSha512,
+    Tls,
+}
+
+/// ACL authorization on every Kafka request (`spec.authorization`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizationSpec {
+    /// Principals allowed everything (`User:name`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub super_users: Vec<String>,
+    /// Allow a request on a resource no ACL names at all (Kafka's
+    /// `allow.everyone.if.no.acl.found`).
+    #[serde(default)]
+    pub allow_everyone_if_no_acl_found: bool,
 }
 
 impl Default for ListenersSpec {
@@ -153,6 +209,7 @@ impl Default for ListenersSpec {
             kafka: default_kafka_port(),
             admin: default_admin_port(),
             metrics: default_metrics_port(),
+            secure: None,
         }
     }
 }
@@ -286,4 +343,10 @@ fn default_admin_port() -> i32 {
 }
 fn default_metrics_port() -> i32 {
     9644
+}
+fn default_secure_port() -> i32 {
+    9094
+}
+fn default_true() -> bool {
+    true
 }

@@ -1,4 +1,4 @@
-//! The three custom resources of API group `strata.dev/v1alpha1`, their schemas
+//! The four custom resources of API group `strata.dev/v1alpha1`, their schemas
 //! (with CEL rules the API server enforces) and the shared condition helpers.
 //!
 //! `crdgen` renders these types into `crds/*.yaml`; `crd_yaml_is_current` fails
@@ -9,10 +9,12 @@ pub mod condition;
 pub mod consumergroup;
 pub mod reference;
 pub mod topic;
+pub mod user;
 
 pub use cluster::{Cluster, ClusterSpec, ClusterStatus};
 pub use consumergroup::{ConsumerGroup, ConsumerGroupSpec, ConsumerGroupStatus};
 pub use topic::{Topic, TopicSpec, TopicStatus};
+pub use user::{User, UserSpec, UserStatus};
 
 use kube::core::CustomResourceExt;
 
@@ -31,6 +33,7 @@ pub fn crd_documents() -> Result<Vec<(&'static str, String)>, serde_yaml::Error>
         ("cluster.yaml", to_yaml(&Cluster::crd())?),
         ("topic.yaml", to_yaml(&Topic::crd())?),
         ("consumergroup.yaml", to_yaml(&ConsumerGroup::crd())?),
+        ("user.yaml", to_yaml(&User::crd())?),
     ])
 }
 

@@ -5,7 +5,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::core::CustomResourceExt;
 use serde_json::Value;
 
-use super::{Cluster, ConsumerGroup, Topic};
+use super::{Cluster, ConsumerGroup, Topic, User};
 
 const INTRO: &str = "# CRD reference
 
@@ -18,7 +18,12 @@ the operator reports everything else in the `Ready` condition of the status.
 /// The whole markdown document.
 pub fn markdown() -> String {
     let mut out = String::from(INTRO);
-    for crd in [Cluster::crd(), Topic::crd(), ConsumerGroup::crd()] {
+    for crd in [
+        Cluster::crd(),
+        Topic::crd(),
+        ConsumerGroup::crd(),
+        User::crd(),
+    ] {
         render_crd(&crd, &mut out);
         if let Some(notes) = notes(&crd.spec.names.kind) {
             out.push_str(notes);

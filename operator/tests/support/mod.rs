@@ -39,11 +39,16 @@ pub fn kafka_python() -> Option<PathBuf> {
     ok.then_some(python)
 }
 
-/// Creates the three CRDs from `crds/` and waits until they are Established.
+/// Creates the four CRDs from `crds/` and waits until they are Established.
 pub async fn install_crds(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crds");
-    for name in ["cluster.yaml", "topic.yaml", "consumergroup.yaml"] {
+    for name in [
+        "cluster.yaml",
+        "topic.yaml",
+        "consumergroup.yaml",
+        "user.yaml",
+    ] {
         let text = std::fs::read_to_string(dir.join(name)).expect("crd yaml");
         let crd: CustomResourceDefinition = serde_yaml::from_str(&text).expect("crd parses");
         crds.create(&PostParams::default(), &crd)

@@ -20,6 +20,7 @@ pub fn build(cluster: &ValidatedCluster) -> ConfigMap {
         "cluster_id = {}\n",
         serde_json::Value::String(cluster.cluster_id.clone())
     ));
+    toml.push_str(&crate::cluster::security::broker_config(cluster));
     toml.push_str(&render_config(&cluster.spec.config));
     ConfigMap {
         metadata: object_meta(cluster, cluster.names.config_map()),

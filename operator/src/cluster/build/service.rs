@@ -11,6 +11,9 @@ use crate::cluster::{selector_labels, ValidatedCluster};
 fn ports(cluster: &ValidatedCluster, with_metrics: bool) -> Vec<ServicePort> {
     let l = &cluster.spec.listeners;
     let mut ports = vec![("kafka", l.kafka), ("admin", l.admin)];
+    if let Some(s) = &l.secure {
+        ports.push(("secure", s.port));
+    }
     if with_metrics {
         ports.push(("metrics", l.metrics));
     }

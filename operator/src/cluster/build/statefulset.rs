@@ -90,6 +90,7 @@ pub fn broker_env(cluster: &ValidatedCluster) -> Vec<EnvVar> {
         plain_env("STRATA_ADVERTISED_PORT", l.kafka.to_string()),
         plain_env("STRATA_CONTROLLER_VOTERS", controller_voters(cluster)),
     ];
+    env.extend(crate::cluster::security::listener_env(cluster));
     if let Some(label) = &cluster.spec.rack_label {
         env.push(field_env(
             "STRATA_RACK",
@@ -224,6 +225,7 @@ pub fn build(cluster: &ValidatedCluster, config_hash: &str) -> StatefulSet {
         protocol: Some("TCP".into()),
         ..ContainerPort::default()
     };
+    let (secret_volumes, secret_mounts) = crate::cluster::security::volumes(cluster);
     let container = Container {
         name: "broker".into(),
         image: Some(cluster.spec.image.clone()),
@@ -235,30 +237,41 @@ pub fn build(cluster: &ValidatedCluster, config_hash: &str) -> StatefulSet {
             format!("{CONFIG_MOUNT}/{CONFIG_FILE}"),
         ]),
         env: Some(broker_env(cluster)),
-        ports: Some(vec![
-            port("kafka", l.kafka),
-            port("admin", l.admin),
-            port("metrics", l.metrics),
-        ]),
+        ports: Some({
+            let mut ports = vec![
+                port("kafka", l.kafka),
+                port("admin", l.admin),
+                port("metrics", l.metrics),
+            ];
+            if let Some(s) = &l.secure {
+                ports.push(port("secure", s.port));
+            }
+            ports
+        }),
         readiness_probe: Some(http_probe("/readyz", 2, 3)),
         liveness_probe: Some(Probe {
             initial_delay_seconds: Some(30),
             ..http_probe("/healthz", 10, 6)
         }),
         resources: cluster.spec.resources.clone(),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "data".into(),
-                mount_path: DATA_MOUNT.into(),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "config".into(),
-                mount_path: CONFIG_MOUNT.into(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(
+            [
+                VolumeMount {
+                    name: "data".into(),
+                    mount_path: DATA_MOUNT.into(),
+                    ..VolumeMount::default()
+                },
+                VolumeMount {
+                    name: "config".into(),
+                    mount_path: CONFIG_MOUNT.into(),
+                    read_only: Some(true),
+                    ..VolumeMount::default()
+                },
+            ]
+            .into_iter()
+            .chain(secret_mounts)
+            .collect(),
+        ),
         ..Container::default()
     };
     let mut pod_labels = labels(&cluster.name);
@@ -276,14 +289,18 @@ pub fn build(cluster: &ValidatedCluster, config_hash: &str) -> StatefulSet {
             containers: vec![container],
             affinity: Some(anti_affinity(cluster)),
             termination_grace_period_seconds: Some(60),
-            volumes: Some(vec![Volume {
-                name: "config".into(),
-                config_map: Some(ConfigMapVolumeSource {
-                    name: cluster.names.config_map(),
-                    ..ConfigMapVolumeSource::default()
-                }),
-                ..Volume::default()
-            }]),
+            volumes: Some(
+                std::iter::once(Volume {
+                    name: "config".into(),
+                    config_map: Some(ConfigMapVolumeSource {
+                        name: cluster.names.config_map(),
+                        ..ConfigMapVolumeSource::default()
+                    }),
+                    ..Volume::default()
+                })
+                .chain(secret_volumes)
+                .collect(),
+            ),
             ..PodSpec::default()
         }),
     };
