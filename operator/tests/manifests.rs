@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use strata_operator::crd::{Cluster, ConsumerGroup, Topic};
+use strata_operator::crd::{Cluster, ConsumerGroup, Topic, User};
 
 fn docs(file: &str) -> Vec<serde_json::Value> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -71,4 +71,13 @@ fn topic_and_group_manifests_are_valid() {
     assert_eq!(a.scale_down_stabilization_seconds, Some(120));
     let d = &docs("consumer-deployment.yaml")[0];
     assert_eq!(d["metadata"]["name"], "orders-consumer");
+}
+
+#[test]
+fn user_manifest_is_valid() {
+    let u: User = typed(&docs("user.yaml")[0]);
+    assert_eq!(u.spec.cluster_ref, "demo");
+    let bindings = strata_operator::user::plan::desired_acls(&u.spec, "User:orders-app")
+        .expect("valid ACLs");
+    assert_eq!(bindings.len(), 4, "{bindings:?}");
 }
