@@ -193,6 +193,51 @@ pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     )
 }
 
+/// A finalizer's failure as the reconcile's error (the apply's or cleanup's own
+/// error when it was one of those).
+pub fn finalizer_error(e: kube::runtime::finalizer::Error<crate::Error>) -> crate::Error {
+    match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => crate::Error::Finalizer(other.to_string()),
+    }
+}
+
+/// The error policy of the Topic and User controllers: a permanent error waits
+/// for a change; anything else retries with the object's backoff.
+pub fn retry_later<K: Resource<DynamicType = ()>>(
+    controller: &'static str,
+    obj: &K,
+    error: &crate::Error,
+    ctx: &Context,
+) -> kube::runtime::controller::Action {
+    ctx.metrics.failed(controller, error.metric_label());
+    if error.is_permanent() {
+        return kube::runtime::controller::Action::await_change();
+    }
+    let delay = ctx.backoff.next(&object_key(obj));
+    tracing::warn!(
+        kind = %K::kind(&()),
+        name = obj.meta().name.as_deref().unwrap_or(""),
+        %error,
+        ?delay,
+        "reconcile failed"
+    );
+    kube::runtime::controller::Action::requeue(delay)
+}
+
+/// How long ago the object was marked for deletion (zero when it is not).
+pub fn deleting_for(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Duration {
+    meta.deletion_timestamp
+        .as_ref()
+        .and_then(|t| {
+            let secs = k8s_openapi::jiff::Timestamp::now().as_second() - t.0.as_second();
+            u64::try_from(secs).ok()
+        })
+        .map(Duration::from_secs)
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,14 +18,13 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use strata_e2e::testing::{required, wait_for, with_env};
 use strata_e2e::{Env, EnvConfig};
-use strata_operator::context::Settings;
 use strata_operator::crd::consumergroup::OffsetResetPhase;
 use strata_operator::crd::{Cluster, ConsumerGroup, Topic};
 use strata_operator::metrics_api::MetricsApiOptions;
-use strata_operator::run::{run, Options};
+use strata_operator::run::run;
 
 mod support;
-use support::{broker_binary, install_crds, kafka_python};
+use support::{broker_binary, install_crds, kafka_python, operator_options};
 
 const NS: &str = "default";
 const PARTITIONS: i32 = 4;
@@ -162,20 +161,10 @@ async fn scenario(env: Env, python: std::path::PathBuf) -> Env {
     let port = strata_e2e::net::free_port().expect("free port");
     let operator = tokio::spawn(run(
         client.clone(),
-        Options {
-            namespaces: vec![],
-            http_listen: "127.0.0.1:0".parse().expect("addr"),
-            lease: None,
-            settings: Settings {
-                resync: Duration::from_secs(30),
-                group_refresh: Duration::from_secs(2),
-                finalizer_timeout: Duration::from_secs(20),
-            },
-            metrics_api: Some(MetricsApiOptions {
-                listen: format!("127.0.0.1:{port}").parse().expect("addr"),
-                client_ca_file: None,
-            }),
-        },
+        operator_options(Some(MetricsApiOptions {
+            listen: format!("127.0.0.1:{port}").parse().expect("addr"),
+            client_ca_file: None,
+        })),
     ));
     create::<Service>(
         &client,

@@ -77,7 +77,7 @@ fn topic_and_group_manifests_are_valid() {
 fn user_manifest_is_valid() {
     let u: User = typed(&docs("user.yaml")[0]);
     assert_eq!(u.spec.cluster_ref, "demo");
-    let bindings = strata_operator::user::plan::desired_acls(&u.spec, "User:orders-app")
-        .expect("valid ACLs");
+    let bindings =
+        strata_operator::user::plan::desired_acls(&u.spec, "User:orders-app").expect("valid ACLs");
     assert_eq!(bindings.len(), 4, "{bindings:?}");
 }

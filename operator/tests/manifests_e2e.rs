@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use strata_e2e::binaries::Binaries;
 use strata_e2e::kubelet::ImageMap;
@@ -183,22 +183,7 @@ async fn run_kcat_pod(client: &Client, name: &str, args: &[&str], records: Optio
     pods.create(&PostParams::default(), &pod)
         .await
         .expect("kcat pod");
-    let phase = wait_for(
-        &format!("kcat pod {name} finished"),
-        Duration::from_secs(120),
-        || async {
-            let p = pods.get(name).await.ok()?;
-            let phase = p.status?.phase?;
-            ["Succeeded", "Failed"]
-                .contains(&phase.as_str())
-                .then_some(phase)
-        },
-    )
-    .await;
-    let log = pods
-        .logs(name, &LogParams::default())
-        .await
-        .unwrap_or_else(|e| format!("(no log: {e})"));
+    let (phase, log) = support::pod_outcome(&pods, name, Duration::from_secs(120)).await;
     assert_eq!(phase, "Succeeded", "kcat pod {name} failed:\n{log}");
     log
 }
@@ -356,21 +341,7 @@ async fn watch_roll(
 /// that every record it was acknowledged is in `topic`: (records acknowledged, the
 /// producer's summary line).
 async fn check_load(client: &Client, pods: &Api<Pod>, name: &str, topic: &str) -> (usize, String) {
-    let phase = wait_for(
-        "load producer finished",
-        Duration::from_secs(240),
-        || async {
-            let phase = pods.get(name).await.ok()?.status?.phase?;
-            ["Succeeded", "Failed"]
-                .contains(&phase.as_str())
-                .then_some(phase)
-        },
-    )
-    .await;
-    let log = pods
-        .logs(name, &LogParams::default())
-        .await
-        .expect("load producer log");
+    let (phase, log) = support::pod_outcome(pods, name, Duration::from_secs(240)).await;
     assert_eq!(
         phase,
         "Succeeded",

@@ -11,19 +11,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::api::{DeleteParams, LogParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 use strata_e2e::kubelet::ImageMap;
 use strata_e2e::testing::{self, wait_for};
 use strata_e2e::{Env, EnvConfig};
 use strata_operator::admin::{connect, pb, AdminChannels};
-use strata_operator::context::Settings;
 use strata_operator::crd::{Cluster, Topic, User};
 use strata_operator::metrics::Metrics;
-use strata_operator::run::{run, Options};
+use strata_operator::run::run;
 
 mod support;
-use support::{broker_binary, install_crds};
+use support::{broker_binary, install_crds, operator_options, pod_outcome};
 
 const NS: &str = "default";
 const TEST_TIMEOUT: Duration = Duration::from_secs(420);
@@ -118,22 +117,7 @@ async fn kcat_as(
     )
     .await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let phase = wait_for(
-        &format!("kcat pod {pod} finished"),
-        Duration::from_secs(120),
-        || async {
-            let phase = pods.get(pod).await.ok()?.status?.phase?;
-            ["Succeeded", "Failed"]
-                .contains(&phase.as_str())
-                .then_some(phase)
-        },
-    )
-    .await;
-    let log = pods
-        .logs(pod, &LogParams::default())
-        .await
-        .unwrap_or_else(|e| format!("(no log: {e})"));
-    (phase, log)
+    pod_outcome(&pods, pod, Duration::from_secs(120)).await
 }
 
 fn secret_value(s: &Secret, key: &str) -> Option<String> {
@@ -174,20 +158,7 @@ async fn users_with_scram_over_tls_and_acls_on_an_operator_secured_cluster() {
 async fn scenario(env: &Env) {
     let client = env.client.clone();
     install_crds(&client).await;
-    let operator = tokio::spawn(run(
-        client.clone(),
-        Options {
-            namespaces: vec![],
-            http_listen: "127.0.0.1:0".parse().expect("addr"),
-            lease: None,
-            settings: Settings {
-                resync: Duration::from_secs(30),
-                group_refresh: Duration::from_secs(2),
-                finalizer_timeout: Duration::from_secs(30),
-            },
-            metrics_api: None,
-        },
-    ));
+    let operator = tokio::spawn(run(client.clone(), operator_options(None)));
 
     eprintln!("1. a Cluster with a SASL_SSL listener and ACLs");
     let _: Cluster = create(

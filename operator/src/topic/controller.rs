@@ -16,7 +16,7 @@ use kube::{Api, ResourceExt};
 use crate::admin::{pb, Admin, AdminError};
 use crate::apply::apply_status;
 use crate::cluster::status::admin_addresses;
-use crate::context::{object_key, Context};
+use crate::context::{deleting_for, finalizer_error, object_key, retry_later, Context};
 use crate::crd::condition::{self, Desired};
 use crate::crd::topic::DeletionPolicy;
 use crate::crd::{Cluster, Topic, TopicStatus, ALLOW_DELETION_ANNOTATION, MANAGED_ANNOTATION};
@@ -55,11 +55,7 @@ pub async fn reconcile(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action> {
         }
     })
     .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    });
+    .map_err(finalizer_error);
     timer.finish(&ctx.metrics);
     if result.is_ok() {
         ctx.backoff.reset(&object_key(topic.as_ref()));
@@ -328,20 +324,6 @@ async fn apply_topic(topic: &Topic, ns: &str, ctx: &Context) -> Result<Action> {
     }
 }
 
-/// Seconds since the Topic was marked for deletion.
-fn deleting_for(topic: &Topic) -> Duration {
-    topic
-        .metadata
-        .deletion_timestamp
-        .as_ref()
-        .and_then(|t| {
-            let secs = Timestamp::now().as_second() - t.0.as_second();
-            u64::try_from(secs).ok()
-        })
-        .map(Duration::from_secs)
-        .unwrap_or_default()
-}
-
 async fn cleanup_topic(topic: &Topic, ns: &str, ctx: &Context) -> Result<Action> {
     let name = topic.topic_name();
     if topic.annotations().contains_key(ALLOW_DELETION_ANNOTATION) {
@@ -407,7 +389,7 @@ async fn cleanup_topic(topic: &Topic, ns: &str, ctx: &Context) -> Result<Action>
                 .await;
             Ok(Action::await_change())
         }
-        Err(e) if deleting_for(topic) >= ctx.settings.finalizer_timeout => {
+        Err(e) if deleting_for(&topic.metadata) >= ctx.settings.finalizer_timeout => {
             ctx.event(
                 topic,
                 EventType::Warning,
@@ -426,13 +408,7 @@ async fn cleanup_topic(topic: &Topic, ns: &str, ctx: &Context) -> Result<Action>
 }
 
 pub fn error_policy(topic: Arc<Topic>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.failed(CONTROLLER, error.metric_label());
-    if error.is_permanent() {
-        return Action::await_change();
-    }
-    let delay = ctx.backoff.next(&object_key(topic.as_ref()));
-    tracing::warn!(topic = %topic.name_any(), %error, ?delay, "reconcile failed");
-    Action::requeue(delay)
+    retry_later(CONTROLLER, topic.as_ref(), error, &ctx)
 }
 
 /// The part of a Cluster its Topics depend on: where its admin API is, its phase

@@ -23,7 +23,7 @@ use crate::admin::{pb, Admin, AdminError};
 use crate::apply::apply_status;
 use crate::cluster::certs::{self, Leaf};
 use crate::cluster::security;
-use crate::context::{object_key, Context};
+use crate::context::{deleting_for, finalizer_error, object_key, retry_later, Context};
 use crate::crd::condition::{self, Desired};
 use crate::crd::user::{User, UserAuthenticationType, UserStatus};
 use crate::crd::Cluster;
@@ -46,11 +46,7 @@ pub async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Action> {
         }
     })
     .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    });
+    .map_err(finalizer_error);
     timer.finish(&ctx.metrics);
     if result.is_ok() {
         ctx.backoff.reset(&object_key(user.as_ref()));
@@ -488,14 +484,7 @@ async fn cleanup_user(user: &User, ns: &str, ctx: &Context) -> Result<Action> {
             Ok(Action::await_change())
         }
         Err(e) => {
-            let deleting_for = user
-                .metadata
-                .deletion_timestamp
-                .as_ref()
-                .and_then(|t| u64::try_from(Timestamp::now().as_second() - t.0.as_second()).ok())
-                .map(Duration::from_secs)
-                .unwrap_or_default();
-            if deleting_for >= ctx.settings.finalizer_timeout {
+            if deleting_for(&user.metadata) >= ctx.settings.finalizer_timeout {
                 ctx.event(
                     user,
                     EventType::Warning,
@@ -512,13 +501,7 @@ async fn cleanup_user(user: &User, ns: &str, ctx: &Context) -> Result<Action> {
 }
 
 pub fn error_policy(user: Arc<User>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.failed(CONTROLLER, error.metric_label());
-    if error.is_permanent() {
-        return Action::await_change();
-    }
-    let delay = ctx.backoff.next(&object_key(user.as_ref()));
-    tracing::warn!(user = %user.name_any(), %error, ?delay, "reconcile failed");
-    Action::requeue(delay)
+    retry_later(CONTROLLER, user.as_ref(), error, &ctx)
 }
 
 /// Runs the User controller (one namespace or all). A deleted or edited Secret

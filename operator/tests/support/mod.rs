@@ -122,3 +122,42 @@ pub async fn cluster_resource_versions(
         ),
     ]
 }
+
+/// Waits up to `timeout` for pod `name` to end (restartPolicy Never) and answers
+/// its phase (`Succeeded` or `Failed`) and its log.
+pub async fn pod_outcome(
+    pods: &Api<k8s_openapi::api::core::v1::Pod>,
+    name: &str,
+    timeout: Duration,
+) -> (String, String) {
+    let phase = wait_for(&format!("pod {name} finished"), timeout, || async {
+        let phase = pods.get(name).await.ok()?.status?.phase?;
+        ["Succeeded", "Failed"]
+            .contains(&phase.as_str())
+            .then_some(phase)
+    })
+    .await;
+    let log = pods
+        .logs(name, &kube::api::LogParams::default())
+        .await
+        .unwrap_or_else(|e| format!("(no log: {e})"));
+    (phase, log)
+}
+
+/// Options of an operator run in the test process: every namespace, no leader
+/// Lease, quick resyncs and group refreshes.
+pub fn operator_options(
+    metrics_api: Option<strata_operator::metrics_api::MetricsApiOptions>,
+) -> strata_operator::run::Options {
+    strata_operator::run::Options {
+        namespaces: vec![],
+        http_listen: "127.0.0.1:0".parse().expect("addr"),
+        lease: None,
+        settings: strata_operator::context::Settings {
+            resync: Duration::from_secs(30),
+            group_refresh: Duration::from_secs(2),
+            finalizer_timeout: Duration::from_secs(20),
+        },
+        metrics_api,
+    }
+}
