@@ -365,7 +365,39 @@ async fn scenario(env: &Env) {
         alice_version
     );
 
-    eprintln!("7. deleting alice removes her credential and ACLs");
+    eprintln!("7. deleting alice's Secret gives her a new password, and only it works");
+    let old_password = secret_value(&alice, "password").expect("password");
+    secrets
+        .delete("alice", &DeleteParams::default())
+        .await
+        .expect("delete alice's Secret");
+    wait_for(
+        "alice's credential renewed",
+        Duration::from_secs(60),
+        || async {
+            let s = secrets.get_opt("alice").await.ok()??;
+            let fresh = secret_value(&s, "password")? != old_password;
+            let u = users.get("alice").await.ok()?;
+            let applied = u.status?.credential_version? == s.metadata.resource_version?;
+            (fresh && applied).then_some(())
+        },
+    )
+    .await;
+    let (phase, log) = kcat_as(&client, "alice-again", "alice", None, &consume, None).await;
+    assert_eq!(phase, "Succeeded", "the new password works:\n{log}");
+    assert!(log.lines().any(|l| l == "k1=one"), "{log}");
+    let (phase, log) = kcat_as(
+        &client,
+        "alice-old",
+        "alice",
+        Some(&old_password),
+        &["-L", "-t", "orders"],
+        None,
+    )
+    .await;
+    assert_eq!(phase, "Failed", "the old password is gone:\n{log}");
+
+    eprintln!("8. deleting alice removes her credential and ACLs");
     users
         .delete("alice", &DeleteParams::default())
         .await
