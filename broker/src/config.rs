@@ -143,6 +143,20 @@ pub struct BrokerConfig {
     /// A SASL session lasts this long; the client must re-authenticate before
     /// (KIP-368) or its connection is closed at its next request. 0: forever.
     pub connections_max_reauth_ms: i64,
+    /// OAUTHBEARER: the JWKS whose keys sign the tokens, a file (`file:///path`
+    /// or a path) or an `http://` URL (Kafka's `sasl.oauthbearer.jwks.endpoint.url`).
+    pub sasl_oauthbearer_jwks_endpoint_url: String,
+    /// How often the JWKS is read again (it is also read when a token names a
+    /// key it does not hold, at most once a second).
+    pub sasl_oauthbearer_jwks_endpoint_refresh_ms: u64,
+    /// The `iss` a token must carry ("": not checked).
+    pub sasl_oauthbearer_expected_issuer: String,
+    /// Audiences, comma-separated, one of which a token's `aud` must name ("": not checked).
+    pub sasl_oauthbearer_expected_audience: String,
+    /// The claim that names the principal (`User:<value>`).
+    pub sasl_oauthbearer_sub_claim_name: String,
+    /// Clock difference tolerated for `exp`, `nbf` and `iat`.
+    pub sasl_oauthbearer_clock_skew_seconds: u64,
     /// The authorizer (Kafka's `authorizer.class.name`): "" for none (every
     /// request allowed), or `acl` (also accepted: Kafka's StandardAuthorizer and
     /// AclAuthorizer class names) to check every request against the ACLs.
@@ -296,6 +310,12 @@ impl Default for BrokerConfig {
             sasl_enabled_mechanisms: "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512".into(),
             sasl_server_max_receive_size: 512 * 1024,
             connections_max_reauth_ms: 0,
+            sasl_oauthbearer_jwks_endpoint_url: String::new(),
+            sasl_oauthbearer_jwks_endpoint_refresh_ms: 3_600_000,
+            sasl_oauthbearer_expected_issuer: String::new(),
+            sasl_oauthbearer_expected_audience: String::new(),
+            sasl_oauthbearer_sub_claim_name: "sub".into(),
+            sasl_oauthbearer_clock_skew_seconds: 30,
             authorizer_class_name: String::new(),
             super_users: String::new(),
             allow_everyone_if_no_acl_found: false,

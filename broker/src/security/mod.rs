@@ -13,6 +13,7 @@ pub mod acl;
 pub mod admin;
 pub mod authorizer;
 pub mod listeners;
+pub mod oauth;
 pub mod principal;
 pub mod sasl;
 pub mod scram;
@@ -62,6 +63,8 @@ pub struct SecuritySettings {
     pub mapping: MappingRules,
     pub reauth_ms: i64,
     pub max_receive_size: usize,
+    /// The JWT validator, when OAUTHBEARER is enabled.
+    pub oauth: Option<Arc<oauth::OAuthValidator>>,
 }
 
 pub(super) fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -112,7 +115,7 @@ impl SecuritySettings {
             let mech = Mechanism::parse(m).ok_or_else(|| {
                 invalid(
                     "sasl_enabled_mechanisms",
-                    format!("`{m}` is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
+                    format!("`{m}` is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER"),
                 )
             })?;
             if !mechanisms.contains(&mech) {
@@ -125,6 +128,45 @@ impl SecuritySettings {
                 "a SASL listener needs at least one mechanism",
             ));
         }
+        let oauth = if mechanisms.contains(&Mechanism::OAuthBearer) {
+            let key = "sasl_oauthbearer_jwks_endpoint_url";
+            let url = cfg.sasl_oauthbearer_jwks_endpoint_url.trim();
+            if url.is_empty() {
+                return Err(invalid(
+                    key,
+                    "OAUTHBEARER needs the JWKS (a file or an http:// URL)",
+                ));
+            }
+            let source = oauth::JwksSource::parse(url).map_err(|e| invalid(key, e))?;
+            if cfg.sasl_oauthbearer_sub_claim_name.trim().is_empty() {
+                return Err(invalid("sasl_oauthbearer_sub_claim_name", "is empty"));
+            }
+            if cfg.sasl_oauthbearer_jwks_endpoint_refresh_ms < 1000 {
+                return Err(invalid(
+                    "sasl_oauthbearer_jwks_endpoint_refresh_ms",
+                    "must be >= 1000",
+                ));
+            }
+            let issuer = cfg.sasl_oauthbearer_expected_issuer.trim();
+            Some(Arc::new(oauth::OAuthValidator::new(
+                source,
+                std::time::Duration::from_millis(cfg.sasl_oauthbearer_jwks_endpoint_refresh_ms),
+                oauth::Expectations {
+                    issuer: (!issuer.is_empty()).then(|| issuer.to_string()),
+                    audiences: cfg
+                        .sasl_oauthbearer_expected_audience
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|a| !a.is_empty())
+                        .map(String::from)
+                        .collect(),
+                    sub_claim: cfg.sasl_oauthbearer_sub_claim_name.trim().to_string(),
+                    skew: std::time::Duration::from_secs(cfg.sasl_oauthbearer_clock_skew_seconds),
+                },
+            )))
+        } else {
+            None
+        };
         let mapping = MappingRules::parse(&cfg.ssl_principal_mapping_rules)
             .map_err(|e| invalid("ssl_principal_mapping_rules", e))?;
         if cfg.connections_max_reauth_ms < 0 {
@@ -141,6 +183,7 @@ impl SecuritySettings {
             mapping,
             reauth_ms: cfg.connections_max_reauth_ms,
             max_receive_size: cfg.sasl_server_max_receive_size,
+            oauth,
         })
     }
 
@@ -159,6 +202,7 @@ impl SecuritySettings {
             reauth_ms: self.reauth_ms,
             max_receive_size: self.max_receive_size,
             metrics: AuthMetrics::new(meter),
+            oauth: self.oauth.clone(),
         });
         let mapping = Arc::new(self.mapping.clone());
         Ok(self

@@ -32,6 +32,7 @@ use opentelemetry::metrics::Counter;
 use opentelemetry::KeyValue;
 use tracing::{info, warn};
 
+use super::oauth::{self, OAuthValidator};
 use super::principal::Principal;
 use super::scram::{self, ScramMechanism, ScramServer};
 use crate::broker::Broker;
@@ -43,12 +44,14 @@ use crate::kafka::str_bytes;
 pub enum Mechanism {
     Plain,
     Scram(ScramMechanism),
+    OAuthBearer,
 }
 
 impl Mechanism {
     pub fn parse(s: &str) -> Option<Self> {
         match s.trim() {
             "PLAIN" => Some(Mechanism::Plain),
+            "OAUTHBEARER" => Some(Mechanism::OAuthBearer),
             other => ScramMechanism::from_name(other).map(Mechanism::Scram),
         }
     }
@@ -57,6 +60,7 @@ impl Mechanism {
         match self {
             Mechanism::Plain => "PLAIN",
             Mechanism::Scram(m) => m.name(),
+            Mechanism::OAuthBearer => "OAUTHBEARER",
         }
     }
 }
@@ -69,6 +73,8 @@ pub struct SaslConfig {
     pub reauth_ms: i64,
     pub max_receive_size: usize,
     pub metrics: AuthMetrics,
+    /// The JWT checks of OAUTHBEARER (when it is enabled).
+    pub oauth: Option<Arc<OAuthValidator>>,
 }
 
 /// Authentication outcomes, by listener and mechanism.
@@ -111,6 +117,11 @@ enum Exchange {
         server: ScramServer,
         legacy: bool,
     },
+    /// OAUTHBEARER: the token was refused and the RFC 7628 error sent; the
+    /// client's acknowledgement (`\x01`) gets the failure.
+    OAuthFailed {
+        legacy: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -118,6 +129,8 @@ struct Authenticated {
     principal: Principal,
     mech: Mechanism,
     expires: Option<Instant>,
+    /// The session lifetime told to the client, in ms (0: none).
+    lifetime_ms: i64,
 }
 
 /// What to do with a frame.
@@ -135,9 +148,13 @@ pub struct SaslSession {
     peer: SocketAddr,
     exchange: Exchange,
     authenticated: Option<Authenticated>,
+    /// Set when the last token completed an authentication (its SaslAuthenticate
+    /// answer carries the session lifetime).
+    completed: bool,
 }
 
 const FAILED_MESSAGE: &str = "Authentication failed: invalid username or password";
+const OAUTH_FAILED: &str = "Authentication failed: invalid_token";
 
 impl SaslSession {
     pub fn new(config: Arc<SaslConfig>, listener: Arc<str>, peer: SocketAddr) -> Self {
@@ -147,6 +164,7 @@ impl SaslSession {
             peer,
             exchange: Exchange::Idle,
             authenticated: None,
+            completed: false,
         }
     }
 
@@ -167,7 +185,9 @@ impl SaslSession {
     fn legacy_tokens(&self) -> bool {
         matches!(
             self.exchange,
-            Exchange::Chosen { legacy: true, .. } | Exchange::Scram { legacy: true, .. }
+            Exchange::Chosen { legacy: true, .. }
+                | Exchange::Scram { legacy: true, .. }
+                | Exchange::OAuthFailed { legacy: true }
         )
     }
 
@@ -260,8 +280,8 @@ impl SaslSession {
                 match self.token(broker, r.auth_bytes).await {
                     Ok(reply) => {
                         resp.auth_bytes = reply;
-                        if version >= 1 && self.config.reauth_ms > 0 {
-                            resp.session_lifetime_ms = self.config.reauth_ms;
+                        if version >= 1 && std::mem::take(&mut self.completed) {
+                            resp.session_lifetime_ms = self.session_lifetime_ms();
                         }
                         match encode(api, version, correlation_id, &resp) {
                             Ok(b) => Outcome::Reply(b),
@@ -284,6 +304,36 @@ impl SaslSession {
     async fn token(&mut self, broker: &Arc<Broker>, token: Bytes) -> Result<Bytes, String> {
         match std::mem::replace(&mut self.exchange, Exchange::Idle) {
             Exchange::Idle => Err("no SASL exchange in progress".into()),
+            Exchange::OAuthFailed { .. } => Err(OAUTH_FAILED.into()),
+            Exchange::Chosen {
+                mech: Mechanism::OAuthBearer,
+                legacy,
+            } => {
+                let verdict = match &self.config.oauth {
+                    None => Err("OAUTHBEARER is not configured".to_string()),
+                    Some(v) => match oauth::parse_client_message(&token) {
+                        Ok(jwt) => v.validate(jwt).await,
+                        Err(e) => Err(format!("malformed client message: {e}")),
+                    },
+                };
+                match verdict {
+                    Ok(accepted) => {
+                        self.succeed_until(
+                            Mechanism::OAuthBearer,
+                            &accepted.name,
+                            Some(accepted.expires),
+                        )?;
+                        Ok(Bytes::new())
+                    }
+                    Err(why) => {
+                        self.fail("OAUTHBEARER", None, &why);
+                        // RFC 7628 3.2.2: the error as a challenge; the failure
+                        // follows the client's acknowledgement.
+                        self.exchange = Exchange::OAuthFailed { legacy };
+                        Ok(Bytes::from_static(br#"{"status":"invalid_token"}"#))
+                    }
+                }
+            }
             Exchange::Chosen {
                 mech: Mechanism::Plain,
                 ..
@@ -358,6 +408,23 @@ impl SaslSession {
     }
 
     fn succeed(&mut self, mech: Mechanism, user: &str) -> Result<(), String> {
+        self.succeed_until(mech, user, None)
+    }
+
+    /// What SaslAuthenticate tells the client its session lasts, in ms (0: forever).
+    fn session_lifetime_ms(&self) -> i64 {
+        self.authenticated.as_ref().map_or(0, |a| a.lifetime_ms)
+    }
+
+    /// Authenticated as `user`, with a credential valid until `credential_expires`
+    /// (an OAUTHBEARER token): the session ends at the earlier of that and
+    /// `connections_max_reauth_ms`, as Kafka's does.
+    fn succeed_until(
+        &mut self,
+        mech: Mechanism,
+        user: &str,
+        credential_expires: Option<std::time::SystemTime>,
+    ) -> Result<(), String> {
         let principal = Principal::user(user);
         if let Some(prev) = &self.authenticated {
             if prev.principal != principal || prev.mech != mech {
@@ -379,12 +446,26 @@ impl SaslSession {
             .add(1, &self.labels(mech.name()));
         let reauth = self.authenticated.is_some();
         info!(listener = %self.listener, peer = %self.peer, mechanism = mech.name(), %principal, reauth, "authenticated");
-        let expires = (self.config.reauth_ms > 0)
-            .then(|| Instant::now() + Duration::from_millis(self.config.reauth_ms as u64));
+        let by_config = (self.config.reauth_ms > 0).then_some(self.config.reauth_ms);
+        let by_credential = credential_expires.map(|t| {
+            let left = t
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+                .as_millis();
+            i64::try_from(left).unwrap_or(i64::MAX).max(1)
+        });
+        let lifetime_ms = match (by_config, by_credential) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let expires =
+            lifetime_ms.map(|ms| Instant::now() + Duration::from_millis(ms.unsigned_abs()));
+        self.completed = true;
         self.authenticated = Some(Authenticated {
             principal,
             mech,
             expires,
+            lifetime_ms: lifetime_ms.unwrap_or(0),
         });
         Ok(())
     }
