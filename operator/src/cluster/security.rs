@@ -226,7 +226,8 @@ pub fn volumes(cluster: &ValidatedCluster) -> (Vec<Volume>, Vec<VolumeMount>) {
     (volumes, mounts)
 }
 
-fn secret_data(secret: &Secret, key: &str) -> Option<String> {
+/// A Secret's value as text.
+pub fn secret_data(secret: &Secret, key: &str) -> Option<String> {
     let v = secret.data.as_ref()?.get(key)?;
     String::from_utf8(v.0.clone()).ok()
 }
@@ -250,20 +251,21 @@ pub fn random_hex(bytes: usize) -> Result<String> {
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Writes `secret` (create, or replace when `existing`); conflicts surface as
-/// errors and the reconcile retries.
-async fn put(api: &Api<Secret>, existing: Option<&Secret>, mut secret: Secret) -> Result<()> {
-    match existing {
-        None => {
-            api.create(&PostParams::default(), &secret).await?;
-        }
+/// Writes `secret` (create, or replace when `existing`) and answers what was
+/// written; conflicts surface as errors and the reconcile retries.
+pub async fn put(
+    api: &Api<Secret>,
+    existing: Option<&Secret>,
+    mut secret: Secret,
+) -> Result<Secret> {
+    Ok(match existing {
+        None => api.create(&PostParams::default(), &secret).await?,
         Some(old) => {
             secret.metadata.resource_version = old.metadata.resource_version.clone();
             let name = secret.metadata.name.clone().unwrap_or_default();
-            api.replace(&name, &PostParams::default(), &secret).await?;
+            api.replace(&name, &PostParams::default(), &secret).await?
         }
-    }
-    Ok(())
+    })
 }
 
 /// The cluster CA (created once) and its key, PEM.

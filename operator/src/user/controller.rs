@@ -10,7 +10,6 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
@@ -59,11 +58,6 @@ fn secret_name(user: &User) -> String {
         .secret_name
         .clone()
         .unwrap_or_else(|| user.name_any())
-}
-
-fn data(secret: &Secret, key: &str) -> Option<String> {
-    let v = secret.data.as_ref()?.get(key)?;
-    String::from_utf8(v.0.clone()).ok()
 }
 
 async fn write_status(user: &User, ns: &str, ctx: &Context, status: UserStatus) -> Result<()> {
@@ -130,7 +124,7 @@ async fn broker_ca(secrets: &Api<Secret>, cluster: &Cluster) -> Result<Option<St
     Ok(secrets
         .get_opt(&name)
         .await?
-        .and_then(|s| data(&s, "ca.crt")))
+        .and_then(|s| security::secret_data(&s, "ca.crt")))
 }
 
 /// The Secret's data as it should be, keeping its password or certificate when
@@ -149,7 +143,7 @@ async fn desired_secret(
     let kind = user.spec.authentication.kind;
     let credential_data = match kind.scram_mechanism() {
         Some(mechanism) => {
-            let password = match existing.and_then(|s| data(s, "password")) {
+            let password = match existing.and_then(|s| security::secret_data(s, "password")) {
                 Some(p) if !p.is_empty() => p,
                 _ => security::random_hex(24)?,
             };
@@ -178,9 +172,9 @@ async fn desired_secret(
             }
             let now = SystemTime::now();
             let kept = existing.and_then(|s| {
-                let cert = data(s, "tls.crt")?;
-                let key = data(s, "tls.key")?;
-                let same_ca = data(s, "ca.crt") == ca;
+                let cert = security::secret_data(s, "tls.crt")?;
+                let key = security::secret_data(s, "tls.key")?;
+                let same_ca = security::secret_data(s, "ca.crt") == ca;
                 (same_ca && certs::still_good(&cert, &[], now)).then_some((cert, key))
             });
             let (cert, key) = match kept {
@@ -235,7 +229,7 @@ async fn put_secret(
             return Ok(s.resource_version().unwrap_or_default());
         }
     }
-    let mut secret = Secret {
+    let secret = Secret {
         metadata: kube::api::ObjectMeta {
             name: Some(secret_name(user)),
             namespace: user.namespace(),
@@ -253,15 +247,7 @@ async fn put_secret(
         type_: Some("Opaque".into()),
         ..Secret::default()
     };
-    let written = match existing {
-        None => secrets.create(&PostParams::default(), &secret).await?,
-        Some(old) => {
-            secret.metadata.resource_version = old.resource_version();
-            secrets
-                .replace(&secret_name(user), &PostParams::default(), &secret)
-                .await?
-        }
-    };
+    let written = security::put(secrets, existing.as_ref(), secret).await?;
     Ok(written.resource_version().unwrap_or_default())
 }
 
