@@ -227,6 +227,10 @@ pub struct BrokerConfig {
     /// once it is in sync again (Kafka's `auto.leader.rebalance.enable`); off,
     /// leaders move back only on request (ElectLeaders, `kafka-leader-election`).
     pub auto_leader_rebalance_enable: bool,
+    /// How long an imbalance (a partition whose in-sync preferred replica does not
+    /// lead) lasts before the controller moves those leaderships back (Kafka's
+    /// `leader.imbalance.check.interval.seconds`; 0: at once).
+    pub leader_imbalance_check_interval_seconds: u64,
     /// Longest a follower fetch waits for new data at the leader (ms).
     pub replica_fetch_max_wait_ms: i32,
     /// Bytes per follower fetch response.
@@ -346,6 +350,7 @@ impl Default for BrokerConfig {
             broker_session_timeout_ms: 6000,
             replica_lag_time_max_ms: 10_000,
             auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_seconds: 300,
             replica_fetch_max_wait_ms: 500,
             replica_fetch_max_bytes: 8 << 20,
             offsets_topic_replication_factor: 3,

@@ -91,8 +91,10 @@ class Cluster:
 def cluster_factory(tmp_path):
     made = []
 
-    def make(size=3, start=None):
+    def make(size=3, start=None, env=None):
         c = Cluster(tmp_path, size)
+        for n in c.nodes.values():
+            n.env.update(env or {})
         made.append(c)
         c.start(start)
         return c
@@ -226,7 +228,9 @@ def test_controller_failover_keeps_metadata_writable(cluster_factory):
 
 
 def test_deposed_leader_truncates_its_divergent_tail(cluster_factory):
-    c = cluster_factory(3)
+    # The old leader is the preferred replica: it leads again once it is back in
+    # sync and the imbalance has lasted the check interval (1 s here, 300 s default).
+    c = cluster_factory(3, env={"STRATA_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS": "1"})
     create_topic(c, "div", min_isr=2)
     part = c.partition("div")
     old = part["leader"]

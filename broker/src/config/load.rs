@@ -265,6 +265,7 @@ const ALL_KEYS: &[&str] = &[
     "broker_session_timeout_ms",
     "replica_lag_time_max_ms",
     "auto_leader_rebalance_enable",
+    "leader_imbalance_check_interval_seconds",
     "replica_fetch_max_wait_ms",
     "replica_fetch_max_bytes",
     "offsets_topic_replication_factor",

@@ -357,6 +357,12 @@ const KEYS: &[BrokerKey] = &[
         "Move leadership back to preferred replicas on its own."
     ),
     key!(
+        "leader.imbalance.check.interval.seconds",
+        leader_imbalance_check_interval_seconds,
+        LONG,
+        "How long a leader imbalance lasts before the controller moves leadership back."
+    ),
+    key!(
         "replica.fetch.wait.max.ms",
         replica_fetch_max_wait_ms,
         INT,

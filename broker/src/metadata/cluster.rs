@@ -27,7 +27,8 @@ mod remote;
 
 pub use command::{Applied, Command};
 pub use controller::{
-    assign_replicas, fence_and_elect, progress_actions, replication_factor_moves,
+    assign_replicas, fence_and_elect, preferred_leader_elections, progress_actions,
+    replication_factor_moves,
 };
 pub use health::min_insync_replicas;
 pub use reassignment::{ongoing_reassignment, OngoingReassignment};

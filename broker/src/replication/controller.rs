@@ -15,8 +15,28 @@ use crate::group::offsets::OFFSETS_TOPIC;
 use crate::metadata::cluster;
 use crate::metadata::cluster::Command;
 
+/// What the controller keeps between its rounds while it leads the quorum.
+pub(super) struct ControllerTerm {
+    /// When this broker became the Raft leader (ms).
+    pub leader_since: i64,
+    /// When the preferred-leader elections of the imbalance seen are due (ms): set
+    /// `leader_imbalance_check_interval_seconds` after an imbalance first appears,
+    /// cleared once it is gone or its elections were proposed.
+    pub balance_due: Option<i64>,
+}
+
+impl ControllerTerm {
+    pub fn new(now: i64) -> Self {
+        Self {
+            leader_since: now,
+            balance_due: None,
+        }
+    }
+}
+
 /// One round of the controller's duties; runs only on the Raft leader.
-pub(super) async fn controller_round(b: &Arc<Broker>, leader_since: i64) {
+pub(super) async fn controller_round(b: &Arc<Broker>, term: &mut ControllerTerm) {
+    let leader_since = term.leader_since;
     let state = b.cluster();
     let now = now_ms();
     let learners: Vec<(u64, String)> = state
@@ -43,10 +63,19 @@ pub(super) async fn controller_round(b: &Arc<Broker>, leader_since: i64) {
         ));
     }
     if cmds.is_empty() {
-        cmds.extend(cluster::progress_actions(
-            &state,
-            b.config.auto_leader_rebalance_enable,
-        ));
+        cmds.extend(cluster::progress_actions(&state));
+        if b.config.auto_leader_rebalance_enable {
+            let interval_ms = b
+                .config
+                .leader_imbalance_check_interval_seconds
+                .saturating_mul(1000) as i64;
+            cmds.extend(due_preferred_elections(
+                cluster::preferred_leader_elections(&state),
+                &mut term.balance_due,
+                now,
+                interval_ms,
+            ));
+        }
     }
     if !state.topics.contains_key(OFFSETS_TOPIC) {
         if let Some(cmd) =
@@ -56,6 +85,29 @@ pub(super) async fn controller_round(b: &Arc<Broker>, leader_since: i64) {
         }
     }
     propose_in_order(cmds, |cmd| b.quorum.propose_as_leader(cmd)).await;
+}
+
+/// The preferred-leader elections to propose now: none until the imbalance has
+/// lasted `interval_ms`, so leadership does not swing back the moment a restarted
+/// broker rejoins the ISR, while clients are still finding the leaders and
+/// coordinators of the failover (as Kafka waits
+/// `leader.imbalance.check.interval.seconds`).
+fn due_preferred_elections(
+    elections: Vec<Command>,
+    due: &mut Option<i64>,
+    now: i64,
+    interval_ms: i64,
+) -> Vec<Command> {
+    if elections.is_empty() {
+        *due = None;
+        return elections;
+    }
+    let at = *due.get_or_insert(now.saturating_add(interval_ms));
+    if now < at {
+        return Vec::new();
+    }
+    *due = None;
+    elections
 }
 
 /// How many leader elections the controller proposes at once.
@@ -180,5 +232,30 @@ mod tests {
             .iter()
             .enumerate()
             .all(|(i, c)| *c == format!("{:?}", elect(i as i32))));
+    }
+
+    #[test]
+    fn preferred_elections_wait_for_the_imbalance_check_interval() {
+        let mut due = None;
+        // An imbalance appears at t=1000: nothing before t=1000+300000.
+        assert!(due_preferred_elections(vec![elect(0)], &mut due, 1000, 300_000).is_empty());
+        assert_eq!(due, Some(301_000));
+        assert!(due_preferred_elections(vec![elect(0)], &mut due, 300_999, 300_000).is_empty());
+        // Gone in between (a manual election): the clock starts again next time.
+        assert!(due_preferred_elections(Vec::new(), &mut due, 200_000, 300_000).is_empty());
+        assert_eq!(due, None);
+        assert!(due_preferred_elections(vec![elect(0)], &mut due, 250_000, 300_000).is_empty());
+        assert!(due_preferred_elections(vec![elect(0)], &mut due, 549_999, 300_000).is_empty());
+        let now = due_preferred_elections(vec![elect(0), elect(1)], &mut due, 550_000, 300_000);
+        assert_eq!(now.len(), 2);
+        assert_eq!(
+            due, None,
+            "proposed: a later imbalance waits a whole interval again"
+        );
+        // Interval 0: at once, as before the setting existed.
+        assert_eq!(
+            due_preferred_elections(vec![elect(0)], &mut due, 7, 0).len(),
+            1
+        );
     }
 }

@@ -75,16 +75,16 @@ pub fn spawn_cluster_tasks(broker: &Arc<Broker>) -> Arc<Reconciler> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut leader_since: Option<i64> = None;
+        let mut term: Option<controller::ControllerTerm> = None;
         loop {
             tick.tick().await;
             let Some(b) = weak.upgrade() else { return };
             if !b.quorum.is_leader() {
-                leader_since = None;
+                term = None;
                 continue;
             }
-            let since = *leader_since.get_or_insert_with(now_ms);
-            controller::controller_round(&b, since).await;
+            let term = term.get_or_insert_with(|| controller::ControllerTerm::new(now_ms()));
+            controller::controller_round(&b, term).await;
         }
     });
     let weak = Arc::downgrade(broker);

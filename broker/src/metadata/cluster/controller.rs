@@ -218,10 +218,10 @@ pub fn fence_and_elect(state: &ClusterState, now_ms: i64, timeout_ms: i64) -> Ve
 }
 
 /// The controller's periodic work besides fencing: finish reassignments whose target
-/// replicas are all in sync (first moving leadership into the target), start moving
-/// replicas off draining brokers, and, with `rebalance_leaders`
-/// (`auto_leader_rebalance_enable`), give leadership back to preferred replicas.
-pub fn progress_actions(state: &ClusterState, rebalance_leaders: bool) -> Vec<Command> {
+/// replicas are all in sync (first moving leadership into the target) and start
+/// moving replicas off draining brokers. Preferred-leader elections are separate
+/// ([`preferred_leader_elections`]): the controller runs those on its own schedule.
+pub fn progress_actions(state: &ClusterState) -> Vec<Command> {
     let draining = |b: i32| state.brokers.get(&b).is_some_and(|x| x.draining);
     let usable = |b: i32| state.is_live(b) && !draining(b);
     let mut load: BTreeMap<i32, usize> = state
@@ -305,14 +305,33 @@ pub fn progress_actions(state: &ClusterState, rebalance_leaders: bool) -> Vec<Co
                         cmds.push(elect(l));
                     }
                 }
-                continue;
             }
-            if !rebalance_leaders {
+        }
+    }
+    cmds
+}
+
+/// The elections that give leadership back to preferred (first) replicas: one for
+/// every partition whose preferred replica is live, not draining, in the ISR and not
+/// leading, and which is neither being reassigned nor losing a replica to a drain
+/// (those move through [`progress_actions`]). Kafka's KRaft controller runs the same
+/// check every `leader.imbalance.check.interval.seconds` once an imbalance exists.
+pub fn preferred_leader_elections(state: &ClusterState) -> Vec<Command> {
+    let draining = |b: i32| state.brokers.get(&b).is_some_and(|x| x.draining);
+    let usable = |b: i32| state.is_live(b) && !draining(b);
+    let mut cmds = Vec::new();
+    for (name, t) in &state.topics {
+        for (i, p) in t.partitions.iter().enumerate() {
+            if p.target.is_some() || p.replicas.iter().any(|r| draining(*r)) {
                 continue;
             }
             if let Some(&preferred) = p.replicas.first() {
                 if preferred != p.leader && usable(preferred) && p.isr.contains(&preferred) {
-                    cmds.push(elect(preferred));
+                    cmds.push(Command::ElectLeader {
+                        topic: name.clone(),
+                        partition: i as i32,
+                        leader: preferred,
+                    });
                 }
             }
         }

@@ -280,7 +280,8 @@ fn settle(s: &mut ClusterState) -> usize {
                 .unwrap();
             }
         }
-        let cmds = progress_actions(s, true);
+        let mut cmds = progress_actions(s);
+        cmds.extend(preferred_leader_elections(s));
         if cmds.is_empty() {
             return round;
         }
@@ -503,7 +504,7 @@ fn reassignment_completes_after_the_target_is_in_sync() {
     })
     .unwrap();
     // Nothing completes while broker 4 is not in the ISR.
-    let before = progress_actions(&s, true);
+    let before = progress_actions(&s);
     assert!(before
         .iter()
         .all(|c| !matches!(c, Command::CompleteReassignment { .. })));
