@@ -1,22 +1,30 @@
-"""SASL OAUTHBEARER with a real client: confluent-kafka (librdkafka) over SASL_SSL with
-an `oauth_cb` handing it RS256 JWTs signed by the `openssl` CLI; the broker checks them
-against a JWKS served over HTTP on 127.0.0.1. Good tokens produce and consume;
-expired, wrongly issued, wrong-audience, badly signed and unknown-key tokens fail
-authentication cleanly (logged without the token, counted) while other clients are
-served; a key added to the JWKS is picked up without a restart."""
+"""SASL OAUTHBEARER with real clients over SASL_SSL: confluent-kafka (librdkafka) with
+an `oauth_cb` handing it RS256 JWTs signed by the `openssl` CLI, and the clients' own
+OIDC logins (librdkafka's `sasl.oauthbearer.method=oidc` in confluent-kafka and kcat
+(on the wheel's librdkafka, see oidc_librdkafka),
+Kafka's Java OAuthBearerLoginCallbackHandler) fetching tokens from a client_credentials
+token endpoint; the broker checks the tokens against a JWKS served over HTTP on
+127.0.0.1. Good tokens produce and consume; expired, wrongly issued, wrong-audience,
+badly signed and unknown-key tokens fail authentication cleanly (logged without the
+token, counted) while other clients are served; a key added to the JWKS is picked up
+without a restart."""
 import base64
 import http.server
 import json
+import os
 import subprocess
 import threading
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 
+import confluent_kafka
 import pytest
 from confluent_kafka import KafkaError, Producer
 
 from test_security import log_text, metric, roundtrip, start_secure
+from test_txn_tools import java_cmd
 
 ISSUER = "https://idp.test"
 AUDIENCE = "strata"
@@ -51,29 +59,57 @@ class Key:
 
 
 class Jwks:
-    """A JWKS document served by http.server on 127.0.0.1; `keys` can change."""
+    """A small identity provider on 127.0.0.1 (http.server): the JWKS document at
+    /jwks.json (`keys` can change), and an OAuth 2 token endpoint at /token for the
+    client_credentials grant (RFC 6749 4.4), as Kafka's and librdkafka's OIDC login
+    use it: the client id and secret in HTTP Basic (or the form), answered with a JWT
+    whose subject is the client id, signed by the first key."""
 
     def __init__(self, keys):
         self.keys = list(keys)
         self.gets = 0
+        # client id -> secret
+        self.clients = {}
+        self.issued = []
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                outer.gets += 1
-                body = json.dumps({"keys": [k.jwk for k in outer.keys]}).encode()
-                self.send_response(200)
+            def reply(self, status, doc):
+                body = json.dumps(doc).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def do_GET(self):
+                outer.gets += 1
+                self.reply(200, {"keys": [k.jwk for k in outer.keys]})
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                form = urllib.parse.parse_qs(self.rfile.read(n).decode())
+                cid, secret = (form.get("client_id", [None])[0], form.get("client_secret", [None])[0])
+                auth = self.headers.get("Authorization", "")
+                if auth.startswith("Basic "):
+                    raw = base64.b64decode(auth[6:]).decode()
+                    cid, secret = (urllib.parse.unquote(x) for x in raw.split(":", 1))
+                if form.get("grant_type") != ["client_credentials"]:
+                    return self.reply(400, {"error": "unsupported_grant_type"})
+                if cid not in outer.clients or outer.clients[cid] != secret:
+                    return self.reply(401, {"error": "invalid_client"})
+                token = outer.keys[0].sign(claims(sub=cid))
+                outer.issued.append(cid)
+                self.reply(200, {"access_token": token, "token_type": "Bearer", "expires_in": 300})
 
             def log_message(self, *args):
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks.json"
+        base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"{base}/jwks.json"
+        self.token_url = f"{base}/token"
 
     def close(self):
         self.server.shutdown()
@@ -168,3 +204,70 @@ def test_a_key_added_to_the_jwks_is_used_without_a_restart(idp):
     roundtrip(oauth_conf(b, token), f"oauth-rotated-{uuid.uuid4().hex[:6]}", n=3)
     assert jwks.gets > gets
     assert "principal=User:svc-new" in log_text(b)
+
+
+def oidc_conf(b, jwks, client, secret, **extra):
+    return {"bootstrap.servers": f"127.0.0.1:{b.ports['SASL_SSL']}",
+            "security.protocol": "SASL_SSL", "sasl.mechanisms": "OAUTHBEARER",
+            "ssl.ca.location": str(b.pki.ca), "sasl.oauthbearer.method": "oidc",
+            "sasl.oauthbearer.client.id": client, "sasl.oauthbearer.client.secret": secret,
+            "sasl.oauthbearer.token.endpoint.url": jwks.token_url, **extra}
+
+
+def test_librdkafka_oidc_login_fetches_its_token_from_the_endpoint(idp):
+    b, jwks, _, _, _ = idp
+    jwks.clients["svc-rdkafka"] = "s3cret-rd"
+    roundtrip(oidc_conf(b, jwks, "svc-rdkafka", "s3cret-rd"), f"oidc-rd-{uuid.uuid4().hex[:6]}", n=5)
+    assert "svc-rdkafka" in jwks.issued
+    assert "principal=User:svc-rdkafka" in log_text(b)
+
+
+def oidc_librdkafka(tmp_path):
+    """A directory whose librdkafka.so.1 is the one the confluent-kafka wheel ships.
+    Debian's kcat links Debian's librdkafka 2.0.2, built without libcurl, which
+    refuses `sasl.oauthbearer.method=oidc`; the wheel's librdkafka (same ABI) has it,
+    so kcat runs as itself with that library on LD_LIBRARY_PATH."""
+    libs = Path(confluent_kafka.__file__).parent.parent / "confluent_kafka.libs"
+    [lib] = libs.glob("librdkafka*.so*")
+    d = tmp_path / "librdkafka"
+    d.mkdir()
+    (d / "librdkafka.so.1").symlink_to(lib)
+    return d
+
+
+def test_kcat_oidc_login_produces_and_consumes(idp, tmp_path):
+    b, jwks, _, _, _ = idp
+    jwks.clients["svc-kcat"] = "s3cret-kcat"
+    topic = f"oidc-kcat-{uuid.uuid4().hex[:6]}"
+    conf = oidc_conf(b, jwks, "svc-kcat", "s3cret-kcat")
+    common = ["kcat", "-b", conf.pop("bootstrap.servers")]
+    for k, v in conf.items():
+        common += ["-X", f"{k}={v}"]
+    env = {**os.environ, "LD_LIBRARY_PATH": str(oidc_librdkafka(tmp_path))}
+    version = subprocess.run(["kcat", "-V"], capture_output=True, text=True, env=env, timeout=30)
+    assert f"librdkafka {confluent_kafka.libversion()[0]}" in version.stdout, version.stdout
+    subprocess.run(common + ["-P", "-t", topic], input="one\ntwo\nthree\n", text=True,
+                   check=True, timeout=60, env=env)
+    out = subprocess.run(common + ["-C", "-t", topic, "-o", "beginning", "-e", "-q"],
+                         capture_output=True, text=True, check=True, timeout=60, env=env)
+    assert out.stdout.split() == ["one", "two", "three"], out
+    assert "principal=User:svc-kcat" in log_text(b)
+
+
+def test_java_oauthbearer_login_callback_handler(idp, tmp_path):
+    """Kafka's own OIDC login (OAuthBearerLoginCallbackHandler, client_credentials)
+    in the Java producer and consumer."""
+    b, jwks, _, _, _ = idp
+    jwks.clients["svc-java"] = "s3cret-java"
+    topic = f"oidc-java-{uuid.uuid4().hex[:6]}"
+    cmd = java_cmd(tmp_path, "SaslClient", f"127.0.0.1:{b.ports['SASL_SSL']}", topic, str(b.pki.ca),
+                   "OAUTHBEARER", "svc-java", "s3cret-java", "2")
+    # Kafka 4 calls only the URLs a JVM allows.
+    cmd[1:1] = [f"-Dstrata.token.endpoint={jwks.token_url}",
+                f"-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls={jwks.token_url}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, f"{out.stdout}\n{out.stderr[-3000:]}"
+    produced = int(out.stdout.split("PRODUCED ")[1].split()[0])
+    assert produced >= 5 and f"CONSUMED {produced}" in out.stdout, out.stdout
+    assert "svc-java" in jwks.issued
+    assert "principal=User:svc-java" in log_text(b)

@@ -4,7 +4,8 @@
 // connections.max.reauth.ms makes it re-authenticate, KIP-368, several times on the
 // same connections), prints "PRODUCED <n>", then reads the topic from the start and
 // prints "CONSUMED <n>" once it has every record. Exits non-zero on any send error
-// or when the records do not all arrive within 60 s.
+// or when the records do not all arrive within 60 s. With OAUTHBEARER, <user> and
+// <password> are an OAuth client's id and secret (see security()).
 import java.time.Duration;
 import java.util.List;
 import java.util.Properties;
@@ -24,10 +25,21 @@ public class SaslClient {
         p.put("bootstrap.servers", bootstrap);
         p.put("security.protocol", "SASL_SSL");
         p.put("sasl.mechanism", mechanism);
-        String module = mechanism.equals("PLAIN")
-            ? "org.apache.kafka.common.security.plain.PlainLoginModule"
-            : "org.apache.kafka.common.security.scram.ScramLoginModule";
-        p.put("sasl.jaas.config", module + " required username=\"" + user + "\" password=\"" + password + "\";");
+        if (mechanism.equals("OAUTHBEARER")) {
+            // <user> and <password> are an OAuth client's id and secret; Kafka's login
+            // handler trades them for a JWT at the token endpoint (client_credentials)
+            // given by the system property strata.token.endpoint.
+            p.put("sasl.login.callback.handler.class",
+                "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginCallbackHandler");
+            p.put("sasl.oauthbearer.token.endpoint.url", System.getProperty("strata.token.endpoint"));
+            p.put("sasl.jaas.config", "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required"
+                + " clientId=\"" + user + "\" clientSecret=\"" + password + "\";");
+        } else {
+            String module = mechanism.equals("PLAIN")
+                ? "org.apache.kafka.common.security.plain.PlainLoginModule"
+                : "org.apache.kafka.common.security.scram.ScramLoginModule";
+            p.put("sasl.jaas.config", module + " required username=\"" + user + "\" password=\"" + password + "\";");
+        }
         p.put("ssl.truststore.type", "PEM");
         p.put("ssl.truststore.location", ca);
         return p;
