@@ -80,4 +80,8 @@ fn user_manifest_is_valid() {
     let bindings =
         strata_operator::user::plan::desired_acls(&u.spec, "User:orders-app").expect("valid ACLs");
     assert_eq!(bindings.len(), 4, "{bindings:?}");
+    let quotas = strata_operator::user::plan::desired_quotas(&u.spec);
+    assert_eq!(quotas.get("producer_byte_rate"), Some(&10485760.0));
+    assert_eq!(quotas.get("consumer_byte_rate"), Some(&20971520.0));
+    assert_eq!(quotas.len(), 2);
 }

@@ -228,6 +228,7 @@ async fn scenario(env: &Env) {
                 "authentication": {"type": "scram-sha-512"},
                 "acls": [{"resource": {"type": "topic", "name": "ord", "patternType": "prefixed"},
                           "operations": ["Write", "Read", "Describe"]}],
+                "quotas": {"producerByteRate": 1048576, "requestPercentage": 50.0},
             },
         }),
     )
@@ -279,6 +280,25 @@ async fn scenario(env: &Env) {
         .into_inner()
         .acls;
     assert_eq!(acls.len(), 3, "{acls:?}");
+    let quotas = admin
+        .get_user_quotas(pb::GetUserQuotasRequest {
+            user: "alice".into(),
+        })
+        .await
+        .expect("quotas")
+        .into_inner()
+        .quotas;
+    assert_eq!(
+        quotas
+            .into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>(),
+        [
+            ("producer_byte_rate".to_string(), 1048576.0),
+            ("request_percentage".to_string(), 50.0)
+        ]
+        .into(),
+        "alice's quotas are on the brokers"
+    );
     let scram = admin
         .list_scram_users(pb::ListScramUsersRequest {})
         .await
@@ -397,7 +417,7 @@ async fn scenario(env: &Env) {
     .await;
     assert_eq!(phase, "Failed", "the old password is gone:\n{log}");
 
-    eprintln!("8. deleting alice removes her credential and ACLs");
+    eprintln!("8. deleting alice removes her credential, ACLs and quotas");
     users
         .delete("alice", &DeleteParams::default())
         .await
@@ -422,7 +442,16 @@ async fn scenario(env: &Env) {
                     .ok()?
                     .into_inner()
                     .acls;
-                (!users.iter().any(|u| u.name == "alice") && acls.is_empty()).then_some(())
+                let quotas = admin
+                    .get_user_quotas(pb::GetUserQuotasRequest {
+                        user: "alice".into(),
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .quotas;
+                (!users.iter().any(|u| u.name == "alice") && acls.is_empty() && quotas.is_empty())
+                    .then_some(())
             }
         },
     )

@@ -615,4 +615,20 @@ impl Admin for AdminService {
         let acls = r.into_inner().acls;
         Ok(Response::new(self.change_acls_impl(&acls, false).await?))
     }
+
+    async fn get_user_quotas(
+        &self,
+        r: Request<GetUserQuotasRequest>,
+    ) -> Result<Response<UserQuotas>, Status> {
+        Ok(Response::new(self.user_quotas(r.into_inner().user)))
+    }
+
+    async fn set_user_quotas(
+        &self,
+        r: Request<UserQuotas>,
+    ) -> Result<Response<UserQuotas>, Status> {
+        Ok(Response::new(
+            self.set_user_quotas_impl(r.into_inner()).await?,
+        ))
+    }
 }

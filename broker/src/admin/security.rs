@@ -1,7 +1,10 @@
-//! SCRAM users and ACLs over the admin API: what the operator's `User` controller
-//! manages. The same quorum commands as `AlterUserScramCredentials` and
-//! `CreateAcls` / `DeleteAcls` (see `kafka::scram_users`, `kafka::acls`), with the
-//! same checks; a change is answered once this broker applied it.
+//! SCRAM users, ACLs and user quotas over the admin API: what the operator's `User`
+//! controller manages. The same quorum commands as `AlterUserScramCredentials`,
+//! `CreateAcls` / `DeleteAcls` and `AlterClientQuotas` (see `kafka::scram_users`,
+//! `kafka::acls`, `kafka::client_quotas`), with the same checks; a change is
+//! answered once this broker applied it.
+
+use std::collections::{BTreeMap, HashMap};
 
 use tonic::Status;
 use tracing::info;
@@ -9,6 +12,8 @@ use tracing::info;
 use super::pb;
 use super::{status, AdminService};
 use crate::metadata::cluster::Command;
+use crate::quota::config::validate_op;
+use crate::quota::{ClientQuotas, EntityName, QuotaEntity, QuotaKind, QuotaValue};
 use crate::security::acl::{AclBinding, Operation, PatternType, Permission, ResourceType};
 use crate::security::scram::{ScramCredential, ScramMechanism, MAX_ITERATIONS, MIN_ITERATIONS};
 
@@ -72,7 +77,68 @@ pub(super) fn credential(
     ))
 }
 
+/// The quota entity of a user alone (no client id).
+fn user_entity(user: &str) -> QuotaEntity {
+    QuotaEntity {
+        user: Some(EntityName::Named(user.to_string())),
+        client_id: None,
+    }
+}
+
+fn quotas_of(quotas: &ClientQuotas, user: &str) -> HashMap<String, f64> {
+    let entity = user_entity(user);
+    quotas
+        .entries
+        .iter()
+        .filter(|e| e.entity == entity)
+        .flat_map(|e| e.values.iter().map(|(k, v)| (k.clone(), v.0)))
+        .collect()
+}
+
+/// The alteration that makes a user's quotas exactly `wanted`: every served key is
+/// set or removed. Checked as `AlterClientQuotas` checks it.
+pub(super) fn quota_ops(
+    wanted: &HashMap<String, f64>,
+) -> Result<BTreeMap<String, Option<QuotaValue>>, String> {
+    for (k, v) in wanted {
+        validate_op(k, Some(*v))?;
+    }
+    Ok(QuotaKind::ALL
+        .iter()
+        .map(|k| {
+            (
+                k.key().to_string(),
+                wanted.get(k.key()).map(|v| QuotaValue(*v)),
+            )
+        })
+        .collect())
+}
+
 impl AdminService {
+    pub(super) fn user_quotas(&self, user: String) -> pb::UserQuotas {
+        let quotas = quotas_of(&self.broker.cluster().client_quotas, &user);
+        pb::UserQuotas { user, quotas }
+    }
+
+    pub(super) async fn set_user_quotas_impl(
+        &self,
+        r: pb::UserQuotas,
+    ) -> Result<pb::UserQuotas, Status> {
+        if r.user.is_empty() {
+            return Err(Status::invalid_argument("the user name is empty"));
+        }
+        let ops = quota_ops(&r.quotas).map_err(Status::invalid_argument)?;
+        if quotas_of(&self.broker.cluster().client_quotas, &r.user) != r.quotas {
+            self.apply(Command::AlterClientQuotas {
+                entity: user_entity(&r.user),
+                ops,
+            })
+            .await?;
+            info!(user = %r.user, quotas = ?r.quotas, "user quotas set (admin API)");
+        }
+        Ok(self.user_quotas(r.user))
+    }
+
     /// Proposes `cmd` and waits until this broker applied it.
     async fn apply(&self, cmd: Command) -> Result<(), Status> {
         let (index, _) = self.broker.quorum.propose(cmd).await.map_err(status)?;
@@ -212,6 +278,25 @@ mod tests {
             binding(&cluster).is_err(),
             "the cluster is literal kafka-cluster"
         );
+    }
+
+    #[test]
+    fn user_quotas_set_every_served_key_or_refuse() {
+        let wanted: HashMap<String, f64> = [("producer_byte_rate".to_string(), 1048576.0)].into();
+        let ops = quota_ops(&wanted).expect("valid");
+        assert_eq!(ops.len(), 3, "the other keys are removed: {ops:?}");
+        assert_eq!(ops["producer_byte_rate"], Some(QuotaValue(1048576.0)));
+        assert_eq!(ops["consumer_byte_rate"], None);
+        assert_eq!(ops["request_percentage"], None);
+        assert!(quota_ops(&HashMap::new())
+            .expect("clears")
+            .values()
+            .all(Option::is_none));
+        let bad = |k: &str, v: f64| quota_ops(&[(k.to_string(), v)].into()).unwrap_err();
+        assert!(bad("producer_byte_rate", 0.0).contains("positive"));
+        assert!(bad("consumer_byte_rate", 1.5).contains("whole number"));
+        assert!(bad("controller_mutation_rate", 1.0).contains("unknown quota key"));
+        assert!(quota_ops(&[("request_percentage".to_string(), 12.5)].into()).is_ok());
     }
 
     #[test]

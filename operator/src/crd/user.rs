@@ -52,6 +52,32 @@ pub struct UserSpec {
     /// The Secret the credential is written to (default: the User's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
+    /// Client quotas of `User:<name>` (Kafka's user quotas, enforced by every
+    /// broker): only these exist; one set with kafka-configs for the same user is
+    /// replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quotas: Option<UserQuotas>,
+}
+
+/// A user's quotas; an absent field is no quota.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserQuotas {
+    /// Bytes per second the user's producers may send (`producer_byte_rate`),
+    /// counted per broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub producer_byte_rate: Option<i64>,
+    /// Bytes per second the user's consumers may fetch (`consumer_byte_rate`),
+    /// counted per broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub consumer_byte_rate: Option<i64>,
+    /// Percentage of one request handler's time per second
+    /// (`request_percentage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.01))]
+    pub request_percentage: Option<f64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -3,7 +3,7 @@
 //! on the brokers (through the admin API), the status; the finalizer removes
 //! the credential and the ACLs. Nothing is written when nothing changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -319,6 +319,29 @@ async fn sync_acls(
     Ok((create.len(), delete.len()))
 }
 
+/// Makes the brokers' quotas of `user` exactly `desired`; whether they changed.
+async fn sync_quotas(
+    client: &mut Admin,
+    user: &str,
+    desired: &HashMap<String, f64>,
+) -> std::result::Result<bool, AdminError> {
+    let actual = client
+        .get_user_quotas(pb::GetUserQuotasRequest { user: user.into() })
+        .await?
+        .into_inner()
+        .quotas;
+    if actual == *desired {
+        return Ok(false);
+    }
+    client
+        .set_user_quotas(pb::UserQuotas {
+            user: user.into(),
+            quotas: desired.clone(),
+        })
+        .await?;
+    Ok(true)
+}
+
 async fn apply_user(user: &User, ns: &str, ctx: &Context) -> Result<Action> {
     let clusters: Api<Cluster> = Api::namespaced(ctx.client.clone(), ns);
     let Some(cluster) = clusters.get_opt(&user.spec.cluster_ref).await? else {
@@ -343,6 +366,7 @@ async fn apply_user(user: &User, ns: &str, ctx: &Context) -> Result<Action> {
             return Ok(Action::await_change());
         }
     };
+    let desired_quotas = plan::desired_quotas(&user.spec);
     let kind = user.spec.authentication.kind;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let existing = secrets.get_opt(&secret_name(user)).await?;
@@ -370,11 +394,25 @@ async fn apply_user(user: &User, ns: &str, ctx: &Context) -> Result<Action> {
             None => false,
         };
         let changed = sync_acls(&mut client, &principal, &desired_acls).await?;
-        Ok::<_, AdminError>((set, changed))
+        let quotas = sync_quotas(&mut client, &user.name_any(), &desired_quotas).await?;
+        Ok::<_, AdminError>((set, changed, quotas))
     }
     .await;
     match outcome {
-        Ok((set, (created, deleted))) => {
+        Ok((set, (created, deleted), quotas)) => {
+            if quotas {
+                ctx.event(
+                    user,
+                    EventType::Normal,
+                    "QuotasSet",
+                    "Reconcile",
+                    format!(
+                        "{principal}'s quotas set to {:?}",
+                        desired_quotas.iter().collect::<BTreeMap<_, _>>()
+                    ),
+                )
+                .await;
+            }
             if set {
                 ctx.event(
                     user,
@@ -454,6 +492,7 @@ async fn cleanup_user(user: &User, ns: &str, ctx: &Context) -> Result<Action> {
                 Err(s) => return Err(AdminError::from(s)),
             }
         }
+        sync_quotas(&mut client, &user.name_any(), &HashMap::new()).await?;
         sync_acls(&mut client, &principal, &[]).await
     }
     .await;
@@ -464,7 +503,7 @@ async fn cleanup_user(user: &User, ns: &str, ctx: &Context) -> Result<Action> {
                 EventType::Normal,
                 "Deleted",
                 "Delete",
-                format!("{principal}'s credential and {deleted} ACLs removed"),
+                format!("{principal}'s credential, quotas and {deleted} ACLs removed"),
             )
             .await;
             Ok(Action::await_change())

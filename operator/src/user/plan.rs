@@ -2,7 +2,7 @@
 //! how they differ from the brokers', the SCRAM salted password, and the
 //! Secret an application mounts.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::num::NonZeroU32;
 
 use crate::admin::pb;
@@ -110,6 +110,21 @@ fn operation_name(op: &str) -> Option<&'static str> {
     let squash = |s: &str| s.replace('_', "").to_ascii_uppercase();
     let wanted = squash(op);
     OPERATIONS.iter().copied().find(|o| squash(o) == wanted)
+}
+
+/// The broker quotas `spec.quotas` stands for, by Kafka's config keys.
+pub fn desired_quotas(spec: &UserSpec) -> HashMap<String, f64> {
+    let Some(q) = &spec.quotas else {
+        return HashMap::new();
+    };
+    [
+        ("producer_byte_rate", q.producer_byte_rate.map(|v| v as f64)),
+        ("consumer_byte_rate", q.consumer_byte_rate.map(|v| v as f64)),
+        ("request_percentage", q.request_percentage),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
+    .collect()
 }
 
 /// `(to create, to delete)` so that the brokers' bindings of the principal
@@ -253,6 +268,24 @@ mod tests {
 
     fn spec(yaml: &str) -> UserSpec {
         serde_yaml::from_str(yaml).expect("spec")
+    }
+
+    #[test]
+    fn quotas_map_to_kafkas_keys() {
+        assert!(desired_quotas(&spec("clusterRef: demo")).is_empty());
+        let q = desired_quotas(&spec(
+            "clusterRef: demo
+quotas: {producerByteRate: 1048576, requestPercentage: 12.5}
+",
+        ));
+        assert_eq!(
+            q.into_iter().collect::<BTreeMap<_, _>>(),
+            [
+                ("producer_byte_rate".to_string(), 1048576.0),
+                ("request_percentage".to_string(), 12.5)
+            ]
+            .into()
+        );
     }
 
     #[test]
