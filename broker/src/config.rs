@@ -144,8 +144,12 @@ pub struct BrokerConfig {
     /// (KIP-368) or its connection is closed at its next request. 0: forever.
     pub connections_max_reauth_ms: i64,
     /// OAUTHBEARER: the JWKS whose keys sign the tokens, a file (`file:///path`
-    /// or a path) or an `http://` URL (Kafka's `sasl.oauthbearer.jwks.endpoint.url`).
+    /// or a path) or an `http://` or `https://` URL (Kafka's
+    /// `sasl.oauthbearer.jwks.endpoint.url`).
     pub sasl_oauthbearer_jwks_endpoint_url: String,
+    /// PEM CAs that an `https://` JWKS endpoint's certificate is verified against
+    /// ("": the system's trusted roots).
+    pub sasl_oauthbearer_jwks_endpoint_ca_location: String,
     /// How often the JWKS is read again (it is also read when a token names a
     /// key it does not hold, at most once a second).
     pub sasl_oauthbearer_jwks_endpoint_refresh_ms: u64,
@@ -315,6 +319,7 @@ impl Default for BrokerConfig {
             sasl_server_max_receive_size: 512 * 1024,
             connections_max_reauth_ms: 0,
             sasl_oauthbearer_jwks_endpoint_url: String::new(),
+            sasl_oauthbearer_jwks_endpoint_ca_location: String::new(),
             sasl_oauthbearer_jwks_endpoint_refresh_ms: 3_600_000,
             sasl_oauthbearer_expected_issuer: String::new(),
             sasl_oauthbearer_expected_audience: String::new(),

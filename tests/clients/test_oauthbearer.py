@@ -12,6 +12,7 @@ import base64
 import http.server
 import json
 import os
+import ssl
 import subprocess
 import threading
 import time
@@ -23,7 +24,7 @@ import confluent_kafka
 import pytest
 from confluent_kafka import KafkaError, Producer
 
-from test_security import log_text, metric, roundtrip, start_secure
+from test_security import Pki, log_text, metric, roundtrip, start_secure
 from test_txn_tools import java_cmd
 
 ISSUER = "https://idp.test"
@@ -65,7 +66,7 @@ class Jwks:
     use it: the client id and secret in HTTP Basic (or the form), answered with a JWT
     whose subject is the client id, signed by the first key."""
 
-    def __init__(self, keys):
+    def __init__(self, keys, tls=None):
         self.keys = list(keys)
         self.gets = 0
         # client id -> secret
@@ -106,8 +107,14 @@ class Jwks:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls:
+            # `tls`: (certificate, key) files; the server then speaks https only.
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*map(str, tls))
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "https" if tls else "http"
+        base = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         self.url = f"{base}/jwks.json"
         self.token_url = f"{base}/token"
 
@@ -271,3 +278,33 @@ def test_java_oauthbearer_login_callback_handler(idp, tmp_path):
     assert produced >= 5 and f"CONSUMED {produced}" in out.stdout, out.stdout
     assert "svc-java" in jwks.issued
     assert "principal=User:svc-java" in log_text(b)
+
+
+def test_a_jwks_served_over_https_is_verified_against_the_configured_ca(tmp_path):
+    """The JWKS from an https:// endpoint whose certificate the configured CA
+    signed: tokens signed by its key authenticate. A broker trusting another CA
+    cannot load it: the login fails, with the TLS error logged."""
+    pki = Pki(tmp_path / "idp-pki")
+    jwks = Jwks([Key(tmp_path, "k1")], tls=pki.issue("idp", "idp.test", 2001))
+    other = Pki(tmp_path / "other-pki")
+    brokers = []
+    try:
+        for name, ca in (("trusting", pki.ca), ("distrusting", other.ca)):
+            brokers.append(start_secure(tmp_path / name, **{
+                "STRATA_SASL_ENABLED_MECHANISMS": "OAUTHBEARER",
+                "STRATA_SASL_OAUTHBEARER_JWKS_ENDPOINT_URL": jwks.url,
+                "STRATA_SASL_OAUTHBEARER_JWKS_ENDPOINT_CA_LOCATION": str(ca),
+            }))
+        good, bad = brokers
+        assert jwks.url.startswith("https://")
+        token = jwks.keys[0].sign(claims(sub="svc-https"))
+        roundtrip(oauth_conf(good, token), f"oauth-https-{uuid.uuid4().hex[:6]}", n=3)
+        assert "principal=User:svc-https" in log_text(good)
+        assert jwks.gets >= 1
+        assert authentication_error(bad, token) is not None
+        assert "TLS" in log_text(bad), "the JWKS fetch's TLS failure is logged"
+        assert "principal=User:svc-https" not in log_text(bad)
+    finally:
+        for b in brokers:
+            b.kill()
+        jwks.close()

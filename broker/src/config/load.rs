@@ -230,6 +230,7 @@ const ALL_KEYS: &[&str] = &[
     "sasl_server_max_receive_size",
     "connections_max_reauth_ms",
     "sasl_oauthbearer_jwks_endpoint_url",
+    "sasl_oauthbearer_jwks_endpoint_ca_location",
     "sasl_oauthbearer_jwks_endpoint_refresh_ms",
     "sasl_oauthbearer_expected_issuer",
     "sasl_oauthbearer_expected_audience",

@@ -134,10 +134,18 @@ impl SecuritySettings {
             if url.is_empty() {
                 return Err(invalid(
                     key,
-                    "OAUTHBEARER needs the JWKS (a file or an http:// URL)",
+                    "OAUTHBEARER needs the JWKS (a file or an http:// or https:// URL)",
                 ));
             }
             let source = oauth::JwksSource::parse(url).map_err(|e| invalid(key, e))?;
+            let tls = if source.https() {
+                Some(
+                    oauth::jwks_tls(&cfg.sasl_oauthbearer_jwks_endpoint_ca_location)
+                        .map_err(|e| invalid("sasl_oauthbearer_jwks_endpoint_ca_location", e))?,
+                )
+            } else {
+                None
+            };
             if cfg.sasl_oauthbearer_sub_claim_name.trim().is_empty() {
                 return Err(invalid("sasl_oauthbearer_sub_claim_name", "is empty"));
             }
@@ -150,6 +158,7 @@ impl SecuritySettings {
             let issuer = cfg.sasl_oauthbearer_expected_issuer.trim();
             Some(Arc::new(oauth::OAuthValidator::new(
                 source,
+                tls,
                 std::time::Duration::from_millis(cfg.sasl_oauthbearer_jwks_endpoint_refresh_ms),
                 oauth::Expectations {
                     issuer: (!issuer.is_empty()).then(|| issuer.to_string()),

@@ -1,7 +1,7 @@
 //! SASL OAUTHBEARER (RFC 7628, KIP-255/KIP-768): the client sends a JWT, the
 //! broker checks it against the keys of a JWKS and takes the principal from a
 //! claim. Pure parts (the client message, the JWT and its claims) plus the key
-//! set, loaded from a file or an `http://` URL and reloaded when it is older than
+//! set, loaded from a file or an `http://` or `https://` URL and reloaded when it is older than
 //! its refresh interval or a token names a key it does not hold (at most once a
 //! second).
 //!
@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_lc_rs::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
@@ -266,18 +266,22 @@ pub fn verify(
 #[derive(Debug, Clone, PartialEq)]
 pub enum JwksSource {
     File(PathBuf),
-    /// `host:port` and path of an `http://` URL.
+    /// `host:port` and path of an `http://` or (`https`) `https://` URL.
     Http {
+        https: bool,
         authority: String,
         path: String,
     },
 }
 
 impl JwksSource {
-    /// `file:///path`, a path, or `http://host:port/path`.
+    /// `file:///path`, a path, `http://host[:port]/path` or `https://host[:port]/path`.
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        if let Some(rest) = s.strip_prefix("http://") {
+        for (scheme, https, port) in [("http://", false, 80), ("https://", true, 443)] {
+            let Some(rest) = s.strip_prefix(scheme) else {
+                continue;
+            };
             let (authority, path) = match rest.find('/') {
                 Some(i) => (&rest[..i], &rest[i..]),
                 None => (rest, "/"),
@@ -288,15 +292,13 @@ impl JwksSource {
             let authority = if authority.contains(':') {
                 authority.to_string()
             } else {
-                format!("{authority}:80")
+                format!("{authority}:{port}")
             };
             return Ok(JwksSource::Http {
+                https,
                 authority,
                 path: path.to_string(),
             });
-        }
-        if s.starts_with("https://") {
-            return Err("https JWKS URLs are not supported yet: use a file or http://".into());
         }
         let path = s.strip_prefix("file://").unwrap_or(s);
         if path.is_empty() {
@@ -305,27 +307,85 @@ impl JwksSource {
         Ok(JwksSource::File(PathBuf::from(path)))
     }
 
-    async fn fetch(&self) -> Result<Vec<u8>, String> {
-        match self {
-            JwksSource::File(p) => tokio::fs::read(p)
-                .await
-                .map_err(|e| format!("reading {}: {e}", p.display())),
-            JwksSource::Http { authority, path } => {
-                tokio::time::timeout(FETCH_TIMEOUT, http_get(authority, path))
+    /// Whether the JWKS is fetched over TLS (and needs [`jwks_tls`]).
+    pub fn https(&self) -> bool {
+        matches!(self, JwksSource::Http { https: true, .. })
+    }
+
+    async fn fetch(&self, tls: Option<&Arc<rustls::ClientConfig>>) -> Result<Vec<u8>, String> {
+        let (https, authority, path) = match self {
+            JwksSource::File(p) => {
+                return tokio::fs::read(p)
                     .await
-                    .map_err(|_| format!("GET http://{authority}{path} timed out"))?
+                    .map_err(|e| format!("reading {}: {e}", p.display()))
             }
-        }
+            JwksSource::Http {
+                https,
+                authority,
+                path,
+            } => (*https, authority, path),
+        };
+        let scheme = if https { "https" } else { "http" };
+        let what = format!("GET {scheme}://{authority}{path}");
+        let host = authority
+            .rsplit_once(':')
+            .map_or(authority.as_str(), |(h, _)| h);
+        let get = async {
+            let tcp = tokio::net::TcpStream::connect(authority.as_str())
+                .await
+                .map_err(|e| format!("{what}: {e}"))?;
+            if !https {
+                return http_get(tcp, &what, host, path).await;
+            }
+            let cfg = tls.ok_or_else(|| format!("{what}: no TLS settings"))?;
+            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                .map_err(|e| format!("{what}: {e}"))?;
+            let stream = tokio_rustls::TlsConnector::from(Arc::clone(cfg))
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("{what}: TLS: {e}"))?;
+            http_get(stream, &what, host, path).await
+        };
+        tokio::time::timeout(FETCH_TIMEOUT, get)
+            .await
+            .map_err(|_| format!("{what} timed out"))?
     }
 }
 
-async fn http_get(authority: &str, path: &str) -> Result<Vec<u8>, String> {
+/// The TLS client settings of an `https://` JWKS: the CAs of `ca_location` (PEM),
+/// or the system's trusted roots when it is empty.
+pub fn jwks_tls(ca_location: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    if ca_location.trim().is_empty() {
+        let found = rustls_native_certs::load_native_certs();
+        let (added, _) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            return Err("no system CA certificates found: set a CA file".into());
+        }
+    } else {
+        for c in super::tls::read_chain(std::path::Path::new(ca_location.trim()))? {
+            roots
+                .add(c)
+                .map_err(|e| format!("bad CA certificate in {ca_location}: {e}"))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+/// One HTTP/1.0 GET over `s`; the body of a 200 answer. A TLS server that closes
+/// without close_notify (common for HTTP/1.0) ends the body like a plain close;
+/// a Content-Length, when sent, must then be met.
+async fn http_get<S>(mut s: S, what: &str, host: &str, path: &str) -> Result<Vec<u8>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let what = format!("GET http://{authority}{path}");
-    let mut s = tokio::net::TcpStream::connect(authority)
-        .await
-        .map_err(|e| format!("{what}: {e}"))?;
-    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
     let req = format!(
         "GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
     );
@@ -333,11 +393,12 @@ async fn http_get(authority: &str, path: &str) -> Result<Vec<u8>, String> {
         .await
         .map_err(|e| format!("{what}: {e}"))?;
     let mut buf = Vec::new();
-    (&mut s)
-        .take((MAX_JWKS + 16 * 1024) as u64)
-        .read_to_end(&mut buf)
-        .await
-        .map_err(|e| format!("{what}: {e}"))?;
+    let limit = (MAX_JWKS + 16 * 1024) as u64;
+    match (&mut s).take(limit).read_to_end(&mut buf).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+        Err(e) => return Err(format!("{what}: {e}")),
+    }
     let end = buf
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -347,7 +408,17 @@ async fn http_get(authority: &str, path: &str) -> Result<Vec<u8>, String> {
     if status != "200" {
         return Err(format!("{what}: HTTP status {status}"));
     }
-    Ok(buf[end + 4..].to_vec())
+    let body = buf[end + 4..].to_vec();
+    let length = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())?
+    });
+    if length.is_some_and(|n| n != body.len()) {
+        return Err(format!("{what}: the body was cut short"));
+    }
+    Ok(body)
 }
 
 struct Loaded {
@@ -355,12 +426,27 @@ struct Loaded {
     at: Instant,
 }
 
+/// The key set and the last load attempt.
+#[derive(Default)]
+struct KeyState {
+    loaded: Option<Loaded>,
+    /// When a load was last tried, whatever came of it.
+    attempted: Option<Instant>,
+    /// Why the last load failed, while no load has succeeded since.
+    failure: Option<String>,
+}
+
 /// The validator every OAUTHBEARER session of the broker shares.
 pub struct OAuthValidator {
     source: JwksSource,
+    /// TLS settings of an `https://` source.
+    tls: Option<Arc<rustls::ClientConfig>>,
     refresh: Duration,
     pub expectations: Expectations,
-    loaded: Mutex<Option<Loaded>>,
+    state: Mutex<KeyState>,
+    /// Held while the JWKS is fetched: logins that arrive meanwhile wait for that
+    /// fetch instead of starting their own.
+    fetching: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for OAuthValidator {
@@ -373,56 +459,101 @@ impl std::fmt::Debug for OAuthValidator {
 }
 
 impl OAuthValidator {
-    pub fn new(source: JwksSource, refresh: Duration, expectations: Expectations) -> Self {
+    pub fn new(
+        source: JwksSource,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        refresh: Duration,
+        expectations: Expectations,
+    ) -> Self {
         OAuthValidator {
             source,
+            tls,
             refresh,
             expectations,
-            loaded: Mutex::new(None),
+            state: Mutex::new(KeyState::default()),
+            fetching: tokio::sync::Mutex::new(()),
         }
     }
 
-    fn cached(&self) -> Option<(BTreeMap<String, KeyEntry>, Instant)> {
-        let g = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        g.as_ref().map(|l| (l.keys.clone(), l.at))
+    fn state(&self) -> std::sync::MutexGuard<'_, KeyState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn reload(&self) -> Result<BTreeMap<String, KeyEntry>, String> {
-        let doc = self.source.fetch().await?;
-        if doc.len() > MAX_JWKS {
-            return Err(format!("the JWKS is larger than {MAX_JWKS} bytes"));
+    /// The keys held (if any), and whether they should be loaded again for `kid`:
+    /// none loaded, older than the refresh interval, or without `kid`.
+    fn held(&self, kid: &str) -> (Option<BTreeMap<String, KeyEntry>>, bool) {
+        let st = self.state();
+        match &st.loaded {
+            Some(l) => (
+                Some(l.keys.clone()),
+                l.at.elapsed() >= self.refresh || !l.keys.contains_key(kid),
+            ),
+            None => (None, true),
         }
-        let keys = parse_jwks(&doc)?;
-        tracing::info!(source = ?self.source, keys = keys.len(), "OAUTHBEARER JWKS loaded");
-        let mut g = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        *g = Some(Loaded {
-            keys: keys.clone(),
-            at: Instant::now(),
-        });
-        Ok(keys)
+    }
+
+    /// What the last attempt left: the keys held, or why there are none.
+    fn last_outcome(&self) -> Result<BTreeMap<String, KeyEntry>, String> {
+        let st = self.state();
+        match (&st.loaded, &st.failure) {
+            (Some(l), _) => Ok(l.keys.clone()),
+            (None, Some(why)) => Err(why.clone()),
+            (None, None) => Err("the JWKS is not loaded".into()),
+        }
+    }
+
+    /// Loads the key set again, at most once a second whatever the outcome (so
+    /// neither unknown `kid`s nor a failing identity provider make every login
+    /// fetch), one fetch at a time; a failure keeps the keys loaded before.
+    async fn refreshed(&self) -> Result<BTreeMap<String, KeyEntry>, String> {
+        let _one = self.fetching.lock().await;
+        if self
+            .state()
+            .attempted
+            .is_some_and(|t| t.elapsed() < MIN_RELOAD)
+        {
+            return self.last_outcome();
+        }
+        self.state().attempted = Some(Instant::now());
+        let fetched = async {
+            let doc = self.source.fetch(self.tls.as_ref()).await?;
+            if doc.len() > MAX_JWKS {
+                return Err(format!("the JWKS is larger than {MAX_JWKS} bytes"));
+            }
+            parse_jwks(&doc)
+        }
+        .await;
+        let mut st = self.state();
+        match fetched {
+            Ok(keys) => {
+                tracing::info!(source = ?self.source, keys = keys.len(), "OAUTHBEARER JWKS loaded");
+                st.loaded = Some(Loaded {
+                    keys: keys.clone(),
+                    at: Instant::now(),
+                });
+                st.failure = None;
+                Ok(keys)
+            }
+            Err(e) => {
+                st.failure = Some(e.clone());
+                match &st.loaded {
+                    Some(l) => {
+                        tracing::warn!(error = %e, "OAUTHBEARER JWKS reload failed; keeping the keys loaded before");
+                        Ok(l.keys.clone())
+                    }
+                    None => Err(e),
+                }
+            }
+        }
     }
 
     /// Checks `jwt`, loading the keys first when none are loaded, they are older
     /// than the refresh interval, or the token names a key not among them.
     pub async fn validate(&self, jwt: &str) -> Result<Accepted, String> {
         let kid = key_id(jwt)?;
-        let keys = match self.cached() {
-            Some((keys, at)) => {
-                let stale = at.elapsed() >= self.refresh;
-                let unknown = !keys.contains_key(&kid);
-                if (stale || unknown) && at.elapsed() >= MIN_RELOAD {
-                    match self.reload().await {
-                        Ok(k) => k,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "OAUTHBEARER JWKS reload failed; keeping the keys loaded before");
-                            keys
-                        }
-                    }
-                } else {
-                    keys
-                }
-            }
-            None => self.reload().await?,
+        let keys = match self.held(&kid) {
+            (Some(keys), false) => keys,
+            _ => self.refreshed().await?,
         };
         verify(jwt, &keys, &self.expectations, SystemTime::now())
     }
@@ -617,15 +748,26 @@ mod tests {
         assert_eq!(
             JwksSource::parse("http://127.0.0.1:8080/jwks.json"),
             Ok(JwksSource::Http {
+                https: false,
                 authority: "127.0.0.1:8080".into(),
                 path: "/jwks.json".into()
             })
         );
+        let idp = JwksSource::parse("https://idp.example/keys").expect("https");
+        assert_eq!(
+            idp,
+            JwksSource::Http {
+                https: true,
+                authority: "idp.example:443".into(),
+                path: "/keys".into()
+            }
+        );
+        assert!(idp.https());
+        assert!(JwksSource::parse("https:///keys").is_err());
         assert_eq!(
             JwksSource::parse("file:///etc/jwks.json"),
             Ok(JwksSource::File("/etc/jwks.json".into()))
         );
-        assert!(JwksSource::parse("https://idp/jwks").is_err());
         assert!(parse_jwks(b"{}").is_err());
         let k = parse_jwks(
             br#"{"keys":[{"kty":"oct","k":"x"},{"kty":"RSA","kid":"r","n":"AQAB","e":"AQAB"},
@@ -652,6 +794,7 @@ mod tests {
         write(&[&a]);
         let v = OAuthValidator::new(
             JwksSource::File(path.clone()),
+            None,
             Duration::from_secs(3600),
             Expectations {
                 issuer: None,
@@ -681,5 +824,37 @@ mod tests {
         write(&[&b]);
         // Reloaded only when a key is unknown (or the interval passed): `a` stays.
         assert!(v.validate(&a.token("ES256", c)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_failing_source_is_tried_at_most_once_a_second() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("jwks.json");
+        let a = Signer::new("a");
+        let v = OAuthValidator::new(
+            JwksSource::File(path.clone()),
+            None,
+            Duration::from_secs(3600),
+            Expectations {
+                issuer: None,
+                audiences: vec![],
+                sub_claim: "sub".into(),
+                skew: Duration::from_secs(30),
+            },
+        );
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let token = a.token("ES256", serde_json::json!({"sub": "bob", "exp": now + 60}));
+        let first = v.validate(&token).await.unwrap_err();
+        assert!(first.contains("reading"), "{first}");
+        // The JWKS appears, but the next login within the second is answered with
+        // the failure it just had, without reading the source again.
+        let doc = serde_json::json!({"keys": [a.jwk()]});
+        std::fs::write(&path, doc.to_string()).expect("write");
+        assert_eq!(v.validate(&token).await.unwrap_err(), first);
+        tokio::time::sleep(MIN_RELOAD).await;
+        assert_eq!(v.validate(&token).await.expect("loaded").name, "bob");
     }
 }

@@ -128,7 +128,7 @@ pub fn stamp_of<'a>(files: impl IntoIterator<Item = &'a PathBuf>) -> Stamp {
         .collect()
 }
 
-fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?;
