@@ -4,43 +4,27 @@ latency percentiles, RSS, next to Kafka's, with Strata / Kafka ratios."""
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
 
+import phases
+
 work, records, rate, seconds, load_start, hz = sys.argv[1:7]
 records, rate, seconds, hz = int(records), float(rate), int(seconds), int(hz)
-GIB = 1 << 30
-PP = re.compile(r"([\d.]+) records/sec \(([\d.]+) MB/sec\), ([\d.]+) ms avg latency, ([\d.]+) ms max latency, "
-                r"(\d+) ms 50th, (\d+) ms 95th, (\d+) ms 99th, (\d+) ms 99.9th")
+GIB = phases.GIB
 
 
 def phase(side, name):
-    path = os.path.join(work, f"{side}-{name}.txt")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        head, *rest = f.read().splitlines()
-    ticks, wall, rss, load = head.split()
-    return {"cpu_s": int(ticks) / hz, "wall_s": float(wall), "rss_mib": int(rss) / 1024, "load": float(load),
-            "out": "\n".join(rest).strip()}
+    return phases.phase(work, hz, side, name)
 
 
 def produce(p):
-    m = PP.search(p["out"])
-    if not m:
-        return {}
-    v = dict(zip(["rps", "mbps", "avg", "max", "p50", "p95", "p99", "p999"], map(float, m.groups())))
-    v["cpu_gib"] = p["cpu_s"] / (records * 1024 / GIB)
-    return v
+    return phases.produce(p, records)
 
 
 def consume(p):
-    cols = [c.strip() for c in p["out"].split(",")]
-    v = {"mbps": float(cols[3])} if len(cols) > 5 else {}
-    v["cpu_gib"] = p["cpu_s"] / (records * 1024 / GIB)
-    return v
+    return phases.consume(p, records)
 
 
 def omb(p):
@@ -56,12 +40,7 @@ def omb(p):
             "core": 100 * p["cpu_s"] / p["wall_s"]}
 
 
-def ratio(a, b):
-    return f"{b / a:.2f}x" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a else "n/a"
-
-
-def fmt(x):
-    return f"{x:.2f}" if isinstance(x, float) else ("—" if x is None else str(x))
+ratio, fmt = phases.ratio, phases.fmt
 
 
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True,

@@ -38,8 +38,10 @@ wait_port() {
   return 1
 }
 
-# start_kafka: formats and starts a single-node KRaft Kafka on 127.0.0.1:29092 in
-# $WORK/kafka (its pid in KPID) and waits until it listens.
+# start_kafka [PROPERTY=VALUE...]: formats and starts a single-node KRaft Kafka on
+# 127.0.0.1:29092 in $WORK/kafka (its pid in KPID) and waits until it listens. The
+# arguments are appended to server.properties (a key given again overrides the
+# default); KAFKA_FORMAT_ARGS (an array) adds arguments to the storage format.
 start_kafka() {
 mkdir -p "$WORK/kafka"
 cat > "$WORK/kafka/server.properties" <<PROPS
@@ -56,8 +58,9 @@ transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 group.initial.rebalance.delay.ms=0
 PROPS
+if [ $# -gt 0 ]; then printf '%s\n' "$@" >> "$WORK/kafka/server.properties"; fi
 "${JAVA[@]}" kafka.tools.StorageTool format -t "$("${JAVA[@]}" kafka.tools.StorageTool random-uuid)" \
-  -c "$WORK/kafka/server.properties" >/dev/null
+  -c "$WORK/kafka/server.properties" ${KAFKA_FORMAT_ARGS[@]+"${KAFKA_FORMAT_ARGS[@]}"} >/dev/null
 "${JAVA[@]}" kafka.Kafka "$WORK/kafka/server.properties" > "$WORK/kafka.out" 2>&1 &
 KPID=$!
 wait_port 127.0.0.1 29092
