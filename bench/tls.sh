@@ -114,6 +114,8 @@ if [[ " $SIDES " == *" strata "* ]]; then
   "${JAVA[@]}" kafka.admin.ConfigCommand --bootstrap-server 127.0.0.1:39092 --entity-type users \
     --entity-name "$USER_NAME" --alter --add-config "SCRAM-SHA-512=[password=$PASSWORD]" >/dev/null
   run_side strata "$SPID" 127.0.0.1:39092 127.0.0.1:39094
+  # How the fetched bytes left the broker (sendfile or through memory).
+  curl -sf http://127.0.0.1:39644/metrics | grep '^strata_fetch_record_bytes' > "$WORK/strata-fetch-paths.txt" || true
   stop_pids "$SPID"
 fi
 

@@ -36,6 +36,12 @@ for op in ("produce", "consume"):
         sc = "" if key == "load" else phases.ratio(s0, s1)
         print(f"| {op} | {label} | {phases.fmt(k0)} | {phases.fmt(k1)} | {kc} | {phases.fmt(s0)} | "
               f"{phases.fmt(s1)} | {sc} | {tail} |")
+paths = os.path.join(work, "strata-fetch-paths.txt")
+if os.path.exists(paths):
+    print("\nStrata's `strata_fetch_record_bytes` by path at the end (warm-ups included):\n")
+    for line in open(paths).read().split("\n"):
+        if line.strip():
+            print(f"- `{line.strip()}`")
 print("\nRaw output:\n")
 for side in sides:
     for op in ("produce", "consume"):

@@ -781,6 +781,28 @@ mod tests {
         );
     }
 
+    /// A validator of tokens signed by the keys of the JWKS file at `path`.
+    fn file_validator(path: &std::path::Path) -> OAuthValidator {
+        OAuthValidator::new(
+            JwksSource::File(path.to_path_buf()),
+            None,
+            Duration::from_secs(3600),
+            Expectations {
+                issuer: None,
+                audiences: vec![],
+                sub_claim: "sub".into(),
+                skew: Duration::from_secs(30),
+            },
+        )
+    }
+
+    fn now_secs() -> u64 {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+    }
+
     #[tokio::test]
     async fn the_key_set_is_reloaded_for_a_new_key() {
         let dir = tempfile::tempdir().expect("dir");
@@ -792,21 +814,8 @@ mod tests {
             std::fs::write(&path, doc.to_string()).expect("write");
         };
         write(&[&a]);
-        let v = OAuthValidator::new(
-            JwksSource::File(path.clone()),
-            None,
-            Duration::from_secs(3600),
-            Expectations {
-                issuer: None,
-                audiences: vec![],
-                sub_claim: "sub".into(),
-                skew: Duration::from_secs(30),
-            },
-        );
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .expect("clock")
-            .as_secs();
+        let v = file_validator(&path);
+        let now = now_secs();
         let c = serde_json::json!({"sub": "bob", "exp": now + 60});
         assert_eq!(
             v.validate(&a.token("ES256", c.clone()))
@@ -831,21 +840,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("jwks.json");
         let a = Signer::new("a");
-        let v = OAuthValidator::new(
-            JwksSource::File(path.clone()),
-            None,
-            Duration::from_secs(3600),
-            Expectations {
-                issuer: None,
-                audiences: vec![],
-                sub_claim: "sub".into(),
-                skew: Duration::from_secs(30),
-            },
-        );
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .expect("clock")
-            .as_secs();
+        let v = file_validator(&path);
+        let now = now_secs();
         let token = a.token("ES256", serde_json::json!({"sub": "bob", "exp": now + 60}));
         let first = v.validate(&token).await.unwrap_err();
         assert!(first.contains("reading"), "{first}");
