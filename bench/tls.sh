@@ -65,6 +65,10 @@ consumer() { # bootstrap topic records client-config
 measure() { # side phase pid -- command...
   local side=$1 phase=$2 pid=$3; shift 4
   local out="$WORK/$side-$phase.txt" c0 c1 t0 t1 result
+  # Earlier phases' dirty pages are written back first: otherwise the page-cache
+  # pressure they leave makes whichever phase comes later pay for the copy into the
+  # page cache (seen as several times the CPU per GiB, on both brokers).
+  sync
   c0=$(cpu_ticks "$pid"); t0=$(date +%s.%N)
   result=$("$@")
   c1=$(cpu_ticks "$pid"); t1=$(date +%s.%N)
