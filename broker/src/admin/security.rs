@@ -86,13 +86,10 @@ fn user_entity(user: &str) -> QuotaEntity {
 }
 
 fn quotas_of(quotas: &ClientQuotas, user: &str) -> HashMap<String, f64> {
-    let entity = user_entity(user);
     quotas
-        .entries
-        .iter()
-        .filter(|e| e.entity == entity)
-        .flat_map(|e| e.values.iter().map(|(k, v)| (k.clone(), v.0)))
-        .collect()
+        .get(&user_entity(user))
+        .map(|e| e.values.iter().map(|(k, v)| (k.clone(), v.0)).collect())
+        .unwrap_or_default()
 }
 
 /// The alteration that makes a user's quotas exactly `wanted`: every served key is
