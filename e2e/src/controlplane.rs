@@ -110,6 +110,9 @@ impl ControlPlane {
             format!("--proxy-client-cert-file={}", p(&pki.proxy_client_cert)),
             format!("--proxy-client-key-file={}", p(&pki.proxy_client_key)),
             "--endpoint-reconciler-type=none".to_string(),
+            // The aggregation layer proxies to an APIService's endpoint (pod) address,
+            // not its ClusterIP: there is no kube-proxy here to route virtual IPs.
+            "--enable-aggregator-routing=true".to_string(),
             "--enable-priority-and-fairness=false".to_string(),
             "--profiling=false".to_string(),
         ];

@@ -97,6 +97,14 @@ impl Env {
             server: control_plane.api_url.clone(),
             ca_file: control_plane.pki.ca_cert.clone(),
         });
+        kubelet_config.host_ports = [
+            Some(control_plane.api_url.as_str()),
+            s3.as_ref().map(|s| s.info.endpoint.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(url_port)
+        .collect();
         let kubelet = Kubelet::start(client.clone(), kubelet_config).await?;
         Ok(Env {
             kubelet: Some(kubelet),
@@ -114,6 +122,32 @@ impl Env {
 
     pub fn s3_info(&self) -> Option<&S3Info> {
         self.s3.as_ref().map(|s| &s.info)
+    }
+
+    /// Writes `env.sh` (KUBECONFIG and the S3 settings as `export` lines) into the
+    /// working directory; returns its path and text.
+    pub fn write_env_file(&self) -> Result<(PathBuf, String)> {
+        let mut exports = format!("export KUBECONFIG={}\n", self.kubeconfig().display());
+        if let Some(s3) = self.s3_info() {
+            exports.push_str(&format!(
+                "export AWS_ENDPOINT_URL={}\nexport AWS_ACCESS_KEY_ID={}\nexport AWS_SECRET_ACCESS_KEY={}\nexport AWS_REGION={}\nexport STRATA_S3_BUCKET={}\n",
+                s3.endpoint, s3.access_key, s3.secret_key, s3.region, s3.bucket
+            ));
+        }
+        let path = self.dir.join("env.sh");
+        std::fs::write(&path, &exports)
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        Ok((path, exports))
+    }
+
+    /// Makes a service the test runs on the host's 127.0.0.1:`port` (a trace
+    /// collector, say) reachable from pods at the same address; pods live in
+    /// network namespaces of their own (`kubelet::podnet`).
+    pub fn expose_host_port(&self, port: u16) -> Result<()> {
+        match &self.kubelet {
+            Some(k) => k.expose_host_port(port),
+            None => Ok(()),
+        }
     }
 
     /// Host directory backing PVC `claim` in `namespace` (stable across pod recreation).
@@ -144,5 +178,64 @@ impl Env {
         if let Some(k) = self.kubelet.take() {
             k.shutdown().await;
         }
+    }
+}
+
+/// Default images: the workspace's own binaries (when built) under their short
+/// names and the image names the chart and `manifests/` use, python3, and kcat
+/// and sh from the host for client pods (what `strata-e2e up` runs with).
+pub fn default_images() -> ImageMap {
+    let mut m = ImageMap::new();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("debug");
+    let target = target.canonicalize().unwrap_or(target);
+    for bin in ["strata-broker", "strata-operator"] {
+        let p = target.join(bin);
+        if p.exists() {
+            m.insert(format!("ghcr.io/strata-dev/{bin}"), p.clone());
+            m.insert(bin.to_string(), p);
+        }
+    }
+    for (image, candidates) in [
+        ("kcat", &["/usr/bin/kcat", "/usr/local/bin/kcat"][..]),
+        // the image manifests/consumer-deployment.yaml names
+        (
+            "edenhill/kcat",
+            &["/usr/bin/kcat", "/usr/local/bin/kcat"][..],
+        ),
+        ("sh", &["/bin/sh"][..]),
+    ] {
+        if let Some(p) = candidates.iter().map(PathBuf::from).find(|p| p.exists()) {
+            m.insert(image.to_string(), p);
+        }
+    }
+    if let Ok(out) = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+    {
+        let exe = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !exe.is_empty() {
+            m.insert("python".into(), PathBuf::from(exe));
+        }
+    }
+    m
+}
+
+/// The port of `scheme://host:port[/…]`.
+fn url_port(url: &str) -> Option<u16> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    authority.rsplit_once(':')?.1.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn url_port_reads_the_authority() {
+        assert_eq!(super::url_port("https://127.0.0.1:6443"), Some(6443));
+        assert_eq!(super::url_port("http://127.0.0.1:8333/bucket"), Some(8333));
+        assert_eq!(super::url_port("http://example"), None);
     }
 }

@@ -56,6 +56,8 @@ pub enum Error {
     Kubeconfig(String),
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error("pod network: {0}")]
+    Network(String),
 }
 
 impl Error {

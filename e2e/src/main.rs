@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use strata_e2e::binaries::Binaries;
-use strata_e2e::kubelet::ImageMap;
 use strata_e2e::{Env, EnvConfig};
 
 #[derive(Parser)]
@@ -42,43 +41,6 @@ enum Cmd {
 
 fn setup_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("setup.sh")
-}
-
-/// Default images: the workspace's own binaries (when built) under their short
-/// names and the image names the chart and `manifests/` use, python3, and kcat
-/// and sh from the host for client pods.
-fn default_images() -> ImageMap {
-    let mut m = ImageMap::new();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
-        .join("debug");
-    let target = target.canonicalize().unwrap_or(target);
-    for bin in ["strata-broker", "strata-operator"] {
-        let p = target.join(bin);
-        if p.exists() {
-            m.insert(format!("ghcr.io/strata-dev/{bin}"), p.clone());
-            m.insert(bin.to_string(), p);
-        }
-    }
-    for (image, candidates) in [
-        ("kcat", &["/usr/bin/kcat", "/usr/local/bin/kcat"][..]),
-        ("sh", &["/bin/sh"][..]),
-    ] {
-        if let Some(p) = candidates.iter().map(PathBuf::from).find(|p| p.exists()) {
-            m.insert(image.to_string(), p);
-        }
-    }
-    if let Ok(out) = std::process::Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-    {
-        let exe = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if !exe.is_empty() {
-            m.insert("python".into(), PathBuf::from(exe));
-        }
-    }
-    m
 }
 
 #[tokio::main]
@@ -125,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
                     script.display()
                 );
             }
-            let mut map = default_images();
+            let mut map = strata_e2e::env::default_images();
             for spec in images {
                 let (img, prog) = spec
                     .split_once('=')
@@ -141,15 +103,7 @@ async fn main() -> anyhow::Result<()> {
                 keep_dir: keep || EnvConfig::default().keep_dir,
             };
             let env = Env::start(config).await?;
-            let mut exports = format!("export KUBECONFIG={}\n", env.kubeconfig().display());
-            if let Some(s3) = env.s3_info() {
-                exports.push_str(&format!(
-                    "export AWS_ENDPOINT_URL={}\nexport AWS_ACCESS_KEY_ID={}\nexport AWS_SECRET_ACCESS_KEY={}\nexport AWS_REGION={}\nexport STRATA_S3_BUCKET={}\n",
-                    s3.endpoint, s3.access_key, s3.secret_key, s3.region, s3.bucket
-                ));
-            }
-            let env_file = env.dir.join("env.sh");
-            std::fs::write(&env_file, &exports).context("writing env.sh")?;
+            let (env_file, exports) = env.write_env_file()?;
             println!("\nstrata-e2e is up (working dir {}).\n", env.dir.display());
             println!("{exports}");
             println!("# or: source {}", env_file.display());

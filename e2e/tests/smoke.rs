@@ -180,7 +180,9 @@ async fn deployment_pod_runs_as_a_ready_process_reachable_on_its_pod_ip() {
         })
         .await;
         let ip = pod_ip(&pod).expect("pod IP");
-        assert!(ip.starts_with("127.") && ip != "127.0.0.1", "pod IP {ip}");
+        // An address of the kubelet's pod network, which EndpointSlices accept.
+        let parsed: std::net::Ipv4Addr = ip.parse().expect("IPv4 pod IP");
+        assert!(parsed.octets()[0] == 10 && !parsed.is_loopback(), "pod IP {ip}");
         let addr: SocketAddr = format!("{ip}:8080").parse().expect("addr");
         let (status, body) = http_get(addr, "/").await.expect("pod answers on its pod IP");
         assert_eq!(status, 200);
@@ -483,77 +485,89 @@ async fn containers_restart_per_policy_and_are_killed_after_the_grace_period() {
     .await;
 }
 
-/// Serves `body` as JSON for every HTTPS request on 127.0.0.1 (a stand-in for an
-/// aggregated API server such as the operator's external metrics API).
-async fn tiny_https_server(body: String) -> (u16, tokio::task::JoinHandle<()>) {
-    use std::sync::Arc;
-    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert =
-        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .expect("params")
-            .self_signed(&key)
-            .expect("cert");
-    let config = tokio_rustls::rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![CertificateDer::from(cert.der().to_vec())],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .expect("tls config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let acceptor = acceptor.clone();
-            let body = body.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let mut buf = vec![0u8; 16 * 1024];
-                let mut got = Vec::new();
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tls.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = tls.write_all(resp.as_bytes()).await;
-                let _ = tls.shutdown().await;
-            });
-        }
-    });
-    (port, task)
-}
+/// An HTTPS server answering every GET with the JSON in `$BODY` (a stand-in for
+/// an aggregated API server such as the operator's external metrics API).
+const HTTPS_SERVER: &str = r#"
+import http.server, os, ssl
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = os.environ["BODY"].encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("/tls/tls.crt", "/tls/tls.key")
+srv = http.server.ThreadingHTTPServer(("0.0.0.0", 8443), H)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+"#;
 
 #[tokio::test]
-async fn aggregation_layer_proxies_an_apiservice_to_a_local_process() {
+async fn aggregation_layer_proxies_an_apiservice_to_a_pod_behind_a_service() {
     with_env("apiservice", |env| async move {
         let group = "metrics.strata.test";
         let discovery = serde_json::json!({
             "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{group}/v1"),
             "resources": [{"name": "things", "singularName": "thing", "namespaced": true, "kind": "Thing", "verbs": ["get", "list"]}],
         });
-        let (port, server) = tiny_https_server(discovery.to_string()).await;
-        let svcs: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(env.client.clone(), "default");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["local-metrics.default.svc".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let secrets: Api<Secret> = Api::namespaced(env.client.clone(), "default");
+        secrets.create(&PostParams::default(), &from_yaml(serde_json::json!({
+            "metadata": {"name": "local-metrics-tls"},
+            "stringData": {"tls.crt": cert.pem(), "tls.key": key.serialize_pem()},
+        })))
+        .await
+        .expect("secret");
+        let pods: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+        pods.create(&PostParams::default(), &from_yaml(serde_json::json!({
+            "metadata": {"name": "local-metrics", "labels": {"app": "local-metrics"}},
+            "spec": {
+                "containers": [{
+                    "name": "api", "image": "python:3.11",
+                    "command": ["python3", "-c", HTTPS_SERVER],
+                    "env": [{"name": "BODY", "value": discovery.to_string()}],
+                    "volumeMounts": [{"name": "tls", "mountPath": "/tls"}],
+                    "readinessProbe": {"tcpSocket": {"port": 8443}, "periodSeconds": 1},
+                }],
+                "volumes": [{"name": "tls", "secret": {"secretName": "local-metrics-tls"}}],
+            },
+        })))
+        .await
+        .expect("pod");
+        let svcs: Api<Service> = Api::namespaced(env.client.clone(), "default");
         svcs.create(&PostParams::default(), &from_yaml(serde_json::json!({
             "metadata": {"name": "local-metrics"},
-            "spec": {"type": "ExternalName", "externalName": "localhost", "ports": [{"port": port}]},
+            "spec": {"selector": {"app": "local-metrics"}, "ports": [{"port": 443, "targetPort": 8443}]},
         })))
         .await
         .expect("service");
+        // kube-controller-manager publishes the ready pod's address in an EndpointSlice
+        // (it leaves loopback addresses out, hence the kubelet's network namespaces).
+        let pod = wait_for("a Ready local-metrics pod", Duration::from_secs(60), || async {
+            pods.get("local-metrics").await.ok().filter(is_ready)
+        })
+        .await;
+        let ip = pod_ip(&pod).expect("pod IP");
+        let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
+            Api::namespaced(env.client.clone(), "default");
+        wait_for("the Service's EndpointSlice holds the pod", Duration::from_secs(60), || async {
+            let list = slices
+                .list(&ListParams::default().labels("kubernetes.io/service-name=local-metrics"))
+                .await
+                .ok()?;
+            list.items
+                .iter()
+                .flat_map(|s| s.endpoints.iter())
+                .any(|e| e.addresses.contains(&ip))
+                .then_some(())
+        })
+        .await;
         let apiservices: Api<k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService> =
             Api::all(env.client.clone());
         apiservices.create(&PostParams::default(), &from_yaml(serde_json::json!({
@@ -561,7 +575,7 @@ async fn aggregation_layer_proxies_an_apiservice_to_a_local_process() {
             "spec": {
                 "group": group, "version": "v1", "insecureSkipTLSVerify": true,
                 "groupPriorityMinimum": 100, "versionPriority": 100,
-                "service": {"namespace": "default", "name": "local-metrics", "port": port},
+                "service": {"namespace": "default", "name": "local-metrics", "port": 443},
             },
         })))
         .await
@@ -574,7 +588,6 @@ async fn aggregation_layer_proxies_an_apiservice_to_a_local_process() {
         let req = http::Request::get(format!("/apis/{group}/v1")).body(Vec::new()).expect("request");
         let text = env.client.request_text(req).await.expect("proxied discovery");
         assert!(text.contains("things"), "{text}");
-        server.abort();
         env
     })
     .await;

@@ -1,8 +1,9 @@
-//! ConsumerGroup autoscaling and offset resets on the real control plane:
-//! kube-controller-manager's HPA controller reads `strata_consumergroup_lag`
-//! from the operator through the aggregation layer (APIService → ExternalName
-//! Service → the operator's HTTPS listener on 127.0.0.1) and scales a
-//! Deployment of real consumers (python + confluent-kafka, as pods of the
+//! ConsumerGroup autoscaling and offset resets on the real control plane, with
+//! the operator the Helm chart installs: kube-controller-manager's HPA
+//! controller reads `strata_consumergroup_lag` from the operator through the
+//! aggregation layer (the chart's APIService → its Service → the EndpointSlice
+//! with the operator pod's address → the operator's HTTPS listener) and scales
+//! a Deployment of real consumers (python + confluent-kafka, as pods of the
 //! process kubelet) up while they lag and down once they caught up.
 //!
 //! Skips loudly without the setup binaries, the broker binary or the test
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -20,11 +21,9 @@ use strata_e2e::testing::{required, wait_for, with_env};
 use strata_e2e::{Env, EnvConfig};
 use strata_operator::crd::consumergroup::OffsetResetPhase;
 use strata_operator::crd::{Cluster, ConsumerGroup, Topic};
-use strata_operator::metrics_api::MetricsApiOptions;
-use strata_operator::run::run;
 
 mod support;
-use support::{broker_binary, install_crds, kafka_python, operator_options};
+use support::{broker_binary, kafka_python};
 
 const NS: &str = "default";
 const PARTITIONS: i32 = 4;
@@ -141,6 +140,10 @@ async fn hpa_scales_consumers_on_lag_served_through_the_aggregation_layer() {
     config
         .images
         .insert("ghcr.io/strata-dev/strata-broker".into(), broker);
+    config.images.insert(
+        "ghcr.io/strata-dev/strata-operator".into(),
+        env!("CARGO_BIN_EXE_strata-operator").into(),
+    );
     config.images.insert("python".into(), python.clone());
     with_env(
         "consumergroup autoscaling",
@@ -154,35 +157,19 @@ async fn hpa_scales_consumers_on_lag_served_through_the_aggregation_layer() {
 async fn scenario(env: Env, python: std::path::PathBuf) -> Env {
     let started = Instant::now();
     let client = env.client.clone();
-    install_crds(&client).await;
 
-    // The operator, with its metrics API on a loopback port the APIService reaches
-    // through an ExternalName Service (there is no kube-proxy here).
-    let port = strata_e2e::net::free_port().expect("free port");
-    let operator = tokio::spawn(run(
-        client.clone(),
-        operator_options(Some(MetricsApiOptions {
-            listen: format!("127.0.0.1:{port}").parse().expect("addr"),
-            client_ca_file: None,
-        })),
-    ));
-    create::<Service>(
-        &client,
-        &yaml(&format!(
-            "metadata: {{name: strata-metrics-api}}\nspec:\n  type: ExternalName\n  externalName: 127.0.0.1\n  ports: [{{name: https, port: {port}}}]"
-        )),
+    // The operator as the chart installs it: a pod of its own, its metrics API
+    // behind the chart's Service and APIService. kube-apiserver's aggregation
+    // layer reaches it at the Service's endpoint, the operator pod's address.
+    strata_e2e::testing::helm_install(
+        &env,
+        "strata",
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../helm/strata"),
+        "strata-system",
+        &["--set", "groupRefreshSeconds=2"],
     )
     .await;
     let apiservices: Api<APIService> = Api::all(client.clone());
-    apiservices
-        .create(
-            &PostParams::default(),
-            &yaml(&format!(
-                "metadata: {{name: v1beta1.external.metrics.k8s.io}}\nspec:\n  group: external.metrics.k8s.io\n  version: v1beta1\n  service: {{namespace: {NS}, name: strata-metrics-api, port: {port}}}\n  insecureSkipTLSVerify: true\n  groupPriorityMinimum: 100\n  versionPriority: 100"
-            )),
-        )
-        .await
-        .expect("create APIService");
     wait_for(
         "APIService v1beta1.external.metrics.k8s.io Available",
         Duration::from_secs(90),
@@ -401,7 +388,6 @@ async fn scenario(env: Env, python: std::path::PathBuf) -> Env {
     assert_eq!(s.total_lag, Some(RECORDS as i64), "{s:?}");
     assert_eq!(s.hpa, None);
 
-    operator.abort();
     eprintln!("autoscaling scenario done in {:?}", started.elapsed());
     env
 }

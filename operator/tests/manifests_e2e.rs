@@ -633,6 +633,12 @@ async fn scenario(env: &Env, kcat: &Path) {
             None
         }
     };
+    // Pods have network namespaces of their own: let them reach Jaeger's OTLP
+    // port on the host's loopback.
+    if let Some(j) = &jaeger {
+        env.expose_host_port(j.otlp.port())
+            .expect("expose Jaeger to pods");
+    }
     let tracing_set = jaeger
         .as_ref()
         .map(|j| format!("tracing.otlpEndpoint={}", j.endpoint()));

@@ -3,13 +3,17 @@
 //! second octet B (16..=250) at start, so two environments on one machine (a
 //! `strata-e2e up` next to a test run, or two test processes) and the tests'
 //! own 127.0.0.x brokers never hand out the same address.
+//!
+//! Pods in network namespaces of their own (see [`super::podnet`]) get their
+//! addresses from the same allocator over 10.B.0.0/16 instead.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 #[derive(Debug)]
 pub struct IpAllocator {
-    block: u8,
+    /// The first two octets.
+    prefix: [u8; 2],
     used: BTreeSet<u32>,
 }
 
@@ -21,7 +25,7 @@ impl Default for IpAllocator {
 
 /// A second octet in 16..=250 from the clock and the process id (no RNG needed:
 /// it only has to differ between environments started on one machine).
-fn random_block() -> u8 {
+pub(super) fn random_block() -> u8 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -33,16 +37,22 @@ fn random_block() -> u8 {
 impl IpAllocator {
     /// Addresses 127.`block`.0.2 to 127.`block`.255.254.
     pub fn new(block: u8) -> Self {
+        IpAllocator::in_network([127, block])
+    }
+
+    /// Addresses `a.b.0.2` to `a.b.255.254` (never `.0`, `.1` or `.255`).
+    pub fn in_network(prefix: [u8; 2]) -> Self {
         IpAllocator {
-            block,
+            prefix,
             used: BTreeSet::new(),
         }
     }
 
     /// Lowest free address, or None when all ~65k are in use.
     pub fn allocate(&mut self) -> Option<Ipv4Addr> {
-        let first = u32::from_be_bytes([127, self.block, 0, 2]);
-        let last = u32::from_be_bytes([127, self.block, 255, 254]);
+        let [a, b] = self.prefix;
+        let first = u32::from_be_bytes([a, b, 0, 2]);
+        let last = u32::from_be_bytes([a, b, 255, 254]);
         let ip = (first..=last)
             .filter(|ip| !matches!(ip & 0xff, 0 | 1 | 255))
             .find(|ip| !self.used.contains(ip))?;

@@ -11,6 +11,7 @@ pub mod ip;
 mod logs;
 pub mod node;
 pub mod plan;
+pub mod podnet;
 pub mod probe;
 mod volumes;
 mod worker;
@@ -46,6 +47,9 @@ pub struct KubeletConfig {
     pub inherit_env: Vec<String>,
     /// API server address and CA given to pods (in-cluster kubeconfig); None: pods get none.
     pub api: Option<plan::ApiAccess>,
+    /// Host loopback ports pods reach at 127.0.0.1 from their own network
+    /// namespaces (the API server's, S3's); see [`podnet`].
+    pub host_ports: Vec<u16>,
 }
 
 impl KubeletConfig {
@@ -67,6 +71,7 @@ impl KubeletConfig {
             .map(|s| s.to_string())
             .collect(),
             api: None,
+            host_ports: Vec::new(),
         }
     }
 }
@@ -96,6 +101,8 @@ pub(crate) struct Shared {
     /// Whether containers get their own mount namespace with the kubelet's
     /// `/etc/hosts` (needs root; without it pods have the host's resolver only).
     pod_hosts: bool,
+    /// Network namespaces for pods (needs root); None: pods get loopback addresses.
+    net: Option<Arc<podnet::PodNetwork>>,
 }
 
 impl Shared {
@@ -134,6 +141,7 @@ pub struct Kubelet {
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
     log_server: JoinHandle<()>,
+    net: Option<Arc<podnet::PodNetwork>>,
     pub root_dir: PathBuf,
 }
 
@@ -162,6 +170,19 @@ impl Kubelet {
             controller: "strata-e2e-kubelet".into(),
             instance: Some(config.node_name.clone()),
         };
+        let root = nix::unistd::geteuid().is_root();
+        let net = if root {
+            match podnet::PodNetwork::create(config.host_ports.iter().copied()) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot create the pod network: pods get loopback addresses, which Kubernetes leaves out of EndpointSlices");
+                    None
+                }
+            }
+        } else {
+            tracing::warn!("not running as root: pods get loopback addresses, which Kubernetes leaves out of EndpointSlices");
+            None
+        };
         let shared = Arc::new(Shared {
             recorder: kube::runtime::events::Recorder::new(client.clone(), reporter),
             client: client.clone(),
@@ -170,7 +191,8 @@ impl Kubelet {
             base_env,
             ips: Mutex::new(ip::IpAllocator::default()),
             dns: Mutex::new(dns::Registry::default()),
-            pod_hosts: nix::unistd::geteuid().is_root(),
+            pod_hosts: root,
+            net: net.clone(),
         });
         if !shared.pod_hosts {
             tracing::warn!("not running as root: pods get no mount namespace, so no kubelet-managed /etc/hosts (cluster DNS names will not resolve)");
@@ -182,8 +204,20 @@ impl Kubelet {
             stop,
             task: Some(task),
             log_server,
+            net,
             root_dir: config.root_dir,
         })
+    }
+
+    /// Makes the host's 127.0.0.1:`port` reachable at 127.0.0.1:`port` from pods
+    /// (a no-op when pods share the host's network namespace).
+    pub fn expose_host_port(&self, port: u16) -> Result<()> {
+        match &self.net {
+            Some(n) => n.expose_host_port(port).map_err(|e| {
+                crate::Error::Network(format!("exposing host port {port} to pods: {e}"))
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Stops all pods (SIGTERM, then SIGKILL after 5 s) and the loops.
@@ -340,12 +374,26 @@ async fn handle(shared: &Arc<Shared>, workers: &mut HashMap<String, WorkerHandle
                     let _ = api.delete(&pod.name_any(), &dp).await;
                 }
             } else {
-                let Some(ip) = shared.allocate_ip() else {
-                    tracing::error!(pod = %pod.name_any(), "no loopback address left");
-                    return;
+                let host_network = pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
+                let (ip, sandbox) = match &shared.net {
+                    Some(net) if !host_network => match net.attach().await {
+                        Ok(sb) => (sb.ip, Some(sb)),
+                        Err(e) => {
+                            // Retried at the pod's next watch event.
+                            tracing::error!(pod = %pod.name_any(), error = %e, "cannot set up the pod's network");
+                            return;
+                        }
+                    },
+                    _ => {
+                        let Some(ip) = shared.allocate_ip() else {
+                            tracing::error!(pod = %pod.name_any(), "no loopback address left");
+                            return;
+                        };
+                        (ip, None)
+                    }
                 };
                 let (tx, rx) = watch::channel(Desired::Run(Box::new(pod.clone())));
-                let w = worker::PodWorker::new(shared.clone(), rx, pod, ip);
+                let w = worker::PodWorker::new(shared.clone(), rx, pod, ip, sandbox);
                 let task = tokio::spawn(w.run());
                 workers.insert(
                     uid,

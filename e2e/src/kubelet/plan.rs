@@ -344,7 +344,7 @@ fn ignored_pod_features(pod: &Pod, ignored: &mut Vec<String>) -> Result<(), Plan
     note(spec.affinity.is_some(), "affinity (single node)");
     note(
         spec.host_network == Some(true),
-        "hostNetwork (the pod still gets its own 127.B.N.M)",
+        "hostNetwork (the pod gets a 127.B.N.M of its own in the host's network namespace, not the node's address)",
     );
     note(spec.node_selector.is_some(), "nodeSelector (single node)");
     note(

@@ -1,4 +1,5 @@
-//! Running readiness and liveness probes against a pod's loopback address.
+//! Running readiness and liveness probes against a pod's address (exec probes
+//! run inside the pod, see the worker's `enter_pod`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Stdio;
@@ -8,7 +9,13 @@ use super::plan::{ProbeAction, ProbePlan};
 use crate::net;
 
 /// Runs one probe; true on success. HTTP succeeds on 200..400 like the kubelet.
-pub async fn run(p: &ProbePlan, ip: Ipv4Addr, env: &[(String, String)]) -> bool {
+/// `enter` makes an exec probe's command run inside the pod.
+pub async fn run(
+    p: &ProbePlan,
+    ip: Ipv4Addr,
+    env: &[(String, String)],
+    enter: impl FnOnce(&mut tokio::process::Command) -> Result<(), String>,
+) -> bool {
     match &p.action {
         ProbeAction::Http { port, path } => {
             let addr = SocketAddr::new(IpAddr::V4(ip), *port);
@@ -29,6 +36,9 @@ pub async fn run(p: &ProbePlan, ip: Ipv4Addr, env: &[(String, String)]) -> bool 
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .kill_on_drop(true);
+            if enter(&mut cmd).is_err() {
+                return false;
+            }
             let Ok(mut child) = cmd.spawn() else {
                 return false;
             };

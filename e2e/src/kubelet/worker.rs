@@ -100,6 +100,8 @@ pub(super) struct PodWorker {
     last_status: Option<serde_json::Value>,
     /// The kubelet-managed `/etc/hosts` bind-mounted into the containers.
     hosts: Option<PathBuf>,
+    /// The pod's network namespace; None: a loopback address in the host's.
+    sandbox: Option<Arc<super::podnet::Sandbox>>,
 }
 
 impl PodWorker {
@@ -108,6 +110,7 @@ impl PodWorker {
         updates: watch::Receiver<Desired>,
         pod: Pod,
         ip: Ipv4Addr,
+        sandbox: Option<Arc<super::podnet::Sandbox>>,
     ) -> Self {
         let ns = pod
             .metadata
@@ -132,6 +135,7 @@ impl PodWorker {
             start_time: now_rfc3339(),
             last_status: None,
             hosts: None,
+            sandbox,
         }
     }
 
@@ -361,7 +365,8 @@ impl PodWorker {
         if c.proc_.is_some() {
             if let Some(r) = c.readiness.as_mut() {
                 if r.due(now) {
-                    let ok = probe::run(&r.plan, self.ip, &c.plan.env).await;
+                    let ok =
+                        probe::run(&r.plan, self.ip, &c.plan.env, |cmd| self.enter_pod(cmd)).await;
                     if r.record(ok, Instant::now()) {
                         tracing::info!(pod = %self.key(), container = %c.plan.name, ready = r.passing, "readiness changed");
                     }
@@ -370,7 +375,8 @@ impl PodWorker {
             let mut kill = false;
             if let Some(l) = c.liveness.as_mut() {
                 if l.due(now) {
-                    let ok = probe::run(&l.plan, self.ip, &c.plan.env).await;
+                    let ok =
+                        probe::run(&l.plan, self.ip, &c.plan.env, |cmd| self.enter_pod(cmd)).await;
                     if l.record(ok, Instant::now()) && !l.passing {
                         tracing::warn!(pod = %self.key(), container = %c.plan.name, "liveness probe failed; restarting");
                         let note = format!(
@@ -461,7 +467,10 @@ impl PodWorker {
             }
         }
         self.shared.with_dns(|d| d.unregister(&self.uid));
-        self.shared.release_ip(self.ip);
+        // A sandbox returns its address when it is dropped, with the worker.
+        if self.sandbox.is_none() {
+            self.shared.release_ip(self.ip);
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Starting one container as a local process: a banner in its log file, only the
 //! planned environment, its own process group (so a kill reaches its children), and,
-//! when the host allows it, a mount namespace of its own with the pod's `/etc/hosts`.
+//! when the host allows it, the pod's network namespace and a mount namespace of its
+//! own with the pod's `/etc/hosts`.
 
 use std::io::Write;
 use std::path::Path;
@@ -46,9 +47,7 @@ impl PodWorker {
             .stderr(err)
             .kill_on_drop(true);
         isolate_tokio(&mut cmd);
-        if let Some(hosts) = &self.hosts {
-            with_hosts_file(&mut cmd, hosts)?;
-        }
+        self.enter_pod(&mut cmd)?;
         let child = cmd
             .spawn()
             .map_err(|e| format!("spawning {}: {e}", plan.program.display()))?;
@@ -61,7 +60,36 @@ impl PodWorker {
     }
 }
 
-/// Runs the container in a mount namespace of its own with `hosts` bind-mounted
+impl PodWorker {
+    /// Makes `cmd` run inside the pod: in its network namespace (when it has
+    /// one) and in a mount namespace of its own with the pod's `/etc/hosts`
+    /// (when the kubelet manages one). Exec probes run the same way.
+    pub(super) fn enter_pod(&self, cmd: &mut tokio::process::Command) -> Result<(), String> {
+        if let Some(sb) = &self.sandbox {
+            enter_netns(cmd, &sb.path())?;
+        }
+        if let Some(hosts) = &self.hosts {
+            with_hosts_file(cmd, hosts)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the process in the network namespace at `path` (`/run/netns/<name>`).
+fn enter_netns(cmd: &mut tokio::process::Command, path: &Path) -> Result<(), String> {
+    // Opened before the fork (close-on-exec, so the program never sees it).
+    let ns = std::fs::File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
+    // SAFETY: between fork and exec only the setns syscall runs on an fd opened before.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// Runs the process in a mount namespace of its own with `hosts` bind-mounted
 /// on `/etc/hosts`, as the kubelet does for a pod's containers.
 fn with_hosts_file(cmd: &mut tokio::process::Command, hosts: &Path) -> Result<(), String> {
     use std::ffi::CString;
