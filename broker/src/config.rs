@@ -128,6 +128,18 @@ pub struct BrokerConfig {
     /// Client certificates on the admin listener: "required" (every client presents
     /// one) or "requested" (a client without one authenticates with the token).
     pub admin_ssl_client_auth: String,
+    /// The DNS name every broker's admin certificate carries ("": the host of the
+    /// address dialled). Brokers dial each other by address (a pod IP), which a
+    /// certificate shared by all brokers cannot name; with this set, the broker's
+    /// client side verifies the peer's certificate against this name instead.
+    pub admin_ssl_peer_name: String,
+    /// With admin TLS on, also accept connections that do not start a TLS
+    /// handshake (told apart by their first byte); those authenticate with the
+    /// token only. For switching a running cluster to TLS one broker at a time.
+    pub admin_ssl_accept_plaintext: bool,
+    /// With admin TLS on, still call other brokers without TLS (they must accept
+    /// plaintext): the first step of such a switch, see `docs/security.md`.
+    pub admin_ssl_connect_plaintext: bool,
     /// File holding the admin API's bearer token ("": none). A call without a
     /// verified client certificate must then carry `authorization: Bearer <token>`;
     /// brokers send it to each other too.
@@ -313,6 +325,9 @@ impl Default for BrokerConfig {
             admin_ssl_key_location: String::new(),
             admin_ssl_ca_location: String::new(),
             admin_ssl_client_auth: "required".into(),
+            admin_ssl_peer_name: String::new(),
+            admin_ssl_accept_plaintext: false,
+            admin_ssl_connect_plaintext: false,
             admin_token_file: String::new(),
             admin_token_principal: "User:admin".into(),
             sasl_enabled_mechanisms: "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512".into(),

@@ -3,7 +3,8 @@ with and without the bearer token, with and without a client certificate; a
 plaintext client on the TLS port; ACLs deciding who may administer the cluster;
 and a 3-broker cluster whose brokers reach each other only over mutual TLS (Raft,
 replication and forwarded calls), checked by acks=all writes reaching every
-replica."""
+replica; and a running cluster switched from clear text to mutual TLS one broker
+at a time, writing through every step."""
 import os
 import subprocess
 
@@ -12,7 +13,7 @@ from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, 
                                    ResourcePatternType, ResourceType)
 
 from conftest import BrokerProcess
-from test_cluster import CLI, Cluster, wait_until
+from test_cluster import CLI, Cluster, read_partition, wait_until
 from test_security import Pki
 
 TOKEN = "t0ken-for-tests"
@@ -143,5 +144,92 @@ def test_brokers_replicate_over_mutual_tls(tmp_path):
             log = n.log_path.read_text()
             assert "admin client certificate accepted" in log, i
             assert "not authenticated" not in log, i
+    finally:
+        c.stop_all()
+
+
+PEER_NAME = "brokers.strata.test"
+
+
+def test_a_running_cluster_switches_its_admin_listeners_to_tls_one_broker_at_a_time(tmp_path):
+    """Token-only brokers become TLS brokers in three rolls (accept and send clear
+    text → accept clear text → TLS only). Brokers dial each other by IP, and their
+    certificates name only PEER_NAME (admin_ssl_peer_name). After every single
+    restart, acks=all writes with min.insync.replicas=3 must reach all three
+    replicas, so at no point can two brokers not talk."""
+    pki = Pki(tmp_path / "pki")
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    token = {"STRATA_ADMIN_TOKEN_FILE": str(tmp_path / "token")}
+    c = Cluster(tmp_path, 3)
+    for n in c.nodes.values():
+        n.env.update(token)
+    c.cli_env = token
+    certs = {i: pki.issue(f"broker-{i}", f"broker-{i}", 2400 + i, both=True, ips=(),
+                          dns=(PEER_NAME,)) for i in c.nodes}
+
+    def tls_env(i, step):
+        cert, key = certs[i]
+        env = {
+            "STRATA_ADMIN_SSL_CERTIFICATE_LOCATION": str(cert),
+            "STRATA_ADMIN_SSL_KEY_LOCATION": str(key),
+            "STRATA_ADMIN_SSL_CA_LOCATION": str(pki.ca),
+            "STRATA_ADMIN_SSL_CLIENT_AUTH": "requested",
+            "STRATA_ADMIN_SSL_PEER_NAME": PEER_NAME,
+            "STRATA_SSL_PRINCIPAL_MAPPING_RULES": "RULE:^CN=([^,]*),.*$/$1/L,DEFAULT",
+            "STRATA_ADMIN_SSL_ACCEPT_PLAINTEXT": "true" if step < 3 else "false",
+            "STRATA_ADMIN_SSL_CONNECT_PLAINTEXT": "true" if step < 2 else "false",
+        }
+        return env
+
+    p = None
+    written = 0
+    try:
+        c.start()
+        c.cli("topic", "create", "switch", "--partitions", "3", "--replication-factor", "3",
+              "--config", "min.insync.replicas=3")
+        p = Producer({"bootstrap.servers": c.bootstrap(), "acks": "all",
+                      "enable.idempotence": True, "message.timeout.ms": 60000})
+
+        def in_sync():
+            wait_until("all replicas in sync",
+                       lambda: all(len(c.partition("switch", q)["isr"]) == 3 for q in range(3)),
+                       timeout=60)
+
+        def write(n=150):
+            nonlocal written
+            acked = []
+            for k in range(n):
+                p.produce("switch", value=str(written + k).encode(), partition=k % 3,
+                          on_delivery=lambda err, m: acked.append(err))
+            p.flush(90)
+            assert len(acked) == n and not any(acked), acked[:3]
+            written += n
+
+        in_sync()
+        write()
+        for step in (1, 2, 3):
+            if step == 3:
+                # Every listener serves TLS now; the CLI switches before they stop
+                # serving clear text, verifying the shared name.
+                c.cli_env = {**token, "STRATA_ADMIN_CA": str(pki.ca),
+                             "STRATA_ADMIN_SERVER_NAME": PEER_NAME}
+            for i, n in c.nodes.items():
+                n.stop()
+                n.env.update(tls_env(i, step))
+                n.start()
+                in_sync()
+                write()
+        in_sync()
+        # Clear text is refused now; the brokers spoke TLS to each other (their
+        # certificates were accepted) and no call got in unauthenticated.
+        rc, out = cli(c.nodes[1], "topic", "list", **token)
+        assert rc != 0, out
+        for i, n in c.nodes.items():
+            log = n.log_path.read_text()
+            assert "admin client certificate accepted" in log, i
+            assert "not authenticated" not in log, i
+        # Every acknowledged record is there, once (idempotent producer).
+        values = sorted(v for q in range(3) for v in read_partition(c.bootstrap(), "switch", q))
+        assert values == list(range(written)), (len(values), written)
     finally:
         c.stop_all()

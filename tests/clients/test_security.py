@@ -40,11 +40,12 @@ class Pki:
                 "-out", "ca.pem", "-days", "2", "-subj", "/CN=Strata Test CA")
         self.ca = self.dir / "ca.pem"
 
-    def issue(self, name, cn, serial, client=False, ips=("127.0.0.1",), both=False):
-        """A certificate for a server (SANs: localhost and `ips`), a client, or with
+    def issue(self, name, cn, serial, client=False, ips=("127.0.0.1",), both=False,
+              dns=("localhost",)):
+        """A certificate for a server (SANs: `dns` and `ips`), a client, or with
         `both` one valid as either (a broker on its admin listener)."""
         ext = self.dir / f"{name}.ext"
-        san = ",".join(["DNS:localhost"] + [f"IP:{ip}" for ip in ips])
+        san = ",".join([f"DNS:{d}" for d in dns] + [f"IP:{ip}" for ip in ips])
         usage = "serverAuth,clientAuth" if both else "serverAuth"
         ext.write_text("extendedKeyUsage=clientAuth\n" if client else
                        f"subjectAltName={san}\nextendedKeyUsage={usage}\n")

@@ -10,7 +10,16 @@
 //!   subject becomes the caller's principal through `ssl_principal_mapping_rules`.
 //!   `admin_ssl_client_auth` = `required` (the default) closes connections without a
 //!   valid client certificate during the handshake; `requested` lets clients without
-//!   one in, to authenticate with the token.
+//!   one in, to authenticate with the token. Brokers dial each other by address;
+//!   `admin_ssl_peer_name` names the DNS name their certificates carry, which the
+//!   client side then verifies instead of the address.
+//! * **Switching a running cluster to TLS** without a moment where two brokers
+//!   cannot talk: `admin_ssl_accept_plaintext` makes the TLS listener also serve
+//!   connections whose first byte is not a TLS handshake record (0x16), which then
+//!   authenticate with the token only; `admin_ssl_connect_plaintext` keeps the
+//!   broker's own calls in clear text. Rolling the brokers through (accept +
+//!   connect plaintext) → (accept plaintext) → (TLS only) keeps every pair able to
+//!   talk at every step; each step is a normal one-at-a-time restart.
 //! * **Token** (`admin_token_file`): a call without a verified client certificate
 //!   must carry `authorization: Bearer <token>`; it then acts as
 //!   `admin_token_principal`. Brokers send the token to each other too, so the
@@ -77,6 +86,8 @@ pub struct AdminClientSecurity {
     /// PEM certificate chain and key presented as the client identity.
     pub identity: Option<(PathBuf, PathBuf)>,
     pub token: Option<String>,
+    /// The name the server's certificate must carry (None: the dialled host).
+    pub server_name: Option<String>,
 }
 
 /// Adds the bearer token (if any) to every call of a channel.
@@ -96,13 +107,14 @@ impl tonic::service::Interceptor for BearerToken {
 pub type AdminChannel = InterceptedService<Channel, BearerToken>;
 
 impl AdminClientSecurity {
-    /// The brokers' own client side: the listener's CA, certificate and token.
+    /// The brokers' own client side: the listener's CA, certificate and token
+    /// (no TLS while `admin_ssl_connect_plaintext` is set).
     pub fn for_broker(cfg: &BrokerConfig) -> Result<Self, String> {
         let identity = match (
             path(&cfg.admin_ssl_certificate_location),
             path(&cfg.admin_ssl_key_location),
         ) {
-            (Some(c), Some(k)) => Some((c, k)),
+            (Some(c), Some(k)) if !cfg.admin_ssl_connect_plaintext => Some((c, k)),
             _ => None,
         };
         Ok(AdminClientSecurity {
@@ -113,6 +125,9 @@ impl AdminClientSecurity {
             token: path(&cfg.admin_token_file)
                 .map(|f| read_token(&f))
                 .transpose()?,
+            server_name: Some(cfg.admin_ssl_peer_name.trim())
+                .filter(|n| !n.is_empty())
+                .map(str::to_string),
         })
     }
 
@@ -146,6 +161,9 @@ impl AdminClientSecurity {
         if let Some((cert, key)) = &self.identity {
             tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
         }
+        if let Some(name) = &self.server_name {
+            tls = tls.domain_name(name.clone());
+        }
         endpoint
             .tls_config(tls)
             .map_err(|e| format!("admin TLS settings: {e}"))
@@ -169,6 +187,8 @@ impl AdminClientSecurity {
 #[derive(Debug)]
 pub struct AdminSecurity {
     pub tls: Option<Arc<TlsFiles>>,
+    /// TLS on, and connections that do not start a handshake are served too.
+    pub accept_plaintext: bool,
     token: Option<String>,
     token_principal: Principal,
     mapping: MappingRules,
@@ -221,8 +241,22 @@ impl AdminSecurity {
         };
         let mapping = MappingRules::parse(&cfg.ssl_principal_mapping_rules)
             .map_err(|e| invalid("ssl_principal_mapping_rules", e))?;
+        if cfg.admin_ssl_accept_plaintext && (tls.is_none() || token.is_none()) {
+            return Err(invalid(
+                "admin_ssl_accept_plaintext",
+                "needs admin TLS and admin_token_file: plaintext callers authenticate with the token",
+            ));
+        }
+        if cfg.admin_ssl_connect_plaintext && !cfg.admin_ssl_accept_plaintext {
+            return Err(invalid(
+                "admin_ssl_connect_plaintext",
+                "needs admin_ssl_accept_plaintext: a broker that calls its peers in clear \
+                 text must accept their clear-text calls too",
+            ));
+        }
         Ok(AdminSecurity {
             tls,
+            accept_plaintext: cfg.admin_ssl_accept_plaintext,
             token,
             token_principal,
             mapping,
@@ -284,21 +318,51 @@ pub struct AdminPeer {
     pub principal: Option<Principal>,
 }
 
-/// A connection of the admin listener after the TLS handshake.
+/// A connection of the admin listener after the TLS handshake (or, with
+/// `admin_ssl_accept_plaintext`, one that did not start one).
 pub struct AdminTlsStream {
-    inner: tokio_rustls::server::TlsStream<TcpStream>,
+    inner: AdminIo,
     peer: AdminPeer,
 }
 
+enum AdminIo {
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Plain(TcpStream),
+}
+
+/// The first byte of every TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
 impl AdminTlsStream {
     /// Completes the handshake of an accepted connection and reads the principal of
-    /// its client certificate.
+    /// its client certificate. With plaintext accepted, a connection whose first
+    /// byte is not a TLS handshake record is served as it is, without a principal
+    /// (its calls need the token).
     pub async fn accept(
         security: &AdminSecurity,
         tls: &TlsFiles,
         tcp: TcpStream,
         addr: SocketAddr,
     ) -> Result<Self, String> {
+        if security.accept_plaintext {
+            let mut first = [0u8; 1];
+            let n = tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first))
+                .await
+                .map_err(|_| "nothing received before the handshake timeout".to_string())?
+                .map_err(|e| format!("reading the first byte: {e}"))?;
+            if n == 0 {
+                return Err("closed before sending anything".into());
+            }
+            if first[0] != TLS_HANDSHAKE_RECORD {
+                return Ok(AdminTlsStream {
+                    inner: AdminIo::Plain(tcp),
+                    peer: AdminPeer {
+                        addr: Some(addr),
+                        principal: None,
+                    },
+                });
+            }
+        }
         let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(tcp))
             .await
             .map_err(|_| "TLS handshake timed out".to_string())?
@@ -317,7 +381,7 @@ impl AdminTlsStream {
             None => None,
         };
         Ok(AdminTlsStream {
-            inner: stream,
+            inner: AdminIo::Tls(Box::new(stream)),
             peer: AdminPeer {
                 addr: Some(addr),
                 principal,
@@ -334,13 +398,28 @@ impl Connected for AdminTlsStream {
     }
 }
 
+macro_rules! admin_io {
+    ($self:ident, $io:ident => $e:expr) => {
+        match &mut $self.inner {
+            AdminIo::Tls(t) => {
+                let $io = Pin::new(t.as_mut());
+                $e
+            }
+            AdminIo::Plain(p) => {
+                let $io = Pin::new(p);
+                $e
+            }
+        }
+    };
+}
+
 impl AsyncRead for AdminTlsStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        admin_io!(self, io => io.poll_read(cx, buf))
     }
 }
 
@@ -350,15 +429,15 @@ impl AsyncWrite for AdminTlsStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        admin_io!(self, io => io.poll_write(cx, buf))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        admin_io!(self, io => io.poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        admin_io!(self, io => io.poll_shutdown(cx))
     }
 
     fn poll_write_vectored(
@@ -366,11 +445,14 @@ impl AsyncWrite for AdminTlsStream {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        admin_io!(self, io => io.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        match &self.inner {
+            AdminIo::Tls(t) => t.is_write_vectored(),
+            AdminIo::Plain(p) => p.is_write_vectored(),
+        }
     }
 }
 
@@ -424,5 +506,38 @@ mod tests {
         assert_eq!(s.authenticate(&req).unwrap().to_string(), "User:admin");
         std::fs::write(&f, "\n").unwrap();
         assert!(AdminSecurity::from_config(&c).is_err());
+    }
+
+    #[test]
+    fn clear_text_during_a_switch_needs_tls_and_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        std::fs::write(&f, "s3cret").unwrap();
+        // Without TLS there is nothing to accept besides clear text.
+        let mut c = cfg();
+        c.admin_token_file = f.display().to_string();
+        c.admin_ssl_accept_plaintext = true;
+        let e = AdminSecurity::from_config(&c).unwrap_err().to_string();
+        assert!(e.contains("admin_ssl_accept_plaintext"), "{e}");
+        // Calling peers in clear text while refusing theirs would split the cluster.
+        let mut c = cfg();
+        c.admin_ssl_connect_plaintext = true;
+        let e = AdminSecurity::from_config(&c).unwrap_err().to_string();
+        assert!(e.contains("admin_ssl_connect_plaintext"), "{e}");
+    }
+
+    #[test]
+    fn the_broker_client_side_follows_the_switch_and_the_peer_name() {
+        let mut c = cfg();
+        c.admin_ssl_certificate_location = "/tls/tls.crt".into();
+        c.admin_ssl_key_location = "/tls/tls.key".into();
+        c.admin_ssl_ca_location = "/tls/ca.crt".into();
+        c.admin_ssl_peer_name = " brokers.example.svc ".into();
+        let tls = AdminClientSecurity::for_broker(&c).unwrap();
+        assert!(tls.tls());
+        assert_eq!(tls.server_name.as_deref(), Some("brokers.example.svc"));
+        c.admin_ssl_connect_plaintext = true;
+        let plain = AdminClientSecurity::for_broker(&c).unwrap();
+        assert!(!plain.tls() && plain.identity.is_none());
     }
 }

@@ -47,6 +47,10 @@ struct Cli {
     /// Private key (PEM) of --admin-cert.
     #[arg(long, env = "STRATA_ADMIN_KEY", global = true, requires = "admin_cert")]
     admin_key: Option<std::path::PathBuf>,
+    /// The DNS name to verify the admin listener's certificate against, when it
+    /// differs from the host of --admin (the broker's `admin_ssl_peer_name`).
+    #[arg(long, env = "STRATA_ADMIN_SERVER_NAME", global = true)]
+    admin_server_name: Option<String>,
     /// File holding the admin API's bearer token.
     #[arg(long, env = "STRATA_ADMIN_TOKEN_FILE", global = true)]
     admin_token_file: Option<std::path::PathBuf>,
@@ -261,6 +265,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             .as_deref()
             .map(read_token)
             .transpose()?,
+        server_name: cli.admin_server_name.clone(),
     };
     if security.identity.is_some() && !security.tls() {
         return Err("--admin-cert needs --admin-ca (the CA of the admin listener)".into());
