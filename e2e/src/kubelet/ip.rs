@@ -15,6 +15,8 @@ pub struct IpAllocator {
     /// The first two octets.
     prefix: [u8; 2],
     used: BTreeSet<u32>,
+    /// The address handed out last: the next search starts after it.
+    last: Option<u32>,
 }
 
 impl Default for IpAllocator {
@@ -45,18 +47,25 @@ impl IpAllocator {
         IpAllocator {
             prefix,
             used: BTreeSet::new(),
+            last: None,
         }
     }
 
-    /// Lowest free address, or None when all ~65k are in use.
+    /// The next free address after the one handed out last (wrapping), or None
+    /// when all ~65k are in use. A released address is not handed out again
+    /// until the others were (as CNI's host-local IPAM does): neighbours' ARP
+    /// entries and connections of a pod that just went still name it.
     pub fn allocate(&mut self) -> Option<Ipv4Addr> {
         let [a, b] = self.prefix;
         let first = u32::from_be_bytes([a, b, 0, 2]);
         let last = u32::from_be_bytes([a, b, 255, 254]);
-        let ip = (first..=last)
+        let start = self.last.map_or(first, |l| l + 1);
+        let ip = (start..=last)
+            .chain(first..start)
             .filter(|ip| !matches!(ip & 0xff, 0 | 1 | 255))
             .find(|ip| !self.used.contains(ip))?;
         self.used.insert(ip);
+        self.last = Some(ip);
         Some(Ipv4Addr::from(ip))
     }
 
@@ -70,14 +79,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn allocates_distinct_loopback_addresses_and_reuses_released_ones() {
+    fn allocates_distinct_addresses_and_reuses_released_ones_last() {
         let mut a = IpAllocator::new(40);
         let x = a.allocate().unwrap();
         let y = a.allocate().unwrap();
         assert_eq!(x, Ipv4Addr::new(127, 40, 0, 2));
         assert_eq!(y, Ipv4Addr::new(127, 40, 0, 3));
         a.release(x);
-        assert_eq!(a.allocate().unwrap(), x);
+        // Not x again at once: the search goes on after y.
+        assert_eq!(a.allocate().unwrap(), Ipv4Addr::new(127, 40, 0, 4));
+        // .255, .0 and .1 are skipped.
+        let mut b = IpAllocator::in_network([10, 7]);
+        b.last = Some(u32::from(Ipv4Addr::new(10, 7, 0, 254)));
+        assert_eq!(b.allocate().unwrap(), Ipv4Addr::new(10, 7, 1, 2));
+        // After the last address it wraps around to the released ones.
+        let mut c = IpAllocator::in_network([10, 8]);
+        let first = c.allocate().unwrap();
+        c.release(first);
+        c.last = Some(u32::from(Ipv4Addr::new(10, 8, 255, 254)));
+        assert_eq!(c.allocate().unwrap(), first);
     }
 
     #[test]

@@ -3,9 +3,12 @@
 //!
 //! - one Linux bridge per kubelet, `strbr<B>`, holding 10.B.0.1/16 on the host
 //!   side (B is drawn per kubelet, clear of every route the host has);
-//! - one network namespace per pod, `strata-<B>-<x>-<y>`, with `lo` up and an
-//!   `eth0` (a veth whose host end `s<B>-<x>-<y>` is a port of the bridge)
-//!   holding the pod's 10.B.x.y/16, default route via the bridge address.
+//! - one network namespace per pod, `strata-<B>-<n>` (n counts the kubelet's
+//!   pods), with `lo` up and an `eth0` (a veth whose host end `s<B>-<n>` is a
+//!   port of the bridge) holding the pod's 10.B.x.y/16, default route via the
+//!   bridge address. Addresses are handed out round-robin, so a recreated pod
+//!   does not inherit the address of the one it replaces while ARP caches and
+//!   connections still name it.
 //!
 //! Pods reach each other over the bridge and the host (the API server's
 //! aggregation layer, the tests, probes) reaches them through the bridge's
@@ -39,6 +42,9 @@ const NETNS_DIR: &str = "/run/netns";
 /// The kubelet's bridge and address block.
 pub struct PodNetwork {
     block: u8,
+    /// Numbers the sandboxes (their names must not repeat: a deleted namespace
+    /// lingers in the kernel while sockets in it are still closing).
+    seq: std::sync::atomic::AtomicU32,
     bridge: String,
     ips: Mutex<IpAllocator>,
     ports: Mutex<BTreeSet<u16>>,
@@ -51,6 +57,7 @@ pub struct PodNetwork {
 pub struct Sandbox {
     pub ip: Ipv4Addr,
     name: String,
+    veth: String,
     forwards: Mutex<HashMap<u16, JoinHandle<()>>>,
     network: Weak<PodNetwork>,
 }
@@ -69,6 +76,9 @@ impl Drop for Sandbox {
                 t.abort();
             }
         }
+        // The veth first: deleting it takes both ends down at once, while the
+        // namespace itself may linger until its last socket is closed.
+        let _ = ip_sync(&["link", "del", &self.veth]);
         if let Err(e) = ip_sync(&["netns", "del", &self.name]) {
             tracing::warn!(netns = %self.name, error = %e, "removing pod network namespace");
         }
@@ -114,6 +124,7 @@ impl PodNetwork {
         tracing::info!(%bridge, pods = %format!("10.{block}.0.0/16"), "pod network ready");
         Ok(Arc::new(PodNetwork {
             block,
+            seq: std::sync::atomic::AtomicU32::new(0),
             bridge,
             ips: Mutex::new(IpAllocator::in_network([10, block])),
             ports: Mutex::new(host_ports.into_iter().collect()),
@@ -136,14 +147,15 @@ impl PodNetwork {
             .map_err(|_| "address allocator poisoned")?
             .allocate()
             .ok_or("no pod address left")?;
-        let [_, _, x, y] = ip.octets();
+        let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let veth = format!("s{}-{n}", self.block);
         let sandbox = Arc::new(Sandbox {
             ip,
-            name: format!("strata-{}-{x}-{y}", self.block),
+            name: format!("strata-{}-{n}", self.block),
+            veth: veth.clone(),
             forwards: Mutex::new(HashMap::new()),
             network: Arc::downgrade(self),
         });
-        let veth = format!("s{}-{x}-{y}", self.block);
         let ns = sandbox.name.clone();
         let addr = format!("{ip}/16");
         let gw = self.gateway().to_string();
@@ -228,14 +240,21 @@ fn start_forward(sandbox: &Sandbox, port: u16) -> Result<(), String> {
     .map_err(|_| "namespace bind thread panicked".to_string())??;
     let listener = tokio::net::TcpListener::from_std(std_listener).map_err(|e| e.to_string())?;
     let netns = sandbox.name.clone();
+    // The connections live in a JoinSet owned by the accept task: aborting it
+    // (when the pod goes) closes them all, so the namespace can go too.
     let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
         loop {
-            let Ok((mut inbound, _)) = listener.accept().await else {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                Some(_) = conns.join_next() => continue,
+            };
+            let Ok((mut inbound, _)) = accepted else {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             };
             let netns = netns.clone();
-            tokio::spawn(async move {
+            conns.spawn(async move {
                 match tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await {
                     Ok(mut out) => {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
