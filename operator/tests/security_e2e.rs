@@ -17,6 +17,7 @@ use strata_e2e::kubelet::ImageMap;
 use strata_e2e::testing::{self, wait_for};
 use strata_e2e::{Env, EnvConfig};
 use strata_operator::admin::{connect, pb, AdminChannels};
+use strata_operator::crd::cluster::InternalTls;
 use strata_operator::crd::{Cluster, Topic, User};
 use strata_operator::metrics::Metrics;
 use strata_operator::run::run;
@@ -182,7 +183,12 @@ async fn scenario(env: &Env) {
     })
     .await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
-    for name in ["sec-ca", "sec-broker-tls", "sec-admin-token"] {
+    for name in [
+        "sec-ca",
+        "sec-broker-tls",
+        "sec-admin-token",
+        "sec-internal-tls",
+    ] {
         assert!(
             secrets.get_opt(name).await.expect("get").is_some(),
             "the operator made Secret {name}"
@@ -193,9 +199,36 @@ async fn scenario(env: &Env) {
     assert_eq!(secret_value(&tls, "ca.crt"), secret_value(&ca, "ca.crt"));
     assert!(secret_value(&tls, "tls.key").is_some());
 
-    eprintln!("2. the admin API refuses a caller without the operator's token");
+    // A new secured Cluster's admin listener speaks TLS from the start.
+    assert_eq!(
+        cluster.status.as_ref().and_then(|s| s.internal_tls),
+        Some(InternalTls::Tls)
+    );
+    let internal = secrets.get("sec-internal-tls").await.expect("internal tls");
+    assert_eq!(
+        secret_value(&internal, "ca.crt"),
+        secret_value(&ca, "ca.crt")
+    );
+
+    eprintln!("2. the admin API refuses clear text and a caller without the operator's token");
     let addr = strata_operator::cluster::status::admin_addresses(&cluster);
-    let mut anonymous = connect(&addr).await.expect("admin reachable");
+    let clear = match connect(&addr).await {
+        Ok(mut c) => c
+            .list_topics(pb::ListTopicsRequest::default())
+            .await
+            .map(|_| ()),
+        Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+    };
+    assert!(clear.is_err(), "a clear-text call got through: {clear:?}");
+    let tls = strata_operator::cluster::security::internal_client_tls(&client, &cluster)
+        .await
+        .expect("the CA");
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{}", addr[0]))
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("tls");
+    let mut anonymous =
+        pb::admin_client::AdminClient::new(endpoint.connect().await.expect("TLS admin reachable"));
     let refused = anonymous
         .list_topics(pb::ListTopicsRequest::default())
         .await

@@ -60,20 +60,35 @@ impl From<tonic::Status> for AdminError {
 
 /// Connects to the first reachable `host:port` of `addrs`.
 pub async fn connect(addrs: &[String]) -> Result<AdminClient<Channel>, AdminError> {
-    let (_, channel) = connect_channel(addrs).await?;
+    let (_, channel) = connect_channel(addrs, None).await?;
     Ok(AdminClient::new(channel))
 }
 
-/// A channel to the first reachable `host:port` of `addrs`, and that address.
-async fn connect_channel(addrs: &[String]) -> Result<(String, Channel), AdminError> {
+/// A channel to the first reachable `host:port` of `addrs` (with `tls`, when
+/// given), and that address.
+async fn connect_channel(
+    addrs: &[String],
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+) -> Result<(String, Channel), AdminError> {
     let mut last = String::from("no broker addresses known yet");
+    let scheme = if tls.is_some() { "https" } else { "http" };
     for addr in addrs {
-        let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
+        let endpoint = match Endpoint::from_shared(format!("{scheme}://{addr}")) {
             Ok(e) => e.connect_timeout(CONNECT_TIMEOUT).timeout(REQUEST_TIMEOUT),
             Err(e) => {
                 last = format!("{addr}: {e}");
                 continue;
             }
+        };
+        let endpoint = match tls {
+            Some(t) => match endpoint.tls_config(t.clone()) {
+                Ok(e) => e,
+                Err(e) => {
+                    last = format!("{addr}: TLS settings: {e}");
+                    continue;
+                }
+            },
+            None => endpoint,
         };
         match endpoint.connect().await {
             Ok(channel) => return Ok((addr.clone(), channel)),

@@ -113,6 +113,8 @@ pub fn reusable(addr: &str, failed: bool, targets: &[Target]) -> bool {
 struct Pooled {
     addr: String,
     channel: AdminChannel,
+    /// Opened with TLS (a Cluster switching to TLS needs a new one).
+    tls: bool,
 }
 
 /// The channels, keyed by the Cluster's namespace and name.
@@ -151,9 +153,24 @@ impl AdminChannels {
             cluster.name_any()
         );
         let targets = admin_targets(cluster);
-        if let Some(channel) = self.pooled(&key, &targets) {
+        let tls = self.secrets.is_some()
+            && crate::cluster::security::operator_uses_tls(
+                cluster.status.as_ref().and_then(|s| s.internal_tls),
+            );
+        if let Some(channel) = self.pooled(&key, &targets, tls) {
             return Ok(AdminClient::new(channel));
         }
+        let tls_config = match (&self.secrets, tls) {
+            (Some(client), true) => Some(
+                crate::cluster::security::internal_client_tls(client, cluster)
+                    .await
+                    .map_err(|e| AdminError::Unreachable {
+                        tried: "the cluster CA Secret".into(),
+                        last: e.to_string(),
+                    })?,
+            ),
+            _ => None,
+        };
         let token = match &self.secrets {
             Some(client) => crate::cluster::security::admin_token(client, cluster)
                 .await
@@ -164,11 +181,11 @@ impl AdminChannels {
             None => None,
         };
         let addrs: Vec<String> = targets.into_iter().map(|(a, _)| a).collect();
-        let connected = connect_channel(&addrs).await;
+        let connected = connect_channel(&addrs, tls_config.as_ref()).await;
         self.metrics
             .admin_connect(if connected.is_ok() { "ok" } else { "error" });
         let (addr, channel) = connected?;
-        tracing::debug!(cluster = %key, %addr, "admin channel opened");
+        tracing::debug!(cluster = %key, %addr, tls, "admin channel opened");
         let channel = AdminChannel::new(channel, token.as_deref());
         let mut map = lock(&self.channels);
         map.insert(
@@ -176,15 +193,16 @@ impl AdminChannels {
             Pooled {
                 addr,
                 channel: channel.clone(),
+                tls,
             },
         );
         Ok(AdminClient::new(channel))
     }
 
-    fn pooled(&self, key: &str, targets: &[Target]) -> Option<AdminChannel> {
+    fn pooled(&self, key: &str, targets: &[Target], tls: bool) -> Option<AdminChannel> {
         let mut map = lock(&self.channels);
         let pooled = map.get(key)?;
-        if reusable(&pooled.addr, pooled.channel.failed(), targets) {
+        if pooled.tls == tls && reusable(&pooled.addr, pooled.channel.failed(), targets) {
             return Some(pooled.channel.clone());
         }
         map.remove(key);

@@ -263,7 +263,7 @@ async fn reconcile_inner(cluster: &Cluster, ctx: &Context) -> Result<Action> {
         StorageChange::Refused(why) => Err(Error::Invalid(why.clone())),
         _ => Ok(v),
     });
-    let validated = match checked {
+    let mut validated = match checked {
         Ok(v) => v,
         Err(Error::Invalid(msg)) => {
             // Report and wait for the user to change the spec; no hot retry.
@@ -274,6 +274,7 @@ async fn reconcile_inner(cluster: &Cluster, ctx: &Context) -> Result<Action> {
                 voters: None,
                 activity: None,
                 rebalance: cluster.status.as_ref().and_then(|s| s.rebalance.clone()),
+                internal_tls: None,
             };
             let new = status::compute(cluster, &observed, Timestamp::now());
             if cluster.status.as_ref() != Some(&new) {
@@ -286,7 +287,47 @@ async fn reconcile_inner(cluster: &Cluster, ctx: &Context) -> Result<Action> {
         Err(e) => return Err(e),
     };
 
+    // The admin listener's TLS step: where it starts (a new secured Cluster on
+    // TLS, a running one on the first of three rolls), and the next step once
+    // every broker runs the current one.
+    let wants =
+        super::security::wants_security(&validated.spec) && validated.spec.listeners.admin_tls;
+    let brokers_exist = world.statefulset.is_some();
+    let step =
+        super::security::next_internal_tls(validated.internal_tls, wants, brokers_exist, false);
+    if validated.internal_tls.is_none() && step.is_some() {
+        // Recorded before any broker is built with it: a reconcile that fails
+        // later must not find brokers and take the Cluster for a running one.
+        clusters
+            .patch_status(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(serde_json::json!({"status": {"internalTls": step}})),
+            )
+            .await?;
+    }
+    validated.internal_tls = step;
     let mut desired = build::build(&validated);
+    if step.is_some() {
+        let rolled = rollout::rolled_out(
+            world.statefulset.as_ref(),
+            &world.pods,
+            rollout::template_hash(&desired.statefulset),
+        );
+        let next = super::security::next_internal_tls(step, wants, brokers_exist, rolled);
+        if next != step {
+            ctx.event(
+                cluster,
+                EventType::Normal,
+                "InternalTls",
+                "SwitchAdminListenerToTls",
+                format!("every broker runs {step:?}; rolling them to {next:?}"),
+            )
+            .await;
+            validated.internal_tls = next;
+            desired = build::build(&validated);
+        }
+    }
     storage::keep_claim_templates(&mut desired.statefulset, world.statefulset.as_ref());
     let mut rollout = rollout::plan(&rollout::Inputs {
         desired: validated.spec.replicas,
@@ -374,6 +415,7 @@ async fn reconcile_inner(cluster: &Cluster, ctx: &Context) -> Result<Action> {
         voters: Some(validated.voters),
         activity: activity.as_ref(),
         rebalance,
+        internal_tls: validated.internal_tls,
     };
     let new = status::compute(cluster, &observed, Timestamp::now());
     let was_running = cluster.status.as_ref().and_then(|s| s.phase) == new.phase;

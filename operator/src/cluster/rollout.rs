@@ -107,6 +107,33 @@ pub fn template_hash(sts: &StatefulSet) -> &str {
         .unwrap_or_default()
 }
 
+/// Whether every broker runs the pod template `hash` and is ready: the
+/// StatefulSet carries that template, its controller saw the latest spec, and
+/// all its pods are on the update revision (so a roll of that template is over).
+pub fn rolled_out(sts: Option<&StatefulSet>, pods: &[Pod], hash: &str) -> bool {
+    let Some(sts) = sts else {
+        return false;
+    };
+    let want = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+    let Some(st) = sts.status.as_ref() else {
+        return false;
+    };
+    let Some(revision) = st.update_revision.as_deref() else {
+        return false;
+    };
+    let on_revision = pods
+        .iter()
+        .filter(|p| {
+            ready(p) && p.labels().get(REVISION_LABEL).map(String::as_str) == Some(revision)
+        })
+        .count();
+    template_hash(sts) == hash
+        && st
+            .observed_generation
+            .is_some_and(|g| Some(g) >= sts.metadata.generation)
+        && i32::try_from(on_revision).ok() == Some(want)
+}
+
 pub struct Inputs<'a> {
     /// `spec.replicas` of the Cluster.
     pub desired: i32,

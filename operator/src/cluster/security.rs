@@ -3,8 +3,12 @@
 //! PLAINTEXT one, the certificate files it reads (from the cluster CA the
 //! operator keeps, or a Secret of the user's), the ACL authorizer, and the admin
 //! API's bearer token (Secret `<cluster>-admin-token`, mounted into the brokers
-//! and sent by the operator). Pure builders plus [`ensure_secrets`], which
-//! creates or renews those Secrets and writes nothing when they are good.
+//! and sent by the operator), and TLS on the admin/internal listener (Secret
+//! `<cluster>-internal-tls` from the cluster CA: brokers authenticate each other
+//! with it and the operator verifies them against the CA; see
+//! [`next_internal_tls`] for how a running Cluster is switched). Pure builders
+//! plus [`ensure_secrets`], which creates or renews those Secrets and writes
+//! nothing when they are good.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -15,7 +19,7 @@ use kube::api::{Api, PostParams};
 
 use super::certs::{self, Leaf};
 use super::validate::ValidatedCluster;
-use crate::crd::cluster::{ListenerAuthentication, SecureListenerSpec};
+use crate::crd::cluster::{InternalTls, ListenerAuthentication, SecureListenerSpec};
 use crate::crd::Cluster;
 use crate::{Error, Result};
 
@@ -25,6 +29,8 @@ pub const INTERNAL: &str = "INTERNAL";
 pub const SECURE: &str = "SECURE";
 /// Where the listener's certificate files are mounted in a broker.
 pub const TLS_MOUNT: &str = "/etc/strata/tls";
+/// Where the admin listener's certificate files are mounted in a broker.
+pub const INTERNAL_TLS_MOUNT: &str = "/etc/strata/internal-tls";
 /// Where the admin token is mounted in a broker.
 pub const TOKEN_MOUNT: &str = "/etc/strata/admin-token";
 /// Key of the token in its Secret.
@@ -43,6 +49,55 @@ pub fn admin_token_secret(cluster: &str) -> String {
     format!("{cluster}-admin-token")
 }
 
+pub fn internal_tls_secret(cluster: &str) -> String {
+    format!("{cluster}-internal-tls")
+}
+
+/// The name the brokers' admin certificate carries and every client verifies
+/// (brokers dial each other by pod IP, which one shared certificate cannot
+/// name): the bootstrap Service's `<svc>.<ns>.svc`.
+pub fn internal_peer_name(cluster: &str, namespace: &str) -> String {
+    format!(
+        "{}.{namespace}.svc",
+        super::Names::new(cluster).bootstrap_service()
+    )
+}
+
+/// The principal the brokers' admin certificate maps to (subject
+/// `CN=<cluster>-broker,O=strata`; neither DEFAULT nor [`CN_RULE`] shortens it).
+pub fn broker_principal(cluster: &str) -> String {
+    format!("User:CN={cluster}-broker,O=strata")
+}
+
+/// The next step of the admin listener's switch to TLS. `current` is the
+/// status's; `brokers_exist`: the StatefulSet is there; `rolled`: every broker
+/// runs the pod template built for `current` and is ready. A new secured Cluster
+/// starts on TLS; a running one goes through the two intermediate steps, one
+/// complete roll each. Once on, TLS is never switched off again by the operator.
+pub fn next_internal_tls(
+    current: Option<InternalTls>,
+    secured: bool,
+    brokers_exist: bool,
+    rolled: bool,
+) -> Option<InternalTls> {
+    match current {
+        None if !secured => None,
+        None if brokers_exist => Some(InternalTls::AcceptingTls),
+        None => Some(InternalTls::Tls),
+        Some(InternalTls::AcceptingTls) if rolled => Some(InternalTls::CallingWithTls),
+        Some(InternalTls::CallingWithTls) if rolled => Some(InternalTls::Tls),
+        other => other,
+    }
+}
+
+/// Whether the operator calls the brokers with TLS: once every broker serves it.
+pub fn operator_uses_tls(step: Option<InternalTls>) -> bool {
+    matches!(
+        step,
+        Some(InternalTls::CallingWithTls) | Some(InternalTls::Tls)
+    )
+}
+
 /// The Secret with the brokers' `tls.crt`, `tls.key` and `ca.crt`, when the
 /// secure listener uses TLS.
 pub fn broker_tls_secret(cluster: &ValidatedCluster) -> Option<String> {
@@ -55,9 +110,15 @@ pub fn broker_tls_secret(cluster: &ValidatedCluster) -> Option<String> {
 }
 
 /// Whether the admin API is protected by the operator's token (every Cluster
-/// with a secure listener or authorization).
+/// with a secure listener or authorization, or whose admin listener was
+/// switched to TLS: that stays).
 pub fn secured(cluster: &ValidatedCluster) -> bool {
-    cluster.spec.listeners.secure.is_some() || cluster.spec.authorization.is_some()
+    wants_security(&cluster.spec) || cluster.internal_tls.is_some()
+}
+
+/// What the spec alone asks for.
+pub fn wants_security(spec: &crate::crd::cluster::ClusterSpec) -> bool {
+    spec.listeners.secure.is_some() || spec.authorization.is_some()
 }
 
 /// Kafka's security protocol of the secure listener.
@@ -115,9 +176,29 @@ pub fn broker_config(cluster: &ValidatedCluster) -> String {
             ListenerAuthentication::None => {}
         }
     }
+    if let Some(step) = cluster.internal_tls {
+        // The files' paths are in the environment (see [`listener_env`]). The operator authenticates with the token, the brokers with certificates.
+        line("admin_ssl_client_auth", "requested");
+        line(
+            "admin_ssl_peer_name",
+            &internal_peer_name(&cluster.name, &cluster.namespace),
+        );
+        let (accept, connect) = match step {
+            InternalTls::AcceptingTls => (true, true),
+            InternalTls::CallingWithTls => (true, false),
+            InternalTls::Tls => (false, false),
+        };
+        out.push_str(&format!(
+            "admin_ssl_accept_plaintext = {accept}\nadmin_ssl_connect_plaintext = {connect}\n"
+        ));
+    }
+    let mut line = |k: &str, v: &str| out.push_str(&format!("{k} = {}\n", toml_string(v)));
     if let Some(a) = &cluster.spec.authorization {
         line("authorizer_class_name", "acl");
         let mut supers = vec![OPERATOR_PRINCIPAL.to_string()];
+        if cluster.internal_tls.is_some() {
+            supers.push(broker_principal(&cluster.name));
+        }
         supers.extend(a.super_users.iter().cloned());
         line("super_users", &supers.join(";"));
     }
@@ -152,6 +233,15 @@ pub fn listener_env(cluster: &ValidatedCluster) -> Vec<EnvVar> {
             "STRATA_ADMIN_TOKEN_FILE",
             format!("{TOKEN_MOUNT}/{TOKEN_KEY}"),
         ));
+    }
+    if cluster.internal_tls.is_some() {
+        for (var, file) in [
+            ("STRATA_ADMIN_SSL_CERTIFICATE_LOCATION", "tls.crt"),
+            ("STRATA_ADMIN_SSL_KEY_LOCATION", "tls.key"),
+            ("STRATA_ADMIN_SSL_CA_LOCATION", "ca.crt"),
+        ] {
+            out.push(env(var, format!("{INTERNAL_TLS_MOUNT}/{file}")));
+        }
     }
     let Some(s) = &cluster.spec.listeners.secure else {
         return out;
@@ -215,6 +305,13 @@ pub fn volumes(cluster: &ValidatedCluster) -> (Vec<Volume>, Vec<VolumeMount>) {
     };
     if let Some(secret) = broker_tls_secret(cluster) {
         add("tls", secret, TLS_MOUNT);
+    }
+    if cluster.internal_tls.is_some() {
+        add(
+            "internal-tls",
+            internal_tls_secret(&cluster.name),
+            INTERNAL_TLS_MOUNT,
+        );
     }
     if secured(cluster) {
         add(
@@ -320,6 +417,12 @@ pub async fn ensure_secrets(cluster: &ValidatedCluster, client: &kube::Client) -
         .await?;
         tracing::info!(cluster = %cluster.name, "admin token created");
     }
+    let names = certs::broker_names(&cluster.name, &cluster.namespace);
+    if cluster.internal_tls.is_some() {
+        let ca = cluster_ca(&api, cluster).await?;
+        let name = internal_tls_secret(&cluster.name);
+        ensure_broker_certificate(&api, cluster, &ca, &name, &names).await?;
+    }
     let issued_here = cluster
         .spec
         .listeners
@@ -332,13 +435,24 @@ pub async fn ensure_secrets(cluster: &ValidatedCluster, client: &kube::Client) -
     let Some(name) = broker_tls_secret(cluster) else {
         return Ok(());
     };
-    let names = certs::broker_names(&cluster.name, &cluster.namespace);
-    let now = SystemTime::now();
     let ca = cluster_ca(&api, cluster).await?;
-    let existing = api.get_opt(&name).await?;
+    ensure_broker_certificate(&api, cluster, &ca, &name, &names).await
+}
+
+/// Issues Secret `name` (the brokers' `tls.crt`, `tls.key`, `ca.crt`) when it is
+/// missing, due for renewal, from another CA, or lacks one of `names`.
+async fn ensure_broker_certificate(
+    api: &Api<Secret>,
+    cluster: &ValidatedCluster,
+    ca: &certs::Pem,
+    name: &str,
+    names: &[String],
+) -> Result<()> {
+    let now = SystemTime::now();
+    let existing = api.get_opt(name).await?;
     let good = existing.as_ref().is_some_and(|s| {
         secret_data(s, "ca.crt").as_deref() == Some(ca.cert.as_str())
-            && secret_data(s, "tls.crt").is_some_and(|c| certs::still_good(&c, &names, now))
+            && secret_data(s, "tls.crt").is_some_and(|c| certs::still_good(&c, names, now))
     });
     if good {
         return Ok(());
@@ -347,24 +461,27 @@ pub async fn ensure_secrets(cluster: &ValidatedCluster, client: &kube::Client) -
         &cluster.name,
         &cluster.namespace,
         &ca.key,
-        Leaf::Server(&names),
+        Leaf::Server(names),
         now,
     )
     .map_err(|e| Error::Invalid(e.to_string()))?;
     let data = BTreeMap::from([
         ("tls.crt".to_string(), leaf.cert),
         ("tls.key".to_string(), leaf.key),
-        ("ca.crt".to_string(), ca.cert),
+        ("ca.crt".to_string(), ca.cert.clone()),
     ]);
-    put(&api, existing.as_ref(), owned_secret(cluster, &name, data)).await?;
+    put(api, existing.as_ref(), owned_secret(cluster, name, data)).await?;
     tracing::info!(cluster = %cluster.name, secret = %name, "broker certificate issued");
     Ok(())
 }
 
 /// The admin token of a Cluster the operator secured, if it has one yet.
 pub async fn admin_token(client: &kube::Client, cluster: &Cluster) -> Result<Option<String>> {
-    let secured = cluster.spec.listeners.secure.is_some() || cluster.spec.authorization.is_some();
-    if !secured {
+    let switched = cluster
+        .status
+        .as_ref()
+        .is_some_and(|s| s.internal_tls.is_some());
+    if !wants_security(&cluster.spec) && !switched {
         return Ok(None);
     }
     let ns = kube::ResourceExt::namespace(cluster).unwrap_or_default();
@@ -374,6 +491,25 @@ pub async fn admin_token(client: &kube::Client, cluster: &Cluster) -> Result<Opt
         .get_opt(&name)
         .await?
         .and_then(|s| secret_data(&s, TOKEN_KEY)))
+}
+
+/// How the operator verifies a Cluster's brokers on their TLS admin listener:
+/// against the cluster CA (Secret `<cluster>-ca`), for the shared peer name.
+pub async fn internal_client_tls(
+    client: &kube::Client,
+    cluster: &Cluster,
+) -> Result<tonic::transport::ClientTlsConfig> {
+    let ns = kube::ResourceExt::namespace(cluster).unwrap_or_default();
+    let name = kube::ResourceExt::name_any(cluster);
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let ca = api
+        .get_opt(&ca_secret(&name))
+        .await?
+        .and_then(|s| secret_data(&s, "ca.crt"))
+        .ok_or_else(|| Error::Invalid(format!("Secret {} has no ca.crt yet", ca_secret(&name))))?;
+    Ok(tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+        .domain_name(internal_peer_name(&name, &ns)))
 }
 
 /// Bytes of a Secret value.
@@ -438,6 +574,93 @@ mod tests {
             Some("demo-broker-tls")
         );
         assert_eq!(mounts[1].mount_path, TOKEN_MOUNT);
+    }
+
+    #[test]
+    fn the_admin_listener_switches_to_tls_in_three_complete_rolls() {
+        use InternalTls::*;
+        // A new secured Cluster starts on TLS; a plain one stays in clear text.
+        assert_eq!(next_internal_tls(None, true, false, false), Some(Tls));
+        assert_eq!(next_internal_tls(None, false, true, true), None);
+        // A running one starts the switch, and moves on only after a whole roll.
+        assert_eq!(
+            next_internal_tls(None, true, true, true),
+            Some(AcceptingTls)
+        );
+        assert_eq!(
+            next_internal_tls(Some(AcceptingTls), true, true, false),
+            Some(AcceptingTls)
+        );
+        assert_eq!(
+            next_internal_tls(Some(AcceptingTls), true, true, true),
+            Some(CallingWithTls)
+        );
+        assert_eq!(
+            next_internal_tls(Some(CallingWithTls), true, true, false),
+            Some(CallingWithTls)
+        );
+        assert_eq!(
+            next_internal_tls(Some(CallingWithTls), true, true, true),
+            Some(Tls)
+        );
+        assert_eq!(next_internal_tls(Some(Tls), true, true, true), Some(Tls));
+        // Removing the secure listener does not switch TLS off again.
+        assert_eq!(next_internal_tls(Some(Tls), false, true, true), Some(Tls));
+        // The operator calls with TLS once every broker serves it.
+        assert!(!operator_uses_tls(None) && !operator_uses_tls(Some(AcceptingTls)));
+        assert!(operator_uses_tls(Some(CallingWithTls)) && operator_uses_tls(Some(Tls)));
+    }
+
+    #[test]
+    fn each_step_configures_the_admin_listener() {
+        let mut v = validate(&cluster("authorization: {}")).expect("valid");
+        for (step, accept, connect) in [
+            (InternalTls::AcceptingTls, true, true),
+            (InternalTls::CallingWithTls, true, false),
+            (InternalTls::Tls, false, false),
+        ] {
+            v.internal_tls = Some(step);
+            let toml = broker_config(&v);
+            assert!(
+                toml.contains(&format!("admin_ssl_accept_plaintext = {accept}\n")),
+                "{toml}"
+            );
+            assert!(
+                toml.contains(&format!("admin_ssl_connect_plaintext = {connect}\n")),
+                "{toml}"
+            );
+            assert!(
+                toml.contains("admin_ssl_client_auth = \"requested\""),
+                "{toml}"
+            );
+            assert!(
+                toml.contains("admin_ssl_peer_name = \"demo-bootstrap.kafka.svc\""),
+                "{toml}"
+            );
+            // The brokers' certificate principal may call the internal API.
+            assert!(
+                toml.contains(
+                    "super_users = \"User:strata-operator;User:CN=demo-broker,O=strata\""
+                ),
+                "{toml}"
+            );
+            let env: BTreeMap<String, String> = listener_env(&v)
+                .into_iter()
+                .map(|e| (e.name, e.value.unwrap_or_default()))
+                .collect();
+            assert_eq!(
+                env["STRATA_ADMIN_SSL_CA_LOCATION"],
+                "/etc/strata/internal-tls/ca.crt"
+            );
+            let (vols, mounts) = volumes(&v);
+            assert!(vols
+                .iter()
+                .any(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref())
+                    == Some("demo-internal-tls")));
+            assert!(mounts.iter().any(|m| m.mount_path == INTERNAL_TLS_MOUNT));
+        }
+        // The peer name is one of the names the brokers' certificate carries.
+        assert!(certs::broker_names("demo", "kafka").contains(&internal_peer_name("demo", "kafka")));
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct Observed<'a> {
     pub activity: Option<&'a Activity>,
     /// The rebalancer's latest reassignment.
     pub rebalance: Option<RebalanceStatus>,
+    /// Where the admin listener's switch to TLS is (None: keep the previous).
+    pub internal_tls: Option<crate::crd::cluster::InternalTls>,
 }
 
 fn pod_ready(p: &Pod) -> bool {
@@ -141,6 +143,7 @@ pub fn compute(cluster: &Cluster, observed: &Observed<'_>, now: Timestamp) -> Cl
         ),
         observed_generation: cluster.metadata.generation,
         controller_voters: previous.controller_voters.or(observed.voters),
+        internal_tls: observed.internal_tls.or(previous.internal_tls),
         rebalance: observed.rebalance.clone(),
     }
 }
@@ -214,6 +217,7 @@ mod tests {
                 voters: None,
                 activity: None,
                 rebalance: None,
+                internal_tls: None,
             },
             now(),
         );
@@ -247,6 +251,7 @@ mod tests {
             voters: None,
             activity: None,
             rebalance: None,
+            internal_tls: None,
         };
         let st = compute(&c, &obs, now());
         assert_eq!(st.phase, Some(ClusterPhase::Provisioning));
@@ -274,6 +279,7 @@ mod tests {
                 voters: None,
                 activity: None,
                 rebalance: None,
+                internal_tls: None,
             },
             now(),
         );
@@ -292,6 +298,7 @@ mod tests {
                 voters: None,
                 activity: None,
                 rebalance: None,
+                internal_tls: None,
             },
             now(),
         );
@@ -315,6 +322,7 @@ mod tests {
                 voters: None,
                 activity: None,
                 rebalance: None,
+                internal_tls: None,
             },
             now(),
         ));

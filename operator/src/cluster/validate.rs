@@ -55,6 +55,9 @@ pub struct ValidatedCluster {
     pub reassignment_throttle: Option<u64>,
     /// Metadata quorum voters: brokers `0..voters` (see [`initial_voters`]).
     pub voters: i32,
+    /// The admin listener's TLS step the brokers are built with (from the
+    /// status; the controller moves it on, see `security::next_internal_tls`).
+    pub internal_tls: Option<crate::crd::cluster::InternalTls>,
 }
 
 /// Checks the spec; `Error::Invalid` names the offending field.
@@ -138,6 +141,13 @@ pub fn validate(cluster: &Cluster) -> Result<ValidatedCluster> {
             )));
         }
     }
+    let internal_tls = cluster.status.as_ref().and_then(|s| s.internal_tls);
+    if internal_tls.is_some() && !spec.listeners.admin_tls {
+        return Err(Error::Invalid(
+            "spec.listeners.adminTls cannot be turned off: the admin listener was switched to TLS"
+                .into(),
+        ));
+    }
     let voters = cluster
         .status
         .as_ref()
@@ -152,6 +162,7 @@ pub fn validate(cluster: &Cluster) -> Result<ValidatedCluster> {
     }
     Ok(ValidatedCluster {
         voters,
+        internal_tls,
         names: Names::new(&name),
         name,
         namespace,

@@ -154,6 +154,14 @@ pub struct ListenersSpec {
     /// brokers' own PLAINTEXT listener (replication of transaction markers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secure: Option<SecureListenerSpec>,
+    /// TLS on the admin/internal gRPC port of a secured Cluster (one with
+    /// `secure` or `spec.authorization`): the brokers authenticate each other
+    /// with certificates of the cluster CA (Secret `<cluster>-internal-tls`) and
+    /// the operator verifies them. Turned on for a running Cluster, the brokers
+    /// are switched in three rolls without a moment where two cannot talk
+    /// (`status.internalTls`). It cannot be turned off again.
+    #[serde(default = "default_true")]
+    pub admin_tls: bool,
 }
 
 /// The client listener with TLS and authentication (`spec.listeners.secure`).
@@ -210,6 +218,7 @@ impl Default for ListenersSpec {
             admin: default_admin_port(),
             metrics: default_metrics_port(),
             secure: None,
+            admin_tls: true,
         }
     }
 }
@@ -274,6 +283,25 @@ pub struct ClusterStatus {
     /// when the cluster was created; `spec.replicas` may not go below it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub controller_voters: Option<i32>,
+    /// TLS between the brokers and to the operator on the admin/internal gRPC
+    /// listener, for Clusters with a secure listener or authorization: `Tls` from
+    /// the start on new Clusters; a running Cluster gets there in three rolls
+    /// (`AcceptingTls` → `CallingWithTls` → `Tls`). Absent: clear text. Once on,
+    /// it stays on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_tls: Option<InternalTls>,
+}
+
+/// How far a Cluster's admin/internal listener is switched to TLS (each step is
+/// a one-broker-at-a-time roll; every pair of brokers can talk at every point).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum InternalTls {
+    /// Rolling to: brokers serve TLS and clear text, and call in clear text.
+    AcceptingTls,
+    /// Rolling to: brokers serve both and call with TLS (as the operator does).
+    CallingWithTls,
+    /// TLS only (rolling to it while a running Cluster switches).
+    Tls,
 }
 
 /// A reassignment submitted by the operator's rebalancer.

@@ -310,3 +310,34 @@ fn brokers_whose_pods_are_gone_are_unregistered_once_fenced_and_empty() {
     let r = run(4, &s, &pods, Some(&gone(true, 0)));
     assert_eq!(r.steps, vec![AdminStep::Undrain(3)]);
 }
+
+#[test]
+fn a_template_is_rolled_out_when_every_broker_runs_it_and_is_ready() {
+    let s = sts(3, 0, HASH, "rev2");
+    let all = [
+        pod(0, "rev2", true),
+        pod(1, "rev2", true),
+        pod(2, "rev2", true),
+    ];
+    assert!(rolled_out(Some(&s), &all, HASH));
+    // Another template on the StatefulSet, a broker not ready or still on the old
+    // revision, or no StatefulSet: not yet.
+    assert!(!rolled_out(Some(&s), &all, "h3"));
+    let one_down = [
+        pod(0, "rev2", true),
+        pod(1, "rev2", false),
+        pod(2, "rev2", true),
+    ];
+    assert!(!rolled_out(Some(&s), &one_down, HASH));
+    let mid_roll = [
+        pod(0, "rev1", true),
+        pod(1, "rev2", true),
+        pod(2, "rev2", true),
+    ];
+    assert!(!rolled_out(Some(&s), &mid_roll, HASH));
+    assert!(!rolled_out(None, &all, HASH));
+    // The StatefulSet controller has not seen the latest spec yet.
+    let mut stale = s.clone();
+    stale.metadata.generation = Some(5);
+    assert!(!rolled_out(Some(&stale), &all, HASH));
+}
