@@ -211,15 +211,7 @@ pub fn default_images() -> ImageMap {
             m.insert(image.to_string(), p);
         }
     }
-    if let Ok(out) = std::process::Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-    {
-        let exe = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if !exe.is_empty() {
-            m.insert("python".into(), PathBuf::from(exe));
-        }
-    }
+    m.extend(crate::testing::python_images());
     m
 }
 

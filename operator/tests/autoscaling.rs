@@ -23,7 +23,7 @@ use strata_operator::crd::consumergroup::OffsetResetPhase;
 use strata_operator::crd::{Cluster, ConsumerGroup, Topic};
 
 mod support;
-use support::{broker_binary, kafka_python};
+use support::{broker_binary, kafka_python, wait_topic_ready};
 
 const NS: &str = "default";
 const PARTITIONS: i32 = 4;
@@ -200,20 +200,12 @@ async fn scenario(env: Env, python: std::path::PathBuf) -> Env {
         (s.phase == Some(strata_operator::crd::cluster::ClusterPhase::Running)).then_some(())
     })
     .await;
-    let topics: Api<Topic> = Api::namespaced(client.clone(), NS);
     create::<Topic>(
         &client,
         &yaml(&format!("apiVersion: strata.dev/v1alpha1\nkind: Topic\nmetadata: {{name: work}}\nspec: {{clusterRef: demo, partitions: {PARTITIONS}}}")),
     )
     .await;
-    wait_for("Topic work Ready", Duration::from_secs(60), || async {
-        let s = topics.get("work").await.ok()?.status?;
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-            .then_some(())
-    })
-    .await;
+    wait_topic_ready(&client, NS, "work").await;
     let broker_ip = Api::<Pod>::namespaced(client.clone(), NS)
         .get("demo-0")
         .await

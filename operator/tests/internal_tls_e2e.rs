@@ -22,7 +22,7 @@ use strata_operator::crd::{Cluster, Topic};
 use strata_operator::run::run;
 
 mod support;
-use support::{broker_binary, install_crds, kafka_python, operator_options};
+use support::{broker_binary, install_crds, kafka_python, operator_options, wait_topic_ready};
 
 const NS: &str = "default";
 const TEST_TIMEOUT: Duration = Duration::from_secs(600);
@@ -171,14 +171,7 @@ async fn scenario(env: &Env, python: &PathBuf) {
         .create(&PostParams::default(), &topic)
         .await
         .expect("create topic");
-    wait_for("Topic switch Ready", Duration::from_secs(60), || async {
-        let s = topics.get("switch").await.ok()?.status?;
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-            .then_some(())
-    })
-    .await;
+    wait_topic_ready(&client, NS, "switch").await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     let mut written = 0;
     produce(python, &pods, written).await;

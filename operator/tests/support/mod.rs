@@ -15,6 +15,23 @@ use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};
 use strata_e2e::testing::wait_for;
 
+/// Waits until Topic `name` in `namespace` is Ready.
+pub async fn wait_topic_ready(client: &Client, namespace: &str, name: &str) {
+    let topics: Api<strata_operator::crd::Topic> = Api::namespaced(client.clone(), namespace);
+    wait_for(
+        &format!("Topic {name} Ready"),
+        Duration::from_secs(60),
+        || async {
+            let s = topics.get(name).await.ok()?.status?;
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 /// The `strata-broker` binary of this build, when built.
 pub fn broker_binary() -> Option<PathBuf> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
