@@ -32,7 +32,11 @@
 //!
 //! Within phase 2 a follower replica is moved rather than the preferred
 //! leader (unless the leader's broker also leads too many), and partitions
-//! already being moved are preferred as long as one original replica stays.
+//! already being moved are preferred as long as one original replica stays;
+//! then the partition of the topic most over-represented on the source
+//! relative to the target, as a share of the topic's replicas, so that each
+//! topic ends up spread over the brokers too (a new broker gets its share of
+//! every topic's traffic, not just of the cheapest partitions to move).
 //! Partitions whose replication factor exceeds the number of eligible brokers
 //! (or that have no replicas) are left untouched but still count as load.
 //!
@@ -111,6 +115,8 @@ enum RackKey<'a> {
 #[derive(Debug)]
 struct Part {
     topic: String,
+    /// Index of the topic in `State::topic_count`.
+    topic_idx: usize,
     partition: i32,
     original: Vec<i32>,
     replicas: Vec<i32>,
@@ -133,6 +139,8 @@ struct State<'a> {
     count: Vec<usize>,
     /// Preferred leaderships per eligible broker.
     leaders: Vec<usize>,
+    /// Per topic: replicas per eligible broker, and all its replicas.
+    topic_count: Vec<(Vec<usize>, usize)>,
     next_touch: usize,
 }
 
@@ -146,10 +154,19 @@ impl<'a> State<'a> {
         let racks: Vec<Option<&'a str>> = by_id.values().copied().collect();
         let index: BTreeMap<i32, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
 
+        let topics: BTreeMap<&str, usize> = current
+            .iter()
+            .map(|p| p.topic.as_str())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (t, i))
+            .collect();
         let mut parts: Vec<Part> = current
             .iter()
             .map(|p| Part {
                 topic: p.topic.clone(),
+                topic_idx: topics.get(p.topic.as_str()).copied().unwrap_or(0),
                 partition: p.partition,
                 original: p.replicas.clone(),
                 replicas: p.replicas.clone(),
@@ -162,6 +179,7 @@ impl<'a> State<'a> {
         let mut state = State {
             count: vec![0; ids.len()],
             leaders: vec![0; ids.len()],
+            topic_count: vec![(vec![0; ids.len()], 0); topics.len()],
             ids,
             index,
             racks,
@@ -175,7 +193,11 @@ impl<'a> State<'a> {
                     if slot == 0 {
                         state.leaders[b] += 1;
                     }
+                    let t = state.parts[p].topic_idx;
+                    state.topic_count[t].0[b] += 1;
                 }
+                let t = state.parts[p].topic_idx;
+                state.topic_count[t].1 += 1;
             }
         }
         state
@@ -224,14 +246,17 @@ impl<'a> State<'a> {
 
     /// Puts eligible broker index `to` at `slot` of partition `p`, updating loads.
     fn replace(&mut self, p: usize, slot: usize, to: usize) {
+        let t = self.parts[p].topic_idx;
         if let Some(from) = self.good_at(p, slot) {
             self.count[from] -= 1;
+            self.topic_count[t].0[from] -= 1;
             if slot == 0 {
                 self.leaders[from] -= 1;
             }
         }
         self.parts[p].replicas[slot] = self.ids[to];
         self.count[to] += 1;
+        self.topic_count[t].0[to] += 1;
         if slot == 0 {
             self.leaders[to] += 1;
         }
@@ -351,7 +376,12 @@ impl<'a> State<'a> {
                     (false, _) => 1,
                     (true, false) => 2,
                 };
-                (leader_rank, touch_rank, p)
+                // Then the topic most over-represented on `s` against `t`, as a
+                // share of its replicas (parts per million, so a key can hold it).
+                let (on, total) = &self.topic_count[part.topic_idx];
+                let surplus = on[s] as i64 - on[t] as i64;
+                let share = surplus * 1_000_000 / (*total).max(1) as i64;
+                (leader_rank, touch_rank, std::cmp::Reverse(share), p)
             })
     }
 

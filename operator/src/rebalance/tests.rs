@@ -423,3 +423,44 @@ fn large_scale_out_is_quick() {
         started.elapsed()
     );
 }
+
+#[test]
+fn scale_out_gives_the_new_broker_its_share_of_every_topic() {
+    // The shape of bench/scale_out.sh: 50 `__consumer_offsets` partitions sort
+    // before a 12-partition data topic; a count-only balance would hand the new
+    // broker offsets partitions alone and none of the data topic's traffic.
+    let mut current = Vec::new();
+    for p in 0..50 {
+        let r = [p % 3, (p + 1) % 3, (p + 2) % 3].map(|b| b + 1);
+        current.push(part("__consumer_offsets", p, &r));
+    }
+    for p in 0..12 {
+        let r = [p % 3, (p + 1) % 3, (p + 2) % 3].map(|b| b + 1);
+        current.push(part("history", p, &r));
+    }
+    let live = brokers(&[1, 2, 3, 4]);
+    let moves = plan(&current, &live, &ALL);
+    let next = apply(&current, &moves);
+    let on_new = |topic: &str| {
+        next.iter()
+            .filter(|p| p.topic == topic && p.replicas.contains(&4))
+            .count()
+    };
+    // 36 replicas of history over 4 brokers: 9 each; within one of it.
+    assert!(
+        (8..=10).contains(&on_new("history")),
+        "{}",
+        on_new("history")
+    );
+    assert!(
+        (35..=40).contains(&on_new("__consumer_offsets")),
+        "{}",
+        on_new("__consumer_offsets")
+    );
+    // Still the fewest replica copies: 186 replicas over 4 brokers (46 or 47 each).
+    assert_eq!(replica_changes(&current, &moves), 46);
+    assert!(
+        plan(&next, &live, &ALL).is_empty(),
+        "replanning must be a no-op"
+    );
+}
