@@ -120,9 +120,15 @@ async fn main() -> anyhow::Result<()> {
                 env.control_plane.logs_dir().display()
             );
             println!("Press Ctrl-C to tear everything down.");
-            tokio::signal::ctrl_c()
-                .await
-                .context("waiting for Ctrl-C")?;
+            // SIGTERM (a script's `kill`) tears down as Ctrl-C does: the pod
+            // network's bridge and namespaces are host state.
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .context("installing the SIGTERM handler")?;
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+                _ = term.recv() => {}
+            }
             eprintln!("tearing down...");
             env.shutdown().await;
             Ok(())
