@@ -1513,8 +1513,30 @@ async fn scenario(env: &Env, kcat: &Path) {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let before = resource_versions(&client).await;
+    // The restart is compared against a steady state: the old operator has
+    // stopped writing (the upgrade roll just ended; its rebalance round and the
+    // status it reports may still be settling). Bounded: a state that never
+    // settles fails here, with the objects that kept changing.
+    let mut before = resource_versions(&client).await;
+    let quiet_since = Instant::now();
+    let mut last_change = Instant::now();
+    while last_change.elapsed() < Duration::from_secs(10) {
+        assert!(
+            quiet_since.elapsed() < Duration::from_secs(90),
+            "objects kept changing for 90 s before the operator restart: {before:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = resource_versions(&client).await;
+        if now != before {
+            before = now;
+            last_change = Instant::now();
+        }
+    }
+    step(&format!(
+        "steady before the operator restart (waited {:.0?})",
+        quiet_since.elapsed()
+    ));
+    let cluster_before = clusters.get("demo").await.expect("cluster");
     let op_pods: Api<Pod> = Api::namespaced(client.clone(), "strata-system");
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(client.clone(), "strata-system");
@@ -1546,7 +1568,16 @@ async fn scenario(env: &Env, kcat: &Path) {
     // Long enough for the new leader's first full reconcile of everything.
     tokio::time::sleep(Duration::from_secs(15)).await;
     let after = resource_versions(&client).await;
-    assert_eq!(before, after, "the restarted operator updated objects");
+    if before != after {
+        let cluster_after = clusters.get("demo").await.expect("cluster");
+        panic!(
+            "the restarted operator updated objects:\nbefore {before:?}\nafter  {after:?}\nCluster status before: {}\nCluster status after:  {}\nmetadata before: {:?}\nmetadata after:  {:?}",
+            serde_json::to_string(&cluster_before.status).unwrap_or_default(),
+            serde_json::to_string(&cluster_after.status).unwrap_or_default(),
+            cluster_before.metadata.managed_fields.as_ref().map(|m| m.iter().map(|f| (f.manager.clone(), f.operation.clone(), f.subresource.clone(), f.time.clone())).collect::<Vec<_>>()),
+            cluster_after.metadata.managed_fields.as_ref().map(|m| m.iter().map(|f| (f.manager.clone(), f.operation.clone(), f.subresource.clone(), f.time.clone())).collect::<Vec<_>>()),
+        );
+    }
     let connects = operator_admin_connects(&client, &new_holder).await;
     // Longer than the ConsumerGroup refresh (15 s) and a Topic/Cluster requeue.
     tokio::time::sleep(Duration::from_secs(20)).await;
